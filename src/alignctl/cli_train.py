@@ -1,0 +1,142 @@
+"""``alignctl train``: GrokAlign and its peers on the paper's tasks or the user's own."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .cli import app, cli_errors, err_console
+from .errors import InputError
+
+Opt = typer.Option
+
+
+def build_config(config: Path | None, task: str | None, regs: list[str], seed: int | None,
+                 epochs: int | None, overrides: dict | None = None):  # fmt: skip
+    """The fully resolved config of a new run: a preset (--task) or a file (--config), the
+    regularisers (preset defaults, then the user's parameters) and the seed."""
+    from .config import config_from_dict, load_config
+    from .regularisers import parse_reg_spec
+
+    if (config is None) == (task is None):
+        raise InputError("give exactly one of --task NAME or --config FILE")
+    if task is not None:
+        from .presets import PRESETS, preset_reg_defaults
+
+        d = PRESETS.get(task)()
+        defaults = preset_reg_defaults(task)
+        cfg = config_from_dict(d, Path.cwd(), source=f"preset {task}")
+    else:
+        cfg = load_config(config)
+        defaults = {}
+    resolved = []
+    for text in regs:
+        spec = parse_reg_spec(text)
+        if spec["name"] in ("none", "baseline"):
+            continue
+        resolved.append({**defaults.get(spec["name"], {}), **spec})
+    d = cfg.to_dict()
+    d["train"]["regularisers"] = (d["train"].get("regularisers") or []) + resolved
+    if seed is not None:
+        d["train"]["seed"] = seed
+        if "task" in (d.get("data") or {}):
+            d["data"]["seed"] = seed  # the same seed: the same data and initialisation
+    if epochs is not None:
+        d["train"]["epochs"] = epochs
+    for k, v in (overrides or {}).items():
+        d["train"][k] = v
+    return config_from_dict(d, cfg.base_dir, source="resolved config")
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the step, save a checkpoint, exit cleanly; second: abort."""
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def __call__(self, *_):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+
+@app.command()
+@cli_errors
+def train(
+    out: Annotated[Path | None, Opt(help="Run directory to create.")] = None,
+    config: Annotated[Path | None, Opt(help="alignctl.yaml (model, data, train).")] = None,
+    task: Annotated[
+        str | None, Opt(help="A preset: sparse-parity, xor-cluster, mnist, ...")
+    ] = None,
+    reg: Annotated[
+        list[str] | None, Opt(help="Regulariser, e.g. grokalign:lambda=0.01 (repeat).")
+    ] = None,
+    epochs: Annotated[int | None, Opt(help="Total epochs.", min=0)] = None,
+    seed: Annotated[int | None, Opt(help="Seed of the initialisation, data and order.")] = None,
+    device: Annotated[str, Opt(help="auto | cpu | cuda | mps")] = "auto",
+    save_every: Annotated[int | None, Opt(help="Checkpoint every N epochs.", min=1)] = None,
+    save_schedule: Annotated[str | None, Opt(help="log:K = K log-spaced checkpoints.")] = None,
+    eval_every: Annotated[int, Opt(help="Evaluate every N epochs.", min=1)] = 1,
+    stop_when_grokked: Annotated[bool, Opt(help="Stop at the grokked criterion.")] = False,
+    force: Annotated[bool, Opt(help="Overwrite an existing run in --out.")] = False,
+    resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
+) -> None:
+    """Train a network (optionally with GrokAlign or its peers), writing checkpoints that
+    `alignctl analyze` reads."""
+    import json
+
+    from .training import Trainer, prepare_run_dir
+
+    if resume is not None:
+        if config or task or reg or seed is not None or out:
+            raise InputError("--resume takes only --epochs, --device and the schedule options")
+        from .config import load_config
+
+        run_dir = resume
+        cfg = load_config(run_dir / "alignctl.yaml")
+        trainer = Trainer(run_dir, cfg, device)
+        trainer.restore()
+    else:
+        if out is None:
+            raise InputError("--out DIR is required (or --resume DIR)")
+        cfg = build_config(config, task, reg or [], seed, epochs)
+        from .config import save_config
+
+        trainer = Trainer(out, cfg, device)  # validates everything before touching files
+        prepare_run_dir(out, force)
+        save_config(cfg, out / "alignctl.yaml")
+        run_dir = out
+    total = epochs if epochs is not None else int(cfg.train["epochs"])
+    stop = _StopFlag()
+    previous = signal.signal(signal.SIGINT, stop)
+    console = err_console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    try:
+        with Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                      TextColumn("{task.description}"), console=console,
+                      disable=quiet or not console.is_terminal) as bar:  # fmt: skip
+            task_id = bar.add_task("", total=total, completed=trainer.epoch)
+
+            def show(ev):
+                test = ev.get("test_accuracy")
+                bar.update(task_id, completed=ev["epoch"], description=(
+                    f"loss {ev['loss']:.4f} train {ev['train_accuracy']:.1%}"
+                    + ("" if test is None else f" test {test:.1%}")))  # fmt: skip
+
+            summary = trainer.fit(
+                total, eval_every=eval_every, save_every=save_every, save_schedule=save_schedule,
+                stop_when_grokked=stop_when_grokked, callback=show, should_stop=lambda: stop.hit,
+            )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    typer.echo(json.dumps(summary))
+    if summary["interrupted"]:
+        typer.echo(
+            f"interrupted: checkpoint saved; continue with alignctl train --resume {run_dir}",
+            err=True,
+        )

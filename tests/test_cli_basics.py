@@ -1,0 +1,45 @@
+"""The CLI starts without importing torch, and its usage errors exit 2."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from alignctl import __version__
+from alignctl.cli import app
+
+runner = CliRunner()
+
+
+def test_version_and_help_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from alignctl.cli import app\n"
+        "for argv in (['--version'], ['--help'], ['analyze', '--help'], ['train', '--help']):\n"
+        "    try:\n"
+        "        app(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (argv, e.code)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"alignctl {__version__}" in r.stdout
+
+
+def test_version_flag():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"alignctl {__version__}"
+
+
+def test_unknown_option_is_a_usage_error():
+    assert runner.invoke(app, ["analyze", "--nope"]).exit_code == 2
+
+
+def test_metrics_command_lists_every_registered_metric():
+    from alignctl.metrics import METRICS
+
+    r = runner.invoke(app, ["metrics"])
+    assert r.exit_code == 0
+    for name in METRICS.names():
+        assert name in r.stdout
