@@ -1,0 +1,299 @@
+"""Checkpoint discovery, reading and strict loading.
+
+Formats: ``.safetensors`` (metadata from ``__metadata__``), torch ``.pt``/``.pth``/``.bin``
+(a state dict, or a dict holding one under ``state_dict``/``model``/``model_state_dict``),
+Lightning ``.ckpt`` (``state_dict`` + ``global_step``) and Hugging Face style folders
+(``model.safetensors``, sharded ``model-0000k-of-0000n.safetensors`` + index, or
+``pytorch_model.bin``). Pickles are only ever read with ``torch.load(weights_only=True)``,
+so a file that tries to run code is refused, never executed. Nothing is cached: each
+``read_checkpoint`` loads one checkpoint, so memory stays flat over any number of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .atomic import atomic_save_safetensors
+from .errors import InputError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+# Hugging Face folder layouts, in order of preference.
+HF_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
+STEP_KEYS = ("step", "global_step")
+ACCEPTED = (
+    f"accepted: {', '.join(CHECKPOINT_SUFFIXES)} files, or Hugging Face style folders "
+    "holding model.safetensors or pytorch_model.bin"
+)
+# The trainer's resume state (optimizer etc.) lives in checkpoints/state/: not weights to analyse.
+STATE_FOLDER = "state"
+_ALWAYS_STRIP = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers
+_SHOW = 3  # offending keys named in a mismatch message
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    path: Path  # the file, or the Hugging Face style folder
+    name: str  # file name without suffix, or folder name
+    step: int | None  # from metadata if present, else the last number in the name, else None
+
+
+def natural_key(name: str) -> tuple:
+    """``step_9`` < ``step_10``: digit runs compare as numbers (str, int, str, ... alternate)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _number_in_name(name: str) -> int | None:
+    nums = re.findall(r"\d+", name)
+    return int(nums[-1]) if nums else None
+
+
+def step_from_metadata(metadata: dict) -> int | None:
+    """``step``, else ``global_step`` (never ``epoch``), as an int; None if absent."""
+    for value in (metadata.get(k) for k in STEP_KEYS):
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if float(value).is_integer():
+                return int(value)
+    return None
+
+
+def _is_hf_folder(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in HF_FILES)
+
+
+def _ref(path: Path) -> CheckpointRef:
+    name = path.name if path.is_dir() else path.stem
+    step = _peek_step(path)
+    return CheckpointRef(path, name, step if step is not None else _number_in_name(name))
+
+
+def _peek_step(path: Path) -> int | None:
+    """The step stored in the file, read cheaply (header / mmap); None if absent or unreadable:
+    a broken file is reported when it is read, with the full reason."""
+    try:
+        if path.is_dir():
+            main = _hf_main_file(path)
+            return _peek_step(main) if main.suffix == ".safetensors" else None
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                return step_from_metadata(_parse_metadata(f.metadata()))
+        obj = _torch_load(path, mmap=True)
+        return step_from_metadata(obj) if isinstance(obj, dict) else None
+    except Exception:
+        return None
+
+
+def sort_checkpoints(refs: list[CheckpointRef]) -> list[CheckpointRef]:
+    """By step; refs without a step come after, by natural name order."""
+    return sorted(refs, key=lambda r: (r.step is None, r.step or 0, natural_key(r.name)))
+
+
+def discover_checkpoints(path: Path) -> list[CheckpointRef]:
+    """The checkpoints at ``path`` (a folder or a single file), ordered by step."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"checkpoint path {path} does not exist")
+    if path.is_file():
+        if path.suffix not in CHECKPOINT_SUFFIXES:
+            raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
+        return [_ref(path)]
+    if _is_hf_folder(path):
+        return [_ref(path)]
+    # Hidden entries include our own atomic temp files (.name.tmp-XXXX).
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        raise InputError(f"checkpoint folder {path} is empty")
+    found = [p for p in entries if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
+    found += [p for p in entries if p.is_dir() and p.name != STATE_FOLDER and _is_hf_folder(p)]
+    if not found:
+        raise InputError(f"no checkpoint files in {path} ({ACCEPTED})")
+    return sort_checkpoints([_ref(p) for p in found])
+
+
+def read_checkpoint(ref: CheckpointRef) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load one checkpoint: (state_dict with wrapper prefixes stripped, metadata)."""
+    path = Path(ref.path)
+    if not path.exists():
+        raise InputError(f"checkpoint {path} does not exist")
+    state, meta = _read_hf_folder(path) if path.is_dir() else _read_file(path)
+    if not state:
+        raise InputError(f"checkpoint {path} holds no tensors")
+    return _strip_wrappers(state), meta
+
+
+def _parse_metadata(raw: dict[str, str] | None) -> dict:
+    """safetensors metadata values are strings; decode the ones that are JSON."""
+    out: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        try:
+            out[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            out[key] = value
+    return out
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = _parse_metadata(f.metadata())
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"cannot read safetensors file {path}: {_first_line(e)}") from None
+    return state, meta
+
+
+def _torch_load(path: Path, mmap: bool = False) -> Any:
+    with warnings.catch_warnings():
+        # torch warns about pickle protocols it merely tolerates; the library never prints.
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        obj = _torch_load(path)
+    except Exception as e:  # torch raises KeyError/EOFError/RuntimeError... on bad files
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise InputError(
+                f"{path} refused: not a plain weights file (weights_only loading)"
+            ) from None
+        why = _first_line(e) or type(e).__name__
+        raise InputError(f"cannot read {path}: corrupt or truncated torch file ({why})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path} holds no state dict (found {type(obj).__name__})")
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj.get(key), dict):
+            state = obj[key]
+            meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str, bool))}
+            break
+    else:
+        if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise InputError(
+                f"{path} holds no state dict (expected a dict of tensors, or one under "
+                f"{', '.join(repr(k) for k in STATE_DICT_KEYS)})"
+            )
+        state, meta = obj, {}
+    bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        kind = type(state[bad]).__name__
+        raise InputError(f"{path}: state dict entry {bad!r} is a {kind}, not a tensor")
+    return dict(state), meta
+
+
+def _hf_main_file(folder: Path) -> Path:
+    for name in HF_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(f"{folder} is not a Hugging Face style folder ({', '.join(HF_FILES)})")
+
+
+def _read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    main = _hf_main_file(folder)
+    if not main.name.endswith(".index.json"):
+        return _read_file(main)
+    try:
+        index = json.loads(main.read_text())
+        shards = sorted(set(index["weight_map"].values()), key=natural_key)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"malformed shard index {main}: {_first_line(e)}") from None
+    state: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for shard in shards:
+        shard_path = folder / shard
+        if not shard_path.is_file():
+            raise InputError(f"shard {shard_path} listed in {main.name} is missing")
+        part, part_meta = _read_file(shard_path)
+        state.update(part)
+        meta = meta or part_meta
+    return state, {**meta, **(index.get("metadata") or {})}
+
+
+def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP's leading ``module.`` and torch.compile's ``_orig_mod.`` (anywhere: a compiled
+    submodule nests it); neither is ever part of a user's module names."""
+    out = {}
+    for key, value in state.items():
+        key = key.replace("._orig_mod.", ".")
+        while key.startswith(_ALWAYS_STRIP):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+    """Strictly load ``state_dict`` into ``model``, casting to the model's dtypes. A shared
+    leading component (Lightning's ``model.``/``net.`` attribute) is stripped if that fits."""
+    target = model.state_dict()
+    candidates = [state_dict]
+    firsts = {k.split(".", 1)[0] for k in state_dict}
+    if len(firsts) == 1 and all("." in k for k in state_dict):
+        candidates.append({k.split(".", 1)[1]: v for k, v in state_dict.items()})
+    problems = [_mismatch(c, target) for c in candidates]
+    for cand, problem in zip(candidates, problems, strict=True):
+        if not problem:
+            cast = {k: v.to(dtype=target[k].dtype) for k, v in cand.items()}
+            model.load_state_dict(cast, strict=True)
+            return
+    # Report against the closest variant: fewest missing + unexpected keys.
+    best = min(problems, key=lambda p: p[1])
+    raise InputError(f"checkpoint {source} does not fit the model: {best[0]}")
+
+
+def _mismatch(state: dict, target: dict) -> tuple[str, int] | None:
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [
+        f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing keys {_few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {_few(unexpected)}")
+    parts += shapes[:_SHOW]
+    return ("; ".join(parts), len(missing) + len(unexpected)) if parts else None
+
+
+def _few(keys: list[str]) -> str:
+    more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
+    return ", ".join(keys[:_SHOW]) + more
+
+
+def write_checkpoint(path: Path, state_dict: dict, metadata: dict) -> None:
+    """Atomically write a safetensors checkpoint; non-string metadata is stored as JSON."""
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    atomic_save_safetensors(state_dict, path, meta)
+
+
+def is_finite_state(state_dict: dict) -> bool:
+    """True when every floating-point tensor is free of NaN and inf."""
+    return all(
+        bool(torch.isfinite(v).all())
+        for v in state_dict.values()
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
+    )
