@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -91,3 +92,24 @@ def call_factory(spec: str, base_dir: Path, kwargs: dict | None, what: str) -> A
         return fn(**(kwargs or {}))
     except Exception as e:
         raise InputError(f"{what} factory {spec} failed: {type(e).__name__}: {e}") from e
+
+
+def check_kwargs(fn, kwargs: dict, what: str) -> None:
+    """InputError if ``kwargs`` has a key that ``fn`` does not accept (lists the valid ones)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise InputError(
+            f"{what}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(params)}"
+        )
+    missing = [
+        n
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and n not in kwargs
+    ]
+    if missing:
+        raise InputError(f"{what}: missing required parameter(s) {', '.join(missing)}")

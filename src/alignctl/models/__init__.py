@@ -7,43 +7,20 @@ A ``model:`` section is either ``{arch: NAME, **kwargs}`` or ``{factory: SPEC, k
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
+from ..factories import call_factory, check_kwargs
 from ..registry import Registry
 
 MODELS: Registry = Registry("architecture")
 register_model = MODELS.register
 
 
-def check_kwargs(fn, kwargs: dict, what: str) -> None:
-    """InputError if ``kwargs`` has a key that ``fn`` does not accept (lists the valid ones)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise InputError(
-            f"{what}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(params)}"
-        )
-    missing = [
-        n
-        for n, p in params.items()
-        if p.default is inspect.Parameter.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and n not in kwargs
-    ]
-    if missing:
-        raise InputError(f"{what}: missing required parameter(s) {', '.join(missing)}")
-
-
 def build_model(spec: dict, base_dir: Path) -> torch.nn.Module:
     """Build the network described by a config ``model:`` section."""
-    from ..factories import call_factory
-
     if not isinstance(spec, dict):
         raise InputError(f"model section must be a mapping, got {spec!r}")
     has_arch, has_factory = "arch" in spec, "factory" in spec
