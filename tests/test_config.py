@@ -9,6 +9,7 @@ import yaml
 
 from alignctl.config import Config, config_from_dict, load_config, save_config
 from alignctl.errors import InputError
+from alignctl.presets import PRESETS, default_regularisers, preset_reg_defaults
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -114,3 +115,78 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_empty_file_is_all_defaults(tmp_path):
     cfg = load_config(write(tmp_path, ""))
     assert cfg.train["epochs"] == 1000 and cfg.model is None
+
+
+# ---- presets: the paper's setups (SETUPS.md), written out independently ----
+
+
+# preset: (arch, widths / None, optimizer, lr, wd, batch, loss, epochs, lambda, test_acc)
+SETUPS = {
+    "xor-cluster": ("mlp", [40000, 2048, 1], "sgd", 0.1, 0.1, None, "logistic", 1000, 1.0, 0.95),
+    "sparse-parity": ("mlp", [40, 200, 200, 2], "adamw", 0.01, 0.1, None, "cross_entropy",
+                      10000, 0.1, 0.90),
+    "mnist": ("mlp", [784, 196, 196, 196, 10], "adamw", 1e-3, 0.01, 128, "cross_entropy",
+              10000, 0.01, 0.80),
+    "digits": ("mlp", [64, 196, 196, 196, 10], "adamw", 1e-3, 0.01, 128, "cross_entropy",
+               10000, 0.01, 0.80),
+    "modular-addition": ("quadratic-mlp", [122, 256, 61], "adamw", 1e-3, 1.0, 32,
+                         "cross_entropy", 1000, 0.01, 0.99),
+    "cifar10-cnn": ("cnn", None, "adamw", 1e-3, 1e-3, 200, "cross_entropy", 100, 0.001, None),
+    "modadd-transformer": ("transformer", None, "adamw", 1e-3, 1.0, None, "cross_entropy",
+                           10000, 0.001, 0.99),
+}  # fmt: skip
+
+
+def test_presets_match_setups():
+    assert set(PRESETS.names()) == set(SETUPS) == set(default_regularisers)
+    for name, (arch, widths, opt, lr, wd, bs, loss, epochs, lam, test_acc) in SETUPS.items():
+        cfg = config_from_dict(PRESETS.get(name)(), Path("."), source=f"preset {name}")
+        m, t = cfg.model, cfg.train
+        assert m["arch"] == arch, name
+        if widths:
+            assert [m["in_features"], *m["hidden"], m["out_features"]] == widths, name
+        assert (t["optimizer"]["name"], t["optimizer"]["lr"]) == (opt, lr), name
+        assert (t["optimizer"]["weight_decay"], t["batch_size"]) == (wd, bs), name
+        assert (t["loss"], t["epochs"], t["regularisers"]) == (loss, epochs, []), name
+        assert cfg.grokked["test_acc"] == test_acc, name
+        regs = preset_reg_defaults(name)
+        assert regs["grokalign"] == {"lambda": lam}, name
+        assert regs["grokfast"] == {"alpha": 0.8, "lamb": 0.1}, name
+        assert config_from_dict(cfg.to_dict(), Path(".")).to_dict() == cfg.to_dict()
+
+
+def test_preset_details():
+    xor = PRESETS.get("xor-cluster")()
+    assert xor["model"]["bias"] is False and xor["grokked"]["noise_acc"] == 0.95
+    mnist = PRESETS.get("mnist")()
+    assert mnist["model"]["init_scale"] == 8.0 and mnist["model"]["bias"] is False
+    assert mnist["data"]["n_train"] == 1024
+    tr = PRESETS.get("modadd-transformer")()
+    assert tr["train"]["optimizer"]["betas"] == [0.9, 0.98]
+    assert (tr["data"]["p"], tr["data"]["train_fraction"], tr["data"]["encoding"]) == (
+        113, 0.3, "tokens",
+    )  # fmt: skip
+    assert (tr["model"]["d_model"], tr["model"]["n_heads"], tr["model"]["d_mlp"]) == (128, 4, 512)
+    sp = PRESETS.get("sparse-parity")()["data"]
+    assert (sp["n"], sp["n_bits"], sp["k"], sp["train_fraction"]) == (2000, 40, 3, 0.5)
+    # the defaults are copies: editing them does not change the preset
+    preset_reg_defaults("mnist")["grokalign"]["lambda"] = 5
+    assert preset_reg_defaults("mnist")["grokalign"]["lambda"] == 0.01
+    with pytest.raises(InputError, match="unknown preset 'mnsit'; valid: .*mnist"):
+        preset_reg_defaults("mnsit")
+
+
+@pytest.mark.parametrize(
+    "name", ["sparse-parity", "digits", "modular-addition", "modadd-transformer"]
+)
+def test_cheap_presets_build_and_fit_their_data(name):
+    import torch
+
+    from alignctl.models import build_model
+    from alignctl.tasks import load_data
+
+    cfg = config_from_dict(PRESETS.get(name)(), Path("."))
+    ds = load_data(cfg.data, cfg.base_dir)
+    torch.manual_seed(0)
+    out = build_model(cfg.model, cfg.base_dir)(ds.x_train[:4])
+    assert out.shape == (4, ds.num_classes)
