@@ -249,6 +249,12 @@ def test_task_and_section_errors(tmp_path):
         load_data({"task": "xor-cluster", "n_trian": 3}, tmp_path)
     with pytest.raises(InputError, match="exactly one"):
         load_data({"task": "digits", "path": "x.npz"}, tmp_path)
+    with pytest.raises(InputError, match="n_train must be int, got 'a'"):
+        load_data({"task": "xor-cluster", "n_train": "a"}, tmp_path)
+    with pytest.raises(InputError, match="eps must be float, got True"):
+        load_data({"task": "xor-cluster", "eps": True}, tmp_path)
+    with pytest.raises(InputError, match="missing required parameter.*root"):
+        load_data({"task": "mnist"}, tmp_path)
     with pytest.raises(InputError, match="encoding must be"):
         load_data({"task": "modular-addition", "p": 5, "encoding": "binary"}, tmp_path)
     with pytest.raises(InputError, match="unknown key.*shuffle; valid: path"):

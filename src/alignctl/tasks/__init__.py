@@ -128,6 +128,18 @@ def _user_extras(spec: dict, source: str) -> dict:
 _USER_KEYS = ("num_classes", "input_range")
 
 
+def _check_types(fn, params: dict, what: str) -> None:
+    """A parameter whose default is a bool/int/float/str must get a value of that type
+    (an int where a float is expected is fine), so mistakes fail here, not deep inside."""
+    for name, p in inspect.signature(fn).parameters.items():
+        d, v = p.default, params.get(name)
+        if name not in params or d is None or d is inspect.Parameter.empty or v is None:
+            continue
+        want = (int, float) if type(d) is float else type(d)
+        if not isinstance(v, want) or (isinstance(v, bool) and type(d) is not bool):
+            raise InputError(f"{what}: {name} must be {type(d).__name__}, got {v!r}")
+
+
 def load_data(spec: dict, base_dir: Path) -> Dataset:
     """Build the dataset described by a config ``data:`` section."""
     from .files import read_data_file
@@ -144,6 +156,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
         params = {k: v for k, v in spec.items() if k != "task"}
         what = f"task {spec['task']!r}"
         check_kwargs(fn, params, what)
+        _check_types(fn, params, what)
         if "root" in inspect.signature(fn).parameters and params.get("root") is not None:
             params["root"] = base_dir / Path(params["root"]).expanduser()
         try:
