@@ -63,14 +63,14 @@ def open_run(
             "pass a run directory, a checkpoint folder or a checkpoint file"
         )
     folder = path.parent if path.is_file() else path
+    # A run directory keeps its weights in checkpoints/ (else beside the config); any other
+    # folder is itself the checkpoint folder. Checkpoints first: an empty folder says so.
+    sub = path / CHECKPOINT_FOLDER
+    checkpoints = discover_checkpoints(sub if path.is_dir() and sub.is_dir() else path)
     found = _find_config(folder)
     root = found.parent if found is not None else folder
     cfg = _resolve_config(config or found, folder, model, data)
-    # A run directory keeps its weights in checkpoints/ (else beside the config); any other
-    # folder is itself the checkpoint folder.
-    sub = path / CHECKPOINT_FOLDER
-    where = sub if path.is_dir() and sub.is_dir() else path
-    return Run(root=root, config=cfg, checkpoints=discover_checkpoints(where))
+    return Run(root=root, config=cfg, checkpoints=checkpoints)
 
 
 def _find_config(folder: Path) -> Path | None:
