@@ -63,7 +63,8 @@ def _model_error(e: Exception) -> InputError:
 
 def analyze(run, *, split: str = "train", samples: int | None = None, batch_size=None,
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
-            steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None) -> dict:  # fmt: skip
+            steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
+            ) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`)."""
     from .attacks import adversarial_accuracy
     from .checkpoints import is_finite_state, load_weights, read_checkpoint
@@ -117,7 +118,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             if robustness and data.x_test is not None and not entry["diverged"]:
                 entry["adversarial_accuracy"] = adversarial_accuracy(
                     model, data.x_test.to(dev), data.y_test.to(dev), eps=eps, alpha=alpha,
-                    steps=steps, input_range=(lo, hi), generator=torch.Generator(dev).manual_seed(0),
+                    steps=steps, input_range=(lo, hi),
+                    generator=torch.Generator(dev).manual_seed(0),
                 )  # fmt: skip
         if entry["diverged"]:
             entry["metrics"] = {k: None for k in names}

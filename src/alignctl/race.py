@@ -77,7 +77,11 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
         e, sec = epochs(r), seconds(r)
         grokked = sum(results[(r, s)]["grokked_epoch"] is not None for s in seeds)
         p = None
-        if r != regs[0] and len(seeds) > 1 and len({b - x for b, x in zip(base_e, e)}) > 1:
+        if (
+            r != regs[0]
+            and len(seeds) > 1
+            and len({b - x for b, x in zip(base_e, e, strict=True)}) > 1
+        ):
             p = float(ttest_rel(base_e, e).pvalue)  # undefined when every difference is equal
         me, ms = statistics.mean(e), statistics.mean(sec)
         rows.append({

@@ -125,7 +125,8 @@ def to_markdown(report: dict) -> str:
         cells += [_fmt(ck["metrics"].get(k)) for k, _ in cols] + [_verdict_text(ck)]
         out.append("| " + " | ".join(cells) + " |")
     rec = report["recommendation"]
-    out += ["", f"**Verdict:** {report['verdict']}" + (" (inferred)" if report.get("inferred") else ""),
+    inferred = " (inferred)" if report.get("inferred") else ""
+    out += ["", f"**Verdict:** {report['verdict']}{inferred}",
             f"**Recommendation:** `{rec['action']}`: {rec['reason']}"]  # fmt: skip
     for g in report.get("gates") or []:
         out.append(

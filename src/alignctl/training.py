@@ -73,6 +73,9 @@ class Trainer:
         self.opt = _optimizer(params, t["optimizer"])
         self.loss_fn = get_loss(t["loss"])
         self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
+        for r in self.regs:
+            if hasattr(r, "input_range"):  # attacks stay inside the data's valid range
+                r.input_range = self.data.input_range
         self.gen = torch.Generator().manual_seed(int(t["seed"]))  # data order
         self.x = self.data.x_train.to(self.device)
         self.y = self.data.y_train.to(self.device)
