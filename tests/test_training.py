@@ -1,0 +1,208 @@
+"""Training: exact resume (in-process and after kill -9), Ctrl-C, atomic checkpoints, run
+files, and a training step for every preset with every regulariser."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from alignctl.cli import app
+from alignctl.config import config_from_dict
+from alignctl.presets import PRESETS, preset_reg_defaults
+from alignctl.regularisers import REGULARISERS
+from alignctl.training import Trainer
+
+TINY = {
+    "model": {"arch": "mlp", "in_features": 10, "hidden": [16, 16], "out_features": 2},
+    "data": {"task": "sparse-parity", "n": 200, "n_bits": 10, "k": 3, "seed": 0},
+    "train": {
+        "epochs": 6, "batch_size": 32, "loss": "cross_entropy", "seed": 0,
+        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
+        "regularisers": [{"name": "grokfast", "alpha": 0.8, "lamb": 0.1},
+                         {"name": "grokalign", "lambda": 0.1}],
+    },
+    "grokked": {"test_acc": 0.9},
+}  # fmt: skip
+
+
+def _weights(run: Path) -> dict:
+    last = sorted((run / "checkpoints").glob("step_*.safetensors"))[-1]
+    return load_file(str(last))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _trainer(run: Path, cfg: dict = TINY) -> Trainer:
+    run.mkdir(parents=True, exist_ok=True)
+    return Trainer(run, config_from_dict(cfg, run), "cpu")
+
+
+def test_resume_is_bit_identical_in_process(tmp_path):
+    ref = _trainer(tmp_path / "ref")
+    ref.fit(6, save_every=1)
+    part = _trainer(tmp_path / "part")
+    part.fit(3, save_every=1)  # stops after epoch 3, checkpoint written
+    resumed = _trainer(tmp_path / "part")
+    resumed.restore()
+    resumed.fit(6, save_every=1)
+    assert _same(_weights(tmp_path / "ref"), _weights(tmp_path / "part"))
+    assert not _same(
+        _weights(tmp_path / "ref"),
+        load_file(str(tmp_path / "ref/checkpoints/step_00000000.safetensors")),
+    )
+
+
+def test_interrupt_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    ref = _trainer(tmp_path / "ref")
+    ref.fit(4)
+    part = _trainer(tmp_path / "part")
+    steps = iter(range(10**6))
+    summary = part.fit(4, should_stop=lambda: next(steps) == 9)  # 7 batches an epoch: mid-epoch 2
+    assert summary["interrupted"] and part.batch_index not in (0, 7)
+    resumed = _trainer(tmp_path / "part")
+    resumed.restore()
+    resumed.fit(4)
+    assert _same(_weights(tmp_path / "ref"), _weights(tmp_path / "part"))
+    logs = [json.loads(x) for x in (tmp_path / "part/train_log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in logs] == [0, 1, 2, 3, 4]  # no duplicated lines after resume
+
+
+def _cli_run(tmp_path: Path, name: str, epochs: int) -> list[str]:
+    cfg = tmp_path / "tiny.yaml"
+    if not cfg.exists():
+        cfg.write_text(yaml.safe_dump(TINY))
+    return [sys.executable, "-m", "alignctl", "train", "--config", str(cfg), "--out",
+            str(tmp_path / name), "--epochs", str(epochs), "--save-every", "1", "--quiet",
+            "--device", "cpu"]  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_to_identical_weights(tmp_path, sig):
+    epochs = 60
+    subprocess.run(_cli_run(tmp_path, "ref", epochs), check=True, capture_output=True)
+    proc = subprocess.Popen(
+        _cli_run(tmp_path, "run", epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    ckpts = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(ckpts.glob("step_*.safetensors"))) < 8:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err
+    if sig == signal.SIGINT:
+        assert proc.returncode == 0 and b"--resume" in err
+    # every file on disk is loadable, whatever the moment of the kill
+    for f in ckpts.glob("step_*.safetensors"):
+        load_file(str(f))
+    assert not list(ckpts.rglob(".*tmp*"))
+    r = subprocess.run([sys.executable, "-m", "alignctl", "train", "--resume", str(tmp_path / "run"),
+                        "--epochs", str(epochs), "--quiet", "--save-every", "1"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert _same(_weights(tmp_path / "ref"), _weights(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["epochs_done"] == epochs and not summary["interrupted"]
+
+
+def test_failed_checkpoint_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    tr = _trainer(tmp_path / "r")
+    tr.fit(2, save_every=1)
+    before = sorted(p.name for p in (tmp_path / "r/checkpoints").glob("*.safetensors"))
+    import alignctl.atomic as atomic
+
+    def broken_replace(src, dst):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="injected"):
+        tr.fit(3, save_every=1)
+    monkeypatch.undo()
+    files = list((tmp_path / "r/checkpoints").rglob("*"))
+    assert sorted(p.name for p in (tmp_path / "r/checkpoints").glob("*.safetensors")) == before
+    assert not [p for p in files if ".tmp-" in p.name]
+    resumed = _trainer(tmp_path / "r")
+    resumed.restore()  # the last complete checkpoint
+    assert resumed.epoch == 2
+
+
+def test_run_directory_is_self_describing(tmp_path):
+    runner = CliRunner()
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.stderr
+    assert (out / "alignctl.yaml").exists() and (out / "run.json").exists()
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["epochs_done"] == 6
+    meta = json.loads(
+        json.dumps(
+            __import__("safetensors")
+            .safe_open(str(sorted((out / "checkpoints").glob("*.safetensors"))[-1]), "pt")
+            .metadata()
+        )
+    )
+    for key in (
+        "step",
+        "epoch",
+        "train_accuracy",
+        "test_accuracy",
+        "loss",
+        "regularisers",
+        "alignctl_version",
+    ):
+        assert key in meta
+    # analyze reads the run with no further flags
+    a = runner.invoke(app, ["analyze", str(out), "--json", "-"])
+    assert a.exit_code == 0, a.stderr
+    assert len(json.loads(a.stdout)["checkpoints"]) == len(
+        list((out / "checkpoints").glob("*.safetensors"))
+    )
+    # refuses to overwrite without --force
+    again = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert again.exit_code == 2 and "--resume" in again.stderr
+    forced = runner.invoke(
+        app, ["train", "--config", str(cfg), "--out", str(out), "--quiet", "--force"]
+    )
+    assert forced.exit_code == 0
+
+
+SMALL = {  # preset -> overrides that keep one epoch cheap (same code paths)
+    "xor-cluster": {
+        "data": {"dim": 500, "n_train": 40, "n_test": 40},
+        "model": {"in_features": 500, "hidden": [32]},
+    },
+    "sparse-parity": {},
+    "digits": {},
+    "modular-addition": {"data": {"p": 7}, "model": {"in_features": 14, "out_features": 7}},
+    "modadd-transformer": {"data": {"p": 7}, "model": {"p": 7, "d_model": 16, "d_mlp": 32}},
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS.names())
+@pytest.mark.parametrize("reg", ["none", *REGULARISERS.names()])
+def test_every_preset_trains_with_every_regulariser(preset, reg, tmp_path):
+    d = PRESETS.get(preset)()
+    if preset not in SMALL:
+        pytest.skip(f"{preset} needs local data files")
+    for section, extra in SMALL[preset].items():
+        d[section].update(extra)
+    d["train"]["epochs"] = 1
+    if reg != "none":
+        d["train"]["regularisers"] = [{"name": reg, **preset_reg_defaults(preset).get(reg, {})}]
+    tr = _trainer(tmp_path / "r", d)
+    summary = tr.fit(1, save_every=1)
+    assert summary["epochs_done"] == 1
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
