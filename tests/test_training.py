@@ -2,7 +2,6 @@
 files, and a training step for every preset with every regulariser."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -107,9 +106,9 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, sig):
     for f in ckpts.glob("step_*.safetensors"):
         load_file(str(f))
     assert not list(ckpts.rglob(".*tmp*"))
-    r = subprocess.run([sys.executable, "-m", "alignctl", "train", "--resume", str(tmp_path / "run"),
-                        "--epochs", str(epochs), "--quiet", "--save-every", "1"],
-                       capture_output=True, text=True)  # fmt: skip
+    resume = ["train", "--resume", str(tmp_path / "run"), "--epochs", str(epochs), "--quiet",
+              "--save-every", "1"]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "alignctl", *resume], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert _same(_weights(tmp_path / "ref"), _weights(tmp_path / "run"))
     summary = json.loads((tmp_path / "run" / "run.json").read_text())

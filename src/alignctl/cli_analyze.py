@@ -102,6 +102,8 @@ def _emit(report, json_out, csv_out, markdown, plot, quiet) -> None:
         from rich.console import Console
 
         out = Console()
+        if not out.is_terminal:  # piped or redirected: keep whole numbers, no ellipses
+            out.width = max(out.width, 160)
         out.print(render.rich_table(report))
         out.print(render.rich_panel(report))
     if json_out:
