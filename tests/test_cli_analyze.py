@@ -1,0 +1,225 @@
+"""`alignctl analyze` through typer's CliRunner: exit codes, JSON schema, gates, outputs,
+golden JSON of the shipped example, and JSON means against an independent float64 reference."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from alignctl.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "checkpoints" / "sparse-parity-grokalign"
+GOLDEN = Path(__file__).parent / "golden" / "sparse-parity-grokalign.json"
+runner = CliRunner()
+
+FACTORY = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A user model: tanh MLP with a skip connection (no linear-input shortcut applies)."""
+
+    def __init__(self, width=12):
+        super().__init__()
+        self.a, self.b, self.skip = nn.Linear(5, width), nn.Linear(width, 3), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x))) + self.skip(x)
+
+
+def make(width=12):
+    return Net(width)
+'''
+
+
+def user_run(root: Path, test_split=True) -> Path:
+    """A run with a factory model, .npz data and three safetensors checkpoints."""
+    root.mkdir(parents=True)
+    (root / "net.py").write_text(FACTORY)
+    g = np.random.default_rng(1)
+    x = g.normal(size=(40, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    data = {"x_train": x[:30], "y_train": y[:30]}
+    if test_split:
+        data.update(x_test=x[30:], y_test=y[30:])
+    np.savez(root / "data.npz", **data)
+    cfg = {
+        "model": {"factory": "net.py:make", "kwargs": {"width": 12}},
+        "data": {"path": "data.npz"},
+    }
+    (root / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    (root / "checkpoints").mkdir()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("usernet", root / "net.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for step in (0, 5, 50):
+        torch.manual_seed(step)
+        sd = mod.make(12).state_dict()
+        save_file(
+            sd,
+            str(root / "checkpoints" / f"model_{step}.safetensors"),
+            metadata={"step": str(step)},
+        )
+    return root
+
+
+def invoke(*args):
+    return runner.invoke(app, ["analyze", *map(str, args)])
+
+
+def test_json_schema_and_stdout_only_json(tmp_path):
+    r = invoke(user_run(tmp_path / "r"), "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)  # nothing else on stdout
+    required = ("alignctl_version", "path", "device", "split", "n_samples", "checkpoints",
+                "verdict", "recommendation", "gates", "passed")  # fmt: skip
+    for key in required:
+        assert key in report
+    ck = report["checkpoints"][0]
+    for key in ("name", "step", "metrics", "metrics_std", "train_accuracy", "test_accuracy",
+                "verdict", "seconds"):  # fmt: skip
+        assert key in ck
+    assert [c["step"] for c in report["checkpoints"]] == [0, 5, 50]
+    assert set(report["recommendation"]) >= {"action", "reason"}
+    assert report["n_samples"] == 30 and report["split"] == "train"
+
+
+def test_json_means_equal_float64_reference(tmp_path):
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    root = user_run(tmp_path / "r")
+    report = json.loads(invoke(root, "--json", "-", "--metrics", "full").stdout)
+    spec = importlib.util.spec_from_file_location("usernet2", root / "net.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = np.load(root / "data.npz")
+    x, y = torch.tensor(d["x_train"], dtype=torch.float64), d["y_train"]
+    for ck in report["checkpoints"]:
+        net = mod.make(12).double().eval()
+        net.load_state_dict(load_file(str(root / "checkpoints" / f"{ck['name']}.safetensors")))
+        names = ("centroid_alignment", "centroid_norm", "jacobian_alignment",
+                 "jacobian_alignment_full", "jacobian_norm", "jacobian_pc1")  # fmt: skip
+        vals = {k: [] for k in names}
+        for i in range(len(x)):
+            J = torch.autograd.functional.jacobian(lambda a, f=net: f(a[None])[0], x[i]).numpy()
+            xi, mu = x[i].numpy(), J.sum(0)
+            s = np.linalg.svd(J, compute_uv=False)
+            vals["centroid_alignment"].append(xi @ mu / np.linalg.norm(xi) / np.linalg.norm(mu))
+            vals["centroid_norm"].append(np.linalg.norm(mu))
+            vals["jacobian_alignment"].append(
+                xi @ J[y[i]] / np.linalg.norm(xi) / np.linalg.norm(J[y[i]])
+            )
+            vals["jacobian_alignment_full"].append(
+                np.linalg.norm(J @ xi) ** 2 / np.linalg.norm(xi) ** 2 / (s**2).sum()
+            )
+            vals["jacobian_norm"].append(np.linalg.norm(J))
+            vals["jacobian_pc1"].append(s[0] ** 2 / (s**2).sum())
+        for k, v in vals.items():
+            assert ck["metrics"][k] == pytest.approx(float(np.mean(v)), abs=1e-4), k
+
+
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["--fail-under", "centroid_norm=0"], 0, None),
+        (["--fail-under", "centroid_norm=1e9"], 1, "centroid_norm >= 1e+09"),
+        (["--fail-over", "jacobian_norm=0"], 1, "jacobian_norm <= 0"),
+        (["--require-verdict", "learning"], 0, None),
+        (["--require-verdict", "robust"], 1, "verdict at least robust"),
+        (["--fail-under", "bogus=1"], 2, "unknown metric"),
+        (["--require-verdict", "awesome"], 2, "unknown verdict"),
+    ],
+)
+def test_gate_exit_codes(tmp_path, args, code, fragment):
+    r = invoke(user_run(tmp_path / "r"), "--quiet", *args)
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    if fragment:
+        assert fragment in r.stderr
+
+
+def test_baseline_comparison(tmp_path):
+    root = user_run(tmp_path / "r")
+    base = tmp_path / "base.json"
+    assert invoke(root, "--json", base, "--quiet").exit_code == 0
+    assert (
+        invoke(root, "--quiet", "--baseline", base, "--max-drop", "centroid_alignment=0").exit_code
+        == 0
+    )
+    report = json.loads(base.read_text())
+    report["checkpoints"][-1]["metrics"]["centroid_alignment"] += 0.5
+    base.write_text(json.dumps(report))
+    r = invoke(root, "--quiet", "--baseline", base, "--max-drop", "centroid_alignment=0.1")
+    assert r.exit_code == 1 and "drop from baseline" in r.stderr
+
+
+def test_outputs_csv_markdown_plot_and_step_summary(tmp_path, monkeypatch):
+    root = user_run(tmp_path / "r")
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    r = invoke(root, "--csv", tmp_path / "t.csv", "--markdown", tmp_path / "t.md", "--plot",
+               tmp_path / "t.png", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0].startswith("name,step,train_accuracy") and len(lines) == 4
+    assert "**Verdict:**" in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = summary.read_text()
+    assert text.startswith("# earlier") and "**Recommendation:**" in text
+
+
+def test_table_on_stdout(tmp_path):
+    r = invoke(user_run(tmp_path / "r"))
+    assert r.exit_code == 0
+    assert "verdict" in r.stdout and "recommendation" in r.stdout
+
+
+def test_fast_metrics_and_samples(tmp_path):
+    r = invoke(user_run(tmp_path / "r"), "--metrics", "fast", "--samples", "7", "--json", "-")
+    report = json.loads(r.stdout)
+    assert report["n_samples"] == 7
+    assert set(report["checkpoints"][0]["metrics"]) == {
+        "centroid_alignment",
+        "centroid_inner",
+        "centroid_norm",
+    }
+
+
+def test_no_test_split_gives_an_inferred_verdict(tmp_path):
+    report = json.loads(invoke(user_run(tmp_path / "r", test_split=False), "--json", "-").stdout)
+    last = report["checkpoints"][-1]
+    assert last["test_accuracy"] is None
+    if last["verdict"] in ("memorising", "generalising", "robust"):
+        assert last["inferred"] and report["inferred"]
+
+
+def test_robustness_adds_adversarial_accuracy(tmp_path):
+    r = invoke(user_run(tmp_path / "r"), "--robustness", "--eps", "0.5", "--json", "-")
+    ck = json.loads(r.stdout)["checkpoints"][-1]
+    assert 0.0 <= ck["adversarial_accuracy"] <= ck["test_accuracy"] + 1e-9
+
+
+def test_golden_json_of_the_shipped_example():
+    r = invoke(EXAMPLE, "--json", "-", "--samples", "300")
+    assert r.exit_code == 0, r.stderr
+    got, want = json.loads(r.stdout), json.loads(GOLDEN.read_text())
+    assert [c["step"] for c in got["checkpoints"]] == [c["step"] for c in want["checkpoints"]]
+    assert got["verdict"] == want["verdict"]
+    assert got["recommendation"]["action"] == want["recommendation"]["action"]
+    for g, w in zip(got["checkpoints"], want["checkpoints"], strict=True):
+        assert g["verdict"] == w["verdict"]
+        assert g["train_accuracy"] == pytest.approx(w["train_accuracy"], abs=1e-6)
+        assert g["test_accuracy"] == pytest.approx(w["test_accuracy"], abs=1e-6)
+        for k, v in w["metrics"].items():
+            assert g["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (g["step"], k)
