@@ -43,3 +43,15 @@ def test_metrics_command_lists_every_registered_metric():
     assert r.exit_code == 0
     for name in METRICS.names():
         assert name in r.stdout
+
+
+def test_every_metric_named_in_the_docs_exists():
+    import re
+    from pathlib import Path
+
+    from alignctl.metrics import METRICS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Metrics", 1)[1].split("###", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_0-9]+)` \|", section, flags=re.M))
+    assert documented == set(METRICS.names())
