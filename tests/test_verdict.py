@@ -89,3 +89,17 @@ def test_recommendations():
 def test_rank_order():
     assert rank("learning") < rank("memorising") < rank("generalising") < rank("robust")
     assert rank("diverged") < rank("learning")
+
+
+def test_inferred_generalisation_from_recovery_after_the_dip():
+    history = [ck(1.0, None, centroid_alignment=v) for v in (-0.4, -0.3, -0.2)]
+    v, inferred = checkpoint_verdict(ck(1.0, None, centroid_alignment=-0.1), n_classes=2,
+                                     grokked=None, t=T, history=history)  # fmt: skip
+    assert (v, inferred) == ("memorising", True)  # recovered 75% of the dip
+    v, _ = checkpoint_verdict(ck(1.0, None, centroid_alignment=-0.05), n_classes=2, grokked=None,
+                              t=T, history=history)  # fmt: skip
+    assert v == "generalising"  # recovered 87.5%
+    shallow = [ck(1.0, None, centroid_alignment=-0.05)]
+    v, _ = checkpoint_verdict(ck(1.0, None, centroid_alignment=0.0), n_classes=2, grokked=None,
+                              t=T, history=shallow)  # fmt: skip
+    assert v == "memorising"  # a dip within noise is no signal

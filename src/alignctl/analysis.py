@@ -125,7 +125,11 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
         entry["verdict"], entry["inferred"] = checkpoint_verdict(
-            entry, n_classes=data.num_classes or n_classes or 2, grokked=run.config.grokked, t=t
+            entry,
+            n_classes=data.num_classes or n_classes or 2,
+            grokked=run.config.grokked,
+            t=t,
+            history=entries,
         )
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         entries.append(entry)

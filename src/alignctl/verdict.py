@@ -9,8 +9,11 @@ Verdicts, in the order training moves through them:
   SETUPS.md), else when the test accuracy's skill over chance,
   (test - 1/C) / (1 - 1/C), reaches ``skill`` (default 0.5), so a hard data set with honest
   test accuracy is not called memorising; otherwise memorising.
-- without a test split (inferred, marked so): generalising when the mean centroid alignment
-  reaches ``centroid_alignment`` (default 0.5): the paper's intrinsic signal (section 3.1).
+- without a test split (inferred, marked so), from the paper's intrinsic signal, centroid
+  alignment (section 3.1): generalising when its mean reaches ``centroid_alignment``
+  (default 0.5), or when, after dipping below ``-dip`` (0.1) once the data was fitted (the
+  memorising phase pushes centroids away from their inputs), it has recovered ``recovery``
+  (0.85) of that dip: on sparse parity the recovery tracks the test accuracy.
 - robust: generalising, with mean jacobian_alignment_full >= ``alignment_full`` (0.5) and
   mean jacobian_erank <= ``erank`` (1.5) (section 3.2: rank-one Jacobians aligned with x),
   and, when measured, adversarial accuracy >= ``adversarial`` (0.5).
@@ -31,6 +34,8 @@ DEFAULTS = {
     "alignment_full": 0.5,
     "erank": 1.5,
     "adversarial": 0.5,
+    "dip": 0.1,
+    "recovery": 0.85,
     "plateau": 0.02,
     "collapse": 0.5,
 }
@@ -54,10 +59,22 @@ def _finite(v) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def checkpoint_verdict(
-    ck: dict, *, n_classes: int, grokked: dict | None, t: dict
-) -> tuple[str, bool]:
-    """(verdict, inferred) for one checkpoint entry of a report (metrics = means)."""
+def _aligned_without_labels(ca, history: list[dict], t: dict) -> bool:
+    """The inferred generalisation test: high centroid alignment, or recovery from the dip."""
+    if not _finite(ca):
+        return False
+    if ca >= t["centroid_alignment"]:
+        return True
+    fitted = [h["metrics"].get("centroid_alignment") for h in history
+              if _finite(h.get("train_accuracy")) and h["train_accuracy"] >= t["fit"]]  # fmt: skip
+    dip = min([v for v in fitted if _finite(v)] + [ca])
+    return dip <= -t["dip"] and ca - dip >= t["recovery"] * -dip
+
+
+def checkpoint_verdict(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
+                       history: list[dict] | None = None) -> tuple[str, bool]:  # fmt: skip
+    """(verdict, inferred) for one checkpoint entry of a report (metrics = means);
+    ``history`` holds the earlier checkpoints' entries (for the inferred verdict)."""
     m = ck.get("metrics") or {}
     if ck.get("diverged"):
         return "diverged", False
@@ -66,8 +83,7 @@ def checkpoint_verdict(
         return "learning", False
     inferred = test is None
     if inferred:
-        ca = m.get("centroid_alignment")
-        general = _finite(ca) and ca >= t["centroid_alignment"]
+        general = _aligned_without_labels(m.get("centroid_alignment"), history or [], t)
     elif grokked and any(grokked.get(k) is not None for k in ("test_acc", "noise_acc")):
         general = test > (grokked.get("test_acc") or 0.0)
         noise = ck.get("noise_accuracy")
