@@ -145,6 +145,22 @@ def main() -> None:
     print(
         f"centroid metrics / forward+backward: {t['centroid'] / t['fwd_bwd']:.3f}  (target <= 1.2)"
     )
+    # The MLP takes the J = J_h W shortcut (alignctl/linear_input.py); a CNN cannot.
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 14 * 14, 128), nn.ReLU(), nn.Linear(128, 10),
+    ).to(device)  # fmt: skip
+    xc = torch.rand(512, 1, 28, 28, device=device)
+    yc = torch.randint(0, 10, (512,), device=device)
+    cases = {
+        "jacobian": lambda: alignctl.jacobian(cnn, xc, device=device),
+        "all": lambda: alignctl.measure(cnn, xc, yc, device=device),
+    }
+    tc = interleaved(cases, args.reps, device)
+    print(
+        "generic path (CNN, 512 MNIST-shaped samples): all metrics / one batched Jacobian: "
+        f"{tc['all'] / tc['jacobian']:.3f}"
+    )
     if not args.skip_memory:
         peak, chunk = peak_memory(device)
         full = 10_000 * 10 * 3 * 32 * 32 * 4

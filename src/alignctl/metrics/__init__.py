@@ -47,12 +47,10 @@ def register_metric(name: str, needs: str) -> Callable:
     return deco
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cos(a, b) = <a, b> / (|a| |b|), 0 when either norm is 0.  (n, d) -> (n,)"""
-    na, nb = a.norm(dim=-1), b.norm(dim=-1)
-    denom = na * nb
-    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-    return torch.where(denom > 0, (a * b).sum(-1) / safe, torch.zeros_like(denom))
+def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den elementwise, 0 where den is 0 (cosines with a zero vector, an all-zero J)."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.zeros_like(den))
 
 
 from .quantities import Quantities  # noqa: E402

@@ -4,22 +4,22 @@ The centroid of the linear region containing x is mu_x = J^T 1, the sum of the J
 rows. Its alignment with x marks generalisation (section 3.1).
 """
 
-from . import Quantities, cosine, register_metric
+from . import Quantities, ratio, register_metric
 
 
 @register_metric("centroid_alignment", needs="centroid")
 def centroid_alignment(q: Quantities):
     """cos(x, mu) = <x, mu> / (|x| |mu|), 0 when a norm is 0 (Definition 3)."""
-    return cosine(q.x, q.mu)
+    return ratio(q.mu_inner, q.x_norm * q.mu_norm)
 
 
 @register_metric("centroid_inner", needs="centroid")
 def centroid_inner(q: Quantities):
     """<x, mu>, the centroid inner product (Figures 2, 6)."""
-    return (q.x * q.mu).sum(-1)
+    return q.mu_inner
 
 
 @register_metric("centroid_norm", needs="centroid")
 def centroid_norm(q: Quantities):
     """|mu|_2, the centroid norm (Figures 2, 6)."""
-    return q.mu.norm(dim=-1)
+    return q.mu_norm

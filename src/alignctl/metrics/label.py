@@ -4,17 +4,13 @@ J_y is the Jacobian row of the sample's label; for a scalar-output model it is t
 times +1 for the positive label and -1 for the other. Its alignment with x marks robustness.
 """
 
-import torch
-
-from . import Quantities, register_metric
+from . import Quantities, ratio, register_metric
 
 
 @register_metric("jacobian_alignment", needs="label")
 def jacobian_alignment(q: Quantities):
     """cos(x, J_y) = <x, J_y> / (|x| |J_y|), 0 when a norm is 0 (Figure 5)."""
-    denom = q.x.norm(dim=-1) * q.label_norm
-    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-    return torch.where(denom > 0, q.label_inner / safe, torch.zeros_like(denom))
+    return ratio(q.label_inner, q.x_norm * q.label_norm)
 
 
 @register_metric("jacobian_inner", needs="label")

@@ -33,6 +33,19 @@ class Quantities:
         return self.jh.sum(dim=1) @ self.w  # (n, k) @ (k, d)
 
     @cached_property
+    def x_norm(self) -> torch.Tensor:
+        return self.x.norm(dim=-1)
+
+    @cached_property
+    def mu_norm(self) -> torch.Tensor:
+        return self.mu.norm(dim=-1)
+
+    @cached_property
+    def mu_inner(self) -> torch.Tensor:
+        """<x, mu>, (n,)."""
+        return (self.x * self.mu).sum(-1)
+
+    @cached_property
     def jx(self) -> torch.Tensor:
         """J x, (n, C)."""
         if self.jac is not None:

@@ -3,20 +3,14 @@
 
 import torch
 
-from . import Quantities, register_metric
-
-
-def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """num / den, 0 where den is 0 (an all-zero Jacobian, e.g. every ReLU dead)."""
-    safe = torch.where(den > 0, den, torch.ones_like(den))
-    return torch.where(den > 0, num / safe, torch.zeros_like(den))
+from . import Quantities, ratio, register_metric
 
 
 @register_metric("jacobian_alignment_full", needs="jacobian")
 def jacobian_alignment_full(q: Quantities):
     """|J x_hat|^2 / |J|_F^2 with x_hat = x / |x|, in [0, 1]; 1 exactly when J = c x^T
     (Definition 5: every row parallel to x). 0 when x = 0 or J = 0."""
-    return _ratio(q.jx.pow(2).sum(-1), q.x.pow(2).sum(-1) * q.fro2).clamp(0, 1)
+    return ratio(q.jx.pow(2).sum(-1), q.x_norm.pow(2) * q.fro2).clamp(0, 1)
 
 
 @register_metric("jacobian_norm", needs="jacobian")
@@ -30,7 +24,7 @@ def jacobian_pc1(q: Quantities):
     """sigma_1^2 / sum_i sigma_i^2, the explained variance of the first principal
     component (Appendix A.2; 1 means rank one). 0 for an all-zero Jacobian."""
     s2 = q.singular_values.pow(2)
-    return _ratio(s2[:, 0], s2.sum(-1)).to(q.x.dtype)
+    return ratio(s2[:, 0], s2.sum(-1)).to(q.x.dtype)
 
 
 @register_metric("jacobian_erank", needs="jacobian")
