@@ -28,6 +28,8 @@ class Grokfast(Regulariser):
     ):
         if filter not in ("ema", "ma"):
             raise ValueError(f"filter must be ema or ma, not {filter!r}")
+        if int(window) < 1:
+            raise ValueError(f"window must be a positive number of steps, not {window}")
         self.alpha, self.lamb, self.filter, self.window = (
             float(alpha),
             float(lamb),
