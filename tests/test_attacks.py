@@ -3,19 +3,11 @@ model."""
 
 import pytest
 import torch
+from test_regularisers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from torch import nn
 
 from alignctl.attacks import adversarial_accuracy, pgd
 from alignctl.losses import accuracy, cross_entropy
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on 2 shared cores, a second intra-op thread only adds waiting."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

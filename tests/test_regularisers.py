@@ -211,7 +211,6 @@ def test_grokfast_rejects_bad_filter():
         build_regulariser("grokfast:filter=median")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Grokfast does not validate window (fails in step)")
 @pytest.mark.parametrize("window", [0, -1])
 def test_grokfast_rejects_empty_window(window):
     with pytest.raises(InputError, match="window"):
