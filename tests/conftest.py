@@ -1,4 +1,16 @@
 import os
 
-# Keep CI runs light on a 2-core machine and output free of colour codes.
+import pytest
+import torch
+
+# Output free of colour codes.
 os.environ.setdefault("NO_COLOR", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The test models are tiny: on 2 shared cores a second intra-op thread only adds waiting."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

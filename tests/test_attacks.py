@@ -3,7 +3,6 @@ model."""
 
 import pytest
 import torch
-from test_regularisers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from torch import nn
 
 from alignctl.attacks import adversarial_accuracy, pgd

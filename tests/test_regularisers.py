@@ -18,15 +18,6 @@ from alignctl.regularisers.grokunalign import GrokUnAlign
 from alignctl.regularisers.orthograd import OrthoGrad
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on 2 shared cores, a second intra-op thread only adds waiting."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def mlp(out=3) -> nn.Module:
     return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, out))
 

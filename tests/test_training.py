@@ -205,3 +205,33 @@ def test_every_preset_trains_with_every_regulariser(preset, reg, tmp_path):
     summary = tr.fit(1, save_every=1)
     assert summary["epochs_done"] == 1
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+@pytest.mark.parametrize(
+    "change, args, fragment",
+    [
+        ({"model": {**TINY["model"], "in_features": 7}}, [], "cannot be applied"),
+        (
+            {
+                "model": {**TINY["model"], "out_features": 1},
+                "train": {**TINY["train"], "loss": "cross_entropy"},
+            },
+            [],
+            "logistic",
+        ),
+        ({}, ["--reg", "bogus"], "bogus"),
+        ({}, ["--reg", "grokalign:lambda"], "key=value"),
+        ({}, ["--reg", "grokalign:n_proj=true"], "n_proj"),
+        ({}, ["--save-schedule", "lin:3"], "log:K"),
+    ],
+)
+def test_train_bad_input_is_one_line_exit_2(tmp_path, change, args, fragment):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, **change}))
+    r = CliRunner().invoke(
+        app, ["train", "--config", str(cfg), "--out", str(tmp_path / "o"), *args]
+    )
+    assert r.exit_code == 2, (r.stdout, r.stderr, r.exception)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "o" / "checkpoints").exists()  # nothing written before validation

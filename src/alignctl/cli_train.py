@@ -90,6 +90,9 @@ def train(
     import json
 
     from .training import Trainer, prepare_run_dir
+    from .trainstate import save_epochs
+
+    save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
 
     if resume is not None:
         if config or task or reg or seed is not None or out:

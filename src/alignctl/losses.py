@@ -41,9 +41,20 @@ def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
     return float(correct.float().mean()) if len(y) else float("nan")
 
 
+def _needs_classes(out: torch.Tensor, name: str) -> None:
+    if _scalar(out):
+        from .errors import InputError
+
+        raise InputError(
+            f"loss {name} needs one output per class (C >= 2); the model has a scalar output: "
+            "use logistic or mse"
+        )
+
+
 @LOSSES.register("cross_entropy")
 def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """-log softmax(f)_y, batch mean."""
+    _needs_classes(out, "cross_entropy")
     return F.cross_entropy(out, y)
 
 
@@ -61,6 +72,7 @@ def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def stablemax(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """StableMax cross-entropy: s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise;
     loss = -log(s(f)_y / sum_c s(f)_c), computed in float64 (SETUPS.md)."""
+    _needs_classes(out, "stablemax")
     z = out.double()
     s = torch.where(z >= 0, z + 1, 1 / (1 - torch.where(z >= 0, torch.zeros_like(z), z)))
     logp = s.gather(-1, y.unsqueeze(-1)).squeeze(-1).log() - s.sum(-1).log()

@@ -70,6 +70,7 @@ class Trainer:
             p.requires_grad_(not name.startswith(frozen) if frozen else True)
             if p.requires_grad:
                 params.append(p)
+        self.params = params
         self.opt = _optimizer(params, t["optimizer"])
         self.loss_fn = get_loss(t["loss"])
         self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
@@ -79,11 +80,31 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(int(t["seed"]))  # data order
         self.x = self.data.x_train.to(self.device)
         self.y = self.data.y_train.to(self.device)
+        self._check_fit()
         self.step = self.epoch = self.batch_index = 0
         self.perm: torch.Tensor | None = None
         self.train_seconds = 0.0
         self.grokked_epoch: int | None = None
         self.last_eval: dict = {}
+
+    def _check_fit(self) -> None:
+        """The model must take the data and the loss its outputs: a one-line error now, not a
+        traceback in the first step."""
+        from .losses import accuracy
+
+        xb, yb = self.x[:2], self.y[:2]
+        try:
+            with torch.no_grad():
+                out = self.model(xb)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the model cannot be applied to the data: {msg}") from None
+        n_out = 1 if out.dim() == 1 else out.shape[-1]
+        if n_out > 1 and (int(self.y.min()) < 0 or int(self.y.max()) >= n_out):
+            raise InputError(f"labels range over {int(self.y.min())}..{int(self.y.max())}, "
+                             f"but the model has {n_out} outputs")  # fmt: skip
+        self.loss_fn(out, yb)  # InputError if the loss does not fit the outputs
+        accuracy(out, yb)
 
     # -- one optimisation step ---------------------------------------------------------------
     def _forward(self, xb):
@@ -106,7 +127,7 @@ class Trainer:
             if pen is not None:
                 loss = loss + pen
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
         for r in self.regs:
             r.after_backward(self.model)
         self.opt.step()

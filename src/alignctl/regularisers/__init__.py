@@ -61,6 +61,7 @@ def parse_reg_spec(text: str) -> dict:
     """``"grokalign:lambda=0.01,n_proj=2"`` ->
     ``{"name": "grokalign", "lambda": 0.01, "n_proj": 2}``."""
     name, _, params = str(text).strip().partition(":")
+    name = name.strip()
     if not name:
         raise InputError(f"empty regulariser in {text!r}; expected NAME or NAME:key=value,...")
     spec: dict = {"name": name}
@@ -81,6 +82,9 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
     cls = REGULARISERS.get(str(name))
     params = {ALIASES.get(k, k): v for k, v in {**(defaults or {}), **spec}.items()}
     valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+    for k, v in params.items():
+        if isinstance(v, bool):  # True is an int to Python, not a number to a user
+            raise InputError(f"regulariser {name}: {k} must be a number or a name, not {v}")
     unknown = sorted(set(params) - set(valid))
     if unknown:
         inverse = {v: k for k, v in ALIASES.items()}
