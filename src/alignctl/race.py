@@ -113,8 +113,8 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
     )
     seed_list = list(range(seed_offset, seed_offset + seeds))
     results, jobs = {}, []
-    for r in regs:
-        for s in seed_list:
+    for s in seed_list:  # seed-major: an interrupted race still has whole matched seeds
+        for r in regs:
             d = pair_dir(out, r, s)
             done = finished(d)
             if done is not None and done.get("epochs") == max_epochs:
