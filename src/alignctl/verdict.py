@@ -10,10 +10,11 @@ Verdicts, in the order training moves through them:
   (test - 1/C) / (1 - 1/C), reaches ``skill`` (default 0.5), so a hard data set with honest
   test accuracy is not called memorising; otherwise memorising.
 - without a test split (inferred, marked so), from the paper's intrinsic signal, centroid
-  alignment (section 3.1): generalising when its mean reaches ``centroid_alignment``
-  (default 0.5), or when, after dipping below ``-dip`` (0.1) once the data was fitted (the
-  memorising phase pushes centroids away from their inputs), it has recovered ``recovery``
-  (0.85) of that dip: on sparse parity the recovery tracks the test accuracy.
+  alignment (section 3.1): memorising shows as centroids pushed away from their inputs once
+  the data is fitted (mean alignment dipping below ``-dip``, default 0.1) that have not yet
+  recovered ``recovery`` (0.85) of that dip; a fitted network without such a dip, or with
+  alignment >= ``centroid_alignment`` (0.5), is generalising. On sparse parity the recovery
+  tracks the test accuracy; with GrokAlign no dip appears.
 - robust: generalising, with mean jacobian_alignment_full >= ``alignment_full`` (0.5) and
   mean jacobian_erank <= ``erank`` (1.5) (section 3.2: rank-one Jacobians aligned with x),
   and, when measured, adversarial accuracy >= ``adversarial`` (0.5).
@@ -60,7 +61,8 @@ def _finite(v) -> bool:
 
 
 def _aligned_without_labels(ca, history: list[dict], t: dict) -> bool:
-    """The inferred generalisation test: high centroid alignment, or recovery from the dip."""
+    """The inferred generalisation test: no unrecovered dip of centroid alignment after
+    fitting, or high alignment."""
     if not _finite(ca):
         return False
     if ca >= t["centroid_alignment"]:
@@ -68,7 +70,7 @@ def _aligned_without_labels(ca, history: list[dict], t: dict) -> bool:
     fitted = [h["metrics"].get("centroid_alignment") for h in history
               if _finite(h.get("train_accuracy")) and h["train_accuracy"] >= t["fit"]]  # fmt: skip
     dip = min([v for v in fitted if _finite(v)] + [ca])
-    return dip <= -t["dip"] and ca - dip >= t["recovery"] * -dip
+    return dip > -t["dip"] or ca - dip >= t["recovery"] * -dip
 
 
 def checkpoint_verdict(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
