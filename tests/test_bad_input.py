@@ -170,63 +170,27 @@ CASES = {
     ),
     "factory raises": (lambda t: [str(_raising_factory(t))], "width must be even"),
     "data without labels": (
-        lambda t: [str(make_run(t / "r", data={"x_train": np.zeros((4, 4), np.float32)}))],
+        lambda t: _data_run(t, x_train=np.zeros((4, 4), np.float32)),
         "y_train",
     ),
     "x/y length mismatch": (
-        lambda t: [
-            str(
-                make_run(
-                    t / "r",
-                    data={
-                        "x_train": np.zeros((4, 4), np.float32),
-                        "y_train": np.zeros(3, np.int64),
-                    },
-                )
-            )
-        ],
+        lambda t: _data_run(t, x_train=np.zeros((4, 4), np.float32), y_train=np.zeros(3, np.int64)),
         "4",
     ),
     "input size does not fit": (
-        lambda t: [
-            str(
-                make_run(
-                    t / "r",
-                    data={
-                        "x_train": np.zeros((4, 7), np.float32),
-                        "y_train": np.zeros(4, np.int64),
-                    },
-                )
-            )
-        ],
+        lambda t: _data_run(t, x_train=np.zeros((4, 7), np.float32), y_train=np.zeros(4, np.int64)),
         "model",
     ),
     "labels out of range": (
-        lambda t: [
-            str(
-                make_run(
-                    t / "r",
-                    data={
-                        "x_train": np.zeros((4, 4), np.float32),
-                        "y_train": np.array([0, 1, 2, 7]),
-                    },
-                )
-            )
-        ],
+        lambda t: _data_run(
+            t, x_train=np.zeros((4, 4), np.float32), y_train=np.array([0, 1, 2, 7])
+        ),
         "7",
     ),
     "object array in npz": (
-        lambda t: [
-            str(
-                make_run(
-                    t / "r",
-                    data={
-                        "x_train": np.array([[1], "a"], dtype=object),
-                        "y_train": np.zeros(2, np.int64),
-                    },
-                )
-            )
-        ],
+        lambda t: _data_run(
+            t, x_train=np.array([[1], "a"], dtype=object), y_train=np.zeros(2, np.int64)
+        ),
         "object",
     ),
     "unknown metric": (lambda t: [str(make_run(t / "r")), "--metrics", "nope"], "nope"),
@@ -269,6 +233,11 @@ if not torch.cuda.is_available():
         lambda t: [str(make_run(t / "r")), "--device", "cuda"],
         "CUDA",
     )
+
+
+def _data_run(t: Path, **arrays) -> list[str]:
+    """argv for a run whose data.npz holds ``arrays``."""
+    return [str(make_run(t / "r", data=arrays))]
 
 
 def _mk(p: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from pathlib import Path
 
 from .errors import InputError
@@ -63,28 +64,12 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
         raise InputError("no checkpoint to gate on")
     last, known = report["checkpoints"][-1], report.get("metric_names") or []
     gates = []
-    for text in fail_under:
-        name, thr = parse_assignment(text, "--fail-under")
-        v = value_of(last, name, known)
-        gates.append(
-            {
-                "rule": f"{name} >= {thr:g}",
-                "value": v,
-                "threshold": thr,
-                "passed": _ok(v) and v >= thr,
-            }
-        )
-    for text in fail_over:
-        name, thr = parse_assignment(text, "--fail-over")
-        v = value_of(last, name, known)
-        gates.append(
-            {
-                "rule": f"{name} <= {thr:g}",
-                "value": v,
-                "threshold": thr,
-                "passed": _ok(v) and v <= thr,
-            }
-        )
+    for texts, option, op, sign in ((fail_under, "--fail-under", operator.ge, ">="),
+                                    (fail_over, "--fail-over", operator.le, "<=")):  # fmt: skip
+        for text in texts:
+            name, thr = parse_assignment(text, option)
+            v = value_of(last, name, known)
+            gates.append(_gate(f"{name} {sign} {thr:g}", v, thr, _ok(v) and op(v, thr)))
     if max_drop and baseline is None:
         raise InputError("--max-drop needs --baseline REPORT.json")
     if baseline is not None:
