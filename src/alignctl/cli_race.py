@@ -66,13 +66,16 @@ def race(
         r.strip() for r in (regs.split(";") if ";" in regs else regs.split(",")) if r.strip()
     ]
     console = err_console()
-    with Progress(TextColumn("pairs"), MofNCompleteColumn(), BarColumn(), console=console,
+    with Progress(TextColumn("pairs"), MofNCompleteColumn(), BarColumn(),
+                  TextColumn("{task.description}"), console=console,
                   transient=True, disable=quiet or not console.is_terminal) as bar:  # fmt: skip
         tid = bar.add_task("", total=len(reg_list) * seeds)
         result = run_race(
             task=task, config=config, regs=reg_list, seeds=seeds, seed_offset=seed_offset,
             max_epochs=max_epochs, workers=workers, out=out, device=device,
-            on_update=lambda done, total: bar.update(tid, completed=done),
+            on_update=lambda done, total, running: bar.update(
+                tid, completed=done, description=f"{running} running"
+            ),
         )  # fmt: skip
     text = markdown_table(result)
     if json_out:

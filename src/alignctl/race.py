@@ -123,8 +123,9 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
                 jobs.append({"reg": r, "seed": s, "dir": str(d), "task": task, "config": config,
                              "max_epochs": max_epochs, "device": device,
                              "threads": max(1, _cores() // max(1, workers))})  # fmt: skip
+    total = len(regs) * len(seed_list)
     if on_update:
-        on_update(len(results), len(regs) * len(seed_list))
+        on_update(len(results), total, min(workers, len(jobs)))
     if jobs:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(train_pair, j): j for j in jobs}
@@ -132,7 +133,7 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
                 j = futures[f]
                 results[(j["reg"], j["seed"])] = f.result()
                 if on_update:
-                    on_update(len(results), len(regs) * len(seed_list))
+                    on_update(len(results), total, min(workers, total - len(results)))
     return {"task": task or str(config), "seeds": len(seed_list), "seed_offset": seed_offset,
             "max_epochs": max_epochs, "rows": table(results, regs, seed_list, max_epochs),
             "out": str(out)}  # fmt: skip
