@@ -10,11 +10,14 @@ Trainers (built from the preset's config and a random data file):
   grokalign  the same with the GrokAlign regulariser (n_proj 1, norm fro): its ``penalty``
              (one create_graph vector-Jacobian product) and the double backward. Must be <= 2.2x.
 
-Alternatives, measured on identical Trainers, none of them in src/ (proposals):
+Alternatives, measured on identical Trainers:
 
   params-only  the real penalty, backward restricted to the parameters
-               (``loss.backward(inputs=params)``): the Trainer's backward also computes x.grad,
-               which the input needs only for the penalty's own VJP. Same weights, bit for bit.
+               (``loss.backward(inputs=params)``), so x.grad, which the input needs only for
+               the penalty's own VJP, is not computed. Same weights, bit for bit. Adopted: the
+               Trainer does this now, so it times the same as ``grokalign``.
+The others are proposals, not in src/:
+
   subsample    the real penalty on a random ``--subsample`` of the batch (its rows forwarded on
                their own, the rest without input gradients), params-only backward: unbiased, but
                the batch penalty averages fewer samples.
