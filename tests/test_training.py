@@ -235,3 +235,15 @@ def test_train_bad_input_is_one_line_exit_2(tmp_path, change, args, fragment):
     err = r.stderr.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and fragment in err, err
     assert not (tmp_path / "o" / "checkpoints").exists()  # nothing written before validation
+
+
+def test_resume_drops_a_log_line_cut_short_by_a_kill(tmp_path):
+    tr = _trainer(tmp_path / "r")
+    tr.fit(2, save_every=1)
+    log = tmp_path / "r" / "train_log.jsonl"
+    with open(log, "a") as fh:
+        fh.write('{"loss": 0.5, "train_acc')  # the kill came mid-write
+    resumed = _trainer(tmp_path / "r")
+    resumed.restore()
+    resumed.fit(3, save_every=1)
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [0, 1, 2, 3]
