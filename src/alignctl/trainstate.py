@@ -83,7 +83,11 @@ def truncate_log(path: Path, last_step: int) -> None:
     """Drop log lines written after ``last_step`` (by a run that was killed and resumed)."""
     if not path.exists():
         return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
-    ]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln)["step"] <= last_step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by kill -9
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
