@@ -211,6 +211,13 @@ CASES = {
         ],
         "test",
     ),
+    "robustness without a test split": (
+        lambda t: [
+            *_data_run(t, x_train=np.zeros((4, 4), np.float32), y_train=np.zeros(4, np.int64)),
+            "--robustness",
+        ],
+        "test split",
+    ),
     "bad gate syntax": (
         lambda t: [str(make_run(t / "r")), "--fail-under", "centroid_alignment"],
         "METRIC=VALUE",

@@ -56,6 +56,11 @@ def _stats(values: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return means, stds
 
 
+def _attackable(data) -> bool:
+    """PGD needs a continuous test input (not tokens)."""
+    return data.x_test is not None and len(data.x_test) > 0 and data.x_test.is_floating_point()
+
+
 def _model_error(e: Exception) -> InputError:
     line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return InputError(f"the model cannot be applied to the data: {line}")
@@ -83,6 +88,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         raise InputError("--split test: the data has no test split")
     xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     xs, ys = _subset(xs, ys, samples)
+    if robustness and not _attackable(data):
+        raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
     t = thresholds(run.config.verdict)
     model = run.build_model().to(dev)
     lo, hi = data.input_range or (float(data.x_train.min()), float(data.x_train.max()))
@@ -115,7 +122,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             entry["diverged"] = not torch.isfinite(out).all() or not all(
                 math.isfinite(v) for v in entry["metrics"].values()
             )
-            if robustness and data.x_test is not None and not entry["diverged"]:
+            if robustness and not entry["diverged"]:
                 entry["adversarial_accuracy"] = adversarial_accuracy(
                     model, data.x_test.to(dev), data.y_test.to(dev), eps=eps, alpha=alpha,
                     steps=steps, input_range=(lo, hi),
