@@ -223,3 +223,26 @@ def test_golden_json_of_the_shipped_example():
         assert g["test_accuracy"] == pytest.approx(w["test_accuracy"], abs=1e-6)
         for k, v in w["metrics"].items():
             assert g["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (g["step"], k)
+
+
+def test_xor_runs_report_noise_accuracy_for_their_grokked_criterion(tmp_path):
+    cfg = {
+        "model": {"arch": "mlp", "in_features": 30, "hidden": [16], "out_features": 1, "bias": False},
+        "data": {"task": "xor-cluster", "n_train": 40, "n_test": 40, "dim": 30},
+        "train": {"epochs": 2, "loss": "logistic", "optimizer": {"name": "sgd", "lr": 0.1}},
+        "grokked": {"test_acc": 0.95, "noise_acc": 0.95},
+    }  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert (
+        runner.invoke(
+            app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet"]
+        ).exit_code
+        == 0
+    )
+    report = json.loads(invoke(out, "--json", "-").stdout)
+    assert all(0.0 <= c["noise_accuracy"] <= 1.0 for c in report["checkpoints"])
+    logged = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert report["checkpoints"][-1]["noise_accuracy"] == pytest.approx(
+        logged[-1]["noise_accuracy"]
+    )

@@ -74,7 +74,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     from .attacks import adversarial_accuracy
     from .checkpoints import is_finite_state, load_weights, read_checkpoint
     from .devices import resolve_device
-    from .evaluation import predict
+    from .evaluation import noise_accuracy, predict
     from .geometry import measure
     from .losses import accuracy
     from .verdict import checkpoint_verdict, recommend, thresholds
@@ -118,6 +118,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
                 entry["test_accuracy"] = accuracy(
                     predict(model, data.x_test, dev), data.y_test.to(dev)
                 )
+                if "noise_std" in data.meta:  # the XOR cluster's criterion
+                    entry["noise_accuracy"] = noise_accuracy(model, data, dev)
             entry["metrics"], entry["metrics_std"] = _stats(values)
             entry["diverged"] = not torch.isfinite(out).all() or not all(
                 math.isfinite(v) for v in entry["metrics"].values()

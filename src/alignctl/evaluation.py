@@ -31,12 +31,22 @@ def evaluate(model, data, loss_fn, device, noise_seed: int = 0) -> dict:
             predict(model, data.x_test, device), data.y_test.to(out.device)
         )
         if "noise_std" in data.meta:
-            g = torch.Generator().manual_seed(noise_seed)  # the same noise at every evaluation
-            x = data.x_test.clone()
-            start = int(data.meta.get("noise_from", 0))
-            x[:, start:] += data.meta["noise_std"] * torch.randn(x[:, start:].shape, generator=g)
-            ev["noise_accuracy"] = accuracy(predict(model, x, device), data.y_test.to(out.device))
+            ev["noise_accuracy"] = noise_accuracy(model, data, device, noise_seed)
     return ev
+
+
+def noise_accuracy(model, data, device, noise_seed: int = 0) -> float:
+    """Test accuracy with Gaussian noise (std ``noise_std``) added to the coordinates from
+    ``noise_from`` on: the XOR cluster's robustness criterion (paper A.1). The same noise at
+    every evaluation (its own generator), so the global RNG is untouched."""
+    from .losses import accuracy
+
+    g = torch.Generator().manual_seed(noise_seed)
+    x = data.x_test.clone()
+    start = int(data.meta.get("noise_from", 0))
+    x[:, start:] += data.meta["noise_std"] * torch.randn(x[:, start:].shape, generator=g)
+    out = predict(model, x, device)
+    return accuracy(out, data.y_test.to(out.device))
 
 
 def is_grokked(ev: dict, criterion: dict) -> bool:
