@@ -227,7 +227,8 @@ def test_golden_json_of_the_shipped_example():
 
 def test_xor_runs_report_noise_accuracy_for_their_grokked_criterion(tmp_path):
     cfg = {
-        "model": {"arch": "mlp", "in_features": 30, "hidden": [16], "out_features": 1, "bias": False},
+        "model": {"arch": "mlp", "in_features": 30, "hidden": [16], "out_features": 1,
+                  "bias": False},
         "data": {"task": "xor-cluster", "n_train": 40, "n_test": 40, "dim": 30},
         "train": {"epochs": 2, "loss": "logistic", "optimizer": {"name": "sgd", "lr": 0.1}},
         "grokked": {"test_acc": 0.95, "noise_acc": 0.95},
