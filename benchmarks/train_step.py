@@ -208,7 +208,7 @@ def main() -> None:
     for name, (unbiased, spread, sqrt_bias) in estimator_stats(
         model, x, args.draws, args.subsample
     ).items():
-        print(f"  {name:<22} {unbiased:6.3f}  {spread:6.3f}  {sqrt_bias:6.3f}")
+        print(f"  {name:<32} {unbiased:6.3f}  {spread:6.3f}  {sqrt_bias:6.3f}")
     sys.exit(0 if ratio <= 2.2 else 1)
 
 

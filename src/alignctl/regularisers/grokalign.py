@@ -10,6 +10,9 @@ uses the C one-hot vectors instead. The penalty is
   tuned for): lambda * mean_batch sqrt(max(estimate, eps));
 - ``norm=fro2`` (the paper's formula): lambda * mean_batch estimate.
 
+Spec names: ``lambda`` (default 0.01 when neither preset nor user gives one; the paper uses
+0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``.
+
 The eps clamp keeps an all-dead-ReLU sample (J = 0) from producing an infinite gradient.
 """
 
