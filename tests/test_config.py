@@ -122,7 +122,7 @@ def test_empty_file_is_all_defaults(tmp_path):
 
 # preset: (arch, widths / None, optimizer, lr, wd, batch, loss, epochs, lambda, test_acc)
 SETUPS = {
-    "xor-cluster": ("mlp", [40000, 2048, 1], "sgd", 0.1, 0.1, None, "logistic", 1000, 1.0, 0.95),
+    "xor-cluster": ("mlp", [40000, 2048, 1], "sgd", 0.1, 0.1, None, "mse", 1000, 1.0, 0.95),
     "sparse-parity": ("mlp", [40, 200, 200, 2], "adamw", 0.01, 0.1, None, "cross_entropy",
                       10000, 0.1, 0.90),
     "mnist": ("mlp", [784, 196, 196, 196, 10], "adamw", 1e-3, 0.01, 128, "cross_entropy",

@@ -31,12 +31,31 @@ def test_pairing_censoring_and_speedup():
     assert base["mean_epochs"] == 150  # the censored run counts at max_epochs
     assert ga["mean_epochs"] == 15 and ga["speedup"] == pytest.approx(10.0)
     assert base["grokked"] == 1 and ga["grokked"] == 2
-    assert base["censored"] and ga["censored"]  # the speed-up is a lower bound
+    assert base["censored"] and ga["censored"]
+    assert base["bound"] is None and ga["bound"] == "lower"  # censored baseline: speed-up >=
     assert base["p_value"] is None
     from scipy.stats import ttest_rel
 
     assert ga["p_value"] == pytest.approx(ttest_rel([100, 200], [10, 20]).pvalue)
     assert ga["wall_speedup"] == pytest.approx(2.5 / 0.75)
+
+
+@pytest.mark.parametrize(
+    ("base", "reg", "want", "mark"),
+    [(100, 10, None, ""), (None, 10, "lower", ">="), (100, None, "upper", "<="),
+     (None, None, "unknown", "~")],
+)  # fmt: skip
+def test_censored_speedup_is_marked_with_its_direction(base, reg, want, mark):
+    from alignctl.cli_race import markdown_table
+
+    results = {("none", 0): _run("none", 0, base), ("ga", 0): _run("ga", 0, reg)}
+    rows = table(results, ["none", "ga"], [0], max_epochs=200)
+    assert rows[1]["bound"] == want
+    res = {"task": "t", "seeds": 1, "seed_offset": 0, "max_epochs": 200, "rows": rows}
+    line = next(x for x in markdown_table(res).splitlines() if x.startswith("| ga |"))
+    speedup = (200 if base is None else base) / (200 if reg is None else reg)
+    assert line.split(" | ")[2] == f"{mark}{speedup:.2f}x"
+    assert ("lower bound" in markdown_table(res)) == (want is not None)
 
 
 def test_tiny_race_through_the_cli_and_resume(tmp_path):

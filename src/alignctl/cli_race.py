@@ -13,6 +13,10 @@ from .cli import app, cli_errors, err_console, write_output
 Opt = typer.Option
 
 
+# how a speed-up with censored runs reads (race.bound)
+_MARK = {"lower": ">=", "upper": "<=", "unknown": "~"}
+
+
 def markdown_table(result: dict) -> str:
     first = result["seed_offset"]
     lines = [f"Task `{result['task']}`, seeds {first}..{first + result['seeds'] - 1}, "
@@ -20,16 +24,15 @@ def markdown_table(result: dict) -> str:
              "| regulariser | mean epochs | speed-up | p (paired t) | mean seconds | "
              "wall-clock speed-up | grokked |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in result["rows"]:
-        bound = ">=" if r["censored"] and r["speedup"] else ""
+        bound = _MARK.get(r.get("bound"), "")
         p = "-" if r["p_value"] is None else f"{r['p_value']:.2g}"
         lines.append(f"| {r['reg']} | {r['mean_epochs']:.1f} ± {r['std_epochs']:.1f} | "
                      f"{bound}{r['speedup']:.2f}x | {p} | {r['mean_seconds']:.2f} | "
                      f"{r['wall_speedup']:.2f}x | {r['grokked']}/{r['runs']} |")  # fmt: skip
     if any(r["censored"] for r in result["rows"]):
-        lines += [
-            "",
-            "Runs that did not grok count at max epochs: such speed-ups are lower bounds (>=).",
-        ]
+        lines += ["", "Runs that did not grok count at max epochs (censored). A speed-up marked "
+                  ">= is a lower bound (censored baseline runs), <= an upper bound (censored "
+                  "runs of that regulariser), ~ neither (both censored)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,8 @@ Every (regulariser, seed) pair trains in its own run directory ``OUT/<reg>/seed_
 stop-when-grokked; the same seed gives the same data and initialisation to every
 regulariser, so the pairs are matched. A pair whose ``run.json`` says it finished is skipped
 when the race is run again. Runs that do not grok are counted at ``max_epochs`` (censored):
-the speed-up is then a lower bound, and the table says so.
+the speed-up is then a bound (lower when baseline runs are censored, upper when the
+regulariser's are), and the table says which.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
         return [results[(r, s)]["train_seconds"] for s in seeds]
 
     base_e, base_s = epochs(regs[0]), seconds(regs[0])
+    base_censored = any(results[(regs[0], s)]["grokked_epoch"] is None for s in seeds)
     rows = []
     for r in regs:
         e, sec = epochs(r), seconds(r)
@@ -89,10 +91,19 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
             "speedup": statistics.mean(base_e) / me if me else None, "p_value": p,
             "mean_seconds": ms, "wall_speedup": statistics.mean(base_s) / ms if ms else None,
             "grokked": grokked, "runs": len(seeds),
-            "censored": grokked < len(seeds) or sum(
-                results[(regs[0], s)]["grokked_epoch"] is not None for s in seeds) < len(seeds),
+            "censored": grokked < len(seeds) or base_censored,
+            "bound": bound(base_censored, grokked < len(seeds)) if r != regs[0] else None,
         })  # fmt: skip
     return rows
+
+
+def bound(base_censored: bool, reg_censored: bool) -> str | None:
+    """What a speed-up with censored runs (counted at max_epochs) is. A censored baseline run
+    took at least as long as counted, so the speed-up can only be larger ("lower" bound); a
+    censored regulariser run makes it an "upper" bound; both: "unknown"; none: None (exact)."""
+    if base_censored and reg_censored:
+        return "unknown"
+    return "lower" if base_censored else "upper" if reg_censored else None
 
 
 def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset: int = 0,
