@@ -58,7 +58,9 @@ def race(
         str | None, Opt("--json", help="Write the JSON result (- = stdout).")
     ] = None,
     markdown: Annotated[str | None, Opt(help="Write the Markdown table (- = stdout).")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
+    quiet: Annotated[
+        bool, Opt("--quiet", "-q", help="No progress and no table; only outputs and errors.")
+    ] = False,
 ) -> None:
     """Train every (regulariser, seed) pair to grokking and print the paper's table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
