@@ -72,12 +72,16 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
     def seconds(r):
         return [results[(r, s)]["train_seconds"] for s in seeds]
 
+    def grokked_runs(r):
+        return sum(results[(r, s)]["grokked_epoch"] is not None for s in seeds)
+
     base_e, base_s = epochs(regs[0]), seconds(regs[0])
-    base_censored = any(results[(regs[0], s)]["grokked_epoch"] is None for s in seeds)
+    base_censored = grokked_runs(regs[0]) < len(seeds)
     rows = []
     for r in regs:
         e, sec = epochs(r), seconds(r)
-        grokked = sum(results[(r, s)]["grokked_epoch"] is not None for s in seeds)
+        grokked = grokked_runs(r)
+        censored = grokked < len(seeds)
         p = None
         if (
             r != regs[0]
@@ -91,8 +95,8 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
             "speedup": statistics.mean(base_e) / me if me else None, "p_value": p,
             "mean_seconds": ms, "wall_speedup": statistics.mean(base_s) / ms if ms else None,
             "grokked": grokked, "runs": len(seeds),
-            "censored": grokked < len(seeds) or base_censored,
-            "bound": bound(base_censored, grokked < len(seeds)) if r != regs[0] else None,
+            "censored": censored or base_censored,
+            "bound": bound(base_censored, censored) if r != regs[0] else None,
         })  # fmt: skip
     return rows
 
