@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from alignctl.checkpoints import (
+from alignctl.runs.checkpoints import (
     discover_checkpoints,
     load_weights,
     read_checkpoint,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import alignctl
-from alignctl.devices import resolve_device
+from alignctl.geometry.devices import resolve_device
 
 CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
 
@@ -88,7 +88,7 @@ def peak_memory(device) -> tuple[float, int]:
     ).to(device)  # fmt: skip
     x = torch.rand(10_000, 3, 32, 32)
     y = torch.randint(0, 10, (10_000,))
-    from alignctl.geometry import _J_BYTES, _MAX_CHUNK
+    from alignctl.geometry.measure import _J_BYTES, _MAX_CHUNK
 
     chunk = max(1, min(_MAX_CHUNK, _J_BYTES // (10 * 3 * 32 * 32 * 4)))
     if device.type == "cuda":

@@ -48,10 +48,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from geometry import interleaved  # noqa: E402  (the timing protocol of the geometry benchmark)
 
-from alignctl.config import config_from_dict  # noqa: E402
-from alignctl.presets import PRESETS  # noqa: E402
-from alignctl.regularisers.grokalign import frobenius_estimate  # noqa: E402
-from alignctl.training import Trainer  # noqa: E402
+from alignctl.runs.config import config_from_dict  # noqa: E402
+from alignctl.train.presets import PRESETS  # noqa: E402
+from alignctl.train.regularisers.grokalign import frobenius_estimate  # noqa: E402
+from alignctl.train.trainer import Trainer  # noqa: E402
 
 GROKALIGN = {"name": "grokalign", "lambda": 0.01, "n_proj": 1, "norm": "fro"}
 CPU = torch.device("cpu")

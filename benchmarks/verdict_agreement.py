@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from alignctl.analysis import analyze
-from alignctl.run import open_run
-from alignctl.verdict import checkpoint_verdict, thresholds
+from alignctl.report.analysis import analyze
+from alignctl.report.verdict import checkpoint_verdict, thresholds
+from alignctl.runs.run import open_run
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from alignctl.attacks import adversarial_accuracy, pgd
-from alignctl.losses import accuracy, cross_entropy
+from alignctl.evaluation.attacks import adversarial_accuracy, pgd
+from alignctl.evaluation.losses import accuracy, cross_entropy
 
 
 @pytest.fixture(scope="module")

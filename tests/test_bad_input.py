@@ -12,14 +12,14 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from alignctl.cli import app
+from alignctl.cli.assemble import app
 
 MODEL = {"arch": "mlp", "in_features": 4, "hidden": [8], "out_features": 3}
 MARKER = "alignctl_pwned_marker"
 
 
 def _model():
-    from alignctl.models import build_model
+    from alignctl.runs.models import build_model
 
     torch.manual_seed(0)
     return build_model(MODEL, Path("."))

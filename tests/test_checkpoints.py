@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from alignctl.atomic import atomic_save_safetensors, atomic_torch_save, atomic_write
-from alignctl.checkpoints import (
+from alignctl.errors import InputError
+from alignctl.runs.atomic import atomic_save_safetensors, atomic_torch_save, atomic_write
+from alignctl.runs.checkpoints import (
     CheckpointRef,
     discover_checkpoints,
     is_finite_state,
@@ -19,7 +20,6 @@ from alignctl.checkpoints import (
     read_checkpoint,
     write_checkpoint,
 )
-from alignctl.errors import InputError
 
 
 def _model() -> torch.nn.Module:

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from alignctl.cli import app
+from alignctl.cli.assemble import app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "checkpoints" / "sparse-parity-grokalign"

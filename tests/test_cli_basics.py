@@ -6,7 +6,7 @@ import sys
 from typer.testing import CliRunner
 
 from alignctl import __version__
-from alignctl.cli import app
+from alignctl.cli.assemble import app
 
 runner = CliRunner()
 
@@ -37,7 +37,7 @@ def test_unknown_option_is_a_usage_error():
 
 
 def test_metrics_command_lists_every_registered_metric():
-    from alignctl.metrics import METRICS
+    from alignctl import METRICS
 
     r = runner.invoke(app, ["metrics"])
     assert r.exit_code == 0
@@ -49,7 +49,7 @@ def test_every_metric_named_in_the_docs_exists():
     import re
     from pathlib import Path
 
-    from alignctl.metrics import METRICS
+    from alignctl import METRICS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("### Metrics", 1)[1].split("###", 1)[0]

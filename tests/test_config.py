@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alignctl.config import Config, config_from_dict, load_config, save_config
 from alignctl.errors import InputError
-from alignctl.presets import PRESETS, default_regularisers, preset_reg_defaults
+from alignctl.runs.config import Config, config_from_dict, load_config, save_config
+from alignctl.train.presets import PRESETS, default_regularisers, preset_reg_defaults
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -182,8 +182,8 @@ def test_preset_details():
 def test_cheap_presets_build_and_fit_their_data(name):
     import torch
 
-    from alignctl.models import build_model
-    from alignctl.tasks import load_data
+    from alignctl.runs.models import build_model
+    from alignctl.runs.tasks import load_data
 
     cfg = config_from_dict(PRESETS.get(name)(), Path("."))
     ds = load_data(cfg.data, cfg.base_dir)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from alignctl.errors import InputError
-from alignctl.gates import evaluate_gates
+from alignctl.report.gates import evaluate_gates
 
 
 def report(ca=0.6, verdict="generalising", test=0.9):

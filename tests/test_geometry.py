@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import alignctl
+from alignctl import METRICS
 from alignctl.errors import InputError
-from alignctl.metrics import METRICS
 
 
 def _cos(a, b):
@@ -324,14 +324,14 @@ def test_label_metric_without_labels_is_an_input_error():
      ("skip", False), ("scalar", True)],
 )  # fmt: skip
 def test_input_linear_layer_is_found_only_when_it_is_the_only_path(model_name, expected):
-    from alignctl.linear_input import find_input_linear
+    from alignctl.geometry.linear_input import find_input_linear
 
     model, x, _ = _case(model_name)
     assert (find_input_linear(model, x[:1]) is not None) is expected
 
 
 def test_near_rank_one_spectrum_is_refined_in_float64():
-    from alignctl.metrics.quantities import Quantities, singular_values
+    from alignctl.geometry.metrics.quantities import Quantities, singular_values
 
     model, x, y = _case("near_rank_one")
     jac = alignctl.jacobian(model, x)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignctl.errors import InputError
-from alignctl.losses import (
+from alignctl.evaluation.losses import (
     LOSSES,
     accuracy,
     cross_entropy,

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from alignctl.errors import InputError
-from alignctl.factories import call_factory, load_callable
-from alignctl.models import MODELS, build_model
+from alignctl.runs.factories import call_factory, load_callable
+from alignctl.runs.models import MODELS, build_model
 
 
 def _build(arch: str, seed: int = 0, **over):

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from alignctl.cli import app
-from alignctl.race import table
+from alignctl.cli.assemble import app
+from alignctl.train.race import table
 
 runner = CliRunner()
 TINY = {
@@ -46,7 +46,7 @@ def test_pairing_censoring_and_speedup():
      (None, None, "unknown", "~")],
 )  # fmt: skip
 def test_censored_speedup_is_marked_with_its_direction(base, reg, want, mark):
-    from alignctl.cli_race import markdown_table
+    from alignctl.cli.race import markdown_table
 
     results = {("none", 0): _run("none", 0, base), ("ga", 0): _run("ga", 0, reg)}
     rows = table(results, ["none", "ga"], [0], max_epochs=200)

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from alignctl.errors import InputError
-from alignctl.losses import cross_entropy
-from alignctl.regularisers import REGULARISERS, build_regulariser, parse_reg_spec
-from alignctl.regularisers.grokalign import GrokAlign, frobenius_estimate
-from alignctl.regularisers.grokfast import Grokfast
-from alignctl.regularisers.grokunalign import GrokUnAlign
-from alignctl.regularisers.orthograd import OrthoGrad
+from alignctl.evaluation.losses import cross_entropy
+from alignctl.train.regularisers import REGULARISERS, build_regulariser, parse_reg_spec
+from alignctl.train.regularisers.grokalign import GrokAlign, frobenius_estimate
+from alignctl.train.regularisers.grokfast import Grokfast
+from alignctl.train.regularisers.grokunalign import GrokUnAlign
+from alignctl.train.regularisers.orthograd import OrthoGrad
 
 
 def mlp(out=3) -> nn.Module:

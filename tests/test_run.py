@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from alignctl.checkpoints import load_weights, read_checkpoint, write_checkpoint
+from alignctl import open_run
 from alignctl.errors import InputError
-from alignctl.run import open_run
+from alignctl.runs.checkpoints import load_weights, read_checkpoint, write_checkpoint
 
 MODEL = {"arch": "mlp", "in_features": 4, "hidden": [5], "out_features": 3}
 DATA = {"task": "sparse-parity", "n": 20, "n_bits": 4, "k": 2}
@@ -23,11 +23,11 @@ DATA = {"task": "sparse-parity", "n": 20, "n_bits": 4, "k": 2}
 def stand_ins(monkeypatch):
     """alignctl.config / alignctl.tasks stand-ins when the real ones are not there yet."""
     try:
-        import alignctl.config  # noqa: F401
+        import alignctl.runs.config  # noqa: F401
     except ImportError:
         monkeypatch.setitem(sys.modules, "alignctl.config", _fake_config())
     try:
-        import alignctl.tasks as tasks
+        import alignctl.runs.tasks as tasks
 
         tasks.load_data  # noqa: B018
     except (ImportError, AttributeError):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alignctl.errors import InputError
-from alignctl.tasks import TASKS, Dataset, load_data
+from alignctl.runs.tasks import TASKS, Dataset, load_data
 
 
 def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> None:
@@ -264,7 +264,7 @@ def test_task_and_section_errors(tmp_path):
 def test_data_factories(tmp_path):
     (tmp_path / "mk.py").write_text(
         "import numpy as np, torch\n"
-        "from alignctl.tasks import Dataset\n"
+        "from alignctl.runs.tasks import Dataset\n"
         "def pair(n=4):\n    return np.ones((n, 2)), np.arange(n)\n"
         "def full():\n    return Dataset(torch.ones(2, 3), torch.tensor([0, 1]), num_classes=2)\n"
         "def bad():\n    return {'x': 1}\n"

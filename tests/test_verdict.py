@@ -3,7 +3,7 @@
 import pytest
 
 from alignctl.errors import InputError
-from alignctl.verdict import DEFAULTS, checkpoint_verdict, rank, recommend, thresholds
+from alignctl.report.verdict import DEFAULTS, checkpoint_verdict, rank, recommend, thresholds
 
 T = thresholds(None)
 

@@ -1,3 +1,3 @@
-from .cli import main
+from alignctl.cli import main
 
 main()

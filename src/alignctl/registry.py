@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import InputError
+from alignctl.errors import InputError
 
 T = TypeVar("T")
 

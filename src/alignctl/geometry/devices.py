@@ -1,0 +1,71 @@
+"""Device selection and numerics settings shared by measuring and training."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from alignctl.errors import InputError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (and None) picks CUDA when present, then MPS, else the CPU.
+
+    Asking for an accelerator that is not there is an input error, not a silent fallback.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but CUDA is not available on this machine")
+    if kind == "mps" and not has_mps:
+        raise InputError("--device mps was asked for, but MPS is not available on this machine")
+    if kind not in DEVICE_CHOICES[1:]:
+        raise InputError(f"unknown device {device!r}; valid: {', '.join(DEVICE_CHOICES)}")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Turn TF32 off for the duration, so GPU float32 values match CPU float32 values.
+
+    TF32 rounds matmul inputs to 10 mantissa bits: fine for training, wrong for measuring.
+    """
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved[0]
+        torch.backends.cudnn.allow_tf32 = saved[1]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Evaluate in eval mode (dropout off, batch-norm running statistics), then restore
+    each submodule's own mode: per-sample quantities must not depend on the batch."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training

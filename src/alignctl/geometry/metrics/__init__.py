@@ -1,0 +1,63 @@
+"""Per-sample Jacobian metrics, one registry entry each (paper sections 2-3).
+
+A metric is a function of a :class:`Quantities` bundle that returns one value per sample,
+shape ``(n,)``. It declares what it ``needs``, so :func:`alignctl.measure` computes only that:
+
+- ``"centroid"``: the centroid mu = J^T 1, one vector-Jacobian product per batch;
+- ``"label"``: the label's row J_y, one vector-Jacobian product per batch (needs labels);
+- ``"jacobian"``: the full Jacobian J, C vector-Jacobian products per batch.
+
+Add a metric by writing one module that calls :func:`register_metric`; the test suite then
+requires a brute-force reference for it (``tests/test_geometry.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from alignctl.registry import Registry
+
+NEEDS = ("centroid", "label", "jacobian")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    needs: str
+    fn: Callable[[Quantities], torch.Tensor]
+    doc: str
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(name: str, needs: str) -> Callable:
+    """Decorator: ``@register_metric("centroid_alignment", needs="centroid")``."""
+    if needs not in NEEDS:
+        raise ValueError(f"needs must be one of {NEEDS}")
+
+    def deco(fn: Callable[[Quantities], torch.Tensor]) -> Callable:
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        METRICS.register(name)(Metric(name, needs, fn, doc))
+        return fn
+
+    return deco
+
+
+def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den elementwise, 0 where den is 0 (cosines with a zero vector, an all-zero J)."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.zeros_like(den))
+
+
+from alignctl.geometry.metrics.quantities import Quantities  # noqa: E402
+
+
+def _load_builtin() -> None:
+    from alignctl.geometry.metrics import centroid, label, spectrum  # noqa: F401  (they register themselves)
+
+
+_load_builtin()

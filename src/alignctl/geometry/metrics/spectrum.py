@@ -1,0 +1,39 @@
+"""Whole-Jacobian metrics: alignment of every row (Definition 5), norm and spectrum
+(Appendix A.2, Figure 3). They need the full Jacobian J (n, C, d)."""
+
+import torch
+
+from alignctl.geometry.metrics import Quantities, ratio, register_metric
+
+
+@register_metric("jacobian_alignment_full", needs="jacobian")
+def jacobian_alignment_full(q: Quantities):
+    """|J x_hat|^2 / |J|_F^2 with x_hat = x / |x|, in [0, 1]; 1 exactly when J = c x^T
+    (Definition 5: every row parallel to x). 0 when x = 0 or J = 0."""
+    return ratio(q.jx.pow(2).sum(-1), q.x_norm.pow(2) * q.fro2).clamp(0, 1)
+
+
+@register_metric("jacobian_norm", needs="jacobian")
+def jacobian_norm(q: Quantities):
+    """|J|_F, the quantity GrokAlign penalises (section 4.1)."""
+    return q.fro2.clamp_min(0).sqrt()
+
+
+@register_metric("jacobian_pc1", needs="jacobian")
+def jacobian_pc1(q: Quantities):
+    """sigma_1^2 / sum_i sigma_i^2, the explained variance of the first principal
+    component (Appendix A.2; 1 means rank one). 0 for an all-zero Jacobian."""
+    s2 = q.singular_values.pow(2)
+    return ratio(s2[:, 0], s2.sum(-1)).to(q.x.dtype)
+
+
+@register_metric("jacobian_erank", needs="jacobian")
+def jacobian_erank(q: Quantities):
+    """exp(-sum_i p_i log p_i) with p_i = sigma_i / sum_j sigma_j (Roy & Vetterli's
+    effective rank), in [1, min(C, d)]. 0 for an all-zero Jacobian."""
+    s = q.singular_values
+    total = s.sum(-1, keepdim=True)
+    p = s / torch.where(total > 0, total, torch.ones_like(total))
+    entropy = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
+    erank = torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
+    return erank.to(q.x.dtype)

@@ -1,0 +1,253 @@
+"""``alignctl.yaml``: reading, validating and writing run configs (schema: docs/config.md).
+
+Top-level keys: ``model`` and ``data`` (checked against the architecture / task signatures by
+:func:`alignctl.models.build_model` and :func:`alignctl.tasks.load_data`), ``train`` and
+``grokked`` (validated and completed with their defaults here) and ``verdict`` (a free mapping,
+validated by the verdict rules). ``to_dict`` is fully resolved: every default is filled in and
+file paths are absolute, so a config copied into a run folder still finds its files.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from alignctl.errors import InputError
+from alignctl.runs.atomic import atomic_write_text
+
+TOP_KEYS = ("model", "data", "train", "grokked", "verdict")
+LOSSES = ("cross_entropy", "mse", "stablemax", "logistic")
+OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZER_DEFAULTS = {
+    "name": "adamw", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "momentum": 0.0,
+}  # fmt: skip
+TRAIN_DEFAULTS = {
+    "epochs": 1000, "batch_size": None, "loss": "cross_entropy", "optimizer": OPTIMIZER_DEFAULTS,
+    "regularisers": [], "seed": 0, "eval_every": 1, "save_every": None, "save_schedule": None,
+    "freeze": [],
+}  # fmt: skip
+GROKKED_DEFAULTS = {"train_acc": None, "test_acc": None, "noise_acc": None}
+
+
+@dataclass
+class Config:
+    model: dict | None
+    data: dict | None
+    train: dict
+    grokked: dict
+    verdict: dict = field(default_factory=dict)
+    path: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain YAML-serialisable data (paths made absolute)."""
+        out: dict = {}
+        for key in ("model", "data"):
+            section = getattr(self, key)
+            if section is not None:
+                out[key] = _absolute_paths(section, Path(self.base_dir))
+        out["train"] = copy.deepcopy(self.train)
+        out["grokked"] = dict(self.grokked)
+        out["verdict"] = copy.deepcopy(self.verdict)
+        return out
+
+
+def _absolute_paths(section: dict, base_dir: Path) -> dict:
+    """Copy of a model/data section with its file references resolved against ``base_dir``."""
+    out = copy.deepcopy(section)
+    for key in ("path", "root"):
+        if isinstance(out.get(key), str):
+            p = Path(out[key]).expanduser()
+            out[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
+    spec = out.get("factory")
+    if isinstance(spec, str) and ":" in spec:
+        target, name = spec.rsplit(":", 1)
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            p = Path(target).expanduser()
+            out["factory"] = f"{p if p.is_absolute() else (base_dir / p).resolve()}:{name}"
+    return out
+
+
+# ---- value checkers: each returns the normalised value or raises InputError ----
+
+
+def _number(v, where: str, *, lo: float | None = None, strict_lo: bool = False) -> float:
+    # YAML 1.1 reads "1e-3" (no dot) as a string: accept numeric strings
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise InputError(f"{where} must be a number, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InputError(f"{where} must be a finite number, got {v!r}")
+    if lo is not None and (v <= lo if strict_lo else v < lo):
+        raise InputError(f"{where} must be {'>' if strict_lo else '>='} {lo}, got {v!r}")
+    return float(v)
+
+
+def _int(v, where: str, lo: int | None = None, optional: bool = False) -> int | None:
+    if v is None and optional:
+        return None
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise InputError(f"{where} must be an integer, got {v!r}") from None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InputError(f"{where} must be an integer{' or null' if optional else ''}, got {v!r}")
+    if lo is not None and v < lo:
+        raise InputError(f"{where} must be >= {lo}, got {v}")
+    return v
+
+
+def _mapping(v, where: str) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise InputError(f"{where} must be a mapping, got {type(v).__name__}")
+    return v
+
+
+def _known_keys(d: dict, valid, where: str) -> None:
+    unknown = [str(k) for k in d if k not in valid]
+    if unknown:
+        raise InputError(
+            f"unknown key(s) in {where}: {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+
+
+def _optimizer(v, where: str) -> dict:
+    if isinstance(v, str):
+        v = {"name": v}
+    d = _mapping(v, where)
+    _known_keys(d, OPTIMIZER_DEFAULTS, where)
+    o = {**copy.deepcopy(OPTIMIZER_DEFAULTS), **d}
+    o["name"] = str(o["name"]).lower()
+    if o["name"] not in OPTIMIZERS:
+        raise InputError(f"{where}.name: unknown optimizer {o['name']!r}; valid: adamw, sgd")
+    o["lr"] = _number(o["lr"], f"{where}.lr", lo=0.0, strict_lo=True)
+    o["weight_decay"] = _number(o["weight_decay"], f"{where}.weight_decay", lo=0.0)
+    o["momentum"] = _number(o["momentum"], f"{where}.momentum", lo=0.0)
+    b = o["betas"]
+    if not isinstance(b, (list, tuple)) or len(b) != 2:
+        raise InputError(f"{where}.betas must be a list of two numbers, got {b!r}")
+    o["betas"] = [_number(x, f"{where}.betas", lo=0.0) for x in b]
+    if max(o["betas"]) >= 1.0:
+        raise InputError(f"{where}.betas must be in [0, 1), got {b!r}")
+    return o
+
+
+def _regularisers(v, where: str) -> list[dict]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise InputError(f"{where} must be a list of {{name: ..., params...}} mappings")
+    out = []
+    for i, r in enumerate(v):
+        r = {"name": r} if isinstance(r, str) else r
+        if not isinstance(r, dict) or not isinstance(r.get("name"), str):
+            raise InputError(f"{where}[{i}] must be a mapping with a 'name', got {r!r}")
+        out.append(dict(r))
+    return out
+
+
+def _train(v, where: str) -> dict:
+    d = _mapping(v, where)
+    _known_keys(d, TRAIN_DEFAULTS, where)
+    t = {**copy.deepcopy(TRAIN_DEFAULTS), **d}
+    t["epochs"] = _int(t["epochs"], f"{where}.epochs", lo=1)
+    t["batch_size"] = _int(t["batch_size"], f"{where}.batch_size", lo=1, optional=True)
+    t["seed"] = _int(t["seed"], f"{where}.seed")
+    t["eval_every"] = _int(t["eval_every"], f"{where}.eval_every", lo=1)
+    t["save_every"] = _int(t["save_every"], f"{where}.save_every", lo=1, optional=True)
+    if t["loss"] not in LOSSES:
+        raise InputError(f"{where}.loss: unknown loss {t['loss']!r}; valid: {', '.join(LOSSES)}")
+    t["optimizer"] = _optimizer(t["optimizer"], f"{where}.optimizer")
+    t["regularisers"] = _regularisers(t["regularisers"], f"{where}.regularisers")
+    s = t["save_schedule"]
+    if s is not None:
+        kind, _, k = str(s).partition(":")
+        if kind != "log" or not k.isdigit() or int(k) < 1:
+            raise InputError(f"{where}.save_schedule: expected log:K (e.g. log:50), got {s!r}")
+    f = t["freeze"]
+    if isinstance(f, str):
+        f = [f]
+    if not isinstance(f, list) or not all(isinstance(x, str) for x in f):
+        raise InputError(f"{where}.freeze must be a list of parameter-name prefixes, got {f!r}")
+    t["freeze"] = f
+    return t
+
+
+def _grokked(v, where: str) -> dict:
+    d = _mapping(v, where)
+    _known_keys(d, GROKKED_DEFAULTS, where)
+    g = {**GROKKED_DEFAULTS, **d}
+    for k, x in g.items():
+        if x is not None:
+            g[k] = _number(x, f"{where}.{k}", lo=0.0)
+            if g[k] > 1.0:
+                raise InputError(f"{where}.{k} is a fraction in [0, 1], got {x!r}")
+    return g
+
+
+def _section(d: dict, key: str, choices: tuple[str, ...], source: str) -> dict | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InputError(f"{source}: {key} must be a mapping, got {type(v).__name__}")
+    if sum(c in v for c in choices) != 1:
+        raise InputError(f"{source}: {key} needs exactly one of {', '.join(choices)}")
+    return copy.deepcopy(v)
+
+
+def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
+    """Validate a config mapping and fill in every default."""
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise InputError(f"{source}: the top level must be a mapping, got {type(d).__name__}")
+    _known_keys(d, TOP_KEYS, source)
+    return Config(
+        model=_section(d, "model", ("arch", "factory"), source),
+        data=_section(d, "data", ("task", "path", "factory"), source),
+        train=_train(d.get("train"), f"{source}: train"),
+        grokked=_grokked(d.get("grokked"), f"{source}: grokked"),
+        verdict=copy.deepcopy(_mapping(d.get("verdict"), f"{source}: verdict")),
+        path=None,
+        base_dir=Path(base_dir),
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``alignctl.yaml``; relative paths inside are relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} not found")
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        ctx, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if ctx and cmark is not None and mark is not None and cmark.line != mark.line:
+            problem += f" ({ctx} started on line {cmark.line + 1})"
+        raise InputError(f"{path}{line}: invalid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read: {e}") from None
+    cfg = config_from_dict(d, path.resolve().parent, source=str(path))
+    cfg.path = path
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+    atomic_write_text(Path(path), text)

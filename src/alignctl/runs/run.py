@@ -1,0 +1,147 @@
+"""Finding what ``alignctl analyze PATH`` loads: the config, the checkpoints, the model and data.
+
+PATH may be a run directory (``alignctl.yaml`` plus ``checkpoints/``, or checkpoint files
+beside the config), a checkpoint folder whose parent holds ``alignctl.yaml``, or a single
+checkpoint file (config from its folder or that folder's parent). ``--config`` replaces the
+file found; ``--model`` / ``--data`` replace the config's ``model:`` / ``data:`` sections.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignctl.errors import InputError
+from alignctl.runs.checkpoints import CHECKPOINT_SUFFIXES, CheckpointRef, discover_checkpoints
+
+CONFIG_NAME = "alignctl.yaml"
+CHECKPOINT_FOLDER = "checkpoints"
+DATA_SUFFIXES = (".npz", ".safetensors", ".pt")
+
+
+@dataclass
+class Run:
+    root: Path  # the run directory (where alignctl.yaml is, if any)
+    config: Any  # alignctl.config.Config, with --model / --data applied
+    checkpoints: list[CheckpointRef]
+    _data: Any = field(default=None, repr=False)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""
+        from alignctl.runs.models import build_model
+
+        return build_model(self.config.model, self.config.base_dir)
+
+    def load_data(self):
+        """The run's dataset; loaded once, then cached (it is the same for every checkpoint)."""
+        if self._data is None:
+            from alignctl.runs.tasks import load_data
+
+            self._data = load_data(self.config.data, self.config.base_dir)
+        return self._data
+
+
+def open_run(
+    path: Path,
+    *,
+    config: Path | None = None,
+    model: str | None = None,
+    data: str | None = None,
+) -> Run:
+    """Resolve PATH (+ overrides) to a :class:`Run`; InputError names whatever is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
+        raise InputError(
+            f"{path} is not a checkpoint file (accepted: {', '.join(CHECKPOINT_SUFFIXES)}); "
+            "pass a run directory, a checkpoint folder or a checkpoint file"
+        )
+    folder = path.parent if path.is_file() else path
+    # A run directory keeps its weights in checkpoints/ (else beside the config); any other
+    # folder is itself the checkpoint folder. Checkpoints first: an empty folder says so.
+    sub = path / CHECKPOINT_FOLDER
+    checkpoints = discover_checkpoints(sub if path.is_dir() and sub.is_dir() else path)
+    found = _find_config(folder)
+    root = found.parent if found is not None else folder
+    cfg = _resolve_config(config or found, folder, model, data)
+    return Run(root=root, config=cfg, checkpoints=checkpoints)
+
+
+def _find_config(folder: Path) -> Path | None:
+    for candidate in (folder / CONFIG_NAME, folder.parent / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _resolve_config(file: Path | None, folder: Path, model: str | None, data: str | None):
+    from alignctl.runs.config import config_from_dict, load_config
+
+    cfg = load_config(Path(file)) if file is not None else None
+    if cfg is None and model is None and data is None:
+        raise InputError(
+            f"no {CONFIG_NAME} found in {folder} or its parent; pass --config or --model and --data"
+        )
+    model_spec = _model_spec(model, cfg) if model else getattr(cfg, "model", None)
+    data_spec = _data_spec(data, cfg) if data else getattr(cfg, "data", None)
+    for what, spec in (("model", model_spec), ("data", data_spec)):
+        if not spec:
+            src = f"{cfg.path} has no {what} section" if cfg else f"no {CONFIG_NAME} found"
+            raise InputError(f"cannot tell the {what}: {src}; pass --{what} or --config")
+    if cfg is None:
+        raw = {"model": model_spec, "data": data_spec}
+        return config_from_dict(raw, Path.cwd(), source="--model/--data")
+    return _with_sections(cfg, model=model_spec, data=data_spec)
+
+
+def _with_sections(cfg, **sections):
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.replace(cfg, **sections)
+    cfg = copy.copy(cfg)
+    for key, value in sections.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def _model_spec(model: str, cfg) -> dict:
+    """``--model``: an arch name (sizes from the config's section of the same arch) or a
+    ``file.py:callable`` factory, relative to the current directory."""
+    if ":" in model:
+        return {"factory": _absolute_factory(model)}
+    section = getattr(cfg, "model", None) or {}
+    if section.get("arch") == model:
+        return dict(section)
+    from alignctl.runs.models import MODELS, check_kwargs
+
+    try:
+        check_kwargs(MODELS.get(model), {}, f"--model {model}")
+    except InputError as e:
+        # Built from defaults only when the architecture has no required sizes.
+        raise InputError(f"{e}; pass --config with a model section (arch: {model}, ...)") from None
+    return {"arch": model}
+
+
+def _absolute_factory(spec: str) -> str:
+    # The config's base_dir is the run directory, but --model paths are relative to the cwd.
+    target, name = spec.rsplit(":", 1)
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        target = str(Path(target).expanduser().resolve())
+    return f"{target}:{name}"
+
+
+def _data_spec(data: str, cfg) -> dict:
+    """``--data``: a data file (.npz/.safetensors/.pt) or a task name (its parameters from the
+    config's section of the same task)."""
+    file = Path(data).expanduser()
+    if file.suffix in DATA_SUFFIXES or "/" in data or file.is_file():
+        if not file.is_file():
+            raise InputError(f"data file {data} not found")
+        return {"path": str(file.resolve())}
+    section = getattr(cfg, "data", None) or {}
+    return dict(section) if section.get("task") == data else {"task": data}

@@ -1,0 +1,102 @@
+"""Regularisers as plug-ins: one file each, registered by name, composable.
+
+A regulariser implements any of four hooks, which the training loop calls every step in
+this order: ``transform_batch`` (e.g. adversarial examples), ``penalty`` (added to the loss),
+``after_backward`` (gradient filters, between ``backward()`` and the optimiser's ``step()``),
+and ``state_dict``/``load_state_dict`` (saved with each checkpoint, restored on resume).
+Weight decay stays in the optimiser, as in the paper, and no regulariser changes it.
+
+On the command line a regulariser is ``NAME`` or ``NAME:key=value,key=value``, e.g.
+``grokalign:lambda=0.01,n_proj=2``; ``lambda`` is passed to the constructor as ``lam``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from alignctl.errors import InputError
+from alignctl.registry import Registry
+
+REGULARISERS: Registry = Registry("regulariser")
+register_regulariser = REGULARISERS.register
+ALIASES = {"lambda": "lam"}  # spec names that are Python keywords
+
+
+class Regulariser:
+    """Base class: every hook is a no-op."""
+
+    name = "base"
+
+    def transform_batch(self, model, x, y, loss_fn):
+        return x
+
+    def penalty(self, model, x, out, y):
+        """x: the differentiable input (requires grad, or a token model's embedded sequence);
+        out: the model's output for x, (n, C) or (n,). Returns a scalar or None."""
+        return None
+
+    def after_backward(self, model) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_reg_spec(text: str) -> dict:
+    """``"grokalign:lambda=0.01,n_proj=2"`` ->
+    ``{"name": "grokalign", "lambda": 0.01, "n_proj": 2}``."""
+    name, _, params = str(text).strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise InputError(f"empty regulariser in {text!r}; expected NAME or NAME:key=value,...")
+    spec: dict = {"name": name}
+    for item in filter(None, (p.strip() for p in params.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(
+                f"malformed regulariser parameter {item!r} in {text!r}; expected key=value"
+            )
+        spec[key.strip()] = _value(value.strip())
+    return spec
+
+
+def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:
+    """A regulariser from a spec; unknown names or parameters are InputErrors listing the valid."""
+    spec = parse_reg_spec(spec) if isinstance(spec, str) else dict(spec)
+    name = spec.pop("name", None)
+    cls = REGULARISERS.get(str(name))
+    params = {ALIASES.get(k, k): v for k, v in {**(defaults or {}), **spec}.items()}
+    valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+    for k, v in params.items():
+        if isinstance(v, bool):  # True is an int to Python, not a number to a user
+            raise InputError(f"regulariser {name}: {k} must be a number or a name, not {v}")
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        inverse = {v: k for k, v in ALIASES.items()}
+        shown = [inverse.get(p, p) for p in valid]
+        raise InputError(
+            f"regulariser {name}: unknown parameter(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(shown)}"
+        )
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"regulariser {name}: {e}") from None
+
+
+from alignctl.train.regularisers import adversarial, grokalign, grokfast, grokunalign, orthograd  # noqa: E402, F401

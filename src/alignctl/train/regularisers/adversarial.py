@@ -1,0 +1,26 @@
+"""Adversarial training (Madry et al. 2018; paper appendix D.1): every batch is replaced by
+its l_inf PGD examples (random start, ``steps`` sign-gradient steps of ``alpha``, projected to
+the eps-ball and, when known, the data's input range). The attack runs in the model's
+current (training) mode, as in Madry et al.
+"""
+
+from __future__ import annotations
+
+from alignctl.train.regularisers import Regulariser, register_regulariser
+
+
+@register_regulariser("adversarial")
+class Adversarial(Regulariser):
+    name = "adversarial"
+
+    def __init__(self, eps: float = 0.1, alpha: float = 0.025, steps: int = 10):
+        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        self.input_range: tuple[float, float] | None = None  # set by the trainer from the data
+
+    def transform_batch(self, model, x, y, loss_fn):
+        from alignctl.evaluation.attacks import pgd
+
+        if not x.is_floating_point():
+            return x  # token inputs: there is no l_inf ball around a token
+        return pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                   input_range=self.input_range, loss_fn=loss_fn)  # fmt: skip

@@ -1,0 +1,69 @@
+"""When the Trainer evaluates and saves: the save schedule and the epoch loop around the steps.
+
+Epoch 0 (the initial weights) and the last epoch are always saved; ``save_every`` N and
+``log:K`` (K log-spaced epochs) add more. An interrupted run saves where it stopped (mid-epoch
+included: the state records the position in the epoch's permutation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from alignctl.errors import InputError
+
+
+def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> set[int]:
+    """Epochs after which a checkpoint is written (epoch 0 = the initial weights and the last
+    epoch are always in). ``schedule`` ``log:K``: K epochs spaced evenly in log scale."""
+    keep = {0, epochs}
+    if save_every:
+        keep.update(range(0, epochs + 1, int(save_every)))
+    if schedule:
+        kind, _, k = str(schedule).partition(":")
+        if kind != "log" or not k.isdigit() or int(k) < 1:
+            raise InputError(f"invalid save schedule {schedule!r}; expected log:K, e.g. log:50")
+        k = int(k)
+        keep.update(round(math.exp(i * math.log(max(epochs, 1)) / max(k - 1, 1))) for i in range(k))
+    if not save_every and not schedule:
+        keep.update(range(0, epochs + 1, max(1, epochs // 20)))  # about 20 by default
+    return {e for e in keep if 0 <= e <= epochs}
+
+
+class ScheduleMixin:
+    """Needs ``train_step``, ``_batches`` (:class:`StepMixin`), ``save``/``write_summary``
+    (:class:`RunDirMixin`) and ``_evaluate`` (:class:`Trainer`)."""
+
+    def fit(self, epochs: int, *, eval_every=1, save_every=None, save_schedule=None,
+            stop_when_grokked=False, callback: Callable[[dict], None] | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> dict:  # fmt: skip
+        """Train up to ``epochs`` (the run's total); returns the run summary (run.json)."""
+        saves = save_epochs(epochs, save_every, save_schedule)
+        if self.step == 0 and self.batch_index == 0 and self.epoch == 0:
+            self._evaluate()
+            self.save()
+        interrupted = False
+        while self.epoch < epochs and not interrupted:
+            if stop_when_grokked and self.grokked_epoch is not None:
+                break
+            for idx in self._batches():
+                t0 = time.perf_counter()
+                self.train_step(self.x[idx], self.y[idx])
+                self.train_seconds += time.perf_counter() - t0
+                if should_stop():
+                    interrupted = True
+                    break
+            if interrupted and self.perm is not None:
+                break  # mid-epoch: the checkpoint below records the position in the epoch
+            self.epoch += 1
+            last = self.epoch == epochs
+            if self.epoch % max(1, int(eval_every)) == 0 or last or self.epoch in saves:
+                ev = self._evaluate()
+                if callback:
+                    callback(ev)
+            if self.epoch in saves or last or (stop_when_grokked and self.grokked_epoch):
+                self.save()
+        if interrupted:
+            self.save()
+        return self.write_summary(epochs, interrupted)

@@ -1,0 +1,75 @@
+"""What a training run saves besides its weights, so that a resumed run continues bit for
+bit: optimiser, regularisers, the data-order generator, the global RNG, and where in the
+epoch it stopped. Saved as ``checkpoints/state/step_XXXXXXXX.pt`` (plain tensors and numbers,
+loaded with ``weights_only=True``), always written before its weights file, so a weights
+file on disk always has its state beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from alignctl.errors import InputError
+from alignctl.runs.atomic import atomic_torch_save, atomic_write_text
+
+STATE_DIR = "state"
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def capture_rng(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(ckpt_dir: Path, step: int, state: dict) -> None:
+    atomic_torch_save(state, ckpt_dir / STATE_DIR / f"{step_name(step)}.pt")
+
+
+def latest_resumable(ckpt_dir: Path) -> tuple[Path, Path] | None:
+    """(weights, state) of the last step that has both files; a step whose weights were not
+    written (killed in between) is skipped."""
+    pairs = []
+    for st in (ckpt_dir / STATE_DIR).glob("step_*.pt"):
+        weights = ckpt_dir / f"{st.stem}.safetensors"
+        if weights.exists():
+            pairs.append((int(st.stem.split("_")[1]), weights, st))
+    if not pairs:
+        return None
+    _, weights, st = max(pairs)
+    return weights, st
+
+
+def load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"cannot read training state {path}: {type(e).__name__}: {e}") from None
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines written after ``last_step`` (by a run that was killed and resumed)."""
+    if not path.exists():
+        return
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln)["step"] <= last_step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by kill -9
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))

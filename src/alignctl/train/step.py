@@ -1,0 +1,77 @@
+"""One optimisation step of the Trainer: the batch order, the forward pass (differentiated at the
+embedding for token models), the loss plus regulariser penalties, backward and the update.
+
+Regularisers hook in at three points (``transform_batch``, ``penalty``, ``after_backward``;
+:class:`alignctl.train.regularisers.Regulariser`), so a new one is a single file.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignctl.errors import InputError
+
+
+class StepMixin:
+    """Needs ``model``, ``regs``, ``loss_fn``, ``opt``, ``params``, ``x``, ``cfg``, ``gen``,
+    ``device``, ``perm``, ``batch_index`` and ``step`` (set by :class:`Trainer`)."""
+
+    def _forward(self, xb):
+        """(differentiable input, output): token models are differentiated at the embedding."""
+        if hasattr(self.model, "forward_embedded") and hasattr(self.model, "embed"):
+            e = self.model.embed(xb)
+            return e, self.model.forward_embedded(e)
+        if any(_overrides(r, "penalty") for r in self.regs) and xb.is_floating_point():
+            xb = xb.detach().requires_grad_(True)
+        return xb, self.model(xb)
+
+    def train_step(self, xb, yb) -> float:
+        self.model.train()
+        for r in self.regs:
+            xb = r.transform_batch(self.model, xb, yb, self.loss_fn)
+        inp, out = self._forward(xb)
+        loss = self.loss_fn(out, yb)
+        for r in self.regs:
+            pen = r.penalty(self.model, inp, out, yb)
+            if pen is not None:
+                loss = loss + pen
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
+        for r in self.regs:
+            r.after_backward(self.model)
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def _batches(self):
+        n, bs = self.x.shape[0], self.cfg.train.get("batch_size") or self.x.shape[0]
+        if self.perm is None:  # a new epoch: its order comes from the data generator
+            self.perm = torch.randperm(n, generator=self.gen) if bs < n else torch.arange(n)
+            self.batch_index = 0
+        starts = list(range(0, n, bs))
+        while self.batch_index < len(starts):
+            idx = self.perm[starts[self.batch_index] : starts[self.batch_index] + bs]
+            self.batch_index += 1
+            yield idx.to(self.device)
+        self.perm = None
+
+
+def _overrides(obj, method: str) -> bool:
+    from alignctl.train.regularisers import Regulariser
+
+    return getattr(type(obj), method) is not getattr(Regulariser, method)
+
+
+def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
+    name = spec.get("name", "adamw").lower()
+    if name == "adamw":
+        return torch.optim.AdamW(
+            params, lr=spec["lr"], weight_decay=spec.get("weight_decay", 0.0),
+            betas=tuple(spec.get("betas", (0.9, 0.999))),
+        )  # fmt: skip
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec["lr"], weight_decay=spec.get("weight_decay", 0.0),
+            momentum=spec.get("momentum", 0.0),
+        )  # fmt: skip
+    raise InputError(f"unknown optimizer {name!r}; valid: adamw, sgd")

@@ -1,0 +1,93 @@
+"""The training loop behind ``alignctl train``: presets or user configs, regularisers as
+plug-ins, self-describing run directories, exact resume.
+
+The Trainer is assembled from three parts: :mod:`.step` (one optimisation step),
+:mod:`.schedule` (when to evaluate and save) and :mod:`.rundir` (the run directory and
+resume state). On the CPU a run that is killed and resumed ends with the same weights, bit
+for bit, as one that was not: the optimiser, regulariser, data-order and RNG states are saved
+with each checkpoint, and a resumed epoch replays the saved permutation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from alignctl.errors import InputError
+from alignctl.evaluation.accuracy import evaluate, is_grokked
+from alignctl.geometry.devices import resolve_device
+from alignctl.train.rundir import RUN_FILES, RunDirMixin, prepare_run_dir
+from alignctl.train.schedule import ScheduleMixin, save_epochs
+from alignctl.train.step import StepMixin, build_optimizer
+
+__all__ = ["RUN_FILES", "Trainer", "prepare_run_dir", "save_epochs"]
+
+
+class Trainer(StepMixin, ScheduleMixin, RunDirMixin):
+    """One run: ``Trainer(run_dir, cfg).fit(epochs)``; the config is a
+    :class:`alignctl.config.Config` with model, data, train and grokked sections."""
+
+    def __init__(self, run_dir: Path, cfg, device="auto") -> None:
+        from alignctl.evaluation.losses import get_loss
+        from alignctl.runs.models import build_model
+        from alignctl.runs.tasks import load_data
+        from alignctl.train.regularisers import build_regulariser
+
+        self.dir, self.cfg, t = Path(run_dir), cfg, cfg.train
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.device = resolve_device(device)
+        self.data = load_data(cfg.data, cfg.base_dir)
+        torch.manual_seed(int(t["seed"]))  # the initialisation depends on the seed alone
+        self.model = build_model(cfg.model, cfg.base_dir).to(self.device)
+        frozen = tuple(t.get("freeze") or ())
+        params = []
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not name.startswith(frozen) if frozen else True)
+            if p.requires_grad:
+                params.append(p)
+        self.params = params
+        self.opt = build_optimizer(params, t["optimizer"])
+        self.loss_fn = get_loss(t["loss"])
+        self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
+        for r in self.regs:
+            if hasattr(r, "input_range"):  # attacks stay inside the data's valid range
+                r.input_range = self.data.input_range
+        self.gen = torch.Generator().manual_seed(int(t["seed"]))  # data order
+        self.x = self.data.x_train.to(self.device)
+        self.y = self.data.y_train.to(self.device)
+        self._check_fit()
+        self.step = self.epoch = self.batch_index = 0
+        self.perm: torch.Tensor | None = None
+        self.train_seconds = 0.0
+        self.grokked_epoch: int | None = None
+        self.last_eval: dict = {}
+
+    def _check_fit(self) -> None:
+        """The model must take the data and the loss its outputs: a one-line error now, not a
+        traceback in the first step."""
+        from alignctl.evaluation.losses import accuracy
+
+        xb, yb = self.x[:2], self.y[:2]
+        try:
+            with torch.no_grad():
+                out = self.model(xb)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the model cannot be applied to the data: {msg}") from None
+        n_out = 1 if out.dim() == 1 else out.shape[-1]
+        if n_out > 1 and (int(self.y.min()) < 0 or int(self.y.max()) >= n_out):
+            raise InputError(f"labels range over {int(self.y.min())}..{int(self.y.max())}, "
+                             f"but the model has {n_out} outputs")  # fmt: skip
+        self.loss_fn(out, yb)  # InputError if the loss does not fit the outputs
+        accuracy(out, yb)
+
+    def _evaluate(self) -> dict:
+        ev = evaluate(self.model, self.data, self.loss_fn, self.device)
+        ev.update(epoch=self.epoch, step=self.step, train_seconds=round(self.train_seconds, 4))
+        if self.grokked_epoch is None and is_grokked(ev, self.cfg.grokked):
+            self.grokked_epoch = self.epoch
+        ev["grokked"] = self.grokked_epoch is not None
+        self.last_eval = ev
+        self.append_log(ev)
+        return ev
