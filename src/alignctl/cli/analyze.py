@@ -86,6 +86,9 @@ def analyze(
         max_drop=max_drop or (), require_verdict=require_verdict,
     )  # fmt: skip
     report["passed"] = all(g["passed"] for g in report["gates"])
+    if not quiet:
+        for note in report.get("notes", []):
+            typer.echo(f"note: {note}", err=True)
     _emit(report, json_out, csv_out, markdown, plot, quiet or stdout_taken)
     failed = [g for g in report["gates"] if not g["passed"]]
     for g in failed:

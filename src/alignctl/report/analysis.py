@@ -151,4 +151,5 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t), "gates": [], "passed": True,
         "pgd": {"eps": eps, "alpha": alpha, "steps": steps} if robustness else None,
+        "notes": list(getattr(run, "notes", [])),
     }  # fmt: skip

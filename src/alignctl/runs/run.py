@@ -30,6 +30,10 @@ class Run:
     config: Any  # alignctl.config.Config, with --model / --data applied
     checkpoints: list[CheckpointRef]
     _data: Any = field(default=None, repr=False)
+    # What the user should know but that does not stop the analysis (files skipped, keys
+    # ignored, a fallback taken): one line each; ``analyze`` copies them into the report and
+    # the CLI prints them on stderr as ``note: ...``. The library itself never prints.
+    notes: list[str] = field(default_factory=list)
 
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""
