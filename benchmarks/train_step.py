@@ -28,6 +28,10 @@ The others are proposals, not in src/:
   fused-sub    fused-jvp with tangents for a random ``--subsample`` of the rows only (n + s rows
                per matmul): the penalty's expectation is fused-jvp's, its variance larger.
 
+Lazy regularisation (``grokalign:every=k``, in src/): the penalty on one step in k, lambda
+scaled by k. Its amortised cost is timed as 8 consecutive real ``Trainer.train_step`` calls
+(8 is a multiple of every k measured) over 8 plain steps, for k in ``--every``.
+
 Then, for each estimator, over many draws on one batch: mean of the norm(J)_F^2 estimate / exact
 (unbiasedness), relative spread of the batch penalty, and E[sqrt(estimate)] / norm(J)_F (the
 ``fro`` penalty's expectation: the square root makes every estimator biased, each differently).
@@ -159,12 +163,28 @@ def estimator_stats(model, x, draws: int, subsample: int) -> dict[str, tuple]:
     return stats
 
 
+def lazy_costs(args, x, y) -> dict[int, float]:
+    """Amortised cost of ``grokalign:every=k`` over 8 real Trainer steps, / 8 plain steps."""
+    ks = [int(k) for k in args.every.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        (plain,) = trainers(Path(tmp), 1, [])
+        lazy = {k: trainers(Path(tmp), 1, [{**GROKALIGN, "every": k}])[0] for k in ks}
+
+    def steps(tr):
+        return lambda: [tr.train_step(x, y) for _ in range(8)]
+
+    cases = {"plain": steps(plain), **{f"every={k}": steps(tr) for k, tr in lazy.items()}}
+    t = interleaved(cases, max(5, args.reps // 3), CPU)
+    return {k: t[f"every={k}"] / t["plain"] for k in ks}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1, help="1: the shared CI machine's norm")
     ap.add_argument("--subsample", type=int, default=32)
     ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--every", default="1,2,4,8", help="lazy GrokAlign periods k to time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = ["grokalign", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
@@ -202,6 +222,10 @@ def main() -> None:
     print(f"fused-jvp's J u (all rows, subsample) equals torch.func.jvp's: {fused_ok}")
     ratio = t["grokalign"] / t["plain"]
     print(f"GrokAlign step / plain step: {ratio:.2f}x (must be <= 2.2)")
+    lazy = lazy_costs(args, x, y)
+    print("amortised GrokAlign step with every=k (8 real Trainer steps) / plain step:")
+    for k, r in lazy.items():
+        print(f"  every={k:<3} {r:5.2f}x plain")
     print(f"estimators over {args.draws} draws (mean est/exact, rel. std of the fro penalty, "
           "E[sqrt est]/norm(J)_F):")  # fmt: skip
     model = tr["grokalign"].model

@@ -11,7 +11,18 @@ uses the C one-hot vectors instead. The penalty is
 - ``norm=fro2`` (the paper's formula): lambda * mean_batch estimate.
 
 Spec names: ``lambda`` (default 0.01 when neither preset nor user gives one; the paper uses
-0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``.
+0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``, ``every``.
+
+``every=k`` is lazy regularisation (Karras et al., StyleGAN2, section 4 / appendix B, for their
+R1 penalty): the penalty is computed on one step in k, with lambda scaled by k, and skipped on
+the others. Over k steps the penalty's gradient sums to k * (lambda * grad) at one point instead
+of lambda * grad at k nearby points, so for SGD the update is unbiased up to the change of the
+weights within k steps; under Adam the k-times larger gradient on one step is normalised by the
+second-moment estimate, so it is an approximation there (as it is for StyleGAN2, which trains
+with Adam). The penalty's cost (a create-graph VJP and the double backward) is paid once per k
+steps: a GrokAlign step then costs about 1 + r/k plain steps where r ~ 0.8 is the penalty's
+relative cost (``benchmarks/train_step.py`` measures it). ``every=1`` (the default) is the
+paper's method, unchanged.
 
 The eps clamp keeps an all-dead-ReLU sample (J = 0) from producing an infinite gradient.
 """
@@ -47,15 +58,35 @@ class GrokAlign(Regulariser):
     sign = 1.0
 
     def __init__(
-        self, lam: float = 0.01, n_proj: int | str = 1, norm: str = "fro", eps: float = 1e-8
+        self,
+        lam: float = 0.01,
+        n_proj: int | str = 1,
+        norm: str = "fro",
+        eps: float = 1e-8,
+        every: int = 1,
     ):
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be a positive integer, not {every!r}")
         if norm not in ("fro", "fro2"):
             raise ValueError(f"norm must be fro or fro2, not {norm!r}")
         if n_proj != "exact" and (not isinstance(n_proj, int) or n_proj < 1):
             raise ValueError(f"n_proj must be a positive integer or 'exact', not {n_proj!r}")
         self.lam, self.n_proj, self.norm, self.eps = float(lam), n_proj, norm, float(eps)
+        self.every = every
+        self.calls = 0  # penalty calls so far: which steps carry the lazy penalty
 
     def penalty(self, model, x, out, y):
+        due = self.calls % self.every == 0
+        self.calls += 1
+        if not due:
+            return None
         est = frobenius_estimate(x, out, self.n_proj)
         value = est.clamp_min(self.eps).sqrt() if self.norm == "fro" else est
-        return self.sign * self.lam * value.mean()
+        return self.sign * self.lam * self.every * value.mean()
+
+    # The position in the k-step cycle is training state: resume must continue it exactly.
+    def state_dict(self) -> dict:
+        return {"calls": self.calls} if self.every > 1 else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = int(state.get("calls", 0))
