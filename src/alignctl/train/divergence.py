@@ -47,17 +47,15 @@ class DivergenceMixin:
 
     def nonfinite_model(self, eval_loss: float | None = None) -> str | None:
         """Why the current model is not finite (its evaluation loss or a weight), else None."""
-        if eval_loss is not None and not math.isfinite(eval_loss):
-            return f"the evaluation loss is {_word(eval_loss)}"
         tensors = [(k, v) for k, v in self.model.state_dict().items() if v.is_floating_point()]
-        if not tensors:
-            return None
-        ok = torch.stack([torch.isfinite(v).all() for _, v in tensors])
-        if bool(ok.all()):  # one host read for the whole model
-            return None
-        bad = [k for (k, _), good in zip(tensors, ok.tolist(), strict=True) if not good]
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        return f"the weight {bad[0]}{more} holds NaN or inf"
+        ok = torch.stack([torch.isfinite(v).all() for _, v in tensors]) if tensors else None
+        if ok is not None and not bool(ok.all()):  # one host read for the whole model
+            bad = [k for (k, _), good in zip(tensors, ok.tolist(), strict=True) if not good]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            return f"the weight {bad[0]}{more} holds NaN or inf"
+        if eval_loss is not None and not math.isfinite(eval_loss):  # finite but huge weights
+            return f"the evaluation loss is {_word(eval_loss)}"
+        return None
 
     def check_divergence(self, model_reason: str | None = None, scan: bool = True) -> dict | None:
         """Record and return the first divergence (``{"step", "reason"}``) or None.

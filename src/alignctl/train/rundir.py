@@ -50,7 +50,13 @@ class RunDirMixin:
     :class:`Trainer`)."""
 
     def _write_failed(self, what, e: BaseException) -> RunWriteError:
-        why = getattr(e, "strerror", None) or " ".join(str(e).split())[:200] or type(e).__name__
+        why = getattr(e, "strerror", None)
+        if not why:  # torch and safetensors hide the errno ("iostream error"): say what is left
+            why = " ".join(str(e).split())[:160] or type(e).__name__
+            try:
+                why += f" ({shutil.disk_usage(self.dir).free // 1024} KiB free on the device)"
+            except OSError:
+                pass
         kept = ("no checkpoint was saved" if self.last_saved_step is None
                 else f"checkpoints up to step {self.last_saved_step} are intact")  # fmt: skip
         return RunWriteError(f"cannot write {what}: {why}; {kept}; after fixing it, continue "
@@ -102,11 +108,16 @@ class RunDirMixin:
         if point.state is None:
             return  # the initial state of this Trainer is the run's step 0
         st = point.state
-        self.model.load_state_dict(point.weights, strict=True)
-        self.opt.load_state_dict(st["optimizer"])
-        for r, rs in zip(self.regs, st["regularisers"], strict=True):
-            r.load_state_dict(rs)
-        restore_rng(st["rng"], self.gen)
+        try:  # a readable state that does not fit (alignctl.yaml edited since): one line
+            self.model.load_state_dict(point.weights, strict=True)
+            self.opt.load_state_dict(st["optimizer"])
+            for r, rs in zip(self.regs, st["regularisers"], strict=True):
+                r.load_state_dict(rs)
+            restore_rng(st["rng"], self.gen)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            msg = " ".join(str(e).split())[:200]
+            raise InputError(f"cannot resume {self.dir} from step {point.step}: the saved "
+                             f"state does not fit alignctl.yaml ({msg})") from None  # fmt: skip
         self.step, self.epoch = int(st["step"]), int(st["epoch"])
         self.batch_index = int(st["batch_index"])
         self.perm = st["perm"] if st["perm"].numel() else None

@@ -1,0 +1,232 @@
+"""`alignctl train` under failure: runs that diverge (NaN/inf losses or weights), strict JSON,
+resume from every state a kill can leave (before step 0, corrupt newest checkpoint), a full
+disk, two writers into one folder, interrupts and the run.json counts."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from alignctl import Trainer
+from alignctl.cli.assemble import app
+from alignctl.runs.config import config_from_dict
+from alignctl.train.jsonio import dumps_strict
+from alignctl.train.race import table
+from alignctl.train.regularisers import Regulariser
+
+runner = CliRunner()
+CFG = {
+    "model": {"arch": "mlp", "in_features": 10, "hidden": [16], "out_features": 2},
+    "data": {"task": "sparse-parity", "n": 120, "n_bits": 10, "k": 3, "seed": 0},
+    "train": {"epochs": 4, "batch_size": 25, "loss": "cross_entropy", "seed": 0,
+              "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1}},
+    "grokked": {"test_acc": 0.9},
+}  # fmt: skip
+BPE = 3  # batches per epoch: 60 training samples (the task's half), batch 25
+
+
+def _strict(text: str):
+    """json.loads that refuses NaN and Infinity (what jq and browsers do)."""
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _cfg(**train) -> dict:
+    return {**CFG, "train": {**CFG["train"], **train}}
+
+
+def _trainer(run: Path, cfg: dict = CFG, regs=()) -> Trainer:
+    run.mkdir(parents=True, exist_ok=True)
+    tr = Trainer(run, config_from_dict(cfg, run), "cpu")
+    tr.regs += list(regs)  # test-only hooks, not registered (the registry drives other tests)
+    return tr
+
+
+def _last_weights(run: Path) -> dict:
+    return load_file(str(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1]))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _all_finite_on_disk(run: Path) -> bool:
+    return all(
+        all(torch.isfinite(t).all() for t in load_file(str(f)).values())
+        for f in (run / "checkpoints").glob("step_*.safetensors")
+    )
+
+
+# --- ways to diverge -----------------------------------------------------------------------
+
+
+class AtStep(Regulariser):
+    """Does one bad thing at (1-based) step ``at``: ``what`` names it."""
+
+    def __init__(self, what: str, at: int) -> None:
+        self.what, self.at, self.n = what, at, 0
+
+    def transform_batch(self, model, x, y, loss_fn):
+        self.n += 1
+        if self.what == "overflow" and self.n >= self.at:
+            return x * 1e25  # outputs ~1e25: the squared error overflows float32 to inf
+        return x
+
+    def penalty(self, model, x, out, y):
+        if self.n == self.at and self.what in ("nan_penalty", "inf_penalty"):
+            return torch.tensor(math.nan if self.what == "nan_penalty" else math.inf)
+        return None
+
+    def after_backward(self, model) -> None:
+        if self.n == self.at and self.what in ("nan_weight", "huge_weight"):
+            with torch.no_grad():
+                p = next(model.parameters())
+                p[0, 0] = math.nan if self.what == "nan_weight" else 1e30
+
+
+@pytest.mark.parametrize(
+    ("what", "at", "loss", "step", "reason"),
+    [
+        ("nan_penalty", 6, "cross_entropy", 6, "training loss of step 6 is nan"),
+        ("inf_penalty", 3, "cross_entropy", 3, "training loss of step 3 is inf"),
+        ("overflow", 5, "mse", 5, "training loss of step 5 is inf"),
+        # NaN written into a weight by the step itself: the loss of that step was finite
+        ("nan_weight", 5, "cross_entropy", 6, "training loss of step 6 is nan"),
+        # ... on the last step of an epoch: found in the weights at the epoch's evaluation
+        ("nan_weight", 6, "cross_entropy", 6, "weight"),
+        # finite but huge weights: no step loss is bad yet, the evaluation loss is inf
+        ("huge_weight", 6, "mse", 6, "evaluation loss is inf"),
+    ],
+)
+def test_a_diverged_run_stops_without_saving_non_finite_weights(
+    tmp_path, what, at, loss, step, reason
+):
+    run = tmp_path / "r"
+    tr = _trainer(run, _cfg(loss=loss), [AtStep(what, at)])
+    summary = tr.fit(4, save_every=1)
+    assert summary["status"] == "diverged" and summary["diverged"]
+    assert summary["diverged_step"] == step and reason in summary["diverged_reason"]
+    assert summary["train_accuracy"] is None and summary["test_accuracy"] is None
+    assert tr.step < 4 * BPE  # it stopped
+    assert summary["last_checkpoint_step"] == (at - 1) // BPE * BPE  # the last epoch end before
+    assert _all_finite_on_disk(run)
+    assert _strict((run / "run.json").read_text()) == summary
+    for line in (run / "train_log.jsonl").read_text().splitlines():
+        ev = _strict(line)
+        assert ev["train_accuracy"] is None or math.isfinite(ev["loss"])
+
+
+def test_non_finite_initial_weights_diverge_at_step_0(tmp_path):
+    tr = _trainer(tmp_path / "r")
+    with torch.no_grad():
+        next(tr.model.parameters()).fill_(math.nan)
+    summary = tr.fit(4)
+    assert summary["diverged_step"] == 0 and summary["steps"] == 0
+    assert summary["last_checkpoint_step"] is None
+    assert not list((tmp_path / "r/checkpoints").glob("*.safetensors"))
+
+
+def test_on_nan_continue_trains_on_with_null_accuracies_and_strict_json(tmp_path):
+    run = tmp_path / "r"
+    tr = _trainer(run, _cfg(on_nan="continue"), [AtStep("nan_weight", 5)])
+    summary = tr.fit(4, save_every=1)
+    assert summary["status"] == "diverged" and summary["diverged_step"] == 6
+    assert summary["epochs_completed"] == 4 and summary["steps"] == 4 * BPE
+    logs = [_strict(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in logs] == [0, 1, 2, 3, 4]
+    assert logs[1]["loss"] is not None  # epoch 1 = steps 1..3, before the NaN weight
+    for ev in logs[2:]:  # NaN weights: no loss, no accuracy, and never "grokked"
+        assert ev["loss"] is None and ev["train_accuracy"] is None and not ev["grokked"]
+        assert "NaN" in ev["nonfinite"]
+    meta = (
+        __import__("safetensors")
+        .safe_open(str(run / "checkpoints/step_00000012.safetensors"), "pt")
+        .metadata()
+    )
+    assert meta["loss"] == "null"  # strict JSON in the checkpoint's metadata too
+    resumed = _trainer(run, _cfg(on_nan="continue"), [AtStep("nan_weight", 5)])
+    resumed.restore()  # a resumed run still knows it diverged
+    assert resumed.diverged["step"] == 6
+
+
+def test_a_divergence_inside_a_long_epoch_stops_before_the_epoch_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr("alignctl.train.schedule.CHECK_EVERY", 2)
+    tr = _trainer(tmp_path / "r", _cfg(batch_size=4), [AtStep("nan_penalty", 3)])  # 15 an epoch
+    summary = tr.fit(2)
+    assert summary["diverged_step"] == 3 and tr.step == 4 and summary["epochs_completed"] == 0
+
+
+def test_the_cli_exits_3_with_one_line_and_strict_json(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(optimizer={"name": "sgd", "lr": 1e30})))
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 3, (r.stdout, r.stderr)
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error: the run diverged: ") and "step" in r.stderr
+    summary = _strict((out / "run.json").read_text())
+    assert summary["status"] == "diverged" and isinstance(summary["diverged_step"], int)
+    assert _all_finite_on_disk(out)
+    # --on-nan continue: trains every epoch, still says it diverged
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--force",
+                            "--on-nan", "continue"])  # fmt: skip
+    assert r.exit_code == 3 and _strict(r.stdout.splitlines()[-1])["epochs_completed"] == 4
+    assert yaml.safe_load((out / "alignctl.yaml").read_text())["train"]["on_nan"] == "continue"
+    for line in (out / "train_log.jsonl").read_text().splitlines():
+        _strict(line)
+
+
+@pytest.mark.parametrize(
+    ("args", "train", "fragment"),
+    [(["--on-nan", "ignore"], {}, "--on-nan"), ([], {"on_nan": "skip"}, "on_nan")],
+)
+def test_a_bad_on_nan_is_one_line_exit_2(tmp_path, args, train, fragment):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(**train)))
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "o"), *args])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and fragment in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_race_counts_a_diverged_pair_as_censored():
+    res = {("none", 0): {"grokked_epoch": 50, "train_seconds": 1.0, "status": "finished"},
+           ("ga", 0): {"grokked_epoch": 3, "train_seconds": 1.0, "status": "diverged"}}  # fmt: skip
+    base, ga = table(res, ["none", "ga"], [0], max_epochs=200)
+    assert ga["grokked"] == 0 and ga["diverged"] == 1 and ga["mean_epochs"] == 200
+    assert ga["censored"] and ga["bound"] == "upper" and base["diverged"] == 0
+
+
+def test_a_race_whose_runs_diverge_finishes_with_strict_json(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(optimizer={"name": "sgd", "lr": 1e30})))
+    r = runner.invoke(app, ["race", "--config", str(cfg), "--regs", "none,orthograd",
+                            "--seeds", "1", "--max-epochs", "3", "--out", str(tmp_path / "race"),
+                            "--json", str(tmp_path / "r.json"), "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    rows = _strict((tmp_path / "r.json").read_text())["rows"]
+    assert all(row["diverged"] == 1 and row["grokked"] == 0 for row in rows)
+
+
+_json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids),
+    max_leaves=20,
+)
+
+
+@given(_json_like)
+def test_strict_json_never_writes_nan_and_keeps_finite_values(obj):
+    text = dumps_strict(obj)
+    back = _strict(text)
+    assert back == json.loads(json.dumps(obj).replace("-Infinity", "null")
+                              .replace("Infinity", "null").replace("NaN", "null"))  # fmt: skip
