@@ -4,6 +4,11 @@ disk, two writers into one folder, interrupts and the run.json counts."""
 
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,7 @@ from alignctl import Trainer
 from alignctl.cli.assemble import app
 from alignctl.runs.config import config_from_dict
 from alignctl.train.jsonio import dumps_strict
+from alignctl.train.lock import RunLock
 from alignctl.train.race import table
 from alignctl.train.regularisers import Regulariser
 
@@ -230,3 +236,227 @@ def test_strict_json_never_writes_nan_and_keeps_finite_values(obj):
     back = _strict(text)
     assert back == json.loads(json.dumps(obj).replace("-Infinity", "null")
                               .replace("Infinity", "null").replace("NaN", "null"))  # fmt: skip
+
+
+# --- resume from every state a kill can leave --------------------------------------------
+
+
+def _train_args(cfg: Path, out: Path, *extra) -> list[str]:
+    return ["train", "--config", str(cfg), "--out", str(out), "--save-every", "1", "--quiet",
+            "--device", "cpu", *extra]  # fmt: skip
+
+
+def _resume_args(run: Path) -> list[str]:
+    return ["train", "--resume", str(run), "--save-every", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory) -> Path:
+    """CFG trained to the end in one go (4 epochs, a checkpoint each)."""
+    base = tmp_path_factory.mktemp("ref")
+    (base / "c.yaml").write_text(yaml.safe_dump(CFG))
+    r = runner.invoke(app, _train_args(base / "c.yaml", base / "run"))
+    assert r.exit_code == 0, r.stderr
+    return base / "run"
+
+
+def _log_epochs(run: Path) -> list[int]:
+    return [_strict(x)["epoch"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _assert_resumes_to(run: Path, ref: Path, note: str | None = None) -> None:
+    r = runner.invoke(app, _resume_args(run))
+    assert r.exit_code == 0, r.stderr
+    if note is not None:
+        assert note in r.stderr and r.stderr.startswith("note: ")
+    assert _same(_last_weights(ref), _last_weights(run))
+    assert _log_epochs(run) == [0, 1, 2, 3, 4]
+    assert not list(run.rglob(".*.tmp-*"))
+
+
+def _state_before_step_0(ref: Path, run: Path, files: str) -> None:
+    """What a kill during run creation leaves: the writes in order are alignctl.yaml, the
+    step-0 log line, the step-0 state, the step-0 weights (each through a temporary file)."""
+    (run / "checkpoints/state").mkdir(parents=True)
+    shutil.copy(ref / "alignctl.yaml", run / "alignctl.yaml")
+    log = (ref / "train_log.jsonl").read_text().splitlines()[0] + "\n"
+    if "log" in files:
+        (run / "train_log.jsonl").write_text(log)
+    if "cut" in files:
+        (run / "train_log.jsonl").write_text(log[:17])
+    if "state" in files:
+        shutil.copy(ref / "checkpoints/state/step_00000000.pt", run / "checkpoints/state")
+    if "tmp" in files:  # the weights' temporary file, half written
+        blob = (ref / "checkpoints/step_00000000.safetensors").read_bytes()
+        (run / "checkpoints/.step_00000000.safetensors.tmp-k1ll").write_bytes(blob[:100])
+
+
+@pytest.mark.parametrize("files", ["config", "config+log", "config+cut", "config+log+state",
+                                   "config+log+state+tmp"])  # fmt: skip
+def test_a_run_killed_before_its_first_checkpoint_resumes(ref, tmp_path, files):
+    run = tmp_path / "run"
+    _state_before_step_0(ref, run, files)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CFG))
+    again = runner.invoke(app, _train_args(tmp_path / "c.yaml", run))
+    assert again.exit_code == 2 and "--resume" in again.stderr  # the same command says how
+    _assert_resumes_to(run, ref, note="starting it at step 0")
+
+
+def test_a_folder_killed_before_its_config_is_started_again(ref, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".alignctl.yaml.tmp-k1ll").write_text("model: {arch")
+    r = runner.invoke(app, _resume_args(run))
+    assert r.exit_code == 2 and "--out" in r.stderr and len(r.stderr.splitlines()) == 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CFG))
+    assert runner.invoke(app, _train_args(tmp_path / "c.yaml", run)).exit_code == 0
+    assert _same(_last_weights(ref), _last_weights(run)) and not list(run.glob(".*.tmp-*"))
+
+
+def _corrupt(path: Path, how: str) -> None:
+    blob = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(b"\x00junk" * 50)
+    elif how == "other model":
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(3)}, str(path))
+
+
+@pytest.mark.parametrize(
+    ("which", "how"),
+    [("weights", "truncated"), ("weights", "empty"), ("weights", "other model"),
+     ("state", "truncated"), ("state", "garbage")],
+)  # fmt: skip
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(ref, tmp_path, which, how):
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    newest = "step_00000012"
+    path = run / ("checkpoints/" if which == "weights" else "checkpoints/state/") / newest
+    _corrupt(path.with_suffix(".safetensors" if which == "weights" else ".pt"), how)
+    _assert_resumes_to(run, ref, note=f"{newest}.safetensors cannot be read")
+    assert (run / f"checkpoints/.{newest}.safetensors.corrupt").exists()  # kept, hidden
+
+
+def test_every_checkpoint_corrupt_starts_over_and_foreign_files_are_refused(ref, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    for f in (run / "checkpoints").glob("step_*.safetensors"):
+        _corrupt(f, "truncated")
+    _assert_resumes_to(run, ref, note="starting it at step 0")
+    mine = tmp_path / "mine"  # a user's folder: their own checkpoints and an alignctl.yaml
+    (mine / "checkpoints").mkdir(parents=True)
+    shutil.copy(ref / "alignctl.yaml", mine)
+    (mine / "checkpoints/model_5.pt").write_bytes(b"theirs")
+    r = runner.invoke(app, _resume_args(mine))
+    assert r.exit_code == 2 and "no resumable checkpoint" in r.stderr
+    assert sorted(p.name for p in mine.rglob("*")) == ["alignctl.yaml", "checkpoints",
+                                                       "model_5.pt"]  # fmt: skip
+
+
+# --- a full disk --------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_one_line_exit_2_and_resume_works_after(ref, tmp_path, monkeypatch):
+    import errno
+
+    import alignctl.runs.atomic as atomic
+
+    real, calls = os.replace, []
+
+    def full_after_seven(src, dst):
+        calls.append(dst)
+        if len(calls) > 7:  # the config, then 3 checkpoints (state + weights), then full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CFG))
+    monkeypatch.setattr(atomic.os, "replace", full_after_seven)
+    r = runner.invoke(app, _train_args(tmp_path / "c.yaml", tmp_path / "run"))
+    monkeypatch.undo()
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "No space left on device" in r.stderr and "up to step 6 are intact" in r.stderr
+    ckpts = sorted(p.name for p in (tmp_path / "run/checkpoints").glob("*.safetensors"))
+    assert ckpts == ["step_00000000.safetensors", "step_00000003.safetensors",
+                     "step_00000006.safetensors"]  # fmt: skip
+    assert not list((tmp_path / "run").rglob(".*.tmp-*"))
+    _assert_resumes_to(tmp_path / "run", ref)
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare") or sys.platform != "linux":
+        return False
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d"
+    return (
+        subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+    )
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a tmpfs mount")
+def test_a_real_full_disk_in_a_small_tmpfs(tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CFG))
+    train = " ".join(
+        ["python", "-m", "alignctl", *_train_args(tmp_path / "c.yaml", Path("$d/run"))]
+    )
+    resume = " ".join(["python", "-m", "alignctl", *_resume_args(Path("$d/run")), "--quiet"])
+    script = (f'd=$(mktemp -d) && mount -t tmpfs -o size=48k tmpfs "$d" || exit 99\n'
+              f"{train} 2> {tmp_path}/err1; echo $? > {tmp_path}/rc1\n"
+              f'mount -o remount,size=4m "$d"\n'
+              f"{resume} 2> {tmp_path}/err2; echo $? > {tmp_path}/rc2\n"
+              f'cp "$d/run/run.json" {tmp_path}/run.json\n')  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, timeout=300, check=True)
+    err1 = (tmp_path / "err1").read_text()
+    assert (tmp_path / "rc1").read_text().strip() == "2" and len(err1.splitlines()) == 1, err1
+    assert err1.startswith("error: cannot write") and "intact" in err1
+    assert (tmp_path / "rc2").read_text().strip() == "0", (tmp_path / "err2").read_text()
+    summary = _strict((tmp_path / "run.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 4
+
+
+# --- one writer per folder ------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_does_not_block(ref, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CFG))
+    with RunLock(run):  # another process's lock (flock is per open file: works in-process)
+        for args in (_resume_args(run), _train_args(tmp_path / "c.yaml", run, "--force")):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+            assert "in use by another alignctl process" in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing touched
+    code = ("import os, sys; from alignctl.train.lock import RunLock; "
+            "RunLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    died = subprocess.run([sys.executable, "-c", code, str(run)], env=env)
+    assert died.returncode == -signal.SIGKILL
+    assert runner.invoke(app, _resume_args(run)).exit_code == 0  # the kernel dropped its lock
+    RunLock(run).acquire().release()  # and train released its own on exit
+
+
+# --- interrupts and the run.json counts ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch_size", "stop_after"), [(25, 4), (25, 6), (25, 7), (None, 2)])
+def test_interrupted_counts_agree_and_resume_is_exact(ref, tmp_path, batch_size, stop_after):
+    cfg = _cfg(batch_size=batch_size)
+    full = _trainer(tmp_path / "full", cfg).fit(4)
+    part = _trainer(tmp_path / "part", cfg)
+    steps = iter(range(1, 10**6))
+    s = part.fit(4, should_stop=lambda: next(steps) == stop_after)
+    bpe = s["batches_per_epoch"]
+    assert s["status"] == "interrupted" and s["steps"] == stop_after
+    assert s["steps"] == s["epochs_completed"] * bpe + s["batches_into_epoch"]
+    assert s["epochs_done"] == s["epochs_completed"] and 0 <= s["batches_into_epoch"] < bpe
+    assert s["last_checkpoint_step"] == stop_after
+    resumed = _trainer(tmp_path / "part", cfg)
+    resumed.restore()
+    assert resumed.fit(4)["steps"] == full["steps"]
+    assert _same(_last_weights(tmp_path / "full"), _last_weights(tmp_path / "part"))

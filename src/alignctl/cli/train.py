@@ -117,6 +117,9 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
                              "options")  # fmt: skip
         if not resume.is_dir():
             raise InputError(f"--resume {resume}: no such run directory")
+        if not (resume / "alignctl.yaml").exists():  # killed before its config was written
+            raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
+                             "run again with --out")  # fmt: skip
         cfg = load_config(resume / "alignctl.yaml")
         trainer = Trainer(resume, cfg, device)
         lock.acquire()

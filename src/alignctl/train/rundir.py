@@ -41,6 +41,9 @@ def prepare_run_dir(out: Path, force: bool) -> None:
         raise InputError(f"{out} already holds a run; use --resume to continue it or --force")
     for p in existing:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for f in RUN_FILES:  # temporaries of a write cut short by a kill (only alignctl's names)
+        for tmp in out.glob(f".{f}.tmp-*"):
+            tmp.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
