@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -460,3 +461,32 @@ def test_interrupted_counts_agree_and_resume_is_exact(ref, tmp_path, batch_size,
     resumed.restore()
     assert resumed.fit(4)["steps"] == full["steps"]
     assert _same(_last_weights(tmp_path / "full"), _last_weights(tmp_path / "part"))
+
+
+def _finished_pairs(out: Path) -> list[Path]:
+    done = []
+    for p in out.rglob("run.json"):
+        try:
+            done += [p] if json.loads(p.read_text()).get("race_done") else []
+        except ValueError:
+            pass  # being replaced right now
+    return done
+
+
+def test_ctrl_c_in_race_exits_130_without_tracebacks(tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CFG))
+    out = tmp_path / "race"
+    cmd = [sys.executable, "-m", "alignctl", "race", "--config", str(tmp_path / "c.yaml"),
+           "--regs", "none,orthograd", "--seeds", "5", "--max-epochs", "10", "--out", str(out),
+           "--quiet"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not _finished_pairs(out):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole group, workers too
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    assert err.decode().strip().splitlines()[-1].startswith("interrupted: ")
+    assert _finished_pairs(out)  # kept: the next race skips them (tests/test_race.py)
