@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from alignctl.cli.common import cli_errors, err_console, write_output
+from alignctl.train.jsonio import dumps_strict
 
 Opt = typer.Option
 
@@ -74,16 +74,21 @@ def race(
                   TextColumn("{task.description}"), console=console,
                   transient=True, disable=quiet or not console.is_terminal) as bar:  # fmt: skip
         tid = bar.add_task("", total=len(reg_list) * seeds)
-        result = run_race(
-            task=task, config=config, regs=reg_list, seeds=seeds, seed_offset=seed_offset,
-            max_epochs=max_epochs, workers=workers, out=out, device=device,
-            on_update=lambda done, total, running: bar.update(
-                tid, completed=done, description=f"{running} running"
-            ),
-        )  # fmt: skip
+        try:
+            result = run_race(
+                task=task, config=config, regs=reg_list, seeds=seeds, seed_offset=seed_offset,
+                max_epochs=max_epochs, workers=workers, out=out, device=device,
+                on_update=lambda done, total, running: bar.update(
+                    tid, completed=done, description=f"{running} running"
+                ),
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: finished pairs are kept in {out}; the same command "
+                       "continues the race", err=True)  # fmt: skip
+            raise typer.Exit(130) from None
     text = markdown_table(result)
     if json_out:
-        write_output(json_out, json.dumps(result, indent=2) + "\n")
+        write_output(json_out, dumps_strict(result, indent=2) + "\n")
     if markdown:
         write_output(markdown, text)
     if not quiet and "-" not in (json_out, markdown):

@@ -1,7 +1,14 @@
-"""``alignctl train``: GrokAlign and its peers on the paper's tasks or the user's own."""
+"""``alignctl train``: GrokAlign and its peers on the paper's tasks or the user's own.
+
+Exit codes: 0 the run finished (or stopped when grokked); 2 bad input, a run folder in use by
+another process, or a file that cannot be written (full disk); 3 the run diverged (a loss or
+weight became NaN/inf; run.json says ``status: diverged``); 130 interrupted by Ctrl-C after
+saving a checkpoint (``--resume`` continues it).
+"""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +19,8 @@ from alignctl.cli.common import cli_errors, err_console
 from alignctl.errors import InputError
 
 Opt = typer.Option
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
 
 
 class _StopFlag:
@@ -43,46 +52,103 @@ def train(
     save_schedule: Annotated[str | None, Opt(help="log:K = K log-spaced checkpoints.")] = None,
     eval_every: Annotated[int, Opt(help="Evaluate every N epochs.", min=1)] = 1,
     stop_when_grokked: Annotated[bool, Opt(help="Stop at the grokked criterion.")] = False,
+    on_nan: Annotated[
+        str | None,
+        Opt(
+            help="When a loss or weight becomes NaN/inf: stop (default; exit 3) or continue "
+            "(train on; still exit 3). Default: the config's train.on_nan."
+        ),
+    ] = None,  # fmt: skip
     force: Annotated[bool, Opt(help="Overwrite an existing run in --out.")] = False,
     resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
+    quiet: Annotated[
+        bool, Opt("--quiet", "-q", help="No progress, notes or summary; only errors.")
+    ] = False,
 ) -> None:
     """Train a network (optionally with GrokAlign or its peers), writing checkpoints that
-    `alignctl analyze` reads."""
-    import json
-
+    `alignctl analyze` reads. Exit codes: 0 done, 2 input/write error, 3 diverged, 130
+    interrupted."""
+    from alignctl.runs.config import ON_NAN
+    from alignctl.train.lock import RunLock
     from alignctl.train.schedule import save_epochs
-    from alignctl.train.trainer import Trainer, prepare_run_dir
 
     save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
+    if on_nan is not None and on_nan not in ON_NAN:
+        raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
+    run_dir = resume if resume is not None else out
+    lock = RunLock(run_dir) if run_dir is not None else None
+    try:
+        trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
+                                     resume, on_nan, lock)  # fmt: skip
+        if not quiet:
+            for note in trainer.notes:
+                typer.echo(f"note: {note}", err=True)
+        total = epochs if epochs is not None else int(cfg.train["epochs"])
+        summary = _fit(trainer, total, quiet, on_nan, eval_every=eval_every,
+                       save_every=save_every, save_schedule=save_schedule,
+                       stop_when_grokked=stop_when_grokked)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+    if not quiet:
+        typer.echo(json.dumps(summary))
+    if summary["diverged"]:
+        kept = summary["last_checkpoint_step"]
+        typer.echo(f"error: the run diverged: {summary['diverged_reason']}; run.json says "
+                   f"status diverged; last checkpoint: step {kept}", err=True)  # fmt: skip
+        raise typer.Exit(EXIT_DIVERGED)
+    if summary["interrupted"]:
+        typer.echo(
+            f"interrupted: checkpoint saved; continue with alignctl train --resume {run_dir}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, on_nan, lock):
+    """(Trainer, config) for a new run in ``out`` or the run in ``resume``; takes ``lock``
+    before anything in the folder changes."""
+    from alignctl.runs.config import load_config, save_config
+    from alignctl.train.trainer import Trainer, prepare_run_dir
 
     if resume is not None:
         if config or task or reg or seed is not None or out:
-            raise InputError("--resume takes only --epochs, --device and the schedule options")
-        from alignctl.runs.config import load_config
-
-        run_dir = resume
-        cfg = load_config(run_dir / "alignctl.yaml")
-        trainer = Trainer(run_dir, cfg, device)
+            raise InputError("--resume takes only --epochs, --device, --on-nan and the schedule "
+                             "options")  # fmt: skip
+        if not resume.is_dir():
+            raise InputError(f"--resume {resume}: no such run directory")
+        if not (resume / "alignctl.yaml").exists():  # killed before its config was written
+            raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
+                             "run again with --out")  # fmt: skip
+        cfg = load_config(resume / "alignctl.yaml")
+        trainer = Trainer(resume, cfg, device)
+        lock.acquire()
         trainer.restore()
-    else:
-        if out is None:
-            raise InputError("--out DIR is required (or --resume DIR)")
-        from alignctl.train.build import build_config
+        return trainer, cfg
+    if out is None:
+        raise InputError("--out DIR is required (or --resume DIR)")
+    from alignctl.train.build import build_config
 
-        cfg = build_config(config, task, reg or [], seed, epochs)
-        from alignctl.runs.config import save_config
-
-        trainer = Trainer(out, cfg, device)  # validates everything before touching files
+    cfg = build_config(config, task, reg or [], seed, epochs)
+    if on_nan is not None:
+        cfg.train["on_nan"] = on_nan
+    trainer = Trainer(out, cfg, device)  # validates everything before touching files
+    lock.acquire()  # creates out; a second process into the same out stops here
+    try:
         prepare_run_dir(out, force)
         save_config(cfg, out / "alignctl.yaml")
-        run_dir = out
-    total = epochs if epochs is not None else int(cfg.train["epochs"])
+    except OSError as e:
+        raise InputError(f"cannot write the run in {out}: {e.strerror or e}") from None
+    return trainer, cfg
+
+
+def _fit(trainer, total: int, quiet: bool, on_nan, **schedule) -> dict:
+    """``trainer.fit`` with a progress bar on a terminal; the first Ctrl-C stops it cleanly."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     stop = _StopFlag()
     previous = signal.signal(signal.SIGINT, stop)
     console = err_console()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     try:
         with Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
                       TextColumn("{task.description}"), console=console,
@@ -90,20 +156,15 @@ def train(
             task_id = bar.add_task("", total=total, completed=trainer.epoch)
 
             def show(ev):
-                test = ev.get("test_accuracy")
-                bar.update(task_id, completed=ev["epoch"], description=(
-                    f"loss {ev['loss']:.4f} train {ev['train_accuracy']:.1%}"
-                    + ("" if test is None else f" test {test:.1%}")))  # fmt: skip
+                bar.update(task_id, completed=ev["epoch"], description=" ".join(
+                    f"{label} {ev[key]:{fmt}}" for label, key, fmt in _SHOWN
+                    if isinstance(ev.get(key), float)))  # fmt: skip
 
-            summary = trainer.fit(
-                total, eval_every=eval_every, save_every=save_every, save_schedule=save_schedule,
-                stop_when_grokked=stop_when_grokked, callback=show, should_stop=lambda: stop.hit,
-            )  # fmt: skip
+            return trainer.fit(total, callback=show, should_stop=lambda: stop.hit,
+                               on_nan=on_nan, **schedule)  # fmt: skip
     finally:
         signal.signal(signal.SIGINT, previous)
-    typer.echo(json.dumps(summary))
-    if summary["interrupted"]:
-        typer.echo(
-            f"interrupted: checkpoint saved; continue with alignctl train --resume {run_dir}",
-            err=True,
-        )
+
+
+_SHOWN = (("loss", "loss", ".4f"), ("train", "train_accuracy", ".1%"),
+          ("test", "test_accuracy", ".1%"))  # fmt: skip

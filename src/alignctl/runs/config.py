@@ -28,8 +28,9 @@ OPTIMIZER_DEFAULTS = {
 TRAIN_DEFAULTS = {
     "epochs": 1000, "batch_size": None, "loss": "cross_entropy", "optimizer": OPTIMIZER_DEFAULTS,
     "regularisers": [], "seed": 0, "eval_every": 1, "save_every": None, "save_schedule": None,
-    "freeze": [],
+    "freeze": [], "on_nan": "stop",
 }  # fmt: skip
+ON_NAN = ("stop", "continue")  # what a run does when its loss or weights become NaN/inf
 GROKKED_DEFAULTS = {"train_acc": None, "test_acc": None, "noise_acc": None}
 
 
@@ -181,6 +182,9 @@ def _train(v, where: str) -> dict:
     if not isinstance(f, list) or not all(isinstance(x, str) for x in f):
         raise InputError(f"{where}.freeze must be a list of parameter-name prefixes, got {f!r}")
     t["freeze"] = f
+    if t["on_nan"] not in ON_NAN:
+        valid = ", ".join(ON_NAN)
+        raise InputError(f"{where}.on_nan: expected one of {valid}, got {t['on_nan']!r}")
     return t
 
 

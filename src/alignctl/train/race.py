@@ -6,7 +6,12 @@ stop-when-grokked; the same seed gives the same data and initialisation to every
 regulariser, so the pairs are matched. A pair whose ``run.json`` says it finished is skipped
 when the race is run again. Runs that do not grok are counted at ``max_epochs`` (censored):
 the speed-up is then a bound (lower when baseline runs are censored, upper when the
-regulariser's are), and the table says which.
+regulariser's are), and the table says which. A pair that diverged (NaN/inf loss or
+weights; run.json ``status: diverged``) did not grok: it is censored the same way and counted
+in the row's ``diverged``.
+
+Ctrl-C: the workers ignore SIGINT (no tracebacks from them); the main process stops them and
+re-raises ``KeyboardInterrupt``; finished pairs are on disk and are skipped next time.
 """
 
 from __future__ import annotations
@@ -37,11 +42,22 @@ def finished(path: Path) -> dict | None:
     return summary if summary.get("race_done") else None
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+
 def train_pair(job: dict) -> dict:
-    """Worker: train one pair to grokking or max_epochs; returns its run.json summary."""
+    """Worker: train one pair to grokking or max_epochs; returns its run.json summary
+    (``status: diverged`` for a pair whose loss or weights became NaN/inf)."""
     import torch
 
+    from alignctl.runs.atomic import atomic_write_text
+    from alignctl.runs.config import save_config
     from alignctl.train.build import build_config
+    from alignctl.train.jsonio import dumps_strict
+    from alignctl.train.lock import RunLock
     from alignctl.train.trainer import Trainer, prepare_run_dir
 
     torch.set_num_threads(job["threads"])
@@ -49,14 +65,19 @@ def train_pair(job: dict) -> dict:
     cfg = build_config(job["config"], job["task"], regs, job["seed"], job["max_epochs"])
     run = Path(job["dir"])
     trainer = Trainer(run, cfg, job["device"])
-    prepare_run_dir(run, force=True)
-    from alignctl.runs.config import save_config
-
-    save_config(cfg, run / "alignctl.yaml")
-    epochs = int(cfg.train["epochs"])
-    summary = trainer.fit(epochs, save_every=epochs, stop_when_grokked=True)
-    summary["race_done"] = True
-    (run / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with RunLock(run):
+        try:
+            prepare_run_dir(run, force=True)
+            save_config(cfg, run / "alignctl.yaml")
+        except OSError as e:
+            raise InputError(f"cannot write the run in {run}: {e.strerror or e}") from None
+        epochs = int(cfg.train["epochs"])
+        summary = trainer.fit(epochs, save_every=epochs, stop_when_grokked=True)
+        summary["race_done"] = True
+        try:
+            atomic_write_text(run / "run.json", dumps_strict(summary, indent=2) + "\n")
+        except OSError as e:
+            raise InputError(f"cannot write {run / 'run.json'}: {e.strerror or e}") from None
     return summary
 
 
@@ -65,15 +86,18 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
     mean seconds, wall-clock speed-up, how many runs grokked."""
     from scipy.stats import ttest_rel
 
+    def grokked_at(r, s):  # a diverged pair did not grok, whatever it logged before
+        res = results[(r, s)]
+        return None if res.get("status") == "diverged" else res["grokked_epoch"]
+
     def epochs(r):
-        return [results[(r, s)]["grokked_epoch"] if results[(r, s)]["grokked_epoch"] is not None
-                else max_epochs for s in seeds]  # fmt: skip
+        return [max_epochs if grokked_at(r, s) is None else grokked_at(r, s) for s in seeds]
 
     def seconds(r):
         return [results[(r, s)]["train_seconds"] for s in seeds]
 
     def grokked_runs(r):
-        return sum(results[(r, s)]["grokked_epoch"] is not None for s in seeds)
+        return sum(grokked_at(r, s) is not None for s in seeds)
 
     base_e, base_s = epochs(regs[0]), seconds(regs[0])
     base_censored = grokked_runs(regs[0]) < len(seeds)
@@ -95,6 +119,7 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
             "speedup": statistics.mean(base_e) / me if me else None, "p_value": p,
             "mean_seconds": ms, "wall_speedup": statistics.mean(base_s) / ms if ms else None,
             "grokked": grokked, "runs": len(seeds),
+            "diverged": sum(results[(r, s)].get("status") == "diverged" for s in seeds),
             "censored": censored or base_censored,
             "bound": bound(base_censored, censored) if r != regs[0] else None,
         })  # fmt: skip
@@ -142,13 +167,22 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
     if on_update:
         on_update(len(results), total, min(workers, len(jobs)))
     if jobs:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_sigint
+        )
+        try:
             futures = {pool.submit(train_pair, j): j for j in jobs}
             for f in as_completed(futures):
                 j = futures[f]
                 results[(j["reg"], j["seed"])] = f.result()
                 if on_update:
                     on_update(len(results), total, min(workers, total - len(results)))
+        except BaseException:  # Ctrl-C or a failed pair: stop the others now, not at the end
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     return {"task": task or str(config), "seeds": len(seed_list), "seed_offset": seed_offset,
             "max_epochs": max_epochs, "rows": table(results, regs, seed_list, max_epochs),
             "out": str(out)}  # fmt: skip

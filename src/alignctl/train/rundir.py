@@ -4,12 +4,17 @@
 metadata; :mod:`alignctl.runs.checkpoints`), ``checkpoints/state/`` (resume state;
 :mod:`alignctl.train.state`), ``train_log.jsonl`` (one line per evaluation) and ``run.json``
 (the summary). Every file is written atomically; the state is written before the weights, so
-weights on disk always have their state beside them.
+weights on disk always have their state beside them. A write that fails (a full disk) raises
+:class:`RunWriteError`, an :class:`InputError` that names the last checkpoint still intact.
+
+run.json counts: ``steps`` optimiser steps; ``epochs_completed`` (also ``epochs_done``) full
+passes over the training set; ``batches_into_epoch`` steps taken in the epoch in progress (0
+on an epoch boundary). Always ``steps == epochs_completed * batches_per_epoch +
+batches_into_epoch``. ``status`` is ``finished``, ``interrupted`` or ``diverged``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,37 +23,54 @@ import torch
 from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text, remove_stale_temporaries
-from alignctl.train.state import (
-    capture_rng,
-    latest_resumable,
-    load_state,
-    restore_rng,
-    save_state,
-    step_name,
-    truncate_log,
-)
+from alignctl.train.jsonio import dumps_strict
+from alignctl.train.state import capture_rng, restore_rng, save_state, step_name, truncate_log
 
 RUN_FILES = ("alignctl.yaml", "checkpoints", "train_log.jsonl", "run.json")
 
 
+class RunWriteError(InputError):
+    """A file of the run could not be written (full disk, read-only folder, ...)."""
+
+
 def prepare_run_dir(out: Path, force: bool) -> None:
-    """Refuse to overwrite a run unless ``force``; then remove only alignctl's own files."""
+    """Refuse to overwrite a run unless ``force``; then remove only alignctl's own files.
+    The caller holds the folder's :class:`alignctl.train.lock.RunLock`."""
     existing = [out / f for f in RUN_FILES if (out / f).exists()]
     if existing and not force:
         raise InputError(f"{out} already holds a run; use --resume to continue it or --force")
     for p in existing:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for f in RUN_FILES:  # temporaries of a write cut short by a kill (only alignctl's names)
+        for tmp in out.glob(f".{f}.tmp-*"):
+            tmp.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
 class RunDirMixin:
-    """Needs ``dir``, ``ckpt_dir``, ``model``, ``opt``, ``regs``, ``gen``, ``cfg``, ``device``
-    and the loop counters (set by :class:`Trainer`)."""
+    """Needs ``dir``, ``ckpt_dir``, ``model``, ``opt``, ``regs``, ``gen``, ``cfg``, ``device``,
+    the loop counters, ``diverged``, ``last_saved_step`` and ``notes`` (set by
+    :class:`Trainer`)."""
+
+    def _write_failed(self, what, e: BaseException) -> RunWriteError:
+        why = getattr(e, "strerror", None)
+        if not why:  # torch and safetensors hide the errno ("iostream error"): say what is left
+            why = " ".join(str(e).split())[:160] or type(e).__name__
+            try:
+                why += f" ({shutil.disk_usage(self.dir).free // 1024} KiB free on the device)"
+            except OSError:
+                pass
+        kept = ("no checkpoint was saved" if self.last_saved_step is None
+                else f"checkpoints up to step {self.last_saved_step} are intact")  # fmt: skip
+        return RunWriteError(f"cannot write {what}: {why}; {kept}; after fixing it, continue "
+                             f"with alignctl train --resume {self.dir}")  # fmt: skip
 
     def save(self) -> None:
         from alignctl.runs.checkpoints import write_checkpoint
 
+        self.check_divergence()
         name = step_name(self.step)
+        d = self.diverged or {}
         state = {
             "optimizer": self.opt.state_dict(),
             "regularisers": [r.state_dict() for r in self.regs],
@@ -57,51 +79,87 @@ class RunDirMixin:
             "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
             "train_seconds": self.train_seconds,
             "grokked_epoch": -1 if self.grokked_epoch is None else self.grokked_epoch,
+            "diverged_step": d.get("step", -1), "diverged_reason": d.get("reason", ""),
         }  # fmt: skip
-        save_state(self.ckpt_dir, self.step, state)  # state first: weights mark it complete
         ev = self.last_eval
         meta = {
             "step": self.step, "epoch": self.epoch, "alignctl_version": __version__,
             "train_accuracy": ev.get("train_accuracy"), "test_accuracy": ev.get("test_accuracy"),
             "loss": ev.get("loss"), "regularisers": self.cfg.train.get("regularisers") or [],
         }  # fmt: skip
-        write_checkpoint(self.ckpt_dir / f"{name}.safetensors", self.model.state_dict(), meta)
+        meta = {k: v if isinstance(v, str) else dumps_strict(v) for k, v in meta.items()}
+        target = self.ckpt_dir / f"{name}.safetensors"
+        try:  # torch and safetensors report a full disk as RuntimeError / their own error
+            save_state(self.ckpt_dir, self.step, state)  # state first: weights mark it complete
+            write_checkpoint(target, self.model.state_dict(), meta)
+        except Exception as e:
+            raise self._write_failed(target, e) from None
+        self.last_saved_step = self.step
 
     def restore(self) -> None:
-        from alignctl.runs.checkpoints import CheckpointRef, load_weights, read_checkpoint
+        """Continue from the newest usable checkpoint (:mod:`alignctl.train.resume`); what it
+        fell back on is appended to ``notes``. The caller holds the run's lock."""
+        from alignctl.train.resume import find_resume_point
 
         remove_stale_temporaries(self.dir)  # a kill -9 inside an atomic write leaves one
-        found = latest_resumable(self.ckpt_dir)
-        if found is None:
-            raise InputError(f"{self.ckpt_dir} holds no resumable checkpoint")
-        weights, state_path = found
-        sd, _ = read_checkpoint(CheckpointRef(weights, weights.stem, None))
-        load_weights(self.model, sd, weights.name)
-        st = load_state(state_path)
-        self.opt.load_state_dict(st["optimizer"])
-        for r, rs in zip(self.regs, st["regularisers"], strict=True):
-            r.load_state_dict(rs)
-        restore_rng(st["rng"], self.gen)
+        point = find_resume_point(self.ckpt_dir, self.model)
+        self.notes += point.notes
+        try:
+            truncate_log(self.dir / "train_log.jsonl", point.step if point.state else -1)
+        except OSError as e:
+            raise self._write_failed(self.dir / "train_log.jsonl", e) from None
+        if point.state is None:
+            return  # the initial state of this Trainer is the run's step 0
+        st = point.state
+        try:  # a readable state that does not fit (alignctl.yaml edited since): one line
+            self.model.load_state_dict(point.weights, strict=True)
+            self.opt.load_state_dict(st["optimizer"])
+            for r, rs in zip(self.regs, st["regularisers"], strict=True):
+                r.load_state_dict(rs)
+            restore_rng(st["rng"], self.gen)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            msg = " ".join(str(e).split())[:200]
+            raise InputError(f"cannot resume {self.dir} from step {point.step}: the saved "
+                             f"state does not fit alignctl.yaml ({msg})") from None  # fmt: skip
         self.step, self.epoch = int(st["step"]), int(st["epoch"])
         self.batch_index = int(st["batch_index"])
         self.perm = st["perm"] if st["perm"].numel() else None
+        if self.perm is None:
+            self.batch_index = 0  # on an epoch boundary (older runs saved the batch count)
         self.train_seconds = float(st["train_seconds"])
         g = int(st["grokked_epoch"])
         self.grokked_epoch = None if g < 0 else g
-        truncate_log(self.dir / "train_log.jsonl", self.step)
+        if int(st.get("diverged_step", -1)) >= 0:  # a run that trained on with on_nan continue
+            self.diverged = {"step": int(st["diverged_step"]), "reason": st["diverged_reason"]}
+        self.last_saved_step = self.step
 
     def append_log(self, ev: dict) -> None:
-        with open(self.dir / "train_log.jsonl", "a") as fh:  # appended; truncated on resume
-            fh.write(json.dumps(ev) + "\n")
+        path = self.dir / "train_log.jsonl"
+        try:
+            with open(path, "a") as fh:  # appended; a line cut short is dropped on resume
+                fh.write(dumps_strict(ev) + "\n")
+        except OSError as e:
+            raise self._write_failed(path, e) from None
 
     def write_summary(self, epochs: int, interrupted: bool) -> dict:
-        ev = self.last_eval
+        ev, d = self.last_eval, self.diverged
+        status = "diverged" if d else "interrupted" if interrupted else "finished"
+        into = self.batch_index if self.perm is not None else 0
         summary = {
-            "alignctl_version": __version__, "epochs_done": self.epoch, "epochs": epochs,
-            "steps": self.step, "grokked_epoch": self.grokked_epoch,
-            "train_seconds": round(self.train_seconds, 4),
-            "train_accuracy": ev.get("train_accuracy"), "test_accuracy": ev.get("test_accuracy"),
-            "interrupted": interrupted, "device": str(self.device),
+            "alignctl_version": __version__, "status": status, "epochs": epochs,
+            "epochs_completed": self.epoch, "epochs_done": self.epoch,
+            "batches_into_epoch": into, "batches_per_epoch": self.batches_per_epoch(),
+            "steps": self.step, "last_checkpoint_step": self.last_saved_step,
+            "grokked_epoch": self.grokked_epoch, "train_seconds": round(self.train_seconds, 4),
+            "train_accuracy": None if d else ev.get("train_accuracy"),
+            "test_accuracy": None if d else ev.get("test_accuracy"),
+            "interrupted": interrupted, "diverged": d is not None,
+            "diverged_step": d and d["step"], "diverged_reason": d and d["reason"],
+            "device": str(self.device),
         }  # fmt: skip
-        atomic_write_text(self.dir / "run.json", json.dumps(summary, indent=2) + "\n")
+        path = self.dir / "run.json"
+        try:
+            atomic_write_text(path, dumps_strict(summary, indent=2) + "\n")
+        except OSError as e:
+            raise self._write_failed(path, e) from None
         return summary

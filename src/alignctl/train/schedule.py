@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from alignctl.errors import InputError
+from alignctl.train.divergence import CHECK_EVERY, ON_NAN
 
 
 def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> set[int]:
@@ -32,38 +33,62 @@ def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> se
 
 
 class ScheduleMixin:
-    """Needs ``train_step``, ``_batches`` (:class:`StepMixin`), ``save``/``write_summary``
-    (:class:`RunDirMixin`) and ``_evaluate`` (:class:`Trainer`)."""
+    """Needs ``train_step``, ``_batches``, ``batches_per_epoch`` (:class:`StepMixin`),
+    ``save``/``write_summary`` (:class:`RunDirMixin`), ``check_divergence``
+    (:class:`DivergenceMixin`) and ``_evaluate`` (:class:`Trainer`)."""
 
     def fit(self, epochs: int, *, eval_every=1, save_every=None, save_schedule=None,
             stop_when_grokked=False, callback: Callable[[dict], None] | None = None,
-            should_stop: Callable[[], bool] = lambda: False) -> dict:  # fmt: skip
-        """Train up to ``epochs`` (the run's total); returns the run summary (run.json)."""
+            should_stop: Callable[[], bool] = lambda: False,
+            on_nan: str | None = None) -> dict:  # fmt: skip
+        """Train up to ``epochs`` (the run's total); returns the run summary (run.json).
+
+        ``should_stop()`` is asked after every step (Ctrl-C): the run then saves where it is
+        (mid-epoch included) and its summary says ``status: interrupted``. ``on_nan``
+        (default: the config's ``train.on_nan``): ``stop`` ends a diverged run at the next
+        check point without saving non-finite weights; ``continue`` trains on."""
+        on_nan = on_nan or self.cfg.train.get("on_nan") or "stop"
+        if on_nan not in ON_NAN:
+            raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
+
+        def halted() -> bool:
+            return self.diverged is not None and on_nan == "stop"
+
         saves = save_epochs(epochs, save_every, save_schedule)
         if self.step == 0 and self.batch_index == 0 and self.epoch == 0:
             self._evaluate()
-            self.save()
+            if not halted():
+                self.save()
         interrupted = False
-        while self.epoch < epochs and not interrupted:
+        while self.epoch < epochs and not interrupted and not halted():
             if stop_when_grokked and self.grokked_epoch is not None:
                 break
             for idx in self._batches():
                 t0 = time.perf_counter()
                 self.train_step(self.x[idx], self.y[idx])
                 self.train_seconds += time.perf_counter() - t0
+                if self.step % CHECK_EVERY == 0 and self.check_divergence(scan=False) and halted():
+                    break
                 if should_stop():
                     interrupted = True
                     break
-            if interrupted and self.perm is not None:
+            if halted() or self.batch_index < self.batches_per_epoch():
                 break  # mid-epoch: the checkpoint below records the position in the epoch
+            self.perm, self.batch_index = None, 0  # the epoch is complete (even if interrupted)
             self.epoch += 1
             last = self.epoch == epochs
             if self.epoch % max(1, int(eval_every)) == 0 or last or self.epoch in saves:
+                if self.check_divergence(scan=False) and halted():
+                    break  # no evaluation of a model already known to be non-finite
                 ev = self._evaluate()
-                if callback:
+                if callback and not halted():
                     callback(ev)
+            elif self.check_divergence() and halted():
+                break
+            if halted():
+                break
             if self.epoch in saves or last or (stop_when_grokked and self.grokked_epoch):
                 self.save()
-        if interrupted:
+        if interrupted and not halted() and self.last_saved_step != self.step:
             self.save()
         return self.write_summary(epochs, interrupted)

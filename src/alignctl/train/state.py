@@ -1,8 +1,8 @@
 """What a training run saves besides its weights, so that a resumed run continues bit for
 bit: optimiser, regularisers, the data-order generator, the global RNG, and where in the
 epoch it stopped. Saved as ``checkpoints/state/step_XXXXXXXX.pt`` (plain tensors and numbers,
-loaded with ``weights_only=True``), always written before its weights file, so a weights
-file on disk always has its state beside it.
+loaded with ``weights_only=True`` by :mod:`alignctl.train.resume`), always written before its
+weights file, so a weights file on disk always has its state beside it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_torch_save, atomic_write_text
 
 STATE_DIR = "state"
@@ -38,27 +37,6 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
 
 def save_state(ckpt_dir: Path, step: int, state: dict) -> None:
     atomic_torch_save(state, ckpt_dir / STATE_DIR / f"{step_name(step)}.pt")
-
-
-def latest_resumable(ckpt_dir: Path) -> tuple[Path, Path] | None:
-    """(weights, state) of the last step that has both files; a step whose weights were not
-    written (killed in between) is skipped."""
-    pairs = []
-    for st in (ckpt_dir / STATE_DIR).glob("step_*.pt"):
-        weights = ckpt_dir / f"{st.stem}.safetensors"
-        if weights.exists():
-            pairs.append((int(st.stem.split("_")[1]), weights, st))
-    if not pairs:
-        return None
-    _, weights, st = max(pairs)
-    return weights, st
-
-
-def load_state(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"cannot read training state {path}: {type(e).__name__}: {e}") from None
 
 
 def truncate_log(path: Path, last_step: int) -> None:

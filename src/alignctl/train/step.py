@@ -14,7 +14,8 @@ from alignctl.errors import InputError
 
 class StepMixin:
     """Needs ``model``, ``regs``, ``loss_fn``, ``opt``, ``params``, ``x``, ``cfg``, ``gen``,
-    ``device``, ``perm``, ``batch_index`` and ``step`` (set by :class:`Trainer`)."""
+    ``device``, ``perm``, ``batch_index`` and ``step`` (set by :class:`Trainer`) and
+    ``_track_loss`` (:class:`alignctl.train.divergence.DivergenceMixin`)."""
 
     def _forward(self, xb):
         """(differentiable input, output): token models are differentiated at the embedding."""
@@ -25,7 +26,9 @@ class StepMixin:
             xb = xb.detach().requires_grad_(True)
         return xb, self.model(xb)
 
-    def train_step(self, xb, yb) -> float:
+    def train_step(self, xb, yb) -> torch.Tensor:
+        """One step on the batch; returns the loss (penalties included) as a detached tensor:
+        no host sync here (divergence is checked at the loop's check points)."""
         self.model.train()
         for r in self.regs:
             xb = r.transform_batch(self.model, xb, yb, self.loss_fn)
@@ -35,13 +38,18 @@ class StepMixin:
             pen = r.penalty(self.model, inp, out, yb)
             if pen is not None:
                 loss = loss + pen
+        self._track_loss(loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
         for r in self.regs:
             r.after_backward(self.model)
         self.opt.step()
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
+
+    def batches_per_epoch(self) -> int:
+        n = self.x.shape[0]
+        return -(-n // (self.cfg.train.get("batch_size") or n))
 
     def _batches(self):
         n, bs = self.x.shape[0], self.cfg.train.get("batch_size") or self.x.shape[0]

@@ -17,6 +17,7 @@ import torch
 from alignctl.errors import InputError
 from alignctl.evaluation.accuracy import evaluate, is_grokked
 from alignctl.geometry.devices import resolve_device
+from alignctl.train.divergence import DivergenceMixin
 from alignctl.train.rundir import RUN_FILES, RunDirMixin, prepare_run_dir
 from alignctl.train.schedule import ScheduleMixin, save_epochs
 from alignctl.train.step import StepMixin, build_optimizer
@@ -24,7 +25,7 @@ from alignctl.train.step import StepMixin, build_optimizer
 __all__ = ["RUN_FILES", "Trainer", "prepare_run_dir", "save_epochs"]
 
 
-class Trainer(StepMixin, ScheduleMixin, RunDirMixin):
+class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
     """One run: ``Trainer(run_dir, cfg).fit(epochs)``; the config is a
     :class:`alignctl.config.Config` with model, data, train and grokked sections."""
 
@@ -62,6 +63,9 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin):
         self.train_seconds = 0.0
         self.grokked_epoch: int | None = None
         self.last_eval: dict = {}
+        self.diverged: dict | None = None  # {"step", "reason"} once a loss or weight is not finite
+        self.last_saved_step: int | None = None
+        self.notes: list[str] = []  # what restore() fell back on; the CLI prints them
 
     def _check_fit(self) -> None:
         """The model must take the data and the loss its outputs: a one-line error now, not a
@@ -85,7 +89,11 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin):
     def _evaluate(self) -> dict:
         ev = evaluate(self.model, self.data, self.loss_fn, self.device)
         ev.update(epoch=self.epoch, step=self.step, train_seconds=round(self.train_seconds, 4))
-        if self.grokked_epoch is None and is_grokked(ev, self.cfg.grokked):
+        bad = self.nonfinite_model(ev["loss"])
+        self.check_divergence(bad, scan=False)
+        if bad is not None:  # outputs of a non-finite model are no predictions
+            ev.update({k: None for k in ev if k.endswith("accuracy")}, nonfinite=bad)
+        elif self.grokked_epoch is None and is_grokked(ev, self.cfg.grokked):
             self.grokked_epoch = self.epoch
         ev["grokked"] = self.grokked_epoch is not None
         self.last_eval = ev

@@ -1,0 +1,86 @@
+"""One writer per run directory: an advisory lock on the run folder itself.
+
+``alignctl train`` (new run or ``--resume``) and each ``race`` pair take the lock before they
+change anything in the folder and hold it until they finish. The lock is ``flock(2)`` on the
+folder (``fcntl.flock`` on a directory descriptor), so no lock file is added to anyone's
+folder, and the kernel drops it when the process exits, however it exits (``kill -9``
+included): a killed run never leaves a stale lock behind. A second writer is refused at once,
+never queued. Where ``fcntl`` does not exist (Windows) the lock is ``msvcrt.locking`` on a
+hidden ``.alignctl.lock`` file in the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alignctl.errors import InputError
+
+LOCK_NAME = ".alignctl.lock"  # only where directories cannot be locked (Windows)
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` or ``acquire()``/``release()``. ``acquire`` creates
+    ``run_dir`` if needed and raises :class:`InputError` when another process holds the lock
+    (or the folder cannot be created)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = _open(self.dir)
+        except OSError as e:
+            raise InputError(f"cannot create {self.dir}: {e.strerror or e}") from None
+        try:
+            _lock(fd)
+        except OSError:
+            os.close(fd)
+            raise InputError(
+                f"{self.dir} is in use by another alignctl process (it holds the folder's lock); "
+                "wait for it to finish or use another folder"
+            ) from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            _unlock(fd)
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *_exc) -> None:
+        self.release()
+
+
+try:
+    import fcntl
+
+    def _open(folder: Path) -> int:
+        return os.open(folder, os.O_RDONLY)
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError (EWOULDBLOCK) when held
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+except ImportError:  # Windows: directories cannot be opened, lock a file inside
+    import msvcrt
+
+    def _open(folder: Path) -> int:
+        return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        except OSError:
+            pass
