@@ -135,8 +135,7 @@ def test_payloads_run_nothing_on_any_path(tmp_path, monkeypatch, payload, where)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "alignctl.yaml").write_text(
-        "model: {arch: mlp, in_features: 4, hidden: [8], out_features: 3}\n"
-        "data: {path: data.npz}\n"
+        "model: {arch: mlp, in_features: 4, hidden: [8], out_features: 3}\ndata: {path: data.npz}\n"
     )
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(12, 4, generator=g), torch.arange(12) % 3
