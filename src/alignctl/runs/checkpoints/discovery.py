@@ -25,7 +25,7 @@ ACCEPTED = (
 )
 # The trainer's resume state (optimizer etc.) lives in checkpoints/state/: not weights to analyse.
 STATE_FOLDER = "state"
-_SHOW = 4
+_SHOW = 8
 
 __all__ = [
     "ACCEPTED", "CHECKPOINT_SUFFIXES", "STATE_FOLDER", "STEP_KEYS", "CheckpointRef",

@@ -91,7 +91,9 @@ def _file_meta(path: Path) -> tuple[dict, str | None]:
         obj, _ = torch_load(path, mmap=True)
     except InputError:
         raise
-    except Exception:  # broken: reported in full when the checkpoint is read
+    except Exception as e:  # broken: reported in full when the checkpoint is read
+        if "weights only" in str(e).lower():  # a pickle of objects, not tensors (legacy format)
+            return {}, "a pickle of objects that torch's weights-only loader refuses"
         return {}, None
     refuse_pickled_module(obj, path)
     if not isinstance(obj, dict):

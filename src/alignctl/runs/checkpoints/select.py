@@ -35,22 +35,22 @@ def is_ema_name(name: str) -> bool:
     return any(w in EMA_WORDS for w in re.split(r"[._\-]", name.lower()))
 
 
-def is_tensor_dict(v: Any) -> bool:
-    return (
-        isinstance(v, dict)
-        and bool(v)
-        and all(isinstance(k, str) for k in v)
-        and any(isinstance(x, torch.Tensor) for x in v.values())
-    )
+def is_tensor_dict(v: Any, strict: bool = True) -> bool:
+    """A state dict: string keys, tensor values (``strict=False``: at least one tensor, so that
+    a bad entry under a known key is named when read rather than the file being skipped)."""
+    if not isinstance(v, dict) or not v or not all(isinstance(k, str) for k in v):
+        return False
+    test = all if strict else any
+    return test(isinstance(x, torch.Tensor) for x in v.values())
 
 
-def _unwrap(v: Any) -> dict | None:
+def _unwrap(v: Any, strict: bool = True) -> dict | None:
     """A tensor dict, or one a level down (``{"ema": {"module": sd, "decay": 0.999}}``)."""
-    if is_tensor_dict(v):
+    if is_tensor_dict(v, strict):
         return v
     if isinstance(v, dict):
-        inner = [v[k] for k in _INNER_KEYS if is_tensor_dict(v.get(k))]
-        inner = inner or [x for x in v.values() if is_tensor_dict(x)]
+        inner = [v[k] for k in _INNER_KEYS if is_tensor_dict(v.get(k), strict)]
+        inner = inner or [x for x in v.values() if is_tensor_dict(x, strict)]
         if len(inner) == 1:
             return inner[0]
     return None
@@ -84,7 +84,7 @@ def _meta(obj: dict, state: dict) -> dict:
 
 def candidates(obj: dict) -> tuple[list[str], list[str]]:
     """(raw keys, EMA keys) of ``obj`` holding a tensor dict, in order of preference."""
-    raw = [k for k in STATE_DICT_KEYS if _unwrap(obj.get(k)) is not None]
+    raw = [k for k in STATE_DICT_KEYS if _unwrap(obj.get(k), strict=False) is not None]
     others = [k for k in obj if isinstance(k, str) and k not in raw and _unwrap(obj[k]) is not None]
     ema = [k for k in others if is_ema_name(k)]
     raw += [k for k in others if k not in ema and k not in STATE_DICT_KEYS]
@@ -96,9 +96,7 @@ def not_weights(obj: Any) -> str | None:
     A whole pickled module is a model: it is refused when read, not skipped."""
     if pickled_module(obj) or isinstance(obj, dict) and any(map(pickled_module, obj.values())):
         return None
-    if isinstance(obj, dict) and (any(isinstance(v, torch.Tensor) for v in obj.values())):
-        return None
-    if isinstance(obj, dict) and any(candidates(obj)):
+    if isinstance(obj, dict) and (is_tensor_dict(obj) or any(candidates(obj))):
         return None
     if isinstance(obj, dict):
         keys = set(obj)
@@ -110,6 +108,10 @@ def not_weights(obj: Any) -> str | None:
             return "a learning-rate scheduler state"
         if {"python", "numpy", "cpu"} & keys:
             return "random-number-generator states"
+        other = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+        if len(obj) > 1 and any(isinstance(v, torch.Tensor) for v in obj.values()):
+            kind = type(obj[other]).__name__
+            return f"a dict mixing tensors with other values ({other!r} is a {kind})"
         shown = ", ".join(sorted(map(str, keys))[:5]) or "none"
         return f"a dict without tensors (keys: {shown})"
     return describe(obj)
@@ -143,16 +145,16 @@ def select_state(obj: Any, path: Path, *, weights: str = "raw", state_key: str |
     notes: list[str] = []
     mode, prefix = "raw", None
     if state_key is not None and state_key in obj:
-        state = _unwrap(obj[state_key])
+        state = _unwrap(obj[state_key], strict=False)
         if state is None:
             raise InputError(f"{path}: key {state_key!r} holds no tensors")
         chosen = state_key
     elif weights == "ema" and ema and state_key is None:
-        chosen, state = ema[0], _unwrap(obj[ema[0]])
+        chosen, state = ema[0], _unwrap(obj[ema[0]], strict=False)
         notes.append(f"analysed the EMA weights stored under {chosen!r}")
     else:
         if raw:
-            chosen, state = raw[0], _unwrap(obj[raw[0]])
+            chosen, state = raw[0], _unwrap(obj[raw[0]], strict=False)
         elif any(isinstance(v, torch.Tensor) for v in obj.values()):
             chosen, state = None, obj
         else:
