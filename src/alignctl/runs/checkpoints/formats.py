@@ -148,7 +148,7 @@ def _read_torch(path: Path, weights: str, state_key: str | None) -> Checkpoint:
             ) from None
         if isinstance(e, OSError):
             raise InputError(f"cannot read {path}: {e.strerror or e}") from None
-        why = _first_line(e) or type(e).__name__
+        why = _first_line(e).split(". ")[0] or type(e).__name__  # torch appends advice
         raise InputError(f"cannot read {path}: corrupt or truncated torch file ({why})") from None
     sel = select_state(obj, path, weights=weights, state_key=state_key)
     if replaced:
