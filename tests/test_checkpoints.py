@@ -171,8 +171,8 @@ def test_natural_order_and_filtering(tmp_path):
     sd = _state()
     for n in (10, 9, 100, 1):
         torch.save(sd, tmp_path / f"step_{n}.pt")
-    save_file(sd, str(tmp_path / "final.safetensors"))
-    save_file(sd, str(tmp_path / "best.safetensors"))
+    save_file(sd, str(tmp_path / "final.safetensors"))  # a copy of step_100
+    save_file(_state(7), str(tmp_path / "best.safetensors"))  # no step, other weights
     for junk in ("alignctl.yaml", "log.jsonl", "meta.json", "data.npz", "f.py", ".hidden.pt"):
         (tmp_path / junk).write_text("x")
     (tmp_path / ".step_5.pt.tmp-abc123").write_bytes(b"partial")
@@ -180,8 +180,12 @@ def test_natural_order_and_filtering(tmp_path):
     state.mkdir()
     torch.save(sd, state / "step_00000010.pt")
     save_file(sd, str(state / "model.safetensors"))
-    names = [r.name for r in discover_checkpoints(tmp_path)]
-    assert names == ["step_1", "step_9", "step_10", "step_100", "best", "final"]
+    notes: list[str] = []
+    names = [r.name for r in discover_checkpoints(tmp_path, notes)]
+    # Unnumbered aliases never become the last checkpoint: a copy is dropped, the rest left out.
+    assert names == ["step_1", "step_9", "step_10", "step_100"]
+    assert any("left out best.safetensors: it records no step" in n for n in notes), notes
+    assert any("left out final.safetensors: the same weights as step_100.pt" in n for n in notes)
 
 
 def test_metadata_step_orders_before_name(tmp_path):
@@ -262,19 +266,29 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, where):
     obj = evil if where == "top" else {"state_dict": {"w": torch.zeros(2), "x": evil}}
     torch.save(obj, tmp_path / "evil_1.pt")
     assert not marker.exists()
-    refs = discover_checkpoints(tmp_path)  # peeks at the step: must not run code either
-    with pytest.raises(InputError, match=r"evil_1.pt refused: not a plain weights file"):
-        read_checkpoint(refs[0])
+    # Discovery peeks at every file (must not run code either); the file is no weights.
+    if where == "top":
+        with pytest.raises(InputError, match=r"evil_1.pt \(a pickled io.open object \(never"):
+            discover_checkpoints(tmp_path)
+    else:
+        with pytest.raises(InputError, match=r"evil_1.pt refused: not a plain weights file"):
+            read_checkpoint(discover_checkpoints(tmp_path)[0])
+    with pytest.raises(InputError, match=r"evil_1.pt"):
+        read_checkpoint(_ref(tmp_path / "evil_1.pt"))
     assert not marker.exists()
 
 
 def test_pt_without_state_dict(tmp_path):
     torch.save({"step": 3, "config": {"lr": 1}}, tmp_path / "opt.pt")
-    with pytest.raises(InputError, match="opt.pt holds no state dict"):
+    with pytest.raises(InputError, match=r"no model checkpoints in .*opt.pt \(a dict without"):
         _one(tmp_path)
+    with pytest.raises(InputError, match="opt.pt holds no state dict"):
+        read_checkpoint(_ref(tmp_path / "opt.pt"))
     torch.save([torch.zeros(1)], tmp_path / "opt.pt")
+    with pytest.raises(InputError, match=r"opt.pt is not a model checkpoint: it holds a list"):
+        discover_checkpoints(tmp_path / "opt.pt")
     with pytest.raises(InputError, match="opt.pt holds no state dict"):
-        _one(tmp_path)
+        read_checkpoint(_ref(tmp_path / "opt.pt"))
 
 
 def test_non_tensor_values(tmp_path):

@@ -21,6 +21,12 @@ def analyze(
     config: Annotated[Path | None, Opt(help="alignctl.yaml to use instead of the run's.")] = None,
     model: Annotated[str | None, Opt(help="Architecture name or file.py:callable.")] = None,
     data: Annotated[str | None, Opt(help="Task name or data file (.npz/.safetensors/.pt).")] = None,
+    weights: Annotated[
+        str | None, Opt(help="raw | ema: which copy of the weights (default raw).")
+    ] = None,
+    state_key: Annotated[
+        str | None, Opt(help="Checkpoint key or prefix holding the weights (net, model_ema).")
+    ] = None,
     split: Annotated[str, Opt(help="Measure on train or test data.")] = "train",
     samples: Annotated[int | None, Opt(help="Deterministic subset of N samples.", min=1)] = None,
     batch_size: Annotated[int | None, Opt(help="Samples per Jacobian batch.", min=1)] = None,
@@ -70,7 +76,9 @@ def analyze(
     stdout_taken = "-" in (json_out, csv_out, markdown)
     if sum(d == "-" for d in (json_out, csv_out, markdown)) > 1:
         raise InputError("only one of --json, --csv, --markdown can write to stdout (-)")
-    run = open_run(path, config=config, model=model, data=data)
+    run = open_run(
+        path, config=config, model=model, data=data, weights=weights, state_key=state_key
+    )
     console = err_console()
     from rich.progress import Progress
 

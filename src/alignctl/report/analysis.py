@@ -77,7 +77,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.measure import measure
     from alignctl.report.verdict import checkpoint_verdict, recommend, thresholds
-    from alignctl.runs.checkpoints import is_finite_state, load_weights, read_checkpoint
+    from alignctl.runs.checkpoints import is_finite_state
 
     names = resolve_metrics(metrics)
     dev = resolve_device(device)
@@ -98,8 +98,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     entries, n_classes = [], None
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
-        state, meta = read_checkpoint(ref)
-        load_weights(model, state, ref.path.name)
+        state, meta = run.load_checkpoint(model, ref)  # notes: keys ignored, EMA present...
         entry = {"name": ref.name, "step": ref.step if ref.step is not None else i,
                  "metrics": {}, "metrics_std": {}, "train_accuracy": None,
                  "test_accuracy": None, "diverged": not is_finite_state(state)}  # fmt: skip

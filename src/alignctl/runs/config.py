@@ -18,8 +18,10 @@ import yaml
 
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text
+from alignctl.runs.limits import read_text_capped
 
-TOP_KEYS = ("model", "data", "train", "grokked", "verdict")
+TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
+CHECKPOINT_KEYS = ("weights", "state_key")  # which weights analyze reads (docs/config.md)
 LOSSES = ("cross_entropy", "mse", "stablemax", "logistic")
 OPTIMIZERS = ("adamw", "sgd")
 OPTIMIZER_DEFAULTS = {
@@ -41,6 +43,7 @@ class Config:
     train: dict
     grokked: dict
     verdict: dict = field(default_factory=dict)
+    checkpoint: dict = field(default_factory=dict)  # {weights: raw|ema, state_key: KEY}
     path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -54,6 +57,8 @@ class Config:
         out["train"] = copy.deepcopy(self.train)
         out["grokked"] = dict(self.grokked)
         out["verdict"] = copy.deepcopy(self.verdict)
+        if self.checkpoint:
+            out["checkpoint"] = dict(self.checkpoint)
         return out
 
 
@@ -200,6 +205,17 @@ def _grokked(v, where: str) -> dict:
     return g
 
 
+def _checkpoint(v, where: str) -> dict:
+    d = _mapping(v, where)
+    _known_keys(d, CHECKPOINT_KEYS, where)
+    if d.get("weights") is not None and d["weights"] not in ("raw", "ema"):
+        raise InputError(f"{where}.weights must be raw or ema, got {d['weights']!r}")
+    key = d.get("state_key")
+    if key is not None and (not isinstance(key, str) or not key.strip(". ")):
+        raise InputError(f"{where}.state_key must be a key name (e.g. model_ema), got {key!r}")
+    return {k: v for k, v in d.items() if v is not None}
+
+
 def _section(d: dict, key: str, choices: tuple[str, ...], source: str) -> dict | None:
     v = d.get(key)
     if v is None:
@@ -224,6 +240,7 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
         train=_train(d.get("train"), f"{source}: train"),
         grokked=_grokked(d.get("grokked"), f"{source}: grokked"),
         verdict=copy.deepcopy(_mapping(d.get("verdict"), f"{source}: verdict")),
+        checkpoint=_checkpoint(d.get("checkpoint"), f"{source}: checkpoint"),
         path=None,
         base_dir=Path(base_dir),
     )
@@ -232,10 +249,11 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
 def load_config(path: Path) -> Config:
     """Read and validate ``alignctl.yaml``; relative paths inside are relative to its folder."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"config file {path} not found")
+    text = read_text_capped(path, "config file")  # a regular file, size capped before reading
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        d = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""

@@ -17,7 +17,15 @@ from typing import Any
 import torch
 
 from alignctl.errors import InputError
-from alignctl.runs.checkpoints import CHECKPOINT_SUFFIXES, CheckpointRef, discover_checkpoints
+from alignctl.runs.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    WEIGHTS,
+    CheckpointRef,
+    discover_checkpoints,
+    load_weights,
+    read_weights,
+)
+from alignctl.runs.limits import kind_of
 
 CONFIG_NAME = "alignctl.yaml"
 CHECKPOINT_FOLDER = "checkpoints"
@@ -34,6 +42,25 @@ class Run:
     # ignored, a fallback taken): one line each; ``analyze`` copies them into the report and
     # the CLI prints them on stderr as ``note: ...``. The library itself never prints.
     notes: list[str] = field(default_factory=list)
+    weights: str = "raw"  # raw | ema: which copy of the weights (the config's checkpoint.weights)
+    state_key: str | None = None  # a checkpoint key or state-dict prefix (checkpoint.state_key)
+
+    def note(self, text: str) -> None:
+        """Record a note once (the same fact about every checkpoint is one line)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def load_checkpoint(self, model: torch.nn.Module, ref: CheckpointRef):
+        """Read ``ref`` and load its weights into ``model``; returns (state dict, metadata).
+        What was chosen or ignored on the way becomes notes."""
+        ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
+        notes = load_weights(
+            model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
+            prefix=ck.prefix,
+        )  # fmt: skip
+        for text in ck.notes + notes:
+            self.note(text)
+        return ck.state, ck.meta
 
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""
@@ -56,11 +83,30 @@ def open_run(
     config: Path | None = None,
     model: str | None = None,
     data: str | None = None,
+    weights: str | None = None,
+    state_key: str | None = None,
 ) -> Run:
-    """Resolve PATH (+ overrides) to a :class:`Run`; InputError names whatever is missing."""
-    path = Path(path)
+    """Resolve PATH (+ overrides) to a :class:`Run`; InputError names whatever is missing.
+
+    ``weights``: ``"raw"`` or ``"ema"`` (an EMA copy); ``state_key``: the checkpoint key
+    (``net``, ``model_ema``) or state-dict prefix holding the model's weights. Both default to
+    the config's ``checkpoint:`` section, else raw weights found automatically."""
+    try:
+        return _open_run(Path(path), config, model, data, weights, state_key)
+    except OSError as e:  # a folder we may not enter (mode 000), a file we may not read
+        raise InputError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
+
+
+def _open_run(path, config, model, data, weights, state_key) -> Run:
+    if weights is not None and weights not in WEIGHTS:
+        raise InputError(f"unknown --weights {weights!r}; valid: {', '.join(WEIGHTS)}")
+    if state_key is not None and not state_key.strip(". "):
+        raise InputError("--state-key must name a key, e.g. --state-key model_ema")
     if not path.exists():
         raise InputError(f"{path} does not exist")
+    if not path.is_dir() and not path.is_file():
+        kind = kind_of(path.stat().st_mode)
+        raise InputError(f"{path} is {kind}: pass a run directory, a checkpoint folder or file")
     if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
         raise InputError(
             f"{path} is not a checkpoint file (accepted: {', '.join(CHECKPOINT_SUFFIXES)}); "
@@ -70,16 +116,22 @@ def open_run(
     # A run directory keeps its weights in checkpoints/ (else beside the config); any other
     # folder is itself the checkpoint folder. Checkpoints first: an empty folder says so.
     sub = path / CHECKPOINT_FOLDER
-    checkpoints = discover_checkpoints(sub if path.is_dir() and sub.is_dir() else path)
+    notes: list[str] = []
+    checkpoints = discover_checkpoints(sub if path.is_dir() and sub.is_dir() else path, notes)
     found = _find_config(folder)
     root = found.parent if found is not None else folder
     cfg = _resolve_config(config or found, folder, model, data)
-    return Run(root=root, config=cfg, checkpoints=checkpoints)
+    section = getattr(cfg, "checkpoint", None) or {}
+    return Run(
+        root=root, config=cfg, checkpoints=checkpoints, notes=notes,
+        weights=weights or section.get("weights") or "raw",
+        state_key=state_key if state_key is not None else section.get("state_key"),
+    )  # fmt: skip
 
 
 def _find_config(folder: Path) -> Path | None:
     for candidate in (folder / CONFIG_NAME, folder.parent / CONFIG_NAME):
-        if candidate.is_file():
+        if candidate.exists():  # a FIFO or a folder of that name is refused when read
             return candidate
     return None
 

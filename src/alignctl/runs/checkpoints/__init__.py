@@ -1,5 +1,7 @@
-"""Checkpoints: discovery and ordering (:mod:`.discovery`), format readers and our writer
-(:mod:`.formats`), strict loading into a model (:mod:`.loading`)."""
+"""Checkpoints: discovery (:mod:`.discovery`), steps (:mod:`.peek`), training order and aliases
+(:mod:`.order`), format readers and our writer (:mod:`.formats`), which tensors are the weights
+(:mod:`.select`), pickles read without running code (:mod:`.safe_unpickle`), loading into a
+model (:mod:`.loading`)."""
 
 from alignctl.runs.checkpoints.discovery import (
     ACCEPTED,
@@ -14,12 +16,15 @@ from alignctl.runs.checkpoints.discovery import (
 from alignctl.runs.checkpoints.formats import (
     HF_FILES,
     STATE_DICT_KEYS,
+    Checkpoint,
     is_finite_state,
     natural_key,
     read_checkpoint,
+    read_weights,
     write_checkpoint,
 )
 from alignctl.runs.checkpoints.loading import load_weights
+from alignctl.runs.checkpoints.select import WEIGHTS
 
 __all__ = [
     "ACCEPTED",
@@ -28,12 +33,15 @@ __all__ = [
     "STATE_DICT_KEYS",
     "STATE_FOLDER",
     "STEP_KEYS",
+    "WEIGHTS",
+    "Checkpoint",
     "CheckpointRef",
     "discover_checkpoints",
     "is_finite_state",
     "load_weights",
     "natural_key",
     "read_checkpoint",
+    "read_weights",
     "sort_checkpoints",
     "step_from_metadata",
     "write_checkpoint",

@@ -1,104 +1,118 @@
-"""Checkpoint discovery and ordering: which files and folders of a path are checkpoints, and
-at which step each was written (metadata first, else the last number in the name, naturally
-ordered: ``step_9`` before ``step_10``).
+"""Checkpoint discovery: which files and folders of a path are model checkpoints.
+
+A folder is taken as training code leaves it: files that are not model weights
+(``optimizer.pt``, ``scheduler.pt``, ``scaler.pt``, ``rng_state.pth``, ``training_args.bin``:
+recognised by what they hold, not by name) and entries that are not regular files (a FIFO, a
+device) are skipped with a note; hidden entries (our atomic temporaries) and the trainer's
+``state/`` folder are ignored. Steps and order: :mod:`.peek` and :mod:`.order`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
-from safetensors import safe_open
-
 from alignctl.errors import InputError
-from alignctl.runs.checkpoints.formats import (
-    HF_FILES,
-    _hf_main_file,
-    _parse_metadata,
-    _torch_load,
-    natural_key,
-)
+from alignctl.runs.checkpoints.formats import HF_FILES
+from alignctl.runs.checkpoints.order import CheckpointRef, order_checkpoints, sort_checkpoints
+from alignctl.runs.checkpoints.peek import STEP_KEYS, peek, step_from_metadata
+from alignctl.runs.limits import kind_of
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-STEP_KEYS = ("step", "global_step")
 ACCEPTED = (
     f"accepted: {', '.join(CHECKPOINT_SUFFIXES)} files, or Hugging Face style folders "
     "holding model.safetensors or pytorch_model.bin"
 )
 # The trainer's resume state (optimizer etc.) lives in checkpoints/state/: not weights to analyse.
 STATE_FOLDER = "state"
+_SHOW = 8
 
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    path: Path  # the file, or the Hugging Face style folder
-    name: str  # file name without suffix, or folder name
-    step: int | None  # from metadata if present, else the last number in the name, else None
-
-
-def _number_in_name(name: str) -> int | None:
-    nums = re.findall(r"\d+", name)
-    return int(nums[-1]) if nums else None
-
-
-def step_from_metadata(metadata: dict) -> int | None:
-    """``step``, else ``global_step`` (never ``epoch``), as an int; None if absent."""
-    for value in (metadata.get(k) for k in STEP_KEYS):
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if float(value).is_integer():
-                return int(value)
-    return None
+__all__ = [
+    "ACCEPTED", "CHECKPOINT_SUFFIXES", "STATE_FOLDER", "STEP_KEYS", "CheckpointRef",
+    "discover_checkpoints", "sort_checkpoints", "step_from_metadata",
+]  # fmt: skip
 
 
 def _is_hf_folder(folder: Path) -> bool:
     return any((folder / f).is_file() for f in HF_FILES)
 
 
-def _ref(path: Path) -> CheckpointRef:
+def _ref(path: Path) -> tuple[CheckpointRef, str | None]:
+    info = peek(path)
     name = path.name if path.is_dir() else path.stem
-    step = _peek_step(path)
-    return CheckpointRef(path, name, step if step is not None else _number_in_name(name))
+    return CheckpointRef(path, name, info.step, info.step_from), info.not_weights
 
 
-def _peek_step(path: Path) -> int | None:
-    """The step stored in the file, read cheaply (header / mmap); None if absent or unreadable:
-    a broken file is reported when it is read, with the full reason."""
+def _kind(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file or folder; None when it is one."""
     try:
-        if path.is_dir():
-            main = _hf_main_file(path)
-            return _peek_step(main) if main.suffix == ".safetensors" else None
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                return step_from_metadata(_parse_metadata(f.metadata()))
-        obj = _torch_load(path, mmap=True)
-        return step_from_metadata(obj) if isinstance(obj, dict) else None
-    except Exception:
-        return None
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken link" if os.path.islink(path) else "missing"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    kind = kind_of(mode)
+    return None if kind in (None, "a directory") else kind
 
 
-def sort_checkpoints(refs: list[CheckpointRef]) -> list[CheckpointRef]:
-    """By step; refs without a step come after, by natural name order."""
-    return sorted(refs, key=lambda r: (r.step is None, r.step or 0, natural_key(r.name)))
+def _entries(path: Path) -> list[Path]:
+    try:
+        # Hidden entries include our own atomic temp files (.name.tmp-XXXX).
+        return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise InputError(f"cannot read checkpoint folder {path}: {e.strerror or e}") from None
 
 
-def discover_checkpoints(path: Path) -> list[CheckpointRef]:
-    """The checkpoints at ``path`` (a folder or a single file), ordered by step."""
-    path = Path(path)
-    if not path.exists():
+def discover_checkpoints(path: Path, notes: list[str] | None = None) -> list[CheckpointRef]:
+    """The model checkpoints at ``path`` (a folder or a single file), in training order.
+    What was skipped or left out is appended to ``notes`` (one line each)."""
+    path, notes = Path(path), notes if notes is not None else []
+    try:
+        return _discover(path, notes)
+    except OSError as e:  # a folder we may not enter (mode 000), a file we may not read
+        where = e.filename or path
+        raise InputError(f"cannot read {where}: {e.strerror or e}") from None
+
+
+def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
+    kind = _kind(path)
+    if kind == "missing" or not os.path.lexists(path):
         raise InputError(f"checkpoint path {path} does not exist")
+    if kind is not None:
+        raise InputError(f"checkpoint path {path} is {kind}, not a checkpoint file or folder")
     if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
         raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
     if path.is_file() or _is_hf_folder(path):
-        return [_ref(path)]
-    # Hidden entries include our own atomic temp files (.name.tmp-XXXX).
-    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+        ref, why = _ref(path)
+        if why is not None:
+            raise InputError(f"{path} is not a model checkpoint: it holds {why}")
+        return [ref]
+    entries = _entries(path)
     if not entries:
         raise InputError(f"checkpoint folder {path} is empty")
-    found = [p for p in entries if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
-    found += [p for p in entries if p.is_dir() and p.name != STATE_FOLDER and _is_hf_folder(p)]
-    if not found:
+    refs, skipped = [], []
+    for p in entries:
+        if p.is_dir():
+            if p.name != STATE_FOLDER and _is_hf_folder(p):
+                refs.append(_ref(p)[0])
+            continue
+        if p.suffix not in CHECKPOINT_SUFFIXES:
+            continue
+        kind = _kind(p)
+        if kind is not None:
+            skipped.append(f"{p.name} ({kind})")
+            continue
+        ref, why = _ref(p)
+        if why is None:
+            refs.append(ref)
+        else:
+            skipped.append(f"{p.name} ({why})")
+    if skipped:
+        more = f" and {len(skipped) - _SHOW} more" if len(skipped) > _SHOW else ""
+        what = f"{', '.join(skipped[:_SHOW])}{more}"
+        if not refs:
+            raise InputError(f"no model checkpoints in {path}: skipped {what}")
+        notes.append(f"skipped files that are not model checkpoints: {what}")
+    if not refs:
         raise InputError(f"no checkpoint files in {path} ({ACCEPTED})")
-    return sort_checkpoints([_ref(p) for p in found])
+    return order_checkpoints(refs, notes)

@@ -1,20 +1,22 @@
-"""Checkpoint formats: read one checkpoint into (state dict, metadata); write ours.
+"""Checkpoint formats: read one checkpoint into a :class:`Checkpoint`; write ours.
 
-``.safetensors`` (metadata from ``__metadata__``), torch ``.pt``/``.pth``/``.bin`` (a state
-dict, or a dict holding one under ``state_dict``/``model``/``model_state_dict``), Lightning
-``.ckpt`` (``state_dict`` + ``global_step``) and Hugging Face style folders
-(``model.safetensors``, sharded ``model-0000k-of-0000n.safetensors`` + index, or
-``pytorch_model.bin``). Pickles are only ever read with ``torch.load(weights_only=True)``, so
-a file that tries to run code is refused, never executed. Nothing is cached: each
-``read_checkpoint`` loads one checkpoint, so memory stays flat over any number of them.
+``.safetensors`` (metadata from ``__metadata__``; ties that ``safetensors.torch.save_model``
+dropped are recorded there as ``{"dropped.name": "kept.name"}`` and become ``aliases``), torch
+``.pt``/``.pth``/``.bin``/``.ckpt`` (a state dict, or a dict holding one: :mod:`.select`) and
+Hugging Face style folders (``model.safetensors``, sharded ``model-0000k-of-0000n`` files +
+index, or ``pytorch_model.bin``). Pickles are read by :mod:`.safe_unpickle`: torch's
+weights-only rules, and nothing in them ever runs. Every file is a regular file within the
+read budget, and every size a header declares is checked against the file before anything is
+allocated (:mod:`alignctl.runs.limits`). Nothing is cached: memory stays flat over any number
+of checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import warnings
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import safetensors.torch
@@ -23,6 +25,11 @@ from safetensors import SafetensorError
 
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_save_safetensors
+from alignctl.runs.checkpoints.safe_unpickle import find_inert, torch_load
+from alignctl.runs.checkpoints.select import STATE_DICT_KEYS, select_state
+from alignctl.runs.limits import check_budget, check_zip, read_text_capped
+
+__all__ = ["HF_FILES", "STATE_DICT_KEYS", "Checkpoint", "read_checkpoint", "read_weights"]
 
 # Hugging Face folder layouts, in order of preference.
 HF_FILES = (
@@ -31,8 +38,19 @@ HF_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
-_ALWAYS_STRIP = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers
+_ALWAYS_STRIP = ("module.", "_orig_mod.")  # DDP / torch.compile / AveragedModel wrappers
+_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on its JSON header
+_SHOW = 3
+
+
+@dataclass
+class Checkpoint:
+    state: dict[str, torch.Tensor]  # wrapper prefixes stripped
+    meta: dict  # step, epoch, ... (plain values only)
+    aliases: dict[str, str] = field(default_factory=dict)  # tied name -> stored name
+    notes: list[str] = field(default_factory=list)
+    mode: str = "raw"  # how load_weights picks among prefixes: raw | ema | prefix
+    prefix: str | None = None  # with mode "prefix": the --state-key prefix
 
 
 def natural_key(name: str) -> tuple:
@@ -40,18 +58,26 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-def read_checkpoint(ref) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load one checkpoint: (state_dict with wrapper prefixes stripped, metadata)."""
+def read_weights(ref, *, weights: str = "raw", state_key: str | None = None) -> Checkpoint:
+    """Load one checkpoint (a :class:`CheckpointRef` or anything with ``.path``)."""
     path = Path(ref.path)
     if not path.exists():
         raise InputError(f"checkpoint {path} does not exist")
-    state, meta = _read_hf_folder(path) if path.is_dir() else _read_file(path)
-    if not state:
+    reader = _read_hf_folder if path.is_dir() else _read_file
+    ck = reader(path, weights, state_key)
+    if not ck.state:
         raise InputError(f"checkpoint {path} holds no tensors")
-    return _strip_wrappers(state), meta
+    ck.state, ck.aliases = _strip_wrappers(ck.state), _strip_aliases(ck.aliases)
+    return ck
 
 
-def _parse_metadata(raw: dict[str, str] | None) -> dict:
+def read_checkpoint(ref, **options) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict with wrapper prefixes stripped, metadata): :func:`read_weights` in short."""
+    ck = read_weights(ref, **options)
+    return ck.state, ck.meta
+
+
+def parse_metadata(raw: dict[str, str] | None) -> dict:
     """safetensors metadata values are strings; decode the ones that are JSON."""
     out: dict[str, Any] = {}
     for key, value in (raw or {}).items():
@@ -62,102 +88,158 @@ def _parse_metadata(raw: dict[str, str] | None) -> dict:
     return out
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def safetensors_header(path: Path, what: str = "checkpoint") -> dict:
+    """The JSON header of a safetensors file, after checking that the sizes it declares are the
+    file's own (a truncated, padded or sparse-extended file is refused here, unread)."""
+    size = check_budget(path, what)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or n > min(_MAX_HEADER, size - 8):
+                raise ValueError("header length out of range")
+            header = json.loads(fh.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise InputError(f"cannot read safetensors {what} {path}: {_first_line(e)}") from None
+    if not isinstance(header, dict) or 8 + n + max(ends, default=0) != size:
+        raise InputError(
+            f"cannot read safetensors {what} {path}: its header does not describe the file's "
+            f"{size} bytes (truncated or padded)"
+        )
+    return header
+
+
+def _flat(ck: Checkpoint, weights: str, state_key: str | None) -> Checkpoint:
+    """A file that is only a state dict (no keys around it): ``state_key`` is a prefix, and an
+    EMA copy can only be a prefix too; :func:`load_weights` chooses."""
+    if state_key is not None:
+        ck.mode, ck.prefix = "prefix", state_key.rstrip(".") + "."
+    elif weights == "ema":
+        ck.mode = "ema"
+    return ck
+
+
+def _read_safetensors(path: Path, weights: str, state_key: str | None) -> Checkpoint:
+    header = safetensors_header(path)
     # From bytes: safe_open's get_tensor leaks ~60 B per tensor (safetensors 0.8); flat wins.
     try:
-        data = path.read_bytes()
-        state = safetensors.torch.load(data)
-        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])  # valid: load ok
-        meta = _parse_metadata(header.get("__metadata__"))
+        state = safetensors.torch.load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"cannot read safetensors file {path}: {_first_line(e)}") from None
-    return state, meta
+    raw_meta = header.get("__metadata__") or {}
+    aliases = {
+        k: v for k, v in raw_meta.items() if isinstance(v, str) and v in state and k not in state
+    }
+    return _flat(Checkpoint(state, parse_metadata(raw_meta), aliases), weights, state_key)
 
 
-def _torch_load(path: Path, mmap: bool = False) -> Any:
-    with warnings.catch_warnings():
-        # torch warns about pickle protocols it merely tolerates; the library never prints.
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _read_torch(path: Path, weights: str, state_key: str | None) -> Checkpoint:
+    check_zip(path, "checkpoint")
     try:
-        obj = _torch_load(path)
+        obj, replaced = torch_load(path)
+    except InputError:
+        raise
     except Exception as e:  # torch raises KeyError/EOFError/RuntimeError... on bad files
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        text = str(e)
+        if "weights only" in text.lower() or "weights_only" in text:
             raise InputError(
                 f"{path} refused: not a plain weights file (weights_only loading)"
             ) from None
-        why = _first_line(e) or type(e).__name__
+        if isinstance(e, OSError):
+            raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+        why = _first_line(e).split(". ")[0] or type(e).__name__  # torch appends advice
         raise InputError(f"cannot read {path}: corrupt or truncated torch file ({why})") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{path} holds no state dict (found {type(obj).__name__})")
-    for key in STATE_DICT_KEYS:
-        if isinstance(obj.get(key), dict):
-            state = obj[key]
-            meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str, bool))}
-            break
-    else:
-        if not any(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise InputError(
-                f"{path} holds no state dict (expected a dict of tensors, or one under "
-                f"{', '.join(repr(k) for k in STATE_DICT_KEYS)})"
-            )
-        state, meta = obj, {}
-    bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        kind = type(state[bad]).__name__
-        raise InputError(f"{path}: state dict entry {bad!r} is a {kind}, not a tensor")
-    return dict(state), meta
+    sel = select_state(obj, path, weights=weights, state_key=state_key)
+    if replaced:
+        spots = [f"{name} at {where}" for where, name in find_inert(obj)] or replaced
+        more = f" and {len(spots) - _SHOW} more" if len(spots) > _SHOW else ""
+        sel.notes.append(
+            "objects torch does not load by default were replaced by inert placeholders "
+            f"(never imported or called; only tensors are used): {', '.join(spots[:_SHOW])}{more}"
+        )
+    return Checkpoint(sel.state, sel.meta, {}, sel.notes, sel.mode, sel.prefix)
 
 
-def _hf_main_file(folder: Path) -> Path:
+def hf_main_file(folder: Path) -> Path:
     for name in HF_FILES:
         if (folder / name).is_file():
             return folder / name
     raise InputError(f"{folder} is not a Hugging Face style folder ({', '.join(HF_FILES)})")
 
 
-def _read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    main = _hf_main_file(folder)
+def _shard_names(index: Any, main: Path) -> list[str]:
+    """The shard files an index names, each a plain path inside its folder; InputError else."""
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise InputError(f"malformed shard index {main}: expected a mapping with a 'weight_map'")
+    meta = index.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise InputError(
+            f"malformed shard index {main}: 'metadata' must be a mapping, got {type(meta).__name__}"
+        )
+    names = set()
+    for key, shard in index["weight_map"].items():
+        if not isinstance(key, str) or not isinstance(shard, str):
+            raise InputError(f"malformed shard index {main}: weight_map entries must be strings")
+        parts = PurePosixPath(shard.replace("\\", "/")).parts
+        if not parts or shard.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise InputError(
+                f"shard index {main} names {shard!r}, outside its folder: refused (shards must "
+                "be files inside the index's folder)"
+            )
+        if not shard.endswith((".safetensors", ".bin")):
+            raise InputError(f"shard index {main} names {shard!r}, not a .safetensors/.bin file")
+        names.add(shard)
+    return sorted(names, key=natural_key)
+
+
+def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
+    main = hf_main_file(folder)
     if not main.name.endswith(".index.json"):
-        return _read_file(main)
+        return _read_file(main, weights, state_key)
     try:
-        index = json.loads(main.read_text())
-        shards = sorted(set(index["weight_map"].values()), key=natural_key)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        index = json.loads(read_text_capped(main, "shard index"))
+    except json.JSONDecodeError as e:
         raise InputError(f"malformed shard index {main}: {_first_line(e)}") from None
-    state: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {}
+    shards = _shard_names(index, main)
+    out = Checkpoint({}, {})
     for shard in shards:
         shard_path = folder / shard
-        if not shard_path.is_file():
+        if not shard_path.exists():
             raise InputError(f"shard {shard_path} listed in {main.name} is missing")
-        part, part_meta = _read_file(shard_path)
-        state.update(part)
-        meta = meta or part_meta
-    return state, {**meta, **(index.get("metadata") or {})}
+        part = _read_file(shard_path, "raw", None)
+        out.state.update(part.state)
+        out.aliases.update(part.aliases)
+        out.meta = out.meta or part.meta
+    out.meta = {**out.meta, **(index.get("metadata") or {})}
+    return _flat(out, weights, state_key)
 
 
-def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    return _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+def _read_file(path: Path, weights: str, state_key: str | None) -> Checkpoint:
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, weights, state_key)
+    return _read_torch(path, weights, state_key)
 
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0]
 
 
+def strip_key(key: str) -> str:
+    """Drop DDP's / AveragedModel's leading ``module.`` and torch.compile's ``_orig_mod.``
+    (anywhere: a compiled submodule nests it); neither is ever part of a user's module names."""
+    key = key.replace("._orig_mod.", ".")
+    while key.startswith(_ALWAYS_STRIP):
+        key = key.split(".", 1)[1]
+    return key
+
+
 def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop DDP's leading ``module.`` and torch.compile's ``_orig_mod.`` (anywhere: a compiled
-    submodule nests it); neither is ever part of a user's module names."""
-    out = {}
-    for key, value in state.items():
-        key = key.replace("._orig_mod.", ".")
-        while key.startswith(_ALWAYS_STRIP):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
+    return {strip_key(k): v for k, v in state.items()}
+
+
+def _strip_aliases(aliases: dict[str, str]) -> dict[str, str]:
+    return {strip_key(k): strip_key(v) for k, v in aliases.items()}
 
 
 def write_checkpoint(path: Path, state_dict: dict, metadata: dict) -> None:

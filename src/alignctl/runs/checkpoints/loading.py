@@ -1,47 +1,215 @@
-"""Strict loading of a state dict into a model: keys, shapes and dtypes must fit."""
+"""Loading a state dict into a model: find where the model's weights sit, then load strictly.
+
+Training code saves more than the model: a LightningModule's ``state_dict`` holds ``model.*``
+beside ``criterion.weight`` (a class-weighted loss), ``ema.*``, ``metrics.*``; an
+``AveragedModel`` adds ``n_averaged``. Candidates are the state dict as is (prefix ``""``) and
+every dotted prefix under which some model key appears (``model.``, ``net.backbone.``,
+``model_ema.module.``). A candidate *fits* when every key of the model is found under it (or
+through a tie: :func:`tied_names`, safetensors aliases) with the model's shape, and nothing
+under it is unexpected. Keys outside the chosen prefix are ignored, with a note naming them,
+except under the bare prefix ``""``, where only whole modules the model does not have (first
+name not a model child, not a number: never a truncated ``Sequential``) may be ignored.
+Among fits: an EMA-named prefix only with ``weights="ema"``; the fewest ignored keys; identical
+copies are one fit; a genuine choice is an error asking for ``--state-key``. When nothing fits,
+the error names the culprit keys of the closest candidate.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
 from alignctl.errors import InputError
+from alignctl.runs.checkpoints.select import is_ema_name
 
-_SHOW = 3  # offending keys named in a mismatch message
+_SHOW = 4  # keys named in a message
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict, source: str) -> None:
-    """Strictly load ``state_dict`` into ``model``, casting to the model's dtypes. A shared
-    leading component (Lightning's ``model.``/``net.`` attribute) is stripped if that fits."""
+@dataclass
+class _Fit:
+    prefix: str
+    kept: dict = field(default_factory=dict)  # model key -> tensor
+    ignored: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shapes: list[str] = field(default_factory=list)
+    hits: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shapes)
+
+    def problem(self) -> str:
+        where = f" under prefix {self.prefix!r}" if self.prefix else ""
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys{where} {_few(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys {_few(self.unexpected)}")
+        parts += self.shapes[:_SHOW]
+        return "; ".join(parts)
+
+
+def tied_names(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Each state-dict key -> the other keys sharing its storage (``lm_head.weight`` tied to
+    ``wte.weight``): a checkpoint that stores one of them holds them all."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if t.numel():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+            groups.setdefault(key, []).append(name)
+    return {n: [m for m in g if m != n] for g in groups.values() if len(g) > 1 for n in g}
+
+
+def _fit(state, prefix, target, ties, aliases) -> _Fit:
+    fit = _Fit(prefix)
+    names = {k.split(".", 1)[0] for k in target}
+    for key in state:
+        if not key.startswith(prefix):
+            fit.ignored.append(key)
+            continue
+        rest = key[len(prefix) :]
+        if rest in target:
+            fit.kept[rest] = state[key]
+            continue
+        head = rest.split(".", 1)[0]
+        # Under "" only whole submodules the model lacks may be ignored (criterion.weight);
+        # a bare key or a numbered one (a Sequential's next layer) is unexpected.
+        whole_module = "." in rest and head not in names and not head.isdigit()
+        if prefix == "" and (whole_module or rest == "n_averaged"):  # AveragedModel's counter
+            fit.ignored.append(key)
+        else:
+            fit.unexpected.append(key)
+    for name in target:
+        if name in fit.kept:
+            continue
+        stored = [prefix + t for t in ties.get(name, [])] + [aliases.get(prefix + name, "")]
+        source = next((s for s in stored if s in state), None)
+        if source is not None:
+            fit.kept[name] = state[source]
+        else:
+            fit.missing.append(name)
+    fit.hits = len(fit.kept)
+    for name, t in target.items():
+        if name in fit.kept and tuple(fit.kept[name].shape) != tuple(t.shape):
+            got = tuple(fit.kept[name].shape)
+            fit.shapes.append(
+                f"shape mismatch for {prefix}{name}: checkpoint {got} vs model {tuple(t.shape)}"
+            )
+    return fit
+
+
+def _prefixes(state: dict, target: dict) -> list[str]:
+    """``""`` and each dotted prefix under which at least one model key appears."""
+    found = {""}
+    for key in state:
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            if ".".join(parts[i:]) in target:
+                found.add(".".join(parts[:i]) + ".")
+    return sorted(found, key=lambda p: (p.count("."), p))
+
+
+def _same(a: _Fit, b: _Fit) -> bool:
+    return all(torch.equal(a.kept[k], b.kept[k]) for k in a.kept)
+
+
+def load_weights(
+    model: torch.nn.Module,
+    state_dict: dict,
+    source: str,
+    *,
+    aliases: dict[str, str] | None = None,
+    mode: str = "raw",
+    prefix: str | None = None,
+) -> list[str]:
+    """Load ``state_dict`` into ``model`` (cast to the model's dtypes); returns notes (keys
+    ignored, EMA copy present). ``mode``: ``raw`` (not an EMA-named prefix), ``ema`` (an
+    EMA-named prefix) or ``prefix`` (exactly ``prefix``). InputError when nothing fits."""
     target = model.state_dict()
-    candidates = [state_dict]
-    if len({k.split(".", 1)[0] for k in state_dict}) == 1 and all("." in k for k in state_dict):
-        candidates.append({k.split(".", 1)[1]: v for k, v in state_dict.items()})
-    problems = [_mismatch(c, target) for c in candidates]
-    for cand, problem in zip(candidates, problems, strict=True):
-        if not problem:
-            cast = {k: v.to(dtype=target[k].dtype) for k, v in cand.items()}
-            model.load_state_dict(cast, strict=True)
-            return
-    # Report against the closest variant: fewest missing + unexpected keys.
-    best = min(problems, key=lambda p: p[1])
-    raise InputError(f"checkpoint {source} does not fit the model: {best[0]}")
+    ties, aliases = tied_names(model), aliases or {}
+    fits = [_fit(state_dict, p, target, ties, aliases) for p in _prefixes(state_dict, target)]
+    if mode == "prefix":
+        if not any(k.startswith(prefix) for k in state_dict):
+            heads = sorted({k.split(".", 1)[0] for k in state_dict})
+            raise InputError(
+                f"checkpoint {source} has no key or prefix {prefix.rstrip('.')!r} "
+                f"(its state dict's first names: {_few(heads)})"
+            )
+        fits = [_fit(state_dict, prefix, target, ties, aliases)]
+    good = [f for f in fits if f.ok]
+    ema = [f for f in good if is_ema_name(f.prefix)]
+    raw = [f for f in good if f not in ema]
+    chosen = _choose(ema if mode == "ema" else good if mode == "prefix" else raw, source)
+    if chosen is None:
+        raise _no_fit(fits, good, mode, prefix, source)
+    cast = {k: v.to(dtype=target[k].dtype) for k, v in chosen.kept.items()}
+    model.load_state_dict(cast, strict=True)
+    return _notes(chosen, ema if mode == "raw" else [], mode)
 
 
-def _mismatch(state: dict, target: dict) -> tuple[str, int] | None:
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    shapes = [
-        f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in target.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"missing keys {_few(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys {_few(unexpected)}")
-    parts += shapes[:_SHOW]
-    return ("; ".join(parts), len(missing) + len(unexpected)) if parts else None
+def _choose(fits: list[_Fit], source: str) -> _Fit | None:
+    if not fits:
+        return None
+    fewest = min(len(f.ignored) for f in fits)
+    best = [f for f in fits if len(f.ignored) == fewest]
+    distinct = [f for i, f in enumerate(best) if not any(_same(f, g) for g in best[:i])]
+    if len(distinct) > 1:
+        names = ", ".join(repr(f.prefix.rstrip(".")) for f in distinct[:_SHOW])
+        raise InputError(
+            f"checkpoint {source} holds several different copies of the model's weights "
+            f"(under {names}); choose one with --state-key KEY"
+        )
+    return best[0]
+
+
+def _notes(fit: _Fit, ema: list[_Fit], mode: str) -> list[str]:
+    notes = []
+    ignored = [k for k in fit.ignored if k != "n_averaged"]
+    if "n_averaged" in fit.ignored:
+        notes.append("weights of an averaged model (AveragedModel: n_averaged ignored)")
+    if ignored:
+        kept = f"the model's keys under {fit.prefix!r}" if fit.prefix else "the model's keys"
+        groups = sorted({k.split(".", 1)[0] + ("." if "." in k else "") for k in ignored})
+        notes.append(
+            f"loaded {kept}; ignored {len(ignored)} other key(s) of {', '.join(groups[:_SHOW])}"
+            f"{' ...' if len(groups) > _SHOW else ''} ({_few(ignored)})"
+        )
+    if mode == "ema":
+        notes.append(f"analysed the EMA weights under {fit.prefix!r}")
+    elif ema:
+        notes.append(
+            f"checkpoints also hold EMA weights under {ema[0].prefix!r} (not used); analyse "
+            "them with --weights ema"
+        )
+    return notes
+
+
+def _no_fit(fits, good, mode, prefix, source) -> InputError:
+    head = f"checkpoint {source} does not fit the model"
+    if mode == "ema" and good:
+        return InputError(
+            f"{head} as EMA weights: no EMA copy found (looked for keys and prefixes named ema, "
+            "swa, averaged, shadow, polyak); the raw weights fit: drop --weights ema, or name "
+            "the copy with --state-key KEY"
+        )
+    if mode == "raw" and good:
+        return InputError(
+            f"{head}: only an EMA copy (under {good[0].prefix!r}) fits; analyse it with "
+            "--weights ema"
+        )
+    if mode == "prefix":
+        fit = fits[0]
+        return InputError(f"{head} under --state-key {prefix.rstrip('.')!r}: {fit.problem()}")
+    # The closest candidate: most model keys found, then fewest problems.
+    fit = max(fits, key=lambda f: (f.hits, -len(f.missing) - len(f.unexpected) - len(f.shapes)))
+    extra = ""
+    if not fit.prefix:  # nothing fits: keys of other modules are not ignorable, name them
+        fit.unexpected += fit.ignored
+    elif fit.ignored:
+        extra = f"; keys outside {fit.prefix!r} would be ignored ({_few(fit.ignored)})"
+    return InputError(f"{head}: {fit.problem()}{extra}")
 
 
 def _few(keys: list[str]) -> str:

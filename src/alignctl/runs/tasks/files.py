@@ -1,7 +1,10 @@
 """Data files: ``.npz``, ``.safetensors`` or ``.pt`` holding x_train, y_train[, x_test, y_test].
 
 Nothing here can run code: npz is read with ``allow_pickle=False`` and ``.pt`` with
-``torch.load(weights_only=True)``. Validation of the arrays is :func:`alignctl.tasks.make_dataset`.
+``torch.load(weights_only=True)``. Nothing is read before it is checked: the file must be a
+regular file within the read budget, a zip (``.npz``, ``.pt``) may not declare more than the
+budget or inflate like a zip bomb, a safetensors header must describe the file's own bytes
+(:mod:`alignctl.runs.limits`). Validation of the arrays is :func:`alignctl.tasks.make_dataset`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import check_zip
 
 DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
 SUFFIXES = (".npz", ".safetensors", ".pt", ".pth")
@@ -49,8 +53,14 @@ def read_data_file(path: Path) -> dict:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported data file type; use one of {', '.join(SUFFIXES)}")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"data file {path} not found")
+    if suffix == ".safetensors":
+        from alignctl.runs.checkpoints.formats import safetensors_header
+
+        safetensors_header(path, "data file")
+    else:
+        check_zip(path, "data file")  # a regular file within budget; no zip bomb
     try:
         if suffix == ".npz":
             arrays = _read_npz(path)

@@ -1,0 +1,114 @@
+"""Checkpoints in training order, and what to do with aliases (``best.pt``, ``last.ckpt``,
+``latest.pt``, ``final.pt``: names without a number), so that the last checkpoint, the one
+verdicts and gates judge, is always the last one training wrote.
+
+- Ordered by step (:mod:`.peek`), then aliases before numbered names at the same step, then by
+  name (``step_9`` before ``step_10``).
+- Epochs are steps only when no checkpoint of the folder stores a step or a number in its name;
+  otherwise a checkpoint that records only its epoch is treated as recording no step.
+- A checkpoint at the same step as another with the same tensors is a copy: left out, with a
+  note. The same step with different tensors: both kept, with a note.
+- A checkpoint without a step, when others have one, is never placed by guesswork: it is left
+  out of the trajectory with a note (which checkpoint it copies, when it is a copy of one of
+  the last ones; else how to analyse it alone).
+- When no checkpoint records a step, the name order is used and a note says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alignctl.runs.checkpoints.formats import natural_key, read_checkpoint
+from alignctl.runs.checkpoints.peek import EPOCH_KEY, number_in_name
+
+_COMPARE = 8  # newest numbered checkpoints an unplaced alias is compared with
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    path: Path  # the file, or the Hugging Face style folder
+    name: str  # file name without suffix, or folder name
+    step: int | None  # see alignctl.runs.checkpoints.peek
+    step_from: str | None = None  # where the step was read: global_step, name, epoch, ...
+
+
+def _is_alias(ref: CheckpointRef) -> bool:
+    return number_in_name(ref.name) is None
+
+
+def sort_checkpoints(refs: list[CheckpointRef]) -> list[CheckpointRef]:
+    """By step (aliases first at a tie), then name; refs without a step after, by name."""
+    return sorted(
+        refs,
+        key=lambda r: (r.step is None, r.step or 0, not _is_alias(r), natural_key(r.name)),
+    )
+
+
+def same_weights(a: CheckpointRef, b: CheckpointRef) -> bool:
+    """The two checkpoints hold the same tensors under the same names (False if unreadable)."""
+    try:
+        sa, sb = read_checkpoint(a)[0], read_checkpoint(b)[0]
+    except Exception:
+        return False
+    return sa.keys() == sb.keys() and all(
+        sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa
+    )
+
+
+def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_weights) -> list:
+    """The trajectory: ``refs`` ordered, copies and unplaceable aliases left out (noted)."""
+    if len(refs) <= 1:
+        return list(refs)
+    by_epoch = {r.path for r in refs if r.step_from == EPOCH_KEY}
+    if by_epoch and any(r.step is not None and r.step_from != EPOCH_KEY for r in refs):
+        refs = [dataclasses.replace(r, step=None) if r.path in by_epoch else r for r in refs]
+    elif by_epoch:
+        notes.append(
+            f"the steps of {len(by_epoch)} checkpoint(s) are their stored epochs (none stores "
+            "step, global_step or iter_num)"
+        )
+    numbered = sort_checkpoints([r for r in refs if r.step is not None])
+    stepless = sort_checkpoints([r for r in refs if r.step is None])
+    if not numbered:
+        kept = _drop_copies(stepless, notes, same, lambda a, b: True)
+        if len(kept) > 1:
+            notes.append(
+                f"no checkpoint records a step: ordered by name, so {kept[-1].path.name} is the "
+                "last one (judged by verdicts and gates)"
+            )
+        return kept
+    kept = _drop_copies(numbered, notes, same, lambda a, b: a.step == b.step)
+    last = kept[-1].path.name
+    for ref in stepless:
+        twin = next((k for k in reversed(kept[-_COMPARE:]) if same(ref, k)), None)
+        if twin is not None:
+            notes.append(f"left out {ref.path.name}: the same weights as {twin.path.name}")
+            continue
+        why = "records only an epoch, not a step" if ref.path in by_epoch else "records no step"
+        notes.append(
+            f"left out {ref.path.name}: it {why}, so its place in training is unknown "
+            f"(the last checkpoint is {last}); analyse it alone by passing its path"
+        )
+    return kept
+
+
+def _drop_copies(refs: list, notes: list[str], same, comparable) -> list:
+    """Leave out each ref holding the same tensors as a comparable kept one (aliases go)."""
+    kept: list[CheckpointRef] = []
+    for ref in sorted(refs, key=lambda r: (_is_alias(r), natural_key(r.name))):
+        peers = [k for k in kept if comparable(k, ref)][-_COMPARE:]
+        twin = next((k for k in peers if same(ref, k)), None)
+        if twin is not None:
+            notes.append(f"left out {ref.path.name}: a copy of {twin.path.name} (same weights)")
+            continue
+        if peers and ref.step is not None:
+            notes.append(
+                f"{ref.path.name} and {peers[0].path.name} both record step {ref.step} but hold "
+                "different weights; both are analysed"
+            )
+        kept.append(ref)
+    return sort_checkpoints(kept)

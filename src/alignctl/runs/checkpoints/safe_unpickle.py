@@ -1,0 +1,143 @@
+"""Reading torch pickles without running any code.
+
+``torch.load(weights_only=True)`` first: torch's own allowlist, the default for every file.
+When torch refuses a file only because it names globals outside that allowlist (a Lightning
+``.ckpt`` whose ``hyper_parameters`` hold a ``functools.partial``, an ``nn.MSELoss``, an
+``argparse.Namespace``; a pickled ``TrainingArguments``), the file is read once more by
+torch's same weights-only unpickler, with each such global (found statically by
+:func:`torch.serialization.get_unsafe_globals_in_checkpoint`, which disassembles the pickle
+and imports nothing) mapped to an inert placeholder class of our own:
+
+- the real global is never imported, called or given state; the placeholder's constructor and
+  ``__setstate__`` only record their arguments;
+- torch still refuses modules it blocks outright (``os``, ``posix``, ``sys``, ``nt``), so a
+  payload calling ``os.system`` is refused, and any other payload (``eval``, ``subprocess``)
+  becomes an inert object: nothing runs either way;
+- the caller keeps only plain tensors from the result (see :mod:`.select`) and names every
+  replaced object and where it sat (:func:`find_inert`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.serialization as ts
+
+from alignctl.errors import InputError
+
+_BLOCKED = ("os.", "posix.", "nt.", "sys.")
+_UNSUPPORTED = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_MAX_ROUNDS = 3  # globals torch's static scan misses are added from the error, this often
+_MAX_WALK = 10_000  # objects visited when locating placeholders
+
+
+class Inert:
+    """Stands for a global the pickle named; records what it was given, does nothing."""
+
+    _global = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.__dict__["_args"] = args
+        return obj
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        self.__dict__["_state"] = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self._global}>"
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _inert_class(name: str) -> type:
+    if name not in _CLASSES:
+        label = re.sub(r"\W", "_", name)
+        _CLASSES[name] = type(f"Inert_{label}", (Inert,), {"_global": name})
+    return _CLASSES[name]
+
+
+def _plain_load(path: Path, mmap: bool) -> Any:
+    with warnings.catch_warnings():
+        # torch warns about pickle protocols it merely tolerates; the library never prints.
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _refused_globals(e: Exception) -> bool:
+    text = str(e)
+    return "weights only" in text.lower() or "weights_only" in text or "GLOBAL" in text
+
+
+def torch_load(path: Path, *, mmap: bool = False) -> tuple[Any, list[str]]:
+    """(object, globals replaced by placeholders). Raises what torch raises on a corrupt file,
+    and InputError for a pickle that calls into a module torch blocks (``os.system``...)."""
+    try:
+        return _plain_load(path, mmap), []
+    except Exception as e:
+        if not _refused_globals(e):
+            raise
+        first = e
+    try:
+        names = set(ts.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:
+        raise first from None  # not a zip torch file (legacy format): torch's refusal stands
+    for _ in range(_MAX_ROUNDS):
+        blocked = sorted(n for n in names if n.startswith(_BLOCKED))
+        if blocked:
+            raise InputError(
+                f"{path} refused: not a plain weights file: its pickle calls {blocked[0]}, "
+                "which would run code on a plain torch.load (nothing was executed)"
+            )
+        try:
+            with ts.safe_globals([(_inert_class(n), n) for n in sorted(names)]):
+                return _plain_load(path, mmap), sorted(names)
+        except Exception as e:
+            found = _UNSUPPORTED.search(str(e))
+            if not found or found.group(1) in names:
+                raise
+            names.add(found.group(1))
+    raise first
+
+
+def find_inert(obj: Any, where: str = "") -> list[tuple[str, str]]:
+    """(location, global) of every placeholder in ``obj`` (dicts, lists, tuples), e.g.
+    ``("hyper_parameters['loss']", "functools.partial")``; bounded walk."""
+    found: list[tuple[str, str]] = []
+    todo = [(where, obj)]
+    seen = 0
+    while todo and seen < _MAX_WALK:
+        loc, x = todo.pop()
+        seen += 1
+        if isinstance(x, Inert):
+            found.append((loc or "the top level", x._global))
+        elif isinstance(x, dict):
+            todo += [(f"{loc}[{k!r}]" if loc else str(k), v) for k, v in reversed(x.items())]
+        elif isinstance(x, (list, tuple)):
+            todo += [(f"{loc}[{i}]", v) for i, v in reversed(list(enumerate(x)))]
+    return found
+
+
+def pickled_module(obj: Any) -> str | None:
+    """The class name when ``obj`` is a whole pickled ``nn.Module`` (``torch.save(model)``)."""
+    if not isinstance(obj, Inert):
+        return None
+    state = obj.__dict__.get("_state")
+    if isinstance(state, dict) and ("_modules" in state or "_parameters" in state):
+        return obj._global
+    return None
+
+
+def describe(obj: Any) -> str:
+    """A short name for what a top-level object is (for 'holds no state dict' messages)."""
+    if isinstance(obj, Inert):
+        return f"a pickled {obj._global} object (never executed)"
+    return f"a {type(obj).__name__}"

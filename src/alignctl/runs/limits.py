@@ -1,0 +1,143 @@
+"""What alignctl reads before it trusts a file: only regular files, and no more bytes than a
+documented budget allows (docs/config.md, "Reading limits").
+
+- Only regular files are opened: a FIFO would block forever, a device (``/dev/zero``) never
+  ends; both are refused by ``stat`` before any ``open``.
+- Small text files (``alignctl.yaml``, shard indexes, ``trainer_state.json``) are refused
+  above :data:`MAX_TEXT_BYTES` before they are read (a sparse 64 GiB file costs nothing).
+- Weights and data files are refused above the read budget: ``ALIGNCTL_MAX_READ_BYTES``
+  (bytes), default the machine's physical memory.
+- Zip containers (torch ``.pt``, ``.npz``) are checked from their central directory before
+  anything is inflated: a member may not declare more than the read budget, and compressed
+  members together may inflate at most :data:`MAX_INFLATE_RATIO` times their stored size
+  beyond :data:`FREE_INFLATE_BYTES` (a zip bomb inflates ~1000x).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+from alignctl.errors import InputError
+
+MAX_TEXT_BYTES = 16 * 2**20  # alignctl.yaml, *.index.json, trainer_state.json
+MAX_INFLATE_RATIO = 200  # savez_compressed of real data: ~1-20x; a deflate bomb: ~1000x
+FREE_INFLATE_BYTES = 64 * 2**20  # below this, any ratio (tiny arrays of zeros are fine)
+READ_BUDGET_ENV = "ALIGNCTL_MAX_READ_BYTES"
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def read_budget() -> int:
+    """Bytes a weights or data file may hold: ``$ALIGNCTL_MAX_READ_BYTES``, else physical RAM."""
+    raw = os.environ.get(READ_BUDGET_ENV)
+    if raw:
+        try:
+            value = int(float(raw))
+        except ValueError:
+            raise InputError(f"{READ_BUDGET_ENV} must be a number of bytes, got {raw!r}") from None
+        if value < 1:
+            raise InputError(f"{READ_BUDGET_ENV} must be positive, got {raw!r}")
+        return value
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no cap beyond the OS's
+        return 2**62
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+def kind_of(st_mode: int) -> str | None:
+    """What a non-regular file is (``"a FIFO (named pipe)"`` ...); None for a regular file."""
+    for test, name in _KINDS:
+        if test(st_mode):
+            return name
+    return None if stat.S_ISREG(st_mode) else "not a regular file"
+
+
+def regular_size(path: Path, what: str) -> int:
+    """The size of ``path``, which must be a regular file (symlinks followed); InputError else."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    kind = kind_of(st.st_mode)
+    if kind is not None:
+        raise InputError(f"{what} {path} is {kind}, not a regular file")
+    return st.st_size
+
+
+def check_budget(path: Path, what: str) -> int:
+    """``regular_size`` capped by :func:`read_budget`."""
+    size = regular_size(path, what)
+    budget = read_budget()
+    if size > budget:
+        raise InputError(
+            f"{what} {path} is {human(size)}, over the read budget of {human(budget)} "
+            f"(set {READ_BUDGET_ENV} to raise it)"
+        )
+    return size
+
+
+def read_text_capped(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """A small UTF-8 text file, refused before reading when larger than ``limit``."""
+    size = regular_size(path, what)
+    if size > limit:
+        raise InputError(f"{what} {path} is {human(size)}, more than the {human(limit)} allowed")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def check_zip(path: Path, what: str) -> None:
+    """Refuse a zip whose members declare more than the budget, or inflate past the ratio.
+
+    Reads only the central directory (at the end of the file). A zip that cannot be parsed is
+    left to the reader, which reports it as corrupt.
+    """
+    size = check_budget(path, what)
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    budget = read_budget()
+    declared = sum(i.file_size for i in infos)
+    packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    inflated = sum(i.file_size for i in packed)
+    stored = sum(i.compress_size for i in packed)
+    plain = [i for i in infos if i.compress_type == zipfile.ZIP_STORED]
+    if declared > budget:
+        raise InputError(
+            f"{what} {path} declares {human(declared)} uncompressed in a {human(size)} file, "
+            f"over the read budget of {human(budget)} (set {READ_BUDGET_ENV} to raise it)"
+        )
+    if inflated > FREE_INFLATE_BYTES and inflated > MAX_INFLATE_RATIO * max(stored, 1):
+        raise InputError(
+            f"{what} {path} declares {human(inflated)} uncompressed in {human(size)} "
+            f"(over {MAX_INFLATE_RATIO}x: a zip bomb?); save it uncompressed "
+            "(np.savez, torch.save) if it is real"
+        )
+    if any(i.file_size != i.compress_size for i in plain) or declared - inflated > size:
+        raise InputError(f"{what} {path}: its zip directory declares sizes the file does not hold")
