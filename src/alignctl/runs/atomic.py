@@ -1,25 +1,186 @@
-"""Atomic file writes: a crash or an exception never leaves a half-written file behind.
+"""Output files: a crash, a signal or a full disk never leaves a half-written or replaced file.
 
-The writer fills a temporary file in the destination folder (``.{name}.tmp-XXXX``, so it is on
-the same filesystem and hidden from checkpoint discovery), the data is fsync'ed, then
-``os.replace`` swaps it onto the destination in one step. On any exception the temporary file
-is removed and the previous file, if there was one, is left exactly as it was.
+What a destination gets depends on what it is (:func:`destination_kind`), and its kind never
+changes:
+
+- a regular file, or a path that does not exist yet: the writer fills a temporary file in the
+  same folder (``.{name}.tmp-{pid}-XXXX``: same filesystem, hidden from checkpoint discovery),
+  the data is fsync'ed, then ``os.replace`` swaps it onto the destination in one step. A
+  symlink to a regular file is followed: its target is replaced and the link kept. New files
+  get ``0o666 & ~umask`` (as ``open`` would); a replaced file keeps its mode.
+- a character device or FIFO (``/dev/null``, a named pipe, ``/dev/stdout`` and other
+  ``/proc/self/fd`` links, followed): opened for writing and written in place, never replaced.
+- a folder, a block device or a socket: refused (``OSError``) before anything is written.
+
+Missing parent folders are created (``mkdir -p``): ``train --out runs/x`` and ``--json
+reports/x.json`` work on a fresh clone; :func:`check_writable` says up front, without creating
+anything, whether a write can succeed.
+
+On any exception (``KeyboardInterrupt`` and the CLI's SIGTERM included) the temporary file is
+removed and the previous file is left exactly as it was. A ``kill -9`` cannot be caught: its
+temporary file is removed by the next write of the same destination
+(:func:`remove_stale_siblings`), or by :func:`remove_stale_temporaries` on ``train --resume``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+TMP_TAG = ".tmp-"
+# Links into these are views of an open file descriptor: writing "the target" must go through
+# the descriptor (a replace would detach a shell's redirection from its file).
+_FD_VIEWS = ("/proc/", "/dev/fd/")
+
+
+def _fd_view(path: Path) -> bool:
+    """True if ``path`` is, or a chain of symlinks from it reaches, a ``/proc/*/fd`` link."""
+    p = str(path)
+    for _ in range(40):  # the kernel's own symlink limit
+        if p.startswith(_FD_VIEWS) or p in ("/dev/stdout", "/dev/stderr", "/dev/stdin"):
+            return True
+        try:
+            link = os.readlink(p)
+        except OSError:
+            return False
+        p = os.path.join(os.path.dirname(p), link)
+    return False
+
+
+def destination_kind(path: str | os.PathLike[str]) -> tuple[str, Path]:
+    """``("new" | "file" | "stream", where to write)``; OSError for what cannot be written.
+
+    "new": nothing there yet (a dangling symlink: its target is created); "file": a regular
+    file, the returned path is its real location (symlinks followed); "stream": a character
+    device, a FIFO or a descriptor view, written in place at ``path``."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):  # dangling: write (create) what it points to
+            return "new", Path(os.path.realpath(path))
+        return "new", path
+    except NotADirectoryError:
+        raise NotADirectoryError(errno.ENOTDIR, "a parent of it is a file, not a folder") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "it is a folder")
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return "stream", path
+    if stat.S_ISREG(st.st_mode):
+        if _fd_view(path):
+            return "stream", path
+        return "file", Path(os.path.realpath(path))
+    what = "a block device" if stat.S_ISBLK(st.st_mode) else "not a regular file"
+    raise OSError(errno.EINVAL, f"it is {what}; alignctl writes only files, pipes and terminals")
+
+
+def _can(path: Path, mode: int) -> bool:
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute().parent
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable(path: str | os.PathLike[str], *, append: bool = False) -> None:
+    """Raise OSError (with a short ``strerror``) unless ``path`` can be written now.
+
+    Creates nothing and opens nothing (opening a FIFO would block). A replaced file needs a
+    writable folder, an appended or streamed one a writable file, a new one a writable nearest
+    existing ancestor (the folders in between are created)."""
+    kind, target = destination_kind(path)
+    if kind == "stream" or (kind == "file" and append):
+        if not _can(target, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+        return
+    folder = target.parent if kind == "file" else _existing_ancestor(target)
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder")
+    if not _can(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"permission denied in {folder}")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_siblings(target: Path) -> list[Path]:
+    """Remove ``.{name}.tmp-{pid}-*`` files of ``target`` whose writer process is gone.
+
+    Safe: a temporary file is only ever renamed by the process whose pid it carries; when that
+    process no longer exists nothing will use the file again, and the destination itself is
+    never touched. A live pid (even a reused one) keeps its file: a concurrent writer of the
+    same destination is never disturbed. (Writers in another pid namespace sharing the folder
+    could be mistaken for dead; the worst case is their write failing cleanly.)"""
+    removed = []
+    prefix = f".{target.name}{TMP_TAG}"
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(prefix):
+            continue
+        pid = e.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                if e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+            except OSError:
+                pass
+    return removed
+
+
+def _finish_mode(tmp: Path, old: os.stat_result | None) -> None:
+    if old is None:
+        os.chmod(tmp, 0o666 & ~_umask())
+        return
+    os.chmod(tmp, stat.S_IMODE(old.st_mode))
+    if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        try:  # only root can give a file away; others keep their own ownership
+            os.chown(tmp, old.st_uid, old.st_gid)
+        except OSError:
+            pass
+
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
-    """Run ``writer(tmp_path)`` then move ``tmp_path`` onto ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    """Run ``writer(p)`` so that ``path`` ends up with what it wrote, or is left as it was.
+
+    For a regular or new destination ``p`` is a temporary file moved onto it atomically; for
+    a stream (device, FIFO) ``p`` is the destination itself, opened by the writer."""
+    kind, target = destination_kind(path)
+    if kind == "stream":
+        writer(Path(path))
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = os.stat(target) if kind == "file" else None
+    remove_stale_siblings(target)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}{TMP_TAG}{os.getpid()}-", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -27,11 +188,12 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -
         # The writer may have closed (or replaced) the file: reopen to flush it to disk.
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _finish_mode(tmp, old)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -48,12 +210,52 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def append_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing, e.g. ``$GITHUB_STEP_SUMMARY``).
+
+    All or nothing for regular files: on a failed write or fsync the file is cut back to its
+    old length (a file this call created is removed). Streams are written in place."""
+    kind, target = destination_kind(path)
+    if kind == "stream":
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    size = os.fstat(fd).st_size
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        try:
+            os.ftruncate(fd, size)
+            if kind == "new":
+                os.unlink(target)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    if destination_kind(path)[0] == "stream":  # appended: a stream has no "old file"
+        append_bytes(path, data)
+    else:
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding))
+    atomic_write_bytes(path, text.encode(encoding))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -83,7 +285,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     ``folder`` and its subfolders; returns what was removed. Call it only while no other
     process writes there (the caller holds the run's lock or is the only writer)."""
     removed = []
-    for p in Path(folder).rglob(".*.tmp-*"):
+    for p in Path(folder).rglob(f".*{TMP_TAG}*"):
         if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
             removed.append(p)
