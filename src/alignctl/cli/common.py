@@ -159,6 +159,18 @@ def write_output(dest: str, text: str, label: str = "output") -> None:
     out.finish()
 
 
+def check_output_folder(path: str | os.PathLike[str] | None, label: str) -> None:
+    """InputError (exit 2) unless ``path`` is or can become a writable folder (``--out``)."""
+    from alignctl.runs.atomic import check_writable_folder
+
+    if path is None:
+        return
+    try:
+        check_writable_folder(path)
+    except OSError as e:
+        raise InputError(f"cannot write {label} {path}: {_reason(e)}") from None
+
+
 def check_outputs(dests: dict[str, str | os.PathLike[str] | None], append=(),
                   files_only=()) -> Outputs:  # fmt: skip
     """An :class:`Outputs` already checked (InputError, exit 2, if one cannot be written)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, err_console, write_output
+from alignctl.cli.common import check_output_folder, check_outputs, cli_errors, err_console
 
 Opt = typer.Option
 
@@ -66,6 +66,9 @@ def race(
 
     from alignctl.train.race import run_race
 
+    check_output_folder(out, "--out")
+    outputs = check_outputs({"--json": json_out, "--markdown": markdown})  # before any run
+
     reg_list = [
         r.strip() for r in (regs.split(";") if ";" in regs else regs.split(",")) if r.strip()
     ]
@@ -82,9 +85,8 @@ def race(
             ),
         )  # fmt: skip
     text = markdown_table(result)
-    if json_out:
-        write_output(json_out, json.dumps(result, indent=2) + "\n")
-    if markdown:
-        write_output(markdown, text)
+    outputs.write("--json", lambda: json.dumps(result, indent=2) + "\n")
+    outputs.write("--markdown", lambda: text)
+    outputs.finish()
     if not quiet and "-" not in (json_out, markdown):
         typer.echo(text, nl=False)

@@ -110,6 +110,25 @@ def check_writable(path: str | os.PathLike[str], *, append: bool = False) -> Non
         raise PermissionError(errno.EACCES, f"permission denied in {folder}")
 
 
+def check_writable_folder(path: str | os.PathLike[str]) -> None:
+    """Raise OSError unless ``path`` is, or can be created as, a folder to write files in."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        folder = _existing_ancestor(path)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder") from None
+    except NotADirectoryError:
+        raise NotADirectoryError(errno.ENOTDIR, "a parent of it is a file, not a folder") from None
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "it exists and is not a folder")
+        folder = path
+    if not _can(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"permission denied in {folder}")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # the only portable way to read it is to set it
     os.umask(mask)
