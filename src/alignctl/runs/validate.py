@@ -2,9 +2,10 @@
 that are numbers, labels a model can output. Each raises :class:`InputError` (exit 2).
 
 Budgets (docs/guarantees.md): a built-in model may hold at most :data:`MAX_PARAMETERS`
-parameters (counted on PyTorch's ``meta`` device, where building allocates nothing) and a
-built-in task at most :data:`MAX_DATA_ELEMENTS` input and label elements (from the task's
-``elements`` estimate). Values shown in messages are cut to :data:`REPR_CHARS` characters.
+parameters and a built-in task at most :data:`MAX_DATA_ELEMENTS` input and label elements,
+counted before anything is built by the plug-in's own ``n_parameters`` / ``elements``
+function (tests check them against what the built object holds). Values shown in
+messages are cut to :data:`REPR_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -50,25 +51,48 @@ def check_pgd(eps: float | None, alpha: float | None) -> None:
         finite(alpha, "--alpha", lo=0.0, strict=True)
 
 
-def check_model_size(fn, kwargs: dict, what: str) -> None:
-    """Build ``fn(**kwargs)`` on the meta device (no memory) and refuse a model over the
-    parameter budget, with an empty layer (a width of 0) or that cannot be built."""
-    import torch
+def size(name: str, value) -> int:
+    """A layer size: a positive integer (an integral float such as 1e3 is accepted).
+    ValueError otherwise; for the ``n_parameters`` / ``elements`` estimates of plug-ins."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {short(value)}")
+    return value
 
+
+def sizes(name: str, values) -> list[int]:
+    """A list of layer sizes (a single size is a list of one)."""
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a list of positive integers, got {short(values)}")
+    return [size(name, v) for v in values]
+
+
+def _estimate(fn, attr: str, kwargs: dict, what: str) -> int | None:
+    import inspect
+
+    estimate = getattr(fn, attr, None)
+    if estimate is None:
+        return None
+    args = {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    args.update(kwargs)
     try:
-        with torch.device("meta"):
-            model = fn(**kwargs)
-    except InputError:
-        raise
-    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        return estimate(**args)
+    except (TypeError, ValueError, OverflowError) as e:
         raise InputError(f"{what}: {_first_line(e)}") from None
-    if not isinstance(model, torch.nn.Module):
-        return
-    params = list(model.parameters())
-    if any(p.numel() == 0 for p in params):
-        raise InputError(f"{what}: a layer has no weights (a width, feature or class count of 0)")
-    n = sum(p.numel() for p in params)
-    if n > MAX_PARAMETERS:
+
+
+def check_model_size(fn, kwargs: dict, what: str) -> None:
+    """Refuse a built-in model whose ``fn.n_parameters(**kwargs)`` (exact, computed from the
+    sizes: nothing is allocated) exceeds :data:`MAX_PARAMETERS`, or with a size below 1."""
+    n = _estimate(fn, "n_parameters", kwargs, what)
+    if n is not None and n > MAX_PARAMETERS:
         raise InputError(
             f"{what}: {n:.3g} parameters, over the budget of {MAX_PARAMETERS:.3g} "
             "(docs/guarantees.md)"
@@ -77,22 +101,8 @@ def check_model_size(fn, kwargs: dict, what: str) -> None:
 
 def check_data_size(fn, params: dict, what: str) -> None:
     """Refuse a task whose ``fn.elements(**params)`` estimate exceeds the data budget."""
-    import inspect
-
-    estimate = getattr(fn, "elements", None)
-    if estimate is None:
-        return
-    args = {
-        k: p.default
-        for k, p in inspect.signature(fn).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    args.update(params)
-    try:
-        n = estimate(**args)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InputError(f"{what}: {_first_line(e)}") from None
-    if n > MAX_DATA_ELEMENTS:
+    n = _estimate(fn, "elements", params, what)
+    if n is not None and n > MAX_DATA_ELEMENTS:
         raise InputError(
             f"{what}: {n:.3g} data elements, over the budget of {MAX_DATA_ELEMENTS:.3g} "
             "(docs/guarantees.md)"
