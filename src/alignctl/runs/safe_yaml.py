@@ -74,7 +74,10 @@ def load_text(text: str, source: str):
     """Parse ``text`` as one YAML document within the limits; InputError names ``source``."""
     if len(text) > MAX_BYTES:
         raise InputError(f"{source}: larger than {MAX_BYTES >> 20} MiB; not a config file")
-    loader = LimitedLoader(text)
+    try:
+        loader = LimitedLoader(text)  # the reader refuses unprintable characters here
+    except yaml.YAMLError as e:
+        raise InputError(f"{source}{_where(e)}: invalid YAML: {_problem(e)}") from None
     try:
         node = loader.get_single_node()
         if node is None:
