@@ -259,9 +259,12 @@ def test_read_only_parent_without_privileges(run_dir, tmp_path):
     (ro / "summary.md").write_text("old summary\n")
     (ro / "summary.md").chmod(0o444)
     ro.chmod(0o555)
+    (tmp_path / "locked.json").write_text("old\n")
+    (tmp_path / "locked.json").chmod(0o444)  # read-only file in a writable folder
     body = (
         f"RO = {str(ro)!r}\n"
         "run('analyze', RUN, '-q', '--json', RO + '/r.json', summary=RO + '/summary.md')\n"
+        f"run('analyze', RUN, '-q', '--csv', {str(tmp_path / 'locked.json')!r})\n"
         "for opt in ('--json', '--csv', '--markdown', '--plot'):\n"
         "    run('analyze', RUN, '-q', opt, RO + '/new/x')\n"
         "run('analyze', RUN, '-q', summary=RO + '/new.md')\n"
@@ -279,7 +282,8 @@ def test_read_only_parent_without_privileges(run_dir, tmp_path):
     finally:
         ro.chmod(0o755)
     results = _results(proc)
-    _check_one_line_exit_2(results, 9)
+    _check_one_line_exit_2(results, 10)
+    assert "read-only" in results[1]["err"] and (tmp_path / "locked.json").read_text() == "old\n"
     assert "--json" in results[0]["err"] and "GITHUB_STEP_SUMMARY" in results[0]["err"]
     assert (ro / "r.json").read_text() == "old\n"
     assert (ro / "summary.md").read_text() == "old summary\n"

@@ -95,14 +95,17 @@ def _existing_ancestor(path: Path) -> Path:
 def check_writable(path: str | os.PathLike[str], *, append: bool = False) -> None:
     """Raise OSError (with a short ``strerror``) unless ``path`` can be written now.
 
-    Creates nothing and opens nothing (opening a FIFO would block). A replaced file needs a
-    writable folder, an appended or streamed one a writable file, a new one a writable nearest
+    Creates nothing and opens nothing (opening a FIFO would block). A replaced file must be
+    writable itself (a read-only file is not replaced behind its owner's back) and in a
+    writable folder, an appended or streamed one writable, a new one needs a writable nearest
     existing ancestor (the folders in between are created)."""
     kind, target = destination_kind(path)
     if kind == "stream" or (kind == "file" and append):
         if not _can(target, os.W_OK):
             raise PermissionError(errno.EACCES, "permission denied")
         return
+    if kind == "file" and not _can(target, os.W_OK):  # as a shell's `>` would refuse
+        raise PermissionError(errno.EACCES, "the file is read-only")
     folder = target.parent if kind == "file" else _existing_ancestor(target)
     if not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder")
