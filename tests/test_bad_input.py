@@ -536,3 +536,42 @@ def test_a_sparse_64_gib_config_is_not_read(tmp_path):
         fh.truncate(64 << 30)
     r = CliRunner().invoke(app, ["analyze", *argv, "--quiet"])
     assert r.exit_code == 2 and "1 MiB" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- regulariser parameters and schedules from the command line ----
+
+TINY = {"model": MODEL, "data": {"path": "data.npz"}, "train": {"epochs": 1, "batch_size": 20}}
+
+
+@pytest.mark.parametrize(
+    ("reg", "fragment"),
+    [("grokalign:lambda=nan", "finite"), ("grokalign:lambda=inf", "finite"),
+     ("grokalign:n_proj=100000000000", "limit"), ("grokfast:window=1000000000", "limit"),
+     ("adversarial:steps=1e400", "finite"), ("grokalign:lambda=-inf", "finite")],
+)  # fmt: skip
+def test_regulariser_values_that_are_not_numbers_or_allocate(tmp_path, reg, fragment):
+    root = make_run(tmp_path / "r", config=TINY)
+    args = ["train", "--config", str(root / "alignctl.yaml"), "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, [*args, "--reg", reg, "--quiet"])
+    assert r.exit_code == 2, (r.stderr, r.exception)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_huge_log_schedule_is_every_epoch_at_once():
+    """log:K with K past E ln E + 2 is every epoch (the log-spaced points are under one epoch
+    apart); same set as the formula, without iterating K times."""
+    import math
+
+    from alignctl.train.schedule import save_epochs
+
+    def formula(e, k):
+        pts = {round(math.exp(i * math.log(max(e, 1)) / max(k - 1, 1))) for i in range(k)}
+        return {x for x in pts | {0, e} if 0 <= x <= e}
+
+    for e in (1, 2, 3, 7, 50, 333):
+        top = int(e * math.log(max(e, 1))) + 2
+        for k in range(max(1, top - 3), top + 4):
+            assert save_epochs(e, None, f"log:{k}") == formula(e, k), (e, k)
+    assert save_epochs(1000, None, f"log:{10**12}") == set(range(1001))
