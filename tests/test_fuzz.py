@@ -10,7 +10,9 @@ deadline and a bounded peak RSS. The budgets are lowered here so that an accepte
 cannot allocate much either: the property is that the budget holds, whatever its value.
 """
 
+import contextlib
 import json
+import os
 import resource
 import tempfile
 import tracemalloc
@@ -162,6 +164,18 @@ def world(tmp_path_factory):
     return {"root": root, "run": run, "tiny": tiny}
 
 
+@contextlib.contextmanager
+def _inside(folder: Path):
+    """Run in ``folder``: a random relative path (``--csv cuda``) must land there, not in the
+    repository."""
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -192,8 +206,9 @@ def test_cli_on_random_configs(world, doc, small_budgets):
         folder = _run_config(world, doc)
     except UnicodeEncodeError:
         return
-    r = CliRunner().invoke(app, ["analyze", str(folder), "--quiet", "--metrics", "fast"],
-                           env={"GITHUB_STEP_SUMMARY": None})  # fmt: skip
+    with _inside(folder):
+        r = CliRunner().invoke(app, ["analyze", str(folder), "--quiet", "--metrics", "fast"],
+                               env={"GITHUB_STEP_SUMMARY": None})  # fmt: skip
     check_cli_result(r)
     assert _rss_kib() - before < 1 << 20, "peak RSS grew by over 1 GiB"
 
@@ -263,7 +278,8 @@ def test_cli_on_random_argument_lists(world, case, small_budgets):
     command, pairs = case
     before = _rss_kib()
     new = Path(tempfile.mkdtemp(dir=world["root"])) / "out"
-    r = CliRunner().invoke(app, _argv(world, command, pairs, new),
-                           env={"GITHUB_STEP_SUMMARY": None})  # fmt: skip
+    with _inside(new.parent):
+        r = CliRunner().invoke(app, _argv(world, command, pairs, new),
+                               env={"GITHUB_STEP_SUMMARY": None})  # fmt: skip
     check_cli_result(r)
     assert _rss_kib() - before < 1 << 20, "peak RSS grew by over 1 GiB"
