@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, err_console, write_output
-from alignctl.errors import GateFailed, InputError
+from alignctl.cli.common import check_outputs, cli_errors, err_console, note_line
+from alignctl.errors import GateFailed
 
 Opt = typer.Option
 
@@ -62,23 +62,26 @@ def analyze(
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis
     from alignctl.report.analysis import resolve_metrics
-    from alignctl.report.gates import evaluate_gates, load_baseline
+    from alignctl.report.gates import check_gate_options, evaluate_gates
     from alignctl.runs.run import open_run
+    from alignctl.runs.validate import check_pgd, check_run_labels
 
-    resolve_metrics(metrics)  # usage errors before any work
-    if baseline is not None:
-        load_baseline(baseline)
-    if require_verdict is not None:
-        from alignctl.report.verdict import ORDER
-
-        if require_verdict not in ORDER:
-            raise InputError(f"unknown verdict {require_verdict!r}; valid: {', '.join(ORDER)}")
+    # every usage error before any work: options, gates, then the outputs' destinations
+    names = resolve_metrics(metrics)
+    check_pgd(eps, alpha)
+    check_gate_options(names, fail_under=fail_under or (), fail_over=fail_over or (),
+                       baseline=baseline, max_drop=max_drop or (),
+                       require_verdict=require_verdict)  # fmt: skip
+    outputs = check_outputs(
+        {"--json": json_out, "--csv": csv_out, "--markdown": markdown, "--plot": plot,
+         "GITHUB_STEP_SUMMARY": os.environ.get("GITHUB_STEP_SUMMARY")},
+        append=("GITHUB_STEP_SUMMARY",), files_only=("--plot",),
+    )  # fmt: skip
     stdout_taken = "-" in (json_out, csv_out, markdown)
-    if sum(d == "-" for d in (json_out, csv_out, markdown)) > 1:
-        raise InputError("only one of --json, --csv, --markdown can write to stdout (-)")
     run = open_run(
         path, config=config, model=model, data=data, weights=weights, state_key=state_key
     )
+    check_run_labels(run)
     console = err_console()
     from rich.progress import Progress
 
@@ -94,18 +97,18 @@ def analyze(
         max_drop=max_drop or (), require_verdict=require_verdict,
     )  # fmt: skip
     report["passed"] = all(g["passed"] for g in report["gates"])
+    _emit(report, outputs, quiet or stdout_taken)
     if not quiet:
         for note in report.get("notes", []):
-            typer.echo(f"note: {note}", err=True)
-    _emit(report, json_out, csv_out, markdown, plot, quiet or stdout_taken)
+            note_line(note)
     failed = [g for g in report["gates"] if not g["passed"]]
     for g in failed:
-        typer.echo(f"gate failed: {g['rule']}: value {g['value']}", err=True)
+        note_line(f"{g['rule']}: value {g['value']}", prefix="gate failed")
     if failed:
         raise GateFailed()
 
 
-def _emit(report, json_out, csv_out, markdown, plot, quiet) -> None:
+def _emit(report, outputs, quiet) -> None:
     from alignctl.report import render
 
     if not quiet:
@@ -116,15 +119,10 @@ def _emit(report, json_out, csv_out, markdown, plot, quiet) -> None:
             out.width = max(out.width, 160)
         out.print(render.rich_table(report))
         out.print(render.rich_panel(report))
-    if json_out:
-        write_output(json_out, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if csv_out:
-        write_output(csv_out, render.to_csv(report))
-    if markdown:
-        write_output(markdown, render.to_markdown(report))
-    if plot:
-        render.plot(report, plot)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a") as fh:
-            fh.write(render.to_markdown(report))
+    # each output written even if another fails; then one error naming the failed ones
+    outputs.write("--json", lambda: json.dumps(report, indent=2, allow_nan=False) + "\n")
+    outputs.write("--csv", lambda: render.to_csv(report))
+    outputs.write("--markdown", lambda: render.to_markdown(report))
+    outputs.call("--plot", lambda path: render.plot(report, path))
+    outputs.append("GITHUB_STEP_SUMMARY", lambda: render.to_markdown(report))
+    outputs.finish()

@@ -1,21 +1,89 @@
 """The ``alignctl`` application: the Typer app, ``--version`` and the commands assembled.
 
 Data goes to stdout, progress and logs to stderr (shown only on a terminal); exit codes:
-0 success, 1 a gate or check failed, 2 usage or input error (one line, no traceback).
+0 success, 1 a gate or check failed, 2 usage or input error (one line, no traceback),
+130 interrupted, 143 terminated. Usage errors (a misspelt option, a value out of range, a
+missing argument, an unknown command) are one ``error: ...`` line too, not Typer's boxed
+panel; ``--help`` is untouched. Warnings (torch, matplotlib) are shown, one line each, only
+with ``--verbose`` or ``ALIGNCTL_VERBOSE=1``.
 Heavy modules (torch) are imported inside the commands so ``--help`` starts fast.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import warnings
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from alignctl._version import __version__
+from alignctl.cli.common import Terminated, error_line, printable
+
+VERBOSE_ENV = "ALIGNCTL_VERBOSE"
+
+
+def _click_modules() -> list:
+    """click, and the copy newer Typer versions vendor (``typer._click``): either raises."""
+    mods = []
+    for name in ("typer._click", "click"):
+        try:
+            mods.append(__import__(name, fromlist=["exceptions"]))
+        except ImportError:
+            pass
+    return mods
+
+
+_CLICK = _click_modules()
+USAGE_ERRORS = tuple(m.exceptions.ClickException for m in _CLICK)
+ABORTS = tuple({typer.Abort, *(getattr(m.exceptions, "Abort", typer.Abort) for m in _CLICK)})
+
+
+class OneLineErrors(TyperGroup):
+    """The app's group: click's usage errors become one escaped ``error:`` line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = _verbose_first(sys.argv[1:] if args is None else list(args))
+        try:
+            rv = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except USAGE_ERRORS as e:
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `alignctl`
+                typer.echo(ctx.get_help())
+                error_line("missing command; see the commands above")
+            else:
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                error_line(e.format_message() + hint)
+            code = 2 if e.exit_code in (0, 1) else e.exit_code  # usage errors are exit 2
+        except ABORTS:
+            error_line("aborted")
+            code = 2
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _verbose_first(args: list[str]) -> list[str]:
+    """``--verbose`` is the app's option; accept it after the command too (before ``--``)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--verbose" not in args[:end]:
+        return args
+    return ["--verbose"] + [a for i, a in enumerate(args) if i >= end or a != "--verbose"]
+
 
 app = typer.Typer(
     name="alignctl",
+    cls=OneLineErrors,
     help="Is my network memorising, generalising or robust, and should I keep training? "
     "Diagnostics from the geometry of the input-output Jacobian (GrokAlign).",
     no_args_is_help=True,
@@ -30,18 +98,70 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {printable(f'{category.__name__}: {message}')}", file=sys.stderr)
+
+
+def configure_warnings(verbose: bool) -> None:
+    """Silence library warnings, or (verbose) show each as one escaped line on stderr."""
+    if verbose:
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+    else:
+        warnings.simplefilter("ignore")
+
+
+_STATE = {"verbose": False}  # set by the callback on every invocation
+
+
+def verbose_requested() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 @app.callback()
 def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help=f"Show warnings and, on a crash, the traceback (or {VERBOSE_ENV}=1)."
+        ),
+    ] = False,
 ) -> None:
-    pass
+    _STATE["verbose"] = verbose or verbose_requested()
+    configure_warnings(_STATE["verbose"])
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main() -> None:
+    """The console script: the app, with SIGTERM turned into an exception (temporary files
+    are removed on the way out) and any unexpected error shown as one line, exit 2."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except Terminated:
+        typer.echo("terminated", err=True)
+        sys.exit(143)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except (Exception, RecursionError, MemoryError) as e:  # noqa: BLE001  the last resort
+        if _STATE["verbose"] or verbose_requested():
+            import traceback
+
+            traceback.print_exc()
+        error_line(
+            f"internal error: {type(e).__name__}: {e}; this is a bug in alignctl, please "
+            f"report it (--verbose shows the traceback)"
+        )
+        sys.exit(2)
 
 
 def _assemble() -> None:

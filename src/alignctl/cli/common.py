@@ -1,17 +1,52 @@
 """Helpers every command shares: one-line errors and exit codes, stderr console, outputs.
 
 Not a command: command modules import this, never each other.
+
+Every line alignctl prints about a problem (``error:``, ``note:``, ``warning:``, ``gate
+failed:``) goes through :func:`printable`: whitespace runs become one space and control
+characters are escaped, so a file name holding ``\\x1b[2J`` cannot clear the terminal and a
+message is always one line. Exit codes: 0 ok, 1 a gate failed, 2 usage or input error,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from alignctl.errors import GateFailed, InputError
+
+
+class Terminated(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
+    """SIGTERM, turned into an exception so ``finally`` blocks (temporary files) run."""
+
+
+def printable(text: object) -> str:
+    """``text`` on one line with every non-printable character escaped (``\\x1b``, ``\\u202e``)."""
+    s = " ".join(str(text).split())
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+MAX_LINE = 1000  # characters of one message shown; the rest is cut
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
+
+
+def error_line(message: object) -> None:
+    typer.echo(f"error: {_cut(printable(message))}", err=True)
+
+
+def note_line(message: object, prefix: str = "note") -> None:
+    typer.echo(f"{prefix}: {_cut(printable(message))}", err=True)
 
 
 def err_console():
@@ -28,26 +63,117 @@ def cli_errors(fn):
         try:
             return fn(*args, **kwargs)
         except InputError as e:
-            typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+            error_line(e)
             raise typer.Exit(2) from None
         except GateFailed:
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Terminated:
+            typer.echo("terminated", err=True)
+            raise typer.Exit(143) from None
 
     return wrapper
 
 
-def write_output(dest: str, text: str) -> None:
-    """``-`` is stdout; a path is written atomically."""
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__
+
+
+class Outputs:
+    """The files one command writes, by option label (``--json``, ``GITHUB_STEP_SUMMARY``...).
+
+    :meth:`check` runs before the work: a destination that cannot be written is exit 2 before
+    any minute is spent. :meth:`write` / :meth:`append` / :meth:`call` then write each one;
+    a failure is recorded and the others are still written; :meth:`finish` raises one
+    InputError naming every output that failed. ``-`` is stdout."""
+
+    def __init__(self, dests: dict[str, str | os.PathLike[str] | None], append=(),
+                 files_only=()) -> None:  # fmt: skip
+        self.dests = {k: str(v) for k, v in dests.items() if v not in (None, "")}
+        self.appended, self.files_only = set(append), set(files_only)
+        self.failed: list[str] = []
+
+    def check(self) -> None:
+        from alignctl.runs.atomic import check_writable
+
+        if sum(d == "-" for d in self.dests.values()) > 1:
+            taken = [k for k, d in self.dests.items() if d == "-"]
+            raise InputError(f"only one of {', '.join(taken)} can write to stdout (-)")
+        problems = []
+        for label, dest in self.dests.items():
+            if dest == "-" and label in self.files_only:
+                problems.append(f"{label} needs a file name (- is stdout, for text outputs)")
+                continue
+            if dest == "-":
+                continue
+            try:
+                check_writable(dest, append=label in self.appended)
+            except OSError as e:
+                problems.append(f"cannot write {label} {dest}: {_reason(e)}")
+        if problems:
+            raise InputError("; ".join(problems))
+
+    def _guard(self, label: str, action: Callable[[str], None]) -> None:
+        dest = self.dests.get(label)
+        if dest is None:
+            return
+        try:
+            action(dest)
+        except OSError as e:
+            self.failed.append(f"cannot write {label} {dest}: {_reason(e)}")
+
+    def write(self, label: str, text: Callable[[], str]) -> None:
+        """Replace (or stream) ``label``'s destination with ``text()``."""
+        self._guard(label, lambda dest: _write_text(dest, text()))
+
+    def append(self, label: str, text: Callable[[], str]) -> None:
+        from alignctl.runs.atomic import append_bytes
+
+        self._guard(label, lambda dest: append_bytes(dest, text().encode("utf-8")))
+
+    def call(self, label: str, writer: Callable[[Path], None]) -> None:
+        """``writer(path)`` writes the file itself (e.g. a plot); its OSErrors are recorded."""
+        self._guard(label, lambda dest: writer(Path(dest)))
+
+    def finish(self) -> None:
+        if self.failed:
+            raise InputError("; ".join(self.failed))
+
+
+def _write_text(dest: str, text: str) -> None:
     if dest == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     from alignctl.runs.atomic import atomic_write_text
 
+    atomic_write_text(Path(dest), text)
+
+
+def write_output(dest: str, text: str, label: str = "output") -> None:
+    """``-`` is stdout; a file is replaced atomically, a device or pipe written in place."""
+    out = Outputs({label: dest})
+    out.write(label, lambda: text)
+    out.finish()
+
+
+def check_output_folder(path: str | os.PathLike[str] | None, label: str) -> None:
+    """InputError (exit 2) unless ``path`` is or can become a writable folder (``--out``)."""
+    from alignctl.runs.atomic import check_writable_folder
+
+    if path is None:
+        return
     try:
-        atomic_write_text(Path(dest), text)
+        check_writable_folder(path)
     except OSError as e:
-        raise InputError(f"cannot write {dest}: {e.strerror or e}") from None
+        raise InputError(f"cannot write {label} {path}: {_reason(e)}") from None
+
+
+def check_outputs(dests: dict[str, str | os.PathLike[str] | None], append=(),
+                  files_only=()) -> Outputs:  # fmt: skip
+    """An :class:`Outputs` already checked (InputError, exit 2, if one cannot be written)."""
+    out = Outputs(dests, append, files_only)
+    out.check()
+    return out

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, err_console, write_output
+from alignctl.cli.common import check_output_folder, check_outputs, cli_errors, err_console
 from alignctl.train.jsonio import dumps_strict
 
 Opt = typer.Option
@@ -66,6 +66,9 @@ def race(
 
     from alignctl.train.race import run_race
 
+    check_output_folder(out, "--out")
+    outputs = check_outputs({"--json": json_out, "--markdown": markdown})  # before any run
+
     reg_list = [
         r.strip() for r in (regs.split(";") if ";" in regs else regs.split(",")) if r.strip()
     ]
@@ -87,9 +90,8 @@ def race(
                        "continues the race", err=True)  # fmt: skip
             raise typer.Exit(130) from None
     text = markdown_table(result)
-    if json_out:
-        write_output(json_out, dumps_strict(result, indent=2) + "\n")
-    if markdown:
-        write_output(markdown, text)
+    outputs.write("--json", lambda: dumps_strict(result, indent=2) + "\n")
+    outputs.write("--markdown", lambda: text)
+    outputs.finish()
     if not quiet and "-" not in (json_out, markdown):
         typer.echo(text, nl=False)

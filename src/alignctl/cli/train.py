@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, err_console
+from alignctl.cli.common import check_output_folder, cli_errors, err_console
 from alignctl.errors import InputError
 
 Opt = typer.Option
@@ -127,6 +127,7 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
         return trainer, cfg
     if out is None:
         raise InputError("--out DIR is required (or --resume DIR)")
+    check_output_folder(out, "--out")
     from alignctl.train.build import build_config
 
     cfg = build_config(config, task, reg or [], seed, epochs)

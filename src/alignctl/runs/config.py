@@ -19,6 +19,7 @@ import yaml
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text
 from alignctl.runs.limits import read_text_capped
+from alignctl.runs.validate import short
 
 TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
 CHECKPOINT_KEYS = ("weights", "state_key")  # which weights analyze reads (docs/config.md)
@@ -87,11 +88,11 @@ def _number(v, where: str, *, lo: float | None = None, strict_lo: bool = False) 
         try:
             v = float(v)
         except ValueError:
-            raise InputError(f"{where} must be a number, got {v!r}") from None
+            raise InputError(f"{where} must be a number, got {short(v)}") from None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise InputError(f"{where} must be a finite number, got {v!r}")
+        raise InputError(f"{where} must be a finite number, got {short(v)}")
     if lo is not None and (v <= lo if strict_lo else v < lo):
-        raise InputError(f"{where} must be {'>' if strict_lo else '>='} {lo}, got {v!r}")
+        raise InputError(f"{where} must be {'>' if strict_lo else '>='} {lo}, got {short(v)}")
     return float(v)
 
 
@@ -102,11 +103,13 @@ def _int(v, where: str, lo: int | None = None, optional: bool = False) -> int | 
         try:
             v = float(v)
         except ValueError:
-            raise InputError(f"{where} must be an integer, got {v!r}") from None
+            raise InputError(f"{where} must be an integer, got {short(v)}") from None
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise InputError(f"{where} must be an integer{' or null' if optional else ''}, got {v!r}")
+        raise InputError(
+            f"{where} must be an integer{' or null' if optional else ''}, got {short(v)}"
+        )
     if lo is not None and v < lo:
         raise InputError(f"{where} must be >= {lo}, got {v}")
     return v
@@ -121,7 +124,7 @@ def _mapping(v, where: str) -> dict:
 
 
 def _known_keys(d: dict, valid, where: str) -> None:
-    unknown = [str(k) for k in d if k not in valid]
+    unknown = [short(k) if not isinstance(k, str) else short(k)[1:-1] for k in d if k not in valid]
     if unknown:
         raise InputError(
             f"unknown key(s) in {where}: {', '.join(unknown)}; valid: {', '.join(valid)}"
@@ -136,16 +139,16 @@ def _optimizer(v, where: str) -> dict:
     o = {**copy.deepcopy(OPTIMIZER_DEFAULTS), **d}
     o["name"] = str(o["name"]).lower()
     if o["name"] not in OPTIMIZERS:
-        raise InputError(f"{where}.name: unknown optimizer {o['name']!r}; valid: adamw, sgd")
+        raise InputError(f"{where}.name: unknown optimizer {short(o['name'])}; valid: adamw, sgd")
     o["lr"] = _number(o["lr"], f"{where}.lr", lo=0.0, strict_lo=True)
     o["weight_decay"] = _number(o["weight_decay"], f"{where}.weight_decay", lo=0.0)
     o["momentum"] = _number(o["momentum"], f"{where}.momentum", lo=0.0)
     b = o["betas"]
     if not isinstance(b, (list, tuple)) or len(b) != 2:
-        raise InputError(f"{where}.betas must be a list of two numbers, got {b!r}")
+        raise InputError(f"{where}.betas must be a list of two numbers, got {short(b)}")
     o["betas"] = [_number(x, f"{where}.betas", lo=0.0) for x in b]
     if max(o["betas"]) >= 1.0:
-        raise InputError(f"{where}.betas must be in [0, 1), got {b!r}")
+        raise InputError(f"{where}.betas must be in [0, 1), got {short(b)}")
     return o
 
 
@@ -158,7 +161,7 @@ def _regularisers(v, where: str) -> list[dict]:
     for i, r in enumerate(v):
         r = {"name": r} if isinstance(r, str) else r
         if not isinstance(r, dict) or not isinstance(r.get("name"), str):
-            raise InputError(f"{where}[{i}] must be a mapping with a 'name', got {r!r}")
+            raise InputError(f"{where}[{i}] must be a mapping with a 'name', got {short(r)}")
         out.append(dict(r))
     return out
 
@@ -173,19 +176,23 @@ def _train(v, where: str) -> dict:
     t["eval_every"] = _int(t["eval_every"], f"{where}.eval_every", lo=1)
     t["save_every"] = _int(t["save_every"], f"{where}.save_every", lo=1, optional=True)
     if t["loss"] not in LOSSES:
-        raise InputError(f"{where}.loss: unknown loss {t['loss']!r}; valid: {', '.join(LOSSES)}")
+        raise InputError(
+            f"{where}.loss: unknown loss {short(t['loss'])}; valid: {', '.join(LOSSES)}"
+        )
     t["optimizer"] = _optimizer(t["optimizer"], f"{where}.optimizer")
     t["regularisers"] = _regularisers(t["regularisers"], f"{where}.regularisers")
     s = t["save_schedule"]
     if s is not None:
         kind, _, k = str(s).partition(":")
         if kind != "log" or not k.isdigit() or int(k) < 1:
-            raise InputError(f"{where}.save_schedule: expected log:K (e.g. log:50), got {s!r}")
+            raise InputError(f"{where}.save_schedule: expected log:K (e.g. log:50), got {short(s)}")
     f = t["freeze"]
     if isinstance(f, str):
         f = [f]
     if not isinstance(f, list) or not all(isinstance(x, str) for x in f):
-        raise InputError(f"{where}.freeze must be a list of parameter-name prefixes, got {f!r}")
+        raise InputError(
+            f"{where}.freeze must be a list of parameter-name prefixes, got {short(f)}"
+        )
     t["freeze"] = f
     if t["on_nan"] not in ON_NAN:
         valid = ", ".join(ON_NAN)
@@ -201,7 +208,7 @@ def _grokked(v, where: str) -> dict:
         if x is not None:
             g[k] = _number(x, f"{where}.{k}", lo=0.0)
             if g[k] > 1.0:
-                raise InputError(f"{where}.{k} is a fraction in [0, 1], got {x!r}")
+                raise InputError(f"{where}.{k} is a fraction in [0, 1], got {short(x)}")
     return g
 
 
@@ -214,6 +221,16 @@ def _checkpoint(v, where: str) -> dict:
     if key is not None and (not isinstance(key, str) or not key.strip(". ")):
         raise InputError(f"{where}.state_key must be a key name (e.g. model_ema), got {key!r}")
     return {k: v for k, v in d.items() if v is not None}
+
+
+def _verdict(v, where: str) -> dict:
+    """Threshold overrides: names (checked by the verdict rules) -> finite numbers."""
+    out = {}
+    for k, x in _mapping(v, where).items():
+        if not isinstance(k, str):
+            raise InputError(f"{where}: keys must be threshold names, got {short(k)}")
+        out[k] = _number(x, f"{where}.{k}")
+    return out
 
 
 def _section(d: dict, key: str, choices: tuple[str, ...], source: str) -> dict | None:
@@ -239,7 +256,7 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
         data=_section(d, "data", ("task", "path", "factory"), source),
         train=_train(d.get("train"), f"{source}: train"),
         grokked=_grokked(d.get("grokked"), f"{source}: grokked"),
-        verdict=copy.deepcopy(_mapping(d.get("verdict"), f"{source}: verdict")),
+        verdict=_verdict(d.get("verdict"), f"{source}: verdict"),
         checkpoint=_checkpoint(d.get("checkpoint"), f"{source}: checkpoint"),
         path=None,
         base_dir=Path(base_dir),
@@ -247,23 +264,15 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate ``alignctl.yaml``; relative paths inside are relative to its folder."""
+    """Read and validate ``alignctl.yaml``; relative paths inside are relative to its folder.
+    Size, nesting and aliases are limited (:mod:`alignctl.runs.safe_yaml`)."""
+    from alignctl.runs.safe_yaml import load_text
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"config file {path} not found")
-    text = read_text_capped(path, "config file")  # a regular file, size capped before reading
-    try:
-        d = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        ctx, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
-        if ctx and cmark is not None and mark is not None and cmark.line != mark.line:
-            problem += f" ({ctx} started on line {cmark.line + 1})"
-        raise InputError(f"{path}{line}: invalid YAML: {problem}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
+    # a regular file, size capped before reading; then YAML with limits on aliases and depth
+    d = load_text(read_text_capped(path, "config file"), str(path))
     cfg = config_from_dict(d, path.resolve().parent, source=str(path))
     cfg.path = path
     return cfg

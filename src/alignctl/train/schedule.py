@@ -26,7 +26,14 @@ def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> se
         if kind != "log" or not k.isdigit() or int(k) < 1:
             raise InputError(f"invalid save schedule {schedule!r}; expected log:K, e.g. log:50")
         k = int(k)
-        keep.update(round(math.exp(i * math.log(max(epochs, 1)) / max(k - 1, 1))) for i in range(k))
+        # the top gap, E (1 - E^(-1/(K-1))) <= E ln E / (K-1), is below one epoch: every epoch
+        # is in; the same set, without K iterations for a huge K
+        if k > epochs * math.log(max(epochs, 1)) + 2:
+            keep.update(range(epochs + 1))
+        else:
+            keep.update(
+                round(math.exp(i * math.log(max(epochs, 1)) / max(k - 1, 1))) for i in range(k)
+            )
     if not save_every and not schedule:
         keep.update(range(0, epochs + 1, max(1, epochs // 20)))  # about 20 by default
     return {e for e in keep if 0 <= e <= epochs}

@@ -14,6 +14,7 @@ import torch
 from alignctl.errors import InputError
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_kwargs
+from alignctl.runs.validate import check_model_size
 
 MODELS: Registry = Registry("architecture")
 register_model = MODELS.register
@@ -44,6 +45,7 @@ def build_model(spec: dict, base_dir: Path) -> torch.nn.Module:
     fn = MODELS.get(str(spec["arch"]))
     what = f"model arch {spec['arch']!r}"
     check_kwargs(fn, kwargs, what)
+    check_model_size(fn, kwargs, what)  # sizes and the parameter budget, nothing allocated
     try:
         return fn(**kwargs)
     except InputError:

@@ -16,6 +16,7 @@ from torch import nn
 
 from alignctl.runs.models import register_model
 from alignctl.runs.models.mlp import scale_parameters
+from alignctl.runs.validate import size
 
 
 class CNN(nn.Module):
@@ -64,3 +65,25 @@ def cnn(
 # small params for the registry-driven tests (tests/test_models.py)
 cnn.test_params = {"in_channels": 1, "image_size": 8, "channels": 2, "n_conv": 3, "fc": 4}
 cnn.test_input = lambda: torch.rand(2, 1, 8, 8)
+
+
+def cnn_parameters(in_channels=3, image_size=32, channels=32, n_conv=5, fc=256, out_features=10,
+                   bias=True, **_) -> int:  # fmt: skip
+    """Weights and biases :class:`CNN` creates (the budget check, nothing allocated)."""
+    c_in, side, c_out = (
+        size("in_channels", in_channels),
+        size("image_size", image_size),
+        size("channels", channels),
+    )
+    n = 0
+    for _ in range(size("n_conv", n_conv)):
+        n += c_in * c_out * 9 + (c_out if bias else 0)
+        if n > 2**62:  # channels double per layer: past any budget, stop counting
+            return n
+        side = side // 2 if side > 1 else side
+        c_in, c_out = c_out, c_out * 2
+    fc, out = size("fc", fc), size("out_features", out_features)
+    return n + c_in * side * side * fc + fc * out + ((fc + out) if bias else 0)
+
+
+cnn.n_parameters = cnn_parameters

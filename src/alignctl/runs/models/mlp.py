@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from alignctl.runs.models import register_model
+from alignctl.runs.validate import size, sizes
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "quadratic", "identity")
 
@@ -80,3 +81,14 @@ def mlp(
 
 mlp.test_params = {"in_features": 6, "hidden": [5, 4], "out_features": 3}
 mlp.test_input = lambda: torch.rand(2, 6)
+
+
+def mlp_parameters(in_features, hidden, out_features, bias=True, **_) -> int:
+    """Weights and biases :func:`make_mlp` creates for these sizes (the budget check,
+    before anything is allocated); ValueError for a size below 1."""
+    w = [size("in_features", in_features), *sizes("hidden", hidden)]
+    w.append(size("out_features", out_features))
+    return sum(a * b + (b if bias else 0) for a, b in zip(w, w[1:], strict=False))
+
+
+mlp.n_parameters = mlp_parameters

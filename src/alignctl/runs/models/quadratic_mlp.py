@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from alignctl.runs.models import register_model
-from alignctl.runs.models.mlp import make_mlp
+from alignctl.runs.models.mlp import make_mlp, mlp_parameters
 
 
 @register_model("quadratic-mlp")
@@ -23,3 +23,4 @@ def quadratic_mlp(
 
 quadratic_mlp.test_params = {"in_features": 6, "hidden": [5], "out_features": 3}
 quadratic_mlp.test_input = lambda: torch.rand(2, 6)
+quadratic_mlp.n_parameters = mlp_parameters

@@ -19,6 +19,7 @@ from torch import nn
 
 from alignctl.runs.models import register_model
 from alignctl.runs.models.mlp import scale_parameters
+from alignctl.runs.validate import size
 
 
 class ModAddTransformer(nn.Module):
@@ -90,3 +91,16 @@ def transformer(
 
 transformer.test_params = {"p": 5, "d_model": 8, "n_heads": 2, "d_mlp": 16}
 transformer.test_input = lambda: torch.randint(0, 6, (2, 3))
+
+
+def transformer_parameters(p=113, d_model=128, n_heads=4, d_mlp=512, n_ctx=3, out_features=None,
+                           **_) -> int:  # fmt: skip
+    """Parameters and the causal-mask buffer of :class:`ModAddTransformer` (the budget check,
+    nothing allocated)."""
+    p, d, m, c = size("p", p), size("d_model", d_model), size("d_mlp", d_mlp), size("n_ctx", n_ctx)
+    size("n_heads", n_heads)
+    out = p if out_features is None else size("out_features", out_features)
+    return (p + 1) * d + c * d + 4 * d * d + 2 * d * m + m + d + d * out + c * c
+
+
+transformer.n_parameters = transformer_parameters

@@ -19,6 +19,7 @@ import torch
 from alignctl.errors import InputError
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_kwargs
+from alignctl.runs.validate import check_data_size
 
 TASKS: Registry = Registry("task")
 register_task = TASKS.register
@@ -157,13 +158,14 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
         what = f"task {spec['task']!r}"
         check_kwargs(fn, params, what)
         _check_types(fn, params, what)
+        check_data_size(fn, params, what)  # the data budget, before anything is drawn
         if "root" in inspect.signature(fn).parameters and params.get("root") is not None:
             params["root"] = base_dir / Path(params["root"]).expanduser()
         try:
             ds = fn(**params)
         except InputError:
             raise
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RuntimeError) as e:
             raise InputError(f"{what}: {e}") from e
         return ds
     valid = (kind, "kwargs", *_USER_KEYS) if kind == "factory" else (kind, *_USER_KEYS)

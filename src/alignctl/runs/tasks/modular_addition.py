@@ -49,3 +49,6 @@ def modular_addition(
 
 
 modular_addition.test_params = {"p": 5}
+modular_addition.elements = lambda p, encoding, **_: (
+    p * p * (2 * p + 1 if encoding == "onehot" else 4)
+)

@@ -36,3 +36,4 @@ def sparse_parity(
 
 
 sparse_parity.test_params = {"n": 40, "n_bits": 6, "k": 3}
+sparse_parity.elements = lambda n, n_bits, **_: n * (n_bits + 1)  # x and y, for the budget

@@ -42,3 +42,4 @@ def xor_cluster(
 
 
 xor_cluster.test_params = {"n_train": 8, "n_test": 8, "dim": 10}
+xor_cluster.elements = lambda n_train, n_test, dim, **_: (n_train + n_test) * (dim + 1)

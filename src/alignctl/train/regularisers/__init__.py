@@ -13,6 +13,7 @@ On the command line a regulariser is ``NAME`` or ``NAME:key=value,key=value``, e
 from __future__ import annotations
 
 import inspect
+import math
 
 from alignctl.errors import InputError
 from alignctl.registry import Registry
@@ -20,6 +21,9 @@ from alignctl.registry import Registry
 REGULARISERS: Registry = Registry("regulariser")
 register_regulariser = REGULARISERS.register
 ALIASES = {"lambda": "lam"}  # spec names that are Python keywords
+# Integer parameters count things done or kept per step (PGD steps, projections, a gradient
+# window): past this they only exhaust time or memory.
+MAX_INT_PARAM = 10_000
 
 
 class Regulariser:
@@ -85,6 +89,13 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
     for k, v in params.items():
         if isinstance(v, bool):  # True is an int to Python, not a number to a user
             raise InputError(f"regulariser {name}: {k} must be a number or a name, not {v}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"regulariser {name}: {k} must be a finite number, not {v}")
+        if isinstance(v, int) and abs(v) > MAX_INT_PARAM:  # counts: steps, draws, a window
+            raise InputError(
+                f"regulariser {name}: {k}={v:.3g} is over the limit of {MAX_INT_PARAM} "
+                "(docs/guarantees.md)"
+            )
     unknown = sorted(set(params) - set(valid))
     if unknown:
         inverse = {v: k for k, v in ALIASES.items()}

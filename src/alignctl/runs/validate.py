@@ -1,0 +1,158 @@
+"""Checks that run before anything is allocated or computed: sizes within a budget, numbers
+that are numbers, labels a model can output. Each raises :class:`InputError` (exit 2).
+
+Budgets (docs/guarantees.md): a built-in model may hold at most :data:`MAX_PARAMETERS`
+parameters and a built-in task at most :data:`MAX_DATA_ELEMENTS` input and label elements,
+counted before anything is built by the plug-in's own ``n_parameters`` / ``elements``
+function (tests check them against what the built object holds). Values shown in
+messages are cut to :data:`REPR_CHARS` characters.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+
+from alignctl.errors import InputError
+
+MAX_PARAMETERS = 2**30  # ~1.07e9 parameters: 4 GiB of float32 weights, 3x that to train
+MAX_DATA_ELEMENTS = 2**30  # ~1.07e9 elements: 4 GiB of float32 inputs
+REPR_CHARS = 80
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = REPR_CHARS
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+_repr.maxlevel = 3
+
+
+def short(value: object) -> str:
+    """``repr(value)`` of at most about :data:`REPR_CHARS` characters (nested values cut)."""
+    text = _repr.repr(value)
+    return text if len(text) <= REPR_CHARS else text[: REPR_CHARS - 3] + "..."
+
+
+def finite(value, what: str, *, lo: float | None = None, strict: bool = False) -> float:
+    """``value`` as a float: a real, finite number (not a bool, not a string), ``>= lo``
+    (``> lo`` if ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number, got {short(value)}")
+    if not math.isfinite(value):
+        raise InputError(f"{what} must be a finite number, got {value}")
+    if lo is not None and (value <= lo if strict else value < lo):
+        raise InputError(f"{what} must be {'>' if strict else '>='} {lo:g}, got {value:g}")
+    return float(value)
+
+
+def check_pgd(eps: float | None, alpha: float | None) -> None:
+    """``--eps`` >= 0 and ``--alpha`` > 0, both finite (None: the defaults, computed later)."""
+    if eps is not None:
+        finite(eps, "--eps", lo=0.0)
+    if alpha is not None:
+        finite(alpha, "--alpha", lo=0.0, strict=True)
+
+
+def size(name: str, value) -> int:
+    """A layer size: a positive integer (an integral float such as 1e3 is accepted).
+    ValueError otherwise; for the ``n_parameters`` / ``elements`` estimates of plug-ins."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {short(value)}")
+    return value
+
+
+def sizes(name: str, values) -> list[int]:
+    """A list of layer sizes (a single size is a list of one)."""
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a list of positive integers, got {short(values)}")
+    return [size(name, v) for v in values]
+
+
+def _estimate(fn, attr: str, kwargs: dict, what: str) -> int | None:
+    import inspect
+
+    estimate = getattr(fn, attr, None)
+    if estimate is None:
+        return None
+    args = {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    args.update(kwargs)
+    try:
+        return estimate(**args)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InputError(f"{what}: {_first_line(e)}") from None
+
+
+def check_model_size(fn, kwargs: dict, what: str) -> None:
+    """Refuse a built-in model whose ``fn.n_parameters(**kwargs)`` (exact, computed from the
+    sizes: nothing is allocated) exceeds :data:`MAX_PARAMETERS`, or with a size below 1."""
+    n = _estimate(fn, "n_parameters", kwargs, what)
+    if n is not None and n > MAX_PARAMETERS:
+        raise InputError(
+            f"{what}: {n:.3g} parameters, over the budget of {MAX_PARAMETERS:.3g} "
+            "(docs/guarantees.md)"
+        )
+
+
+def check_data_size(fn, params: dict, what: str) -> None:
+    """Refuse a task whose ``fn.elements(**params)`` estimate exceeds the data budget."""
+    n = _estimate(fn, "elements", params, what)
+    if n is not None and n > MAX_DATA_ELEMENTS:
+        raise InputError(
+            f"{what}: {n:.3g} data elements, over the budget of {MAX_DATA_ELEMENTS:.3g} "
+            "(docs/guarantees.md)"
+        )
+
+
+def check_labels(y, n_classes: int, what: str) -> None:
+    """Labels a model with ``n_classes`` outputs can predict: 0..C-1, or {0, 1} / {-1, +1}
+    for a scalar output (C = 1)."""
+    import torch
+
+    if y is None or len(y) == 0:
+        return
+    y = torch.as_tensor(y).reshape(-1)
+    if n_classes == 1:
+        bad = ~((y == 0) | (y == 1) | (y == -1))
+        if bad.any():
+            raise InputError(
+                f"{what}: label {int(y[bad][0])} is not binary; a scalar-output model needs "
+                "labels in {0, 1} or {-1, +1}"
+            )
+        return
+    bad = (y < 0) | (y >= n_classes)
+    if bad.any():
+        raise InputError(
+            f"{what}: label {int(y[bad][0])} is out of range for a model with "
+            f"{n_classes} outputs (valid: 0..{n_classes - 1})"
+        )
+
+
+def check_run_labels(run) -> None:
+    """Train and test labels of ``run`` against its model's number of outputs (one forward
+    pass on one sample); a model that cannot be applied is left to the analysis to report."""
+    import torch
+
+    data = run.load_data()
+    try:
+        model = run.build_model().eval()
+        with torch.no_grad():
+            out = model(data.x_train[:1])
+    except Exception:  # noqa: BLE001  the analysis reports model errors with their context
+        return
+    if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2):
+        return
+    n_classes = 1 if out.dim() == 1 else int(out.shape[1])  # as the analysis counts them
+    check_labels(data.y_train, n_classes, "y_train")
+    check_labels(data.y_test, n_classes, "y_test")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
