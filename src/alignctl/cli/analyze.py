@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +12,7 @@ from alignctl.cli.common import cli_errors, err_console, write_output
 from alignctl.errors import GateFailed, InputError
 
 Opt = typer.Option
+FORMATS = ("table", "markdown", "csv", "json")
 
 
 @cli_errors
@@ -52,6 +52,17 @@ def analyze(
         str | None, Opt(help="Gate: learning|memorising|generalising|robust.")
     ] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No table; only outputs and errors.")] = False,
+    fmt: Annotated[
+        str | None,
+        Opt(
+            "--format",
+            metavar="table|markdown|csv|json",
+            help="What goes to stdout (default table; same as --json - etc. for the others).",
+        ),
+    ] = None,
+    wide: Annotated[
+        bool, Opt("--wide", help="Every column, however wide (default: fit the terminal).")
+    ] = False,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis
@@ -68,8 +79,10 @@ def analyze(
         if require_verdict not in ORDER:
             raise InputError(f"unknown verdict {require_verdict!r}; valid: {', '.join(ORDER)}")
     stdout_taken = "-" in (json_out, csv_out, markdown)
-    if sum(d == "-" for d in (json_out, csv_out, markdown)) > 1:
-        raise InputError("only one of --json, --csv, --markdown can write to stdout (-)")
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if sum(d == "-" for d in (json_out, csv_out, markdown)) + (fmt is not None) > 1:
+        raise InputError("only one of --format, --json -, --csv -, --markdown - can use stdout")
     run = open_run(path, config=config, model=model, data=data)
     console = err_console()
     from rich.progress import Progress
@@ -89,34 +102,52 @@ def analyze(
     if not quiet:
         for note in report.get("notes", []):
             typer.echo(f"note: {note}", err=True)
-    _emit(report, json_out, csv_out, markdown, plot, quiet or stdout_taken)
+    show = fmt or (None if quiet or stdout_taken else "table")
+    _emit(report, json_out, csv_out, markdown, plot, show, wide)
     failed = [g for g in report["gates"] if not g["passed"]]
+    from alignctl.report.cells import gate_text
+
     for g in failed:
-        typer.echo(f"gate failed: {g['rule']}: value {g['value']}", err=True)
+        typer.echo(f"gate failed: {gate_text(g)}", err=True)
     if failed:
         raise GateFailed()
 
 
-def _emit(report, json_out, csv_out, markdown, plot, quiet) -> None:
+def _emit(report, json_out, csv_out, markdown, plot, show, wide) -> None:
+    """Outputs: ``show`` (table | markdown | csv | json | None) on stdout, then the files."""
     from alignctl.report import render
 
-    if not quiet:
-        from rich.console import Console
-
-        out = Console()
-        if not out.is_terminal:  # piped or redirected: keep whole numbers, no ellipses
-            out.width = max(out.width, 160)
-        out.print(render.rich_table(report))
-        out.print(render.rich_panel(report))
-    if json_out:
-        write_output(json_out, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if csv_out:
-        write_output(csv_out, render.to_csv(report))
-    if markdown:
-        write_output(markdown, render.to_markdown(report))
+    writers = {"json": render.to_json, "csv": render.to_csv, "markdown": render.to_markdown}
+    if show == "table":
+        _print_table(report, wide)
+    elif show:
+        write_output("-", writers[show](report))
+    for dest, kind in ((json_out, "json"), (csv_out, "csv"), (markdown, "markdown")):
+        if dest:
+            write_output(dest, writers[kind](report))
     if plot:
         render.plot(report, plot)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a") as fh:
-            fh.write(render.to_markdown(report))
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(("\n" if fh.tell() else "") + render.step_summary(report))
+        except OSError as e:
+            raise InputError(f"cannot write GITHUB_STEP_SUMMARY {summary}: {e.strerror}") from None
+
+
+def _print_table(report: dict, wide: bool) -> None:
+    """The table fitted to the terminal (``COLUMNS`` when piped, 80 without it); rich drops
+    colour under NO_COLOR and when not on a terminal."""
+    from rich.console import Console
+
+    from alignctl.report import render
+
+    out = Console(highlight=False)
+    table = render.rich_table(
+        report, width=None if wide else out.width, wide=wide, hint="--wide shows all"
+    )
+    if wide:  # wider than the terminal when it must: nothing is cut
+        out.width = max(out.width, out.measure(table).maximum)
+    out.print(table)
+    out.print(render.rich_panel(report, width=out.width))
