@@ -60,7 +60,7 @@ def checkpoint_table(report: dict, wide: bool = False) -> tuple[list[str], list[
 
 def to_markdown(report: dict, wide: bool = False) -> str:
     head, rows = checkpoint_table(report, wide)
-    where = ", ".join(f"{num(field(report, k))} {what}"
+    where = ", ".join(f"{what}: {num(field(report, k))}"  # a label first: never a list marker
                       for k, what in (("split", "split"), ("n_samples", "samples"),
                                       ("device", "device")))  # fmt: skip
     out = [f"### alignctl analyze {escape(field(report, 'path', ''))}", "", escape(where), ""]

@@ -78,14 +78,13 @@ def _build(columns: list[dict], widths: list[int], title=None, caption=None) -> 
     return table
 
 
+SEP = 2  # cells between two columns: the box's blank divider and one collapsed padding
+
+
 def _width(columns: list[dict], widths: list[int]) -> int:
-    """The rendered width of a table with these fixed column widths (header only: rows cannot
-    change it)."""
-    head = [dict(c, cells=[]) for c in columns]
-    console = Console(width=10_000, no_color=True, highlight=False)
-    with console.capture() as cap:
-        console.print(_build(head, widths))
-    return max((cell_len(x) for x in cap.get().splitlines()), default=0)
+    """The rendered width of a table with these fixed column widths (``_build``'s layout:
+    no edges, padding collapsed; tests/test_render.py checks it against rich's rendering)."""
+    return sum(widths) + SEP * max(len(widths) - 1, 0)
 
 
 def fit_columns(report: dict, width: int | None, wide: bool = False) -> tuple[list, list, list]:
