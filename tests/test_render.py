@@ -155,7 +155,7 @@ def test_every_renderer_renders_every_report(report):
     else:
         assert "No checkpoint was analysed." in md
     items = md_list_items(md)
-    assert items[0].startswith("Verdict: ") and items[1].startswith("Recommendation: ")
+    assert items[0].startswith("Verdict:") and items[1].startswith("Recommendation:")
 
 
 @settings(max_examples=100, deadline=None)
