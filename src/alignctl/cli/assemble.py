@@ -24,16 +24,43 @@ app = typer.Typer(
 )
 
 
+def version_line() -> str:
+    """``alignctl X (torch Y, python Z, device auto: D)``: what ran, for CI logs. Imports torch
+    (about a second) but starts no CUDA context beyond asking for the device's name."""
+    import platform
+
+    try:
+        import torch
+
+        from alignctl.geometry.devices import resolve_device
+
+        dev = resolve_device("auto")
+        name = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type
+        ran = f"torch {torch.__version__}"
+    except ImportError:
+        ran, name = "torch not installed", "-"
+    return (
+        f"alignctl {__version__} ({ran}, python {platform.python_version()}, device auto: {name})"
+    )
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"alignctl {__version__}")
+        typer.echo(version_line())
         raise typer.Exit()
 
 
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the versions of alignctl, torch and python, and the device "
+            "that --device auto picks.",
+        ),
     ] = False,
 ) -> None:
     pass
