@@ -11,11 +11,12 @@ from alignctl.cli.assemble import app
 runner = CliRunner()
 
 
-def test_version_and_help_do_not_import_torch():
+def test_help_does_not_import_torch():
+    """(``--version`` does: it names torch's version and the device.)"""
     code = (
         "import sys\n"
         "from alignctl.cli import app\n"
-        "for argv in (['--version'], ['--help'], ['analyze', '--help'], ['train', '--help']):\n"
+        "for argv in (['--help'], ['analyze', '--help'], ['train', '--help']):\n"
         "    try:\n"
         "        app(argv)\n"
         "    except SystemExit as e:\n"
@@ -24,12 +25,11 @@ def test_version_and_help_do_not_import_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert f"alignctl {__version__}" in r.stdout
 
 
 def test_version_flag():
     r = runner.invoke(app, ["--version"])
-    assert r.exit_code == 0 and r.stdout.strip() == f"alignctl {__version__}"
+    assert r.exit_code == 0 and r.stdout.startswith(f"alignctl {__version__} (torch ")
 
 
 def test_unknown_option_is_a_usage_error():

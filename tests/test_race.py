@@ -33,11 +33,87 @@ def test_pairing_censoring_and_speedup():
     assert base["grokked"] == 1 and ga["grokked"] == 2
     assert base["censored"] and ga["censored"]
     assert base["bound"] is None and ga["bound"] == "lower"  # censored baseline: speed-up >=
-    assert base["p_value"] is None
+    assert base["p_value"] is None and base["test"] is None
+    # a censored baseline run: the log-rank test, by hand (events at 10, 20 and 100)
+    assert ga["test"] == "log-rank"
+    assert ga["p_value"] == pytest.approx(logrank_by_hand([100, 200], [1, 0], [10, 20], [1, 1]))
+    assert ga["wall_speedup"] == pytest.approx(2.5 / 0.75)
+
+
+def logrank_by_hand(xe, xg, ye, yg) -> float:
+    """Two-sided log-rank p-value: sum over event times of observed minus expected events of
+    the first group, over the square root of the hypergeometric variance."""
+    import math
+
+    obs = exp = var = 0.0
+    for t in sorted({e for e, g in zip(xe + ye, xg + yg, strict=True) if g}):
+        nx = sum(e >= t for e in xe)
+        n = nx + sum(e >= t for e in ye)
+        d = sum(e == t and g for e, g in zip(xe + ye, xg + yg, strict=True))
+        obs += sum(e == t and g for e, g in zip(xe, xg, strict=True))
+        exp += d * nx / n
+        var += d * (nx / n) * (1 - nx / n) * (n - d) / (n - 1) if n > 1 else 0.0
+    z = (obs - exp) / math.sqrt(var)
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+def test_a_race_where_the_baseline_never_grokked_uses_the_log_rank_test():
+    """Issue 12: 0 of 2 baseline runs grokked, yet a paired t-test gave p = 0.0049."""
+    from scipy.stats import CensoredData, logrank
+
+    results = {("none", 0): _run("none", 0, None), ("none", 1): _run("none", 1, None),
+               ("ga", 0): _run("ga", 0, 10), ("ga", 1): _run("ga", 1, 20)}  # fmt: skip
+    base, ga = table(results, ["none", "ga"], [0, 1], max_epochs=200)
+    assert base["grokked"] == 0 and ga["test"] == "log-rank"
+    # by hand: at t=10, 4 at risk (2 baseline), 1 event: E=1/2, V=1/4; at t=20, 3 at risk
+    # (2 baseline), 1 event: E=2/3, V=2/9; O=0: z = -(7/6) / sqrt(17/36)
+    z = -(7 / 6) / (17 / 36) ** 0.5
+    import math
+
+    assert ga["p_value"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+    assert ga["p_value"] == pytest.approx(logrank_by_hand([200, 200], [0, 0], [10, 20], [1, 1]))
+    want = logrank(CensoredData(right=[200, 200]), CensoredData(uncensored=[10, 20])).pvalue
+    assert ga["p_value"] == pytest.approx(want)
+    # no run of either grokked: no test can say anything
+    results = {(r, s): _run(r, s, None) for r in ("none", "ga") for s in (0, 1)}
+    assert table(results, ["none", "ga"], [0, 1], max_epochs=200)[1]["p_value"] is None
+
+
+def test_every_pair_grokked_keeps_the_paired_t_test():
     from scipy.stats import ttest_rel
 
-    assert ga["p_value"] == pytest.approx(ttest_rel([100, 200], [10, 20]).pvalue)
-    assert ga["wall_speedup"] == pytest.approx(2.5 / 0.75)
+    results = {("none", 0): _run("none", 0, 100), ("none", 1): _run("none", 1, 150),
+               ("none", 2): _run("none", 2, 90), ("ga", 0): _run("ga", 0, 10),
+               ("ga", 1): _run("ga", 1, 20), ("ga", 2): _run("ga", 2, 12)}  # fmt: skip
+    ga = table(results, ["none", "ga"], [0, 1, 2], max_epochs=200)[1]
+    assert ga["test"] == "paired t-test" and not ga["censored"]
+    assert ga["p_value"] == pytest.approx(ttest_rel([100, 150, 90], [10, 20, 12]).pvalue)
+
+
+def test_race_tables_say_which_test_and_fit_the_terminal():
+    from markdown_it import MarkdownIt
+    from rich.console import Console
+
+    from alignctl.report.render_race import markdown_table, rich_table
+
+    results = {("none", 0): _run("none", 0, None), ("none", 1): _run("none", 1, 1800),
+               ("grokalign:lambda=0.1|x", 0): _run("g", 0, 90),
+               ("grokalign:lambda=0.1|x", 1): _run("g", 1, 85)}  # fmt: skip
+    regs = ["none", "grokalign:lambda=0.1|x"]
+    res = {"task": "sparse-parity", "seeds": 2, "seed_offset": 0, "max_epochs": 6000,
+           "rows": table(results, regs, [0, 1], max_epochs=6000)}  # fmt: skip
+    toks = MarkdownIt("commonmark").enable("table").parse(markdown_table(res))
+    cells = [t.children[0].content if t.children else "" for t in toks if t.type == "inline"]
+    head = cells[1:9]
+    assert head[3:5] == ["p", "test"]
+    assert cells[17:25][0] == "grokalign:lambda=0.1|x" and cells[17:25][4] == "log-rank"
+    for width in (80, 120):
+        console = Console(width=width, no_color=True, record=True)
+        with console.capture() as cap:
+            console.print(rich_table(res))
+        out = cap.get()
+        assert max(len(x) for x in out.splitlines()) <= width and "…" not in out
+        assert "log-rank" in out and ">=" in out
 
 
 @pytest.mark.parametrize(
@@ -54,7 +130,7 @@ def test_censored_speedup_is_marked_with_its_direction(base, reg, want, mark):
     res = {"task": "t", "seeds": 1, "seed_offset": 0, "max_epochs": 200, "rows": rows}
     line = next(x for x in markdown_table(res).splitlines() if x.startswith("| ga |"))
     speedup = (200 if base is None else base) / (200 if reg is None else reg)
-    assert line.split(" | ")[2] == f"{mark}{speedup:.2f}x"
+    assert line.split(" | ")[2].replace("\\", "") == f"{mark}{speedup:.2f}x"  # \>= in Markdown
     assert ("lower bound" in markdown_table(res)) == (want is not None)
 
 
@@ -73,7 +149,11 @@ def test_tiny_race_through_the_cli_and_resume(tmp_path):
         assert {"reg", "mean_epochs", "std_epochs", "speedup", "p_value", "mean_seconds",
                 "wall_speedup", "grokked", "runs"} <= set(row)  # fmt: skip
     assert res["rows"][0]["p_value"] is None and res["rows"][0]["runs"] == 2
-    assert "| none |" in r.stdout
+    assert "| none |" in r.stdout  # piped: Markdown
+    terminal = {"FORCE_COLOR": "1", "NO_COLOR": "1", "COLUMNS": "100"}  # rich: a terminal
+    on_terminal = runner.invoke(app, args, env=terminal)
+    assert on_terminal.exit_code == 0 and "| none |" not in on_terminal.stdout
+    assert "regulariser" in on_terminal.stdout and "none" in on_terminal.stdout
     # the same seed gives the same data and initialisation to every regulariser
     a = yaml.safe_load((out / "none" / "seed_1" / "alignctl.yaml").read_text())
     b = yaml.safe_load((out / "grokalign__lambda=0.1" / "seed_1" / "alignctl.yaml").read_text())

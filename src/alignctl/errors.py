@@ -10,3 +10,46 @@ class InputError(Exception):
 
 class GateFailed(Exception):
     """A CI gate or check failed (exit code 1)."""
+
+
+def install_command(extra: str, *, module_file=None, dist=None) -> str:
+    """The pip command that adds the optional ``extra`` to alignctl the way it is installed.
+
+    Code running from a source checkout (``src/alignctl`` beside a pyproject.toml, installed
+    editable or on PYTHONPATH): ``pip install -e '<checkout>[extra]'`` ('.' when it is the
+    current directory). Otherwise pip's record of the install (``direct_url.json``, PEP 610):
+    a local folder or a VCS/archive URL is named again; a package from an index gets
+    ``pip install 'alignctl[extra]'``. ``module_file`` and ``dist`` are for tests.
+    """
+    import json
+    from importlib import metadata
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    def here_or(path: Path) -> str:
+        return "." if path.resolve() == Path.cwd().resolve() else str(path)
+
+    root = Path(module_file or __file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "src" / "alignctl").is_dir():
+        return f"pip install -e '{here_or(root)}[{extra}]'"
+    try:
+        raw = (dist or metadata.distribution("alignctl")).read_text("direct_url.json")
+        info = json.loads(raw) if raw else {}
+    except (metadata.PackageNotFoundError, ValueError):
+        info = {}
+    url = info.get("url") or ""
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and "dir_info" in info:
+        folder = here_or(Path(unquote(parsed.path)))
+        editable = "-e " if info["dir_info"].get("editable") else ""
+        return f"pip install {editable}'{folder}[{extra}]'"
+    if url:
+        vcs = (info.get("vcs_info") or {}).get("vcs")
+        return f"pip install 'alignctl[{extra}] @ {vcs + '+' if vcs else ''}{url}'"
+    return f"pip install 'alignctl[{extra}]'"
+
+
+def missing_extra(what: str, module: str, extra: str) -> InputError:
+    """The error for an optional dependency that is not installed, with the command that
+    installs it the way alignctl was installed."""
+    return InputError(f"{what} needs {module}: {install_command(extra)}")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from alignctl.cli.common import check_outputs, cli_errors, err_console, note_line
-from alignctl.errors import GateFailed
+from alignctl.errors import GateFailed, InputError
 
 Opt = typer.Option
+FORMATS = ("table", "markdown", "csv", "json")
 
 
 @cli_errors
@@ -58,6 +59,17 @@ def analyze(
         str | None, Opt(help="Gate: learning|memorising|generalising|robust.")
     ] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No table; only outputs and errors.")] = False,
+    fmt: Annotated[
+        str | None,
+        Opt(
+            "--format",
+            metavar="table|markdown|csv|json",
+            help="What goes to stdout (default table; same as --json - etc. for the others).",
+        ),
+    ] = None,
+    wide: Annotated[
+        bool, Opt("--wide", help="Every column, however wide (default: fit the terminal).")
+    ] = False,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis
@@ -78,6 +90,10 @@ def analyze(
         append=("GITHUB_STEP_SUMMARY",), files_only=("--plot",),
     )  # fmt: skip
     stdout_taken = "-" in (json_out, csv_out, markdown)
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if sum(d == "-" for d in (json_out, csv_out, markdown)) + (fmt is not None) > 1:
+        raise InputError("only one of --format, --json -, --csv -, --markdown - can use stdout")
     run = open_run(
         path, config=config, model=model, data=data, weights=weights, state_key=state_key
     )
@@ -97,32 +113,51 @@ def analyze(
         max_drop=max_drop or (), require_verdict=require_verdict,
     )  # fmt: skip
     report["passed"] = all(g["passed"] for g in report["gates"])
-    _emit(report, outputs, quiet or stdout_taken)
     if not quiet:
         for note in report.get("notes", []):
             note_line(note)
+    show = fmt or (None if quiet or stdout_taken else "table")
+    _emit(report, outputs, show, wide)
     failed = [g for g in report["gates"] if not g["passed"]]
+    from alignctl.report.cells import gate_text
+
     for g in failed:
-        note_line(f"{g['rule']}: value {g['value']}", prefix="gate failed")
+        note_line(gate_text(g), prefix="gate failed")
     if failed:
         raise GateFailed()
 
 
-def _emit(report, outputs, quiet) -> None:
+def _emit(report, outputs, show, wide) -> None:
+    """Outputs: ``show`` (table | markdown | csv | json | None) on stdout, then the files; each
+    file is written even if another fails, then one error names the failed ones."""
     from alignctl.report import render
 
-    if not quiet:
-        from rich.console import Console
-
-        out = Console()
-        if not out.is_terminal:  # piped or redirected: keep whole numbers, no ellipses
-            out.width = max(out.width, 160)
-        out.print(render.rich_table(report))
-        out.print(render.rich_panel(report))
-    # each output written even if another fails; then one error naming the failed ones
-    outputs.write("--json", lambda: json.dumps(report, indent=2, allow_nan=False) + "\n")
+    writers = {"json": render.to_json, "csv": render.to_csv, "markdown": render.to_markdown}
+    if show == "table":
+        _print_table(report, wide)
+    elif show:
+        sys.stdout.write(writers[show](report))
+        sys.stdout.flush()
+    outputs.write("--json", lambda: render.to_json(report))
     outputs.write("--csv", lambda: render.to_csv(report))
     outputs.write("--markdown", lambda: render.to_markdown(report))
     outputs.call("--plot", lambda path: render.plot(report, path))
-    outputs.append("GITHUB_STEP_SUMMARY", lambda: render.to_markdown(report))
+    outputs.append("GITHUB_STEP_SUMMARY", lambda: "\n" + render.step_summary(report))
     outputs.finish()
+
+
+def _print_table(report: dict, wide: bool) -> None:
+    """The table fitted to the terminal (``COLUMNS`` when piped, 80 without it); rich drops
+    colour under NO_COLOR and when not on a terminal."""
+    from rich.console import Console
+
+    from alignctl.report import render
+
+    out = Console(highlight=False)
+    table = render.rich_table(
+        report, width=None if wide else out.width, wide=wide, hint="--wide shows all"
+    )
+    if wide:  # wider than the terminal when it must: nothing is cut
+        out.width = max(out.width, out.measure(table).maximum)
+    out.print(table)
+    out.print(render.rich_panel(report, width=out.width))

@@ -8,32 +8,13 @@ from typing import Annotated
 import typer
 
 from alignctl.cli.common import check_output_folder, check_outputs, cli_errors, err_console
+from alignctl.report import render_race
 from alignctl.train.jsonio import dumps_strict
 
 Opt = typer.Option
 
 
-# how a speed-up with censored runs reads (race.bound)
-_MARK = {"lower": ">=", "upper": "<=", "unknown": "~"}
-
-
-def markdown_table(result: dict) -> str:
-    first = result["seed_offset"]
-    lines = [f"Task `{result['task']}`, seeds {first}..{first + result['seeds'] - 1}, "
-             f"max {result['max_epochs']} epochs", "",
-             "| regulariser | mean epochs | speed-up | p (paired t) | mean seconds | "
-             "wall-clock speed-up | grokked |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in result["rows"]:
-        bound = _MARK.get(r.get("bound"), "")
-        p = "-" if r["p_value"] is None else f"{r['p_value']:.2g}"
-        lines.append(f"| {r['reg']} | {r['mean_epochs']:.1f} ± {r['std_epochs']:.1f} | "
-                     f"{bound}{r['speedup']:.2f}x | {p} | {r['mean_seconds']:.2f} | "
-                     f"{r['wall_speedup']:.2f}x | {r['grokked']}/{r['runs']} |")  # fmt: skip
-    if any(r["censored"] for r in result["rows"]):
-        lines += ["", "Runs that did not grok count at max epochs (censored). A speed-up marked "
-                  ">= is a lower bound (censored baseline runs), <= an upper bound (censored "
-                  "runs of that regulariser), ~ neither (both censored)."]  # fmt: skip
-    return "\n".join(lines) + "\n"
+markdown_table = render_race.markdown_table  # the Markdown table (files, pipes)
 
 
 @cli_errors
@@ -89,9 +70,14 @@ def race(
             typer.echo(f"interrupted: finished pairs are kept in {out}; the same command "
                        "continues the race", err=True)  # fmt: skip
             raise typer.Exit(130) from None
-    text = markdown_table(result)
     outputs.write("--json", lambda: dumps_strict(result, indent=2) + "\n")
-    outputs.write("--markdown", lambda: text)
+    outputs.write("--markdown", lambda: markdown_table(result))
     outputs.finish()
     if not quiet and "-" not in (json_out, markdown):
-        typer.echo(text, nl=False)
+        from rich.console import Console
+
+        out = Console(highlight=False)
+        if out.is_terminal:  # a table for people; Markdown for files and pipes
+            out.print(render_race.rich_table(result))
+        else:
+            typer.echo(markdown_table(result), nl=False)

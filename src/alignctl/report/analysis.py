@@ -76,6 +76,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     from alignctl.evaluation.losses import accuracy
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.measure import measure
+    from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import checkpoint_verdict, recommend, thresholds
     from alignctl.runs.checkpoints import is_finite_state
 
@@ -101,7 +102,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         state, meta = run.load_checkpoint(model, ref)  # notes: keys ignored, EMA present...
         entry = {"name": ref.name, "step": ref.step if ref.step is not None else i,
                  "metrics": {}, "metrics_std": {}, "train_accuracy": None,
-                 "test_accuracy": None, "diverged": not is_finite_state(state)}  # fmt: skip
+                 "test_accuracy": None, "diverged": not is_finite_state(state),
+                 "step_unit": step_unit(meta, ref.step)}  # fmt: skip
         del state
         if not entry["diverged"]:
             try:
@@ -146,6 +148,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     return {
         "alignctl_version": __version__, "path": str(run.root), "device": str(dev),
         "split": split, "n_samples": int(len(xs)), "metric_names": names,
+        "step_unit": run_step_unit([e["step_unit"] for e in entries]),
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t), "gates": [], "passed": True,

@@ -1,6 +1,7 @@
 """CI gates on an analysis report: thresholds, baseline comparison, required verdict.
 
-Each gate yields ``{"rule", "value", "passed"}`` (plus ``threshold``); the CLI exits 1 when
+Each gate yields ``{"rule", "value", "threshold", "passed"}`` (a drop from a baseline also
+``baseline``, ``drop`` and ``max_drop``); the CLI exits 1 when
 any fails. Metric names are the report's metrics plus train_accuracy, test_accuracy and
 adversarial_accuracy; an unknown name is a usage error (exit 2).
 """
@@ -129,9 +130,11 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
             v = value_of(last, name, known)
             b = _baseline_value(base, name, baseline)
             ok = _ok(v) and _ok(b) and b - v <= delta
-            shown = b if b is None else round(b, 6)
             thr = None if b is None else b - delta
-            gates.append(_gate(f"{name} drop from baseline {shown} <= {delta:g}", v, thr, ok))
+            gate = _gate(f"{name} drop from baseline <= {delta:g}", v, thr, ok)
+            # the quantity gated is the drop: a failure shows it beside the two values
+            gate.update(baseline=b, drop=b - v if _ok(v) and _ok(b) else None, max_drop=delta)
+            gates.append(gate)
     if require_verdict is not None:
         if require_verdict not in ORDER:
             raise InputError(f"unknown verdict {short(require_verdict)}; valid: {', '.join(ORDER)}")

@@ -1,143 +1,99 @@
-"""Rendering an analysis report: the rich table and panel, CSV, Markdown and a plot.
+"""Rendering an analysis report: the rich table and panel, Markdown, CSV, JSON and a plot.
 
 Pure functions of the report dict; the CLI decides where each goes (data on stdout,
-progress on stderr).
+progress on stderr). Each renderer accepts any value a report can hold (see
+:mod:`alignctl.report.cells`); the table lives in :mod:`.render_table`, Markdown in
+:mod:`.render_markdown`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import numbers
 
-COLUMNS = [  # (metric, header)
-    ("centroid_alignment", "cent. align"),
-    ("jacobian_alignment", "jac. align"),
-    ("jacobian_alignment_full", "jac. align full"),
-    ("centroid_norm", "|mu|"),
-    ("jacobian_norm", "|J|_F"),
-    ("jacobian_pc1", "PC1"),
-    ("jacobian_erank", "erank"),
-]
-TRENDS = ("centroid_alignment", "jacobian_alignment_full", "centroid_norm", "jacobian_erank")
-_BARS = "▁▂▃▄▅▆▇█"
-_STYLE = {"learning": "yellow", "memorising": "red", "generalising": "green",
-          "robust": "bold green", "diverged": "bold red"}  # fmt: skip
+from alignctl.report.cells import HEADERS, checkpoints, field, is_real, metric_columns
+from alignctl.report.cells import metric_names as _metric_names
+from alignctl.report.render_markdown import escape, to_markdown
+from alignctl.report.render_table import TRENDS, fit_columns, rich_panel, rich_table, sparkline
 
-
-def _fmt(v, pct=False) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.1%}" if pct else f"{v:.4g}"
-
-
-def sparkline(values: list) -> str:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return ""
-    lo, hi = min(vals), max(vals)
-    span = hi - lo or 1.0
-    return "".join(_BARS[min(7, int((v - lo) / span * 7.999))] for v in vals)
-
-
-def _columns(report: dict) -> list[tuple[str, str]]:
-    names = set(report.get("metric_names") or [])
-    return [(k, h) for k, h in COLUMNS if k in names]
-
-
-def _verdict_text(ck: dict) -> str:
-    return ck["verdict"] + (" (inferred)" if ck.get("inferred") else "")
-
-
-def rich_table(report: dict):
-    from rich.table import Table
-
-    table = Table(title=f"alignctl analyze {report['path']}  ({report['split']} split, "
-                  f"{report['n_samples']} samples, {report['device']})")  # fmt: skip
-    cols = _columns(report)
-    adv = any("adversarial_accuracy" in c for c in report["checkpoints"])
-    for h in (
-        ["step", "train acc", "test acc"] + (["adv. acc"] if adv else []) + [h for _, h in cols]
-    ):
-        table.add_column(h, justify="right")
-    table.add_column("verdict")
-    for ck in report["checkpoints"]:
-        row = [str(ck["step"]), _fmt(ck["train_accuracy"], True), _fmt(ck["test_accuracy"], True)]
-        if adv:
-            row.append(_fmt(ck.get("adversarial_accuracy"), True))
-        row += [_fmt(ck["metrics"].get(k)) for k, _ in cols]
-        style = _STYLE.get(ck["verdict"], "")
-        row.append(f"[{style}]{_verdict_text(ck)}[/]" if style else _verdict_text(ck))
-        table.add_row(*row)
-    return table
-
-
-def rich_panel(report: dict):
-    from rich.panel import Panel
-
-    rec = report["recommendation"]
-    verdict = report["verdict"] or "-"
-    lines = [f"verdict: [{_STYLE.get(verdict, '')}]{verdict}[/]"
-             + (" (inferred from alignment: no test split)" if report.get("inferred") else ""),
-             f"recommendation: [bold]{rec['action']}[/] - {rec['reason']}"]  # fmt: skip
-    names = set(report.get("metric_names") or [])
-    for k in TRENDS:
-        if k in names:
-            vals = [c["metrics"].get(k) for c in report["checkpoints"]]
-            fin = [v for v in vals if v is not None and math.isfinite(v)]
-            if fin:
-                lines.append(f"{k:<24} {sparkline(vals)}  {fin[0]:.4g} -> {fin[-1]:.4g}")
-    for g in report.get("gates") or []:
-        mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
-        lines.append(f"gate {mark}: {g['rule']} (value {_fmt(g['value'])})")
-    return Panel("\n".join(lines), title="run", expand=False)
+COLUMNS = list(HEADERS.items())  # (metric, header), the table's metric columns
+__all__ = ["COLUMNS", "TRENDS", "escape", "fit_columns", "plot", "rich_panel", "rich_table",
+           "sparkline", "step_summary", "to_csv", "to_json", "to_markdown", "to_rows"]  # fmt: skip
 
 
 def to_rows(report: dict) -> tuple[list[str], list[list]]:
-    names = report.get("metric_names") or []
+    """CSV header and rows: one row per checkpoint, every metric's mean and std (columns
+    added since 0.1 come last, so positions stay)."""
+    names = _metric_names(report)
     header = ["name", "step", "train_accuracy", "test_accuracy", "adversarial_accuracy"]
     header += names + [f"{n}_std" for n in names] + ["verdict", "inferred", "seconds"]
+    header += ["step_unit", "noise_accuracy"]
     rows = []
-    for ck in report["checkpoints"]:
-        rows.append([ck["name"], ck["step"], ck["train_accuracy"], ck["test_accuracy"],
-                     ck.get("adversarial_accuracy")] + [ck["metrics"].get(n) for n in names]
-                    + [ck["metrics_std"].get(n) for n in names]
-                    + [ck["verdict"], ck.get("inferred", False), ck["seconds"]])  # fmt: skip
+    for ck in checkpoints(report):
+        means, stds = field(ck, "metrics") or {}, field(ck, "metrics_std") or {}
+        rows.append([field(ck, k) for k in header[:5]] + [field(means, n) for n in names]
+                    + [field(stds, n) for n in names] + [field(ck, "verdict"),
+                    field(ck, "inferred", False), field(ck, "seconds"),
+                    field(ck, "step_unit", field(report, "step_unit")),
+                    field(ck, "noise_accuracy")])  # fmt: skip
     return header, rows
+
+
+def _csv_value(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, numbers.Integral)):
+        text = str(v)
+    elif is_real(v):
+        text = repr(float(v))
+    elif isinstance(v, str):
+        text = v
+    else:
+        text = json.dumps(_jsonable(v), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
 
 
 def to_csv(report: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     header, rows = to_rows(report)
-    w.writerow(header)
-    w.writerows([["" if v is None else v for v in r] for r in rows])
+    w.writerow([_csv_value(h) for h in header])
+    w.writerows([[_csv_value(v) for v in r] for r in rows])
     return buf.getvalue()
 
 
-def to_markdown(report: dict) -> str:
-    cols = _columns(report)
-    head = ["step", "train acc", "test acc"] + [h for _, h in cols] + ["verdict"]
-    out = [f"### alignctl analyze `{report['path']}`", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
-    for ck in report["checkpoints"]:
-        cells = [str(ck["step"]), _fmt(ck["train_accuracy"], True), _fmt(ck["test_accuracy"], True)]
-        cells += [_fmt(ck["metrics"].get(k)) for k, _ in cols] + [_verdict_text(ck)]
-        out.append("| " + " | ".join(cells) + " |")
-    rec = report["recommendation"]
-    inferred = " (inferred)" if report.get("inferred") else ""
-    out += ["", f"**Verdict:** {report['verdict']}{inferred}",
-            f"**Recommendation:** `{rec['action']}`: {rec['reason']}"]  # fmt: skip
-    for g in report.get("gates") or []:
-        out.append(
-            f"- {'pass' if g['passed'] else '**FAIL**'}: {g['rule']} (value {_fmt(g['value'])})"
-        )
-    return "\n".join(out) + "\n"
+def _jsonable(obj):
+    """JSON's values: non-finite floats become null (JSON has no NaN), keys strings, anything
+    else its text."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if is_real(obj):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return str(obj)
+
+
+def to_json(report: dict) -> str:
+    """The report as strict JSON (``--json``)."""
+    return json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n"
+
+
+def step_summary(report: dict) -> str:
+    """What ``GITHUB_STEP_SUMMARY`` gets: the Markdown summary."""
+    return to_markdown(report)
 
 
 def plot(report: dict, path) -> None:
     """Metric trajectories over steps (matplotlib, from the ``plot`` extra)."""
-    from alignctl.errors import InputError
+    from alignctl.errors import missing_extra
 
     try:
         import matplotlib
@@ -145,26 +101,32 @@ def plot(report: dict, path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'alignctl[plot]'") from None
-    cks = report["checkpoints"]
-    steps = [c["step"] for c in cks]
-    names = [k for k, _ in _columns(report)]
-    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(7, 2.0 * (len(names) + 1)), sharex=True)
+        raise missing_extra("--plot", "matplotlib", "plot") from None
+
+    def series(values):
+        return [float(v) if is_real(v) else float("nan") for v in values]
+
+    cks = checkpoints(report)
+    steps = [s if is_real(s) else i for i, s in enumerate(field(c, "step") for c in cks)]
+    names = [k for k, _ in metric_columns(report)]
+    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(7, 2.0 * (len(names) + 1)), sharex=True,
+                             squeeze=False)  # fmt: skip
+    axes = axes[:, 0]
     for key in ("train_accuracy", "test_accuracy", "adversarial_accuracy"):
-        vals = [c.get(key) for c in cks]
+        vals = [field(c, key) for c in cks]
         if any(v is not None for v in vals):
-            axes[0].plot(steps, [float("nan") if v is None else v for v in vals], label=key)
+            axes[0].plot(steps, series(vals), label=key)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=7)
+    if axes[0].lines:
+        axes[0].legend(fontsize=7)
     for ax, k in zip(axes[1:], names, strict=True):
-        ax.plot(
-            steps, [float("nan") if c["metrics"].get(k) is None else c["metrics"][k] for c in cks]
-        )
+        ax.plot(steps, series((field(c, "metrics") or {}).get(k) for c in cks))
         ax.set_ylabel(k, fontsize=7)
-    axes[-1].set_xlabel("step")
+    unit = field(report, "step_unit")
+    axes[-1].set_xlabel(f"step ({unit})" if isinstance(unit, str) and unit else "step")
     if max(steps, default=0) > 100 and min(steps, default=0) >= 0:
         axes[-1].set_xscale("symlog")
-    fig.suptitle(f"{report['path']}: {report['verdict']}")
+    fig.suptitle(f"{field(report, 'path', '')}: {field(report, 'verdict')}")
     fig.tight_layout()
     from alignctl.runs.atomic import atomic_write
 

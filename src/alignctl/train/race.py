@@ -1,5 +1,6 @@
 """``alignctl race``: epochs and seconds to grok per regulariser over matched seeds
-(the paper's Tables 1 and 4; 25 seeds, paired t-tests on the epochs).
+(the paper's Tables 1 and 4; 25 seeds, paired t-tests on the epochs when every run grokked,
+the log-rank test under censoring otherwise).
 
 Every (regulariser, seed) pair trains in its own run directory ``OUT/<reg>/seed_<k>`` with
 stop-when-grokked; the same seed gives the same data and initialisation to every
@@ -81,10 +82,51 @@ def train_pair(job: dict) -> dict:
     return summary
 
 
+PAIRED_T = "paired t-test"
+LOGRANK = "log-rank"
+
+
+def compare(
+    base: list[float], base_grokked: list[bool], other: list[float], other_grokked: list[bool]
+) -> tuple[float | None, str]:
+    """(p-value, test) for epochs to grok of the baseline against another regulariser.
+
+    Every run of both grokked: the paired t-test on the matched seeds
+    (``scipy.stats.ttest_rel``; undefined, None, with one seed or when every difference is
+    equal). Otherwise the epochs of runs that did not grok are right-censored at max_epochs,
+    and a t-test on them means little: the log-rank test (``scipy.stats.logrank`` on
+    ``CensoredData``), valid under censoring, unpaired; None when no run of either grokked.
+    """
+    import math
+
+    from alignctl.errors import missing_extra
+
+    try:
+        from scipy.stats import CensoredData, logrank, ttest_rel
+    except ImportError:
+        raise missing_extra("race statistics", "scipy", "stats") from None
+    if all(base_grokked) and all(other_grokked):
+        if len(base) > 1 and len({b - x for b, x in zip(base, other, strict=True)}) > 1:
+            return float(ttest_rel(base, other).pvalue), PAIRED_T
+        return None, PAIRED_T
+
+    def censored(epochs, grokked):
+        pairs = list(zip(epochs, grokked, strict=True))
+        return CensoredData(
+            uncensored=[e for e, g in pairs if g], right=[e for e, g in pairs if not g]
+        )
+
+    p = float(logrank(censored(base, base_grokked), censored(other, other_grokked)).pvalue)
+    return (p if math.isfinite(p) else None), LOGRANK
+
+
 def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> list[dict]:
-    """Per regulariser: mean/std epochs, speed-up over the first entry, paired t-test p,
-    mean seconds, wall-clock speed-up, how many runs grokked."""
-    from scipy.stats import ttest_rel
+    """Per regulariser: mean/std epochs, speed-up over the first entry, p-value against it and
+    the test that gave it (:func:`compare`), mean seconds, wall-clock speed-up, how many runs
+    grokked."""
+
+    def grokked_flags(r):
+        return [results[(r, s)]["grokked_epoch"] is not None for s in seeds]
 
     def grokked_at(r, s):  # a diverged pair did not grok, whatever it logged before
         res = results[(r, s)]
@@ -106,17 +148,13 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
         e, sec = epochs(r), seconds(r)
         grokked = grokked_runs(r)
         censored = grokked < len(seeds)
-        p = None
-        if (
-            r != regs[0]
-            and len(seeds) > 1
-            and len({b - x for b, x in zip(base_e, e, strict=True)}) > 1
-        ):
-            p = float(ttest_rel(base_e, e).pvalue)  # undefined when every difference is equal
+        p, test = None, None
+        if r != regs[0]:
+            p, test = compare(base_e, grokked_flags(regs[0]), e, grokked_flags(r))
         me, ms = statistics.mean(e), statistics.mean(sec)
         rows.append({
             "reg": r, "mean_epochs": me, "std_epochs": statistics.pstdev(e),
-            "speedup": statistics.mean(base_e) / me if me else None, "p_value": p,
+            "speedup": statistics.mean(base_e) / me if me else None, "p_value": p, "test": test,
             "mean_seconds": ms, "wall_speedup": statistics.mean(base_s) / ms if ms else None,
             "grokked": grokked, "runs": len(seeds),
             "diverged": sum(results[(r, s)].get("status") == "diverged" for s in seeds),

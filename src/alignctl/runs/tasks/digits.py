@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import missing_extra
 from alignctl.runs.tasks import Dataset, register_task, sample_indices
 
 
@@ -20,9 +20,7 @@ def digits(
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise InputError(
-            "the digits task needs scikit-learn: pip install 'alignctl[digits]'"
-        ) from None
+        raise missing_extra("the digits task", "scikit-learn", "digits") from None
     bunch = load_digits()
     x = torch.as_tensor(bunch.data, dtype=torch.float32)  # (1797, 64) in 0..16
     y = torch.as_tensor(bunch.target, dtype=torch.int64)

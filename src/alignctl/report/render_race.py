@@ -1,0 +1,85 @@
+"""Rendering a race result (``alignctl race``): Markdown for files and pipes, a rich table for
+the terminal. Both show the p-value with the test that gave it (paired t-test when every run
+grokked, log-rank under censoring: :func:`alignctl.train.race.compare`)."""
+
+from __future__ import annotations
+
+from alignctl.report.cells import field, is_real, num
+from alignctl.report.render_markdown import escape, table
+
+# how a speed-up with censored runs reads (race.bound)
+MARK = {"lower": ">=", "upper": "<=", "unknown": "~"}
+HEAD = ["regulariser", "mean epochs", "speed-up", "p", "test", "mean seconds",
+        "wall-clock speed-up", "grokked"]  # fmt: skip
+
+
+def _fixed(v, digits: int, suffix: str = "") -> str:
+    return f"{float(v):.{digits}f}{suffix}" if is_real(v) else num(v)
+
+
+def rows(result: dict) -> list[list[str]]:
+    """The table's cells as plain text, one row per regulariser."""
+    out = []
+    for r in field(result, "rows") or []:
+        p = field(r, "p_value")
+        out.append([
+            num(field(r, "reg")),
+            f"{_fixed(field(r, 'mean_epochs'), 1)} ± {_fixed(field(r, 'std_epochs'), 1)}",
+            MARK.get(field(r, "bound"), "") + _fixed(field(r, "speedup"), 2, "x"),
+            "-" if p is None else f"{p:.2g}" if is_real(p) else num(p),
+            num(field(r, "test")),
+            _fixed(field(r, "mean_seconds"), 2),
+            _fixed(field(r, "wall_speedup"), 2, "x"),
+            f"{num(field(r, 'grokked'))}/{num(field(r, 'runs'))}",
+        ])  # fmt: skip
+    return out
+
+
+def heading(result: dict) -> str:
+    first, seeds = field(result, "seed_offset", 0), field(result, "seeds", 0)
+    last = first + seeds - 1 if is_real(first) and is_real(seeds) else "?"
+    return (f"Task {num(field(result, 'task'))}, seeds {num(first)}..{num(last)}, "
+            f"max {num(field(result, 'max_epochs'))} epochs")  # fmt: skip
+
+
+def footnote(result: dict) -> str | None:
+    if not any(field(r, "censored") for r in field(result, "rows") or []):
+        return None
+    return (
+        "Runs that did not grok count at max epochs (censored). A speed-up marked >= is a "
+        "lower bound (censored baseline runs), <= an upper bound (censored runs of that "
+        "regulariser), ~ neither (both censored). With censored runs p comes from the "
+        "log-rank test (right-censored at max epochs, unpaired), not the paired t-test."
+    )
+
+
+def markdown_table(result: dict) -> str:
+    lines = [escape(heading(result)), ""]
+    lines += table(HEAD, rows(result), right=[False] + [True] * (len(HEAD) - 1))
+    note = footnote(result)
+    if note:
+        lines += ["", escape(note)]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(result: dict):
+    """The terminal table: numbers keep their width (a column is never narrower than its
+    widest number or header word); headers and the regulariser names wrap."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    note = footnote(result)
+    body = rows(result)
+    t = Table(title=Text(heading(result)), caption=Text(note) if note else None,
+              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+              title_justify="left", caption_justify="left")  # fmt: skip
+    for i, h in enumerate(HEAD):
+        words = [cell_len(w) for w in h.split()]
+        cells = [cell_len(r[i]) for r in body] if i not in (0, 4) else []
+        t.add_column(h, justify="left" if i in (0, 4) else "right",
+                     min_width=max(words + cells), overflow="fold")  # fmt: skip
+    for row in body:
+        t.add_row(*(Text(c) for c in row))
+    return t
