@@ -100,7 +100,7 @@ def not_weights(obj: Any) -> str | None:
         return None
     if isinstance(obj, dict):
         keys = set(obj)
-        if {"state", "param_groups"} <= keys or "optimizer" in keys and len(keys) <= 3:
+        if {"state", "param_groups"} <= keys or any("optim" in str(k) for k in keys):
             return "an optimizer state"
         if {"scale", "growth_factor"} <= keys:
             return "a gradient-scaler state"
