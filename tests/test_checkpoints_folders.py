@@ -220,3 +220,18 @@ def test_pickled_payload_among_strays_runs_nothing(tmp_path):
     torch.save(_state(1), tmp_path / "step_1.pt")
     names, notes = _found(tmp_path)
     assert names == [("step_1.pt", 1)] and not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_deepspeed_layout_and_torchscript(tmp_path):
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), 0.1).state_dict()
+    torch.save({"module": _state(1), "global_steps": 30, "ds_version": "0.14"},
+               tmp_path / "mp_rank_00_model_states.pt")  # fmt: skip
+    torch.save({"optimizer_state_dict": opt, "ds_version": "0.14"},
+               tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt")  # fmt: skip
+    names, notes = _found(tmp_path)
+    assert names == [("mp_rank_00_model_states.pt", 30)]
+    assert any("optim_states.pt (an optimizer state)" in n for n in notes)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
+    with pytest.raises(InputError, match=r"scripted.pt is a TorchScript archive.*state_dict"):
+        discover_checkpoints(tmp_path)

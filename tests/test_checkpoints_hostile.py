@@ -160,12 +160,11 @@ def _drop_caps() -> list[str]:
     return prefix
 
 
-@pytest.mark.parametrize("what", ["checkpoints", "file", "config"])
+@pytest.mark.parametrize("what", ["run", "checkpoints", "file", "config"])
 def test_mode_000_is_one_line(tmp_path, what):
-    # (PATH itself unreadable is a command-line usage error, checked by the CLI layer.)
     prefix = _drop_caps()
     root = make_run(tmp_path / "r")
-    target = {"checkpoints": root / "checkpoints", "config": root / "alignctl.yaml",
+    target = {"run": root, "checkpoints": root / "checkpoints", "config": root / "alignctl.yaml",
               "file": root / "checkpoints" / "step_1.safetensors"}[what]  # fmt: skip
     target.chmod(0)
     try:

@@ -270,3 +270,108 @@ def test_any_state_key(tmp_path):
         _load({"gen": a, "disc": b}, tmp_path)
     model, _ = _load({"gen": a, "disc": b}, tmp_path, state_key="disc")
     assert _same(model, b)
+
+
+# ------------------------------------------------------------ choosing: CLI, config, API
+
+
+def _ema_run(tmp_path, extra_config: dict | None = None):
+    import numpy as np
+    import yaml
+
+    from alignctl.runs.models import build_model
+
+    spec = {"arch": "mlp", "in_features": 4, "hidden": [8], "out_features": 3}
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    g = np.random.default_rng(0)
+    np.savez(run / "data.npz", x_train=g.normal(size=(16, 4)).astype("float32"),
+             y_train=np.arange(16) % 3)  # fmt: skip
+    cfg = {"model": spec, "data": {"path": "data.npz"}, **(extra_config or {})}
+    (run / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    states = {}
+    for name in ("raw", "ema", "net"):
+        torch.manual_seed(len(states) + 1)
+        states[name] = build_model(spec, run).state_dict()
+    obj = {"state_dict": states["raw"], "state_dict_ema": states["ema"],
+           "teacher": states["net"], "global_step": 3}  # fmt: skip
+    torch.save(obj, run / "checkpoints" / "s_3.pt")
+    return run, states
+
+
+def _first_weight(run, **options) -> torch.Tensor:
+    from alignctl.runs.run import open_run
+
+    r = open_run(run, **options)
+    model = r.build_model()
+    r.load_checkpoint(model, r.checkpoints[0])
+    return next(iter(model.state_dict().values())), r
+
+
+def test_choose_by_api_config_and_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from alignctl.cli.assemble import app
+
+    run, states = _ema_run(tmp_path)
+    first = next(iter(states["raw"]))
+    w, r = _first_weight(run)
+    assert torch.equal(w, states["raw"][first])
+    assert any("'state_dict_ema'" in n and "--weights ema" in n for n in r.notes)
+    assert torch.equal(_first_weight(run, weights="ema")[0], states["ema"][first])
+    assert torch.equal(_first_weight(run, state_key="teacher")[0], states["net"][first])
+    run2, _ = _ema_run(tmp_path / "b", {"checkpoint": {"weights": "ema"}})
+    assert torch.equal(_first_weight(run2)[0], states["ema"][first])
+    assert torch.equal(_first_weight(run2, weights="raw")[0], states["raw"][first])  # CLI wins
+    runner = CliRunner()
+    outs = {}
+    for opts in ([], ["--weights", "ema"], ["--state-key", "teacher"]):
+        res = runner.invoke(app, ["analyze", str(run), "--json", "-", "--metrics", "fast", *opts])
+        assert res.exit_code == 0, res.stderr
+        outs[tuple(opts)] = json.loads(res.stdout)["checkpoints"][0]["metrics"]
+    assert len({json.dumps(m, sort_keys=True) for m in outs.values()}) == 3  # three weights
+    for bad, msg in ((["--weights", "best"], "unknown --weights 'best'; valid: raw, ema"),
+                     (["--state-key", "nope"], "no key or prefix 'nope'")):  # fmt: skip
+        res = runner.invoke(app, ["analyze", str(run), "--quiet", *bad])
+        assert res.exit_code == 2 and res.stderr.startswith("error: ") and msg in res.stderr
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"weights": "best"}, "checkpoint.weights must be raw or ema"),
+        ({"state_key": 3}, "checkpoint.state_key must be a key name"),
+        ({"state_key": ""}, "checkpoint.state_key must be a key name"),
+        ({"weigths": "ema"}, "unknown key(s) in"),
+        ("ema", "checkpoint must be a mapping"),
+    ],
+)
+def test_checkpoint_config_section_is_validated(tmp_path, section, message):
+    from alignctl.runs.config import config_from_dict
+
+    with pytest.raises(InputError) as info:
+        config_from_dict({"checkpoint": section}, tmp_path, source="alignctl.yaml")
+    assert message in str(info.value)
+    cfg = config_from_dict({"checkpoint": {"weights": "ema", "state_key": "net"}}, tmp_path)
+    assert cfg.checkpoint == {"weights": "ema", "state_key": "net"}
+    assert cfg.to_dict()["checkpoint"] == {"weights": "ema", "state_key": "net"}
+    assert "checkpoint" not in config_from_dict({}, tmp_path).to_dict()
+
+
+def test_an_ignored_copy_never_marks_the_checkpoint_diverged(tmp_path):
+    run, states = _ema_run(tmp_path)
+    path = run / "checkpoints" / "s_3.pt"
+    obj = torch.load(path, weights_only=True)
+    obj["state_dict_ema"] = {k: torch.full_like(v, float("nan")) for k, v in states["ema"].items()}
+    torch.save(obj, path)
+    from typer.testing import CliRunner
+
+    from alignctl.cli.assemble import app
+
+    res = CliRunner().invoke(app, ["analyze", str(run), "--json", "-", "--metrics", "fast"])
+    assert res.exit_code == 0, res.stderr
+    assert '"diverged": false' in res.stdout
+    res = CliRunner().invoke(app, ["analyze", str(run), "--json", "-", "--weights", "ema"])
+    assert res.exit_code == 0 and '"diverged": true' in res.stdout

@@ -18,7 +18,10 @@ FORMATS = ("table", "markdown", "csv", "json")
 
 @cli_errors
 def analyze(
-    path: Annotated[Path, typer.Argument(help="Run directory, checkpoint folder or file.")],
+    path: Annotated[
+        # readable=False: an unreadable path is the library's one-line error, not a usage box
+        Path, typer.Argument(help="Run directory, checkpoint folder or file.", readable=False)
+    ],
     config: Annotated[Path | None, Opt(help="alignctl.yaml to use instead of the run's.")] = None,
     model: Annotated[str | None, Opt(help="Architecture name or file.py:callable.")] = None,
     data: Annotated[str | None, Opt(help="Task name or data file (.npz/.safetensors/.pt).")] = None,

@@ -51,8 +51,8 @@ class Run:
             self.notes.append(text)
 
     def load_checkpoint(self, model: torch.nn.Module, ref: CheckpointRef):
-        """Read ``ref`` and load its weights into ``model``; returns (state dict, metadata).
-        What was chosen or ignored on the way becomes notes."""
+        """Read ``ref`` and load its weights into ``model``; returns (the model's state dict as
+        loaded, the checkpoint's metadata). What was chosen or ignored becomes notes."""
         ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
         notes = load_weights(
             model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
@@ -60,7 +60,9 @@ class Run:
         )  # fmt: skip
         for text in ck.notes + notes:
             self.note(text)
-        return ck.state, ck.meta
+        # The weights as loaded: an ignored EMA copy or loss buffer never marks a checkpoint
+        # diverged.
+        return model.state_dict(), ck.meta
 
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""

@@ -93,7 +93,12 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
     refs, skipped = [], []
     for p in entries:
         if p.is_dir():
-            if p.name != STATE_FOLDER and _is_hf_folder(p):
+            try:
+                hf = p.name != STATE_FOLDER and _is_hf_folder(p)
+            except OSError as e:  # a sub-folder we may not enter: not ours to judge
+                skipped.append(f"{p.name}/ (unreadable: {e.strerror or e})")
+                continue
+            if hf:
                 refs.append(_ref(p)[0])
             continue
         if p.suffix not in CHECKPOINT_SUFFIXES:
@@ -112,7 +117,7 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
         what = f"{', '.join(skipped[:_SHOW])}{more}"
         if not refs:
             raise InputError(f"no model checkpoints in {path}: skipped {what}")
-        notes.append(f"skipped files that are not model checkpoints: {what}")
+        notes.append(f"skipped entries that are not model checkpoints: {what}")
     if not refs:
         raise InputError(f"no checkpoint files in {path} ({ACCEPTED})")
     return order_checkpoints(refs, notes)

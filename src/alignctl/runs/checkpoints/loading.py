@@ -56,7 +56,7 @@ def tied_names(model: torch.nn.Module) -> dict[str, list[str]]:
     ``wte.weight``): a checkpoint that stores one of them holds them all."""
     groups: dict[tuple, list[str]] = {}
     for name, t in model.state_dict(keep_vars=True).items():
-        if t.numel():
+        if t.numel() and t.device.type != "meta":  # meta tensors all have data_ptr 0
             key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
             groups.setdefault(key, []).append(name)
     return {n: [m for m in g if m != n] for g in groups.values() if len(g) > 1 for n in g}

@@ -2,9 +2,10 @@
 torch file, ``trainer_state.json``): its step and whether it holds model weights at all.
 
 The step is read where training code puts it: ``step``, ``global_step`` (Lightning, Hugging
-Face), ``iter_num`` (nanoGPT), ``iteration``, ``iter``; for a Hugging Face ``checkpoint-N``
-folder, ``global_step`` of its ``trainer_state.json``; else the last number in the name; else
-``epoch``, labelled as such (an epoch is not a step: :mod:`.order` never mixes the two).
+Face), ``global_steps`` (DeepSpeed), ``iter_num`` (nanoGPT), ``iteration``, ``iter``; for a
+Hugging Face ``checkpoint-N`` folder, ``global_step`` of its ``trainer_state.json``; else the
+last number in the name; else ``epoch``, labelled as such (an epoch is not a step:
+:mod:`.order` never mixes the two).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from alignctl.runs.checkpoints.select import (
 )
 from alignctl.runs.limits import check_zip, read_text_capped
 
-STEP_KEYS = ("step", "global_step", "iter_num", "iteration", "iter")
+STEP_KEYS = ("step", "global_step", "global_steps", "iter_num", "iteration", "iter")
 EPOCH_KEY = "epoch"
 TRAINER_STATE = "trainer_state.json"
 

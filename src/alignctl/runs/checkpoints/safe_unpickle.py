@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ def _refused_globals(e: Exception) -> bool:
 
 def torch_load(path: Path, *, mmap: bool = False) -> tuple[Any, list[str]]:
     """(object, globals replaced by placeholders). Raises what torch raises on a corrupt file,
-    and InputError for a pickle that calls into a module torch blocks (``os.system``...)."""
+    and InputError for a pickle that calls into a module torch blocks (``os.system``...) or
+    for a TorchScript archive (a program, not a state dict)."""
+    _refuse_torchscript(path)
     try:
         return _plain_load(path, mmap), []
     except Exception as e:
@@ -106,6 +109,19 @@ def torch_load(path: Path, *, mmap: bool = False) -> tuple[Any, list[str]]:
                 raise
             names.add(found.group(1))
     raise first
+
+
+def _refuse_torchscript(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    if any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names):
+        raise InputError(
+            f"{path} is a TorchScript archive (torch.jit.save), not a state dict; alignctl "
+            "reads weights: save them with torch.save(model.state_dict(), path)"
+        )
 
 
 def find_inert(obj: Any, where: str = "") -> list[tuple[str, str]]:

@@ -100,7 +100,7 @@ def not_weights(obj: Any) -> str | None:
         return None
     if isinstance(obj, dict):
         keys = set(obj)
-        if {"state", "param_groups"} <= keys or "optimizer" in keys and len(keys) <= 3:
+        if {"state", "param_groups"} <= keys or any("optim" in str(k) for k in keys):
             return "an optimizer state"
         if {"scale", "growth_factor"} <= keys:
             return "a gradient-scaler state"
@@ -178,6 +178,11 @@ def select_state(obj: Any, path: Path, *, weights: str = "raw", state_key: str |
             )
         if chosen is not None and chosen not in STATE_DICT_KEYS and state_key is None:
             notes.append(f"weights read from the checkpoint key {chosen!r}")
+        elif state_key is None and len(raw) > 1:
+            notes.append(
+                f"weights read from {chosen!r}; checkpoints also hold tensors under "
+                f"{', '.join(map(repr, raw[1:]))} (choose with --state-key KEY)"
+            )
     _check_tensors(state, path)
     return Selection(dict(state), _meta(obj, state), notes, mode, prefix)
 
