@@ -2,6 +2,7 @@
 golden JSON of the shipped example, and JSON means against an independent float64 reference."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,12 @@ def test_baseline_comparison(tmp_path):
     base.write_text(json.dumps(report))
     r = invoke(root, "--quiet", "--baseline", base, "--max-drop", "centroid_alignment=0.1")
     assert r.exit_code == 1 and "drop from baseline" in r.stderr
+    # the message shows the quantity gated: the drop, beside the value and the baseline
+    now = json.loads(invoke(root, "--json", "-").stdout)["checkpoints"][-1]["metrics"]
+    was = report["checkpoints"][-1]["metrics"]["centroid_alignment"]
+    line = next(x for x in r.stderr.splitlines() if x.startswith("gate failed:"))
+    assert f"value {now['centroid_alignment']:.4g}" in line and f"baseline {was:.4g}" in line
+    assert f"drop {was - now['centroid_alignment']:.4g}" in line
 
 
 def test_outputs_csv_markdown_plot_and_step_summary(tmp_path, monkeypatch):
@@ -247,3 +254,78 @@ def test_xor_runs_report_noise_accuracy_for_their_grokked_criterion(tmp_path):
     assert report["checkpoints"][-1]["noise_accuracy"] == pytest.approx(
         logged[-1]["noise_accuracy"]
     )
+
+
+def test_require_verdict_with_every_output_and_the_step_summary(tmp_path, monkeypatch):
+    """Issue 12: a verdict gate crashed every renderer that formats its value."""
+    root = user_run(tmp_path / "r")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "s.md"))
+    r = invoke(root, "--require-verdict", "learning", "--markdown", tmp_path / "t.md",
+               "--csv", tmp_path / "t.csv")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "verdict at least learning" in r.stdout
+    for f in ("s.md", "t.md"):
+        assert "verdict at least learning" in (tmp_path / f).read_text()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown", "table"])
+def test_format_chooses_what_goes_to_stdout(tmp_path, fmt):
+    r = invoke(user_run(tmp_path / "r"), "--format", fmt)
+    assert r.exit_code == 0, r.stderr
+    if fmt == "json":
+        assert json.loads(r.stdout)["checkpoints"]
+    elif fmt == "csv":
+        assert r.stdout.startswith("name,step,")
+    elif fmt == "markdown":
+        assert r.stdout.startswith("### alignctl analyze")
+    else:
+        assert "verdict" in r.stdout and "recommendation" in r.stdout
+
+
+def test_format_and_a_stdout_output_conflict(tmp_path):
+    r = invoke(user_run(tmp_path / "r"), "--format", "json", "--csv", "-")
+    assert r.exit_code == 2 and r.stderr.startswith("error:")
+    r = invoke(user_run(tmp_path / "r2"), "--format", "yaml")
+    assert r.exit_code == 2 and "table, markdown, csv, json" in r.stderr
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_piped_table_honours_columns(width):
+    r = runner.invoke(app, ["analyze", str(EXAMPLE), "--samples", "50"],
+                      env={"COLUMNS": str(width)})  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert max(len(x) for x in r.stdout.splitlines()) <= width and "…" not in r.stdout
+    assert "optimiser steps" in r.stdout  # the step column says what it counts
+    wide = runner.invoke(app, ["analyze", str(EXAMPLE), "--samples", "50", "--wide"],
+                         env={"COLUMNS": str(width)})  # fmt: skip
+    for header in ("PC1", "erank", "|mu|", "|J|_F"):
+        assert header in wide.stdout
+
+
+def test_no_color_on_a_terminal(tmp_path):
+    root = user_run(tmp_path / "r")
+    colour = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7])[;m]")
+    env = {"FORCE_COLOR": "1", "COLUMNS": "100"}
+    r = runner.invoke(app, ["analyze", str(root)], env={**env, "NO_COLOR": "1"})
+    assert r.exit_code == 0 and not colour.search(r.stdout)
+    r = runner.invoke(app, ["analyze", str(root)], env={**env, "NO_COLOR": None})
+    assert colour.search(r.stdout)  # the same terminal without NO_COLOR has colour
+
+
+def test_step_unit_says_what_the_step_counts(tmp_path):
+    report = json.loads(invoke(EXAMPLE, "--json", "-", "--samples", "20").stdout)
+    assert report["step_unit"] == "optimiser steps"
+    root = user_run(tmp_path / "r")  # metadata "step" from another writer
+    assert json.loads(invoke(root, "--json", "-").stdout)["step_unit"] == (
+        "step from checkpoint metadata"
+    )
+    for f in (root / "checkpoints").iterdir():  # no metadata: the number in the name
+        from safetensors.torch import load_file
+
+        save_file(load_file(str(f)), str(f))
+    report = json.loads(invoke(root, "--json", "-").stdout)
+    assert report["step_unit"] == "number in checkpoint name"
+    assert [c["step"] for c in report["checkpoints"]] == [0, 5, 50]
+    header = invoke(root, "--format", "csv").stdout.splitlines()[0].split(",")
+    assert "step_unit" in header

@@ -161,6 +161,6 @@ def _print_table(report: dict, wide: bool) -> None:
         report, width=None if wide else out.width, wide=wide, hint="--wide shows all"
     )
     if wide:  # wider than the terminal when it must: nothing is cut
-        out.width = max(out.width, out.measure(table).maximum)
+        out.width = max(out.width, render.natural_width(report, wide=True))
     out.print(table)
     out.print(render.rich_panel(report, width=out.width))

@@ -17,11 +17,19 @@ import numbers
 from alignctl.report.cells import HEADERS, checkpoints, field, is_real, metric_columns
 from alignctl.report.cells import metric_names as _metric_names
 from alignctl.report.render_markdown import escape, to_markdown
-from alignctl.report.render_table import TRENDS, fit_columns, rich_panel, rich_table, sparkline
+from alignctl.report.render_table import (
+    TRENDS,
+    fit_columns,
+    natural_width,
+    rich_panel,
+    rich_table,
+    sparkline,
+)
 
 COLUMNS = list(HEADERS.items())  # (metric, header), the table's metric columns
-__all__ = ["COLUMNS", "TRENDS", "escape", "fit_columns", "plot", "rich_panel", "rich_table",
-           "sparkline", "step_summary", "to_csv", "to_json", "to_markdown", "to_rows"]  # fmt: skip
+__all__ = ["COLUMNS", "TRENDS", "escape", "fit_columns", "natural_width", "plot", "rich_panel",
+           "rich_table", "sparkline", "step_summary", "to_csv", "to_json", "to_markdown",
+           "to_rows"]  # fmt: skip
 
 
 def to_rows(report: dict) -> tuple[list[str], list[list]]:

@@ -120,6 +120,12 @@ def fit_columns(report: dict, width: int | None, wide: bool = False) -> tuple[li
     return columns, widths, hidden
 
 
+def natural_width(report: dict, wide: bool = False) -> int:
+    """Columns the table needs to show every column (with ``wide``, every metric) uncut."""
+    columns, widths, _ = fit_columns(report, None, wide)
+    return _width(columns, widths)
+
+
 def rich_table(report: dict, width: int | None = None, wide: bool = False, hint: str = ""):
     """The per-checkpoint table, fitted to ``width`` columns (None: no limit)."""
     columns, widths, hidden = fit_columns(report, width, wide)
