@@ -8,7 +8,6 @@ saving a checkpoint (``--resume`` continues it).
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -69,6 +68,7 @@ def train(
     `alignctl analyze` reads. Exit codes: 0 done, 2 input/write error, 3 diverged, 130
     interrupted."""
     from alignctl.runs.config import ON_NAN
+    from alignctl.train.jsonio import dumps_strict
     from alignctl.train.lock import RunLock
     from alignctl.train.schedule import save_epochs
 
@@ -91,11 +91,12 @@ def train(
         if lock is not None:
             lock.release()
     if not quiet:
-        typer.echo(json.dumps(summary))
+        typer.echo(dumps_strict(summary))
     if summary["diverged"]:
         kept = summary["last_checkpoint_step"]
+        kept = "no checkpoint" if kept is None else f"last checkpoint: step {kept}"
         typer.echo(f"error: the run diverged: {summary['diverged_reason']}; run.json says "
-                   f"status diverged; last checkpoint: step {kept}", err=True)  # fmt: skip
+                   f"status diverged; {kept}", err=True)  # fmt: skip
         raise typer.Exit(EXIT_DIVERGED)
     if summary["interrupted"]:
         typer.echo(
