@@ -52,6 +52,15 @@ def analyze(
         str | None, Opt(help="Gate: learning|memorising|generalising|robust.")
     ] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No table; only outputs and errors.")] = False,
+    output: Annotated[
+        str | None, Opt(help="Which model output is the logits: a key or an index.")
+    ] = None,
+    max_memory: Annotated[
+        str | None, Opt(help="Working memory of one batch, e.g. 512MiB (the default).")
+    ] = None,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads (default: 1 for small models).", min=1)
+    ] = None,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis
@@ -60,6 +69,10 @@ def analyze(
     from alignctl.runs.run import open_run
 
     resolve_metrics(metrics)  # usage errors before any work
+    if max_memory is not None:
+        from alignctl.geometry.memory import parse_bytes
+
+        parse_bytes(max_memory)
     if baseline is not None:
         load_baseline(baseline)
     if require_verdict is not None:
@@ -80,6 +93,7 @@ def analyze(
             run, split=split, samples=samples, batch_size=batch_size, device=device,
             metrics=metrics, robustness=robustness, eps=eps, alpha=alpha, steps=pgd_steps,
             on_checkpoint=lambda entry, i, n: bar.update(task, completed=i),
+            output=output, max_memory=max_memory, threads=threads,
         )  # fmt: skip
     report["gates"] = evaluate_gates(
         report, fail_under=fail_under or (), fail_over=fail_over or (), baseline=baseline,

@@ -60,6 +60,9 @@ def race(
     quiet: Annotated[
         bool, Opt("--quiet", "-q", help="No progress and no table; only outputs and errors.")
     ] = False,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads per worker (default: 1 for small models).", min=1)
+    ] = None,
 ) -> None:
     """Train every (regulariser, seed) pair to grokking and print the paper's table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -76,7 +79,7 @@ def race(
         tid = bar.add_task("", total=len(reg_list) * seeds)
         result = run_race(
             task=task, config=config, regs=reg_list, seeds=seeds, seed_offset=seed_offset,
-            max_epochs=max_epochs, workers=workers, out=out, device=device,
+            max_epochs=max_epochs, workers=workers, out=out, device=device, threads=threads,
             on_update=lambda done, total, running: bar.update(
                 tid, completed=done, description=f"{running} running"
             ),

@@ -46,6 +46,9 @@ def train(
     force: Annotated[bool, Opt(help="Overwrite an existing run in --out.")] = False,
     resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads (default: 1 for small models).", min=1)
+    ] = None,
 ) -> None:
     """Train a network (optionally with GrokAlign or its peers), writing checkpoints that
     `alignctl analyze` reads."""
@@ -77,6 +80,9 @@ def train(
         prepare_run_dir(out, force)
         save_config(cfg, out / "alignctl.yaml")
         run_dir = out
+    from alignctl.train.trainer import set_threads
+
+    set_threads(trainer, threads)
     total = epochs if epochs is not None else int(cfg.train["epochs"])
     stop = _StopFlag()
     previous = signal.signal(signal.SIGINT, stop)
