@@ -181,7 +181,7 @@ def test_global_module_hook_disables_the_shortcut():
 def test_run_time_check_falls_back_when_the_rules_miss_a_case(monkeypatch):
     """If the structural rules wrongly allowed the shortcut, the first-batch comparison with
     the generic path must catch it: right values, and a note saying what happened."""
-    from alignctl.geometry import linear_input
+    import alignctl.geometry.linear_input as linear_input
 
     monkeypatch.setattr(linear_input, "_plain_linear", lambda m: isinstance(m, nn.Linear))
     torch.manual_seed(0)
@@ -208,7 +208,7 @@ def test_plain_mlp_takes_the_verified_shortcut_without_notes():
 
 
 def test_spectrum_check_falls_back_to_float64(monkeypatch):
-    from alignctl.geometry import verify
+    import alignctl.geometry.verify as verify
 
     monkeypatch.setattr(verify, "SPECTRUM_TOL", -1.0)  # every comparison "fails"
     torch.manual_seed(3)
@@ -499,7 +499,7 @@ class Recorder(nn.Module):
 
 @pytest.mark.parametrize("metrics", [["centroid_alignment"], ["jacobian_norm"]])
 def test_chunks_stay_within_the_memory_budget(metrics):
-    from alignctl.geometry import memory
+    import alignctl.geometry.memory as memory
 
     torch.manual_seed(11)
     model = Recorder()

@@ -58,9 +58,7 @@ def analyze(
     max_memory: Annotated[
         str | None, Opt(help="Working memory of one batch, e.g. 512MiB (the default).")
     ] = None,
-    threads: Annotated[
-        int | None, Opt(help="CPU threads (default: 1 for small models).", min=1)
-    ] = None,
+    threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis

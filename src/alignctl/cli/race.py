@@ -61,13 +61,16 @@ def race(
         bool, Opt("--quiet", "-q", help="No progress and no table; only outputs and errors.")
     ] = False,
     threads: Annotated[
-        int | None, Opt(help="CPU threads per worker (default: 1 for small models).", min=1)
+        int | None, Opt(help="CPU threads per worker (default: 1 for small models).")
     ] = None,
 ) -> None:
     """Train every (regulariser, seed) pair to grokking and print the paper's table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from alignctl.geometry.threads import check_threads
     from alignctl.train.race import run_race
+
+    check_threads(threads)
 
     reg_list = [
         r.strip() for r in (regs.split(";") if ";" in regs else regs.split(",")) if r.strip()

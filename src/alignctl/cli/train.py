@@ -46,9 +46,7 @@ def train(
     force: Annotated[bool, Opt(help="Overwrite an existing run in --out.")] = False,
     resume: Annotated[Path | None, Opt(help="Continue the run in this directory.")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
-    threads: Annotated[
-        int | None, Opt(help="CPU threads (default: 1 for small models).", min=1)
-    ] = None,
+    threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
 ) -> None:
     """Train a network (optionally with GrokAlign or its peers), writing checkpoints that
     `alignctl analyze` reads."""
@@ -58,6 +56,9 @@ def train(
     from alignctl.train.trainer import Trainer, prepare_run_dir
 
     save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
+    from alignctl.geometry.threads import check_threads
+
+    check_threads(threads)
 
     if resume is not None:
         if config or task or reg or seed is not None or out:

@@ -16,7 +16,7 @@ def predict(model, x: torch.Tensor, device, *, output=None, max_memory=None) -> 
     ``output`` (:mod:`alignctl.geometry.inputs`, :mod:`alignctl.geometry.outputs`). Chunks
     hold at most :data:`EVAL_BATCH` samples and stay within ``max_memory`` (default 512 MiB)
     by the module outputs of a one-sample forward pass."""
-    from alignctl.geometry import memory
+    import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import eval_mode
     from alignctl.geometry.inputs import ModelFront
 

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+import alignctl.geometry.memory as memory
+import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
-from alignctl.geometry import memory, verify
 from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device
 from alignctl.geometry.inputs import OPT_IN, ModelFront, unwrap
 from alignctl.geometry.linear_input import find_input_linear, layer_jacobian

@@ -95,7 +95,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     numerically, is ``diverged`` with its ``reason``; the others are analysed. Errors that no
     checkpoint could get past (the model does not fit the data) are InputErrors.
     """
-    from alignctl.geometry import memory
+    import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.threads import check_threads
 
