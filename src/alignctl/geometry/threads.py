@@ -9,11 +9,15 @@ train`` of an MLP ran 33x slower with the default than with one thread (issue 11
   contributes ``output elements x (weight elements / output channels)`` (a linear layer's
   in x out, a convolution's output x C_in k_h k_w), or its output elements when it has no
   weight;
-- below :data:`SMALL_WORK` (5e7 multiply-adds, a few milliseconds on one core) one thread;
-  above it one thread per :data:`SMALL_WORK`, up to the cores this process may use;
-- ``load_aware`` (analysis) also leaves out the cores that other processes keep busy (the
-  1-minute load average). Training does not: its thread count must not change between a run
-  and its resumption, or the weights could differ in the last bits.
+- below ``small`` multiply-adds one thread; above it one thread per ``small``, up to the
+  cores this process may use;
+- analysis (:data:`SMALL_WORK`, 5e7: a few milliseconds on one core) is ``load_aware``: it
+  also leaves out the cores that other processes keep busy (the 1-minute load average);
+- training (:data:`TRAIN_SMALL_WORK`, 1e9 per step) is not: the thread count changes the
+  weights in the last bits (measured: 1 vs 2 threads on the sparse-parity preset), so a run and
+  its resumption must choose the same count, from the model and batch alone. The higher bar
+  keeps small models on one thread even on a busy machine, where a second thread mostly waits
+  (18x slower measured on a loaded 2-core machine, ``benchmarks/threads.py``).
 
 ``OMP_NUM_THREADS`` set in the environment is the user's choice and wins over the rule;
 ``--threads N`` / ``threads=`` over both.
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 SMALL_WORK = 5e7
+TRAIN_SMALL_WORK = 1e9
 
 
 def cores() -> int:
@@ -69,7 +74,7 @@ def forward_work(model: nn.Module, xb: torch.Tensor, run=None) -> float:
     return total[0]
 
 
-def auto_threads(work: float, *, load_aware: bool = False) -> int:
+def auto_threads(work: float, *, load_aware: bool = False, small: float = SMALL_WORK) -> int:
     """Threads for a batch of ``work`` multiply-adds (module docstring)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
@@ -80,7 +85,7 @@ def auto_threads(work: float, *, load_aware: bool = False) -> int:
         except (AttributeError, OSError):
             busy = 0
         avail = max(1, avail - busy)
-    return int(max(1, min(avail, work // SMALL_WORK)))
+    return int(max(1, min(avail, work // small)))
 
 
 @contextlib.contextmanager

@@ -101,9 +101,15 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin):
 
 def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = None) -> int:
     """Set torch's CPU thread count for training (process-wide; the CLI's choice): ``threads``
-    if given, else :func:`alignctl.geometry.threads.auto_threads` of one batch's work, not
-    load-aware (a resumed run must use the same count), at most ``limit``. Returns it."""
-    from alignctl.geometry.threads import auto_threads, check_threads, forward_work
+    if given, else :func:`alignctl.geometry.threads.auto_threads` of one step's work, not
+    load-aware (a resumed run must choose the same count: it changes the weights' last bits),
+    at most ``limit``. Returns it."""
+    from alignctl.geometry.threads import (
+        TRAIN_SMALL_WORK,
+        auto_threads,
+        check_threads,
+        forward_work,
+    )
 
     n = check_threads(threads)
     if n is None:
@@ -111,7 +117,7 @@ def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = No
             return torch.get_num_threads()
         bs = int(trainer.cfg.train.get("batch_size") or trainer.x.shape[0])
         work = forward_work(trainer.model, trainer.x[:1], lambda m, x: trainer.front(x)) * bs
-        n = auto_threads(3 * work)  # forward, backward: ~3 forward passes
+        n = auto_threads(3 * work, small=TRAIN_SMALL_WORK)  # forward + backward: ~3 forwards
     n = min(n, limit) if limit else n
     torch.set_num_threads(n)
     return n
