@@ -155,8 +155,8 @@ class ModelFront:
 
     def lift(self, xb: torch.Tensor, device, dtype) -> torch.Tensor:
         """The tensor the Jacobian is taken at, for raw inputs xb: (m, ...), detached."""
-        if self.kind == "plain":
-            return xb.to(device=device, dtype=dtype, copy=True)
+        if self.kind == "plain":  # the model sees clones of it (fn), never it
+            return xb.to(device=device, dtype=dtype).detach()
         tokens = xb.to(device=device, copy=True)
         with torch.no_grad():
             if self.kind == "protocol":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -79,6 +80,12 @@ def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     return names
 
 
+# model -> {(sample shape, dtypes, device, metric kind, output, budget): chunk size}: the
+# activation probe depends on the model's structure, not its weights, so each checkpoint of
+# a run (one model object, new weights) reuses it. Weak keys: no model is kept alive.
+_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _Plan:
     """How one model is measured on x: the front (where J is taken), the chunk size and the
     linear layer of the shortcut, if any."""
@@ -97,6 +104,11 @@ class _Plan:
                 raise InputError(f"batch size must be positive, not {batch_size}")
             self.size = int(batch_size)
             return
+        key = (tuple(x.shape[1:]), x.dtype, dt, str(dev), full, output, max_memory)
+        cached = _SIZES.get(self.front.model, {}).get(key)
+        if cached is not None:  # the same structure measured before (every checkpoint)
+            self.size = cached
+            return
         k = min(2, x.shape[0])
         if k == 2:
             acts = memory.activation_bytes(lambda m: self.fn(x[:m]), lambda m: self.lift(x[:m]))
@@ -107,6 +119,7 @@ class _Plan:
         budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
         self.size = memory.chunk_size(budget, activations=acts, input_bytes=d * item,
                                       keep_bytes=keep)  # fmt: skip
+        _SIZES.setdefault(self.front.model, {})[key] = self.size
 
     def lift(self, xb):
         return self.front.lift(xb, self.dev, self.dt)

@@ -23,22 +23,33 @@ from functools import cached_property
 
 import torch
 
+SAFE = 2.0**30  # per-sample maxima within [1/SAFE, SAFE] need no scaling (see pow2_scale)
+
 
 def pow2_scale(t: torch.Tensor, dims) -> tuple[torch.Tensor, torch.Tensor]:
     """(t divided by 2^e, 2^e as float64 (n,)) with 2^e the power of two nearest the largest
-    |entry| of each sample (over ``dims``; e = 0 for an all-zero sample)."""
-    amax = t.abs().amax(dim=dims) if t.dim() > 1 else t.abs()
+    |entry| of each sample (over ``dims``; e = 0 for an all-zero sample).
+
+    When every sample's largest |entry| lies in [2^-30, 2^30] (or is 0), t is returned as it
+    is with scales 1: products of such entries summed over any realistic size stay far inside
+    float32's range (2^+-126), and the common case pays one reduction, not a copy."""
+    flat = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
+    if not flat.shape[1]:
+        return t, torch.ones(t.shape[0], dtype=torch.float64, device=t.device)
+    amax = torch.maximum(flat.amax(1).abs(), flat.amin(1).abs())  # faster than aminmax(dim)
+    ones = torch.ones(t.shape[0], dtype=torch.float64, device=t.device)
+    if bool(((amax == 0) | ((amax >= 1 / SAFE) & (amax <= SAFE))).all()):
+        return t, ones
     _, e = torch.frexp(amax)
     lim = int(math.log2(torch.finfo(t.dtype).max))  # 127 for float32
-    e = e.clamp(-lim + 1, lim).double()
+    e = torch.where(torch.isfinite(amax), e, 0).clamp(-lim + 1, lim).double()
     shape = (-1,) + (1,) * (t.dim() - 1)
     return t * torch.pow(2.0, -e).to(t.dtype).reshape(shape), torch.pow(2.0, e)
 
 
-def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine of scaled tensors, 0 where a norm is 0."""
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    return torch.where(den > 0, (a * b).sum(-1) / torch.where(den > 0, den, 1), 0)
+def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den elementwise, 0 where den is 0 (cosines with a zero vector)."""
+    return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0)
 
 
 class Quantities:
@@ -57,7 +68,8 @@ class Quantities:
             self.ws, w_scale = pow2_scale(w.reshape(1, *w.shape), (1, 2))
             self.ws = self.ws[0]
             self.j_scale = h_scale * w_scale
-            self.wxs = (wx.double() / (w_scale * self.x_scale).unsqueeze(-1)).to(wx.dtype)
+            scale = (w_scale * self.x_scale).unsqueeze(-1)
+            self.wxs = wx if bool((scale == 1).all()) else (wx.double() / scale).to(wx.dtype)
 
     def _real(self, scaled: torch.Tensor, *scales: torch.Tensor) -> torch.Tensor:
         """A scaled quantity times its scales, in the batch's dtype (inf if not representable)."""
@@ -76,24 +88,35 @@ class Quantities:
         return self.jhs.sum(dim=1) @ self.ws, self.j_scale  # (n, k) @ (k, d)
 
     @cached_property
+    def _xs_norm(self) -> torch.Tensor:
+        return self.xs.norm(dim=-1)
+
+    @cached_property
+    def _mu_parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(<x, mu>, |mu|) in units of the scales, and mu's scale."""
+        mus, scale = self._mu_scaled
+        return (self.xs * mus).sum(-1), mus.norm(dim=-1), scale
+
+    @cached_property
     def x_norm(self) -> torch.Tensor:
-        return self._real(self.xs.norm(dim=-1), self.x_scale)
+        return self._real(self._xs_norm, self.x_scale)
 
     @cached_property
     def mu_norm(self) -> torch.Tensor:
-        mus, scale = self._mu_scaled
-        return self._real(mus.norm(dim=-1), scale)
+        _, norm, scale = self._mu_parts
+        return self._real(norm, scale)
 
     @cached_property
     def mu_inner(self) -> torch.Tensor:
         """<x, mu>, (n,)."""
-        mus, scale = self._mu_scaled
-        return self._real((self.xs * mus).sum(-1), self.x_scale, scale)
+        inner, _, scale = self._mu_parts
+        return self._real(inner, self.x_scale, scale)
 
     @cached_property
     def mu_cos(self) -> torch.Tensor:
         """cos(x, mu), (n,)."""
-        return cos(self.xs, self._mu_scaled[0])
+        inner, norm, _ = self._mu_parts
+        return ratio(inner, self._xs_norm * norm)
 
     @cached_property
     def jxs(self) -> torch.Tensor:
@@ -124,9 +147,7 @@ class Quantities:
     @cached_property
     def alignment_full(self) -> torch.Tensor:
         """|J x_hat|^2 / |J|_F^2, (n,)."""
-        num = self.jxs.pow(2).sum(-1)
-        den = self.xs.pow(2).sum(-1) * self.fro2
-        return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0).clamp(0, 1)
+        return ratio(self.jxs.pow(2).sum(-1), self._xs_norm.pow(2) * self.fro2).clamp(0, 1)
 
     @cached_property
     def n_classes(self) -> int:
@@ -164,8 +185,7 @@ class Quantities:
     def label_cos(self) -> torch.Tensor:
         """cos(x, J_y), (n,)."""
         inner, norm, _ = self._label
-        den = self.xs.norm(dim=-1) * norm
-        return torch.where(den > 0, inner / torch.where(den > 0, den, 1), 0)
+        return ratio(inner, self._xs_norm * norm)
 
     def exact_jacobian(self, idx: torch.Tensor) -> torch.Tensor:
         """The scaled J of the samples ``idx`` in float64, (m, C, d)."""
