@@ -96,8 +96,6 @@ class _Plan:
             raise InputError("no samples to measure")
         self.front = ModelFront(model, x[:2].to(dev), output)
         probe = self.lift(x[:1])
-        with torch.no_grad():
-            n_classes = self.fn(x[:1])(probe).shape[1]
         self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
         if batch_size is not None:
             if int(batch_size) < 1:
@@ -109,8 +107,9 @@ class _Plan:
         if cached is not None:  # the same structure measured before (every checkpoint)
             self.size = cached
             return
-        k = min(2, x.shape[0])
-        if k == 2:
+        with torch.no_grad():
+            n_classes = self.fn(x[:1])(probe).shape[1]
+        if x.shape[0] >= 2:
             acts = memory.activation_bytes(lambda m: self.fn(x[:m]), lambda m: self.lift(x[:m]))
         else:
             acts = memory.saved_bytes(self.fn(x[:1]), probe)
