@@ -9,7 +9,10 @@ Prints
   3. centroid metrics alone / one forward+backward pass,
 on an MLP 784-196-196-196-10 without bias and 1024 samples, and
   4. peak memory while measuring 10,000 CIFAR-shaped samples (3x32x32, C = 10) with the
-     default batch size (CPU: resident-set growth sampled every 2 ms; CUDA: allocator peak).
+     default memory budget (CPU: resident-set growth sampled every 2 ms; CUDA: allocator peak),
+  5. the same for --metrics fast and standard on 2048 STL-shaped samples (3x96x96),
+  6. what the run-time verification of the fast paths costs: all metrics on the MLP with the
+     checks / with the checks switched off.
 """
 
 from __future__ import annotations
@@ -78,24 +81,28 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-def peak_memory(device) -> tuple[float, int]:
-    """(peak bytes above the baseline while measuring, default chunk size)."""
+def _cnn(device, side: int) -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(
+    flat = 64 * (side // 4) ** 2
+    return nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10),
+        nn.Flatten(), nn.Linear(flat, 256), nn.ReLU(), nn.Linear(256, 10),
     ).to(device)  # fmt: skip
-    x = torch.rand(10_000, 3, 32, 32)
-    y = torch.randint(0, 10, (10_000,))
-    from alignctl.geometry.measure import _J_BYTES, _MAX_CHUNK
 
-    chunk = max(1, min(_MAX_CHUNK, _J_BYTES // (10 * 3 * 32 * 32 * 4)))
+
+def peak_memory(device, n=10_000, side=32, metrics=None) -> tuple[float, int]:
+    """(peak bytes above the baseline while measuring, largest chunk seen)."""
+    model = _cnn(device, side)
+    x = torch.rand(n, 3, side, side)
+    y = torch.randint(0, 10, (n,))
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        alignctl.measure(model, x, y, device=device)
-        return torch.cuda.max_memory_allocated() - base, chunk
+        alignctl.measure(model, x, y, device=device, metrics=metrics)
+        return torch.cuda.max_memory_allocated() - base, max(seen)
     base, peak, done = rss_bytes(), [0], threading.Event()
 
     def sample():
@@ -105,10 +112,30 @@ def peak_memory(device) -> tuple[float, int]:
 
     t = threading.Thread(target=sample)
     t.start()
-    alignctl.measure(model, x, y, device=device)
+    alignctl.measure(model, x, y, device=device, metrics=metrics)
     done.set()
     t.join()
-    return peak[0] - base, chunk
+    return peak[0] - base, max(seen)
+
+
+def verification_cost(model, x, y, reps, device) -> float:
+    """all metrics with the first-chunk checks / without them (checks patched out)."""
+    from alignctl.geometry import measure as m
+
+    def unchecked():
+        saved = (m.verify.check_shortcut, m.verify.check_spectrum)
+        m.verify.check_shortcut = m.verify.check_spectrum = lambda *a: None
+        try:
+            alignctl.measure(model, x, y, device=device)
+        finally:
+            m.verify.check_shortcut, m.verify.check_spectrum = saved
+
+    t = interleaved(
+        {"checked": lambda: alignctl.measure(model, x, y, device=device), "unchecked": unchecked},
+        reps,
+        device,
+    )
+    return t["checked"] / t["unchecked"]
 
 
 def main() -> None:
@@ -161,6 +188,8 @@ def main() -> None:
         "generic path (CNN, 512 MNIST-shaped samples): all metrics / one batched Jacobian: "
         f"{tc['all'] / tc['jacobian']:.3f}"
     )
+    ratio = verification_cost(model, x, y, args.reps, device)
+    print(f"run-time verification of the fast paths: all metrics with / without it: {ratio:.3f}")
     if not args.skip_memory:
         peak, chunk = peak_memory(device)
         full = 10_000 * 10 * 3 * 32 * 32 * 4
@@ -168,6 +197,10 @@ def main() -> None:
             f"peak memory, 10,000 CIFAR-shaped samples, C=10, default chunk {chunk}: "
             f"{peak / 2**20:.0f} MiB (the full Jacobian would be {full / 2**20:.0f} MiB)"
         )
+        for name, metrics in (("fast", CENTROID), ("standard", None)):
+            peak, chunk = peak_memory(device, n=2048, side=96, metrics=metrics)
+            print(f"peak memory, 2048 x 3x96x96, {name} metrics, chunk {chunk}: "
+                  f"{peak / 2**20:.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -73,6 +73,13 @@ def analyze(
     wide: Annotated[
         bool, Opt("--wide", help="Every column, however wide (default: fit the terminal).")
     ] = False,
+    output: Annotated[
+        str | None, Opt(help="Which model output is the logits: a key or an index.")
+    ] = None,
+    max_memory: Annotated[
+        str | None, Opt(help="Working memory of one batch, e.g. 512MiB (the default).")
+    ] = None,
+    threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis
@@ -84,6 +91,10 @@ def analyze(
     # every usage error before any work: options, gates, then the outputs' destinations
     names = resolve_metrics(metrics)
     check_pgd(eps, alpha)
+    if max_memory is not None:
+        from alignctl.geometry.memory import parse_bytes
+
+        parse_bytes(max_memory)
     check_gate_options(names, fail_under=fail_under or (), fail_over=fail_over or (),
                        baseline=baseline, max_drop=max_drop or (),
                        require_verdict=require_verdict)  # fmt: skip
@@ -110,6 +121,7 @@ def analyze(
             run, split=split, samples=samples, batch_size=batch_size, device=device,
             metrics=metrics, robustness=robustness, eps=eps, alpha=alpha, steps=pgd_steps,
             on_checkpoint=lambda entry, i, n: bar.update(task, completed=i),
+            output=output, max_memory=max_memory, threads=threads,
         )  # fmt: skip
     report["gates"] = evaluate_gates(
         report, fail_under=fail_under or (), fail_over=fail_over or (), baseline=baseline,

@@ -41,14 +41,19 @@ def race(
     quiet: Annotated[
         bool, Opt("--quiet", "-q", help="No progress and no table; only outputs and errors.")
     ] = False,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads per worker (default: 1 for small models).")
+    ] = None,
 ) -> None:
     """Train every (regulariser, seed) pair to grokking and print the paper's table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from alignctl.geometry.threads import check_threads
     from alignctl.train.race import run_race
 
     check_output_folder(out, "--out")
     outputs = check_outputs({"--json": json_out, "--markdown": markdown})  # before any run
+    check_threads(threads)
 
     reg_list = [
         r.strip() for r in (regs.split(";") if ";" in regs else regs.split(",")) if r.strip()
@@ -62,6 +67,7 @@ def race(
             result = run_race(
                 task=task, config=config, regs=reg_list, seeds=seeds, seed_offset=seed_offset,
                 max_epochs=max_epochs, workers=workers, out=out, device=device,
+                threads=threads,
                 on_update=lambda done, total, running: bar.update(
                     tid, completed=done, description=f"{running} running"
                 ),

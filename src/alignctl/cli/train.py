@@ -63,6 +63,7 @@ def train(
     quiet: Annotated[
         bool, Opt("--quiet", "-q", help="No progress, notes or summary; only errors.")
     ] = False,
+    threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
 ) -> None:
     """Train a network (optionally with GrokAlign or its peers), writing checkpoints that
     `alignctl analyze` reads. Exit codes: 0 done, 2 input/write error, 3 diverged, 130
@@ -73,6 +74,10 @@ def train(
     from alignctl.train.schedule import save_epochs
 
     save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
+    from alignctl.geometry.threads import check_threads
+
+    check_threads(threads)
+
     if on_nan is not None and on_nan not in ON_NAN:
         raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
     run_dir = resume if resume is not None else out
@@ -80,6 +85,9 @@ def train(
     try:
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
                                      resume, on_nan, lock)  # fmt: skip
+        from alignctl.train.trainer import set_threads
+
+        set_threads(trainer, threads)
         if not quiet:
             for note in trainer.notes:
                 typer.echo(f"note: {note}", err=True)

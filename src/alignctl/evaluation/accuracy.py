@@ -8,34 +8,46 @@ EVAL_BATCH = 4096
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, device) -> torch.Tensor:
-    """Outputs for x in eval mode, in chunks; (n, C) or (n,). The model's modes are restored."""
+def predict(model, x: torch.Tensor, device, *, output=None, max_memory=None) -> torch.Tensor:
+    """Logits for x in eval mode, in chunks; (n, C) or (n,). The model's modes are restored.
+
+    The model gets a copy of each chunk (it may modify it in place), integer data that no
+    ``nn.Embedding`` reads as floats, and its logits are picked from tuple/dict outputs by
+    ``output`` (:mod:`alignctl.geometry.inputs`, :mod:`alignctl.geometry.outputs`). Chunks
+    hold at most :data:`EVAL_BATCH` samples and stay within ``max_memory`` (default 512 MiB)
+    by the module outputs of a one-sample forward pass."""
+    import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import eval_mode
+    from alignctl.geometry.inputs import ModelFront
 
+    if len(x) == 0:
+        return torch.empty(0)
     with eval_mode(model):
-        return torch.cat(
-            [model(x[i : i + EVAL_BATCH].to(device)) for i in range(0, len(x), EVAL_BATCH)]
-        )
+        front = ModelFront(model, x[:2].to(device), output)
+        per = memory.forward_bytes(lambda: front(x[:1], device)) + x[:1].nbytes * 2
+        budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
+        size = max(1, min(EVAL_BATCH, budget // max(1, per)))
+        return torch.cat([front(x[i : i + size], device) for i in range(0, len(x), size)])
 
 
-def evaluate(model, data, loss_fn, device, noise_seed: int = 0) -> dict:
+def evaluate(model, data, loss_fn, device, noise_seed: int = 0, output=None) -> dict:
     """train/test accuracy and train loss; for tasks with a noise criterion (XOR cluster),
     the test accuracy under Gaussian noise on the coordinates from ``noise_from`` on."""
     from alignctl.evaluation.losses import accuracy
 
-    out = predict(model, data.x_train, device)
+    out = predict(model, data.x_train, device, output=output)
     y = data.y_train.to(out.device)
     ev = {"loss": float(loss_fn(out, y)), "train_accuracy": accuracy(out, y), "test_accuracy": None}
     if data.x_test is not None and len(data.x_test):
         ev["test_accuracy"] = accuracy(
-            predict(model, data.x_test, device), data.y_test.to(out.device)
+            predict(model, data.x_test, device, output=output), data.y_test.to(out.device)
         )
         if "noise_std" in data.meta:
-            ev["noise_accuracy"] = noise_accuracy(model, data, device, noise_seed)
+            ev["noise_accuracy"] = noise_accuracy(model, data, device, noise_seed, output)
     return ev
 
 
-def noise_accuracy(model, data, device, noise_seed: int = 0) -> float:
+def noise_accuracy(model, data, device, noise_seed: int = 0, output=None) -> float:
     """Test accuracy with Gaussian noise (std ``noise_std``) added to the coordinates from
     ``noise_from`` on: the XOR cluster's robustness criterion (paper A.1). The same noise at
     every evaluation (its own generator), so the global RNG is untouched."""
@@ -45,7 +57,7 @@ def noise_accuracy(model, data, device, noise_seed: int = 0) -> float:
     x = data.x_test.clone()
     start = int(data.meta.get("noise_from", 0))
     x[:, start:] += data.meta["noise_std"] * torch.randn(x[:, start:].shape, generator=g)
-    out = predict(model, x, device)
+    out = predict(model, x, device, output=output)
     return accuracy(out, data.y_test.to(out.device))
 
 

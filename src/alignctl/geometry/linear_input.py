@@ -1,24 +1,56 @@
 """Networks whose input enters through one linear layer: J = J_h W without forming J.
 
-If x reaches the output only through h = W x + b (an ``nn.Linear``, possibly after a
-flatten), the chain rule gives J = J_h W with J_h = df/dh (C x k). The C vector-Jacobian
-products then stop at h, skipping the product with W (k x d) in every one of them: for an
-MLP 784-196-... that is two thirds of the work. :class:`alignctl.metrics.Quantities` computes
-every metric from J_h and W. Whether x flows anywhere else (a skip connection, a norm of x)
-is checked on the autograd graph, not assumed; when it does, the caller uses the full path.
+If x reaches the output only through h = W x + b, the chain rule gives J = J_h W with
+J_h = df/dh (C x k). The C vector-Jacobian products then stop at h, skipping the product with
+W (k x d) in every one of them: for an MLP 784-196-... that is two thirds of the work.
+:class:`alignctl.geometry.metrics.Quantities` computes every metric from J_h and W.
+
+The shortcut is taken only when it is provably exact (:func:`find_input_linear`):
+
+- the layer computes exactly ``F.linear(x, layer.weight, layer.bias)``: its class's
+  ``forward`` and ``__call__`` are ``nn.Linear``'s own (a subclass that masks or rescales its
+  weight in ``forward`` is not), it has no forward or forward-pre hooks (``weight_norm`` and
+  ``spectral_norm`` are pre-hooks), no global module hooks are registered, and it is not
+  parametrized (``torch.nn.utils.parametrize``);
+- it is called exactly once per forward pass (a layer applied twice is not), on the whole
+  input as one row per sample (not on tokens or patches);
+- on the autograd graph, x reaches the layer's output only through views and copies, each
+  used once, and nothing else takes x (a skip connection, a norm of x, an in-place op).
+
+:mod:`alignctl.geometry.verify` then compares it with the generic path on the first batch of
+every measurement, so a case these rules miss falls back instead of giving wrong numbers.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
-_VIEWS = {"ViewBackward0", "ReshapeAliasBackward0", "UnsafeViewBackward0", "AsStridedBackward0"}
+_PASS = {
+    "ViewBackward0", "ReshapeAliasBackward0", "UnsafeViewBackward0", "AsStridedBackward0",
+    "CloneBackward0",
+}  # fmt: skip
 
 
-def _shares_storage(t: torch.Tensor, x: torch.Tensor) -> bool:
+def _plain_linear(m: nn.Module) -> bool:
+    """An nn.Linear whose call is exactly F.linear(x, m.weight, m.bias)."""
+    from torch.nn.utils import parametrize
+
     return (
-        t.numel() == x.numel() and t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+        isinstance(m, nn.Linear)
+        and type(m).forward is nn.Linear.forward
+        and type(m).__call__ is nn.Module.__call__
+        and not m._forward_hooks
+        and not m._forward_pre_hooks
+        and not parametrize.is_parametrized(m)
+    )
+
+
+def _global_hooks() -> bool:
+    return bool(
+        getattr(_module, "_global_forward_hooks", None)
+        or getattr(_module, "_global_forward_pre_hooks", None)
     )
 
 
@@ -37,46 +69,51 @@ def _consumers(root) -> dict:
     return users
 
 
-def find_input_linear(f, probe: torch.Tensor) -> nn.Linear | None:
-    """The ``nn.Linear`` through which, and only through which, ``probe`` reaches ``f``'s output."""
-    if not isinstance(f, nn.Module):
+def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | None:
+    """The plain ``nn.Linear`` of ``module`` through which, and only through which, ``probe``
+    reaches the output of ``f`` (module docstring); None when there is none."""
+    if _global_hooks():
+        return None
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
         return None
     x = probe.detach().clone().requires_grad_(True)
     calls: dict[nn.Module, list] = {}
 
     def hook(mod, args, out):
-        if args and args[0].dim() == 2 and _shares_storage(args[0], x):
-            calls.setdefault(mod, []).append(out)
+        shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
+        calls.setdefault(mod, []).append((shape, out))
 
-    handles = [m.register_forward_hook(hook) for m in f.modules() if isinstance(m, nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in linears]
     try:
         with torch.enable_grad():
             out = f(x)
     finally:
         for h in handles:
             h.remove()
-    if len(calls) != 1:
-        return None
-    ((layer, outs),) = calls.items()
-    if len(outs) != 1 or out.grad_fn is None or outs[0].grad_fn is None:
+    if out.grad_fn is None:
         return None
     acc = x.view_as(x).grad_fn.next_functions[0][0]  # x's gradient accumulator
     users = _consumers(out.grad_fn)
     node = acc
-    while True:  # follow x through views only, each used exactly once, up to the layer
+    while True:  # follow x through views and copies, each used exactly once, to a layer
         nxt = users.get(node, [])
         if len(nxt) != 1:
             return None
         node = nxt[0]
-        if node is outs[0].grad_fn:
-            return layer
-        if type(node).__name__ not in _VIEWS:
+        for layer, seen in calls.items():
+            if any(o.grad_fn is node for _, o in seen):
+                want = (x.shape[0], x[0].numel())  # one row per sample, all of x
+                ok = len(seen) == 1 and seen[0][0] == want and _plain_linear(layer)
+                return layer if ok else None
+        if type(node).__name__ not in _PASS:
             return None
 
 
-def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows, outputs):
+def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows):
     """(J_h (m, C, k), W x (m, k)) for a chunk of inputs, with one forward pass and C
-    vector-Jacobian products that stop at the layer's output."""
+    vector-Jacobian products that stop at the layer's output. None when the layer was not
+    called exactly once (the caller then takes the generic path)."""
     held = []
 
     def hook(mod, args, out):
@@ -87,11 +124,14 @@ def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows, outputs):
     handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            out = outputs(f(inp), inp.shape[0])
+            out = f(inp)
     finally:
         handle.remove()
+    if len(held) != 1:
+        return None
     (h,) = held
     eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
     jh = torch.stack(vjp_rows(out, h, [e.expand_as(out) for e in eye]), dim=1)
-    wx = h.detach() if layer.bias is None else inp.reshape(inp.shape[0], -1) @ layer.weight.T
+    flat = inp.reshape(inp.shape[0], -1)
+    wx = h.detach() if layer.bias is None else flat @ layer.weight.detach().T
     return jh, wx.detach()

@@ -6,93 +6,68 @@ gives every sample's vector-Jacobian product v^T J_n at once: C backward passes 
 batched Jacobian, and one backward pass yields the centroid mu = J^T 1 (v = 1) or the label row
 J_y (v = e_y). There is no per-sample loop.
 
-Token models (transformers) implement ``embed(tokens) -> (n, L, d_model)`` and
-``forward_embedded(e) -> (n, C)``; their Jacobian is taken with respect to the embedded
-sequence e, as in the paper's Appendix E.
+Where the Jacobian is taken (the input, or the embedding output for token models), the dtype
+inputs get and the copies that keep a model from changing the data: :mod:`.inputs`. Which part
+of the output is the logits: :mod:`.outputs`. Chunk sizes come from a memory budget
+(:mod:`.memory`); the fast paths (:mod:`.linear_input`, the float32 spectrum) are checked
+against the generic ones on the first chunk (:mod:`.verify`). Values that overflow float32 on
+a finite model are measured again in float64.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+import logging
+import weakref
+from collections.abc import Iterable
 
 import torch
 
+import alignctl.geometry.memory as memory
+import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
 from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device
+from alignctl.geometry.inputs import ModelFront, unwrap
 from alignctl.geometry.linear_input import find_input_linear, layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
+from alignctl.geometry.vjp import (
+    as_matrix,
+    check_labels,
+    full_jacobian,
+    label_cotangent,
+    vjp_rows,
+)
 
-_J_BYTES = 2**26  # default budget for one chunk's Jacobian (64 MiB)
-_MAX_CHUNK = 1024
+log = logging.getLogger("alignctl")
 
 
 def _prepare(model, device, dtype) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
     """Move a copy of the model when the device or dtype differs (the caller's model is
     never changed)."""
+    model = unwrap(model)
     dev = resolve_device(device)
     p = next(iter(model.parameters()), None)
     cur_dev = p.device if p is not None else torch.device("cpu")
-    cur_dtype = p.dtype if p is not None else torch.get_default_dtype()
+    cur_dtype = p.dtype if p is not None and p.is_floating_point() else torch.get_default_dtype()
     want = dtype or cur_dtype
     if cur_dev.type != dev.type or want != cur_dtype:
-        model = copy.deepcopy(model).to(device=dev, dtype=want)
+        model = copy_model(model).to(device=dev, dtype=want)
     return model, dev, want
 
 
-def _forward_fn(model):
-    """(function to differentiate, function mapping raw inputs to its argument)."""
-    if hasattr(model, "forward_embedded") and hasattr(model, "embed"):
-        return model.forward_embedded, lambda x: model.embed(x).detach()
-    return model, lambda x: x
-
-
-def _outputs(out: torch.Tensor, n: int) -> torch.Tensor:
-    """Model output as (n, C): scalar-output models give (n,) or (n, 1)."""
-    if out.dim() == 1:
-        out = out.unsqueeze(-1)
-    if out.dim() != 2 or out.shape[0] != n:
-        raise InputError(
-            f"the model's output has shape {tuple(out.shape)}; expected (n, C) or (n,) for n={n}"
-        )
-    return out
-
-
-def _vjp_rows(out: torch.Tensor, inp: torch.Tensor, cotangents: Sequence[torch.Tensor]):
-    """v^T J for each cotangent v (n, C) -> list of (n, d); the graph is kept between them."""
-    rows = []
-    for i, v in enumerate(cotangents):
-        (g,) = torch.autograd.grad(out, inp, v, retain_graph=i < len(cotangents) - 1)
-        rows.append(g.reshape(g.shape[0], -1))
-    return rows
-
-
-def _label_cotangent(y: torch.Tensor, n_classes: int, like: torch.Tensor) -> torch.Tensor:
-    """e_y (n, C); scalar outputs: +1 for the positive label, -1 for the other."""
-    if n_classes == 1:
-        return torch.where(y > 0, 1.0, -1.0).to(like).unsqueeze(-1)
-    return torch.nn.functional.one_hot(y, n_classes).to(like)
-
-
-def _check_labels(y: torch.Tensor, n: int, n_classes: int) -> torch.Tensor:
-    y = torch.as_tensor(y).reshape(-1)
-    if y.shape[0] != n:
-        raise InputError(f"{y.shape[0]} labels for {n} samples")
-    if y.is_floating_point():
-        if not torch.equal(y, y.round()):
-            raise InputError("labels must be whole numbers (class indices)")
-    y = y.long()
-    if n_classes == 1:
-        bad = ~((y == 0) | (y == 1) | (y == -1))
-        if bad.any():
-            raise InputError(
-                f"label {int(y[bad][0])} is not binary; a scalar-output model needs labels in "
-                "{0, 1} or {-1, +1}"
-            )
-    elif n and (y.min() < 0 or y.max() >= n_classes):
-        bad = int(y[(y < 0) | (y >= n_classes)][0])
-        raise InputError(f"label {bad} is out of range for a model with {n_classes} outputs")
-    return y
+def copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy. Modules that keep a computed tensor as a plain attribute (``spectral_norm``
+    and old-style ``weight_norm`` keep ``weight``, recomputed by a pre-hook at every call)
+    cannot be deep-copied after a forward pass with gradients; such attributes are detached
+    first (same values: the hook recomputes them)."""
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError:
+        for m in model.modules():
+            for k, v in list(vars(m).items()):
+                if isinstance(v, torch.Tensor) and not v.is_leaf:
+                    setattr(m, k, v.detach())
+        return copy.deepcopy(model)
 
 
 def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
@@ -105,115 +80,194 @@ def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     return names
 
 
-def _chunk_size(batch_size, n_classes, d, itemsize, full) -> int:
-    if batch_size:
-        if int(batch_size) < 1:
-            raise InputError(f"batch size must be positive, not {batch_size}")
-        return int(batch_size)
-    if not full:
-        return _MAX_CHUNK
-    return max(1, min(_MAX_CHUNK, _J_BYTES // max(1, n_classes * d * itemsize)))
+# model -> {(sample shape, dtypes, device, metric kind, output, budget): chunk size}: the
+# activation probe depends on the model's structure, not its weights, so each checkpoint of
+# a run (one model object, new weights) reuses it. Weak keys: no model is kept alive.
+_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _sample_chunks(model, x, device, dtype, batch_size, full):
-    """Yield (start, f, layer, inp (m, ...)) over chunks of samples: f maps inp to the
-    outputs; layer is the linear layer that alone takes the input, if there is one."""
-    f, lift = _forward_fn(model)
-    n = x.shape[0]
-    if n == 0:
-        raise InputError("no samples to measure")
+class _Plan:
+    """How one model is measured on x: the front (where J is taken), the chunk size and the
+    linear layer of the shortcut, if any."""
 
-    def prepare(xb):
-        xb = xb.to(device)
-        if xb.is_floating_point():
-            xb = xb.to(dtype)
-        return lift(xb).to(dtype)
+    def __init__(self, model, x, dev, dt, *, output, batch_size, max_memory, full):
+        self.dev, self.dt = dev, dt
+        if x.shape[0] == 0:
+            raise InputError("no samples to measure")
+        self.front = ModelFront(model, x[:2].to(dev), output)
+        probe = self.lift(x[:1])
+        self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
+        if batch_size is not None:
+            if int(batch_size) < 1:
+                raise InputError(f"batch size must be positive, not {batch_size}")
+            self.size = int(batch_size)
+            return
+        key = (tuple(x.shape[1:]), x.dtype, dt, str(dev), full, output, max_memory)
+        cached = _SIZES.get(self.front.model, {}).get(key)
+        if cached is not None:  # the same structure measured before (every checkpoint)
+            self.size = cached
+            return
+        with torch.no_grad():
+            n_classes = self.fn(x[:1])(probe).shape[1]
+        if x.shape[0] >= 2:
+            acts = memory.activation_bytes(lambda m: self.fn(x[:m]), lambda m: self.lift(x[:m]))
+        else:
+            acts = memory.saved_bytes(self.fn(x[:1]), probe)
+        d, item = probe[0].numel(), probe.element_size()
+        keep = 2 * n_classes * d * item if full else 2 * d * item
+        budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
+        self.size = memory.chunk_size(budget, activations=acts, input_bytes=d * item,
+                                      keep_bytes=keep)  # fmt: skip
+        _SIZES.setdefault(self.front.model, {})[key] = self.size
 
-    size, layer = _chunk_size(batch_size, 1, 1, 1, False), None
-    if full:
-        with torch.no_grad():  # one sample tells C and d, hence the chunk size
-            probe = prepare(x[:1])
-            n_classes = _outputs(f(probe), 1).shape[1]
-        size = _chunk_size(batch_size, n_classes, probe[0].numel(), probe.element_size(), True)
-        layer = find_input_linear(f, probe)
-    for start in range(0, n, size):
-        yield start, f, layer, prepare(x[start : start + size])
+    def lift(self, xb):
+        return self.front.lift(xb, self.dev, self.dt)
+
+    def fn(self, xb):
+        f = self.front.fn(xb, self.dev)
+        return lambda inp: as_matrix(f(inp), inp.shape[0])
+
+    def chunks(self, x):
+        for start in range(0, x.shape[0], self.size):
+            xb = x[start : start + self.size]
+            yield start, xb, self.fn(xb), self.lift(xb)
 
 
-def _full_jacobian(f, inp: torch.Tensor) -> torch.Tensor:
-    """(m, C, d) for inputs (m, ...): one forward pass, then C batched vector-Jacobian
-    products (v = e_c for every sample at once) that share its graph. Measured against
-    vmap(jacrev) on a CIFAR-shaped CNN, this is ~1.8x faster and needs ~6x less memory: the
-    vmapped backward holds C copies of every activation."""
-    inp = inp.detach().requires_grad_(True)
-    out = _outputs(f(inp), inp.shape[0])
-    eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
-    return torch.stack(_vjp_rows(out, inp, [e.expand_as(out) for e in eye]), dim=1)
+def _note(notes: list | None, text: str) -> None:
+    log.debug(text)
+    if notes is not None and text not in notes:
+        notes.append(text)
 
 
-def jacobian(model, x, *, batch_size=None, device="auto", dtype=None) -> torch.Tensor:
+def jacobian(model, x, *, batch_size=None, device="auto", dtype=None, output=None,
+             max_memory=None) -> torch.Tensor:  # fmt: skip
     """Per-sample input-output Jacobians, (n, C, d), on the CPU.
 
-    J[n, c] = d f_c(x_n) / d x_n with x_n flattened; computed with C batched vector-Jacobian
-    products per chunk of samples, the model in eval mode.
+    J[n, c] = d f_c(x_n) / d x_n with x_n flattened (for token models: the embedded
+    sequence); computed with C batched vector-Jacobian products per chunk of samples, the
+    model in eval mode. ``output``: which part of a tuple/dict output is the logits.
     """
     model, dev, dt = _prepare(model, device, dtype)
+    x = torch.as_tensor(x)
     parts = []
     with torch.enable_grad(), exact_float32(), eval_mode(model):
-        for _, f, _, inp in _sample_chunks(model, torch.as_tensor(x), dev, dt, batch_size, True):
-            parts.append(_full_jacobian(f, inp).detach().cpu())  # (m, C, d)
+        plan = _Plan(model, x, dev, dt, output=output, batch_size=batch_size,
+                     max_memory=max_memory, full=True)  # fmt: skip
+        for _, _, f, inp in plan.chunks(x):
+            parts.append(full_jacobian(f, inp).detach().cpu())  # (m, C, d)
     return torch.cat(parts)
 
 
-def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", dtype=None):
+def _finite_model(model, x) -> bool:
+    ok = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+    return ok and (not x.is_floating_point() or bool(torch.isfinite(x).all()))
+
+
+def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", dtype=None,
+            output=None, max_memory=None, notes: list | None = None):  # fmt: skip
     """Per-sample Jacobian metrics: ``{name: tensor (n,)}`` on the CPU.
 
     Args:
-        model: any differentiable ``nn.Module`` mapping (n, ...) to (n, C) or (n,); token
-            models follow the embed/forward_embedded protocol (module docstring).
-        x: inputs (n, ...); y: integer labels (n,), needed by the label-row metrics.
+        model: any differentiable ``nn.Module`` mapping (n, ...) to (n, C) or (n,), or to a
+            tuple/dict/``ModelOutput`` holding such logits; token models are measured at
+            their embedding (:mod:`alignctl.geometry.inputs`).
+        x: inputs (n, ...); y: integer labels (n,), needed by the label-row metrics. Integer
+            inputs that no ``nn.Embedding`` reads (e.g. ``uint8`` images) are cast to float.
         metrics: names from ``alignctl.metrics.METRICS`` (default: all that the inputs allow).
-        batch_size: samples per chunk (default: a 64 MiB Jacobian budget, at most 1024).
+        batch_size: samples per chunk (default: sized to ``max_memory``, at most 1024).
         device: ``auto`` (CUDA, then MPS, else CPU), ``cpu``, ``cuda`` or ``mps``.
         dtype: e.g. ``torch.float64`` for reference-grade values (the model is copied).
+        output: the logits' key or index in a tuple/dict output (default: ``logits``, else
+            the first tensor).
+        max_memory: working-memory budget of one chunk, bytes or ``"512MiB"`` (default 512 MiB;
+            :mod:`alignctl.geometry.memory`).
+        notes: a list that receives one line per fallback taken (a fast path that disagreed
+            with the generic path, a float64 re-measurement); the library never prints.
 
     Only what the metrics need is computed: centroid metrics cost one backward pass per chunk,
-    label-row metrics one more, the whole-Jacobian metrics C.
+    label-row metrics one more, the whole-Jacobian metrics C. Values are float64 tensors when
+    the float32 ones overflowed on a finite model (a note says so).
+
+    Raises:
+        InputError: unknown metric, labels missing or out of range, outputs that are not
+            (n, C) logits, inputs the output does not depend on differentiably.
     """
     x = torch.as_tensor(x)
     names = _select(metrics, y is not None)
+    model, dev, dt = _prepare(model, device, dtype)
+    values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
+    bad = [k for k, v in values.items() if not bool(torch.isfinite(v).all())]
+    if bad and dt == torch.float32 and _finite_model(model, x):
+        _note(notes, f"{', '.join(bad)} overflowed float32 on a finite model: measured in float64")
+        model64 = copy_model(model).to(dtype=torch.float64)
+        values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
+                          max_memory, notes)  # fmt: skip
+    return values
+
+
+def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes):
     needs = {METRICS.get(m).needs for m in names}
     full = "jacobian" in needs
-    model, dev, dt = _prepare(model, device, dtype)
     results: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     with torch.enable_grad(), exact_float32(), eval_mode(model):
-        for start, f, layer, inp in _sample_chunks(model, x, dev, dt, batch_size, full):
+        plan = _Plan(model, x, dev, dt, output=output, batch_size=batch_size,
+                     max_memory=max_memory, full=full)  # fmt: skip
+        first, exact_spectrum = True, False
+        for start, xb, f, inp in plan.chunks(x):
             m = inp.shape[0]
             flat = inp.reshape(m, -1)  # (m, d)
             if full:
-                if layer is not None:  # J = J_h W, never formed
-                    jh, wx = layer_jacobian(f, layer, inp, _vjp_rows, _outputs)  # (m, C, k)
-                    parts = {"jh": jh, "w": layer.weight.detach(), "wx": wx}
-                else:
-                    parts = {"jac": _full_jacobian(f, inp)}  # (m, C, d)
+                parts = _jacobian_parts(plan, xb, f, inp, first, notes)
                 yb = None
                 if y is not None:
                     n_classes = next(iter(parts.values())).shape[1]
-                    yb = _check_labels(torch.as_tensor(y)[start : start + m], m, n_classes)
+                    yb = check_labels(torch.as_tensor(y)[start : start + m], m, n_classes)
                     yb = yb.to(flat.device)
-                q = Quantities(flat, y=yb, **parts)
+                if first:
+                    sub = {k: v[: verify.N_CHECK] if k != "w" else v for k, v in parts.items()}
+                    reason = verify.check_spectrum(Quantities(flat[: verify.N_CHECK], **sub))
+                    if reason:
+                        _note(notes, reason)
+                        exact_spectrum = True
+                q = Quantities(flat, y=yb, exact_spectrum=exact_spectrum, **parts)
             else:
-                inp = inp.detach().requires_grad_(True)
-                out = _outputs(f(inp), m)
-                cots, keys = [], []
-                if "centroid" in needs:
-                    cots.append(torch.ones_like(out))
-                    keys.append("mu")
-                if "label" in needs:
-                    yb = _check_labels(torch.as_tensor(y)[start : start + m], m, out.shape[1])
-                    cots.append(_label_cotangent(yb.to(out.device), out.shape[1], out))
-                    keys.append("jy")
-                q = Quantities(flat, **dict(zip(keys, _vjp_rows(out, inp, cots), strict=True)))
+                q = _vjp_quantities(f, inp, flat, y, start, needs)
             for name in names:
                 results[name].append(METRICS.get(name).fn(q).detach().cpu())
+            first = False
     return {name: torch.cat(vals) for name, vals in results.items()}
+
+
+def _jacobian_parts(plan, xb, f, inp, first, notes) -> dict:
+    """The Jacobian of a chunk: J_h and W through the shortcut (checked against the generic
+    path on the first chunk), else J itself."""
+    if plan.layer is not None:
+        got = layer_jacobian(f, plan.layer, inp, vjp_rows)
+        reason = None
+        if got is None:
+            reason = "the linear-input layer was not called exactly once: generic path taken"
+        elif first:
+            k = min(verify.N_CHECK, inp.shape[0])
+            generic = full_jacobian(plan.fn(xb[:k]), inp[:k])
+            reason = verify.check_shortcut(generic, got[0][:k], plan.layer.weight.detach())
+        if reason is None:
+            return {"jh": got[0], "w": plan.layer.weight.detach(), "wx": got[1]}
+        _note(notes, reason)
+        plan.layer = None
+    return {"jac": full_jacobian(f, inp)}  # (m, C, d)
+
+
+def _vjp_quantities(f, inp, flat, y, start, needs) -> Quantities:
+    """Centroid (v = 1) and label-row (v = e_y) vector-Jacobian products of a chunk."""
+    m = inp.shape[0]
+    inp = inp.detach().requires_grad_(True)
+    out = f(inp)
+    cots, keys = [], []
+    if "centroid" in needs:
+        cots.append(torch.ones_like(out))
+        keys.append("mu")
+    if "label" in needs:
+        yb = check_labels(torch.as_tensor(y)[start : start + m], m, out.shape[1])
+        cots.append(label_cotangent(yb.to(out.device), out.shape[1], out))
+        keys.append("jy")
+    return Quantities(flat, **dict(zip(keys, vjp_rows(out, inp, cots), strict=True)))

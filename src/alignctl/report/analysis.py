@@ -56,84 +56,133 @@ def _stats(values: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return means, stds
 
 
-def _attackable(data) -> bool:
+def _attackable(data, tokens: bool) -> bool:
     """PGD needs a continuous test input (not tokens)."""
-    return data.x_test is not None and len(data.x_test) > 0 and data.x_test.is_floating_point()
+    return data.x_test is not None and len(data.x_test) > 0 and not tokens
 
 
 def _model_error(e: Exception) -> InputError:
-    line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return InputError(f"the model cannot be applied to the data: {line}")
+    return InputError(f"the model cannot be applied to the data: {_first_line(e)}")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _output_spec(run, output):
+    """--output / output= first, else the config's ``model: {output: ...}``."""
+    from alignctl.geometry.outputs import check_spec
+
+    if output is not None:
+        return check_spec(output)
+    return check_spec((getattr(run.config, "model", None) or {}).get("output"))
 
 
 def analyze(run, *, split: str = "train", samples: int | None = None, batch_size=None,
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
+            output=None, max_memory=None, threads: int | None = None,
             ) -> dict:  # fmt: skip
-    """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`)."""
-    from alignctl.evaluation.accuracy import noise_accuracy, predict
-    from alignctl.evaluation.attacks import adversarial_accuracy
-    from alignctl.evaluation.losses import accuracy
+    """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
+
+    ``output``: the logits' key or index in tuple/dict outputs (default: the config's
+    ``model: {output: ...}``, else the conventions of :mod:`alignctl.geometry.outputs`);
+    ``max_memory``: a batch's working-memory budget (bytes or ``"512MiB"``); ``threads``:
+    CPU threads (default: :func:`alignctl.geometry.threads.auto_threads`, restored after).
+
+    A checkpoint whose weights or outputs are not finite, or whose measurement fails
+    numerically, is ``diverged`` with its ``reason``; the others are analysed. Errors that no
+    checkpoint could get past (the model does not fit the data) are InputErrors.
+    """
+    import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import resolve_device
-    from alignctl.geometry.measure import measure
-    from alignctl.report.steps import run_step_unit, step_unit
-    from alignctl.report.verdict import checkpoint_verdict, recommend, thresholds
-    from alignctl.runs.checkpoints import is_finite_state
+    from alignctl.geometry.threads import check_threads
 
     names = resolve_metrics(metrics)
     dev = resolve_device(device)
+    if max_memory is not None:
+        memory.parse_bytes(max_memory)
+    check_threads(threads)
+    spec = _output_spec(run, output)
     if split not in ("train", "test"):
         raise InputError(f"unknown split {split!r}; valid: train, test")
     data = run.load_data()
     if split == "test" and data.x_test is None:
         raise InputError("--split test: the data has no test split")
+    model = run.build_model().to(dev)
+    tokens = _tokens(model, data.x_train, dev, spec)
+    if robustness and not _attackable(data, tokens):
+        raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
+    with _threads(threads, model, data.x_train, dev, tokens):
+        return _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
+                        eps, alpha, steps, on_checkpoint, spec, max_memory, tokens)  # fmt: skip
+
+
+def _tokens(model, x, dev, spec) -> bool:
+    from alignctl.geometry.devices import eval_mode
+    from alignctl.geometry.inputs import ModelFront
+
+    try:
+        with eval_mode(model):
+            return ModelFront(model, x[:2].to(dev), spec).tokens
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (any failure of the user's model is reported)
+        raise _model_error(e) from None
+
+
+def _threads(threads, model, x, dev, tokens):
+    from alignctl.geometry.threads import auto_threads, forward_work, num_threads
+
+    if threads is None and dev.type == "cpu":
+        xb = x[:1].to(dev) if tokens else x[:1].to(dev, torch.get_default_dtype())
+        work = forward_work(model, xb) * 256  # a few hundred samples per batch
+        threads = auto_threads(work, load_aware=True)
+    return num_threads(threads)
+
+
+def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
+             steps, on_checkpoint, spec, max_memory, tokens) -> dict:  # fmt: skip
+    from alignctl.report.steps import run_step_unit, step_unit
+    from alignctl.report.verdict import checkpoint_verdict, recommend, thresholds
+    from alignctl.runs.checkpoints import is_finite_state
+
     xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     xs, ys = _subset(xs, ys, samples)
-    if robustness and not _attackable(data):
-        raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
     t = thresholds(run.config.verdict)
-    model = run.build_model().to(dev)
     lo, hi = data.input_range or (float(data.x_train.min()), float(data.x_train.max()))
     eps = eps if eps is not None else 4 / 255 * (hi - lo)
     alpha = alpha if alpha is not None else eps / 2
-    entries, n_classes = [], None
+    pgd = {"eps": eps, "alpha": alpha, "steps": steps, "input_range": (lo, hi)}
+    opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
+            "batch_size": batch_size, "robustness": robustness, "pgd": pgd}  # fmt: skip
+    entries, n_classes, notes, measured = [], None, list(getattr(run, "notes", [])), False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
         state, meta = run.load_checkpoint(model, ref)  # notes: keys ignored, EMA present...
+        finite = is_finite_state(state)
+        del state
         entry = {"name": ref.name, "step": ref.step if ref.step is not None else i,
                  "metrics": {}, "metrics_std": {}, "train_accuracy": None,
-                 "test_accuracy": None, "diverged": not is_finite_state(state),
+                 "test_accuracy": None, "diverged": not finite,
+                 "reason": None if finite else "the weights are not finite",
                  "step_unit": step_unit(meta, ref.step)}  # fmt: skip
-        del state
-        if not entry["diverged"]:
+        if finite:
             try:
-                out = predict(model, data.x_train, dev)
-                n_classes = n_classes or (1 if out.dim() == 1 else out.shape[1])
-                values = measure(model, xs, ys, metrics=names, batch_size=batch_size, device=dev)
+                n_classes = _measure_checkpoint(entry, model, data, xs, ys, opts, notes)
+                measured = measured or not entry["diverged"]
             except InputError:
                 raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as e:
-                raise _model_error(e) from None
-            entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))
-            if data.x_test is not None and len(data.x_test):
-                entry["test_accuracy"] = accuracy(
-                    predict(model, data.x_test, dev), data.y_test.to(dev)
-                )
-                if "noise_std" in data.meta:  # the XOR cluster's criterion
-                    entry["noise_accuracy"] = noise_accuracy(model, data, dev)
-            entry["metrics"], entry["metrics_std"] = _stats(values)
-            entry["diverged"] = not torch.isfinite(out).all() or not all(
-                math.isfinite(v) for v in entry["metrics"].values()
-            )
-            if robustness and not entry["diverged"]:
-                entry["adversarial_accuracy"] = adversarial_accuracy(
-                    model, data.x_test.to(dev), data.y_test.to(dev), eps=eps, alpha=alpha,
-                    steps=steps, input_range=(lo, hi),
-                    generator=torch.Generator(dev).manual_seed(0),
-                )  # fmt: skip
+            except Exception as e:  # noqa: BLE001 (this checkpoint's trouble, not the run's)
+                if not measured and not _numeric(e):  # the model cannot be measured at all
+                    raise _model_error(e) from None
+                entry["diverged"] = True
+                entry["reason"] = f"the measurement failed: {_first_line(e)}"
         if entry["diverged"]:
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
+            notes.append(f"{ref.name}: diverged: {entry['reason']}")
         entry["verdict"], entry["inferred"] = checkpoint_verdict(
             entry,
             n_classes=data.num_classes or n_classes or 2,
@@ -152,6 +201,58 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t), "gates": [], "passed": True,
-        "pgd": {"eps": eps, "alpha": alpha, "steps": steps} if robustness else None,
-        "notes": list(getattr(run, "notes", [])),
+        "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
+        "notes": notes,
     }  # fmt: skip
+
+
+def _numeric(e: Exception) -> bool:
+    """Whether an exception comes from the numbers (a failed eigh, an overflow), which
+    depend on the checkpoint, rather than from the model's structure."""
+    if isinstance(e, (ArithmeticError, getattr(torch.linalg, "LinAlgError", ArithmeticError))):
+        return True
+    text = str(e).lower()
+    return any(w in text for w in ("linalg", "converge", "singular", "nan", "inf", "overflow"))
+
+
+def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
+    """Accuracies and metrics of the loaded weights into ``entry``; returns C. Outputs that
+    are not finite make the checkpoint ``diverged`` with the reason."""
+    from alignctl.evaluation.accuracy import noise_accuracy, predict
+    from alignctl.evaluation.attacks import adversarial_accuracy
+    from alignctl.evaluation.losses import accuracy
+    from alignctl.geometry.measure import measure
+
+    dev, spec, mm = opts["dev"], opts["spec"], opts["max_memory"]
+    try:
+        out = predict(model, data.x_train, dev, output=spec, max_memory=mm)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the model does not take the data: run-level)
+        raise _model_error(e) from None
+    n_classes = 1 if out.dim() == 1 else out.shape[1]
+    if not bool(torch.isfinite(out).all()):
+        entry["diverged"] = True
+        entry["reason"] = "the outputs are not finite (they overflow) although the weights are"
+        return n_classes
+    values = measure(model, xs, ys, metrics=opts["names"], batch_size=opts["batch_size"],
+                     device=dev, output=spec, max_memory=mm, notes=notes)  # fmt: skip
+    entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))
+    if data.x_test is not None and len(data.x_test):
+        test_out = predict(model, data.x_test, dev, output=spec, max_memory=mm)
+        entry["test_accuracy"] = accuracy(test_out, data.y_test.to(dev))
+        if "noise_std" in data.meta:  # the XOR cluster's criterion
+            entry["noise_accuracy"] = noise_accuracy(model, data, dev, output=spec)
+    entry["metrics"], entry["metrics_std"] = _stats(values)
+    bad = [k for k, v in entry["metrics"].items() if not math.isfinite(v)]
+    if bad:
+        entry["diverged"] = True
+        entry["reason"] = f"{', '.join(bad)} not finite even in float64"
+    elif opts["robustness"]:
+        p = opts["pgd"]
+        entry["adversarial_accuracy"] = adversarial_accuracy(
+            model, data.x_test.to(dev), data.y_test.to(dev), eps=p["eps"], alpha=p["alpha"],
+            steps=p["steps"], input_range=p["input_range"], output=spec,
+            generator=torch.Generator(dev).manual_seed(0),
+        )  # fmt: skip
+    return n_classes

@@ -52,20 +52,18 @@ def _ignore_sigint() -> None:
 def train_pair(job: dict) -> dict:
     """Worker: train one pair to grokking or max_epochs; returns its run.json summary
     (``status: diverged`` for a pair whose loss or weights became NaN/inf)."""
-    import torch
-
     from alignctl.runs.atomic import atomic_write_text
     from alignctl.runs.config import save_config
     from alignctl.train.build import build_config
     from alignctl.train.jsonio import dumps_strict
     from alignctl.train.lock import RunLock
-    from alignctl.train.trainer import Trainer, prepare_run_dir
+    from alignctl.train.trainer import Trainer, prepare_run_dir, set_threads
 
-    torch.set_num_threads(job["threads"])
     regs = [] if job["reg"] in ("none", "baseline") else [job["reg"]]
     cfg = build_config(job["config"], job["task"], regs, job["seed"], job["max_epochs"])
     run = Path(job["dir"])
     trainer = Trainer(run, cfg, job["device"])
+    set_threads(trainer, job["threads"], limit=job["max_threads"])
     with RunLock(run):
         try:
             prepare_run_dir(run, force=True)
@@ -175,7 +173,9 @@ def bound(base_censored: bool, reg_censored: bool) -> str | None:
 
 def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset: int = 0,
              max_epochs: int | None = None, workers: int = 1, out: Path, device: str = "cpu",
-             on_update=None) -> dict:  # fmt: skip
+             on_update=None, threads: int | None = None) -> dict:  # fmt: skip
+    """Train every (regulariser, seed) pair; ``threads``: CPU threads per worker (default:
+    :func:`alignctl.train.trainer.set_threads`'s rule, at most the cores over the workers)."""
     from alignctl.train.build import build_config
 
     if len(regs) < 1:
@@ -204,7 +204,8 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
             else:
                 jobs.append({"reg": r, "seed": s, "dir": str(d), "task": task, "config": config,
                              "max_epochs": max_epochs, "device": device,
-                             "threads": max(1, _cores() // max(1, workers))})  # fmt: skip
+                             "threads": threads,
+                             "max_threads": max(1, _cores() // max(1, workers))})  # fmt: skip
     total = len(regs) * len(seed_list)
     if on_update:
         on_update(len(results), total, min(workers, len(jobs)))

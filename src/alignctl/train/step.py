@@ -18,13 +18,9 @@ class StepMixin:
     ``_track_loss`` (:class:`alignctl.train.divergence.DivergenceMixin`)."""
 
     def _forward(self, xb):
-        """(differentiable input, output): token models are differentiated at the embedding."""
-        if hasattr(self.model, "forward_embedded") and hasattr(self.model, "embed"):
-            e = self.model.embed(xb)
-            return e, self.model.forward_embedded(e)
-        if any(_overrides(r, "penalty") for r in self.regs) and xb.is_floating_point():
-            xb = xb.detach().requires_grad_(True)
-        return xb, self.model(xb)
+        """(differentiable input, logits): token models are differentiated at the embedding
+        (:meth:`alignctl.geometry.inputs.ModelFront.forward_train`)."""
+        return self.front.forward_train(xb, any(_overrides(r, "penalty") for r in self.regs))
 
     def train_step(self, xb, yb) -> torch.Tensor:
         """One step on the batch; returns the loss (penalties included) as a detached tensor:

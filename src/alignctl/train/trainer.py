@@ -51,11 +51,17 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.opt = build_optimizer(params, t["optimizer"])
         self.loss_fn = get_loss(t["loss"])
         self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
+        from alignctl.geometry.inputs import ModelFront
+
+        self.output = (cfg.model or {}).get("output")
+        self.front = ModelFront(self.model, self.data.x_train[:2].to(self.device), self.output)
         for r in self.regs:
             if hasattr(r, "input_range"):  # attacks stay inside the data's valid range
                 r.input_range = self.data.input_range
+                r.output = self.output
         self.gen = torch.Generator().manual_seed(int(t["seed"]))  # data order
-        self.x = self.data.x_train.to(self.device)
+        # the dtype the model consumes: uint8 images become floats, tokens stay integers
+        self.x = self.front.cast(self.data.x_train, self.device)
         self.y = self.data.y_train.to(self.device)
         self._check_fit()
         self.step = self.epoch = self.batch_index = 0
@@ -75,7 +81,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         xb, yb = self.x[:2], self.y[:2]
         try:
             with torch.no_grad():
-                out = self.model(xb)
+                out = self.front(xb)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"the model cannot be applied to the data: {msg}") from None
@@ -87,7 +93,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         accuracy(out, yb)
 
     def _evaluate(self) -> dict:
-        ev = evaluate(self.model, self.data, self.loss_fn, self.device)
+        ev = evaluate(self.model, self.data, self.loss_fn, self.device, output=self.output)
         ev.update(epoch=self.epoch, step=self.step, train_seconds=round(self.train_seconds, 4))
         bad = self.nonfinite_model(ev["loss"])
         self.check_divergence(bad, scan=False)
@@ -99,3 +105,27 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.last_eval = ev
         self.append_log(ev)
         return ev
+
+
+def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = None) -> int:
+    """Set torch's CPU thread count for training (process-wide; the CLI's choice): ``threads``
+    if given, else :func:`alignctl.geometry.threads.auto_threads` of one step's work, not
+    load-aware (a resumed run must choose the same count: it changes the weights' last bits),
+    at most ``limit``. Returns it."""
+    from alignctl.geometry.threads import (
+        TRAIN_SMALL_WORK,
+        auto_threads,
+        check_threads,
+        forward_work,
+    )
+
+    n = check_threads(threads)
+    if n is None:
+        if trainer.device.type != "cpu":
+            return torch.get_num_threads()
+        bs = int(trainer.cfg.train.get("batch_size") or trainer.x.shape[0])
+        work = forward_work(trainer.model, trainer.x[:1], lambda m, x: trainer.front(x)) * bs
+        n = auto_threads(3 * work, small=TRAIN_SMALL_WORK)  # forward + backward: ~3 forwards
+    n = min(n, limit) if limit else n
+    torch.set_num_threads(n)
+    return n

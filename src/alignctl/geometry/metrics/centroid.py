@@ -4,13 +4,13 @@ The centroid of the linear region containing x is mu_x = J^T 1, the sum of the J
 rows. Its alignment with x marks generalisation (section 3.1).
 """
 
-from alignctl.geometry.metrics import Quantities, ratio, register_metric
+from alignctl.geometry.metrics import Quantities, register_metric
 
 
 @register_metric("centroid_alignment", needs="centroid")
 def centroid_alignment(q: Quantities):
     """cos(x, mu) = <x, mu> / (|x| |mu|), 0 when a norm is 0 (Definition 3)."""
-    return ratio(q.mu_inner, q.x_norm * q.mu_norm)
+    return q.mu_cos
 
 
 @register_metric("centroid_inner", needs="centroid")

@@ -4,13 +4,13 @@ J_y is the Jacobian row of the sample's label; for a scalar-output model it is t
 times +1 for the positive label and -1 for the other. Its alignment with x marks robustness.
 """
 
-from alignctl.geometry.metrics import Quantities, ratio, register_metric
+from alignctl.geometry.metrics import Quantities, register_metric
 
 
 @register_metric("jacobian_alignment", needs="label")
 def jacobian_alignment(q: Quantities):
     """cos(x, J_y) = <x, J_y> / (|x| |J_y|), 0 when a norm is 0 (Figure 5)."""
-    return ratio(q.label_inner, q.x_norm * q.label_norm)
+    return q.label_cos
 
 
 @register_metric("jacobian_inner", needs="label")

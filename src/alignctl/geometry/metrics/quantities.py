@@ -7,123 +7,229 @@ The full Jacobian J (n, C, d) is held in one of two forms:
   mu = W^T (J_h^T 1), J x = J_h (W x), J J^T = J_h (W W^T) J_h^T, which for an MLP
   784-196-... skips the costliest product of every backward pass.
 Cheaper paths give ``mu`` (one VJP with v = 1) or ``jy`` (one VJP with v = e_y) directly.
+
+Scale: every tensor is divided, per sample, by the power of two nearest its largest entry
+before any product (exact: no rounding), and scale-free quantities (cosines, PC1, effective
+rank, alignment) are computed from the scaled tensors only. Weights x1e12 or x1e-12 then give
+the same alignments as the unscaled network instead of overflowing (inf, a failed ``eigh``)
+or underflowing (0) in a Gram matrix; quantities with units (norms, inner products) are the
+scaled value times the scales, non-finite only when the value itself is not representable.
 """
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 
 import torch
 
+SAFE = 2.0**30  # per-sample maxima within [1/SAFE, SAFE] need no scaling (see pow2_scale)
+
+
+def pow2_scale(t: torch.Tensor, dims) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t divided by 2^e, 2^e as float64 (n,)) with 2^e the power of two nearest the largest
+    |entry| of each sample (over ``dims``; e = 0 for an all-zero sample).
+
+    When every sample's largest |entry| lies in [2^-30, 2^30] (or is 0), t is returned as it
+    is with scales 1: products of such entries summed over any realistic size stay far inside
+    float32's range (2^+-126), and the common case pays one reduction, not a copy."""
+    flat = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
+    if not flat.shape[1]:
+        return t, torch.ones(t.shape[0], dtype=torch.float64, device=t.device)
+    amax = torch.maximum(flat.amax(1).abs(), flat.amin(1).abs())  # faster than aminmax(dim)
+    ones = torch.ones(t.shape[0], dtype=torch.float64, device=t.device)
+    if bool(((amax == 0) | ((amax >= 1 / SAFE) & (amax <= SAFE))).all()):
+        return t, ones
+    _, e = torch.frexp(amax)
+    lim = int(math.log2(torch.finfo(t.dtype).max))  # 127 for float32
+    e = torch.where(torch.isfinite(amax), e, 0).clamp(-lim + 1, lim).double()
+    shape = (-1,) + (1,) * (t.dim() - 1)
+    return t * torch.pow(2.0, -e).to(t.dtype).reshape(shape), torch.pow(2.0, e)
+
+
+def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den elementwise, 0 where den is 0 (cosines with a zero vector)."""
+    return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0)
+
 
 class Quantities:
-    """x: (n, d) flattened inputs; y: (n,) labels or None; the rest see the module docstring."""
+    """x: (n, d) flattened inputs; y: (n,) labels or None; the rest see the module docstring.
+    ``exact_spectrum``: singular values from a float64 Gram matrix for every sample."""
 
-    def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None):
-        self.x, self.y = x, y
-        self._mu, self._jy, self.jac, self.jh, self.w, self._wx = mu, jy, jac, jh, w, wx
+    def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None,
+                 exact_spectrum=False):  # fmt: skip
+        self.x, self.y, self.exact_spectrum = x, y, exact_spectrum
+        self.xs, self.x_scale = pow2_scale(x, 1)
+        self._mu, self._jy, self.jac, self.jh = mu, jy, jac, jh
+        if jac is not None:
+            self.js, self.j_scale = pow2_scale(jac, (1, 2))
+        elif jh is not None:
+            self.jhs, h_scale = pow2_scale(jh, (1, 2))
+            self.ws, w_scale = pow2_scale(w.reshape(1, *w.shape), (1, 2))
+            self.ws = self.ws[0]
+            self.j_scale = h_scale * w_scale
+            scale = (w_scale * self.x_scale).unsqueeze(-1)
+            self.wxs = wx if bool((scale == 1).all()) else (wx.double() / scale).to(wx.dtype)
+
+    def _real(self, scaled: torch.Tensor, *scales: torch.Tensor) -> torch.Tensor:
+        """A scaled quantity times its scales, in the batch's dtype (inf if not representable)."""
+        value = scaled.double()
+        for s in scales:
+            value = value * s
+        return value.to(self.x.dtype)
 
     @cached_property
-    def mu(self) -> torch.Tensor:
-        """Centroid J^T 1, (n, d)."""
+    def _mu_scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu scaled, its scale): the centroid J^T 1."""
         if self._mu is not None:
-            return self._mu
+            return pow2_scale(self._mu, 1)
         if self.jac is not None:
-            return self.jac.sum(dim=1)
-        return self.jh.sum(dim=1) @ self.w  # (n, k) @ (k, d)
+            return self.js.sum(dim=1), self.j_scale
+        return self.jhs.sum(dim=1) @ self.ws, self.j_scale  # (n, k) @ (k, d)
+
+    @cached_property
+    def _xs_norm(self) -> torch.Tensor:
+        return self.xs.norm(dim=-1)
+
+    @cached_property
+    def _mu_parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(<x, mu>, |mu|) in units of the scales, and mu's scale."""
+        mus, scale = self._mu_scaled
+        return (self.xs * mus).sum(-1), mus.norm(dim=-1), scale
 
     @cached_property
     def x_norm(self) -> torch.Tensor:
-        return self.x.norm(dim=-1)
+        return self._real(self._xs_norm, self.x_scale)
 
     @cached_property
     def mu_norm(self) -> torch.Tensor:
-        return self.mu.norm(dim=-1)
+        _, norm, scale = self._mu_parts
+        return self._real(norm, scale)
 
     @cached_property
     def mu_inner(self) -> torch.Tensor:
         """<x, mu>, (n,)."""
-        return (self.x * self.mu).sum(-1)
+        inner, _, scale = self._mu_parts
+        return self._real(inner, self.x_scale, scale)
 
     @cached_property
-    def jx(self) -> torch.Tensor:
-        """J x, (n, C)."""
+    def mu_cos(self) -> torch.Tensor:
+        """cos(x, mu), (n,)."""
+        inner, norm, _ = self._mu_parts
+        return ratio(inner, self._xs_norm * norm)
+
+    @cached_property
+    def jxs(self) -> torch.Tensor:
+        """J x in units of the J and x scales, (n, C)."""
         if self.jac is not None:
-            return torch.bmm(self.jac, self.x.unsqueeze(-1)).squeeze(-1)
-        return torch.bmm(self.jh, self._wx.unsqueeze(-1)).squeeze(-1)
+            return torch.bmm(self.js, self.xs.unsqueeze(-1)).squeeze(-1)
+        return torch.bmm(self.jhs, self.wxs.unsqueeze(-1)).squeeze(-1)
 
     @cached_property
     def gram(self) -> torch.Tensor:
-        """J J^T (n, C, C), or J^T J (n, d, d) when d < C: the smaller one."""
+        """Scaled J J^T (n, C, C), or J^T J (n, d, d) when d < C: the smaller one."""
         if self.jac is not None:
-            j = self.jac if self.jac.shape[1] <= self.jac.shape[2] else self.jac.transpose(1, 2)
+            j = self.js if self.js.shape[1] <= self.js.shape[2] else self.js.transpose(1, 2)
             return torch.bmm(j, j.transpose(1, 2))
-        a = self.jh @ (self.w @ self.w.T)  # (n, C, k)
-        return torch.bmm(a, self.jh.transpose(1, 2))
+        a = self.jhs @ (self.ws @ self.ws.T)  # (n, C, k)
+        return torch.bmm(a, self.jhs.transpose(1, 2))
 
     @cached_property
     def fro2(self) -> torch.Tensor:
-        """|J|_F^2 = trace of the Gram matrix, (n,)."""
+        """Scaled |J|_F^2 = trace of the Gram matrix, (n,)."""
         return self.gram.diagonal(dim1=1, dim2=2).sum(-1)
+
+    @cached_property
+    def fro(self) -> torch.Tensor:
+        """|J|_F, (n,)."""
+        return self._real(self.fro2.clamp_min(0).sqrt(), self.j_scale)
+
+    @cached_property
+    def alignment_full(self) -> torch.Tensor:
+        """|J x_hat|^2 / |J|_F^2, (n,)."""
+        return ratio(self.jxs.pow(2).sum(-1), self._xs_norm.pow(2) * self.fro2).clamp(0, 1)
 
     @cached_property
     def n_classes(self) -> int:
         return (self.jac if self.jac is not None else self.jh).shape[1]
 
     def _label_sign(self) -> torch.Tensor:
-        """The label's row index (C > 1), or +-1 for scalar outputs."""
+        """+-1 for scalar outputs (labels > 0 are positive)."""
         return torch.where(self.y > 0, 1.0, -1.0).to(self.x.dtype)
+
+    @cached_property
+    def _label(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(<x, J_y> scaled, |J_y| scaled, their common J scale)."""
+        if self._jy is not None:
+            jys, scale = pow2_scale(self._jy, 1)
+            return (self.xs * jys).sum(-1), jys.norm(dim=-1), scale
+        if self.n_classes == 1:
+            inner = self._label_sign() * self.jxs[:, 0]
+        else:
+            inner = self.jxs.gather(1, self.y.unsqueeze(1)).squeeze(1)
+        if self.jac is not None and self.js.shape[1] > self.js.shape[2]:
+            norm = self.js[torch.arange(len(self.y)), self.y].norm(dim=-1)
+        else:
+            diag = self.gram.diagonal(dim1=1, dim2=2)  # (n, C): squared row norms
+            row = diag[:, 0] if self.n_classes == 1 else diag.gather(1, self.y.unsqueeze(1))[:, 0]
+            norm = row.clamp_min(0).sqrt()
+        return inner, norm, self.j_scale
 
     @cached_property
     def label_inner(self) -> torch.Tensor:
         """<x, J_y>, (n,)."""
-        if self._jy is not None:
-            return (self.x * self._jy).sum(-1)
-        if self.n_classes == 1:
-            return self._label_sign() * self.jx[:, 0]
-        return self.jx.gather(1, self.y.unsqueeze(1)).squeeze(1)
+        inner, _, scale = self._label
+        return self._real(inner, self.x_scale, scale)
 
     @cached_property
-    def label_norm(self) -> torch.Tensor:
-        """|J_y|, (n,)."""
-        if self._jy is not None:
-            return self._jy.norm(dim=-1)
-        if self.jac is not None and self.jac.shape[1] > self.jac.shape[2]:
-            return self.jac[torch.arange(len(self.y)), self.y].norm(dim=-1)
-        diag = self.gram.diagonal(dim1=1, dim2=2)  # (n, C): squared row norms
-        row = diag[:, 0] if self.n_classes == 1 else diag.gather(1, self.y.unsqueeze(1))[:, 0]
-        return row.clamp_min(0).sqrt()
+    def label_cos(self) -> torch.Tensor:
+        """cos(x, J_y), (n,)."""
+        inner, norm, _ = self._label
+        return ratio(inner, self._xs_norm * norm)
 
     def exact_jacobian(self, idx: torch.Tensor) -> torch.Tensor:
-        """J of the samples ``idx`` in float64, (m, C, d)."""
+        """The scaled J of the samples ``idx`` in float64, (m, C, d)."""
         if self.jac is not None:
-            return self.jac[idx].double()
-        return self.jh[idx].double() @ self.w.double()
+            return self.js[idx].double()
+        return self.jhs[idx].double() @ self.ws.double()
 
     @cached_property
     def singular_values(self) -> torch.Tensor:
-        """Singular values of each J in float64, descending, (n, min(C, d))."""
+        """Singular values of each scaled J in float64, descending, (n, min(C, d))."""
         return singular_values(self)
 
 
 def singular_values(q: Quantities) -> torch.Tensor:
-    """Batched singular values in float64, descending: (n, min(C, d)), or (n, C) with
-    trailing zeros when J = J_h W has C > d.
+    """Batched singular values of the scaled J in float64, descending: (n, min(C, d)), or
+    (n, C) with trailing zeros when J = J_h W has C > d.
 
-    float64 inputs: LAPACK's SVD of J (exact to rounding). float32 inputs: square roots of the
-    eigenvalues of the Gram matrix, several times faster than a float32 SVD. A float32 Gram
-    matrix carries rounding errors of ~sqrt(d) eps32 sigma_1^2: harmless for large eigenvalues,
-    not for small ones, so samples whose smallest eigenvalue is under 1e-2 of the largest
-    (near rank-deficient Jacobians, e.g. aligned networks) get their Gram matrix recomputed
-    in float64 from J, keeping every singular value within ~1e-8 sigma_1, well under float32's
-    own rounding of J. Values below that noise floor are set to exactly 0 (a rank-one J then
-    has PC1 = 1 and effective rank 1).
+    float64 inputs (or ``exact_spectrum``): from float64 J (an SVD for float64, a float64 Gram
+    matrix otherwise). float32 inputs: square roots of the eigenvalues of the float32 Gram
+    matrix, several times faster than a float32 SVD. A float32 Gram matrix carries rounding
+    errors of ~sqrt(d) eps32 sigma_1^2: harmless for large eigenvalues, not for small ones, so
+    samples whose smallest eigenvalue is under 1e-2 of the largest (near rank-deficient
+    Jacobians, e.g. aligned networks) get their Gram matrix recomputed in float64 from J,
+    keeping every singular value within ~1e-8 sigma_1, well under float32's own rounding of
+    J. Values below that noise floor are set to exactly 0 (a rank-one J then has PC1 = 1 and
+    effective rank 1). :mod:`alignctl.geometry.verify` checks this path against a float64
+    SVD on the first batch of every measurement and sets ``exact_spectrum`` if it disagrees.
     """
+    n = q.x.shape[0]
     if q.x.dtype == torch.float64:
-        return torch.linalg.svdvals(q.exact_jacobian(torch.arange(q.x.shape[0])))
-    eig = torch.linalg.eigvalsh(q.gram.double())  # (n, k) ascending
+        j = q.exact_jacobian(torch.arange(n))
+        ok = torch.isfinite(j).flatten(1).all(1)  # an overflowed J has no spectrum: NaN
+        sv = torch.linalg.svdvals(torch.where(ok[:, None, None], j, 0))
+        return torch.where(ok[:, None], sv, torch.nan)
+    gram = q.gram.double()
+    ok = torch.isfinite(gram).flatten(1).all(1)
+    gram = torch.where(ok[:, None, None], gram, 0)
+    if q.exact_spectrum:
+        eig = torch.zeros(gram.shape[:2], dtype=torch.float64, device=q.x.device)
+        risky = ok.nonzero().squeeze(-1)
+    else:
+        eig = torch.linalg.eigvalsh(gram)  # (n, k) ascending
+        risky = (ok & (eig[:, 0] < 1e-2 * eig[:, -1])).nonzero().squeeze(-1)
     k = eig.shape[1]
-    risky = (eig[:, 0] < 1e-2 * eig[:, -1]).nonzero().squeeze(-1)
     for idx in risky.split(64):  # small float64 copies: big ones cost page faults
         j = q.exact_jacobian(idx)  # (m, C, d)
         if j.shape[1] != k:  # the Gram matrix is J^T J
@@ -131,4 +237,5 @@ def singular_values(q: Quantities) -> torch.Tensor:
         eig[idx] = torch.linalg.eigvalsh(torch.bmm(j, j.transpose(1, 2)))
     sv = eig.flip(-1).clamp_min(0).sqrt()
     floor = sv[:, :1] * (k * torch.finfo(torch.float64).eps) ** 0.5
-    return torch.where(sv > floor, sv, torch.zeros_like(sv))
+    sv = torch.where(sv > floor, sv, torch.zeros_like(sv))
+    return torch.where(ok[:, None], sv, torch.nan)

@@ -10,13 +10,13 @@ from alignctl.geometry.metrics import Quantities, ratio, register_metric
 def jacobian_alignment_full(q: Quantities):
     """|J x_hat|^2 / |J|_F^2 with x_hat = x / |x|, in [0, 1]; 1 exactly when J = c x^T
     (Definition 5: every row parallel to x). 0 when x = 0 or J = 0."""
-    return ratio(q.jx.pow(2).sum(-1), q.x_norm.pow(2) * q.fro2).clamp(0, 1)
+    return q.alignment_full
 
 
 @register_metric("jacobian_norm", needs="jacobian")
 def jacobian_norm(q: Quantities):
     """|J|_F, the quantity GrokAlign penalises (section 4.1)."""
-    return q.fro2.clamp_min(0).sqrt()
+    return q.fro
 
 
 @register_metric("jacobian_pc1", needs="jacobian")

@@ -24,6 +24,10 @@ def build_model(spec: dict, base_dir: Path) -> torch.nn.Module:
     """Build the network described by a config ``model:`` section."""
     if not isinstance(spec, dict):
         raise InputError(f"model section must be a mapping, got {spec!r}")
+    from alignctl.geometry.outputs import check_spec
+
+    check_spec(spec.get("output"))  # which output is the logits: read where outputs are used
+    spec = {k: v for k, v in spec.items() if k != "output"}
     has_arch, has_factory = "arch" in spec, "factory" in spec
     if has_arch == has_factory:
         raise InputError("model section needs exactly one of 'arch' or 'factory'")
@@ -32,7 +36,7 @@ def build_model(spec: dict, base_dir: Path) -> torch.nn.Module:
         if extra:
             raise InputError(
                 f"model section with 'factory': unknown key(s) {', '.join(extra)}; "
-                "valid: factory, kwargs"
+                "valid: factory, kwargs, output"
             )
         model = call_factory(spec["factory"], Path(base_dir), spec.get("kwargs") or {}, "model")
         if not isinstance(model, torch.nn.Module):

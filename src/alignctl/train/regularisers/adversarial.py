@@ -16,6 +16,7 @@ class Adversarial(Regulariser):
     def __init__(self, eps: float = 0.1, alpha: float = 0.025, steps: int = 10):
         self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
         self.input_range: tuple[float, float] | None = None  # set by the trainer from the data
+        self.output = None  # set by the trainer: the logits of tuple/dict outputs
 
     def transform_batch(self, model, x, y, loss_fn):
         from alignctl.evaluation.attacks import pgd
@@ -23,4 +24,4 @@ class Adversarial(Regulariser):
         if not x.is_floating_point():
             return x  # token inputs: there is no l_inf ball around a token
         return pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
-                   input_range=self.input_range, loss_fn=loss_fn)  # fmt: skip
+                   input_range=self.input_range, loss_fn=loss_fn, output=self.output)  # fmt: skip
