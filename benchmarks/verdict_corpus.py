@@ -559,7 +559,7 @@ def train_alignctl(spec: dict, folder: Path, scratch: Path) -> list[dict]:
         arrays, n_classes, input_range = make_data(spec)
         path = scratch / f"{spec['name']}.npz"
         np.savez(path, **arrays)
-        cfg["data"] = {"path": str(path), "num_classes": n_classes}
+        cfg["data"] = {"path": str(path.resolve()), "num_classes": n_classes}
         if input_range:
             cfg["data"]["input_range"] = input_range
     cfg_path = scratch / f"{spec['name']}.yaml"

@@ -19,6 +19,8 @@ CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
 STANDARD = CENTROID + [
     "jacobian_alignment", "jacobian_alignment_full", "jacobian_norm", "jacobian_pc1",
     "jacobian_erank",
+    # softmax-invariant: what the verdict without a test split reads (report/evidence.py)
+    "centred_label_alignment", "centred_alignment_full", "centred_norm",
 ]  # fmt: skip
 METRIC_SETS = {"fast": CENTROID, "standard": STANDARD}
 
@@ -76,7 +78,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     from alignctl.evaluation.losses import accuracy
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.measure import measure
-    from alignctl.report.verdict import checkpoint_verdict, recommend, thresholds
+    from alignctl.report.recommend import recommend
+    from alignctl.report.verdict import judge, thresholds
     from alignctl.runs.checkpoints import is_finite_state, load_weights, read_checkpoint
 
     names = resolve_metrics(metrics)
@@ -133,13 +136,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         if entry["diverged"]:
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
-        entry["verdict"], entry["inferred"] = checkpoint_verdict(
-            entry,
-            n_classes=data.num_classes or n_classes or 2,
-            grokked=run.config.grokked,
-            t=t,
-            history=entries,
-        )
+        entry.update(judge(entry, n_classes=data.num_classes or n_classes or 2,
+                           grokked=run.config.grokked, t=t, history=entries))  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         entries.append(entry)
         if on_checkpoint:
@@ -149,7 +147,9 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         "split": split, "n_samples": int(len(xs)), "metric_names": names,
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
-        "recommendation": recommend(entries, t), "gates": [], "passed": True,
+        "recommendation": recommend(entries, t, n_classes=data.num_classes or n_classes,
+                                    config_train=run.config.train),
+        "gates": [], "passed": True,
         "pgd": {"eps": eps, "alpha": alpha, "steps": steps} if robustness else None,
         "notes": list(getattr(run, "notes", [])),
     }  # fmt: skip
