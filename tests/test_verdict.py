@@ -170,7 +170,7 @@ def test_test_accuracy_at_chance_while_fitted_is_investigate():
 def test_rising_test_accuracy_is_keep_training():
     trains, tests = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.1, 0.2, 0.4, 0.6, 0.8]
     r = recommend(traj(trains, tests), T, n_classes=10)
-    assert r["action"] == "keep-training" and "0.400 -> 0.800" in r["reason"]
+    assert r["action"] == "keep-training" and "0.400 at step 8 -> 0.800" in r["reason"]
 
 
 def test_generalised_and_flat_is_stop():

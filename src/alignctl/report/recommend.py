@@ -6,7 +6,7 @@ already trained with GrokAlign, read from its config), ``investigate`` (divergen
 underfit or a run whose test accuracy never leaves chance: look at the data and labels).
 
 With a test split the test-accuracy trajectory decides, in this order (changes are absolute,
-over the last third of the checkpoints):
+over the last third of the checkpoints, and only since the network fitted the training data):
 
 1. diverged at the last checkpoint -> investigate;
 2. test accuracy peaked and has since fallen by >= ``decline`` (0.03) -> stop, naming the
@@ -112,14 +112,18 @@ def _with_test(live, tests, t, reg, n_classes) -> dict:
             "checkpoint; further training overfits.")}  # fmt: skip
     if last["verdict"] == "learning":
         return _fitting(live, t)
-    before, _ = _third(tests)
+    # the trend since a third of the run before the end, but never from before the fit:
+    # how fast the network fitted says nothing about whether it still generalises more
+    fitted = next(i for i, c in enumerate(live) if (c["train_accuracy"] or 0) >= t["fit"])
+    start = max(len(tests) - 1 - max(1, len(tests) // 3), min(fitted, len(tests) - 2))
+    before = tests[start]
     if now - before > t["plateau"]:
         return {"action": "keep-training", "reason": (
-            f"{last['verdict']}, and test accuracy is still rising ({before:.3f} -> {now:.3f} "
-            f"over the last third, to step {last['step']}).")}  # fmt: skip
+            f"{last['verdict']}, and test accuracy is still rising ({before:.3f} at step "
+            f"{live[start]['step']} -> {now:.3f} at step {last['step']}).")}  # fmt: skip
     chance = 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
     skill = (best - chance) / (1 - chance)
-    flat = f"test accuracy flat at {now:.3f} ({before:.3f} a third of the run earlier)"
+    flat = f"test accuracy flat at {now:.3f} ({before:.3f} at step {live[start]['step']})"
     if skill <= t["chance_skill"]:
         return {"action": "investigate", "reason": (
             f"train accuracy {last['train_accuracy']:.3f} but test accuracy never left chance "
