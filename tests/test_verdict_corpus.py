@@ -36,8 +36,9 @@ def test_every_run_is_named_once_and_families_are_many():
 def test_a_tiny_plain_run_builds_and_is_cached(tmp_path):
     from alignctl import analyze, open_run
 
-    spec = vc.plain("tiny", "test", ("gmm", {"n_train": 40, "n_test": 40}),
-                    {"kind": "mlp", "d": 16, "hidden": [8], "c": 4}, steps=30, accept=["stop"])  # fmt: skip
+    model = {"kind": "mlp", "d": 16, "hidden": [8], "c": 4}
+    data = ("gmm", {"n_train": 40, "n_test": 40})
+    spec = vc.plain("tiny", "test", data, model, steps=30, accept=["stop"])
     truth = vc.build(spec, tmp_path)
     assert 12 <= len(truth["checkpoints"]) <= 17 and truth["checkpoints"][0]["step"] == 0
     mtime = (tmp_path / "tiny" / "truth.json").stat().st_mtime_ns
