@@ -38,12 +38,13 @@ from alignctl.runs.run import open_run  # noqa: E402
 
 TRUTHS = ("learning", "memorising", "generalised", "diverged")
 SAY = {"generalising": "generalised", "robust": "generalised"}
+# candidate thresholds, each list from the most to the least conservative (ties keep the first)
 GRID = {
-    "gain": [0.2, 0.3, 0.4, 0.5, 0.7, 1.0],
-    "no_gain": [-1.5, -1.0, -0.7, -0.5, -0.3, -0.1],
-    "growth": [2.0, 3.0, 4.0, 5.0, 99.0],
-    "blowup": [4.0, 5.0, 5.5, 6.0, 7.0, 99.0],
+    "growth": [-99.0, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0],
+    "no_gain": [-99.0, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5],
+    "settle": [5.0, 3.0, 2.0, 1.0],
 }
+MARGIN = 1  # grid steps toward caution after fitting (see fit)
 COST = 85 / 15  # a wrong decision costs 85/15 right ones: break-even at 85% accuracy
 
 
@@ -95,17 +96,19 @@ def score(runs: list[dict], t: dict) -> tuple[int, int, int]:
     return right, wrong, fitted
 
 
-def fit(runs: list[dict]) -> dict:
-    """The grid point with the best right - COST * wrong on ``runs`` (ties: the first)."""
+def fit(runs: list[dict], margin: int = MARGIN) -> dict:
+    """The grid point with the best right - COST * wrong on ``runs`` (ties: the first), then
+    ``margin`` grid steps toward caution: a boundary fitted at the edge of the memorising
+    checkpoints seen is crossed by the first family that memorises a little differently."""
     best, best_t = None, None
     for values in itertools.product(*GRID.values()):
         t = thresholds(dict(zip(GRID, values, strict=True)))
-        if t["no_gain"] >= t["gain"] or t["growth"] > t["blowup"]:
-            continue
         right, wrong, _ = score(runs, t)
         value = right - COST * wrong
         if best is None or value > best:
             best, best_t = value, t
+    for k, grid in GRID.items():
+        best_t[k] = grid[max(0, grid.index(best_t[k]) - margin)]
     return best_t
 
 
@@ -123,7 +126,11 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("corpus"))
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--margin", type=int, default=MARGIN, help="grid steps toward caution")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # small networks: threads only contend
     runs = load(args.corpus, args.samples, args.fresh)
     families = sorted({r["truth"]["family"] for r in runs})
     print(f"corpus: {len(runs)} runs, {len(families)} families, "
@@ -141,12 +148,12 @@ def main() -> None:
     print(f"right on {right} of {unamb} unambiguous checkpoints")
     confusion(pairs, ["learning", "memorising", "generalising", "robust", "diverged"])
 
-    print("\n== without a test split, leave-one-family-out")
+    print(f"\n== without a test split, leave-one-family-out (margin {args.margin} grid step)")
     pairs, per_family, fitted_t = [], [], {}
     for fam in families:
         train = [r for r in runs if r["truth"]["family"] != fam]
         held = [r for r in runs if r["truth"]["family"] == fam]
-        t = fit(train)
+        t = fit(train, args.margin)
         fitted_t[fam] = t
         r_, w_, f_ = score(held, t)
         per_family.append((fam, r_, w_, f_))

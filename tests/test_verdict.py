@@ -54,20 +54,20 @@ def _run(gain, growth, step=500):
     """A step-0 checkpoint and a fitted one whose centred alignment and norm moved by
     exp(gain) and exp(growth) from it."""
     first = ck(0.1, None, step=0, centred_alignment_full=0.01, centred_norm=0.3)
+    fitted = ck(1.0, None, step=100)  # fitted long enough ago: step >= settle x 100
     now = ck(1.0, None, step=step, centred_alignment_full=0.01 * math.exp(gain),
              centred_norm=0.3 * math.exp(growth))  # fmt: skip
-    return now, [first]
+    return now, [first, fitted]
 
 
 @pytest.mark.parametrize(
     "gain, growth, expected",
     [
-        (1.0, 2.0, "generalising"),  # aligned, norms bounded
-        (1.0, 5.0, "uncertain"),  # aligned, but the norms grew past `growth`: not enough
-        (-1.0, 2.0, "memorising"),  # alignment fell below its random level
-        (0.0, 6.0, "memorising"),  # norms blew up
-        (1.0, 6.0, "uncertain"),  # the signals disagree
-        (0.0, 2.0, "uncertain"),  # no signal is not generalising
+        (0.0, 1.5, "generalising"),  # the visible Jacobian's norm grew less than e^2
+        (1.0, 5.0, "uncertain"),  # grown past `growth`: cross-entropy does that to any fit
+        (-2.5, 5.0, "memorising"),  # turned away from the inputs, far below random
+        (-2.5, 1.5, "uncertain"),  # the signals disagree
+        (0.0, 3.0, "uncertain"),  # no signal is not generalising
     ],
 )
 def test_inferred_verdict_reads_its_signals(gain, growth, expected):
@@ -80,9 +80,23 @@ def test_inferred_verdict_reads_its_signals(gain, growth, expected):
     assert all({"signal", "value", "threshold", "reads"} <= set(e) for e in j["evidence"])
 
 
+def test_just_fitted_is_too_early_to_tell():
+    """Grokking memorises first, with bounded slopes: nothing is read until the network has
+    stayed fitted for ``settle`` times the step at which it fitted."""
+    now, history = _run(0.0, 1.5, step=250)  # fitted at 100, 250 < 3 x 100
+    j = judge(now, n_classes=10, grokked=None, t=T, history=history)
+    assert j["verdict"] == "uncertain" and j["evidence"][-1]["signal"] == "steps_since_fit"
+    now["step"] = 300
+    assert judge(now, n_classes=10, grokked=None, t=T, history=history)["verdict"] == (
+        "generalising"
+    )
+
+
 def test_no_step_zero_checkpoint_means_uncertain_not_generalising():
-    now, history = _run(1.0, 2.0)
-    assert judge(now, n_classes=2, grokked=None, t=T, history=[])["verdict"] == "uncertain"
+    now, history = _run(0.0, 1.0)
+    assert judge(now, n_classes=2, grokked=None, t=T, history=history[1:])["verdict"] == (
+        "uncertain"
+    )
     history[0]["step"] = 10  # not the initialisation: nothing to compare with
     j = judge(now, n_classes=2, grokked=None, t=T, history=history)
     assert j["verdict"] == "uncertain" and j["evidence"][-1]["reads"].startswith("nothing")
@@ -94,7 +108,7 @@ def test_centroid_alignment_alone_decides_nothing():
     """The paper's centroid alignment follows the logit sum under cross-entropy (issue 13):
     neither a high nor a negative value is evidence without a test split."""
     for ca in (-0.4, 0.9):
-        now, history = _run(0.0, 2.0)
+        now, history = _run(0.0, 3.0)
         now["metrics"]["centroid_alignment"] = ca
         assert infer(now, history, T)[0] == "uncertain"
 
@@ -170,7 +184,21 @@ def test_test_accuracy_at_chance_while_fitted_is_investigate():
 def test_rising_test_accuracy_is_keep_training():
     trains, tests = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.1, 0.2, 0.4, 0.6, 0.8]
     r = recommend(traj(trains, tests), T, n_classes=10)
-    assert r["action"] == "keep-training" and "0.400 at step 8 -> 0.800" in r["reason"]
+    assert r["action"] == "keep-training" and "0.400 at step 8" in r["reason"]
+    assert "0.800 at step 32" in r["reason"]
+
+
+def test_a_rise_that_ended_with_the_fit_is_a_plateau():
+    # the last gain came while the network still fitted; since then flat: stop
+    trains = [0.5, 0.9, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    tests = [0.5, 0.9, 0.95, 0.978, 0.981, 0.981, 0.983, 0.984, 0.985]
+    assert recommend(traj(trains, tests), T, n_classes=10)["action"] == "stop"
+
+
+def test_a_peak_at_chance_is_no_reason_to_stop():
+    trains, tests = [0.05, 0.9, 1.0, 1.0, 1.0, 1.0], [0.049, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # far below chance (0.000 of 1/23): structured labels the network gets wrong: memorising
+    assert recommend(traj(trains, tests), T, n_classes=23)["action"] == "try-grokalign"
 
 
 def test_generalised_and_flat_is_stop():

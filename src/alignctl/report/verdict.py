@@ -37,10 +37,9 @@ DEFAULTS = {
     "erank": 1.5,
     "adversarial": 0.5,
     # inferred verdict (alignctl.report.evidence), from benchmarks/verdict_agreement.py
-    "gain": 0.4,
-    "no_gain": -0.5,
-    "growth": 4.0,
-    "blowup": 5.5,
+    "growth": 2.0,
+    "no_gain": -2.0,
+    "settle": 3.0,
     # recommendation (alignctl.report.recommend): absolute changes in accuracy
     "plateau": 0.02,
     "decline": 0.03,
