@@ -63,9 +63,14 @@ def load(corpus: Path, samples: int, fresh: bool) -> list[dict]:
         truth = json.loads(truth_file.read_text())
         report = json.loads(cache.read_text())
         chance = chance_of(truth["n_classes"])
-        for ck in report["checkpoints"]:
+        config = open_run(folder).config
+        t = thresholds(config.verdict)
+        for i, ck in enumerate(report["checkpoints"]):
             ck["truth"] = truth_label(ck["train_accuracy"], ck["test_accuracy"], chance)
-        runs.append({"truth": truth, "report": report, "config": open_run(folder).config})
+            # the cache holds measurements; verdicts always come from the current rules
+            ck.update(judge(ck, n_classes=truth["n_classes"], grokked=config.grokked, t=t,
+                            history=report["checkpoints"][:i]))  # fmt: skip
+        runs.append({"truth": truth, "report": report, "config": config})
     return runs
 
 
@@ -73,7 +78,7 @@ def blind(run: dict, t: dict) -> list[dict]:
     """The run's checkpoints judged again with the test accuracy hidden."""
     hidden = []
     for ck in run["report"]["checkpoints"]:
-        b = {**ck, "test_accuracy": None}
+        b = {**ck, "test_accuracy": None, "adversarial_accuracy": None}  # PGD needs a test split
         b.update(judge(b, n_classes=run["truth"]["n_classes"], grokked=None, t=t, history=hidden))
         hidden.append(b)
     return hidden
@@ -136,7 +141,7 @@ def main() -> None:
     print(f"corpus: {len(runs)} runs, {len(families)} families, "
           f"{sum(len(r['report']['checkpoints']) for r in runs)} checkpoints")  # fmt: skip
 
-    print("\n== with a test split (the report's verdicts)")
+    print("\n== with a test split (verdicts of the current rules on the measured checkpoints)")
     pairs, right, unamb = [], 0, 0
     for run in runs:
         for ck in run["report"]["checkpoints"]:
@@ -222,7 +227,7 @@ def robustness(runs: list[dict]) -> None:
         print(f"  {name:<24} vs adversarial accuracy: Spearman {s1:+.2f} (p {p1:.2g}); "
               f"vs adversarial / test accuracy: {s2:+.2f} (p {p2:.2g})")  # fmt: skip
     hi = [a for a, r in zip(adv, rows, strict=True) if r[0] >= 0.5 and r[1] <= 1.5]
-    print(f"  checkpoints meeting the robust rule's geometry (alignment_full >= 0.5, erank <= 1.5):"
+    print(f"  checkpoints with the section 3.2 geometry (alignment_full >= 0.5, erank <= 1.5):"
           f" {len(hi)}; their adversarial accuracy: "
           + (", ".join(f"{a:.2f}" for a in hi) if hi else "-"))  # fmt: skip
     print(f"  adversarial accuracy over all: min {min(adv):.2f}, median "

@@ -27,7 +27,8 @@ def ck(train, test, step=0, diverged=False, **metrics):
         (ck(0.5, 0.5), None, "learning"),
         (ck(1.0, 0.5), None, "memorising"),  # binary task at chance
         (ck(1.0, 0.95), None, "generalising"),
-        (ck(1.0, 0.95, jacobian_alignment_full=0.9, jacobian_erank=1.1), None, "robust"),
+        (ck(1.0, 0.95, jacobian_alignment_full=0.9, jacobian_erank=1.1), None, "generalising"),
+        ({**ck(1.0, 0.95), "adversarial_accuracy": 0.6}, None, "robust"),
         (ck(1.0, 0.85), {"test_acc": 0.9}, "memorising"),  # the task's grokked criterion
         (ck(1.0, 0.91), {"test_acc": 0.9}, "generalising"),
         (ck(1.0, None, diverged=True), None, "diverged"),
@@ -113,10 +114,15 @@ def test_centroid_alignment_alone_decides_nothing():
         assert infer(now, history, T)[0] == "uncertain"
 
 
-def test_adversarial_accuracy_gates_robust():
+def test_adversarial_accuracy_decides_robust_geometry_alone_does_not():
     e = ck(1.0, 0.95, jacobian_alignment_full=0.9, jacobian_erank=1.1)
+    j = judge(e, n_classes=2, grokked=None, t=T)
+    assert j["verdict"] == "generalising"
+    assert j["evidence"][-1]["reads"].startswith("nothing: not measured")
     e["adversarial_accuracy"] = 0.1
     assert checkpoint_verdict(e, n_classes=2, grokked=None, t=T)[0] == "generalising"
+    e["adversarial_accuracy"] = 0.7
+    assert checkpoint_verdict(e, n_classes=2, grokked=None, t=T)[0] == "robust"
 
 
 def test_thresholds_override_and_unknown_key():

@@ -11,9 +11,9 @@ across input dimensions, architectures and losses:
 
 - ``norm_growth``: log(n_t / n_0), n = ``centred_norm`` = |J_c|_F, the norm of the Jacobian the
   softmax sees. Fitting labels that the inputs do not explain takes steep local slopes: on the
-  corpus every memorising checkpoint had grown this norm by a factor over e^2.4 (random labels:
-  e^3.3 to e^6.6), while networks that fitted with bounded slopes (squared error, weight decay,
-  LayerNorm, easy data) generalised. Growth at most ``growth`` reads ``generalising``. Large
+  corpus every memorising checkpoint read (see ``settle``) had grown this norm by a factor over
+  e^2.75 (random labels: e^3.3 to e^6.6), while networks that fitted with bounded slopes
+  (squared error, weight decay, LayerNorm, easy data) generalised. Growth at most ``growth`` reads ``generalising``. Large
   growth reads nothing: cross-entropy keeps raising the logits (and slopes) of generalising
   networks too.
 - ``alignment_gain``: log(a_t / a_0), a = ``centred_alignment_full`` = |J_c x_hat|^2 / |J_c|_F^2,

@@ -14,9 +14,10 @@ ranks with ``learning``: it never passes a gate that asks for memorising or bett
 - without a test split (inferred, marked so): from label-free signals that held on families
   of runs they were not tuned on (:mod:`alignctl.report.evidence`); where they are weak or
   disagree, ``uncertain``. No signal never means generalising.
-- robust: generalising, with mean jacobian_alignment_full >= ``alignment_full`` (0.5) and
-  mean jacobian_erank <= ``erank`` (1.5) (section 3.2: rank-one Jacobians aligned with x),
-  and, when measured, adversarial accuracy >= ``adversarial`` (0.5).
+- robust: generalising, and adversarial accuracy (``--robustness``) >= ``adversarial`` (0.5).
+  The section 3.2 geometry (mean jacobian_alignment_full >= ``alignment_full``, 0.5, and
+  jacobian_erank <= ``erank``, 1.5) is evidence beside it, not a substitute: measured on the
+  verdict corpus it predicts PGD accuracy only weakly.
 Every threshold can be overridden by the config's ``verdict:`` section. Each verdict comes
 with its evidence: ``[{"signal", "value", "threshold", "reads"}]``.
 """
@@ -92,22 +93,25 @@ def _with_test(ck: dict, n_classes: int, grokked: dict | None, t: dict) -> tuple
 
 
 def _robust(ck: dict, t: dict) -> tuple[bool, list]:
+    """Robust = adversarial accuracy measured (``--robustness``) and >= ``adversarial``. The
+    Jacobian geometry of section 3.2 is reported beside it but does not decide: on the verdict
+    corpus it predicted PGD accuracy only weakly (Spearman +0.22 for jacobian_alignment_full,
+    -0.31 for jacobian_erank, 134 checkpoints) and no network reached its thresholds."""
     m = ck.get("metrics") or {}
     af, er = m.get("jacobian_alignment_full"), m.get("jacobian_erank")
-    if not (_finite(af) and _finite(er)):
-        return False, []
-    ok = af >= t["alignment_full"] and er <= t["erank"]
-    ev = [
-        _item("jacobian_alignment_full", af, t["alignment_full"],
-              "robust" if af >= t["alignment_full"] else "nothing"),
-        _item("jacobian_erank", er, t["erank"], "robust" if er <= t["erank"] else "nothing"),
-    ]  # fmt: skip
+    ev = []
+    if _finite(af) and _finite(er):
+        aligned = af >= t["alignment_full"] and er <= t["erank"]
+        note = "aligned, low rank (not decisive)" if aligned else "nothing"
+        ev += [_item("jacobian_alignment_full", af, t["alignment_full"], note),
+               _item("jacobian_erank", er, t["erank"], note)]  # fmt: skip
     adv = ck.get("adversarial_accuracy")
-    if ok and adv is not None:
-        ok = adv >= t["adversarial"]
-        ev.append(_item("adversarial_accuracy", adv, t["adversarial"],
-                        "robust" if ok else "nothing"))  # fmt: skip
-    return ok, ev
+    if adv is None:
+        return False, ev + [_item("adversarial_accuracy", None, t["adversarial"],
+                                  "nothing: not measured (--robustness)")]  # fmt: skip
+    ok = adv >= t["adversarial"]
+    return ok, ev + [_item("adversarial_accuracy", adv, t["adversarial"],
+                           "robust" if ok else "nothing")]  # fmt: skip
 
 
 def judge(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
