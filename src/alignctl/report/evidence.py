@@ -13,9 +13,9 @@ across input dimensions, architectures and losses:
   softmax sees. Fitting labels that the inputs do not explain takes steep local slopes: on the
   corpus every memorising checkpoint read (see ``settle``) had grown this norm by a factor over
   e^2.75 (random labels: e^3.3 to e^6.6), while networks that fitted with bounded slopes
-  (squared error, weight decay, LayerNorm, easy data) generalised. Growth at most ``growth`` reads ``generalising``. Large
-  growth reads nothing: cross-entropy keeps raising the logits (and slopes) of generalising
-  networks too.
+  (squared error, weight decay, LayerNorm, easy data) generalised. Growth at most ``growth``
+  reads ``generalising``. Large growth reads nothing: cross-entropy keeps raising the logits
+  (and slopes) of generalising networks too.
 - ``alignment_gain``: log(a_t / a_0), a = ``centred_alignment_full`` = |J_c x_hat|^2 / |J_c|_F^2,
   the share of the visible Jacobian's energy along the input; at initialisation it sits near a
   random direction's. A fall to at most ``no_gain`` (the Jacobian turned away from the inputs,
