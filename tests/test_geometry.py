@@ -29,6 +29,23 @@ def _erank(J):
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
+def _centred(J):
+    """(I - 11^T / C) J; a scalar output (C = 1) has nothing to centre."""
+    return J if J.shape[0] == 1 else J - J.mean(0, keepdims=True)
+
+
+def _centred_row(J, y):
+    if J.shape[0] == 1:
+        return _row(J, y)
+    others = np.delete(J, y, axis=0).mean(0)  # J_y - mean of the other rows = C/(C-1) J_c,y
+    return (J[y] - others) * (J.shape[0] - 1) / J.shape[0]
+
+
+def _full_alignment(J, x):
+    n = np.linalg.norm(J)
+    return 0.0 if n == 0 else float(np.linalg.norm(J @ (x / np.linalg.norm(x))) ** 2 / n**2)
+
+
 # name -> f(J (C, d), x (d,), y): the definitions of the issue / paper, written independently.
 REFERENCE = {
     "centroid_alignment": lambda J, x, y: _cos(x, J.sum(0)),
@@ -44,6 +61,10 @@ REFERENCE = {
         np.linalg.svd(J, compute_uv=False)[0] ** 2 / (np.linalg.svd(J, compute_uv=False) ** 2).sum()
     ),
     "jacobian_erank": lambda J, x, y: _erank(J),
+    "centred_label_alignment": lambda J, x, y: _cos(x, _centred_row(J, y)),
+    "centred_label_norm": lambda J, x, y: float(np.linalg.norm(_centred_row(J, y))),
+    "centred_alignment_full": lambda J, x, y: _full_alignment(_centred(J), x),
+    "centred_norm": lambda J, x, y: float(np.linalg.norm(_centred(J))),
 }
 
 

@@ -1,16 +1,21 @@
 """Verdict rules and recommendations on synthetic trajectories."""
 
+import math
+import re
+
 import pytest
 
 from alignctl.errors import InputError
-from alignctl.report.verdict import DEFAULTS, checkpoint_verdict, rank, recommend, thresholds
+from alignctl.report.evidence import infer, signals
+from alignctl.report.recommend import recommend, regularisation
+from alignctl.report.verdict import DEFAULTS, checkpoint_verdict, judge, rank, thresholds
 
 T = thresholds(None)
 
 
 def ck(train, test, step=0, diverged=False, **metrics):
     m = {"centroid_alignment": 0.1, "centroid_norm": 1.0, "jacobian_alignment_full": 0.1,
-         "jacobian_erank": 3.0}  # fmt: skip
+         "jacobian_erank": 3.0, "centred_alignment_full": 0.01, "centred_norm": 1.0}  # fmt: skip
     m.update(metrics)
     return {"step": step, "train_accuracy": train, "test_accuracy": test, "metrics": m,
             "diverged": diverged}  # fmt: skip
@@ -22,7 +27,8 @@ def ck(train, test, step=0, diverged=False, **metrics):
         (ck(0.5, 0.5), None, "learning"),
         (ck(1.0, 0.5), None, "memorising"),  # binary task at chance
         (ck(1.0, 0.95), None, "generalising"),
-        (ck(1.0, 0.95, jacobian_alignment_full=0.9, jacobian_erank=1.1), None, "robust"),
+        (ck(1.0, 0.95, jacobian_alignment_full=0.9, jacobian_erank=1.1), None, "generalising"),
+        ({**ck(1.0, 0.95), "adversarial_accuracy": 0.6}, None, "robust"),
         (ck(1.0, 0.85), {"test_acc": 0.9}, "memorising"),  # the task's grokked criterion
         (ck(1.0, 0.91), {"test_acc": 0.9}, "generalising"),
         (ck(1.0, None, diverged=True), None, "diverged"),
@@ -38,21 +44,85 @@ def test_hard_dataset_judged_relative_to_chance():
     assert checkpoint_verdict(ck(1.0, 0.30), n_classes=10, grokked=None, t=T)[0] == "memorising"
 
 
-def test_no_test_split_is_inferred_from_alignment():
-    v, inferred = checkpoint_verdict(
-        ck(1.0, None, centroid_alignment=0.7), n_classes=2, grokked=None, t=T
-    )
-    assert (v, inferred) == ("generalising", True)
-    v, inferred = checkpoint_verdict(
-        ck(1.0, None, centroid_alignment=-0.3), n_classes=2, grokked=None, t=T
-    )
-    assert (v, inferred) == ("memorising", True)
+def test_verdict_with_a_test_split_cites_its_evidence():
+    j = judge(ck(1.0, 0.55), n_classes=10, grokked=None, t=T)
+    skill = next(e for e in j["evidence"] if e["signal"] == "test_skill")
+    assert skill["value"] == pytest.approx(0.5) and skill["threshold"] == T["skill"]
+    assert skill["reads"] == "generalising" and not j["inferred"]
 
 
-def test_adversarial_accuracy_gates_robust():
+def _run(gain, growth, step=500):
+    """A step-0 checkpoint and a fitted one whose centred alignment and norm moved by
+    exp(gain) and exp(growth) from it."""
+    first = ck(0.1, None, step=0, centred_alignment_full=0.01, centred_norm=0.3)
+    fitted = ck(1.0, None, step=100)  # fitted long enough ago: step >= settle x 100
+    now = ck(1.0, None, step=step, centred_alignment_full=0.01 * math.exp(gain),
+             centred_norm=0.3 * math.exp(growth))  # fmt: skip
+    return now, [first, fitted]
+
+
+@pytest.mark.parametrize(
+    "gain, growth, expected",
+    [
+        (0.0, 1.5, "generalising"),  # the visible Jacobian's norm grew less than e^2
+        (1.0, 5.0, "uncertain"),  # grown past `growth`: cross-entropy does that to any fit
+        (-2.5, 5.0, "memorising"),  # turned away from the inputs, far below random
+        (-2.5, 1.5, "uncertain"),  # the signals disagree
+        (0.0, 3.0, "uncertain"),  # no signal is not generalising
+    ],
+)
+def test_inferred_verdict_reads_its_signals(gain, growth, expected):
+    now, history = _run(gain, growth)
+    j = judge(now, n_classes=10, grokked=None, t=T, history=history)
+    assert (j["verdict"], j["inferred"]) == (expected, True)
+    ev = {e["signal"]: e for e in j["evidence"]}
+    assert ev["alignment_gain"]["value"] == pytest.approx(gain)
+    assert ev["norm_growth"]["value"] == pytest.approx(growth)
+    assert all({"signal", "value", "threshold", "reads"} <= set(e) for e in j["evidence"])
+
+
+def test_just_fitted_is_too_early_to_tell():
+    """Grokking memorises first, with bounded slopes: nothing is read until the network has
+    stayed fitted for ``settle`` times the step at which it fitted."""
+    now, history = _run(0.0, 1.5, step=250)  # fitted at 100, 250 < 3 x 100
+    j = judge(now, n_classes=10, grokked=None, t=T, history=history)
+    assert j["verdict"] == "uncertain" and j["evidence"][-1]["signal"] == "steps_since_fit"
+    now["step"] = 300
+    assert judge(now, n_classes=10, grokked=None, t=T, history=history)["verdict"] == (
+        "generalising"
+    )
+
+
+def test_no_step_zero_checkpoint_means_uncertain_not_generalising():
+    now, history = _run(0.0, 1.0)
+    assert judge(now, n_classes=2, grokked=None, t=T, history=history[1:])["verdict"] == (
+        "uncertain"
+    )
+    history[0]["step"] = 10  # not the initialisation: nothing to compare with
+    j = judge(now, n_classes=2, grokked=None, t=T, history=history)
+    assert j["verdict"] == "uncertain" and j["evidence"][-1]["reads"].startswith("nothing")
+    now["metrics"].pop("centred_norm")  # measured with --metrics fast
+    assert signals(now, _run(0, 0)[1])["norm_growth"] is None
+
+
+def test_centroid_alignment_alone_decides_nothing():
+    """The paper's centroid alignment follows the logit sum under cross-entropy (issue 13):
+    neither a high nor a negative value is evidence without a test split."""
+    for ca in (-0.4, 0.9):
+        now, history = _run(0.0, 3.0)
+        now["metrics"]["centroid_alignment"] = ca
+        assert infer(now, history, T)[0] == "uncertain"
+
+
+def test_adversarial_accuracy_decides_robust_geometry_alone_does_not():
     e = ck(1.0, 0.95, jacobian_alignment_full=0.9, jacobian_erank=1.1)
+    j = judge(e, n_classes=2, grokked=None, t=T)
+    assert j["verdict"] == "generalising"
+    assert j["evidence"][-1]["reads"].startswith("nothing: not measured")
     e["adversarial_accuracy"] = 0.1
     assert checkpoint_verdict(e, n_classes=2, grokked=None, t=T)[0] == "generalising"
+    e["adversarial_accuracy"] = 0.7
+    assert checkpoint_verdict(e, n_classes=2, grokked=None, t=T)[0] == "robust"
 
 
 def test_thresholds_override_and_unknown_key():
@@ -61,45 +131,123 @@ def test_thresholds_override_and_unknown_key():
         thresholds({"nope": 1})
 
 
-def _traj(verdicts, ca, norms=None):
+def test_rank_order():
+    assert rank("learning") < rank("memorising") < rank("generalising") < rank("robust")
+    assert rank("diverged") < rank("learning") == rank("uncertain") < rank("memorising")
+
+
+# ---- recommendations
+
+
+def traj(trains, tests, verdicts=None, steps=None):
     out = []
-    for i, (v, a) in enumerate(zip(verdicts, ca, strict=True)):
-        e = ck(1.0, 0.5, step=i, centroid_alignment=a)
-        if norms:
-            e["metrics"]["centroid_norm"] = norms[i]
-        e["verdict"] = v
+    for i, (tr, te) in enumerate(zip(trains, tests, strict=True)):
+        e = ck(tr, te, step=(steps or [2**i for i in range(len(trains))])[i])
+        e["verdict"] = verdicts[i] if verdicts else _verdict(tr, te)
         out.append(e)
     return out
 
 
-def test_recommendations():
-    rising = _traj(["memorising"] * 6, [0.1, 0.15, 0.2, 0.3, 0.4, 0.5])
-    assert recommend(rising, T)["action"] == "keep-training"
-    flat_robust = _traj(["robust"] * 6, [0.8, 0.9, 0.95, 0.95, 0.95, 0.95])
-    assert recommend(flat_robust, T)["action"] == "stop"
-    growing_norms = _traj(["memorising"] * 6, [0.1] * 6, norms=[1, 2, 3, 4, 5, 6])
-    r = recommend(growing_norms, T)
-    assert r["action"] == "try-grokalign" and "norms grow" in r["reason"]
-    collapse = _traj(["generalising"] * 6, [0.2, 0.6, 0.8, 0.5, 0.2, 0.1])
-    assert recommend(collapse, T)["action"] == "investigate"
-    diverged = _traj(["memorising", "diverged"], [0.1, 0.1])
-    assert recommend(diverged, T)["action"] == "investigate"
+def _verdict(train, test):
+    if test is None:
+        return "uncertain" if train >= 0.98 else "learning"
+    return checkpoint_verdict(ck(train, test), n_classes=10, grokked=None, t=T)[0]
 
 
-def test_rank_order():
-    assert rank("learning") < rank("memorising") < rank("generalising") < rank("robust")
-    assert rank("diverged") < rank("learning")
+def _cites_numbers(reason: str) -> bool:
+    return bool(re.search(r"\d\.\d{3}", reason))
 
 
-def test_inferred_generalisation_from_recovery_after_the_dip():
-    history = [ck(1.0, None, centroid_alignment=v) for v in (-0.4, -0.3, -0.2)]
-    v, inferred = checkpoint_verdict(ck(1.0, None, centroid_alignment=-0.1), n_classes=2,
-                                     grokked=None, t=T, history=history)  # fmt: skip
-    assert (v, inferred) == ("memorising", True)  # recovered 75% of the dip
-    v, _ = checkpoint_verdict(ck(1.0, None, centroid_alignment=-0.05), n_classes=2, grokked=None,
-                              t=T, history=history)  # fmt: skip
-    assert v == "generalising"  # recovered 87.5%
-    shallow = [ck(1.0, None, centroid_alignment=-0.05)]
-    v, _ = checkpoint_verdict(ck(1.0, None, centroid_alignment=0.0), n_classes=2, grokked=None,
-                              t=T, history=shallow)  # fmt: skip
-    assert v == "generalising"  # a dip within noise is no memorising signature
+def test_peak_then_decline_is_stop_at_the_best_step():
+    r = recommend(traj([0.5, 0.9, 1.0, 1.0, 1.0, 1.0], [0.5, 0.88, 0.93, 0.85, 0.78, 0.745]),
+                  T, n_classes=10)  # fmt: skip
+    assert r["action"] == "stop"
+    assert "0.930 at step 4" in r["reason"] and "0.745" in r["reason"]
+
+
+def test_memorising_with_flat_test_accuracy_changes_something_never_keeps_training():
+    trains, tests = [0.3, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.2, 0.2, 0.2, 0.2, 0.2]
+    r = recommend(traj(trains, tests), T, n_classes=10, config_train={})
+    assert r["action"] == "try-grokalign" and "weight decay" in r["reason"]
+    assert "0.200" in r["reason"]
+    ga = {"regularisers": [{"name": "grokalign", "lambda": 0.01}]}
+    r = recommend(traj(trains, tests), T, n_classes=10, config_train=ga)
+    assert r["action"] == "increase-lambda" and "0.01" in r["reason"]
+
+
+def test_plateau_is_absolute_not_relative():
+    # skill over chance but memorising; a tiny change is no rise however large relative to 0
+    trains = [1.0] * 6
+    tests = [0.280, 0.282, 0.281, 0.283, 0.284, 0.286]  # 10 classes: skill 0.2
+    assert recommend(traj(trains, tests), T, n_classes=10)["action"] == "try-grokalign"
+
+
+def test_test_accuracy_at_chance_while_fitted_is_investigate():
+    r = recommend(traj([0.2, 1.0, 1.0, 1.0, 1.0], [0.1, 0.11, 0.1, 0.09, 0.1]), T, n_classes=10)
+    assert r["action"] == "investigate" and "chance" in r["reason"]
+
+
+def test_rising_test_accuracy_is_keep_training():
+    trains, tests = [0.5, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.1, 0.2, 0.4, 0.6, 0.8]
+    r = recommend(traj(trains, tests), T, n_classes=10)
+    assert r["action"] == "keep-training" and "0.400 at step 8" in r["reason"]
+    assert "0.800 at step 32" in r["reason"]
+
+
+def test_a_rise_that_ended_with_the_fit_is_a_plateau():
+    # the last gain came while the network still fitted; since then flat: stop
+    trains = [0.5, 0.9, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    tests = [0.5, 0.9, 0.95, 0.978, 0.981, 0.981, 0.983, 0.984, 0.985]
+    assert recommend(traj(trains, tests), T, n_classes=10)["action"] == "stop"
+
+
+def test_a_peak_at_chance_is_no_reason_to_stop():
+    trains, tests = [0.05, 0.9, 1.0, 1.0, 1.0, 1.0], [0.049, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # far below chance (0.000 of 1/23): structured labels the network gets wrong: memorising
+    assert recommend(traj(trains, tests), T, n_classes=23)["action"] == "try-grokalign"
+
+
+def test_generalised_and_flat_is_stop():
+    r = recommend(traj([0.5, 1.0, 1.0, 1.0, 1.0], [0.5, 0.96, 0.97, 0.97, 0.97]), T, n_classes=10)
+    assert r["action"] == "stop"
+
+
+def test_fitting_and_underfitting():
+    rising = traj([0.1, 0.2, 0.4, 0.6, 0.8], [0.1, 0.2, 0.4, 0.6, 0.8])
+    assert recommend(rising, T, n_classes=10)["action"] == "keep-training"
+    flat = traj([0.1, 0.6, 0.69, 0.7, 0.7], [0.1, 0.6, 0.69, 0.7, 0.7])
+    assert recommend(flat, T, n_classes=10)["action"] == "investigate"
+
+
+def test_divergence_is_investigate():
+    r = recommend(traj([0.1, 0.2, 0.1], [0.1, 0.2, 0.1], ["learning", "learning", "diverged"]), T)
+    assert r["action"] == "investigate" and "step 4" in r["reason"]
+
+
+def test_without_a_test_split_the_inferred_verdict_decides():
+    base = [0.2, 1.0, 1.0, 1.0]
+    assert recommend(traj(base, [None] * 4), T)["action"] == "investigate"  # uncertain
+    mem = traj(base, [None] * 4, ["learning", "memorising", "memorising", "memorising"])
+    assert recommend(mem, T)["action"] == "try-grokalign"
+    gen = traj(base, [None] * 4, ["learning", "generalising", "generalising", "generalising"])
+    assert recommend(gen, T)["action"] == "stop"
+
+
+@pytest.mark.parametrize(
+    "trains, tests",
+    [
+        ([0.5, 0.9, 1.0, 1.0, 1.0, 1.0], [0.5, 0.88, 0.93, 0.85, 0.78, 0.745]),
+        ([0.3, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.2, 0.2, 0.2, 0.2, 0.2]),
+        ([0.2, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.11, 0.1, 0.09, 0.1, 0.1]),
+        ([0.5, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.1, 0.2, 0.4, 0.6, 0.8]),
+        ([0.1, 0.6, 0.69, 0.7, 0.7, 0.7], [0.1, 0.6, 0.69, 0.7, 0.7, 0.7]),
+    ],
+)
+def test_every_reason_cites_its_numbers(trains, tests):
+    assert _cites_numbers(recommend(traj(trains, tests), T, n_classes=10)["reason"])
+
+
+def test_regularisation_is_read_from_the_config():
+    assert regularisation(None) == {"grokalign": None, "weight_decay": 0.0}
+    cfg = {"optimizer": {"weight_decay": 0.1}, "regularisers": ["grokalign"]}
+    assert regularisation(cfg) == {"grokalign": 0.001, "weight_decay": 0.1}

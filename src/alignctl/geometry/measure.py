@@ -72,10 +72,10 @@ def copy_model(model: torch.nn.Module) -> torch.nn.Module:
 
 def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     if metrics is None:
-        return [m for m in METRICS.names() if has_labels or METRICS.get(m).needs != "label"]
+        return [m for m in METRICS.names() if has_labels or not METRICS.get(m).needs_labels]
     names = list(metrics)
     for name in names:
-        if METRICS.get(name).needs == "label" and not has_labels:
+        if METRICS.get(name).needs_labels and not has_labels:
             raise InputError(f"metric {name} needs labels (y)")
     return names
 

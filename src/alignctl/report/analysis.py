@@ -19,6 +19,8 @@ CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
 STANDARD = CENTROID + [
     "jacobian_alignment", "jacobian_alignment_full", "jacobian_norm", "jacobian_pc1",
     "jacobian_erank",
+    # softmax-invariant: what the verdict without a test split reads (report/evidence.py)
+    "centred_label_alignment", "centred_alignment_full", "centred_norm",
 ]  # fmt: skip
 METRIC_SETS = {"fast": CENTROID, "standard": STANDARD}
 
@@ -144,8 +146,9 @@ def _threads(threads, model, x, dev, tokens):
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
              steps, on_checkpoint, spec, max_memory, tokens) -> dict:  # fmt: skip
+    from alignctl.report.recommend import recommend
     from alignctl.report.steps import run_step_unit, step_unit
-    from alignctl.report.verdict import checkpoint_verdict, recommend, thresholds
+    from alignctl.report.verdict import judge, thresholds
     from alignctl.runs.checkpoints import is_finite_state
 
     xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
@@ -183,13 +186,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
             notes.append(f"{ref.name}: diverged: {entry['reason']}")
-        entry["verdict"], entry["inferred"] = checkpoint_verdict(
-            entry,
-            n_classes=data.num_classes or n_classes or 2,
-            grokked=run.config.grokked,
-            t=t,
-            history=entries,
-        )
+        entry.update(judge(entry, n_classes=data.num_classes or n_classes or 2,
+                           grokked=run.config.grokked, t=t, history=entries))  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         entries.append(entry)
         if on_checkpoint:
@@ -200,7 +198,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "step_unit": run_step_unit([e["step_unit"] for e in entries]),
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
-        "recommendation": recommend(entries, t), "gates": [], "passed": True,
+        "recommendation": recommend(entries, t, n_classes=data.num_classes or n_classes,
+                                    config_train=run.config.train),
+        "gates": [], "passed": True,
         "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
         "notes": notes,
     }  # fmt: skip

@@ -7,6 +7,8 @@ shape ``(n,)``. It declares what it ``needs``, so :func:`alignctl.measure` compu
 - ``"label"``: the label's row J_y, one vector-Jacobian product per batch (needs labels);
 - ``"jacobian"``: the full Jacobian J, C vector-Jacobian products per batch.
 
+``labels=True`` marks a metric that also reads the labels y (the ``"label"`` ones always do).
+
 Add a metric by writing one module that calls :func:`register_metric`; the test suite then
 requires a brute-force reference for it (``tests/test_geometry.py``).
 """
@@ -29,19 +31,24 @@ class Metric:
     needs: str
     fn: Callable[[Quantities], torch.Tensor]
     doc: str
+    labels: bool = False
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.labels or self.needs == "label"
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, needs: str) -> Callable:
+def register_metric(name: str, needs: str, labels: bool = False) -> Callable:
     """Decorator: ``@register_metric("centroid_alignment", needs="centroid")``."""
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {NEEDS}")
 
     def deco(fn: Callable[[Quantities], torch.Tensor]) -> Callable:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METRICS.register(name)(Metric(name, needs, fn, doc))
+        METRICS.register(name)(Metric(name, needs, fn, doc, labels))
         return fn
 
     return deco
@@ -57,7 +64,7 @@ from alignctl.geometry.metrics.quantities import Quantities  # noqa: E402
 
 
 def _load_builtin() -> None:
-    from alignctl.geometry.metrics import centroid, label, spectrum  # noqa: F401  (they register themselves)
+    from alignctl.geometry.metrics import centred, centroid, label, spectrum  # noqa: F401  (they register themselves)
 
 
 _load_builtin()

@@ -1,0 +1,82 @@
+"""Softmax-invariant Jacobian metrics: the geometry a classifier's predictions can see.
+
+Softmax, and hence cross-entropy and the argmax, is unchanged when the same number is added to
+every logit: the loss's gradient with respect to the logits, softmax(f) - e_y, sums to zero over
+the classes. The logit sum 1^T f, whose input gradient is the centroid mu = J^T 1, is therefore
+invisible to the loss and free to drift; so is everything the paper's centroid measures. What
+the predictions depend on is the centred Jacobian
+
+    J_c = (I - 11^T / C) J,   row k: J_c,k = J_k - mu / C   (each row minus the mean row),
+
+whose label row is, up to the factor (C - 1) / C, the gradient of the mean margin
+m(x) = f_y - mean_{k != y} f_k:  J_y - mean_{k != y} J_k = C / (C - 1) J_c,y. For a
+bias-free ReLU network f = J x, so <x, J_c,y> is the centred logit of the label and
+cos(x, J_c,y) its value relative to |x| |grad|: a first-order normalised margin.
+
+Scalar-output models (C = 1) have no invisible direction: there J_c = J and the label row is
++-J (+1 for the positive label), as in ``jacobian_alignment``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignctl.geometry.metrics import Quantities, ratio, register_metric
+
+
+def _centred(q: Quantities) -> dict[str, torch.Tensor]:
+    """The centred label row J_c,y (n, d), J_c x (n, C) and |J_c|_F^2 (n,), formed directly
+    from the centred rows (never as |J|^2 - |mu|^2 / C, which cancels catastrophically in
+    float32 exactly when the logit sum dominates); cached on ``q``."""
+    cached = q.__dict__.get("_centred_cache")
+    if cached is not None:
+        return cached
+    rows = torch.arange(q.x.shape[0], device=q.x.device)
+    if q.jac is not None:
+        jc = q.jac if q.n_classes == 1 else q.jac - q.jac.mean(dim=1, keepdim=True)  # (n, C, d)
+        fro2 = jc.pow(2).sum(dim=(1, 2))
+        jcx = torch.bmm(jc, q.x.unsqueeze(-1)).squeeze(-1)
+        row_of = lambda y: jc[rows, y]  # noqa: E731
+    else:  # J = J_h W: centre J_h (the centring acts on the output side)
+        jh = q.jh if q.n_classes == 1 else q.jh - q.jh.mean(dim=1, keepdim=True)  # (n, C, k)
+        a = jh @ (q.w @ q.w.T)
+        fro2 = (a * jh).sum(dim=(1, 2))
+        jcx = torch.bmm(jh, q._wx.unsqueeze(-1)).squeeze(-1)
+        row_of = lambda y: jh[rows, y] @ q.w  # noqa: E731
+    out = {"jcx": jcx, "fro2": fro2.clamp_min(0)}
+    if q.y is not None:
+        if q.n_classes == 1:
+            out["row"] = q._label_sign().unsqueeze(-1) * row_of(torch.zeros_like(q.y))
+        else:
+            out["row"] = row_of(q.y)
+    q.__dict__["_centred_cache"] = out
+    return out
+
+
+@register_metric("centred_label_alignment", needs="jacobian", labels=True)
+def centred_label_alignment(q: Quantities):
+    """cos(x, J_c,y) with J_c,y = J_y - mu / C, the label row of the centred Jacobian
+    (= cos(x, J_y - mean_{k != y} J_k), the mean-margin gradient); 0 when a norm is 0.
+    Invariant to adding any g(x) to every logit. Scalar outputs: cos(x, +-J)."""
+    c = _centred(q)
+    return ratio((q.x * c["row"]).sum(-1), q.x_norm * c["row"].norm(dim=-1))
+
+
+@register_metric("centred_label_norm", needs="jacobian", labels=True)
+def centred_label_norm(q: Quantities):
+    """|J_c,y|_2 = |J_y - mu / C|, (C - 1) / C times the mean-margin gradient's norm."""
+    return _centred(q)["row"].norm(dim=-1)
+
+
+@register_metric("centred_alignment_full", needs="jacobian")
+def centred_alignment_full(q: Quantities):
+    """|J_c x_hat|^2 / |J_c|_F^2 in [0, 1], x_hat = x / |x|: ``jacobian_alignment_full`` of the
+    centred Jacobian (every centred row parallel to x gives 1). 0 when x = 0 or J_c = 0."""
+    c = _centred(q)
+    return ratio(c["jcx"].pow(2).sum(-1), q.x_norm.pow(2) * c["fro2"]).clamp(0, 1)
+
+
+@register_metric("centred_norm", needs="jacobian")
+def centred_norm(q: Quantities):
+    """|J_c|_F, the part of the Jacobian's norm that the softmax sees."""
+    return _centred(q)["fro2"].sqrt()

@@ -1,0 +1,92 @@
+"""The evidence behind a verdict without a test split: label-free signals of one checkpoint,
+each compared with a threshold, and what it reads (memorising, generalising or nothing).
+
+Only signals that held on families of runs they were not chosen on qualify (leave-one-family-
+out on the verdict corpus, ``benchmarks/verdict_agreement.py``). The paper's centroid alignment
+is not among them: under softmax cross-entropy the centroid mu = J^T 1 is the input gradient of
+the logit sum, which the loss cannot see (its logit gradient sums to zero over the classes), so
+its sign follows the drift of that sum rather than learning. The signals compare the network
+with itself at initialisation (the run's step-0 checkpoint), which makes them comparable
+across input dimensions, architectures and losses:
+
+- ``norm_growth``: log(n_t / n_0), n = ``centred_norm`` = |J_c|_F, the norm of the Jacobian the
+  softmax sees. Fitting labels that the inputs do not explain takes steep local slopes: on the
+  corpus every memorising checkpoint read (see ``settle``) had grown this norm by a factor over
+  e^2.75 (random labels: e^3.3 to e^6.6), while networks that fitted with bounded slopes
+  (squared error, weight decay, LayerNorm, easy data) generalised. Growth at most ``growth``
+  reads ``generalising``. Large growth reads nothing: cross-entropy keeps raising the logits
+  (and slopes) of generalising networks too.
+- ``alignment_gain``: log(a_t / a_0), a = ``centred_alignment_full`` = |J_c x_hat|^2 / |J_c|_F^2,
+  the share of the visible Jacobian's energy along the input; at initialisation it sits near a
+  random direction's. A fall to at most ``no_gain`` (the Jacobian turned away from the inputs,
+  far below random) reads ``memorising``.
+
+Both are read only once the network has stayed fitted for a while: at a step at least
+``settle`` times the first step with train accuracy >= ``fit``. Right after fitting, networks
+that will generalise often still memorise (grokking's first phase), with bounded slopes.
+
+Anything else, or signals that disagree, is ``uncertain``: no signal never means generalising.
+"""
+
+from __future__ import annotations
+
+import math
+
+SIGNALS = ("alignment_gain", "norm_growth")
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _log_ratio(now, then) -> float | None:
+    if not (_finite(now) and _finite(then)) or now <= 0 or then <= 0:
+        return None
+    return math.log(now / then)
+
+
+def signals(ck: dict, history: list[dict]) -> dict[str, float | None]:
+    """The label-free signals of checkpoint ``ck`` given the earlier entries ``history``
+    (None where a metric is missing or the run has no step-0 checkpoint)."""
+    first = history[0] if history else None
+    if first is None or first.get("step") != 0 or first.get("diverged"):
+        return {s: None for s in SIGNALS}
+    m, m0 = ck.get("metrics") or {}, first.get("metrics") or {}
+    return {
+        "alignment_gain": _log_ratio(
+            m.get("centred_alignment_full"), m0.get("centred_alignment_full")
+        ),
+        "norm_growth": _log_ratio(m.get("centred_norm"), m0.get("centred_norm")),
+    }
+
+
+def _item(signal, value, threshold, reads) -> dict:
+    return {"signal": signal, "value": value, "threshold": threshold, "reads": reads}
+
+
+def infer(ck: dict, history: list[dict], t: dict) -> tuple[str, list[dict]]:
+    """(memorising | generalising | uncertain, evidence) for a fitted checkpoint without a
+    test split; ``t`` holds the thresholds ``growth``, ``no_gain``, ``settle`` and ``fit``."""
+    s = signals(ck, history)
+    gain, growth = s["alignment_gain"], s["norm_growth"]
+    fitted = [h["step"] for h in history + [ck] if (h.get("train_accuracy") or 0) >= t["fit"]]
+    if fitted and ck["step"] < t["settle"] * max(fitted[0], 1):
+        why = f"nothing yet: fitted at step {fitted[0]}; read from step {t['settle']:g}x that"
+        return "uncertain", [_item("steps_since_fit", ck["step"], t["settle"] * max(fitted[0], 1),
+                                   why)]  # fmt: skip
+    if gain is None or growth is None:
+        missing = ",".join(k for k, v in s.items() if v is None)
+        why = "nothing: not measured (needs the standard metrics) or no step-0 checkpoint"
+        return "uncertain", [_item(missing, None, None, why)]
+    reads = []
+    if growth <= t["growth"]:
+        reads.append("generalising")
+    g_reads = "generalising" if growth <= t["growth"] else "nothing"
+    if gain <= t["no_gain"]:
+        reads.append("memorising")
+    a_reads = "memorising" if gain <= t["no_gain"] else "nothing"
+    evidence = [
+        _item("norm_growth", growth, t["growth"], g_reads),
+        _item("alignment_gain", gain, t["no_gain"], a_reads),
+    ]
+    return (reads[0] if len(reads) == 1 else "uncertain"), evidence

@@ -1,0 +1,158 @@
+"""The run's recommendation: one action and a reason that cites its numbers.
+
+Actions: ``keep-training``, ``stop``, ``try-grokalign`` (a run without GrokAlign that
+memorises; weight decay is named as the alternative), ``increase-lambda`` (the same for a run
+already trained with GrokAlign, read from its config), ``investigate`` (divergence, an
+underfit or a run whose test accuracy never leaves chance: look at the data and labels).
+
+With a test split the test-accuracy trajectory decides, in this order (changes are absolute,
+over the last third of the checkpoints, and only since the network fitted the training data):
+
+1. diverged at the last checkpoint -> investigate;
+2. test accuracy peaked above chance (skill > ``chance_skill``) and has since fallen by
+   >= ``decline`` (0.03) -> stop, naming the best step and its accuracy;
+3. still fitting (train < ``fit``): train accuracy rising by > ``plateau`` (0.02) ->
+   keep-training, else investigate (an underfit);
+4. test accuracy rising by > ``plateau`` (0.02), and by > half of it over the second half of
+   that window -> keep-training;
+5. fitted, the test skill (test - chance) / (1 - chance) never above ``chance_skill``
+   (0.05) at any checkpoint, and the test accuracy at chance (not below half of it) ->
+   investigate: labels that carry no signal leave no regulariser anything to find;
+6. memorising with flat test accuracy -> try-grokalign / increase-lambda (never
+   keep-training);
+7. generalising or robust with flat test accuracy -> stop.
+
+Without a test split the (inferred) verdicts decide: memorising -> try-grokalign /
+increase-lambda; generalising or robust -> stop; uncertain -> investigate (evaluate on held-out
+data: the geometry alone does not tell).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _third(values: list[float]) -> tuple[float, float]:
+    """(value a third of the run before the end, last value)."""
+    k = max(1, len(values) // 3)
+    return values[-1 - k], values[-1]
+
+
+def regularisation(config_train: dict | None) -> dict:
+    """{"grokalign": lambda or None, "weight_decay": float} from a run's ``train`` config."""
+    train = config_train or {}
+    lam = None
+    for reg in train.get("regularisers") or []:
+        name = reg if isinstance(reg, str) else reg.get("name")
+        if name == "grokalign":
+            lam = 0.001 if isinstance(reg, str) else float(reg.get("lambda", 0.001))
+    wd = float((train.get("optimizer") or {}).get("weight_decay") or 0.0)
+    return {"grokalign": lam, "weight_decay": wd}
+
+
+def _change(reg: dict, why: str) -> dict:
+    if reg["grokalign"] is not None:
+        return {"action": "increase-lambda", "reason": (
+            f"{why}; the run already uses GrokAlign with lambda {reg['grokalign']:g}, too weak "
+            f"to induce alignment here: retrain with a larger lambda (e.g. "
+            f"{10 * reg['grokalign']:g}) (paper section 4).")}  # fmt: skip
+    wd = reg["weight_decay"]
+    alt = "or add weight decay" if wd == 0 else f"or raise weight decay above {wd:g}"
+    return {"action": "try-grokalign", "reason": (
+        f"{why}: retrain with GrokAlign, which controls the Jacobian norms that delay alignment "
+        f"(paper sections 3.2, 4), {alt}.")}  # fmt: skip
+
+
+def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
+              config_train: dict | None = None) -> dict:  # fmt: skip
+    """{"action", "reason"} for a run (see the module docstring); ``checkpoints`` are the
+    report's entries (verdict, step, accuracies), ``t`` the verdict thresholds,
+    ``config_train`` the run config's ``train`` section (its regularisers)."""
+    if not checkpoints:
+        return {"action": "investigate", "reason": "no checkpoint could be analysed."}
+    last = checkpoints[-1]
+    if last["verdict"] == "diverged":
+        first = next(c["step"] for c in checkpoints if c["verdict"] == "diverged")
+        return {"action": "investigate", "reason": (
+            f"the weights or outputs are not finite from step {first} on (last step "
+            f"{last['step']}): the run diverged; lower the learning rate or check the data."
+        )}  # fmt: skip
+    live = [c for c in checkpoints if c["verdict"] != "diverged"]
+    reg = regularisation(config_train)
+    tests = [c.get("test_accuracy") for c in live]
+    if all(_finite(v) for v in tests):
+        return _with_test(live, tests, t, reg, n_classes)
+    return _without_test(live, t, reg)
+
+
+def _fitting(live: list[dict], t: dict) -> dict:
+    trains = [c["train_accuracy"] for c in live]
+    before, now = _third(trains)
+    if now - before > t["plateau"]:
+        return {"action": "keep-training", "reason": (
+            f"train accuracy is still rising ({before:.3f} -> {now:.3f} over the last third, "
+            f"to step {live[-1]['step']}): the network is still fitting the data.")}  # fmt: skip
+    return {"action": "investigate", "reason": (
+        f"train accuracy is flat at {now:.3f} ({before:.3f} a third of the run earlier), below "
+        f"the {t['fit']:.2f} fit threshold: the model underfits; try a larger model or another "
+        "learning rate, or check the labels.")}  # fmt: skip
+
+
+def _with_test(live, tests, t, reg, n_classes) -> dict:
+    last = live[-1]
+    chance = 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
+    skill = lambda acc: (acc - chance) / (1 - chance)  # noqa: E731
+    best_i = max(range(len(tests)), key=lambda i: (tests[i], -i))
+    best, now = tests[best_i], tests[-1]
+    if best - now >= t["decline"] and skill(best) > t["chance_skill"]:
+        return {"action": "stop", "reason": (
+            f"test accuracy peaked at {best:.3f} at step {live[best_i]['step']} and has fallen "
+            f"to {now:.3f} at step {last['step']}: keep the step-{live[best_i]['step']} "
+            "checkpoint; further training overfits.")}  # fmt: skip
+    if last["verdict"] == "learning":
+        return _fitting(live, t)
+    # the trend since a third of the run before the end, but never from before the fit (how
+    # fast the network fitted says nothing about whether it still generalises more), and
+    # still there in the second half of that window (not the tail of the fit)
+    fitted = next(i for i, c in enumerate(live) if (c["train_accuracy"] or 0) >= t["fit"])
+    start = max(len(tests) - 1 - max(1, len(tests) // 3), min(fitted, len(tests) - 2))
+    mid = (start + len(tests) - 1) // 2
+    before = tests[start]
+    if now - before > t["plateau"] and now - tests[mid] > t["plateau"] / 2:
+        return {"action": "keep-training", "reason": (
+            f"{last['verdict']}, and test accuracy is still rising ({before:.3f} at step "
+            f"{live[start]['step']}, {tests[mid]:.3f} at step {live[mid]['step']}, {now:.3f} "
+            f"at step {last['step']}).")}  # fmt: skip
+    flat = f"test accuracy flat at {now:.3f} ({before:.3f} at step {live[start]['step']})"
+    # at chance: the labels carry nothing the network can use (shuffled labels) -- unlike a
+    # test accuracy far BELOW chance (modular addition memorised: 0.000 of 1/p), which says the
+    # held-out labels are structured and the network systematically gets them wrong
+    if skill(best) <= t["chance_skill"] and now >= chance / 2:
+        return {"action": "investigate", "reason": (
+            f"train accuracy {last['train_accuracy']:.3f} but test accuracy never left chance "
+            f"({chance:.3f}; best {best:.3f}, skill {skill(best):.2f}): labels that carry no "
+            "signal (shuffled, mismatched) or data that cannot generalise; check them before "
+            "regularising.")}  # fmt: skip
+    if last["verdict"] == "memorising":
+        return _change(reg, f"memorising with {flat}")
+    return {"action": "stop", "reason": (
+        f"{last['verdict']} with {flat}: more training will not help.")}  # fmt: skip
+
+
+def _without_test(live, t, reg) -> dict:
+    last = live[-1]
+    if last["verdict"] == "learning":
+        return _fitting(live, t)
+    if last["verdict"] == "memorising":
+        return _change(reg, "memorising (inferred without a test split)")
+    if last["verdict"] in ("generalising", "robust"):
+        return {"action": "stop", "reason": (
+            f"{last['verdict']} (inferred without a test split) at step {last['step']}: "
+            "confirm on held-out data.")}  # fmt: skip
+    return {"action": "investigate", "reason": (
+        f"no test split, and the geometry at step {last['step']} does not tell memorising from "
+        "generalising (verdict uncertain): evaluate on held-out data.")}  # fmt: skip
