@@ -69,8 +69,19 @@ def _model_error(e: Exception) -> InputError:
 def analyze(run, *, split: str = "train", samples: int | None = None, batch_size=None,
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
-            ) -> dict:  # fmt: skip
-    """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`)."""
+            cache=None) -> dict:  # fmt: skip
+    """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
+
+    ``cache``: a folder (or :class:`alignctl.report.cache.Cache`) of per-checkpoint results:
+    only checkpoints not found there are measured; the report then has ``cache`` counts."""
+    if cache is not None:  # every option that changes a number must be in this dict (the key)
+        from alignctl.report.cache import Cache, cached_analyze
+
+        opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
+                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
+                    steps=steps)  # fmt: skip
+        cache = cache if isinstance(cache, Cache) else Cache(cache)
+        return cached_analyze(run, cache, analyze, opts, on_checkpoint)
     from alignctl.evaluation.accuracy import noise_accuracy, predict
     from alignctl.evaluation.attacks import adversarial_accuracy
     from alignctl.evaluation.losses import accuracy
