@@ -36,7 +36,8 @@ def add_checkpoint(root: Path, step: int, seed: int | None = None) -> Path:
 
     torch.manual_seed(step if seed is None else seed)
     path = root / "checkpoints" / f"step_{step:08d}.safetensors"
-    write_checkpoint(path, build_model(MODEL, root).state_dict(), {"step": step})
+    meta = {"step": step, "alignctl_version": "test"}  # as alignctl train writes them
+    write_checkpoint(path, build_model(MODEL, root).state_dict(), meta)
     return path
 
 

@@ -121,9 +121,15 @@ class Cache:
         self.notes: list[str] = []
         self._memory: dict[str, dict] = {}
 
-    def stats(self) -> dict:
-        return {"hits": self.hits, "misses": self.misses, "invalid": self.invalid,
+    def stats(self, since: tuple[int, int, int] = (0, 0, 0)) -> dict:
+        """Counts since ``since`` (an earlier :meth:`counts`), and the folder."""
+        now = self.counts()
+        hits, misses, invalid = (a - b for a, b in zip(now, since, strict=True))
+        return {"hits": hits, "misses": misses, "invalid": invalid,
                 "dir": None if self.folder is None else str(self.folder)}  # fmt: skip
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.hits, self.misses, self.invalid
 
     def get(self, key: str, names: list[str]) -> dict | None:
         entry = self._memory.get(key)
@@ -206,7 +212,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         "options": {**{k: v for k, v in options.items() if k != "metrics"},
                     "device": str(resolve_device(options.get("device")))},
     }  # fmt: skip
-    total = len(run.checkpoints)
+    total, since = len(run.checkpoints), cache.counts()
     keyed, entries, missing = [], {}, []
     for ref in run.checkpoints:
         material = {**context, "checkpoint": content_digest(ref.path)}
@@ -236,7 +242,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         merged.append({**copy.deepcopy(entries[key]), "name": ref.name, "step": step})
     _reverdict(run, merged)
     report["checkpoints"] = merged
-    return _finish(report, run, merged, cache)
+    return _finish(report, run, merged, cache.stats(since), cache.notes)
 
 
 def _n_classes(run) -> int:
@@ -262,12 +268,12 @@ def _reverdict(run, entries: list[dict]) -> None:
         )
 
 
-def _finish(report: dict, run, entries: list[dict], cache: Cache) -> dict:
+def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str]) -> dict:
     from alignctl.report.verdict import recommend, thresholds
 
     report["verdict"] = entries[-1]["verdict"] if entries else None
     report["inferred"] = bool(entries and entries[-1]["inferred"])
     report["recommendation"] = recommend(entries, thresholds(run.config.verdict))
-    report["cache"] = cache.stats()
-    report["notes"] = list(report.get("notes", [])) + cache.notes
+    report["cache"] = stats  # this call's hits and misses (the measurements it made)
+    report["notes"] = list(report.get("notes", [])) + notes
     return report

@@ -84,8 +84,9 @@ class RunWatcher:
             return True
         return not summary.get("interrupted", False)  # a run that had already finished
 
-    def ready(self) -> list:
-        """The checkpoints known to be complete, ordered by step."""
+    def ready(self, final: bool = False) -> list:
+        """The checkpoints known to be complete, ordered by step; ``final`` (the run has
+        finished, nothing is being written) takes every file that opens."""
         from alignctl.runs.checkpoints import discover_checkpoints
 
         folder = self.root / "checkpoints"
@@ -106,8 +107,10 @@ class RunWatcher:
                 continue
             prev = self._seen.get(p)
             if prev is None or prev[0] != sig:
-                self._seen[p] = (sig, now)
-            elif now - prev[1] >= self.settle and _opens(p):
+                self._seen[p] = prev = (sig, now)
+            # once the run has finished nothing is being written: a file that still does not
+            # open is analysed anyway, so its error is reported rather than skipped
+            if final or (now - prev[1] >= self.settle and _opens(p)):
                 self._complete.add(p)
                 out.append(ref)
         return out
@@ -119,6 +122,11 @@ class _Waker:
     def __init__(self, root: Path, poll: float) -> None:
         self.poll, self.event, self.observer = poll, threading.Event(), None
         try:
+            import logging
+
+            # watchdog logs a harmless race at shutdown; without a handler, Python's
+            # last-resort handler would print it on stderr
+            logging.getLogger("watchdog").addHandler(logging.NullHandler())
             from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
 
@@ -170,7 +178,7 @@ def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[
                     shown, report = state, report_from_log(root)
                     on_report(report)
             else:
-                refs = watcher.ready()
+                refs = watcher.ready(final=done)
                 state = [r.path for r in refs]
                 if refs and state != shown:
                     run = run or open_run()
