@@ -4,6 +4,8 @@ integration (token ids and continuous inputs); metrics received, training unchan
 stopping from the recommendation. Skipped when an extra is not installed."""
 
 import logging
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +195,32 @@ def test_hf_continuous_inputs_and_stop(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="alignctl"):
         trainer.train()
     assert trainer.state.global_step < 40 and stop.stop_reason in caplog.text
+
+
+# ---------------------------------------------------------------- README snippets
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {
+    "monitor_loop.py": None,
+    "lightning_callback.py": "lightning",
+    "hf_callback.py": "transformers",
+}
+
+
+def readme_python_blocks() -> list[str]:
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt().parse((ROOT / "README.md").read_text(encoding="utf-8"))
+    return [t.content for t in tokens if t.type == "fence" and t.info.strip() == "python"]
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_readme_snippet_is_the_example_and_runs(name, tmp_path, monkeypatch):
+    code = (ROOT / "examples" / "integrations" / name).read_text(encoding="utf-8")
+    assert code in readme_python_blocks(), f"README does not quote {name} verbatim"
+    if EXAMPLES[name]:
+        pytest.importorskip(EXAMPLES[name])
+    if name == "hf_callback.py":
+        pytest.importorskip("accelerate")
+    monkeypatch.chdir(tmp_path)  # the examples write under runs/
+    runpy.run_path(str(ROOT / "examples" / "integrations" / name), run_name="__main__")
+    assert (tmp_path / "runs").is_dir()
