@@ -13,8 +13,10 @@ steps, as the README recommends.
   plain loop   segments of 100 training steps / the same with ``alignctl.Monitor(every=100)``
                (one measurement per segment, and its alignment.jsonl line); target <= 1.02.
                Also one measurement alone, as a number of training steps.
-  Lightning    ``lightning.Trainer.fit`` for ``--steps`` steps with / without the
-               AlignmentCallback (every_n_steps=100, a CSVLogger receiving the metrics).
+  Lightning    ``lightning.Trainer.fit`` for ``--steps`` steps with the AlignmentCallback
+               (every_n_steps=100, a CSVLogger receiving the metrics): the run's CPU time over
+               the same run's CPU time less the callback's (timed inside the run: separate
+               runs differ by far more than the callback costs on a shared machine).
   Hugging Face ``transformers.Trainer.train`` likewise (``report_to`` none; the metrics go to
                ``log_history``).
 
@@ -95,6 +97,35 @@ def interleaved(cases: dict, reps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def timed(cb):
+    """Count the CPU seconds the callback spends (its measurements) in ``cb.cpu``."""
+    inner, cb.cpu = cb._maybe_measure, 0.0
+
+    def wrapper(*args):
+        t0 = time.process_time()
+        out = inner(*args)
+        cb.cpu += time.process_time() - t0
+        return out
+
+    cb._maybe_measure = wrapper
+    return cb
+
+
+def in_run_ratio(fit, steps: int, reps: int, folder: Path) -> tuple[float, float]:
+    """(median of total / (total - callback) over ``reps`` runs with the callback, median
+    callback CPU seconds): the training time with the callback over the same run's time
+    without it, both from one run, so load drift between runs cancels."""
+    fit(steps, True, folder / "warm")
+    ratios, spent = [], []
+    for i in range(reps):
+        t0 = time.process_time()
+        cb = fit(steps, True, folder / str(i))
+        total = time.process_time() - t0
+        ratios.append(total / (total - cb))
+        spent.append(cb)
+    return statistics.median(ratios), statistics.median(spent)
+
+
 def lightning_fit(steps: int, callback: bool, folder: Path) -> None:
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
@@ -117,12 +148,13 @@ def lightning_fit(steps: int, callback: bool, folder: Path) -> None:
 
     x, y = data()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH)
-    cbs = [AlignmentCallback(x[:PROBE], y[:PROBE], every_n_steps=EVERY)] if callback else []
+    cbs = [timed(AlignmentCallback(x[:PROBE], y[:PROBE], every_n_steps=EVERY))] if callback else []
     trainer = L.Trainer(
         max_steps=steps, logger=CSVLogger(folder), callbacks=cbs, accelerator="cpu",
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
     )  # fmt: skip
     trainer.fit(Module(), loader)
+    return cbs[0].cpu if cbs else 0.0
 
 
 def hf_train(steps: int, callback: bool, folder: Path) -> None:
@@ -157,16 +189,19 @@ def hf_train(steps: int, callback: bool, folder: Path) -> None:
         use_cpu=True, save_strategy="no", disable_tqdm=True, logging_strategy="no",
         learning_rate=1e-3, weight_decay=0.01, dataloader_num_workers=0,
     )  # fmt: skip
-    cbs = [AlignmentCallback(x[:PROBE], y[:PROBE], every_n_steps=EVERY)] if callback else []
-    transformers.Trainer(model=Tiny(transformers.PretrainedConfig()), args=args,
-                         train_dataset=Rows(), callbacks=cbs).train()  # fmt: skip
+    cbs = [timed(AlignmentCallback(x[:PROBE], y[:PROBE], every_n_steps=EVERY))] if callback else []
+    trainer = transformers.Trainer(model=Tiny(transformers.PretrainedConfig()), args=args,
+                                   train_dataset=Rows(), callbacks=cbs)  # fmt: skip
+    trainer.remove_callback(transformers.PrinterCallback)  # logs are data, not output here
+    trainer.train()
+    return cbs[0].cpu if cbs else 0.0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--steps", type=int, default=200, help="framework runs")
-    ap.add_argument("--framework-reps", type=int, default=2)
+    ap.add_argument("--framework-reps", type=int, default=3)
     ap.add_argument("--no-frameworks", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -193,14 +228,13 @@ def main() -> None:
             return
         for name, fit in (("Lightning", lightning_fit), ("Hugging Face", hf_train)):
             try:
-                run = lambda k, fit=fit, d=tmp / name: fit(a.steps, k == "callback", d / k)  # noqa: E731
-                cases = {k: (lambda k=k, run=run: run(k)) for k in ("plain", "callback")}
-                t = interleaved(cases, a.framework_reps)
+                ratio, spent = in_run_ratio(fit, a.steps, a.framework_reps, tmp / name)
             except ImportError as e:
                 print(f"{name}: skipped ({e})")
                 continue
-            print(f"{name} Trainer, {a.steps} steps: {t['plain']:.3f} s; with AlignmentCallback: "
-                  f"{t['callback']:.3f} s; ratio {t['callback'] / t['plain']:.4f}")  # fmt: skip
+            print(f"{name} Trainer, {a.steps} steps with AlignmentCallback(every_n_steps="
+                  f"{EVERY}): {spent * 1e3:.0f} ms CPU in the callback; training time with / "
+                  f"without it: {ratio:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":
