@@ -6,6 +6,7 @@ The public API (everything else is internal and may move):
 - runs: :func:`open_run`, :class:`Dataset` (what a data factory returns) (``alignctl.runs``);
 - analysis: :func:`analyze` (``alignctl.report``);
 - training: :class:`Trainer`, :func:`build_config`, :func:`build_regulariser` (``alignctl.train``);
+- inside other training loops: :class:`Monitor` (``alignctl.integrations``);
 - registries and their decorators: ``METRICS``/:func:`register_metric`,
   ``TASKS``/:func:`register_task`, ``MODELS``/:func:`register_model`,
   ``REGULARISERS``/:func:`register_regulariser`, ``LOSSES``/:func:`register_loss`, ``PRESETS``.
@@ -39,6 +40,7 @@ _PUBLIC = {
     "LOSSES": ("alignctl.evaluation.losses", "LOSSES"),
     "register_loss": ("alignctl.evaluation.losses", "register_loss"),
     "PRESETS": ("alignctl.train.presets", "PRESETS"),
+    "Monitor": ("alignctl.integrations.monitor", "Monitor"),
 }
 
 __all__ = ["__version__", *_PUBLIC]

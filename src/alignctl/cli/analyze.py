@@ -80,6 +80,13 @@ def analyze(
         str | None, Opt(help="Working memory of one batch, e.g. 512MiB (the default).")
     ] = None,
     threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
+    follow: Annotated[
+        bool, Opt(help="Watch the run while it trains; analyse checkpoints as they land.")
+    ] = False,
+    cache: Annotated[
+        Path | None, Opt(help="Per-checkpoint results cache (default RUN/.alignctl-cache).")
+    ] = None,
+    no_cache: Annotated[bool, Opt("--no-cache", help="Neither read nor write the cache.")] = False,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
     from alignctl.report.analysis import analyze as run_analysis
@@ -108,21 +115,36 @@ def analyze(
         raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
     if sum(d == "-" for d in (json_out, csv_out, markdown)) + (fmt is not None) > 1:
         raise InputError("only one of --format, --json -, --csv -, --markdown - can use stdout")
-    run = open_run(
-        path, config=config, model=model, data=data, weights=weights, state_key=state_key
-    )
-    check_run_labels(run)
-    console = err_console()
-    from rich.progress import Progress
+    from alignctl.report.monitor_log import is_monitor_run, report_from_log
 
-    with Progress(console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
-        task = bar.add_task("checkpoints", total=len(run.checkpoints))
-        report = run_analysis(
-            run, split=split, samples=samples, batch_size=batch_size, device=device,
-            metrics=metrics, robustness=robustness, eps=eps, alpha=alpha, steps=pgd_steps,
-            on_checkpoint=lambda entry, i, n: bar.update(task, completed=i),
-            output=output, max_memory=max_memory, threads=threads,
-        )  # fmt: skip
+    def opened():
+        run = open_run(
+            path, config=config, model=model, data=data, weights=weights, state_key=state_key
+        )
+        check_run_labels(run)
+        return run
+
+    cache_at = lambda run: None if no_cache else (cache or Path(run.root) / ".alignctl-cache")  # noqa: E731
+    options = dict(split=split, samples=samples, batch_size=batch_size, device=device,
+                   metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
+                   steps=pgd_steps, output=output, max_memory=max_memory,
+                   threads=threads)  # fmt: skip
+    if follow:
+        report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken)
+    elif is_monitor_run(path) and not (config or model or data):
+        report = report_from_log(path)  # a run made only of the monitor's alignment.jsonl
+    else:
+        run = opened()
+        console = err_console()
+        from rich.progress import Progress
+
+        with Progress(console=console, transient=True,
+                      disable=quiet or not console.is_terminal) as bar:  # fmt: skip
+            task = bar.add_task("checkpoints", total=len(run.checkpoints))
+            report = run_analysis(
+                run, **options, cache=cache_at(run),
+                on_checkpoint=lambda entry, i, n: bar.update(task, completed=i),
+            )  # fmt: skip
     report["gates"] = evaluate_gates(
         report, fail_under=fail_under or (), fail_over=fail_over or (), baseline=baseline,
         max_drop=max_drop or (), require_verdict=require_verdict,
@@ -176,3 +198,45 @@ def _print_table(report: dict, wide: bool) -> None:
         out.width = max(out.width, render.natural_width(report, wide=True))
     out.print(table)
     out.print(render.rich_panel(report, width=out.width))
+
+
+def _follow(path, opened, options, cache_at, no_cache, quiet):
+    """``--follow``: a live table on a terminal (rich Live), one line per new checkpoint when
+    piped; returns the final report."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from alignctl.report import render
+    from alignctl.report.analysis import analyze as run_analysis
+    from alignctl.report.cache import Cache
+    from alignctl.report.follow import follow_run, plain_line
+
+    out, printed, caches = Console(), set(), {}
+    live = Live(console=out, auto_refresh=False) if out.is_terminal and not quiet else None
+
+    def analyse(run):
+        if "c" not in caches:  # in memory at least: each pass measures only new checkpoints
+            caches["c"] = Cache(None if no_cache else cache_at(run))
+        return run_analysis(run, **options, cache=caches["c"])
+
+    def show(report):
+        if quiet:
+            return
+        if live is not None:
+            live.update(render.rich_table(report), refresh=True)
+            return
+        for ck in report["checkpoints"]:
+            if ck["name"] not in printed:
+                printed.add(ck["name"])
+                typer.echo(plain_line(ck, report["metric_names"]))
+
+    if live is not None:
+        live.start()
+    try:
+        report = follow_run(path, open_run=opened, analyse=analyse, on_report=show)
+    finally:
+        if live is not None:
+            live.stop()
+    if report is None:
+        raise InputError(f"the run in {path} finished without a checkpoint to analyse")
+    return report

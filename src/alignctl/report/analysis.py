@@ -84,7 +84,7 @@ def _output_spec(run, output):
 def analyze(run, *, split: str = "train", samples: int | None = None, batch_size=None,
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
-            output=None, max_memory=None, threads: int | None = None,
+            output=None, max_memory=None, threads: int | None = None, cache=None,
             ) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
@@ -96,7 +96,19 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     A checkpoint whose weights or outputs are not finite, or whose measurement fails
     numerically, is ``diverged`` with its ``reason``; the others are analysed. Errors that no
     checkpoint could get past (the model does not fit the data) are InputErrors.
+
+    ``cache``: a folder (or :class:`alignctl.report.cache.Cache`) of per-checkpoint results:
+    only checkpoints not found there are measured; the report then has ``cache`` counts.
     """
+    if cache is not None:  # every option that changes a number must be in this dict (the key)
+        from alignctl.report.cache import Cache, cached_analyze
+
+        opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
+                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
+                    steps=steps, output=output, max_memory=max_memory,
+                    threads=threads)  # fmt: skip
+        cache = cache if isinstance(cache, Cache) else Cache(cache)
+        return cached_analyze(run, cache, analyze, opts, on_checkpoint)
     import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.threads import check_threads

@@ -1,0 +1,241 @@
+"""What watching alignment costs a training run: ratios measured in one run (interleaved
+repetitions, medians).
+
+    nice -n 10 python benchmarks/monitor_overhead.py [--reps 7] [--steps 300] [--frameworks]
+
+The MNIST preset's network (MLP 784-196-196-196-10 without bias, weights x8), AdamW 1e-3 wd
+0.01, cross-entropy, batch 128, one CPU thread (CPU time of the process), on synthetic
+MNIST-shaped data (uniform pixels in [0, 1], 10 classes from a fixed random linear teacher: no
+data set is downloaded; the costs depend on the shapes only). The probe is 512 training
+samples with labels; metrics ``fast`` (the centroid metrics, one backward pass) every 100
+steps, as the README recommends.
+
+  plain loop   segments of 100 training steps / the same with ``alignctl.Monitor(every=100)``
+               (one measurement per segment, and its alignment.jsonl line); target <= 1.02.
+               Also one measurement alone, as a number of training steps.
+  Lightning    ``lightning.Trainer.fit`` for ``--steps`` steps with the AlignmentCallback
+               (every_n_steps=100, a CSVLogger receiving the metrics): the run's CPU time over
+               the same run's CPU time less the callback's (timed inside the run: separate
+               runs differ by far more than the callback costs on a shared machine).
+  Hugging Face ``transformers.Trainer.train`` likewise (``report_to`` none; the metrics go to
+               ``log_history``).
+
+Steps are numbered from 1, so each monitored segment measures exactly once; the framework runs
+(``--steps`` steps each) measure at the start too (step 0), as the callbacks do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import alignctl
+from alignctl.integrations.probe import Probe
+
+BATCH, PROBE, EVERY = 128, 512, 100
+
+
+def data(n=4096, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 784, generator=g)
+    teacher = torch.randn(784, 10, generator=g)
+    return x, ((x - 0.5) @ teacher).argmax(1)
+
+
+def network():
+    from alignctl.train.presets import PRESETS
+
+    spec = PRESETS.get("mnist")()["model"]
+    torch.manual_seed(0)
+    return alignctl.MODELS.get("mlp")(**{k: v for k, v in spec.items() if k != "arch"})
+
+
+class Loop:
+    """A plain training loop; ``segment(n)`` runs n more steps (monitored or not)."""
+
+    def __init__(self, monitored: bool, out: Path):
+        self.x, self.y = data()
+        self.net = network()
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01)
+        self.gen = torch.Generator().manual_seed(1)
+        self.step = 0
+        self.mon = None
+        if monitored:
+            self.mon = alignctl.Monitor(self.net, self.x[:PROBE], self.y[:PROBE], every=EVERY,
+                                        metrics="fast", out=out, overwrite=True)  # fmt: skip
+
+    def segment(self, n: int) -> None:
+        for _ in range(n):
+            self.step += 1
+            idx = torch.randint(0, len(self.x), (BATCH,), generator=self.gen)
+            loss = F.cross_entropy(self.net(self.x[idx]), self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.mon is not None:
+                self.mon.step(self.step)
+
+
+def interleaved(cases: dict, reps: int) -> dict[str, float]:
+    """Median CPU seconds of each case (this process, all threads), the cases round-robin.
+    CPU time, not wall-clock: on a shared machine the wall-clock of the same work varies by
+    +-15% from one repetition to the next, far more than the 2% to be measured."""
+    for fn in cases.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(reps):
+        for k, fn in cases.items():
+            t0 = time.process_time()
+            fn()
+            times[k].append(time.process_time() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def timed(cb):
+    """Count the CPU seconds the callback spends (its measurements) in ``cb.cpu``."""
+    inner, cb.cpu = cb._maybe_measure, 0.0
+
+    def wrapper(*args):
+        t0 = time.process_time()
+        out = inner(*args)
+        cb.cpu += time.process_time() - t0
+        return out
+
+    cb._maybe_measure = wrapper
+    return cb
+
+
+def in_run_ratio(fit, steps: int, reps: int, folder: Path) -> tuple[float, float]:
+    """(median of total / (total - callback) over ``reps`` runs with the callback, median
+    callback CPU seconds): the training time with the callback over the same run's time
+    without it, both from one run, so load drift between runs cancels."""
+    fit(steps, True, folder / "warm")
+    ratios, spent = [], []
+    for i in range(reps):
+        t0 = time.process_time()
+        cb = fit(steps, True, folder / str(i))
+        total = time.process_time() - t0
+        ratios.append(total / (total - cb))
+        spent.append(cb)
+    return statistics.median(ratios), statistics.median(spent)
+
+
+def lightning_fit(steps: int, callback: bool, folder: Path) -> None:
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from alignctl.integrations.lightning import AlignmentCallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = network()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            return F.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=0.01)
+
+    x, y = data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH)
+    cbs = [timed(AlignmentCallback(x[:PROBE], y[:PROBE], every_n_steps=EVERY))] if callback else []
+    trainer = L.Trainer(
+        max_steps=steps, logger=CSVLogger(folder), callbacks=cbs, accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(Module(), loader)
+    return cbs[0].cpu if cbs else 0.0
+
+
+def hf_train(steps: int, callback: bool, folder: Path) -> None:
+    import transformers
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from alignctl.integrations.transformers import AlignmentCallback
+
+    class Tiny(transformers.PreTrainedModel):
+        config_class = transformers.PretrainedConfig
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.net = network()
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            loss = None if labels is None else F.cross_entropy(logits, labels)
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    x, y = data()
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"x": x[i], "labels": y[i]}
+
+    args = transformers.TrainingArguments(
+        str(folder), max_steps=steps, per_device_train_batch_size=BATCH, report_to=[],
+        use_cpu=True, save_strategy="no", disable_tqdm=True, logging_strategy="no",
+        learning_rate=1e-3, weight_decay=0.01, dataloader_num_workers=0,
+    )  # fmt: skip
+    cbs = [timed(AlignmentCallback(x[:PROBE], y[:PROBE], every_n_steps=EVERY))] if callback else []
+    trainer = transformers.Trainer(model=Tiny(transformers.PretrainedConfig()), args=args,
+                                   train_dataset=Rows(), callbacks=cbs)  # fmt: skip
+    trainer.remove_callback(transformers.PrinterCallback)  # logs are data, not output here
+    trainer.train()
+    return cbs[0].cpu if cbs else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=200, help="framework runs")
+    ap.add_argument("--framework-reps", type=int, default=3)
+    ap.add_argument("--no-frameworks", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    import logging
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        plain, watched = Loop(False, tmp / "p"), Loop(True, tmp / "m")
+        probe = Probe(plain.x[:PROBE], plain.y[:PROBE], metrics="fast")
+        t = interleaved({"plain": lambda: plain.segment(EVERY),
+                         "monitor": lambda: watched.segment(EVERY),
+                         "measurement": lambda: probe.measure(plain.net, 0)}, a.reps)  # fmt: skip
+        print(f"plain loop, {EVERY} steps: {t['plain']:.4f} CPU s; with Monitor(every={EVERY}, "
+              f"fast, {PROBE} probe samples): {t['monitor']:.4f} s")  # fmt: skip
+        print(f"  ratio monitor / plain: {t['monitor'] / t['plain']:.4f} (target <= 1.02)")
+        print(
+            f"  one measurement alone: {t['measurement'] * 1e3:.2f} ms = "
+            f"{t['measurement'] / t['plain'] * EVERY:.2f} training steps; "
+            f"1 + measurement / {EVERY} steps = {1 + t['measurement'] / t['plain']:.4f}"
+        )
+        if a.no_frameworks:
+            return
+        for name, fit in (("Lightning", lightning_fit), ("Hugging Face", hf_train)):
+            try:
+                ratio, spent = in_run_ratio(fit, a.steps, a.framework_reps, tmp / name)
+            except ImportError as e:
+                print(f"{name}: skipped ({e})")
+                continue
+            print(f"{name} Trainer, {a.steps} steps with AlignmentCallback(every_n_steps="
+                  f"{EVERY}): {spent * 1e3:.0f} ms CPU in the callback; training time with / "
+                  f"without it: {ratio:.4f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

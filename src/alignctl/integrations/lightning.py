@@ -1,0 +1,78 @@
+"""Alignment metrics in a Lightning ``Trainer`` (the ``lightning`` extra).
+
+    from alignctl.integrations.lightning import AlignmentCallback
+    trainer = lightning.Trainer(callbacks=[AlignmentCallback(probe_x, probe_y, every_n_steps=100)])
+
+At the start of training and every ``every_n_steps`` optimizer steps (``trainer.global_step``)
+the LightningModule is measured on the probe set (:class:`alignctl.integrations.probe.Probe`:
+eval mode, RNG states restored, training unchanged) on the global-zero process only, and the
+means go to every logger of the module (``pl_module.loggers``: TensorBoard, CSV, W&B,
+MLflow, ...) as ``alignment/centroid_alignment`` etc. at that step; they are also put in
+``trainer.callback_metrics``, so ``EarlyStopping`` or ``ModelCheckpoint`` can watch them.
+With ``stop_when="stop"`` a ``stop`` recommendation sets ``trainer.should_stop`` (the decision
+is broadcast from global zero, so every process stops) and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+try:
+    import lightning as L
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "alignctl.integrations.lightning needs Lightning: pip install 'alignctl[lightning]'"
+    ) from e
+
+from alignctl.integrations.probe import Probe, positive_int
+
+log = logging.getLogger("alignctl")
+
+
+class AlignmentCallback(L.Callback):
+    """Log alignment metrics of the LightningModule on a fixed probe set.
+
+    Args:
+        probe_x, probe_y: the probe set (labels give ``alignment/probe_accuracy`` and the
+            verdicts that ``stop_when`` needs).
+        every_n_steps: measure when ``trainer.global_step`` is a multiple of it.
+        metrics: ``fast`` (centroid metrics), ``standard``, ``full`` or names.
+        stop_when: None, or ``"stop"`` to stop when the recommendation is ``stop``.
+    """
+
+    def __init__(self, probe_x, probe_y=None, every_n_steps: int = 100, metrics="fast",
+                 stop_when: str | None = None, **probe_options) -> None:  # fmt: skip
+        self.every = positive_int(every_n_steps, "every_n_steps")
+        self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
+        self._last: int | None = None
+        self.stop_reason: str | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._maybe_measure(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe_measure(trainer, pl_module)
+
+    def _maybe_measure(self, trainer, pl_module) -> None:
+        step = int(trainer.global_step)
+        if step % self.every or step == self._last:
+            return
+        self._last = step  # gradient accumulation: several batches share a global step
+        stop = False
+        if trainer.is_global_zero:
+            entry = self.probe.measure(pl_module, step)
+            scalars = self.probe.scalars(entry)
+            for logger in pl_module.loggers:
+                logger.log_metrics(scalars, step=step)
+            for k, v in scalars.items():
+                trainer.callback_metrics[k] = torch.tensor(v)
+            stop = self.probe.should_stop
+        if self.probe.stop_when is not None:
+            stop = bool(trainer.strategy.broadcast(stop, src=0))
+            if stop and not trainer.should_stop:
+                self.stop_reason = self.probe.stop_reason or "alignctl: stop (from global zero)"
+                if trainer.is_global_zero:
+                    log.warning(self.stop_reason)
+                trainer.should_stop = True

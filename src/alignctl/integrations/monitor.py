@@ -1,0 +1,221 @@
+"""``alignctl.Monitor``: alignment metrics inside a plain PyTorch training loop (paper section
+4.3: centroid alignment is cheap enough to watch during training, against under- and
+over-training).
+
+    mon = alignctl.Monitor(model, probe_x, probe_y, every=100, out="runs/x")
+    for step, (x, y) in enumerate(loader):
+        ...  # forward, backward, optimizer.step()
+        if mon.step(step):  # True only with stop_when="stop" and a `stop` recommendation
+            break
+    mon.close()  # or use the monitor as a context manager
+
+Every ``every`` steps (and at step 0) the model is measured on the fixed probe set in eval
+mode (:class:`alignctl.integrations.probe.Probe`: modes and RNG states restored, so training
+is bit for bit unchanged) and one strict-JSON line is appended to ``OUT/alignment.jsonl``
+(:mod:`alignctl.report.monitor_log`); ``alignctl analyze OUT`` renders it as the usual table.
+``tensorboard=True`` also writes the scalars ``alignment/<metric>`` to ``OUT/tensorboard``
+(``torch.utils.tensorboard``). ``save_checkpoints=True`` saves the weights at every
+measurement as ``OUT/checkpoints/step_XXXXXXXX.safetensors`` (step in the metadata) with an
+``OUT/alignctl.yaml`` naming the model (``model_config``: a built-in ``{"arch": ...}`` or a
+``{"factory": "file.py:fn"}`` section) and the probe as data, so ``alignctl analyze OUT``
+analyses the checkpoints afterwards; what it would lack is said in a warning. ``close()``
+writes ``OUT/run.json`` (``finished: true``), which ends ``alignctl analyze --follow OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from alignctl._version import __version__
+from alignctl.errors import InputError
+from alignctl.integrations.probe import Probe, positive_int
+from alignctl.report.monitor_log import LOG_NAME, to_line
+
+log = logging.getLogger("alignctl")
+PROBE_FILE = "probe.npz"
+OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE)
+
+
+class Monitor:
+    """Measure ``model`` on ``probe_x`` (labels ``probe_y``) every ``every`` steps.
+
+    Args beyond :class:`Probe`'s (``metrics``, ``test``, ``stop_when``, ``batch_size``,
+    ``verdict``):
+        out: run folder (None: keep the measurements in memory only, ``mon.entries``).
+        tensorboard: also write TensorBoard scalars to ``out/tensorboard``.
+        save_checkpoints: also save the weights at each measurement (alignctl's run format).
+        model_config: the config ``model:`` section that rebuilds ``model``, for analyze.
+        overwrite: replace the monitor files of an earlier run in ``out`` (else InputError).
+
+    Raises InputError for a bad probe, metric set, ``stop_when`` or ``model_config``, or an
+    ``out`` that already holds a monitor log.
+    """
+
+    def __init__(self, model: torch.nn.Module, probe_x, probe_y=None, *, every: int = 100,
+                 metrics="fast", out: str | Path | None = "runs/x", tensorboard: bool = False,
+                 save_checkpoints: bool = False, stop_when: str | None = None, test=None,
+                 model_config: dict | None = None, batch_size: int | None = None,
+                 verdict: dict | None = None, overwrite: bool = False) -> None:  # fmt: skip
+        self.model, self.every = model, positive_int(every, "every")
+        self.probe = Probe(probe_x, probe_y, metrics=metrics, test=test, stop_when=stop_when,
+                           batch_size=batch_size, verdict=verdict)  # fmt: skip
+        self.out = None if out is None else Path(out)
+        if self.out is None and (tensorboard or save_checkpoints):
+            raise InputError("tensorboard and save_checkpoints need an out folder")
+        self._last: int | None = None
+        self._writer = None
+        self._closed = self._stop_logged = False
+        if self.out is not None:
+            self._prepare(overwrite)
+            if save_checkpoints:
+                self._write_run_config(model_config)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(log_dir=str(self.out / "tensorboard"))
+        self.save_checkpoints = save_checkpoints
+
+    # -- the loop's side -------------------------------------------------------------------
+    def step(self, step: int) -> bool:
+        """Measure when ``step`` is a multiple of ``every`` (once per step); returns
+        :attr:`should_stop`."""
+        if step % self.every == 0 and step != self._last:
+            self.measure(step)
+        return self.should_stop
+
+    def measure(self, step: int) -> dict:
+        """Measure now, whatever the step; returns the log entry (with its verdict)."""
+        if self._closed:
+            raise InputError("the monitor is closed")
+        entry = self.probe.measure(self.model, step)
+        self._last = step
+        if self.out is not None:
+            with open(self.out / LOG_NAME, "a", encoding="utf-8") as fh:
+                fh.write(to_line(entry))  # one write per line: readers never see half a line
+        if self._writer is not None:
+            for k, v in self.probe.scalars(entry).items():
+                self._writer.add_scalar(k, v, step)
+            self._writer.flush()
+        if self.save_checkpoints:
+            self._save_weights(entry)
+        if self.probe.stop_reason and not self._stop_logged:
+            log.warning(self.probe.stop_reason)  # the reason, once, through `logging`
+            self._stop_logged = True
+        return entry
+
+    @property
+    def entries(self) -> list[dict]:
+        return self.probe.entries
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the recommendation was ``stop`` (only with ``stop_when="stop"``)."""
+        return self.probe.should_stop
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.probe.stop_reason
+
+    def recommendation(self) -> dict:
+        return self.probe.recommendation()
+
+    def close(self, interrupted: bool = False) -> None:
+        """Flush TensorBoard and write ``run.json`` (the run is finished)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.close()
+        if self.out is not None:
+            from alignctl.runs.atomic import atomic_write_text
+
+            summary = {
+                "alignctl_version": __version__, "finished": True, "interrupted": interrupted,
+                "steps": self._last, "measurements": len(self.entries),
+                "stopped": self.stop_reason,
+            }  # fmt: skip
+            atomic_write_text(self.out / "run.json", json.dumps(summary, indent=2) + "\n")
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(interrupted=exc_type is not None)
+
+    # -- files -----------------------------------------------------------------------------
+    def _prepare(self, overwrite: bool) -> None:
+        import shutil
+
+        found = [self.out / f for f in OWN_FILES if (self.out / f).exists()]
+        ckpts = self.out / "checkpoints"
+        if ckpts.is_dir():
+            found.append(ckpts)
+        if (self.out / LOG_NAME).exists() and not overwrite:
+            raise InputError(f"{self.out} already holds a monitor log; pass overwrite=True")
+        for p in found:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _write_run_config(self, model_config: dict | None) -> None:
+        from alignctl.runs.atomic import atomic_write
+        from alignctl.runs.config import _absolute_paths, config_from_dict, save_config
+
+        raw: dict = {}
+        missing = []
+        if model_config is not None:
+            self._check_model_config(model_config)
+            raw["model"] = _absolute_paths(model_config, Path.cwd())  # factory paths: cwd
+        else:
+            missing.append("the model (pass model_config={'arch': ...} or {'factory': "
+                           "'file.py:fn'}, or analyze with --model)")  # fmt: skip
+        if self.probe.y is not None:
+            import numpy as np
+
+            arrays = {"x_train": self.probe.x, "y_train": self.probe.y.reshape(-1)}
+            if self.probe.test is not None:
+                arrays.update(x_test=self.probe.test[0], y_test=self.probe.test[1].reshape(-1))
+            arrays = {k: v.cpu().numpy() for k, v in arrays.items()}
+
+            # .npz, not .safetensors: the data must not look like a checkpoint of the run
+            def save(tmp):
+                with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz"
+                    np.savez(fh, **arrays)
+
+            atomic_write(self.out / PROBE_FILE, save)
+            raw["data"] = {"path": PROBE_FILE}
+        else:
+            missing.append("labelled data (pass probe_y, or analyze with --data FILE)")
+        save_config(config_from_dict(raw, self.out, source="Monitor"), self.out / "alignctl.yaml")
+        if missing:
+            warnings.warn(
+                f"Monitor: checkpoints go to {self.out / 'checkpoints'}, but `alignctl analyze "
+                f"{self.out}` also needs " + " and ".join(missing),
+                stacklevel=3,
+            )
+
+    def _check_model_config(self, spec: dict) -> None:
+        """Build the section's model and load the monitored weights into it: the section must
+        describe this model (keys and shapes), or analyze could not read the checkpoints."""
+        from alignctl.runs.checkpoints import load_weights
+        from alignctl.runs.models import build_model
+
+        if not isinstance(spec, dict):
+            raise InputError(f"model_config must be a config model section, not {spec!r}")
+        fresh = build_model(spec, Path.cwd())
+        try:
+            load_weights(fresh, self.model.state_dict(), "the monitored model")
+        except InputError as e:
+            raise InputError(f"model_config does not describe the monitored model: {e}") from None
+
+    def _save_weights(self, entry: dict) -> None:
+        from alignctl.runs.checkpoints import write_checkpoint
+
+        meta = {"step": entry["step"], "alignctl_version": __version__,
+                "train_accuracy": entry["train_accuracy"]}  # fmt: skip
+        path = self.out / "checkpoints" / f"{entry['name']}.safetensors"
+        write_checkpoint(path, self.model.state_dict(), meta)

@@ -1,0 +1,184 @@
+"""Measuring a model on a fixed probe set in the middle of training, without changing the
+training: what the monitor and both framework callbacks share.
+
+A measurement runs :func:`alignctl.measure` on the probe in eval mode and, when labels are
+given, the probe accuracy (and a held-out accuracy), then puts back every piece of state it
+could have touched: each submodule's train/eval mode and the random number generators (torch
+CPU, every CUDA device once CUDA is initialised, Python ``random``, NumPy's global generator).
+Parameter gradients are not touched (the vector-Jacobian products are taken with respect to
+the inputs only) and eval mode freezes batch-norm statistics, so the training that follows is
+bit for bit the one without measurement (``tests/test_monitor.py``).
+
+The entries are the lines of ``alignment.jsonl`` (:mod:`alignctl.report.monitor_log`); the
+verdict and the recommendation come from the library's rules (``report.verdict``), and with
+``stop_when="stop"`` a ``stop`` recommendation asks the training loop to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+
+import torch
+
+from alignctl.errors import InputError
+from alignctl.report import monitor_log
+
+STOP_WHEN = (None, "stop")
+
+
+@contextlib.contextmanager
+def preserved_state(model: torch.nn.Module) -> Iterator[None]:
+    """Restore the RNGs and every submodule's mode on exit, whatever happens inside."""
+    import numpy as np
+
+    modes = [(m, m.training) for m in model.modules()]
+    cpu, py, npy = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        torch.set_rng_state(cpu)
+        random.setstate(py)
+        np.random.set_state(npy)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` if it is a positive int (not a bool), else InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _as_tensor(x, what: str) -> torch.Tensor:
+    if x is None:
+        return None
+    t = torch.as_tensor(x).detach()
+    if t.ndim < 1 or t.shape[0] < 1:
+        raise InputError(f"{what} has no samples (shape {tuple(t.shape)})")
+    return t
+
+
+def _reuse(seen: list, n: int) -> torch.Tensor | None:
+    """The outputs measure's own forward passes produced, when they are exactly the probe's
+    (chunks in order, n rows in all): the probe accuracy then costs no extra forward pass."""
+    if not seen or not all(isinstance(o, torch.Tensor) and o.dim() in (1, 2) for o in seen):
+        return None
+    if len({o.shape[1:] for o in seen}) != 1 or sum(len(o) for o in seen) != n:
+        return None
+    return torch.cat(seen)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+class Probe:
+    """A fixed probe set, the metrics to take on it, and the measurements so far.
+
+    Args:
+        probe_x: inputs (n, ...): floats, or integer token ids for token models.
+        probe_y: integer labels (n,) or None; labels give the probe accuracy, which the
+            verdicts (and so ``stop_when``) need.
+        metrics: ``fast`` (centroid metrics: one backward pass), ``standard``, ``full`` or
+            names (:func:`alignctl.report.analysis.resolve_metrics`).
+        test: optional held-out ``(x, y)``: its accuracy makes the verdicts label-based
+            rather than inferred from centroid alignment.
+        stop_when: None, or ``"stop"``: ask to stop when the recommendation is ``stop``.
+        verdict: threshold overrides (the config's ``verdict:`` section).
+    """
+
+    def __init__(self, probe_x, probe_y=None, *, metrics="fast", test=None, stop_when=None,
+                 batch_size: int | None = None, verdict: dict | None = None) -> None:  # fmt: skip
+        from alignctl.geometry.metrics import METRICS
+        from alignctl.report.analysis import resolve_metrics
+        from alignctl.report.verdict import thresholds
+
+        if stop_when not in STOP_WHEN:
+            raise InputError(f"stop_when must be None or 'stop', not {stop_when!r}")
+        self.x = _as_tensor(probe_x, "probe_x")
+        self.y = _as_tensor(probe_y, "probe_y")
+        if self.y is not None and self.y.reshape(-1).shape[0] != self.x.shape[0]:
+            raise InputError(f"{self.y.numel()} probe labels for {self.x.shape[0]} probe inputs")
+        self.test = None
+        if test is not None:
+            tx, ty = test
+            self.test = (_as_tensor(tx, "test x"), _as_tensor(ty, "test y"))
+        self.names = resolve_metrics(metrics)
+        if self.y is None and any(METRICS.get(n).needs == "label" for n in self.names):
+            raise InputError("these metrics need probe labels: pass probe_y")
+        self.stop_when, self.batch_size = stop_when, batch_size
+        self.t = thresholds(verdict)
+        self.entries: list[dict] = []
+        self.stop_reason: str | None = None
+
+    def measure(self, model: torch.nn.Module, step: int) -> dict:
+        """Measure ``model`` (mapping probe inputs to (n, C) or (n,)) at ``step``; returns the
+        log entry with its verdict, and decides whether to stop."""
+        from alignctl.evaluation.losses import accuracy
+        from alignctl.geometry.measure import measure
+
+        t0 = time.perf_counter()
+        dev = _device_of(model)
+        seen: list[torch.Tensor] = []
+        hook = model.register_forward_hook(
+            lambda m, i, o: seen.append(o.detach() if isinstance(o, torch.Tensor) else None)
+        )
+        with preserved_state(model):
+            model.eval()
+            try:
+                values = measure(model, self.x, self.y, metrics=self.names,
+                                 batch_size=self.batch_size, device=dev)  # fmt: skip
+            finally:
+                hook.remove()
+            with torch.no_grad():
+                out = _reuse(seen, len(self.x))
+                if out is None:  # measure did not forward the probe through model() as is
+                    out = model(self.x.to(dev))
+                accs = [None, None]
+                if self.y is not None:
+                    accs[0] = accuracy(out, self.y.reshape(-1).to(out.device))
+                if self.test is not None:
+                    tout = model(self.test[0].to(dev))
+                    accs[1] = accuracy(tout, self.test[1].reshape(-1).to(tout.device))
+        means = {k: float(v.double().mean()) for k, v in values.items()}
+        stds = {k: float(v.double().std(unbiased=False)) for k, v in values.items()}
+        entry = monitor_log.make_entry(
+            step, means, stds, train_accuracy=accs[0], test_accuracy=accs[1],
+            n_samples=len(self.x), n_classes=1 if out.dim() == 1 else out.shape[-1],
+            time=time.time(), seconds=time.perf_counter() - t0,
+        )  # fmt: skip
+        self.entries.append(entry)
+        monitor_log.annotate(self.entries, t=self.t)
+        self._decide()
+        return entry
+
+    def recommendation(self) -> dict:
+        return monitor_log.recommendation(self.entries, self.t)
+
+    def _decide(self) -> None:
+        if self.stop_when is None or self.stop_reason is not None:
+            return
+        rec = self.recommendation()
+        if rec["action"] == self.stop_when:
+            step = self.entries[-1]["step"]
+            self.stop_reason = f"alignctl: stopping at step {step}: {rec['reason']}"
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None
+
+    def scalars(self, entry: dict, prefix: str = "alignment/") -> dict[str, float]:
+        """The entry's finite means and accuracies as ``{prefix + name: value}``."""
+        out = {f"{prefix}{k}": v for k, v in entry["metrics"].items() if v is not None}
+        for key, name in (("train_accuracy", "probe_accuracy"), ("test_accuracy", "test_accuracy")):
+            if entry.get(key) is not None:
+                out[prefix + name] = entry[key]
+        return out

@@ -1,0 +1,286 @@
+"""Incremental analysis: per-checkpoint results cached on disk, so a re-run of ``alignctl
+analyze`` (a nightly CI job, ``--follow``) only measures checkpoints it has not seen.
+
+An entry is keyed by the SHA-256 of everything its numbers depend on:
+
+- the checkpoint's bytes (a file, or every file of a Hugging Face folder, by name);
+- the data (the bytes, dtypes and shapes of x/y train/test, ``num_classes``, ``input_range``,
+  the task's ``meta``);
+- the model section of the config (and the bytes of a factory's file);
+- the metric set and the options (split, samples, batch size, resolved device, robustness
+  and its PGD parameters);
+- alignctl's version and a fingerprint of its source files (a changed metric never reads
+  numbers computed by the old code).
+
+A file ``DIR/<key>.json`` holds the entry without its verdict (verdicts read the entries
+before them, so they are recomputed on every run) and the SHA-256 of the entry's canonical
+JSON. An entry is used only when the file parses as strict JSON, names the same key, matches
+its checksum and has the report's entry shape with exactly the requested metrics; anything
+else is recomputed and rewritten (atomically, :mod:`alignctl.runs.atomic`). Never trusted,
+never fatal: a folder that cannot be written only turns the cache off, with a note.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from alignctl._version import __version__
+
+CACHE_DIR = ".alignctl-cache"
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=repr)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hash_file(h, path: Path) -> None:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    p = Path(path)
+    if p.is_dir():  # a Hugging Face folder: every file, by relative name
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+            _hash_file(h, f)
+    else:
+        _hash_file(h, p)
+    return h.hexdigest()
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a checkpoint's bytes (memoised on path, size and mtime)."""
+    p = Path(path)
+    stats = [p.stat()] + ([q.stat() for q in p.rglob("*")] if p.is_dir() else [])
+    return _digest_cached(str(p.resolve()), sum(s.st_size for s in stats),
+                          max(s.st_mtime_ns for s in stats))  # fmt: skip
+
+
+def _tensor_digest(h, t) -> None:
+    if t is None:
+        h.update(b"none")
+        return
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def data_digest(data) -> str:
+    h = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
+        _tensor_digest(h, t)
+    h.update(_canonical([data.num_classes, data.input_range, data.meta]).encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of alignctl's own source files."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _model_material(run) -> dict:
+    spec = dict(run.config.model or {})
+    factory = spec.get("factory")
+    if isinstance(factory, str) and ":" in factory:
+        target = Path(factory.rsplit(":", 1)[0]).expanduser()
+        target = target if target.is_absolute() else Path(run.config.base_dir) / target
+        if target.is_file():
+            spec["factory_sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+    return spec
+
+
+class Cache:
+    """Entries in ``folder`` (None: in memory only, for one process); counts hits and misses."""
+
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.hits = self.misses = self.invalid = 0
+        self.notes: list[str] = []
+        self._memory: dict[str, dict] = {}
+
+    def stats(self, since: tuple[int, int, int] = (0, 0, 0)) -> dict:
+        """Counts since ``since`` (an earlier :meth:`counts`), and the folder."""
+        now = self.counts()
+        hits, misses, invalid = (a - b for a, b in zip(now, since, strict=True))
+        return {"hits": hits, "misses": misses, "invalid": invalid,
+                "dir": None if self.folder is None else str(self.folder)}  # fmt: skip
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.hits, self.misses, self.invalid
+
+    def get(self, key: str, names: list[str]) -> dict | None:
+        entry = self._memory.get(key)
+        if entry is None and self.folder is not None:
+            entry = self._read(key, names)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return json.loads(json.dumps(entry))  # a copy: callers add verdicts
+
+    def _read(self, key: str, names: list[str]) -> dict | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject)
+            entry = doc["entry"]
+            ok = (doc.get("format") == FORMAT and doc.get("key") == key
+                  and doc.get("sha256") == _sha(_canonical(entry))
+                  and _valid(entry, names))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            self.invalid += 1
+            return None
+        return entry
+
+    def put(self, key: str, entry: dict, material: dict) -> None:
+        entry = {k: v for k, v in entry.items() if k not in ("verdict", "inferred", "evidence")}
+        self._memory[key] = entry
+        if self.folder is None:
+            return
+        from alignctl.runs.atomic import atomic_write_text
+
+        doc = {"format": FORMAT, "key": key, "sha256": _sha(_canonical(entry)),
+               "material": material, "entry": entry}  # fmt: skip
+        try:
+            atomic_write_text(self.folder / f"{key}.json", _canonical(doc) + "\n")
+        except OSError as e:
+            self.notes.append(f"cache off: cannot write {self.folder} ({e.strerror or e})")
+            self.folder = None
+
+
+def _reject(name: str):
+    raise ValueError(f"non-finite number {name} in a cache entry")
+
+
+def _number_or_none(v, lo=-math.inf, hi=math.inf) -> bool:
+    if v is None:
+        return True
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _valid(e, names: list[str]) -> bool:
+    """The report's checkpoint-entry shape, with exactly the requested metrics."""
+    if not isinstance(e, dict) or not isinstance(e.get("diverged"), bool):
+        return False
+    for key in ("metrics", "metrics_std"):
+        m = e.get(key)
+        if not isinstance(m, dict) or sorted(m) != sorted(names):
+            return False
+        if not all(_number_or_none(v) for v in m.values()):
+            return False
+    accs = [e.get(k) for k in ("train_accuracy", "test_accuracy", "adversarial_accuracy",
+                               "noise_accuracy")]  # fmt: skip
+    return all(_number_or_none(a, 0.0, 1.0) for a in accs) and _number_or_none(e.get("seconds"))
+
+
+def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=None) -> dict:
+    """``analyze_fn(run, **options)`` measuring only the checkpoints not in ``cache``; every
+    verdict and the recommendation are then recomputed over all entries, in step order."""
+    from alignctl.geometry.devices import resolve_device
+    from alignctl.report.analysis import resolve_metrics
+
+    names = resolve_metrics(options.get("metrics"))
+    context = {
+        "alignctl": __version__, "code": code_fingerprint(), "data": data_digest(run.load_data()),
+        "model": _model_material(run), "metrics": names,
+        "options": {**{k: v for k, v in options.items() if k != "metrics"},
+                    "device": str(resolve_device(options.get("device")))},
+    }  # fmt: skip
+    total, since = len(run.checkpoints), cache.counts()
+    keyed, entries, missing = [], {}, []
+    for ref in run.checkpoints:
+        material = {**context, "checkpoint": content_digest(ref.path)}
+        key = _sha(_canonical(material))
+        keyed.append(key)
+        hit = entries.get(key) or cache.get(key, names)
+        if hit is None:
+            missing.append((ref, key, material))
+        else:
+            entries[key] = hit
+            if on_checkpoint:
+                on_checkpoint(hit, len(keyed) - len(missing), total)
+    done = total - len(missing)
+
+    def progress(entry, i, n):
+        if on_checkpoint:
+            on_checkpoint(entry, done + i, total)
+
+    sub = dataclasses.replace(run, checkpoints=[ref for ref, _, _ in missing])
+    report = analyze_fn(sub, **options, on_checkpoint=progress)
+    for (_, key, material), entry in zip(missing, report["checkpoints"], strict=True):
+        cache.put(key, entry, material)
+        entries[key] = {
+            k: v for k, v in entry.items() if k not in ("verdict", "inferred", "evidence")
+        }
+    merged = []
+    for i, (ref, key) in enumerate(zip(run.checkpoints, keyed, strict=True)):
+        step = i if ref.step is None else ref.step
+        merged.append({**copy.deepcopy(entries[key]), "name": ref.name, "step": step})
+    _reverdict(run, merged)
+    report["checkpoints"] = merged
+    return _finish(report, run, merged, cache.stats(since), cache.notes)
+
+
+def _n_classes(run) -> int:
+    data = run.load_data()
+    if data.num_classes:
+        return data.num_classes
+    from alignctl.geometry.devices import eval_mode
+
+    model = run.build_model()
+    with torch.no_grad(), eval_mode(model):
+        out = model(data.x_train[:1])
+    return 1 if out.dim() == 1 else int(out.shape[1])
+
+
+def _reverdict(run, entries: list[dict]) -> None:
+    from alignctl.report.verdict import judge, thresholds
+
+    t = thresholds(run.config.verdict)
+    n_classes = _n_classes(run) if entries else 2
+    for i, e in enumerate(entries):
+        e.update(judge(e, n_classes=n_classes, grokked=run.config.grokked, t=t,
+                       history=entries[:i]))  # fmt: skip
+
+
+def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str]) -> dict:
+    from alignctl.report.recommend import recommend
+    from alignctl.report.verdict import thresholds
+
+    report["verdict"] = entries[-1]["verdict"] if entries else None
+    report["inferred"] = bool(entries and entries[-1]["inferred"])
+    report["recommendation"] = recommend(
+        entries,
+        thresholds(run.config.verdict),
+        n_classes=_n_classes(run) if entries else None,
+        config_train=run.config.train,
+    )
+    report["cache"] = stats  # this call's hits and misses (the measurements it made)
+    report["notes"] = list(report.get("notes", [])) + notes
+    return report

@@ -1,0 +1,204 @@
+"""``alignctl analyze --follow``: analyse a run directory while training writes it.
+
+A checkpoint is analysed once it is completely written: alignctl's own files (``alignctl
+train``, the monitor) are written to a hidden temporary name and renamed into place
+(:mod:`alignctl.runs.atomic`), so such a file is complete as soon as it is visible (its
+safetensors header names ``alignctl_version``); any other file is taken once its size and
+modification time have not changed for ``settle`` seconds and it opens as a checkpoint. A run
+made only of ``alignment.jsonl`` (the monitor's log) is re-read whenever it grows.
+
+The run is finished when ``run.json`` says so: it appears, or changes, after following began,
+or was already there for a run that was not interrupted. The watching uses ``watchdog``
+(file-system events wake the loop) when it is installed, else polling; either way the loop
+also wakes every ``poll`` seconds, so nothing depends on an event being delivered. The
+library never prints: each new report goes to the caller's ``on_report``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from alignctl.errors import InputError
+from alignctl.report.monitor_log import LOG_NAME, is_monitor_run, report_from_log
+
+
+def _is_own_file(path: Path) -> bool:
+    """A safetensors file that alignctl wrote (atomically: complete once visible)."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or n > 100_000_000:
+                return False
+            header = json.loads(fh.read(n))
+        return "alignctl_version" in (header.get("__metadata__") or {})
+    except (OSError, ValueError):
+        return False
+
+
+def _opens(path: Path) -> bool:
+    """The file (or Hugging Face folder) reads as a checkpoint."""
+    from alignctl.runs.checkpoints import CheckpointRef, read_checkpoint
+
+    try:
+        read_checkpoint(CheckpointRef(path, path.name, None))
+        return True
+    except InputError:
+        return False
+
+
+def _signature(path: Path) -> tuple:
+    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+class RunWatcher:
+    """Which checkpoints of ``root`` are completely written, and whether the run finished."""
+
+    def __init__(self, root: Path, *, settle: float = 0.5, clock=time.monotonic) -> None:
+        self.root, self.settle, self.clock = Path(root), settle, clock
+        self._seen: dict[Path, tuple[tuple, float]] = {}  # path -> (signature, since)
+        self._complete: set[Path] = set()
+        self._start_summary = self._summary()
+
+    def _summary(self) -> str | None:
+        try:
+            return (self.root / "run.json").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def finished(self) -> bool:
+        text = self._summary()
+        if text is None:
+            return False
+        try:
+            summary = json.loads(text)
+        except ValueError:
+            return False  # being written by another tool: look again later
+        if text != self._start_summary:
+            return True
+        return not summary.get("interrupted", False)  # a run that had already finished
+
+    def ready(self, final: bool = False) -> list:
+        """The checkpoints known to be complete, ordered by step; ``final`` (the run has
+        finished, nothing is being written) takes every file that opens."""
+        from alignctl.runs.checkpoints import discover_checkpoints
+
+        folder = self.root / "checkpoints"
+        try:
+            refs = discover_checkpoints(folder if folder.is_dir() else self.root)
+        except InputError:
+            return []  # nothing yet
+        now, out = self.clock(), []
+        for ref in refs:
+            p = ref.path
+            if p in self._complete or _is_own_file(p):
+                self._complete.add(p)
+                out.append(ref)
+                continue
+            try:
+                sig = _signature(p)
+            except OSError:
+                continue
+            prev = self._seen.get(p)
+            if prev is None or prev[0] != sig:
+                self._seen[p] = prev = (sig, now)
+            # once the run has finished nothing is being written: a file that still does not
+            # open is analysed anyway, so its error is reported rather than skipped
+            if final or (now - prev[1] >= self.settle and _opens(p)):
+                self._complete.add(p)
+                out.append(ref)
+        return out
+
+
+class _Waker:
+    """Sleeps until a file-system event under ``root`` (watchdog) or ``poll`` seconds."""
+
+    def __init__(self, root: Path, poll: float) -> None:
+        self.poll, self.event, self.observer = poll, threading.Event(), None
+        try:
+            import logging
+
+            # watchdog logs a harmless race at shutdown; without a handler, Python's
+            # last-resort handler would print it on stderr
+            logging.getLogger("watchdog").addHandler(logging.NullHandler())
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+
+            waker = self
+
+            class Handler(FileSystemEventHandler):
+                def on_any_event(self, event):
+                    waker.event.set()
+
+            self.observer = Observer()
+            self.observer.schedule(Handler(), str(root), recursive=True)
+            self.observer.start()
+        except Exception:  # not installed, or no inotify watches left: poll instead
+            self.observer = None
+
+    def wait(self) -> None:
+        if self.observer is None:
+            time.sleep(self.poll)
+            return
+        self.event.wait(self.poll)
+        self.event.clear()
+        time.sleep(0.05)  # let a burst of events (one file written) settle
+
+    def close(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+
+
+def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[[object], dict],
+               on_report: Callable[[dict], None], poll: float = 0.5, settle: float = 0.5,
+               timeout: float | None = None) -> dict | None:  # fmt: skip
+    """Analyse ``root`` each time a checkpoint (or monitor line) lands, until the run is
+    finished (or ``timeout`` seconds pass); returns the last report. ``open_run()`` builds the
+    Run (config, model, data) and ``analyse(run)`` reports on ``run.checkpoints``, which this
+    sets to the complete ones (use a cache, so that each call measures only new ones)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"--follow needs a run directory; {root} is not one")
+    watcher, waker = RunWatcher(root, settle=settle), _Waker(root, poll)
+    run, report, shown, start = None, None, None, time.monotonic()
+    try:
+        while True:
+            done = watcher.finished()  # before the scan: the last scan sees every checkpoint
+            if is_monitor_run(root):
+                log = root / LOG_NAME
+                state = log.stat().st_size
+                if state != shown:
+                    shown, report = state, report_from_log(root)
+                    on_report(report)
+            else:
+                refs = watcher.ready(final=done)
+                state = [r.path for r in refs]
+                if refs and state != shown:
+                    run = run or open_run()
+                    run.checkpoints = refs
+                    shown, report = state, analyse(run)
+                    on_report(report)
+            if done or (timeout is not None and time.monotonic() - start > timeout):
+                return report
+            waker.wait()
+    finally:
+        waker.close()
+
+
+def plain_line(entry: dict, names: list[str]) -> str:
+    """One checkpoint as a line of ``name=value`` fields (piped ``--follow`` output)."""
+
+    def fmt(v, pct=False):
+        return "-" if v is None else (f"{v:.1%}" if pct else f"{v:.4g}")
+
+    parts = [f"step={entry['step']}", f"train_acc={fmt(entry.get('train_accuracy'), True)}",
+             f"test_acc={fmt(entry.get('test_accuracy'), True)}"]  # fmt: skip
+    parts += [f"{n}={fmt(entry['metrics'].get(n))}" for n in names]
+    return "  ".join(parts + [f"verdict={entry.get('verdict')}"])

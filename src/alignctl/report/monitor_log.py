@@ -1,0 +1,151 @@
+"""The monitor's log, ``alignment.jsonl``: one strict-JSON line per measurement made inside a
+training loop (:class:`alignctl.Monitor`), and the report ``alignctl analyze`` renders from it.
+
+A line is a checkpoint entry of the analysis report (README, "JSON report") without the
+verdict, plus when it was taken::
+
+    {"name": "step_00000100", "step": 100, "time": 1717171717.1, "seconds": 0.012,
+     "n_samples": 512, "n_classes": 10, "metrics": {"centroid_alignment": 0.41, ...},
+     "metrics_std": {...}, "train_accuracy": 0.97, "test_accuracy": null, "diverged": false}
+
+``time`` is seconds since the epoch, ``seconds`` what the measurement cost; accuracies are on
+the probe set (``train_accuracy``) and the optional held-out set (``test_accuracy``). Non-finite
+values are written as ``null`` (strict JSON). Verdicts and the recommendation are not stored:
+they are recomputed from the lines, with the thresholds of the run's ``alignctl.yaml`` if
+there is one, so a log reads the same as a run of checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from alignctl._version import __version__
+from alignctl.errors import InputError
+
+LOG_NAME = "alignment.jsonl"
+
+
+def finite_or_none(v):
+    """float(v), or None when v is None, NaN or infinite (strict JSON has no NaN)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def make_entry(step: int, means: dict, stds: dict, *, train_accuracy=None, test_accuracy=None,
+               n_samples: int, n_classes: int, time: float, seconds: float) -> dict:  # fmt: skip
+    """One log line's dict; ``diverged`` when a metric or accuracy is not finite."""
+    m = {k: finite_or_none(v) for k, v in means.items()}
+    raw = [*means.values(), *(a for a in (train_accuracy, test_accuracy) if a is not None)]
+    diverged = any(v is None or not math.isfinite(float(v)) for v in raw)
+    return {
+        "name": f"step_{int(step):08d}", "step": int(step), "time": round(time, 3),
+        "seconds": round(seconds, 4), "n_samples": int(n_samples), "n_classes": int(n_classes),
+        "metrics": m, "metrics_std": {k: finite_or_none(v) for k, v in stds.items()},
+        "train_accuracy": finite_or_none(train_accuracy),
+        "test_accuracy": finite_or_none(test_accuracy), "diverged": diverged,
+    }  # fmt: skip
+
+
+def to_line(entry: dict) -> str:
+    """The strict-JSON line (verdict fields, which are recomputed on reading, left out)."""
+    keep = {k: v for k, v in entry.items() if k not in ("verdict", "inferred")}
+    return json.dumps(keep, allow_nan=False) + "\n"
+
+
+def read_log(path: Path) -> tuple[list[dict], list[str]]:
+    """(entries in step order, notes). A last line without its newline (being written) is
+    left for the next read; a malformed complete line is skipped with a note."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    entries, notes = [], []
+    lines = text.split("\n")[:-1]  # what follows the last newline is incomplete
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            int(e["step"]), dict(e["metrics"])  # noqa: B018  (shape check)
+        except (ValueError, KeyError, TypeError):
+            notes.append(f"{path.name} line {i} is not a measurement; skipped")
+            continue
+        e.setdefault("metrics_std", {})
+        e.setdefault("name", f"step_{int(e['step']):08d}")
+        for k in ("train_accuracy", "test_accuracy"):
+            e.setdefault(k, None)
+        e.setdefault("diverged", False)
+        e.setdefault("seconds", 0.0)
+        entries.append(e)
+    entries.sort(key=lambda e: e["step"])
+    return entries, notes
+
+
+def annotate(entries: list[dict], *, t: dict, grokked: dict | None = None) -> None:
+    """Set each entry's ``verdict`` and ``inferred`` in order (the inferred verdict reads the
+    entries before it), as ``analyze`` does for checkpoints."""
+    from alignctl.report.verdict import checkpoint_verdict
+
+    for i, e in enumerate(entries):
+        if "verdict" in e:
+            continue
+        if e.get("diverged"):
+            e["metrics"] = {k: None for k in e["metrics"]}
+        e["verdict"], e["inferred"] = checkpoint_verdict(
+            e, n_classes=int(e.get("n_classes") or 2), grokked=grokked, t=t, history=entries[:i]
+        )
+
+
+def recommendation(entries: list[dict], t: dict) -> dict:
+    """The run's recommendation through the public ``recommend(checkpoints, thresholds)``."""
+    from alignctl.report.verdict import recommend
+
+    return recommend(entries, t)
+
+
+def is_monitor_run(path: Path) -> bool:
+    """A folder holding ``alignment.jsonl`` and no checkpoints to analyse."""
+    path = Path(path)
+    if not path.is_dir() or not (path / LOG_NAME).is_file():
+        return False
+    from alignctl.runs.checkpoints import CHECKPOINT_SUFFIXES
+
+    folders = [path, path / "checkpoints"]
+    return not any(
+        p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+        for f in folders if f.is_dir() for p in f.iterdir()
+    )  # fmt: skip
+
+
+def report_from_log(path: Path) -> dict:
+    """The analysis report (same schema as ``analyze``) of a folder's ``alignment.jsonl``."""
+    from alignctl.report.verdict import thresholds
+
+    path = Path(path)
+    log = path / LOG_NAME if path.is_dir() else path
+    entries, notes = read_log(log)
+    if not entries:
+        raise InputError(f"{log} holds no measurement yet")
+    cfg_file = log.parent / "alignctl.yaml"
+    grokked, overrides = None, None
+    if cfg_file.is_file():
+        from alignctl.runs.config import load_config
+
+        cfg = load_config(cfg_file)
+        grokked, overrides = cfg.grokked, cfg.verdict
+    t = thresholds(overrides)
+    annotate(entries, t=t, grokked=grokked)
+    names = list(dict.fromkeys(k for e in entries for k in e["metrics"]))
+    last = entries[-1]
+    return {
+        "alignctl_version": __version__, "path": str(path), "device": "monitor",
+        "split": "probe", "n_samples": int(last.get("n_samples") or 0), "metric_names": names,
+        "checkpoints": entries, "verdict": last["verdict"], "inferred": bool(last["inferred"]),
+        "recommendation": recommendation(entries, t), "gates": [], "passed": True,
+        "pgd": None, "notes": notes,
+    }  # fmt: skip

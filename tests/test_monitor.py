@@ -1,0 +1,210 @@
+"""alignctl.Monitor in a plain PyTorch loop: training bit for bit unchanged, the strict-JSON
+log, TensorBoard scalars, checkpoints that `alignctl analyze` reads, the log rendered as a
+report, and early stopping from the recommendation."""
+
+import json
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import alignctl
+from alignctl.cli.assemble import app
+from alignctl.errors import InputError
+
+runner = CliRunner()
+MLP = {"arch": "mlp", "in_features": 6, "hidden": [16], "out_features": 3}
+
+
+class Noisy(torch.nn.Module):
+    """Draws from every global RNG in every forward, eval mode included: a measurement that
+    did not restore them would shift the training that follows."""
+
+    def forward(self, x):
+        jitter = torch.rand(()) + random.random() + float(np.random.rand())
+        return x + 0.0 * jitter
+
+
+def data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return x, y
+
+
+def train(monitor_kwargs=None, steps=25, tmp=None):
+    """A loop with dropout, a frozen-mode submodule and data order from torch, random and
+    numpy; returns (state dict, final RNG draws, monitor)."""
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), Noisy(), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+        torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 3),
+    )  # fmt: skip
+    net[4].eval()  # a submodule the user keeps in eval mode: must stay so
+    x, y = data()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    mon = alignctl.Monitor(net, x[:32], y[:32], **monitor_kwargs) if monitor_kwargs else None
+    for step in range(steps):
+        idx = torch.randperm(len(x))[:16]
+        idx = idx[np.random.permutation(16)][: 12 + random.randrange(4)]
+        loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        if mon is not None:
+            mon.step(step)  # between backward and step: gradients must be left as they are
+        opt.step()
+    assert net.training and not net[4].training
+    draws = (torch.rand(3).tolist(), random.random(), float(np.random.rand()))
+    return net.state_dict(), draws, mon
+
+
+def test_training_is_bit_for_bit_unchanged(tmp_path):
+    off, draws_off, _ = train()
+    kw = {"every": 3, "out": tmp_path / "m", "metrics": "standard", "tensorboard": True}
+    on, draws_on, mon = train(kw)
+    assert len(mon.entries) == 9  # steps 0, 3, ..., 24
+    assert draws_on == draws_off
+    for k in off:
+        assert torch.equal(off[k], on[k]), k
+
+
+def test_log_lines_are_strict_json_and_equal_measure(tmp_path):
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, y = data()
+    mon = alignctl.Monitor(net, x[:40], y[:40], every=5, out=tmp_path / "m", test=(x[40:], y[40:]))
+    for step in range(11):
+        mon.step(step)
+        mon.step(step)  # twice at one step: measured once
+    want = alignctl.measure(net, x[:40], metrics=["centroid_alignment", "centroid_norm"])
+    with torch.no_grad():
+        net[0].weight.fill_(float("nan"))  # a diverged network: nulls, never NaN
+    mon.measure(12)
+    mon.close()
+    lines = (tmp_path / "m" / "alignment.jsonl").read_text().splitlines()
+    parse = lambda s: json.loads(s, parse_constant=lambda c: pytest.fail(f"{c} in the log"))  # noqa: E731
+    entries = [parse(ln) for ln in lines]
+    assert [e["step"] for e in entries] == [0, 5, 10, 12]
+    last_ok = entries[2]
+    for k, v in want.items():
+        assert last_ok["metrics"][k] == pytest.approx(float(v.double().mean()), rel=1e-6)
+        assert last_ok["metrics_std"][k] == pytest.approx(float(v.double().std(unbiased=False)))
+    assert last_ok["test_accuracy"] is not None and last_ok["time"] > 0
+    assert entries[3]["diverged"] and all(v is None for v in entries[3]["metrics"].values())
+    summary = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert summary["finished"] and summary["measurements"] == 4
+
+
+def test_tensorboard_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, mon = train({"every": 10, "out": tmp_path / "m", "tensorboard": True}, steps=21)
+    mon.close()
+    acc = EventAccumulator(str(tmp_path / "m" / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"alignment/centroid_alignment", "alignment/probe_accuracy"} <= set(tags)
+    steps = [e.step for e in acc.Scalars("alignment/centroid_alignment")]
+    assert steps == [0, 10, 20]
+
+
+def fit_mlp(tmp_path, **kw):
+    torch.manual_seed(0)
+    net = alignctl.MODELS.get("mlp")(**{k: v for k, v in MLP.items() if k != "arch"})
+    x, y = data()
+    opt = torch.optim.AdamW(net.parameters(), 1e-2)
+    with alignctl.Monitor(net, x[:48], y[:48], out=tmp_path / "m", **kw) as mon:
+        for step in range(31):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if mon.step(step):
+                break
+    return mon
+
+
+def test_checkpoints_analyse_to_the_monitor_values(tmp_path):
+    mon = fit_mlp(tmp_path, every=10, save_checkpoints=True, model_config=MLP)
+    r = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--metrics", "fast", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert [c["step"] for c in report["checkpoints"]] == [0, 10, 20, 30]
+    for got, want in zip(report["checkpoints"], mon.entries, strict=True):
+        for k, v in want["metrics"].items():
+            assert got["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7)
+        assert got["train_accuracy"] == pytest.approx(want["train_accuracy"])
+
+
+def test_checkpoints_without_a_model_config_say_what_is_missing(tmp_path):
+    with pytest.warns(UserWarning, match="needs the model"):
+        fit_mlp(tmp_path, every=10, save_checkpoints=True)
+    r = runner.invoke(app, ["analyze", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "model" in r.stderr
+
+
+def test_a_log_only_run_renders_as_a_report_with_gates(tmp_path):
+    mon = fit_mlp(tmp_path, every=10)
+    base = ["analyze", str(tmp_path / "m")]
+    r = runner.invoke(app, [*base, "--json", "-"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert [c["step"] for c in report["checkpoints"]] == [e["step"] for e in mon.entries]
+    assert report["recommendation"] == mon.recommendation()
+    assert report["verdict"] == mon.entries[-1]["verdict"]
+    table = runner.invoke(app, base)
+    assert table.exit_code == 0
+    assert "cent. align" in table.stdout and "recommendation" in table.stdout
+    gate = runner.invoke(app, [*base, "--fail-under", "centroid_alignment=2", "-q"])
+    assert gate.exit_code == 1
+    # a line being written (no newline yet) is left for later; a broken one is skipped
+    with open(tmp_path / "m" / "alignment.jsonl", "a") as fh:
+        fh.write('not json\n{"step": 99, "metr')
+    r = runner.invoke(app, [*base, "--json", "-"])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["checkpoints"]) == len(mon.entries)
+    assert "line" in r.stderr
+
+
+def test_stop_when_stop_stops_with_the_reason_logged(tmp_path, caplog):
+    # Thresholds that make every fitted-or-not network "generalising" with flat alignment:
+    # the real recommend() then says stop at the first measurement.
+    easy = {"fit": 0.0, "centroid_alignment": -1.0, "plateau": 1e9, "collapse": 0.0}
+    with caplog.at_level(logging.WARNING, logger="alignctl"):
+        mon = fit_mlp(tmp_path, every=10, stop_when="stop", verdict=easy)
+    assert mon.should_stop and [e["step"] for e in mon.entries] == [0]
+    assert "stopping at step 0" in mon.stop_reason and mon.stop_reason in caplog.text
+    assert json.loads((tmp_path / "m" / "run.json").read_text())["stopped"] == mon.stop_reason
+    # without stop_when the same recommendation never stops training
+    assert not fit_mlp(tmp_path, every=10, verdict=easy, overwrite=True).should_stop
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": 0}, "every"),
+        ({"stop_when": "later"}, "stop_when"),
+        ({"metrics": "nope"}, "nope"),
+        ({"out": None, "tensorboard": True}, "out folder"),
+        ({"save_checkpoints": True, "model_config": {**MLP, "hidden": [7]}}, "does not describe"),
+    ],
+)
+def test_bad_arguments_are_input_errors(tmp_path, kwargs, match):
+    net = alignctl.MODELS.get("mlp")(6, [16], 3)
+    x, y = data()
+    with pytest.raises(InputError, match=match):
+        alignctl.Monitor(net, x, y, **{"out": tmp_path / "m", **kwargs})
+
+
+def test_an_existing_log_is_kept_unless_overwrite(tmp_path):
+    fit_mlp(tmp_path, every=10)
+    before = (tmp_path / "m" / "alignment.jsonl").read_text()
+    with pytest.raises(InputError, match="overwrite"):
+        fit_mlp(tmp_path, every=10)
+    assert (tmp_path / "m" / "alignment.jsonl").read_text() == before
+    fit_mlp(tmp_path, every=15, overwrite=True)
+    assert len((tmp_path / "m" / "alignment.jsonl").read_text().splitlines()) == 3
