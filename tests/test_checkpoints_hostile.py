@@ -334,7 +334,7 @@ def test_zip_bombs_are_refused_before_inflating(tmp_path, where):
     assert target.stat().st_size < 2 * 2**20  # a ~1 MiB file declaring 1 GiB
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     err = analyze_fails([str(root)], "zip bomb", tmp_path)
-    assert target.name in err and "1.0 GiB" in err
+    assert target.name in err and ("1 GiB" in err or "1.0 GiB" in err)
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
     assert grown_mib < 256, f"peak memory grew {grown_mib:.0f} MiB"
 
