@@ -119,10 +119,14 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
         raise InputError("--regs needs at least one entry (the first is the baseline)")
     if len(set(regs)) != len(regs):
         raise InputError("--regs lists a regulariser twice")
+    from alignctl.train.regularisers import build_regulariser
+
     for r in regs:  # validate names and parameters before starting any worker
-        build_config(
+        cfg = build_config(
             config, task, [] if r in ("none", "baseline") else [r], seed_offset, max_epochs
         )
+        for spec in cfg.train["regularisers"]:
+            build_regulariser(spec)  # an unknown name fails here, not after the baseline ran
     max_epochs = max_epochs or int(
         build_config(config, task, [], seed_offset, None).train["epochs"]
     )
