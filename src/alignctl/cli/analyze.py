@@ -114,7 +114,7 @@ def analyze(
     stdout_taken = "-" in (json_out, csv_out, markdown)
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if sum(d == "-" for d in (json_out, csv_out, markdown)) + (fmt is not None) > 1:
+    if fmt is not None and stdout_taken:  # two of --json/--csv/--markdown -: check_outputs
         raise InputError("only one of --format, --json -, --csv -, --markdown - can use stdout")
     from alignctl.report.monitor_log import is_monitor_run, report_from_log
 
