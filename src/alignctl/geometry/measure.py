@@ -97,7 +97,8 @@ def _check_labels(y: torch.Tensor, n: int, n_classes: int) -> torch.Tensor:
 
 def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     if metrics is None:
-        return [m for m in METRICS.names() if has_labels or METRICS.get(m).needs != "label"]
+        return [m for m in METRICS.names() if not METRICS.get(m).opt_in
+                and (has_labels or METRICS.get(m).needs != "label")]  # fmt: skip
     names = list(metrics)
     for name in names:
         if METRICS.get(name).needs == "label" and not has_labels:
@@ -172,7 +173,8 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         model: any differentiable ``nn.Module`` mapping (n, ...) to (n, C) or (n,); token
             models follow the embed/forward_embedded protocol (module docstring).
         x: inputs (n, ...); y: integer labels (n,), needed by the label-row metrics.
-        metrics: names from ``alignctl.metrics.METRICS`` (default: all that the inputs allow).
+        metrics: names from ``alignctl.metrics.METRICS`` (default: all that the inputs allow,
+            except the opt-in ones such as ``local_complexity``).
         batch_size: samples per chunk (default: a 64 MiB Jacobian budget, at most 1024).
         device: ``auto`` (CUDA, then MPS, else CPU), ``cpu``, ``cuda`` or ``mps``.
         dtype: e.g. ``torch.float64`` for reference-grade values (the model is copied).
@@ -201,7 +203,9 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
                     n_classes = next(iter(parts.values())).shape[1]
                     yb = _check_labels(torch.as_tensor(y)[start : start + m], m, n_classes)
                     yb = yb.to(flat.device)
-                q = Quantities(flat, y=yb, **parts)
+                q = Quantities(flat, y=yb, f=f, inp=inp, **parts)
+            elif needs <= {"model"}:  # no derivative needed
+                q = Quantities(flat, f=f, inp=inp)
             else:
                 inp = inp.detach().requires_grad_(True)
                 out = _outputs(f(inp), m)
@@ -213,7 +217,8 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
                     yb = _check_labels(torch.as_tensor(y)[start : start + m], m, out.shape[1])
                     cots.append(_label_cotangent(yb.to(out.device), out.shape[1], out))
                     keys.append("jy")
-                q = Quantities(flat, **dict(zip(keys, _vjp_rows(out, inp, cots), strict=True)))
+                rows = dict(zip(keys, _vjp_rows(out, inp, cots), strict=True))
+                q = Quantities(flat, f=f, inp=inp.detach(), **rows)
             for name in names:
                 results[name].append(METRICS.get(name).fn(q).detach().cpu())
     return {name: torch.cat(vals) for name, vals in results.items()}

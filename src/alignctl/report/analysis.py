@@ -25,26 +25,29 @@ METRIC_SETS = {"fast": CENTROID, "standard": STANDARD}
 
 def resolve_metrics(spec: str | list[str] | None) -> list[str]:
     """``fast`` (centroid metrics: one backward pass per batch), ``standard`` (the table's),
-    ``full`` (every registered metric) or a comma-separated list of names."""
+    ``full`` (every registered metric but the opt-in ones) or a comma-separated list of
+    names and sets (``standard,local_complexity``)."""
     from alignctl.geometry.metrics import METRICS
 
-    if spec is None or spec == "standard":
+    if spec is None:
         return list(STANDARD)
-    if spec == "full":
-        return METRICS.names()
-    if isinstance(spec, str) and spec in METRIC_SETS:
-        return list(METRIC_SETS[spec])
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    for n in names:
-        METRICS.get(n)  # InputError naming the valid ones
+    sets = {**METRIC_SETS, "full": [m for m in METRICS.names() if not METRICS.get(m).opt_in]}
+    parts = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for part in parts:
+        for n in sets.get(part) or [part]:
+            METRICS.get(n)  # InputError naming the valid ones
+            if n not in names:
+                names.append(n)
     return names
 
 
 def _subset(x, y, samples: int | None):
+    """(x, y, indices) of a deterministic subset of ``samples`` (all when None)."""
     if not samples or samples >= len(x):
-        return x, y
+        return x, y, torch.arange(len(x))
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:samples].sort().values
-    return x[idx], y[idx]
+    return x[idx], y[idx], idx
 
 
 def _stats(values: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -69,8 +72,9 @@ def _model_error(e: Exception) -> InputError:
 def analyze(run, *, split: str = "train", samples: int | None = None, batch_size=None,
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
-            ) -> dict:  # fmt: skip
-    """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`)."""
+            keep_samples: bool = False) -> dict:  # fmt: skip
+    """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`). ``keep_samples``
+    adds the per-sample values under ``samples`` (see :func:`_samples`)."""
     from alignctl.evaluation.accuracy import noise_accuracy, predict
     from alignctl.evaluation.attacks import adversarial_accuracy
     from alignctl.evaluation.losses import accuracy
@@ -87,7 +91,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     if split == "test" and data.x_test is None:
         raise InputError("--split test: the data has no test split")
     xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-    xs, ys = _subset(xs, ys, samples)
+    xs, ys, kept = _subset(xs, ys, samples)
+    per_sample: list[dict | None] = []
     if robustness and not _attackable(data):
         raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
     t = thresholds(run.config.verdict)
@@ -104,6 +109,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
                  "metrics": {}, "metrics_std": {}, "train_accuracy": None,
                  "test_accuracy": None, "diverged": not is_finite_state(state)}  # fmt: skip
         del state
+        kept_values = None
         if not entry["diverged"]:
             try:
                 out = predict(model, data.x_train, dev)
@@ -121,6 +127,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
                 if "noise_std" in data.meta:  # the XOR cluster's criterion
                     entry["noise_accuracy"] = noise_accuracy(model, data, dev)
             entry["metrics"], entry["metrics_std"] = _stats(values)
+            if keep_samples:
+                kept_values = {k: v.double().tolist() for k, v in values.items()}
             entry["diverged"] = not torch.isfinite(out).all() or not all(
                 math.isfinite(v) for v in entry["metrics"].values()
             )
@@ -130,6 +138,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
                     steps=steps, input_range=(lo, hi),
                     generator=torch.Generator(dev).manual_seed(0),
                 )  # fmt: skip
+        per_sample.append(None if entry["diverged"] else kept_values)
         if entry["diverged"]:
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
@@ -152,4 +161,14 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         "recommendation": recommend(entries, t), "gates": [], "passed": True,
         "pgd": {"eps": eps, "alpha": alpha, "steps": steps} if robustness else None,
         "notes": list(getattr(run, "notes", [])),
+        "regularisers": list((getattr(run.config, "train", None) or {}).get("regularisers") or []),
+        "step_unit": "optimiser step" if (run.root / "run.json").is_file() else "step",
+        "thresholds": t,
+        **({"samples": _samples(ys, kept, per_sample)} if keep_samples else {}),
     }  # fmt: skip
+
+
+def _samples(ys: torch.Tensor, kept: torch.Tensor, per_sample: list) -> dict:
+    """``labels`` (n,) and ``indices`` (n,) of the measured samples in their split, and
+    ``metrics``: one {metric: [n values]} per checkpoint (None for a diverged one)."""
+    return {"labels": ys.tolist(), "indices": kept.tolist(), "metrics": per_sample}

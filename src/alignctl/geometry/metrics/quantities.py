@@ -17,10 +17,12 @@ import torch
 
 
 class Quantities:
-    """x: (n, d) flattened inputs; y: (n,) labels or None; the rest see the module docstring."""
+    """x: (n, d) flattened inputs; y: (n,) labels or None; f, inp: the network and the
+    chunk (n, ...) it takes, for ``needs="model"`` metrics; the rest see the module docstring."""
 
-    def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None):
-        self.x, self.y = x, y
+    def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None,
+                 f=None, inp=None):  # fmt: skip
+        self.x, self.y, self.f, self.inp = x, y, f, inp
         self._mu, self._jy, self.jac, self.jh, self.w, self._wx = mu, jy, jac, jh, w, wx
 
     @cached_property
