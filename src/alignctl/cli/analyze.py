@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, err_console, write_output
+from alignctl.cli.common import cli_errors, err_console, figure_link, parse_ints, write_output
 from alignctl.errors import GateFailed, InputError
 
 Opt = typer.Option
@@ -37,7 +37,18 @@ def analyze(
     ] = None,
     csv_out: Annotated[str | None, Opt("--csv", help="Write a CSV table (- = stdout).")] = None,
     markdown: Annotated[str | None, Opt(help="Write a Markdown summary (- = stdout).")] = None,
-    plot: Annotated[Path | None, Opt(help="Write metric trajectories as a PNG.")] = None,
+    plot: Annotated[
+        Path | None, Opt(help="Write metric trajectories as .png, .svg or .pdf.")
+    ] = None,
+    keep_samples: Annotated[
+        bool, Opt(help="Keep per-sample values in the JSON (under samples).")
+    ] = False,
+    dist: Annotated[
+        str | None, Opt(help="With --plot: per-sample distribution of METRIC (keeps samples).")
+    ] = None,
+    at: Annotated[
+        str | None, Opt(help="Steps for --dist, e.g. 0,400 (default first,last).")
+    ] = None,
     fail_under: Annotated[
         list[str] | None, Opt(help="Gate: METRIC=VALUE, last mean >= VALUE.")
     ] = None,
@@ -59,7 +70,14 @@ def analyze(
     from alignctl.report.gates import evaluate_gates, load_baseline
     from alignctl.runs.run import open_run
 
-    resolve_metrics(metrics)  # usage errors before any work
+    names = resolve_metrics(metrics)  # usage errors before any work
+    at_steps = parse_ints(at, "--at")
+    if dist is not None and (plot is None or dist not in names):
+        raise InputError("--dist METRIC needs --plot and a metric that is measured (--metrics)")
+    if plot is not None:
+        from alignctl.report.figures import check_format
+
+        check_format(plot)
     if baseline is not None:
         load_baseline(baseline)
     if require_verdict is not None:
@@ -80,6 +98,7 @@ def analyze(
             run, split=split, samples=samples, batch_size=batch_size, device=device,
             metrics=metrics, robustness=robustness, eps=eps, alpha=alpha, steps=pgd_steps,
             on_checkpoint=lambda entry, i, n: bar.update(task, completed=i),
+            keep_samples=keep_samples or dist is not None,
         )  # fmt: skip
     report["gates"] = evaluate_gates(
         report, fail_under=fail_under or (), fail_over=fail_over or (), baseline=baseline,
@@ -89,7 +108,7 @@ def analyze(
     if not quiet:
         for note in report.get("notes", []):
             typer.echo(f"note: {note}", err=True)
-    _emit(report, json_out, csv_out, markdown, plot, quiet or stdout_taken)
+    _emit(report, json_out, csv_out, markdown, (plot, dist, at_steps), quiet or stdout_taken)
     failed = [g for g in report["gates"] if not g["passed"]]
     for g in failed:
         typer.echo(f"gate failed: {g['rule']}: value {g['value']}", err=True)
@@ -97,9 +116,12 @@ def analyze(
         raise GateFailed()
 
 
-def _emit(report, json_out, csv_out, markdown, plot, quiet) -> None:
+def _emit(report, json_out, csv_out, markdown, figure, quiet) -> None:
     from alignctl.report import render
 
+    plot, dist, at = figure
+    if plot:
+        render.plot(report, plot, dist=dist, at=at)
     if not quiet:
         from rich.console import Console
 
@@ -113,9 +135,8 @@ def _emit(report, json_out, csv_out, markdown, plot, quiet) -> None:
     if csv_out:
         write_output(csv_out, render.to_csv(report))
     if markdown:
-        write_output(markdown, render.to_markdown(report))
-    if plot:
-        render.plot(report, plot)
+        link = f"\n![alignctl analyze]({figure_link(plot, markdown)})\n" if plot else ""
+        write_output(markdown, render.to_markdown(report) + link)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a") as fh:

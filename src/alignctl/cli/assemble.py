@@ -46,10 +46,12 @@ def main() -> None:
 
 def _assemble() -> None:
     """Each command module defines plain functions; the app is assembled only here."""
-    from alignctl.cli import analyze, metrics, race, train
+    from alignctl.cli import analyze, compare, geometry, metrics, race, train
 
     app.command("metrics")(metrics.metrics_cmd)
     app.command()(analyze.analyze)
+    app.command()(compare.compare)
+    app.command("geometry")(geometry.geometry_cmd)
     app.command()(race.race)
     app.command()(train.train)
 

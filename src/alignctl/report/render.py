@@ -135,38 +135,9 @@ def to_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(report: dict, path) -> None:
-    """Metric trajectories over steps (matplotlib, from the ``plot`` extra)."""
-    from alignctl.errors import InputError
+def plot(report: dict, path, *, dist: str | None = None, at=None) -> None:
+    """Metric trajectories over steps, optionally with per-sample distributions of ``dist``
+    at steps ``at`` (matplotlib, from the ``plot`` extra): :mod:`alignctl.report.figures`."""
+    from alignctl.report.figures.pages import plot_report
 
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'alignctl[plot]'") from None
-    cks = report["checkpoints"]
-    steps = [c["step"] for c in cks]
-    names = [k for k, _ in _columns(report)]
-    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(7, 2.0 * (len(names) + 1)), sharex=True)
-    for key in ("train_accuracy", "test_accuracy", "adversarial_accuracy"):
-        vals = [c.get(key) for c in cks]
-        if any(v is not None for v in vals):
-            axes[0].plot(steps, [float("nan") if v is None else v for v in vals], label=key)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=7)
-    for ax, k in zip(axes[1:], names, strict=True):
-        ax.plot(
-            steps, [float("nan") if c["metrics"].get(k) is None else c["metrics"][k] for c in cks]
-        )
-        ax.set_ylabel(k, fontsize=7)
-    axes[-1].set_xlabel("step")
-    if max(steps, default=0) > 100 and min(steps, default=0) >= 0:
-        axes[-1].set_xscale("symlog")
-    fig.suptitle(f"{report['path']}: {report['verdict']}")
-    fig.tight_layout()
-    from alignctl.runs.atomic import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    plot_report(report, path, dist=dist, at=at)
