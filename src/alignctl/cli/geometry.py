@@ -62,6 +62,8 @@ def geometry_cmd(
         write_output(json_out, json.dumps(summary, indent=2) + "\n")
     if json_out != "-":
         for s in summary:
-            what = f"{s['regions']} linear regions" if s["piecewise_linear"] else s["note"]
+            grid = f"{s['resolution']}x{s['resolution']} grid"
+            what = f"{s['regions']} linear regions seen on a {grid}"
+            what = what if s["piecewise_linear"] else s["note"]
             typer.echo(f"step {s['step']}: {what} on the slice through samples {s['samples']}")
         typer.echo(f"wrote {out}")

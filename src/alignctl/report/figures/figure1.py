@@ -102,7 +102,8 @@ def slice_panels(run, steps, samples, *, split="train", resolution=300, pad=0.3)
         field = None if part.piecewise_linear else _field(model, flat3, part)
         acc = _accuracies(model, data, predict)
         unit = "step" if ref.step is None else f"step {ref.step}"
-        what = f"{part.n_regions} linear regions" if part.piecewise_linear else part.note
+        grid = f"{resolution}x{resolution} grid"
+        what = f"{part.n_regions} linear regions on a {grid}" if part.piecewise_linear else part.note
         panels.append(SlicePanel(
             title=f"{unit}: {acc}\n{what}", a=part.a.numpy(), b=part.b.numpy(),
             region=part.region.numpy(), label=part.label.numpy(), inputs=flat3.numpy(),
@@ -110,7 +111,8 @@ def slice_panels(run, steps, samples, *, split="train", resolution=300, pad=0.3)
         ))  # fmt: skip
         summary.append({"checkpoint": ref.name, "step": ref.step, "samples": idx,
                         "piecewise_linear": part.piecewise_linear, "note": part.note,
-                        "regions": part.n_regions, "centroids": mu.tolist()})  # fmt: skip
+                        "regions": part.n_regions, "resolution": resolution,
+                        "centroids": mu.tolist()})  # fmt: skip
     return panels, summary
 
 
@@ -156,5 +158,5 @@ def geometry_figure(run, path, *, steps=None, samples=None, split="train", resol
         raise InputError(f"image shape {img} does not hold {panels[0].centroids.shape[1]} values")
     name = run.root.name
     fig = slice_figure(panels, img, f"{name}: slice through samples {summary[0]['samples']}")
-    save(fig, path, dpi=110)
+    save(fig, path, dpi=100)
     return summary
