@@ -102,8 +102,8 @@ def slice_panels(run, steps, samples, *, split="train", resolution=300, pad=0.3)
         field = None if part.piecewise_linear else _field(model, flat3, part)
         acc = _accuracies(model, data, predict)
         unit = "step" if ref.step is None else f"step {ref.step}"
-        grid = f"{resolution}x{resolution} grid"
-        what = f"{part.n_regions} linear regions on a {grid}" if part.piecewise_linear else part.note
+        what = f"{part.n_regions} linear regions on a {resolution}x{resolution} grid"
+        what = what if part.piecewise_linear else part.note
         panels.append(SlicePanel(
             title=f"{unit}: {acc}\n{what}", a=part.a.numpy(), b=part.b.numpy(),
             region=part.region.numpy(), label=part.label.numpy(), inputs=flat3.numpy(),
