@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignctl.report.figures import check_format, save
+from alignctl.report.figures import COLORS, check_format, save
 from alignctl.report.figures.distributions import check_dist, draw_distribution
 from alignctl.report.figures.trajectories import Series, trajectories_figure
 
@@ -34,4 +34,4 @@ def plot_report(report: dict, path, *, dist: str | None = None, at=None) -> None
     """``analyze --plot``: every metric of one run, titled with the run's name and verdict."""
     name = Path(str(report.get("path", "run"))).name or "run"
     title = f"{name}: {report.get('verdict') or '-'}"
-    plot_runs([Series(name, report)], path, title=title, dist=dist, at=at)
+    plot_runs([Series(name, report, COLORS[1])], path, title=title, dist=dist, at=at)

@@ -46,10 +46,15 @@ class Series:
 
 
 def available(runs: list[Series], wanted=None) -> list[str]:
-    """The panels to draw: ``wanted`` (default: the story, else every metric) that some run
-    has, in order."""
-    names = {n for s in runs for n in s.report.get("metric_names") or []}
-    keys = list(wanted) if wanted else list(STORY) if len(runs) > 1 else list(PANELS)
+    """The panels to draw, among those some run has: ``wanted``; by default the story for
+    several runs, every metric for one."""
+    names = [n for s in runs for n in s.report.get("metric_names") or []]
+    if wanted:
+        keys = list(wanted)
+    elif len(runs) > 1:
+        keys = list(STORY)
+    else:  # one run: every metric it has, known ones in the panel order, then the rest
+        keys = list(PANELS) + [n for n in names if n not in PANELS]
     return [k for k in keys if k == "accuracy" or k in names]
 
 
