@@ -245,10 +245,12 @@ def main() -> None:
 
 def _assemble() -> None:
     """Each command module defines plain functions; the app is assembled only here."""
-    from alignctl.cli import analyze, metrics, race, train
+    from alignctl.cli import analyze, compare, geometry, metrics, race, train
 
     app.command("metrics", cls=Command)(metrics.metrics_cmd)
     app.command(cls=Command)(analyze.analyze)
+    app.command(cls=Command)(compare.compare)
+    app.command("geometry", cls=Command)(geometry.geometry_cmd)
     app.command(cls=Command)(race.race)
     app.command(cls=Command)(train.train)
 
