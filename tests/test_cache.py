@@ -42,6 +42,8 @@ def add_checkpoint(root: Path, step: int, seed: int | None = None) -> Path:
 
 
 def analyze(path, *extra):
+    if "--cache" not in extra and "--no-cache" not in extra:  # the cache is opt-in
+        extra = (*extra, "--cache", str(Path(path) / ".alignctl-cache"))
     r = runner.invoke(app, ["analyze", str(path), "--json", "-", *extra])
     assert r.exit_code == 0, (r.stdout, r.stderr)
     return json.loads(r.stdout)

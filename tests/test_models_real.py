@@ -459,7 +459,8 @@ def test_scale_invariant_metrics_at_extreme_weight_scales(scale, metrics):
     notes = []
     got = alignctl.measure(_scaled_mlp(scale), x, y, metrics=metrics, notes=notes)
     for name, v in got.items():
-        want = base[name] * (scale**2 if name in ("jacobian_norm", "centroid_norm") else 1.0)
+        norms = ("jacobian_norm", "centroid_norm", "centred_norm", "centred_label_norm")
+        want = base[name] * (scale**2 if name in norms else 1.0)
         if name in ("centroid_inner", "jacobian_inner"):
             want = base[name] * scale**2
         np.testing.assert_allclose(v.double().numpy(), want.numpy(), rtol=1e-4, atol=1e-5,

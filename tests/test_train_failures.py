@@ -213,15 +213,18 @@ def test_race_counts_a_diverged_pair_as_censored():
     assert ga["censored"] and ga["bound"] == "upper" and base["diverged"] == 0
 
 
-def test_a_race_whose_runs_diverge_finishes_with_strict_json(tmp_path):
+def test_a_race_pair_that_diverges_is_recorded_and_censored(tmp_path):
+    from alignctl.train.race import train_pair
+
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(_cfg(optimizer={"name": "sgd", "lr": 1e30})))
-    r = runner.invoke(app, ["race", "--config", str(cfg), "--regs", "none,orthograd",
-                            "--seeds", "1", "--max-epochs", "3", "--out", str(tmp_path / "race"),
-                            "--json", str(tmp_path / "r.json"), "--quiet"])  # fmt: skip
-    assert r.exit_code == 0, r.stderr
-    rows = _strict((tmp_path / "r.json").read_text())["rows"]
-    assert all(row["diverged"] == 1 and row["grokked"] == 0 for row in rows)
+    job = {"reg": "none", "seed": 0, "dir": str(tmp_path / "pair"), "task": None,
+           "config": cfg, "max_epochs": 3, "device": "cpu", "threads": 1}  # fmt: skip
+    summary = train_pair(job)  # in-process: the worker's code without a worker
+    assert summary["status"] == "diverged" and summary["race_done"]
+    assert _strict((tmp_path / "pair/run.json").read_text()) == summary
+    (row,) = table({("none", 0): summary}, ["none"], [0], max_epochs=3)
+    assert row["grokked"] == 0 and row["diverged"] == 1 and row["mean_epochs"] == 3
 
 
 _json_like = st.recursive(

@@ -102,7 +102,8 @@ def analyze(
         bool, Opt(help="Watch the run while it trains; analyse checkpoints as they land.")
     ] = False,
     cache: Annotated[
-        Path | None, Opt(help="Per-checkpoint results cache (default RUN/.alignctl-cache).")
+        Path | None,
+        Opt(help="Keep per-checkpoint results in DIR; re-runs measure only new checkpoints."),
     ] = None,
     no_cache: Annotated[bool, Opt("--no-cache", help="Neither read nor write the cache.")] = False,
 ) -> None:
@@ -149,7 +150,9 @@ def analyze(
         check_run_labels(run)
         return run
 
-    cache_at = lambda run: None if no_cache else (cache or Path(run.root) / ".alignctl-cache")  # noqa: E731
+    # opt-in: a cache hit skips reading the checkpoint, so its notes (keys ignored, objects
+    # replaced) are not repeated; users who want incremental runs say where to keep it
+    cache_at = lambda run: None if no_cache or cache is None else cache  # noqa: E731
     options = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
                    steps=pgd_steps, output=output, max_memory=max_memory,

@@ -184,7 +184,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
             "batch_size": batch_size, "robustness": robustness, "pgd": pgd,
             "keep_samples": keep_samples}  # fmt: skip
-    entries, n_classes, notes, measured = [], None, list(getattr(run, "notes", [])), False
+    entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
         state, meta = run.load_checkpoint(model, ref)  # notes: keys ignored, EMA present...
@@ -228,7 +228,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
                                     config_train=run.config.train),
         "gates": [], "passed": True,
         "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
-        "notes": notes,
+        # run.notes grows while checkpoints load (keys ignored, objects replaced): read it now
+        "notes": list(dict.fromkeys([*getattr(run, "notes", []), *notes])),
         "regularisers": list((getattr(run.config, "train", None) or {}).get("regularisers") or []),
         "thresholds": t,
         **({"samples": _samples(ys, kept, per_sample)} if opts["keep_samples"] else {}),

@@ -209,6 +209,8 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
     context = {
         "alignctl": __version__, "code": code_fingerprint(), "data": data_digest(run.load_data()),
         "model": _model_material(run), "metrics": names,
+        # which weights are read (raw / EMA copy / a state key) changes every number
+        "weights": getattr(run, "weights", None), "state_key": getattr(run, "state_key", None),
         "options": {**{k: v for k, v in options.items() if k != "metrics"},
                     "device": str(resolve_device(options.get("device")))},
     }  # fmt: skip

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alignctl.errors import InputError
-from alignctl.report.monitor_log import LOG_NAME, is_monitor_run, report_from_log
+from alignctl.report.monitor_log import LOG_NAME, is_monitor_run, read_log, report_from_log
 
 
 def _is_own_file(path: Path) -> bool:
@@ -174,7 +174,7 @@ def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[
             if is_monitor_run(root):
                 log = root / LOG_NAME
                 state = log.stat().st_size
-                if state != shown:
+                if state != shown and read_log(log)[0]:  # created, maybe no line yet
                     shown, report = state, report_from_log(root)
                     on_report(report)
             else:

@@ -109,8 +109,15 @@ def recommendation(entries: list[dict], t: dict) -> dict:
 
 
 def is_monitor_run(path: Path) -> bool:
-    """A folder holding ``alignment.jsonl`` and no checkpoints to analyse."""
-    path = Path(path)
+    """A folder holding ``alignment.jsonl`` and no checkpoints to analyse. A folder that cannot
+    be read is not one: opening it as a run then says why, in one line."""
+    try:
+        return _is_monitor_run(Path(path))
+    except OSError:
+        return False
+
+
+def _is_monitor_run(path: Path) -> bool:
     if not path.is_dir() or not (path / LOG_NAME).is_file():
         return False
     from alignctl.runs.checkpoints import CHECKPOINT_SUFFIXES

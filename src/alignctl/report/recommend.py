@@ -38,7 +38,7 @@ def _finite(v) -> bool:
 
 def _third(values: list[float]) -> tuple[float, float]:
     """(value a third of the run before the end, last value)."""
-    k = max(1, len(values) // 3)
+    k = min(max(1, len(values) // 3), len(values) - 1)  # one value: (it, it), no trend
     return values[-1 - k], values[-1]
 
 

@@ -266,13 +266,13 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
 def load_config(path: Path) -> Config:
     """Read and validate ``alignctl.yaml``; relative paths inside are relative to its folder.
     Size, nesting and aliases are limited (:mod:`alignctl.runs.safe_yaml`)."""
-    from alignctl.runs.safe_yaml import load_text
+    from alignctl.runs.safe_yaml import MAX_BYTES, load_text
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"config file {path} not found")
     # a regular file, size capped before reading; then YAML with limits on aliases and depth
-    d = load_text(read_text_capped(path, "config file"), str(path))
+    d = load_text(read_text_capped(path, "config file", limit=MAX_BYTES), str(path))
     cfg = config_from_dict(d, path.resolve().parent, source=str(path))
     cfg.path = path
     return cfg

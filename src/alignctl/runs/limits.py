@@ -56,7 +56,8 @@ def read_budget() -> int:
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            whole = unit == "B" or float(n).is_integer()  # "1 MiB", "1.7 MiB"
+            return f"{n:.0f} {unit}" if whole else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"  # unreachable
 

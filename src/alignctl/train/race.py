@@ -63,7 +63,7 @@ def train_pair(job: dict) -> dict:
     cfg = build_config(job["config"], job["task"], regs, job["seed"], job["max_epochs"])
     run = Path(job["dir"])
     trainer = Trainer(run, cfg, job["device"])
-    set_threads(trainer, job["threads"], limit=job["max_threads"])
+    set_threads(trainer, job.get("threads"), limit=job.get("max_threads"))
     with RunLock(run):
         try:
             prepare_run_dir(run, force=True)

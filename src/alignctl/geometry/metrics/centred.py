@@ -25,25 +25,29 @@ from alignctl.geometry.metrics import Quantities, ratio, register_metric
 
 
 def _centred(q: Quantities) -> dict[str, torch.Tensor]:
-    """The centred label row J_c,y (n, d), J_c x (n, C) and |J_c|_F^2 (n,), formed directly
-    from the centred rows (never as |J|^2 - |mu|^2 / C, which cancels catastrophically in
-    float32 exactly when the logit sum dominates); cached on ``q``."""
+    """In units of the per-sample power-of-two scales of J and x (exact; see
+    :func:`alignctl.geometry.metrics.quantities.pow2_scale`), so that no product overflows or
+    underflows: the centred label row J_c,y (n, d), J_c x (n, C), |J_c|_F^2 (n,), and the
+    scale of J (n,). Formed from the centred rows (never as |J|^2 - |mu|^2 / C, which cancels
+    catastrophically in float32 exactly when the logit sum dominates); cached on ``q``."""
     cached = q.__dict__.get("_centred_cache")
     if cached is not None:
         return cached
     rows = torch.arange(q.x.shape[0], device=q.x.device)
     if q.jac is not None:
-        jc = q.jac if q.n_classes == 1 else q.jac - q.jac.mean(dim=1, keepdim=True)  # (n, C, d)
+        js = q.js
+        jc = js if q.n_classes == 1 else js - js.mean(dim=1, keepdim=True)  # (n, C, d)
         fro2 = jc.pow(2).sum(dim=(1, 2))
-        jcx = torch.bmm(jc, q.x.unsqueeze(-1)).squeeze(-1)
+        jcx = torch.bmm(jc, q.xs.unsqueeze(-1)).squeeze(-1)
         row_of = lambda y: jc[rows, y]  # noqa: E731
     else:  # J = J_h W: centre J_h (the centring acts on the output side)
-        jh = q.jh if q.n_classes == 1 else q.jh - q.jh.mean(dim=1, keepdim=True)  # (n, C, k)
-        a = jh @ (q.w @ q.w.T)
+        jhs = q.jhs
+        jh = jhs if q.n_classes == 1 else jhs - jhs.mean(dim=1, keepdim=True)  # (n, C, k)
+        a = jh @ (q.ws @ q.ws.T)
         fro2 = (a * jh).sum(dim=(1, 2))
-        jcx = torch.bmm(jh, q._wx.unsqueeze(-1)).squeeze(-1)
-        row_of = lambda y: jh[rows, y] @ q.w  # noqa: E731
-    out = {"jcx": jcx, "fro2": fro2.clamp_min(0)}
+        jcx = torch.bmm(jh, q.wxs.unsqueeze(-1)).squeeze(-1)
+        row_of = lambda y: jh[rows, y] @ q.ws  # noqa: E731
+    out = {"jcx": jcx, "fro2": fro2.clamp_min(0), "scale": q.j_scale}
     if q.y is not None:
         if q.n_classes == 1:
             out["row"] = q._label_sign().unsqueeze(-1) * row_of(torch.zeros_like(q.y))
@@ -58,25 +62,27 @@ def centred_label_alignment(q: Quantities):
     """cos(x, J_c,y) with J_c,y = J_y - mu / C, the label row of the centred Jacobian
     (= cos(x, J_y - mean_{k != y} J_k), the mean-margin gradient); 0 when a norm is 0.
     Invariant to adding any g(x) to every logit. Scalar outputs: cos(x, +-J)."""
-    c = _centred(q)
-    return ratio((q.x * c["row"]).sum(-1), q.x_norm * c["row"].norm(dim=-1))
+    c = _centred(q)  # a cosine: the scales cancel
+    return ratio((q.xs * c["row"]).sum(-1), q._xs_norm * c["row"].norm(dim=-1))
 
 
 @register_metric("centred_label_norm", needs="jacobian", labels=True)
 def centred_label_norm(q: Quantities):
     """|J_c,y|_2 = |J_y - mu / C|, (C - 1) / C times the mean-margin gradient's norm."""
-    return _centred(q)["row"].norm(dim=-1)
+    c = _centred(q)
+    return q._real(c["row"].norm(dim=-1), c["scale"])
 
 
 @register_metric("centred_alignment_full", needs="jacobian")
 def centred_alignment_full(q: Quantities):
     """|J_c x_hat|^2 / |J_c|_F^2 in [0, 1], x_hat = x / |x|: ``jacobian_alignment_full`` of the
     centred Jacobian (every centred row parallel to x gives 1). 0 when x = 0 or J_c = 0."""
-    c = _centred(q)
-    return ratio(c["jcx"].pow(2).sum(-1), q.x_norm.pow(2) * c["fro2"]).clamp(0, 1)
+    c = _centred(q)  # a ratio: the scales cancel
+    return ratio(c["jcx"].pow(2).sum(-1), q._xs_norm.pow(2) * c["fro2"]).clamp(0, 1)
 
 
 @register_metric("centred_norm", needs="jacobian")
 def centred_norm(q: Quantities):
     """|J_c|_F, the part of the Jacobian's norm that the softmax sees."""
-    return _centred(q)["fro2"].sqrt()
+    c = _centred(q)
+    return q._real(c["fro2"].sqrt(), c["scale"])

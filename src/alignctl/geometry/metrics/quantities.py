@@ -63,6 +63,7 @@ class Quantities:
         self.f, self.inp = f, inp
         self.xs, self.x_scale = pow2_scale(x, 1)
         self._mu, self._jy, self.jac, self.jh = mu, jy, jac, jh
+        self.w, self._wx = w, wx  # unscaled, for metrics that form J_h W themselves
         if jac is not None:
             self.js, self.j_scale = pow2_scale(jac, (1, 2))
         elif jh is not None:
