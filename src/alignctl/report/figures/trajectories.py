@@ -127,8 +127,9 @@ def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
                                 rotation=90, va="bottom", ha="right", fontsize=6,
                                 color=s.color)  # fmt: skip
         title, tkey = PANELS.get(key, (key, None))
-        if tkey is not None:
-            _threshold(ax, tkey, _thresholds(runs[0].report)[tkey])
+        thresholds = _thresholds(runs[0].report)
+        if tkey is not None and tkey in thresholds:  # the 0.2 rules dropped some thresholds
+            _threshold(ax, tkey, thresholds[tkey])
         ax.set_title(title, loc="left")
         steps = [st for s in runs for st in s.steps]
         if steps and max(steps) > 100 and min(steps) >= 0:
