@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, err_console, figure_link, parse_ints, write_output
+from alignctl.cli.common import check_outputs, cli_errors, err_console, figure_link, parse_ints
 from alignctl.errors import InputError
 
 Opt = typer.Option
@@ -17,7 +17,8 @@ Opt = typer.Option
 @cli_errors
 def compare(
     runs: Annotated[
-        list[Path], typer.Argument(help="Two or more runs: analyze --json reports or run dirs.")
+        list[Path],
+        typer.Argument(metavar="RUN", help="Two or more runs: analyze --json reports or run dirs."),
     ],
     json_out: Annotated[
         str | None, Opt("--json", help="Write the comparison as JSON (- = stdout).")
@@ -51,8 +52,6 @@ def compare(
 
     if len(runs) < 2:
         raise InputError("compare needs at least two runs")
-    if sum(d == "-" for d in (json_out, markdown)) > 1:
-        raise InputError("only one of --json, --markdown can write to stdout (-)")
     resolve_metrics(metrics)
     at_steps = parse_ints(at, "--at")
     panel_keys = _panels(panels)
@@ -62,6 +61,8 @@ def compare(
         check_format(plot)
     if dist is not None and plot is None:
         raise InputError("--dist needs --plot")
+    outputs = check_outputs({"--json": json_out, "--markdown": markdown, "--plot": plot},
+                            files_only=("--plot",))  # fmt: skip
     kwargs = {"metrics": metrics, "samples": samples, "device": device,
               "keep_samples": dist is not None}  # fmt: skip
     reports, console = [], err_console()
@@ -75,14 +76,17 @@ def compare(
         from alignctl.report.figures.pages import plot_runs
 
         text = title if title is not None else " vs ".join(s.label for s in series)
-        plot_runs(series, plot, panels=panel_keys, title=text, dist=dist, at=at_steps)
+
+        def draw(path):
+            plot_runs(series, path, panels=panel_keys, title=text, dist=dist, at=at_steps)
+
+        outputs.call("--plot", draw)
     if not (quiet or "-" in (json_out, markdown)):
         _print_table(result)
-    if json_out:
-        write_output(json_out, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    if markdown:
-        link = figure_link(plot, markdown) if plot is not None else None
-        write_output(markdown, cmp.to_markdown(result, link))
+    link = figure_link(plot, markdown) if plot is not None and markdown else None
+    outputs.write("--json", lambda: json.dumps(result, indent=2, allow_nan=False) + "\n")
+    outputs.write("--markdown", lambda: cmp.to_markdown(result, link))
+    outputs.finish()
 
 
 def _panels(text: str | None) -> list[str] | None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import cli_errors, parse_ints, write_output
+from alignctl.cli.common import check_outputs, cli_errors, parse_ints
 from alignctl.errors import InputError
 
 Opt = typer.Option
@@ -55,11 +55,15 @@ def geometry_cmd(
     if split not in ("train", "test"):
         raise InputError(f"unknown split {split!r}; valid: train, test")
     shape = parse_ints(image_shape, "--image-shape")
+    outputs = check_outputs({"--out": out, "--json": json_out}, files_only=("--out",))
     run = open_run(path, config=config)
-    summary = geometry_figure(run, out, steps=chosen, samples=idx, split=split,
-                              resolution=resolution, pad=pad, shape=shape)  # fmt: skip
-    if json_out:
-        write_output(json_out, json.dumps(summary, indent=2) + "\n")
+    summary: list = []
+    outputs.call("--out", lambda p: summary.extend(
+        geometry_figure(run, p, steps=chosen, samples=idx, split=split, resolution=resolution,
+                        pad=pad, shape=shape)))  # fmt: skip
+    outputs.finish()
+    outputs.write("--json", lambda: json.dumps(summary, indent=2) + "\n")
+    outputs.finish()
     if json_out != "-":
         for s in summary:
             grid = f"{s['resolution']}x{s['resolution']} grid"

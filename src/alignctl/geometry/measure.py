@@ -231,11 +231,13 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
                     if reason:
                         _note(notes, reason)
                         exact_spectrum = True
-                q = Quantities(flat, y=yb, exact_spectrum=exact_spectrum, f=f, inp=inp, **parts)
+                q = Quantities(flat, y=yb, exact_spectrum=exact_spectrum, f=f, inp=inp,
+                               module=plan.front.model, **parts)  # fmt: skip
             elif needs <= {"model"}:  # no derivative needed
-                q = Quantities(flat, f=f, inp=inp)
+                q = Quantities(flat, f=f, inp=inp, module=plan.front.model)
             else:
                 q = _vjp_quantities(f, inp, flat, y, start, needs)
+                q.module = plan.front.model
             for name in names:
                 results[name].append(METRICS.get(name).fn(q).detach().cpu())
             first = False

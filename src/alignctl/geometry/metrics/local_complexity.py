@@ -47,12 +47,16 @@ def _module_of(f) -> torch.nn.Module:
 
 
 def local_complexity(f, inp: torch.Tensor, *, radius: float = RADIUS, n_dir: int = DIRECTIONS,
-                     seed: int = SEED) -> torch.Tensor:  # fmt: skip
+                     seed: int = SEED, module=None) -> torch.Tensor:  # fmt: skip
     """LC of every input (module docstring): f maps inp (n, ...) to outputs; returns (n,) in
-    inp's dtype. Raises InputError for networks that are not piecewise linear."""
+    inp's dtype. ``module``: the nn.Module whose layers f runs (default: f itself, or the
+    module a bound method belongs to). Raises InputError for networks that are not piecewise
+    linear."""
     from alignctl.geometry.regions import record_patterns, scan
 
-    model = _module_of(f)
+    model = module if module is not None else _module_of(f)
+    if not isinstance(model, torch.nn.Module):
+        raise InputError("local_complexity needs the network's nn.Module (module=...)")
     _, smooth = scan(model)
     if smooth:
         raise InputError(
@@ -99,4 +103,4 @@ def _check_affine(out: torch.Tensor, count: torch.Tensor, p: int) -> None:
 def local_complexity_metric(q: Quantities):
     """Linear-region boundaries crossing a cross-polytope of radius 0.05|x| around x
     (Humayun et al. 2024; 8 random directions, seeded). Opt-in."""
-    return local_complexity(q.f, q.inp)
+    return local_complexity(q.f, q.inp, module=q.module)

@@ -22,37 +22,40 @@ RC = {
 }  # fmt: skip
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend, or InputError with the install hint."""
+def pyplot(what: str = "--plot"):
+    """matplotlib.pyplot on the Agg backend, or InputError with the install hint (``what``
+    names the option that needs it)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InputError("figures need matplotlib: pip install 'alignctl[plot]'") from None
+        from alignctl.errors import missing_extra
+
+        raise missing_extra(what, "matplotlib", "plot") from None
     plt.rcParams.update(RC)
     return plt
 
 
 def check_format(path) -> str:
-    """The format named by the suffix of ``path`` (png, svg or pdf), else InputError."""
-    fmt = Path(path).suffix.lower().lstrip(".")
+    """The format named by the suffix of ``path`` (png, svg or pdf); a name without a suffix
+    (``/dev/stdout``, a pipe, a device) gets PNG; any other suffix is an InputError."""
+    fmt = Path(path).suffix.lower().lstrip(".") or "png"
     if fmt not in FORMATS:
         raise InputError(f"{path}: a figure must end in .png, .svg or .pdf")
     return fmt
 
 
 def save(fig, path, dpi: int = 100) -> None:
-    """Write ``fig`` atomically in the format of ``path``'s suffix, then close it."""
+    """Write ``fig`` atomically in the format of ``path``'s suffix, then close it. OSErrors
+    propagate: the command's output guard names the option and keeps the old file."""
     from alignctl.runs.atomic import atomic_write
 
     fmt = check_format(path)
     plt = pyplot()
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         plt.close(fig)
 
