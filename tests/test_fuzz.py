@@ -249,6 +249,15 @@ def _argv(world, command: str, pairs: list[tuple[str, str | None]], new: Path) -
             str(new),
         ],  # fmt: skip
         "metrics": ["metrics"],
+        "compare": ["compare", str(world["run"]), str(world["run"]), "--metrics", "fast"],
+        "geometry": [
+            "geometry",
+            str(world["run"]),
+            "--out",
+            str(new) + ".png",
+            "--resolution",
+            "32",
+        ],
     }[command]
     argv = list(fixed)
     for opt, value in pairs:

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import check_outputs, cli_errors, err_console, note_line
+from alignctl.cli.common import (
+    check_outputs,
+    cli_errors,
+    err_console,
+    figure_link,
+    note_line,
+    parse_ints,
+)
 from alignctl.errors import GateFailed, InputError
 
 Opt = typer.Option
@@ -47,7 +54,18 @@ def analyze(
     ] = None,
     csv_out: Annotated[str | None, Opt("--csv", help="Write a CSV table (- = stdout).")] = None,
     markdown: Annotated[str | None, Opt(help="Write a Markdown summary (- = stdout).")] = None,
-    plot: Annotated[Path | None, Opt(help="Write metric trajectories as a PNG.")] = None,
+    plot: Annotated[
+        Path | None, Opt(help="Write metric trajectories as .png, .svg or .pdf.")
+    ] = None,
+    keep_samples: Annotated[
+        bool, Opt(help="Keep per-sample values in the JSON (under samples).")
+    ] = False,
+    dist: Annotated[
+        str | None, Opt(help="With --plot: per-sample distribution of METRIC (keeps samples).")
+    ] = None,
+    at: Annotated[
+        str | None, Opt(help="Steps for --dist, e.g. 0,400 (default first,last).")
+    ] = None,
     fail_under: Annotated[
         list[str] | None, Opt(help="Gate: METRIC=VALUE, last mean >= VALUE.")
     ] = None,
@@ -98,6 +116,13 @@ def analyze(
 
     # every usage error before any work: options, gates, then the outputs' destinations
     names = resolve_metrics(metrics)
+    at_steps = parse_ints(at, "--at")
+    if dist is not None and (plot is None or dist not in names):
+        raise InputError("--dist METRIC needs --plot and a metric that is measured (--metrics)")
+    if plot is not None:
+        from alignctl.report.figures import check_format
+
+        check_format(plot)
     check_pgd(eps, alpha)
     if max_memory is not None:
         from alignctl.geometry.memory import parse_bytes
@@ -131,7 +156,7 @@ def analyze(
     options = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
                    steps=pgd_steps, output=output, max_memory=max_memory,
-                   threads=threads)  # fmt: skip
+                   threads=threads, keep_samples=keep_samples or dist is not None)  # fmt: skip
     if follow:
         report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken)
     elif is_monitor_run(path) and not (config or model or data):
@@ -145,7 +170,8 @@ def analyze(
                       disable=quiet or not console.is_terminal) as bar:  # fmt: skip
             task = bar.add_task("checkpoints", total=len(run.checkpoints))
             report = run_analysis(
-                run, **options, cache=cache_at(run),
+                # per-sample values are not cached: they would cover only new checkpoints
+                run, **options, cache=None if options["keep_samples"] else cache_at(run),
                 on_checkpoint=lambda entry, i, n: bar.update(task, completed=i),
             )  # fmt: skip
     report["gates"] = evaluate_gates(
@@ -157,7 +183,7 @@ def analyze(
         for note in report.get("notes", []):
             note_line(note)
     show = fmt or (None if quiet or stdout_taken else "table")
-    _emit(report, outputs, show, wide)
+    _emit(report, outputs, show, wide, (plot, dist, at_steps, markdown))
     failed = [g for g in report["gates"] if not g["passed"]]
     from alignctl.report.cells import gate_text
 
@@ -167,11 +193,13 @@ def analyze(
         raise GateFailed()
 
 
-def _emit(report, outputs, show, wide) -> None:
+def _emit(report, outputs, show, wide, figure) -> None:
     """Outputs: ``show`` (table | markdown | csv | json | None) on stdout, then the files; each
     file is written even if another fails, then one error names the failed ones."""
     from alignctl.report import render
 
+    plot, dist, at, markdown = figure
+    link = f"\n![alignctl analyze]({figure_link(plot, markdown)})\n" if plot and markdown else ""
     writers = {"json": render.to_json, "csv": render.to_csv, "markdown": render.to_markdown}
     if show == "table":
         _print_table(report, wide)
@@ -180,8 +208,8 @@ def _emit(report, outputs, show, wide) -> None:
         sys.stdout.flush()
     outputs.write("--json", lambda: render.to_json(report))
     outputs.write("--csv", lambda: render.to_csv(report))
-    outputs.write("--markdown", lambda: render.to_markdown(report))
-    outputs.call("--plot", lambda path: render.plot(report, path))
+    outputs.write("--markdown", lambda: render.to_markdown(report) + link)
+    outputs.call("--plot", lambda path: render.plot(report, path, dist=dist, at=at))
     outputs.append("GITHUB_STEP_SUMMARY", lambda: "\n" + render.step_summary(report))
     outputs.finish()
 

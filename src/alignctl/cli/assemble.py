@@ -100,6 +100,8 @@ def _whole_placeholders(params) -> None:
     for p in params:
         if p.metavar is None and not getattr(p, "is_flag", False):
             p.metavar = METAVARS.get(p.name, p.name.upper())
+        if getattr(p, "nargs", 1) != 1 and hasattr(p, "display_type_rich"):
+            p.display_type_rich = lambda ctx: None  # "RUN..." says it, not "<list[Path]>"
         if getattr(p, "multiple", False) and p.help and "repeat" not in p.help.lower():
             p.help = f"{p.help.rstrip()} Repeatable."
 
@@ -245,10 +247,12 @@ def main() -> None:
 
 def _assemble() -> None:
     """Each command module defines plain functions; the app is assembled only here."""
-    from alignctl.cli import analyze, metrics, race, train
+    from alignctl.cli import analyze, compare, geometry, metrics, race, train
 
     app.command("metrics", cls=Command)(metrics.metrics_cmd)
     app.command(cls=Command)(analyze.analyze)
+    app.command(cls=Command)(compare.compare)
+    app.command("geometry", cls=Command)(geometry.geometry_cmd)
     app.command(cls=Command)(race.race)
     app.command(cls=Command)(train.train)
 

@@ -177,3 +177,27 @@ def check_outputs(dests: dict[str, str | os.PathLike[str] | None], append=(),
     out = Outputs(dests, append, files_only)
     out.check()
     return out
+
+
+def parse_ints(text: str | None, option: str) -> list[int] | None:
+    """``"0,100,400"`` -> [0, 100, 400]; None stays None; anything else is a usage error."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(
+            f"{option} takes whole numbers separated by commas, not {text!r}"
+        ) from None
+    if not values:
+        raise InputError(f"{option} needs at least one number")
+    return values
+
+
+def figure_link(plot: Path, markdown: str) -> str:
+    """The figure's path relative to the Markdown file's folder (or the current directory when
+    the Markdown goes to stdout), as a Markdown link target."""
+    import os
+
+    base = Path.cwd() if markdown == "-" else Path(markdown).resolve().parent
+    return Path(os.path.relpath(Path(plot).resolve(), base)).as_posix()

@@ -72,7 +72,8 @@ def copy_model(model: torch.nn.Module) -> torch.nn.Module:
 
 def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     if metrics is None:
-        return [m for m in METRICS.names() if has_labels or not METRICS.get(m).needs_labels]
+        return [m for m in METRICS.names() if not METRICS.get(m).opt_in
+                and (has_labels or not METRICS.get(m).needs_labels)]  # fmt: skip
     names = list(metrics)
     for name in names:
         if METRICS.get(name).needs_labels and not has_labels:
@@ -173,7 +174,8 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
             their embedding (:mod:`alignctl.geometry.inputs`).
         x: inputs (n, ...); y: integer labels (n,), needed by the label-row metrics. Integer
             inputs that no ``nn.Embedding`` reads (e.g. ``uint8`` images) are cast to float.
-        metrics: names from ``alignctl.metrics.METRICS`` (default: all that the inputs allow).
+        metrics: names from ``alignctl.metrics.METRICS`` (default: all that the inputs allow,
+            except the opt-in ones such as ``local_complexity``).
         batch_size: samples per chunk (default: sized to ``max_memory``, at most 1024).
         device: ``auto`` (CUDA, then MPS, else CPU), ``cpu``, ``cuda`` or ``mps``.
         dtype: e.g. ``torch.float64`` for reference-grade values (the model is copied).
@@ -229,9 +231,13 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
                     if reason:
                         _note(notes, reason)
                         exact_spectrum = True
-                q = Quantities(flat, y=yb, exact_spectrum=exact_spectrum, **parts)
+                q = Quantities(flat, y=yb, exact_spectrum=exact_spectrum, f=f, inp=inp,
+                               module=plan.front.model, **parts)  # fmt: skip
+            elif needs <= {"model"}:  # no derivative needed
+                q = Quantities(flat, f=f, inp=inp, module=plan.front.model)
             else:
                 q = _vjp_quantities(f, inp, flat, y, start, needs)
+                q.module = plan.front.model
             for name in names:
                 results[name].append(METRICS.get(name).fn(q).detach().cpu())
             first = False
@@ -270,4 +276,5 @@ def _vjp_quantities(f, inp, flat, y, start, needs) -> Quantities:
         yb = check_labels(torch.as_tensor(y)[start : start + m], m, out.shape[1])
         cots.append(label_cotangent(yb.to(out.device), out.shape[1], out))
         keys.append("jy")
-    return Quantities(flat, **dict(zip(keys, vjp_rows(out, inp, cots), strict=True)))
+    rows = dict(zip(keys, vjp_rows(out, inp, cots), strict=True))
+    return Quantities(flat, f=f, inp=inp.detach(), **rows)

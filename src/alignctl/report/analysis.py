@@ -27,26 +27,29 @@ METRIC_SETS = {"fast": CENTROID, "standard": STANDARD}
 
 def resolve_metrics(spec: str | list[str] | None) -> list[str]:
     """``fast`` (centroid metrics: one backward pass per batch), ``standard`` (the table's),
-    ``full`` (every registered metric) or a comma-separated list of names."""
+    ``full`` (every registered metric but the opt-in ones) or a comma-separated list of
+    names and sets (``standard,local_complexity``)."""
     from alignctl.geometry.metrics import METRICS
 
-    if spec is None or spec == "standard":
+    if spec is None:
         return list(STANDARD)
-    if spec == "full":
-        return METRICS.names()
-    if isinstance(spec, str) and spec in METRIC_SETS:
-        return list(METRIC_SETS[spec])
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    for n in names:
-        METRICS.get(n)  # InputError naming the valid ones
+    sets = {**METRIC_SETS, "full": [m for m in METRICS.names() if not METRICS.get(m).opt_in]}
+    parts = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for part in parts:
+        for n in sets.get(part) or [part]:
+            METRICS.get(n)  # InputError naming the valid ones
+            if n not in names:
+                names.append(n)
     return names
 
 
 def _subset(x, y, samples: int | None):
+    """(x, y, indices) of a deterministic subset of ``samples`` (all when None)."""
     if not samples or samples >= len(x):
-        return x, y
+        return x, y, torch.arange(len(x))
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:samples].sort().values
-    return x[idx], y[idx]
+    return x[idx], y[idx], idx
 
 
 def _stats(values: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -85,6 +88,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
+            keep_samples: bool = False,
             ) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
@@ -99,8 +103,12 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
 
     ``cache``: a folder (or :class:`alignctl.report.cache.Cache`) of per-checkpoint results:
     only checkpoints not found there are measured; the report then has ``cache`` counts.
+    ``keep_samples`` adds the per-sample values under ``samples`` (see :func:`_samples`; not
+    cached: they would cover only the checkpoints measured in this call).
     """
-    if cache is not None:  # every option that changes a number must be in this dict (the key)
+    if (
+        cache is not None and not keep_samples
+    ):  # every option that changes a number must be in this dict (the key)
         from alignctl.report.cache import Cache, cached_analyze
 
         opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
@@ -130,7 +138,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
     with _threads(threads, model, data.x_train, dev, tokens):
         return _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
-                        eps, alpha, steps, on_checkpoint, spec, max_memory, tokens)  # fmt: skip
+                        eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
+                        keep_samples)  # fmt: skip
 
 
 def _tokens(model, x, dev, spec) -> bool:
@@ -157,21 +166,24 @@ def _threads(threads, model, x, dev, tokens):
 
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
-             steps, on_checkpoint, spec, max_memory, tokens) -> dict:  # fmt: skip
+             steps, on_checkpoint, spec, max_memory, tokens,
+             keep_samples=False) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge, thresholds
     from alignctl.runs.checkpoints import is_finite_state
 
     xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-    xs, ys = _subset(xs, ys, samples)
+    xs, ys, kept = _subset(xs, ys, samples)
+    per_sample: list[dict | None] = []
     t = thresholds(run.config.verdict)
     lo, hi = data.input_range or (float(data.x_train.min()), float(data.x_train.max()))
     eps = eps if eps is not None else 4 / 255 * (hi - lo)
     alpha = alpha if alpha is not None else eps / 2
     pgd = {"eps": eps, "alpha": alpha, "steps": steps, "input_range": (lo, hi)}
     opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
-            "batch_size": batch_size, "robustness": robustness, "pgd": pgd}  # fmt: skip
+            "batch_size": batch_size, "robustness": robustness, "pgd": pgd,
+            "keep_samples": keep_samples}  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
@@ -194,6 +206,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
                     raise _model_error(e) from None
                 entry["diverged"] = True
                 entry["reason"] = f"the measurement failed: {_first_line(e)}"
+        per_sample.append(None if entry["diverged"] else entry.pop("_per_sample", None))
+        entry.pop("_per_sample", None)
         if entry["diverged"]:
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
@@ -216,6 +230,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
         # run.notes grows while checkpoints load (keys ignored, objects replaced): read it now
         "notes": list(dict.fromkeys([*getattr(run, "notes", []), *notes])),
+        "regularisers": list((getattr(run.config, "train", None) or {}).get("regularisers") or []),
+        "thresholds": t,
+        **({"samples": _samples(ys, kept, per_sample)} if opts["keep_samples"] else {}),
     }  # fmt: skip
 
 
@@ -257,6 +274,8 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         if "noise_std" in data.meta:  # the XOR cluster's criterion
             entry["noise_accuracy"] = noise_accuracy(model, data, dev, output=spec)
     entry["metrics"], entry["metrics_std"] = _stats(values)
+    if opts["keep_samples"]:
+        entry["_per_sample"] = {k: v.double().tolist() for k, v in values.items()}
     bad = [k for k, v in entry["metrics"].items() if not math.isfinite(v)]
     if bad:
         entry["diverged"] = True
@@ -269,3 +288,9 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
             generator=torch.Generator(dev).manual_seed(0),
         )  # fmt: skip
     return n_classes
+
+
+def _samples(ys: torch.Tensor, kept: torch.Tensor, per_sample: list) -> dict:
+    """``labels`` (n,) and ``indices`` (n,) of the measured samples in their split, and
+    ``metrics``: one {metric: [n values]} per checkpoint (None for a diverged one)."""
+    return {"labels": ys.tolist(), "indices": kept.tolist(), "metrics": per_sample}

@@ -14,7 +14,7 @@ import json
 import math
 import numbers
 
-from alignctl.report.cells import HEADERS, checkpoints, field, is_real, metric_columns
+from alignctl.report.cells import HEADERS, checkpoints, field, is_real
 from alignctl.report.cells import metric_names as _metric_names
 from alignctl.report.render_markdown import escape, to_markdown
 from alignctl.report.render_table import (
@@ -99,44 +99,9 @@ def step_summary(report: dict) -> str:
     return to_markdown(report)
 
 
-def plot(report: dict, path) -> None:
-    """Metric trajectories over steps (matplotlib, from the ``plot`` extra)."""
-    from alignctl.errors import missing_extra
+def plot(report: dict, path, *, dist: str | None = None, at=None) -> None:
+    """Metric trajectories over steps, optionally with per-sample distributions of ``dist``
+    at steps ``at`` (matplotlib, from the ``plot`` extra): :mod:`alignctl.report.figures`."""
+    from alignctl.report.figures.pages import plot_report
 
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise missing_extra("--plot", "matplotlib", "plot") from None
-
-    def series(values):
-        return [float(v) if is_real(v) else float("nan") for v in values]
-
-    cks = checkpoints(report)
-    steps = [s if is_real(s) else i for i, s in enumerate(field(c, "step") for c in cks)]
-    names = [k for k, _ in metric_columns(report)]
-    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(7, 2.0 * (len(names) + 1)), sharex=True,
-                             squeeze=False)  # fmt: skip
-    axes = axes[:, 0]
-    for key in ("train_accuracy", "test_accuracy", "adversarial_accuracy"):
-        vals = [field(c, key) for c in cks]
-        if any(v is not None for v in vals):
-            axes[0].plot(steps, series(vals), label=key)
-    axes[0].set_ylabel("accuracy")
-    if axes[0].lines:
-        axes[0].legend(fontsize=7)
-    for ax, k in zip(axes[1:], names, strict=True):
-        ax.plot(steps, series((field(c, "metrics") or {}).get(k) for c in cks))
-        ax.set_ylabel(k, fontsize=7)
-    unit = field(report, "step_unit")
-    axes[-1].set_xlabel(f"step ({unit})" if isinstance(unit, str) and unit else "step")
-    if max(steps, default=0) > 100 and min(steps, default=0) >= 0:
-        axes[-1].set_xscale("symlog")
-    fig.suptitle(f"{field(report, 'path', '')}: {field(report, 'verdict')}")
-    fig.tight_layout()
-    from alignctl.runs.atomic import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    plot_report(report, path, dist=dist, at=at)

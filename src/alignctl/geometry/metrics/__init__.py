@@ -5,7 +5,11 @@ shape ``(n,)``. It declares what it ``needs``, so :func:`alignctl.measure` compu
 
 - ``"centroid"``: the centroid mu = J^T 1, one vector-Jacobian product per batch;
 - ``"label"``: the label's row J_y, one vector-Jacobian product per batch (needs labels);
-- ``"jacobian"``: the full Jacobian J, C vector-Jacobian products per batch.
+- ``"jacobian"``: the full Jacobian J, C vector-Jacobian products per batch;
+- ``"model"``: the network itself (``q.f``, applied to ``q.inp``, the chunk as the network
+  takes it), for metrics that probe a neighbourhood rather than differentiate.
+
+An ``opt_in`` metric is computed only when named (not by default, not in ``full``).
 
 ``labels=True`` marks a metric that also reads the labels y (the ``"label"`` ones always do).
 
@@ -22,7 +26,7 @@ import torch
 
 from alignctl.registry import Registry
 
-NEEDS = ("centroid", "label", "jacobian")
+NEEDS = ("centroid", "label", "jacobian", "model")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Metric:
     fn: Callable[[Quantities], torch.Tensor]
     doc: str
     labels: bool = False
+    opt_in: bool = False
 
     @property
     def needs_labels(self) -> bool:
@@ -41,14 +46,16 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, needs: str, labels: bool = False) -> Callable:
+def register_metric(
+    name: str, needs: str, labels: bool = False, *, opt_in: bool = False
+) -> Callable:
     """Decorator: ``@register_metric("centroid_alignment", needs="centroid")``."""
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {NEEDS}")
 
     def deco(fn: Callable[[Quantities], torch.Tensor]) -> Callable:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METRICS.register(name)(Metric(name, needs, fn, doc, labels))
+        METRICS.register(name)(Metric(name, needs, fn, doc, labels, opt_in))
         return fn
 
     return deco
@@ -64,7 +71,13 @@ from alignctl.geometry.metrics.quantities import Quantities  # noqa: E402
 
 
 def _load_builtin() -> None:
-    from alignctl.geometry.metrics import centred, centroid, label, spectrum  # noqa: F401  (they register themselves)
+    from alignctl.geometry.metrics import (  # noqa: F401  (they register themselves)
+        centred,
+        centroid,
+        label,
+        local_complexity,
+        spectrum,
+    )
 
 
 _load_builtin()

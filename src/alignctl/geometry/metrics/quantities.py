@@ -53,12 +53,15 @@ def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 class Quantities:
-    """x: (n, d) flattened inputs; y: (n,) labels or None; the rest see the module docstring.
+    """x: (n, d) flattened inputs; y: (n,) labels or None; f, inp: the network (a function
+    of the chunk) and the chunk (n, ...) it takes, and module: the ``nn.Module`` whose layers f
+    runs, for ``needs="model"`` metrics; the rest see the module docstring.
     ``exact_spectrum``: singular values from a float64 Gram matrix for every sample."""
 
     def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None,
-                 exact_spectrum=False):  # fmt: skip
+                 exact_spectrum=False, f=None, inp=None, module=None):  # fmt: skip
         self.x, self.y, self.exact_spectrum = x, y, exact_spectrum
+        self.f, self.inp, self.module = f, inp, module
         self.xs, self.x_scale = pow2_scale(x, 1)
         self._mu, self._jy, self.jac, self.jh = mu, jy, jac, jh
         self.w, self._wx = w, wx  # unscaled, for metrics that form J_h W themselves

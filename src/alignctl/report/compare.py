@@ -1,0 +1,169 @@
+"""``alignctl compare`` as a library call: several runs' reports side by side.
+
+A run is an ``analyze --json`` report file or a run directory (analysed on the fly). Its label
+is its regulariser(s), from the report or the run's ``alignctl.yaml`` (``train.regularisers``;
+``baseline`` when there is none). The first run is the reference: at each of its checkpoints
+every other run's nearest checkpoint (by step; the earlier on a tie) is matched and the
+differences other - reference are taken; each run's last checkpoint is matched too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from alignctl.errors import InputError
+from alignctl.report.figures import COLORS
+from alignctl.report.figures.trajectories import Series
+
+ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy", "noise_accuracy")
+SHOWN = {"train_accuracy": "train acc", "test_accuracy": "test acc",
+         "centroid_alignment": "cent. align", "jacobian_norm": "‖J‖_F",
+         "jacobian_erank": "erank"}  # fmt: skip
+
+
+def load_report(spec, **analyze_kwargs) -> dict:
+    """A report from an ``analyze --json`` file, or by analysing a run directory."""
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".json":
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not a readable JSON report ({e})") from None
+        cks = report.get("checkpoints") if isinstance(report, dict) else None
+        if not isinstance(cks, list) or not all(
+            isinstance(c, dict) and "step" in c and "metrics" in c for c in cks
+        ):
+            raise InputError(f"{path}: not an alignctl analyze report (no checkpoints list)")
+        return report
+    from alignctl.report.analysis import analyze
+    from alignctl.runs.run import open_run
+
+    return analyze(open_run(path), **analyze_kwargs)
+
+
+def regulariser_label(regs: list[dict]) -> str:
+    """'baseline' without regularisers, else e.g. 'grokalign λ=0.1 + grokfast'."""
+    if not regs:
+        return "baseline"
+    parts = []
+    for r in regs:
+        lam = r.get("lambda", r.get("lam"))
+        parts.append(r.get("name", "?") + (f" λ={lam:g}" if isinstance(lam, (int, float)) else ""))
+    return " + ".join(parts)
+
+
+def run_label(report: dict) -> str:
+    if "regularisers" in report:
+        return regulariser_label(report["regularisers"])
+    config = Path(str(report.get("path", ""))) / "alignctl.yaml"
+    if config.is_file():
+        from alignctl.runs.config import load_config
+
+        try:
+            return regulariser_label(load_config(config).train.get("regularisers") or [])
+        except InputError:
+            pass
+    return run_name(report)
+
+
+def run_name(report: dict) -> str:
+    return Path(str(report.get("path", "run"))).name or "run"
+
+
+def series(reports: list[dict]) -> list[Series]:
+    """One legend entry per run; equal labels get the run's name added."""
+    labels = [run_label(r) for r in reports]
+    out = []
+    for i, (rep, label) in enumerate(zip(reports, labels, strict=True)):
+        if labels.count(label) > 1:
+            label = f"{label} ({run_name(rep)})"
+        out.append(Series(label, rep, COLORS[i % len(COLORS)]))
+    return out
+
+
+def _value(ck: dict, key: str):
+    v = ck.get(key) if key in ACCURACIES else (ck.get("metrics") or {}).get(key)
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _keys(reports: list[dict]) -> list[str]:
+    accs = [k for k in ACCURACIES if all(any(_value(c, k) is not None for c in r["checkpoints"])
+                                         for r in reports)]  # fmt: skip
+    common = set.intersection(*(set(r.get("metric_names") or []) for r in reports))
+    return accs + [m for m in reports[0].get("metric_names") or [] if m in common]
+
+
+def _row(cks: list[dict], keys: list[str], step) -> dict:
+    vals = {k: [_value(c, k) for c in cks] for k in keys}
+    diff = {}
+    for k, (v0, *others) in vals.items():
+        diff[k] = [None] + [None if v is None or v0 is None else v - v0 for v in others]
+    steps = [c["step"] for c in cks]
+    return {"step": step, "steps": steps, "exact": len(set(steps)) == 1,
+            "verdicts": [c.get("verdict") for c in cks], "values": vals, "diff": diff}  # fmt: skip
+
+
+def comparison(runs: list[Series]) -> dict:
+    """The JSON of ``compare``: runs, compared quantities, matched rows and the last row."""
+    from alignctl.report.figures.distributions import nearest_checkpoint
+
+    reports = [s.report for s in runs]
+    if any(not r["checkpoints"] for r in reports):
+        raise InputError("a run to compare has no checkpoints")
+    keys = _keys(reports)
+    rows = []
+    for ck in reports[0]["checkpoints"]:
+        cks = [r["checkpoints"][nearest_checkpoint(r, ck["step"])] for r in reports]
+        rows.append(_row(cks, keys, ck["step"]))
+    return {
+        "runs": [{"path": r.get("path"), "label": s.label, "verdict": r.get("verdict"),
+                  "step_unit": r.get("step_unit", "step"),
+                  "last_step": r["checkpoints"][-1]["step"],
+                  "recommendation": (r.get("recommendation") or {}).get("action")}
+                 for s, r in zip(runs, reports, strict=True)],
+        "reference": runs[0].label, "quantities": keys, "rows": rows,
+        "last": _row([r["checkpoints"][-1] for r in reports], keys, None),
+    }  # fmt: skip
+
+
+def _cell(row: dict, key: str, i: int) -> str:
+    v, d = row["values"][key][i], row["diff"][key][i]
+    pct = key in ACCURACIES
+    if v is None:
+        return "-"
+    text = f"{v:.1%}" if pct else f"{v:.4g}"
+    if d is not None:
+        text += f" ({d * 100:+.1f} pt)" if pct else f" ({d:+.3g})"
+    return text
+
+
+def table_rows(cmp: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): per matched step, the reference's values, then each other run's
+    values with its difference from the reference in parentheses."""
+    keys = [k for k in cmp["quantities"] if k in SHOWN]
+    header = ["step", "run", "verdict"] + [SHOWN[k] for k in keys]
+    out = []
+    for row in [*cmp["rows"], cmp["last"]]:
+        for i, run in enumerate(cmp["runs"]):
+            step = str(row["steps"][i]) if row["step"] is not None else f"last {row['steps'][i]}"
+            out.append([step if i == 0 or row["steps"][i] != row["steps"][0] or row["step"] is None
+                        else "", run["label"], row["verdicts"][i] or "-"]
+                       + [_cell(row, k, i) for k in keys])  # fmt: skip
+    return header, out
+
+
+def to_markdown(cmp: dict, figure: str | None = None) -> str:
+    header, rows = table_rows(cmp)
+    names = " vs ".join(f"{r['label']} (`{Path(str(r['path'])).name}`)" for r in cmp["runs"])
+    out = [f"### alignctl compare: {names}", ""]
+    if figure:
+        out += [f"![alignctl compare]({figure})", ""]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", f"Differences (in parentheses) are from {cmp['reference']}, at the nearest "
+            "checkpoint of each run; `last` rows compare the last checkpoints."]  # fmt: skip
+    for r in cmp["runs"]:
+        out.append(f"- {r['label']}: {r['verdict']}, recommendation `{r['recommendation']}`")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,165 @@
+"""Trajectories of one run or several overlaid: a small grid of panels, mean +- 1 std across
+samples, markers at checkpoints, verdict changes and thresholds marked.
+
+A run is a :class:`Series`: the ``analyze`` report dict and its legend label. Used by
+``analyze --plot`` (one run, every metric) and ``compare --plot`` (runs overlaid, the story).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alignctl.report.figures import COLORS, finite, pyplot
+
+# panel key -> (title, threshold key in the verdict thresholds, or None)
+PANELS = {
+    "accuracy": ("accuracy", "fit"),
+    "centroid_alignment": ("centroid alignment cos(x, μ)", "centroid_alignment"),
+    "jacobian_alignment_full": ("Jacobian alignment |J x̂|² / |J|²", "alignment_full"),
+    "jacobian_alignment": ("label-row alignment cos(x, J_y)", None),
+    "jacobian_norm": ("Jacobian norm |J|_F", None),
+    "jacobian_erank": ("effective rank of J", "erank"),
+    "jacobian_pc1": ("PC1 explained variance of J", None),
+    "centroid_norm": ("centroid norm |μ|", None),
+    "centroid_inner": ("centroid inner product ⟨x, μ⟩", None),
+    "jacobian_inner": ("label-row inner product ⟨x, J_y⟩", None),
+    "local_complexity": ("local complexity", None),
+}
+STORY = ("accuracy", "centroid_alignment", "jacobian_norm", "jacobian_erank")
+_ACC = (
+    ("train_accuracy", "--", "train"),
+    ("test_accuracy", "-", "test"),
+    ("adversarial_accuracy", ":", "adversarial"),
+    ("noise_accuracy", "-.", "noise"),
+)
+
+
+@dataclass
+class Series:
+    label: str  # the legend: the regulariser, or the run's name
+    report: dict  # an ``analyze`` report
+    color: str = COLORS[0]
+
+    @property
+    def steps(self) -> list[int]:
+        return [c["step"] for c in self.report["checkpoints"]]
+
+
+def available(runs: list[Series], wanted=None) -> list[str]:
+    """The panels to draw, among those some run has: ``wanted``; by default the story for
+    several runs, every metric for one."""
+    names = [n for s in runs for n in s.report.get("metric_names") or []]
+    if wanted:
+        keys = list(wanted)
+    elif len(runs) > 1:
+        keys = list(STORY)
+    else:  # one run: every metric it has, known ones in the panel order, then the rest
+        keys = list(PANELS) + [n for n in names if n not in PANELS]
+    return [k for k in keys if k == "accuracy" or k in names]
+
+
+def step_label(runs: list[Series]) -> str:
+    units = {s.report.get("step_unit", "step") for s in runs}
+    unit = units.pop() if len(units) == 1 else "step"
+    return f"{unit}s (checkpoints marked)" if unit != "step" else "step (checkpoints marked)"
+
+
+def _metric(ax, s: Series, key: str, one_run: bool) -> None:
+    cks = s.report["checkpoints"]
+    mean = [finite(c["metrics"].get(key)) for c in cks]
+    std = [finite((c.get("metrics_std") or {}).get(key)) for c in cks]
+    ax.plot(s.steps, mean, "-o", color=s.color, ms=2.5, lw=1.2, label=None if one_run else s.label)
+    lo = [m - d for m, d in zip(mean, std, strict=True)]
+    hi = [m + d for m, d in zip(mean, std, strict=True)]
+    ax.fill_between(s.steps, lo, hi, color=s.color, alpha=0.15, lw=0)
+
+
+def _accuracy(ax, s: Series, one_run: bool) -> None:
+    cks = s.report["checkpoints"]
+    for key, style, name in _ACC:
+        vals = [finite(c.get(key)) for c in cks]
+        if any(v == v for v in vals):  # some value is not NaN
+            color = COLORS[_ACC.index((key, style, name)) + 1] if one_run else s.color
+            label = name if one_run else (f"{s.label} {name}")
+            ax.plot(s.steps, vals, style, marker="o", ms=2.5, lw=1.2, color=color, label=label)
+    ax.set_ylim(-0.02, 1.02)
+
+
+def verdict_changes(report: dict) -> list[tuple[int, str]]:
+    """(step, new verdict) wherever the verdict differs from the previous checkpoint's."""
+    cks, out = report["checkpoints"], []
+    for prev, ck in zip(cks, cks[1:], strict=False):
+        if ck["verdict"] != prev["verdict"]:
+            out.append((ck["step"], ck["verdict"]))
+    return out
+
+
+def _thresholds(report: dict) -> dict:
+    from alignctl.report.verdict import DEFAULTS
+
+    return {**DEFAULTS, **(report.get("thresholds") or {})}
+
+
+def _threshold(ax, name: str, value: float) -> None:
+    """A dashed line at a verdict threshold, when it lies within the data's range (a far one
+    would squash the curves)."""
+    lo, hi = ax.get_ylim()
+    if lo <= value <= hi:
+        ax.axhline(value, color="0.4", ls="--", lw=0.7)
+        ax.annotate(f"{name} {value:g}", (1.0, value), xycoords=("axes fraction", "data"),
+                    va="bottom", ha="right", fontsize=6, color="0.35")  # fmt: skip
+        ax.set_ylim(lo, hi)
+
+
+def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
+    """Fill one axis per panel key."""
+    one = len(runs) == 1
+    for ax, key in zip(axes, panels, strict=False):
+        for s in runs:
+            if key == "accuracy":
+                _accuracy(ax, s, one)
+            else:
+                _metric(ax, s, key, one)
+            for step, verdict in verdict_changes(s.report):
+                ax.axvline(step, color=s.color, ls=":", lw=0.8, alpha=0.7)
+                if key == panels[0]:
+                    ax.annotate(verdict, (step, 0.03), xycoords=("data", "axes fraction"),
+                                rotation=90, va="bottom", ha="right", fontsize=6,
+                                color=s.color)  # fmt: skip
+        title, tkey = PANELS.get(key, (key, None))
+        thresholds = _thresholds(runs[0].report)
+        if tkey is not None and tkey in thresholds:  # the 0.2 rules dropped some thresholds
+            _threshold(ax, tkey, thresholds[tkey])
+        ax.set_title(title, loc="left")
+        steps = [st for s in runs for st in s.steps]
+        if steps and max(steps) > 100 and min(steps) >= 0:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
+
+
+def trajectories_figure(runs: list[Series], panels=None, title: str = "", extra_rows: int = 0):
+    """(figure, [(wide axis, narrow axis)] for each of ``extra_rows`` rows below the panels)."""
+    plt = pyplot()
+    keys = available(runs, panels)
+    ncols = 2 if len(keys) <= 4 else 3
+    nrows = -(-len(keys) // ncols)
+    fig = plt.figure(figsize=(3.6 * ncols, 2.5 * (nrows + extra_rows) + 0.5))
+    grid = fig.add_gridspec(nrows + extra_rows, ncols)
+    axes = [fig.add_subplot(grid[i // ncols, i % ncols]) for i in range(len(keys))]
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
+    draw_panels(axes, runs, keys)
+    label = step_label(runs)
+    for ax in axes[-ncols:]:
+        ax.set_xlabel(label)
+    if len(runs) == 1:
+        axes[0].legend(loc="lower right", frameon=False)
+    else:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+    spare = [(fig.add_subplot(grid[nrows + r, : ncols - 1]), fig.add_subplot(grid[nrows + r, -1]))
+             for r in range(extra_rows)]  # fmt: skip
+    fig.suptitle(title, y=1.04 if len(runs) > 1 else 1.0, fontsize=10)
+    fig.tight_layout()
+    return fig, spare
