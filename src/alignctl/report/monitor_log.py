@@ -102,10 +102,12 @@ def annotate(entries: list[dict], *, t: dict, grokked: dict | None = None) -> No
 
 
 def recommendation(entries: list[dict], t: dict) -> dict:
-    """The run's recommendation through the public ``recommend(checkpoints, thresholds)``."""
+    """The run's recommendation through the public ``recommend(checkpoints, thresholds)``,
+    with the class count the entries recorded (chance accuracy depends on it)."""
     from alignctl.report.verdict import recommend
 
-    return recommend(entries, t)
+    n_classes = next((e.get("n_classes") for e in reversed(entries) if e.get("n_classes")), None)
+    return recommend(entries, t, n_classes=int(n_classes) if n_classes else None)
 
 
 def is_monitor_run(path: Path) -> bool:
