@@ -41,9 +41,12 @@ def add_checkpoint(root: Path, step: int, seed: int | None = None) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def default_cache_on(monkeypatch):
+    monkeypatch.delenv("ALIGNCTL_CACHE", raising=False)  # tests/conftest.py turns it off
+
+
 def analyze(path, *extra):
-    if "--cache" not in extra and "--no-cache" not in extra:  # the cache is opt-in
-        extra = (*extra, "--cache", str(Path(path) / ".alignctl-cache"))
     r = runner.invoke(app, ["analyze", str(path), "--json", "-", *extra])
     assert r.exit_code == 0, (r.stdout, r.stderr)
     return json.loads(r.stdout)
@@ -149,3 +152,49 @@ def test_cache_dir_option_and_an_unwritable_cache(tmp_path):
     blocker.write_text("")
     r = runner.invoke(app, ["analyze", str(run), "--cache", str(blocker), "--json", "-"])
     assert r.exit_code == 0 and "cache off" in r.stderr
+
+
+def test_the_default_cache_adds_one_folder_and_changes_nothing_else(tmp_path):
+    run = make_run(tmp_path / "r")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    first = analyze(run)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert {p: b for p, b in after.items() if ".alignctl-cache" not in p.parts} == before
+    assert first["cache"]["dir"] == str(run / ".alignctl-cache")
+    assert analyze(run)["cache"]["hits"] == 3
+
+
+def test_off_by_environment_and_quiet_in_a_read_only_run(tmp_path, monkeypatch):
+    import os
+
+    run = make_run(tmp_path / "r", n_checkpoints=2)
+    monkeypatch.setenv("ALIGNCTL_CACHE", "off")
+    assert "cache" not in analyze(run) and not (run / ".alignctl-cache").exists()
+    monkeypatch.delenv("ALIGNCTL_CACHE")
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    run.chmod(0o555)
+    try:
+        r = runner.invoke(app, ["analyze", str(run), "--json", "-"])
+    finally:
+        run.chmod(0o755)
+    assert r.exit_code == 0 and "cache" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["cache"]["hits"] == 0
+
+
+def test_a_cached_run_repeats_the_checkpoints_notes_in_order(tmp_path):
+    """Loading and measurement notes (keys ignored here) come back from the cache: a cached
+    re-run prints what the first run printed."""
+    from safetensors.torch import load_file, save_file
+
+    run = make_run(tmp_path / "r")
+    for path in sorted((run / "checkpoints").glob("*.safetensors")):
+        state = load_file(path)
+        state["criterion.weight"] = torch.ones(3)  # a loss buffer saved with the weights
+        save_file(state, path, metadata={"step": path.stem.split("_")[1].lstrip("0") or "0"})
+    first = analyze(run)
+    assert first["cache"]["misses"] == 3 and any("criterion.weight" in n for n in first["notes"])
+    again = analyze(run)
+    assert again["cache"]["hits"] == 3 and again["notes"] == first["notes"]
+    assert again["notes"] == analyze(run, "--no-cache")["notes"]
+    assert all("_notes" not in c for c in again["checkpoints"] + first["checkpoints"])

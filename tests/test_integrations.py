@@ -191,7 +191,9 @@ def test_hf_continuous_inputs_and_stop(tmp_path, caplog):
     trainer = hf_trainer(tmp_path / "a", Tiny(Config()), rows, [cb])
     trainer.train()
     assert [h["step"] for h in trainer.state.log_history if KEYS[1] in h] == [0, 5, 10]
-    stop = AlignmentCallback(x, y, every_n_steps=5, stop_when="stop", verdict=EASY, test=toy(seed=2))
+    stop = AlignmentCallback(
+        x, y, every_n_steps=5, stop_when="stop", verdict=EASY, test=toy(seed=2)
+    )
     trainer = hf_trainer(tmp_path / "b", Tiny(Config()), rows, [stop], max_steps=40)
     with caplog.at_level(logging.WARNING, logger="alignctl"):
         trainer.train()

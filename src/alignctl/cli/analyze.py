@@ -103,7 +103,10 @@ def analyze(
     ] = False,
     cache: Annotated[
         Path | None,
-        Opt(help="Keep per-checkpoint results in DIR; re-runs measure only new checkpoints."),
+        Opt(
+            help="Keep per-checkpoint results in DIR (default: RUN/.alignctl-cache); re-runs "
+            "measure only new checkpoints."
+        ),
     ] = None,
     no_cache: Annotated[bool, Opt("--no-cache", help="Neither read nor write the cache.")] = False,
 ) -> None:
@@ -150,9 +153,10 @@ def analyze(
         check_run_labels(run)
         return run
 
-    # opt-in: a cache hit skips reading the checkpoint, so its notes (keys ignored, objects
-    # replaced) are not repeated; users who want incremental runs say where to keep it
-    cache_at = lambda run: None if no_cache or cache is None else cache  # noqa: E731
+    from alignctl.report.cache import default_cache
+
+    # on by default, in the run's folder (a folder that cannot be written: memory only, quietly)
+    cache_at = lambda run: None if no_cache else (cache or default_cache(run))  # noqa: E731
     options = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
                    steps=pgd_steps, output=output, max_memory=max_memory,
@@ -247,7 +251,8 @@ def _follow(path, opened, options, cache_at, no_cache, quiet):
 
     def analyse(run):
         if "c" not in caches:  # in memory at least: each pass measures only new checkpoints
-            caches["c"] = Cache(None if no_cache else cache_at(run))
+            caches["c"] = None if no_cache else cache_at(run)
+            caches["c"] = caches["c"] if isinstance(caches["c"], Cache) else Cache(caches["c"])
         return run_analysis(run, **options, cache=caches["c"])
 
     def show(report):

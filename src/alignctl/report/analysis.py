@@ -88,7 +88,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
-            keep_samples: bool = False,
+            keep_samples: bool = False, _checkpoint_notes: bool = False,
             ) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
@@ -105,6 +105,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     only checkpoints not found there are measured; the report then has ``cache`` counts.
     ``keep_samples`` adds the per-sample values under ``samples`` (see :func:`_samples`; not
     cached: they would cover only the checkpoints measured in this call).
+    ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes``.
     """
     if (
         cache is not None and not keep_samples
@@ -137,9 +138,13 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     if robustness and not _attackable(data, tokens):
         raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
     with _threads(threads, model, data.x_train, dev, tokens):
-        return _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
-                        eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
-                        keep_samples)  # fmt: skip
+        report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
+                          eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
+                          keep_samples)  # fmt: skip
+    if not _checkpoint_notes:
+        for entry in report["checkpoints"]:
+            entry.pop("_notes", None)
+    return report
 
 
 def _tokens(model, x, dev, spec) -> bool:
@@ -187,7 +192,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
-        state, meta = run.load_checkpoint(model, ref)  # notes: keys ignored, EMA present...
+        # notes: keys ignored, EMA present... (the run's, and this checkpoint's for the cache)
+        load_notes, ck_notes = [], []
+        state, meta = run.load_checkpoint(model, ref, notes=load_notes)
         finite = is_finite_state(state)
         del state
         entry = {"name": ref.name, "step": ref.step if ref.step is not None else i,
@@ -197,7 +204,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
                  "step_unit": step_unit(meta, ref.step)}  # fmt: skip
         if finite:
             try:
-                n_classes = _measure_checkpoint(entry, model, data, xs, ys, opts, notes)
+                n_classes = _measure_checkpoint(entry, model, data, xs, ys, opts, ck_notes)
                 measured = measured or not entry["diverged"]
             except InputError:
                 raise
@@ -211,7 +218,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         if entry["diverged"]:
             entry["metrics"] = {k: None for k in names}
             entry["metrics_std"] = {k: None for k in names}
-            notes.append(f"{ref.name}: diverged: {entry['reason']}")
+            ck_notes.append(f"{ref.name}: diverged: {entry['reason']}")
+        notes.extend(n for n in ck_notes if n not in notes)
+        entry["_notes"] = {"load": load_notes, "measure": ck_notes}
         entry.update(judge(entry, n_classes=data.num_classes or n_classes or 2,
                            grokked=run.config.grokked, t=t, history=entries))  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)

@@ -13,11 +13,14 @@ An entry is keyed by the SHA-256 of everything its numbers depend on:
   numbers computed by the old code).
 
 A file ``DIR/<key>.json`` holds the entry without its verdict (verdicts read the entries
-before them, so they are recomputed on every run) and the SHA-256 of the entry's canonical
-JSON. An entry is used only when the file parses as strict JSON, names the same key, matches
-its checksum and has the report's entry shape with exactly the requested metrics; anything
-else is recomputed and rewritten (atomically, :mod:`alignctl.runs.atomic`). Never trusted,
-never fatal: a folder that cannot be written only turns the cache off, with a note.
+before them, so they are recomputed on every run), the notes its checkpoint gave when it was
+loaded and measured (keys ignored, a fallback taken: a cached run says what an uncached one
+says, in the same order) and the SHA-256 of the entry's canonical JSON. An entry is used
+only when the file parses as strict JSON, names the same key, matches its checksum and has
+the report's entry shape with exactly the requested metrics; anything else is recomputed and
+rewritten (atomically, :mod:`alignctl.runs.atomic`). Never trusted, never fatal: a folder
+that cannot be written only turns the cache off, with a note (none for the default folder,
+``RUN/.alignctl-cache``, which the user did not ask for).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import torch
 from alignctl._version import __version__
 
 CACHE_DIR = ".alignctl-cache"
-FORMAT = 1
+FORMAT = 2  # 2: entries carry their checkpoint's notes (_notes)
 _CHUNK = 1 << 20
 
 
@@ -112,11 +115,26 @@ def _model_material(run) -> dict:
     return spec
 
 
-class Cache:
-    """Entries in ``folder`` (None: in memory only, for one process); counts hits and misses."""
+def default_cache(run) -> Cache | None:
+    """The cache ``alignctl analyze`` uses unless told otherwise: ``RUN/.alignctl-cache`` (a
+    folder that cannot be written turns it off without a note); None when the environment
+    says ``ALIGNCTL_CACHE=off`` (or 0, no, false)."""
+    import os
 
-    def __init__(self, folder: str | Path | None) -> None:
+    if os.environ.get("ALIGNCTL_CACHE", "").strip().lower() in ("off", "0", "no", "false"):
+        return None
+    root = Path(getattr(run, "root", ""))
+    return Cache(root / CACHE_DIR, quiet=True) if root.is_dir() else None
+
+
+class Cache:
+    """Entries in ``folder`` (None: in memory only, for one process); counts hits and misses.
+    ``quiet``: a folder that cannot be written turns the cache off without a note (the
+    default location, which the user did not ask for)."""
+
+    def __init__(self, folder: str | Path | None, *, quiet: bool = False) -> None:
         self.folder = None if folder is None else Path(folder)
+        self.quiet = quiet
         self.hits = self.misses = self.invalid = 0
         self.notes: list[str] = []
         self._memory: dict[str, dict] = {}
@@ -170,7 +188,8 @@ class Cache:
         try:
             atomic_write_text(self.folder / f"{key}.json", _canonical(doc) + "\n")
         except OSError as e:
-            self.notes.append(f"cache off: cannot write {self.folder} ({e.strerror or e})")
+            if not self.quiet:
+                self.notes.append(f"cache off: cannot write {self.folder} ({e.strerror or e})")
             self.folder = None
 
 
@@ -196,6 +215,11 @@ def _valid(e, names: list[str]) -> bool:
             return False
     accs = [e.get(k) for k in ("train_accuracy", "test_accuracy", "adversarial_accuracy",
                                "noise_accuracy")]  # fmt: skip
+    notes = e.get("_notes")
+    if not (isinstance(notes, dict) and sorted(notes) == ["load", "measure"]
+            and all(isinstance(v, list) and all(isinstance(t, str) for t in v)
+                    for v in notes.values())):  # fmt: skip
+        return False
     return all(_number_or_none(a, 0.0, 1.0) for a in accs) and _number_or_none(e.get("seconds"))
 
 
@@ -215,6 +239,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
                     "device": str(resolve_device(options.get("device")))},
     }  # fmt: skip
     total, since = len(run.checkpoints), cache.counts()
+    found = list(getattr(run, "notes", []))  # discovery's, before any checkpoint is loaded
     keyed, entries, missing = [], {}, []
     for ref in run.checkpoints:
         material = {**context, "checkpoint": content_digest(ref.path)}
@@ -234,7 +259,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
             on_checkpoint(entry, done + i, total)
 
     sub = dataclasses.replace(run, checkpoints=[ref for ref, _, _ in missing])
-    report = analyze_fn(sub, **options, on_checkpoint=progress)
+    report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True)
     for (_, key, material), entry in zip(missing, report["checkpoints"], strict=True):
         cache.put(key, entry, material)
         entries[key] = {
@@ -244,8 +269,17 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
     for i, (ref, key) in enumerate(zip(run.checkpoints, keyed, strict=True)):
         step = i if ref.step is None else ref.step
         merged.append({**copy.deepcopy(entries[key]), "name": ref.name, "step": step})
+    # the notes in the order an uncached run gives them: discovery, loading, measurement
+    by_ck = [e.pop("_notes") for e in merged]
+    ordered = (
+        found + [t for n in by_ck for t in n["load"]] + [t for n in by_ck for t in n["measure"]]
+    )
+    report["notes"] = list(dict.fromkeys(ordered))
     _reverdict(run, merged)
     report["checkpoints"] = merged
+    from alignctl.report.steps import run_step_unit
+
+    report["step_unit"] = run_step_unit([e.get("step_unit") for e in merged])
     return _finish(report, run, merged, cache.stats(since), cache.notes)
 
 

@@ -50,16 +50,20 @@ class Run:
         if text not in self.notes:
             self.notes.append(text)
 
-    def load_checkpoint(self, model: torch.nn.Module, ref: CheckpointRef):
+    def load_checkpoint(self, model: torch.nn.Module, ref: CheckpointRef,
+                        notes: list[str] | None = None):  # fmt: skip
         """Read ``ref`` and load its weights into ``model``; returns (the model's state dict as
-        loaded, the checkpoint's metadata). What was chosen or ignored becomes notes."""
+        loaded, the checkpoint's metadata). What was chosen or ignored becomes notes (of the
+        run, once each; ``notes`` receives this checkpoint's, repeated or not)."""
         ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
-        notes = load_weights(
+        loaded = load_weights(
             model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
             prefix=ck.prefix,
         )  # fmt: skip
-        for text in ck.notes + notes:
+        for text in ck.notes + loaded:
             self.note(text)
+            if notes is not None and text not in notes:
+                notes.append(text)
         # The weights as loaded: an ignored EMA copy or loss buffer never marks a checkpoint
         # diverged.
         return model.state_dict(), ck.meta
