@@ -88,7 +88,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
-            keep_samples: bool = False, _checkpoint_notes: bool = False,
+            keep_samples: bool = False, _checkpoint_notes: bool = False, _measure=None,
             ) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
@@ -106,18 +106,22 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     ``keep_samples`` adds the per-sample values under ``samples`` (see :func:`_samples`; not
     cached: they would cover only the checkpoints measured in this call).
     ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes``.
+    ``_measure`` (report/sharded.py) measures the checkpoints instead of this process alone:
+    called as this function would be, it returns the same report.
     """
-    if (
-        cache is not None and not keep_samples
-    ):  # every option that changes a number must be in this dict (the key)
+    # every option that changes a number must be in this dict (the cache's key)
+    opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
+                metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
+                steps=steps, output=output, max_memory=max_memory,
+                threads=threads)  # fmt: skip
+    if cache is not None and not keep_samples:
         from alignctl.report.cache import Cache, cached_analyze
 
-        opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
-                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
-                    steps=steps, output=output, max_memory=max_memory,
-                    threads=threads)  # fmt: skip
         cache = cache if isinstance(cache, Cache) else Cache(cache)
-        return cached_analyze(run, cache, analyze, opts, on_checkpoint)
+        return cached_analyze(run, cache, _measure or analyze, opts, on_checkpoint)
+    if _measure is not None:
+        return _measure(run, **opts, on_checkpoint=on_checkpoint, keep_samples=keep_samples,
+                        _checkpoint_notes=_checkpoint_notes)  # fmt: skip
     import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.threads import check_threads
