@@ -126,12 +126,19 @@ def test_single_process_unless_torchrun_says_otherwise():
 
 def test_two_ranks_write_the_report_one_process_writes(tmp_path):
     run = make_run(tmp_path / "run")
+    from alignctl.runs.checkpoints import write_checkpoint
+    from alignctl.runs.models import build_model
+
+    state = build_model(MODEL, run).state_dict()  # rank 1's: diverged, with a note
+    state["1.weight"] = torch.full_like(state["1.weight"], float("nan"))
+    write_checkpoint(run / "checkpoints" / "step_00000003.safetensors", state, {"step": 300})
     args = ["analyze", run, "--json", "-", "--threads", "1", "--keep-samples"]
     one = alignctl(args, 1, tmp_path)
     two = torchrun(args, 2, tmp_path)
     assert one.returncode == two.returncode == 0, (one.stderr, two.stderr)
     a, b = json.loads(one.stdout), json.loads(two.stdout)
     assert [c["step"] for c in b["checkpoints"]] == list(range(0, 600, 100))
+    assert [c["diverged"] for c in b["checkpoints"]] == [False] * 3 + [True] + [False] * 2
     assert without_timing(a) == without_timing(b)  # every number, verdict and note
     assert two.stderr.count("note:") == one.stderr.count("note:")
     three = alignctl(args, 3, tmp_path)  # 6 checkpoints over 3 ranks; each rank's own output
@@ -168,19 +175,22 @@ def test_a_corrupt_checkpoint_on_rank_one_is_what_one_process_makes_of_it(tmp_pa
     assert "Traceback" not in two.stderr
 
 
-def test_an_error_on_rank_one_only_is_one_line_and_exit_2_everywhere(tmp_path):
-    """A checkpoint whose tensors do not fit the model: rank 1 fails, rank 0 says so once."""
+def test_the_earliest_error_is_one_line_and_exit_2_everywhere(tmp_path):
+    """Checkpoints whose tensors do not fit the model, on both ranks: rank 0 says once what
+    one process says, the first one's error (rank 1's), not its own."""
     run = make_run(tmp_path / "run")
     from alignctl.runs.checkpoints import write_checkpoint
 
-    bad = {"net.0.weight": torch.zeros(7, 7)}
-    write_checkpoint(run / "checkpoints" / "step_00000001.safetensors", bad, {"step": 100})
+    for step, key in ((1, "first.weight"), (2, "second.weight")):
+        bad = {key: torch.zeros(7, 7)}
+        write_checkpoint(run / "checkpoints" / f"step_{step:08d}.safetensors", bad, {"step": step})
     args = ["analyze", run, "--json", "-", "--threads", "1"]
     one, two = alignctl(args, 1, tmp_path), alignctl(args, 2, tmp_path)
     assert one.returncode == two.returncode == 2 and silent(two), (one.stderr, two.stderr)
     errors = [line for line in two.stderr.splitlines() if line.startswith("error:")]
     assert errors == [line for line in one.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and two.stdout == "" and "Traceback" not in two.stderr
+    assert len(errors) == 1 and "first.weight" in errors[0]
+    assert two.stdout == "" and "Traceback" not in two.stderr
 
 
 TINY = {**RACE_TINY, "train": {**RACE_TINY["train"], "epochs": 8}}  # seconds, not grokking

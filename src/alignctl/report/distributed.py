@@ -137,17 +137,26 @@ class Group:
         return [o[1] for o in outcomes]
 
     def serve(self) -> int:
-        """Ranks 1..N-1: apply what rank 0 sends until it sends its exit code; return it."""
-        while True:
-            message = self._broadcast()
-            if message[0] == "exit":
-                self._close()
-                return message[1]
-            _, fn, shares = message
-            self._gather(_call(fn, shares[self.rank]))
+        """Ranks 1..N-1: apply what rank 0 sends until it sends its exit code; return it
+        (130, silently, on Ctrl-C: torchrun's whole process group receives it)."""
+        try:
+            while True:
+                message = self._broadcast()
+                if message[0] == "exit":
+                    self._close()
+                    return message[1]
+                _, fn, shares = message
+                self._gather(_call(fn, shares[self.rank]))
+        except KeyboardInterrupt:
+            return 130
 
     def finish(self, code: int) -> None:
-        """Rank 0: tell the others the exit code and leave the group."""
+        """Rank 0: tell the others the exit code and leave the group. Not after Ctrl-C or
+        SIGTERM (130, 143): the other ranks received the signal too, or torchrun stops them,
+        and they may be inside another collective."""
+        if code in (130, 143):
+            _ACTIVE.clear()
+            return
         try:
             self._broadcast(("exit", code))
         finally:
