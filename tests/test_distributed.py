@@ -211,3 +211,55 @@ def test_a_race_over_two_ranks_is_the_race_of_one_process(tmp_path):
         assert len(list(out.rglob("run.json"))) == 4
         tables.append([{k: v for k, v in row.items() if k not in TIMED} for row in res["rows"]])
     assert tables[0] == tables[1]
+
+
+FACTORY = """
+import os
+from pathlib import Path
+
+import torch
+
+
+def make():
+    with open(Path(__file__).with_name("built.txt"), "a") as f:  # which ranks built a model
+        f.write(os.environ.get("RANK", "-") + "\\n")
+    return torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.Tanh(), torch.nn.Linear(12, 3))
+"""
+
+
+def test_one_checkpoint_deals_its_samples(tmp_path):
+    """A run with one checkpoint: rank 1 measures the second half of the samples; the
+    per-sample values, means and stds are those of one process."""
+    import importlib.util
+
+    from alignctl.runs.checkpoints import write_checkpoint
+
+    run = make_run(tmp_path / "run", n_checkpoints=0)
+    (run / "net.py").write_text(FACTORY)
+    cfg = yaml.safe_load((run / "alignctl.yaml").read_text())
+    (run / "alignctl.yaml").write_text(yaml.safe_dump({**cfg, "model": {"factory": "net.py:make"}}))
+    spec = importlib.util.spec_from_file_location("net", run / "net.py")
+    net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(net)
+    torch.manual_seed(0)
+    write_checkpoint(run / "checkpoints" / "step_00000100.safetensors", net.make().state_dict(),
+                     {"step": 100})  # fmt: skip
+    (run / "built.txt").unlink()
+    args = ["analyze", run, "--json", "-", "--threads", "1", "--keep-samples"]
+    one, two = alignctl(args, 1, tmp_path), alignctl(args, 2, tmp_path)
+    assert one.returncode == two.returncode == 0 and silent(two), two.stderr
+    assert "1" in (run / "built.txt").read_text().split()  # rank 1 built the model: it measured
+    a, b = without_timing(json.loads(one.stdout)), without_timing(json.loads(two.stdout))
+    assert len(b["samples"]["metrics"][0]["jacobian_norm"]) == 40
+    assert rounded(a) == rounded(b)  # each value from a smaller batch: kernels may round apart
+
+
+def rounded(obj):
+    """Every float to 9 significant digits, recursively."""
+    if isinstance(obj, float):
+        return float(f"{obj:.9g}")
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v) for v in obj]
+    return obj

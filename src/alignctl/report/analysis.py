@@ -89,7 +89,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
             keep_samples: bool = False, _checkpoint_notes: bool = False, _measure=None,
-            ) -> dict:  # fmt: skip
+            _measure_samples=None) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
     ``output``: the logits' key or index in tuple/dict outputs (default: the config's
@@ -107,7 +107,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     cached: they would cover only the checkpoints measured in this call).
     ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes``.
     ``_measure`` (report/sharded.py) measures the checkpoints instead of this process alone:
-    called as this function would be, it returns the same report.
+    called as this function would be, it returns the same report; ``_measure_samples``
+    replaces :func:`alignctl.geometry.measure.measure` (same arguments and result).
     """
     # every option that changes a number must be in this dict (the cache's key)
     opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
@@ -144,7 +145,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     with _threads(threads, model, data.x_train, dev, tokens):
         report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
                           eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
-                          keep_samples)  # fmt: skip
+                          keep_samples, _measure_samples)  # fmt: skip
     if not _checkpoint_notes:
         for entry in report["checkpoints"]:
             entry.pop("_notes", None)
@@ -176,7 +177,7 @@ def _threads(threads, model, x, dev, tokens):
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
              steps, on_checkpoint, spec, max_memory, tokens,
-             keep_samples=False) -> dict:  # fmt: skip
+             keep_samples=False, measure_samples=None) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge, thresholds
@@ -192,7 +193,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     pgd = {"eps": eps, "alpha": alpha, "steps": steps, "input_range": (lo, hi)}
     opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
             "batch_size": batch_size, "robustness": robustness, "pgd": pgd,
-            "keep_samples": keep_samples}  # fmt: skip
+            "keep_samples": keep_samples, "measure": measure_samples}  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
@@ -278,6 +279,7 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         entry["diverged"] = True
         entry["reason"] = "the outputs are not finite (they overflow) although the weights are"
         return n_classes
+    measure = opts.get("measure") or measure  # over the ranks' samples: report/sharded.py
     values = measure(model, xs, ys, metrics=opts["names"], batch_size=opts["batch_size"],
                      device=dev, output=spec, max_memory=mm, notes=notes)  # fmt: skip
     entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))

@@ -26,6 +26,7 @@ This module imports torch only when a group is started (``alignctl --help`` stay
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from collections.abc import Callable
@@ -122,15 +123,15 @@ class Group:
         dist.gather_object(result, out, dst=0, group=self.objects)
         return out
 
-    def map(self, fn: Callable, shares: list, progress: Callable | None = None) -> list:
+    def map(self, fn: Callable, shares: list, mine: Callable | None = None) -> list:
         """Rank 0: ``fn(shares[r])`` on every rank r (``fn`` a module-level function, the
-        shares picklable); the results in rank order. ``progress`` is passed to rank 0's own
-        call only. Raises the exception of the earliest failed item (see the module)."""
+        shares picklable and small: every rank receives them all); the results in rank
+        order. ``mine()`` (if given) is rank 0's own part instead of ``fn(shares[0])``.
+        Raises the exception of the earliest failed item (see the module)."""
         if len(shares) != self.size:
             raise ValueError(f"{len(shares)} shares for {self.size} ranks")
         self._broadcast(("call", fn, shares))
-        mine = _call(fn, shares[0], progress, local=True)
-        outcomes = self._gather(mine)
+        outcomes = self._gather(_call(mine or (lambda: fn(shares[0])), local=True))
         failed = [(o[1], r, o[2]) for r, o in enumerate(outcomes) if o[0] == "error"]
         if failed:
             raise min(failed, key=lambda f: (f[0], f[1]))[2]
@@ -146,7 +147,7 @@ class Group:
                     self._close()
                     return message[1]
                 _, fn, shares = message
-                self._gather(_call(fn, shares[self.rank]))
+                self._gather(_call(functools.partial(fn, shares[self.rank])))
         except KeyboardInterrupt:
             return 130
 
@@ -170,12 +171,12 @@ class Group:
             dist.destroy_process_group()
 
 
-def _call(fn, share, progress=None, local: bool = False) -> tuple:
+def _call(thunk: Callable, local: bool = False) -> tuple:
     """("ok", result) or ("error", item, exception): a failure travels to rank 0 as data.
     An exception that cannot be pickled travels as a RuntimeError naming it (``local``: rank
     0's own, which does not travel, stays as raised)."""
     try:
-        return ("ok", fn(share) if progress is None else fn(share, progress))
+        return ("ok", thunk())
     except Exception as e:  # noqa: BLE001 (rank 0 decides; KeyboardInterrupt still stops)
         at = getattr(e, "at", None)
         try:

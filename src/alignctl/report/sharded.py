@@ -42,12 +42,13 @@ def analyze(run, **kwargs) -> dict:
 def _sharded(group: Group, run, *, on_checkpoint=None, keep_samples=False,
              _checkpoint_notes=False, **opts) -> dict:  # fmt: skip
     refs = list(run.checkpoints)
-    if len(refs) < 2:
-        return analysis.analyze(run, **opts, on_checkpoint=on_checkpoint,
-                                keep_samples=keep_samples,
-                                _checkpoint_notes=_checkpoint_notes)  # fmt: skip
     # the run travels without its data (each rank loads it) and without notes (gathered)
     light = dataclasses.replace(run, checkpoints=[], notes=[], _data=None)
+    if len(refs) < 2:  # one checkpoint (or none): its samples are dealt instead
+        over = functools.partial(_measure_over_samples, group, light, refs, opts)
+        return analysis.analyze(run, **opts, on_checkpoint=on_checkpoint,
+                                keep_samples=keep_samples, _checkpoint_notes=_checkpoint_notes,
+                                _measure_samples=over)  # fmt: skip
     deal = round_robin(len(refs), group.size)
     shares = [(light, [refs[i] for i in idx], idx, {**opts, "keep_samples": keep_samples})
               for idx in deal]  # fmt: skip
@@ -56,7 +57,7 @@ def _sharded(group: Group, run, *, on_checkpoint=None, keep_samples=False,
         if on_checkpoint:
             on_checkpoint(entry, min(len(refs), i * group.size), len(refs))
 
-    reports = group.map(_measure_share, shares, progress)
+    reports = group.map(_measure_share, shares, lambda: _measure_share(shares[0], progress))
     entries: list = [None] * len(refs)
     per_sample: list = [None] * len(refs)
     for idx, rep in zip(deal, reports, strict=True):
@@ -114,6 +115,59 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str]) -> No
     report["recommendation"] = recommend(entries, thresholds(run.config.verdict),
                                          n_classes=_n_classes(run),
                                          config_train=run.config.train)  # fmt: skip
+
+
+def _measure_over_samples(group: Group, light, refs, opts, model, xs, ys, **kwargs) -> dict:
+    """:func:`alignctl.geometry.measure.measure` of the one checkpoint of ``refs`` (loaded in
+    ``model``) with its samples in contiguous blocks over the ranks: rank 0 measures the first
+    block on ``model``, rank r loads the checkpoint and measures block r; the per-sample
+    values are concatenated in order, so means and stds are taken over the same values in
+    the same order as one process (each value computed in a smaller batch: equal up to the
+    rounding of batched kernels). Measurement notes of every rank, each once."""
+    import torch
+
+    from alignctl.geometry.measure import measure
+
+    notes = kwargs.pop("notes", None)
+    if len(xs) < group.size:  # not a sample for every rank: not worth a round trip
+        return measure(model, xs, ys, **kwargs, notes=notes)
+    bounds = [len(xs) * r // group.size for r in range(group.size + 1)]
+    blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
+    shares = [(light, refs[0], lo, hi, opts, kwargs) for lo, hi in blocks]
+
+    def mine():
+        mine_notes: list[str] = []
+        lo, hi = blocks[0]
+        values = measure(model, xs[lo:hi], ys[lo:hi], **kwargs, notes=mine_notes)
+        return {k: v.cpu() for k, v in values.items()}, mine_notes
+
+    parts = group.map(_measure_slice, shares, mine)
+    if notes is not None:
+        notes.extend(dict.fromkeys(t for _, got in parts for t in got if t not in notes))
+    dev = kwargs.get("device")
+    return {k: torch.cat([values[k] for values, _ in parts]).to(dev) for k in parts[0][0]}
+
+
+def _measure_slice(share) -> tuple[dict, list[str]]:
+    """Rank r's block of samples: the run's data, model and checkpoint loaded here."""
+    from alignctl.geometry.devices import resolve_device
+    from alignctl.geometry.measure import measure
+    from alignctl.geometry.threads import num_threads
+
+    light, ref, lo, hi, opts, kwargs = share
+    run = dataclasses.replace(light, checkpoints=[ref], notes=[])
+    data = run.load_data()
+    xs, ys = (
+        (data.x_train, data.y_train) if opts["split"] == "train" else (data.x_test, data.y_test)
+    )
+    xs, ys, _ = analysis._subset(xs, ys, opts["samples"])
+    dev = resolve_device(opts["device"])
+    model = run.build_model().to(dev)
+    run.load_checkpoint(model, ref)
+    notes: list[str] = []
+    with num_threads(opts["threads"]):
+        values = measure(model, xs[lo:hi], ys[lo:hi], **{**kwargs, "device": dev}, notes=notes)
+    return {k: v.cpu() for k, v in values.items()}, notes
 
 
 def race_runner():
