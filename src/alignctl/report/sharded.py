@@ -14,8 +14,11 @@ recomputes what reads more than one checkpoint, as the single-process path does:
 verdict (the inferred verdict compares with earlier checkpoints), the recommendation, the
 run's step unit and the notes, in the order one process gives them.
 
-A run with fewer than two checkpoints to measure is measured by rank 0 alone (one huge
-checkpoint is not split by samples).
+One checkpoint to measure (one huge checkpoint, or the one new checkpoint of a cached run):
+its samples are dealt instead, in contiguous blocks; rank 0 concatenates the per-sample values
+in order and takes means and stds over them as one process does (each value comes from a
+smaller batch, so equal up to the rounding of batched kernels). Accuracies and PGD stay on
+rank 0.
 
 race: the (regulariser, seed) pairs not finished on disk are dealt the same way; each rank
 trains its pairs (``--workers`` processes each) and rank 0 tabulates them all.
