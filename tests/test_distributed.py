@@ -151,45 +151,30 @@ def test_the_cache_is_read_and_written_by_rank_zero(tmp_path):
     run = make_run(tmp_path / "run")
     args = ["analyze", run, "--json", "-", "--threads", "1"]
     on = {"ALIGNCTL_CACHE": "on"}
-    first = alignctl([*args[:2], "--samples", "8", *args[2:]], 1, tmp_path, on)  # other key
     two = alignctl(args, 2, tmp_path, on)
     again = alignctl(args, 1, tmp_path, on)
-    assert first.returncode == two.returncode == again.returncode == 0, two.stderr
+    assert two.returncode == again.returncode == 0, two.stderr
     b, c = json.loads(two.stdout), json.loads(again.stdout)
     assert b["cache"]["misses"] == 6 and c["cache"]["hits"] == 6 and silent(two)
     assert without_timing(b) == without_timing(c)
 
 
-def test_a_corrupt_checkpoint_on_rank_one_is_what_one_process_makes_of_it(tmp_path):
-    run = make_run(tmp_path / "run")
-    (run / "checkpoints" / "step_00000003.safetensors").write_bytes(b"\x00" * 64)  # rank 1's
-    args = ["analyze", run, "--json", "-", "--threads", "1"]
-    one, two = alignctl(args, 1, tmp_path), alignctl(args, 2, tmp_path)
-    assert one.returncode == two.returncode and silent(two), two.stderr
-    if one.returncode == 0:
-        assert without_timing(json.loads(one.stdout)) == without_timing(json.loads(two.stdout))
-    else:
-        assert one.returncode == 2 and two.stdout == ""
-        errors = [line for line in two.stderr.splitlines() if line.startswith("error:")]
-        assert errors == [line for line in one.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in two.stderr
-
-
 def test_the_earliest_error_is_one_line_and_exit_2_everywhere(tmp_path):
-    """Checkpoints whose tensors do not fit the model, on both ranks: rank 0 says once what
-    one process says, the first one's error (rank 1's), not its own."""
+    """A corrupt checkpoint on rank 1's share and one that does not fit the model on rank
+    0's: rank 0 says once what one process says, the first one's error (rank 1's), not its own;
+    every rank exits 2, the others silently."""
     run = make_run(tmp_path / "run")
     from alignctl.runs.checkpoints import write_checkpoint
 
-    for step, key in ((1, "first.weight"), (2, "second.weight")):
-        bad = {key: torch.zeros(7, 7)}
-        write_checkpoint(run / "checkpoints" / f"step_{step:08d}.safetensors", bad, {"step": step})
+    (run / "checkpoints" / "step_00000001.safetensors").write_bytes(b"\x00" * 64)
+    misfit = {"second.weight": torch.zeros(7, 7)}
+    write_checkpoint(run / "checkpoints" / "step_00000002.safetensors", misfit, {"step": 200})
     args = ["analyze", run, "--json", "-", "--threads", "1"]
     one, two = alignctl(args, 1, tmp_path), alignctl(args, 2, tmp_path)
     assert one.returncode == two.returncode == 2 and silent(two), (one.stderr, two.stderr)
     errors = [line for line in two.stderr.splitlines() if line.startswith("error:")]
     assert errors == [line for line in one.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "first.weight" in errors[0]
+    assert len(errors) == 1 and "step_00000001" in errors[0]
     assert two.stdout == "" and "Traceback" not in two.stderr
 
 
@@ -203,12 +188,12 @@ def test_a_race_over_two_ranks_is_the_race_of_one_process(tmp_path):
     tables = []
     for nproc in (1, 2):
         out = tmp_path / f"race{nproc}"
-        args = ["race", "--config", cfg, "--regs", "none,grokalign:lambda=0.1", "--seeds", "2",
+        args = ["race", "--config", cfg, "--regs", "none,grokalign:lambda=0.1", "--seeds", "1",
                 "--out", out, "--json", "-", "--threads", "1"]  # fmt: skip
         r = alignctl(args, nproc, tmp_path)
         assert r.returncode == 0 and (nproc == 1 or silent(r)), r.stderr
         res = json.loads(r.stdout)
-        assert len(list(out.rglob("run.json"))) == 4
+        assert len(list(out.rglob("run.json"))) == 2  # one pair per rank
         tables.append([{k: v for k, v in row.items() if k not in TIMED} for row in res["rows"]])
     assert tables[0] == tables[1]
 
