@@ -104,9 +104,10 @@ def test_race_tables_say_which_test_and_fit_the_terminal():
            "rows": table(results, regs, [0, 1], max_epochs=6000)}  # fmt: skip
     toks = MarkdownIt("commonmark").enable("table").parse(markdown_table(res))
     cells = [t.children[0].content if t.children else "" for t in toks if t.type == "inline"]
-    head = cells[1:9]
-    assert head[3:5] == ["p", "test"]
-    assert cells[17:25][0] == "grokalign:lambda=0.1|x" and cells[17:25][4] == "log-rank"
+    n = 9  # 8 columns and the paper's epochs: sparse parity is a row of Table 1
+    head, ga = cells[1 : 1 + n], cells[1 + 2 * n : 1 + 3 * n]
+    assert head[3:5] == ["p", "test"] and head[-1] == "paper epochs"
+    assert ga[0] == "grokalign:lambda=0.1|x" and ga[4] == "log-rank" and ga[-1] == "110"
     for width in (80, 120):
         console = Console(width=width, no_color=True, record=True)
         with console.capture() as cap:
@@ -171,3 +172,15 @@ def test_race_rejects_unknown_regulariser(tmp_path):
             "--out", str(tmp_path / "o")]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "bogus" in r.stderr
+
+
+def test_paper_numbers_beside_ours_only_for_table_1_rows():
+    from alignctl.report.paper import TABLE1, paper_epochs
+    from alignctl.report.render_race import markdown_table
+
+    assert paper_epochs("sparse-parity", "grokalign:every=4") == 110
+    assert paper_epochs("modular-addition", "orthograd") == "unstable"
+    assert paper_epochs("my-task", "none") is None and paper_epochs(None, "none") is None
+    assert {"xor-cluster", "sparse-parity", "mnist", "mnist-mse", "modular-addition"} <= set(TABLE1)
+    own = {"task": None, "seeds": 1, "seed_offset": 0, "max_epochs": 5, "rows": []}
+    assert "paper" not in markdown_table(own).lower()

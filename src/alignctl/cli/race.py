@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from alignctl.cli.common import check_output_folder, check_outputs, cli_errors, err_console
+from alignctl.errors import InputError
 from alignctl.report import render_race
 from alignctl.train.jsonio import dumps_strict
 
@@ -19,7 +20,9 @@ markdown_table = render_race.markdown_table  # the Markdown table (files, pipes)
 
 @cli_errors
 def race(
-    out: Annotated[Path, Opt(help="Folder for the runs (finished pairs are kept and skipped).")],
+    out: Annotated[
+        Path | None, Opt(help="Folder for the runs (finished pairs are kept and skipped).")
+    ] = None,
     task: Annotated[str | None, Opt(help="A preset, e.g. sparse-parity.")] = None,
     config: Annotated[Path | None, Opt(help="alignctl.yaml of your own task.")] = None,
     regs: Annotated[
@@ -44,14 +47,28 @@ def race(
     threads: Annotated[
         int | None, Opt(help="CPU threads per worker (default: 1 for small models).")
     ] = None,
+    render: Annotated[
+        Path | None,
+        Opt(help="Render a race's saved --json result as the table, training nothing."),
+    ] = None,
 ) -> None:
     """Train every (regulariser, seed) pair to grokking and print the paper's table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from alignctl.geometry.threads import check_threads
     from alignctl.report.sharded import race_runner
-    from alignctl.train.race import run_race
+    from alignctl.train.race import load_result, run_race
 
+    if render is not None:
+        if out is not None or task is not None or config is not None:
+            raise InputError("--render takes a saved result; it trains nothing (no --out, "
+                             "--task or --config)")  # fmt: skip
+        result = load_result(render)
+        outputs = check_outputs({"--json": json_out, "--markdown": markdown})
+        _emit(result, outputs, json_out, markdown, quiet)
+        return
+    if out is None:
+        raise InputError("--out DIR is needed: the folder for the runs")
     check_output_folder(out, "--out")
     outputs = check_outputs({"--json": json_out, "--markdown": markdown})  # before any run
     check_threads(threads)
@@ -77,6 +94,10 @@ def race(
             typer.echo(f"interrupted: finished pairs are kept in {out}; the same command "
                        "continues the race", err=True)  # fmt: skip
             raise typer.Exit(130) from None
+    _emit(result, outputs, json_out, markdown, quiet)
+
+
+def _emit(result: dict, outputs, json_out, markdown, quiet: bool) -> None:
     outputs.write("--json", lambda: dumps_strict(result, indent=2) + "\n")
     outputs.write("--markdown", lambda: markdown_table(result))
     outputs.finish()

@@ -5,6 +5,7 @@ grokked, log-rank under censoring: :func:`alignctl.train.race.compare`)."""
 from __future__ import annotations
 
 from alignctl.report.cells import field, is_real, num
+from alignctl.report.paper import paper_epochs, paper_row
 from alignctl.report.render_markdown import escape, table
 
 # how a speed-up with censored runs reads (race.bound)
@@ -17,21 +18,38 @@ def _fixed(v, digits: int, suffix: str = "") -> str:
     return f"{float(v):.{digits}f}{suffix}" if is_real(v) else num(v)
 
 
+def head(result: dict) -> list[str]:
+    """The columns: HEAD, and "paper epochs" when the task is a row of the paper's Table 1."""
+    return HEAD + (["paper epochs"] if paper_row(field(result, "task")) else [])
+
+
+def _test(r: dict) -> str:
+    """The test behind p; results written before the field existed used the paired t-test
+    whenever no run was censored."""
+    test = field(r, "test")
+    if test is None and field(r, "p_value") is not None and not field(r, "censored"):
+        return "paired t-test"
+    return num(test)
+
+
 def rows(result: dict) -> list[list[str]]:
     """The table's cells as plain text, one row per regulariser."""
     out = []
+    task = field(result, "task")
+    with_paper = paper_row(task) is not None
     for r in field(result, "rows") or []:
         p = field(r, "p_value")
+        paper = paper_epochs(task, field(r, "reg"))
         out.append([
             num(field(r, "reg")),
             f"{_fixed(field(r, 'mean_epochs'), 1)} ± {_fixed(field(r, 'std_epochs'), 1)}",
             MARK.get(field(r, "bound"), "") + _fixed(field(r, "speedup"), 2, "x"),
             "-" if p is None else f"{p:.2g}" if is_real(p) else num(p),
-            num(field(r, "test")),
+            _test(r),
             _fixed(field(r, "mean_seconds"), 2),
             _fixed(field(r, "wall_speedup"), 2, "x"),
             f"{num(field(r, 'grokked'))}/{num(field(r, 'runs'))}",
-        ])  # fmt: skip
+        ] + ([num(paper) if paper is not None else "-"] if with_paper else []))  # fmt: skip
     return out
 
 
@@ -43,19 +61,27 @@ def heading(result: dict) -> str:
 
 
 def footnote(result: dict) -> str | None:
-    if not any(field(r, "censored") for r in field(result, "rows") or []):
-        return None
-    return (
-        "Runs that did not grok count at max epochs (censored). A speed-up marked >= is a "
-        "lower bound (censored baseline runs), <= an upper bound (censored runs of that "
-        "regulariser), ~ neither (both censored). With censored runs p comes from the "
-        "log-rank test (right-censored at max epochs, unpaired), not the paired t-test."
-    )
+    notes = []
+    row = paper_row(field(result, "task"))
+    if row:
+        notes.append(
+            f"Paper (Table 1, row {row['row']}, 25 seeds): GrokAlign {row['speedup']:.2f}x "
+            f"faster in epochs, {row['wall_speedup']:.2f}x in wall-clock time (Table 4)."
+        )
+    if any(field(r, "censored") for r in field(result, "rows") or []):
+        notes.append(
+            "Runs that did not grok count at max epochs (censored). A speed-up marked >= is a "
+            "lower bound (censored baseline runs), <= an upper bound (censored runs of that "
+            "regulariser), ~ neither (both censored). With censored runs p comes from the "
+            "log-rank test (right-censored at max epochs, unpaired), not the paired t-test."
+        )
+    return " ".join(notes) or None
 
 
 def markdown_table(result: dict) -> str:
     lines = [escape(heading(result)), ""]
-    lines += table(HEAD, rows(result), right=[False] + [True] * (len(HEAD) - 1))
+    cols = head(result)
+    lines += table(cols, rows(result), right=[False] + [True] * (len(cols) - 1))
     note = footnote(result)
     if note:
         lines += ["", escape(note)]
@@ -75,7 +101,7 @@ def rich_table(result: dict):
     t = Table(title=Text(heading(result)), caption=Text(note) if note else None,
               box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
               title_justify="left", caption_justify="left")  # fmt: skip
-    for i, h in enumerate(HEAD):
+    for i, h in enumerate(head(result)):
         words = [cell_len(w) for w in h.split()]
         cells = [cell_len(r[i]) for r in body] if i not in (0, 4) else []
         t.add_column(h, justify="left" if i in (0, 4) else "right",

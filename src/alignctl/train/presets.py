@@ -50,8 +50,8 @@ def _train(epochs, loss, opt, lr, wd, batch_size=None, **opt_extra) -> dict:
     }  # fmt: skip
 
 
-def _grokked(test_acc=None, noise_acc=None) -> dict:
-    return {"train_acc": None, "test_acc": test_acc, "noise_acc": noise_acc}
+def _grokked(test_acc=None, noise_acc=None, train_acc=None) -> dict:
+    return {"train_acc": train_acc, "test_acc": test_acc, "noise_acc": noise_acc}
 
 
 @_preset("xor-cluster", grokalign_lambda=1.0)
@@ -89,7 +89,9 @@ def _omnigrok(in_features: int, data: dict) -> dict:
                   "out_features": 10, "bias": False, "init_scale": 8.0},
         "data": data,
         "train": _train(10000, "cross_entropy", "adamw", 1e-3, 0.01, batch_size=128),
-        "grokked": _grokked(test_acc=0.80),
+        # the authors' later code: train > 99% and test > 80% (SETUPS.md); without the train
+        # criterion digits "groks" at epoch 3 with 86% train accuracy
+        "grokked": _grokked(test_acc=0.80, train_acc=0.99),
     }  # fmt: skip
 
 
@@ -115,7 +117,7 @@ def modular_addition() -> dict:
         "data": {"task": "modular-addition", "p": 61, "train_fraction": 0.5,
                  "encoding": "onehot", "seed": 0},
         "train": _train(1000, "cross_entropy", "adamw", 1e-3, 1.0, batch_size=32),
-        "grokked": _grokked(test_acc=0.99),
+        "grokked": _grokked(test_acc=0.99, train_acc=0.99),  # the authors' later code
     }  # fmt: skip
 
 

@@ -43,6 +43,27 @@ def finished(path: Path) -> dict | None:
     return summary if summary.get("race_done") else None
 
 
+def load_result(path) -> dict:
+    """A race result saved with ``--json``: strict JSON with a ``rows`` list, else InputError."""
+    from alignctl.runs.limits import read_text_capped
+
+    try:
+        text = read_text_capped(Path(path), "race result")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        result = json.loads(text, parse_constant=_no_constant)
+    except ValueError as e:
+        raise InputError(f"{path}: not a race result (invalid JSON: {e})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        raise InputError(f"{path}: not a race result (no 'rows' list)")
+    return result
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _ignore_sigint() -> None:
     import signal
 
