@@ -111,9 +111,9 @@ def analyze(
     no_cache: Annotated[bool, Opt("--no-cache", help="Neither read nor write the cache.")] = False,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
-    from alignctl.report.analysis import analyze as run_analysis
     from alignctl.report.analysis import resolve_metrics
     from alignctl.report.gates import check_gate_options, evaluate_gates
+    from alignctl.report.sharded import analyze as run_analysis  # over torchrun's ranks
     from alignctl.runs.run import open_run
     from alignctl.runs.validate import check_pgd, check_run_labels
 

@@ -22,6 +22,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from alignctl._version import __version__
 from alignctl.cli.common import Terminated, error_line, printable
+from alignctl.errors import InputError
 
 VERBOSE_ENV = "ALIGNCTL_VERBOSE"
 
@@ -220,8 +221,33 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
-    """The console script: the app, with SIGTERM turned into an exception (temporary files
-    are removed on the way out) and any unexpected error shown as one line, exit 2."""
+    """The console script. Under torchrun (several ranks, :mod:`alignctl.report.distributed`)
+    rank 0 runs the command and the other ranks serve it; every rank exits with rank 0's code."""
+    from alignctl.report.distributed import join
+
+    try:
+        group = join()
+    except InputError as e:
+        error_line(e)
+        sys.exit(2)
+    if group is not None and group.rank != 0:
+        configure_warnings(verbose_requested())  # a serving rank prints nothing
+        sys.exit(group.serve())
+    code = 2  # unless the app says otherwise
+    try:
+        _run_app()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+        raise
+    finally:
+        if group is not None:
+            group.finish(code)
+
+
+def _run_app() -> None:
+    """The app, with SIGTERM turned into an exception (temporary files are removed on the way
+    out) and any unexpected error shown as one line, exit 2."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)

@@ -56,6 +56,7 @@ def race(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from alignctl.geometry.threads import check_threads
+    from alignctl.report.sharded import race_runner
     from alignctl.train.race import load_result, run_race
 
     if render is not None:
@@ -84,7 +85,7 @@ def race(
             result = run_race(
                 task=task, config=config, regs=reg_list, seeds=seeds, seed_offset=seed_offset,
                 max_epochs=max_epochs, workers=workers, out=out, device=device,
-                threads=threads,
+                threads=threads, runner=race_runner(),  # the pairs over torchrun's ranks
                 on_update=lambda done, total, running: bar.update(
                     tid, completed=done, description=f"{running} running"
                 ),

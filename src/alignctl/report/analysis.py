@@ -88,8 +88,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
-            keep_samples: bool = False, _checkpoint_notes: bool = False,
-            ) -> dict:  # fmt: skip
+            keep_samples: bool = False, _checkpoint_notes: bool = False, _measure=None,
+            _measure_samples=None) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
     ``output``: the logits' key or index in tuple/dict outputs (default: the config's
@@ -106,18 +106,23 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     ``keep_samples`` adds the per-sample values under ``samples`` (see :func:`_samples`; not
     cached: they would cover only the checkpoints measured in this call).
     ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes``.
+    ``_measure`` (report/sharded.py) measures the checkpoints instead of this process alone:
+    called as this function would be, it returns the same report; ``_measure_samples``
+    replaces :func:`alignctl.geometry.measure.measure` (same arguments and result).
     """
-    if (
-        cache is not None and not keep_samples
-    ):  # every option that changes a number must be in this dict (the key)
+    # every option that changes a number must be in this dict (the cache's key)
+    opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
+                metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
+                steps=steps, output=output, max_memory=max_memory,
+                threads=threads)  # fmt: skip
+    if cache is not None and not keep_samples:
         from alignctl.report.cache import Cache, cached_analyze
 
-        opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
-                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
-                    steps=steps, output=output, max_memory=max_memory,
-                    threads=threads)  # fmt: skip
         cache = cache if isinstance(cache, Cache) else Cache(cache)
-        return cached_analyze(run, cache, analyze, opts, on_checkpoint)
+        return cached_analyze(run, cache, _measure or analyze, opts, on_checkpoint)
+    if _measure is not None:
+        return _measure(run, **opts, on_checkpoint=on_checkpoint, keep_samples=keep_samples,
+                        _checkpoint_notes=_checkpoint_notes)  # fmt: skip
     import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.threads import check_threads
@@ -140,7 +145,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     with _threads(threads, model, data.x_train, dev, tokens):
         report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
                           eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
-                          keep_samples)  # fmt: skip
+                          keep_samples, _measure_samples)  # fmt: skip
     if not _checkpoint_notes:
         for entry in report["checkpoints"]:
             entry.pop("_notes", None)
@@ -172,7 +177,7 @@ def _threads(threads, model, x, dev, tokens):
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
              steps, on_checkpoint, spec, max_memory, tokens,
-             keep_samples=False) -> dict:  # fmt: skip
+             keep_samples=False, measure_samples=None) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge, thresholds
@@ -188,7 +193,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     pgd = {"eps": eps, "alpha": alpha, "steps": steps, "input_range": (lo, hi)}
     opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
             "batch_size": batch_size, "robustness": robustness, "pgd": pgd,
-            "keep_samples": keep_samples}  # fmt: skip
+            "keep_samples": keep_samples, "measure": measure_samples}  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
@@ -274,6 +279,7 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         entry["diverged"] = True
         entry["reason"] = "the outputs are not finite (they overflow) although the weights are"
         return n_classes
+    measure = opts.get("measure") or measure  # over the ranks' samples: report/sharded.py
     values = measure(model, xs, ys, metrics=opts["names"], batch_size=opts["batch_size"],
                      device=dev, output=spec, max_memory=mm, notes=notes)  # fmt: skip
     entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))

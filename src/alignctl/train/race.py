@@ -194,9 +194,11 @@ def bound(base_censored: bool, reg_censored: bool) -> str | None:
 
 def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset: int = 0,
              max_epochs: int | None = None, workers: int = 1, out: Path, device: str = "cpu",
-             on_update=None, threads: int | None = None) -> dict:  # fmt: skip
+             on_update=None, threads: int | None = None, runner=None) -> dict:  # fmt: skip
     """Train every (regulariser, seed) pair; ``threads``: CPU threads per worker (default:
-    :func:`alignctl.train.trainer.set_threads`'s rule, at most the cores over the workers)."""
+    :func:`alignctl.train.trainer.set_threads`'s rule, at most the cores over the workers).
+    ``runner(jobs, workers, on_result)`` trains the unfinished pairs (default
+    :func:`run_jobs`; over torchrun's ranks: :func:`alignctl.report.sharded.race_runner`)."""
     from alignctl.train.build import build_config
 
     if len(regs) < 1:
@@ -230,26 +232,35 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
     total = len(regs) * len(seed_list)
     if on_update:
         on_update(len(results), total, min(workers, len(jobs)))
+
+    def done(job: dict, summary: dict) -> None:
+        results[(job["reg"], job["seed"])] = summary
+        if on_update:
+            on_update(len(results), total, min(workers, total - len(results)))
+
     if jobs:
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_sigint
-        )
-        try:
-            futures = {pool.submit(train_pair, j): j for j in jobs}
-            for f in as_completed(futures):
-                j = futures[f]
-                results[(j["reg"], j["seed"])] = f.result()
-                if on_update:
-                    on_update(len(results), total, min(workers, total - len(results)))
-        except BaseException:  # Ctrl-C or a failed pair: stop the others now, not at the end
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        (runner or run_jobs)(jobs, workers, done)
     return {"task": task or str(config), "seeds": len(seed_list), "seed_offset": seed_offset,
             "max_epochs": max_epochs, "rows": table(results, regs, seed_list, max_epochs),
             "out": str(out)}  # fmt: skip
+
+
+def run_jobs(jobs: list[dict], workers: int, on_result) -> None:
+    """Train ``jobs`` in a pool of ``workers`` spawned processes; ``on_result(job, summary)``
+    as each finishes. Ctrl-C or a failed pair stops the others at once and re-raises."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_sigint
+    )
+    try:
+        futures = {pool.submit(train_pair, j): j for j in jobs}
+        for f in as_completed(futures):
+            on_result(futures[f], f.result())
+    except BaseException:  # Ctrl-C or a failed pair: stop the others now, not at the end
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _cores() -> int:
