@@ -186,3 +186,30 @@ def test_train_on_uint8_images_with_tuple_outputs_and_grokalign(tmp_path):
                                  str(tmp_path / "run"), "--threads", "1", "-q"])  # fmt: skip
     assert r.exit_code == 0, (r.stderr, r.exception)
     assert (tmp_path / "run" / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize(
+    "factory, x, extra",
+    [("dict_out", np.random.default_rng(3).normal(size=(20, 8)).astype(np.float32),
+      {"output": "scores"}),
+     ("tuple_in_place", np.random.default_rng(4).integers(0, 256, (20, 8)).astype(np.uint8), {}),
+     ("tokens", np.random.default_rng(5).integers(0, 11, (20, 2)), {})],
+    ids=["dict", "tuple-uint8", "tokens"],
+)  # fmt: skip
+def test_cached_and_sharded_reports_read_the_class_count_as_analyze_does(
+    tmp_path, monkeypatch, factory, x, extra
+):
+    """The cache (on by default) re-derives C for the verdicts from a fresh model: through the
+    same output picking and input handling as analyze, for dict/tuple outputs and tokens."""
+    monkeypatch.delenv("ALIGNCTL_CACHE", raising=False)
+    root = make_run(tmp_path / "r", factory, x, scales=(1.0, 0.5), model_extra=extra)
+    fresh, want = run_cli(root, "--no-cache", "--json", "-")
+    assert fresh.exit_code == 0, fresh.stderr
+    for _ in range(2):  # measured, then every checkpoint from the cache
+        r, got = run_cli(root, "--json", "-")
+        assert r.exit_code == 0, r.stderr
+        assert got["recommendation"] == want["recommendation"]
+        assert [c["verdict"] for c in got["checkpoints"]] == [
+            c["verdict"] for c in want["checkpoints"]
+        ]
+    assert got["cache"]["hits"] == 2

@@ -275,37 +275,41 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         found + [t for n in by_ck for t in n["load"]] + [t for n in by_ck for t in n["measure"]]
     )
     report["notes"] = list(dict.fromkeys(ordered))
-    _reverdict(run, merged)
+    _reverdict(run, merged, options.get("output"))
     report["checkpoints"] = merged
     from alignctl.report.steps import run_step_unit
 
     report["step_unit"] = run_step_unit([e.get("step_unit") for e in merged])
-    return _finish(report, run, merged, cache.stats(since), cache.notes)
+    return _finish(report, run, merged, cache.stats(since), cache.notes, options.get("output"))
 
 
-def _n_classes(run) -> int:
+def _n_classes(run, output=None) -> int:
+    """C: the data's class count, else the width of the logits of a fresh model, picked from
+    tuple/dict outputs by ``output`` (or the config's) and with token inputs as analyze reads
+    them (:func:`alignctl.evaluation.accuracy.predict`)."""
     data = run.load_data()
     if data.num_classes:
         return data.num_classes
-    from alignctl.geometry.devices import eval_mode
+    from alignctl.evaluation.accuracy import predict
+    from alignctl.report.analysis import _output_spec
 
-    model = run.build_model()
-    with torch.no_grad(), eval_mode(model):
-        out = model(data.x_train[:1])
+    out = predict(run.build_model(), data.x_train[:2], torch.device("cpu"),
+                  output=_output_spec(run, output))  # fmt: skip
     return 1 if out.dim() == 1 else int(out.shape[1])
 
 
-def _reverdict(run, entries: list[dict]) -> None:
+def _reverdict(run, entries: list[dict], output=None) -> None:
     from alignctl.report.verdict import judge, thresholds
 
     t = thresholds(run.config.verdict)
-    n_classes = _n_classes(run) if entries else 2
+    n_classes = _n_classes(run, output) if entries else 2
     for i, e in enumerate(entries):
         e.update(judge(e, n_classes=n_classes, grokked=run.config.grokked, t=t,
                        history=entries[:i]))  # fmt: skip
 
 
-def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str]) -> dict:
+def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],
+            output=None) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
     from alignctl.report.verdict import thresholds
 
@@ -314,7 +318,7 @@ def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str
     report["recommendation"] = recommend(
         entries,
         thresholds(run.config.verdict),
-        n_classes=_n_classes(run) if entries else None,
+        n_classes=_n_classes(run, output) if entries else None,
         config_train=run.config.train,
     )
     report["cache"] = stats  # this call's hits and misses (the measurements it made)

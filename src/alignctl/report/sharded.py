@@ -71,7 +71,8 @@ def _sharded(group: Group, run, *, on_checkpoint=None, keep_samples=False,
     report = reports[0]  # rank 0 always has checkpoint 0: the run-level fields are its own
     if keep_samples:
         report["samples"] = {**report["samples"], "metrics": per_sample}
-    _merge(run, report, entries, [t for rep in reports if rep for t in rep["notes"]])
+    _merge(run, report, entries, [t for rep in reports if rep for t in rep["notes"]],
+           opts.get("output"))  # fmt: skip
     if not _checkpoint_notes:
         for entry in entries:
             entry.pop("_notes", None)
@@ -99,7 +100,8 @@ def _measure_share(share, progress=None) -> dict | None:
         raise
 
 
-def _merge(run, report: dict, entries: list[dict], share_notes: list[str]) -> None:
+def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
+           output=None) -> None:  # fmt: skip
     """The report over all ``entries`` (in step order, with ``_notes``): notes as one process
     orders them (discovery, loading, measurement), verdicts, recommendation, step unit."""
     from alignctl.report.cache import _n_classes, _reverdict
@@ -110,13 +112,13 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str]) -> No
     loads = [t for e in entries for t in e["_notes"]["load"]]
     measures = [t for e in entries for t in e["_notes"]["measure"]]
     report["notes"] = list(dict.fromkeys([*run.notes, *loads, *measures, *share_notes]))
-    _reverdict(run, entries)
+    _reverdict(run, entries, output)
     report["checkpoints"] = entries
     report["step_unit"] = run_step_unit([e["step_unit"] for e in entries])
     report["verdict"] = entries[-1]["verdict"]
     report["inferred"] = bool(entries[-1]["inferred"])
     report["recommendation"] = recommend(entries, thresholds(run.config.verdict),
-                                         n_classes=_n_classes(run),
+                                         n_classes=_n_classes(run, output),
                                          config_train=run.config.train)  # fmt: skip
 
 
