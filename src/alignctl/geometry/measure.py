@@ -30,6 +30,7 @@ from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device
 from alignctl.geometry.inputs import ModelFront, unwrap
 from alignctl.geometry.linear_input import find_input_linear, layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
+from alignctl.geometry.svd import weight_factor
 from alignctl.geometry.vjp import (
     as_matrix,
     check_labels,
@@ -226,7 +227,9 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
                     yb = check_labels(torch.as_tensor(y)[start : start + m], m, n_classes)
                     yb = yb.to(flat.device)
                 if first:
-                    sub = {k: v[: verify.N_CHECK] if k != "w" else v for k, v in parts.items()}
+                    sub = {
+                        k: v if k in ("w", "rw") else v[: verify.N_CHECK] for k, v in parts.items()
+                    }
                     reason = verify.check_spectrum(Quantities(flat[: verify.N_CHECK], **sub))
                     if reason:
                         _note(notes, reason)
@@ -257,7 +260,10 @@ def _jacobian_parts(plan, xb, f, inp, first, notes) -> dict:
             generic = full_jacobian(plan.fn(xb[:k]), inp[:k])
             reason = verify.check_shortcut(generic, got[0][:k], plan.layer.weight.detach())
         if reason is None:
-            return {"jh": got[0], "w": plan.layer.weight.detach(), "wx": got[1]}
+            w = plan.layer.weight.detach()
+            if getattr(plan, "rw", None) is None:  # once per measurement: W is fixed
+                plan.rw = weight_factor(w)
+            return {"jh": got[0], "w": w, "wx": got[1], "rw": plan.rw}
         _note(notes, reason)
         plan.layer = None
     return {"jac": full_jacobian(f, inp)}  # (m, C, d)
