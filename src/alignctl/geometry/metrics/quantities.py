@@ -59,11 +59,15 @@ class Quantities:
     of the chunk) and the chunk (n, ...) it takes, and module: the ``nn.Module`` whose layers f
     runs, for ``needs="model"`` metrics; the rest see the module docstring.
     ``rw``: R_w^T of W (:func:`alignctl.geometry.svd.weight_factor`; computed when absent).
-    ``exact_spectrum``: singular values from float64 J for every sample."""
+    ``exact_spectrum``: singular values from float64 J for every sample.
+    ``sketch``: a :class:`alignctl.geometry.sketch.Sketch` (randomized estimates, many
+    classes) instead of J; the metrics then record their per-sample errors in ``errors``."""
 
     def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None,
-                 rw=None, exact_spectrum=False, f=None, inp=None, module=None):  # fmt: skip
+                 rw=None, exact_spectrum=False, f=None, inp=None, module=None,
+                 sketch=None):  # fmt: skip
         self.x, self.y, self.exact_spectrum = x, y, exact_spectrum
+        self.sketch, self.errors = sketch, {}
         self.f, self.inp, self.module = f, inp, module
         self.xs, self.x_scale = pow2_scale(x, 1)
         self._mu, self._jy, self.jac, self.jh = mu, jy, jac, jh
@@ -77,6 +81,12 @@ class Quantities:
             self.j_scale = h_scale * w_scale
             scale = (w_scale * self.x_scale).unsqueeze(-1)
             self.wxs = wx if bool((scale == 1).all()) else (wx.double() / scale).to(wx.dtype)
+
+    def estimate(self, name: str, value_error) -> torch.Tensor:
+        """A sketched metric's value in the batch's dtype; its error goes to ``errors``."""
+        value, error = value_error
+        self.errors[name] = error.to(self.x.dtype)
+        return value.to(self.x.dtype)
 
     def _real(self, scaled: torch.Tensor, *scales: torch.Tensor) -> torch.Tensor:
         """A scaled quantity times its scales, in the batch's dtype (inf if not representable)."""
