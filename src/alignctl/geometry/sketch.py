@@ -35,7 +35,7 @@ import torch
 
 MIN_CLASSES = 256  # above this many classes the spectrum metrics are sketched by default
 DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
-POWER_ITERATIONS = 1
+POWER_ITERATIONS = 2  # extra Krylov blocks
 
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
@@ -84,6 +84,32 @@ class Operator:
         return torch.stack([self.jvp_leaf(v[:, :, i]) for i in range(v.shape[2])], 2)
 
 
+def op_width(op: Operator) -> int:
+    """s, the width of A (the flattened leaf, or the columns of ``right``)."""
+    return op.leaf[0].numel() if op.right is None else op.right.shape[1]
+
+
+def _krylov(op: Operator, omega: torch.Tensor, rank: int):
+    """(Q (n, s, m), B = A Q (n, C, m)): an orthonormal basis of the block Krylov space
+    [A^T Omega, (A^T A) A^T Omega, ...] of ``POWER_ITERATIONS`` + 1 blocks (fewer once they
+    reach ``rank`` >= rank(A)), and A times it (Musco & Musco, NeurIPS 2015: Rayleigh-Ritz on
+    the whole space converges faster than subspace iteration for the same products)."""
+    q = _orth(op.vjp(omega).transpose(1, 2))
+    qs, bs = [q], [op.jvp(q)]
+    for _ in range(POWER_ITERATIONS):
+        k = q.shape[2]
+        if sum(b.shape[2] for b in qs) + k > rank:
+            break
+        y = op.vjp(_orth(bs[-1])).transpose(1, 2)  # A^T A q, (n, s, K)
+        basis = torch.cat(qs, 2)
+        for _ in range(2):  # block Gram-Schmidt, twice (Giraud et al. 2005): orthogonal to 1e-16
+            y = y - basis @ (basis.transpose(1, 2) @ y)
+        q = _orth(y)
+        qs.append(q)
+        bs.append(op.jvp(q))
+    return torch.cat(qs, 2), torch.cat(bs, 2)
+
+
 def _orth(y: torch.Tensor) -> torch.Tensor:
     """Orthonormal columns spanning y (n, m, K) (reduced QR)."""
     return torch.linalg.qr(y, mode="reduced")[0]
@@ -117,11 +143,7 @@ class Sketch:
         out = op.out
         n, c, dt = out.shape[0], n_classes, out.dtype
         omega = torch.randn(n, c, k, generator=generator, device=out.device).to(dt)
-        y = op.vjp(omega)  # (n, K, s)
-        for _ in range(POWER_ITERATIONS):
-            y = op.vjp(_orth(op.jvp(_orth(y.transpose(1, 2)))))
-        q = _orth(y.transpose(1, 2))  # (n, s, K)
-        b = op.jvp(q)  # (n, C, K)
+        q, b = _krylov(op, omega, min(c, op_width(op)))
         s = q.shape[1]
         g = torch.randint(0, 2, (n, s, k), generator=generator, device=out.device).to(dt) * 2 - 1
         g = g - q @ (q.transpose(1, 2) @ g)  # deflated probes: Hutch++
@@ -184,7 +206,7 @@ def erank(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
     The tail's energy E = |J|_F^2 - sum_{i<=K} sigma_i^2 (the Hutchinson part of Hutch++) is
     known, not how it splits: the value is the midpoint, the error the half-width, of the
     effective ranks of the two extreme completions: E concentrated (as many singular values
-    sigma_K as it holds, then the remainder) and E spread evenly over the min(C, s) - K
+    sigma_1 as it holds, then the remainder) and E spread evenly over the min(C, s) - K
     remaining directions, with E taken two standard errors above (spread) and below
     (concentrated) its estimate. When E is 0 (rank <= K) both agree: the exact value, with
     the rounding of the float products, sqrt(min(C, s) (C + s)) u, relative, as its error."""
@@ -201,7 +223,7 @@ def erank(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
     even = (hi / m).sqrt().unsqueeze(1)
     even = torch.where(even > sk.sv_floor, even, 0)
     spread = _entropy_rank([top, (even, one * m)])
-    last = sv[:, -1:]
+    last = sv[:, :1]  # no tail value exceeds sigma_1 (Ritz values of the tail are not bounds)
     full = torch.where(last > 0, lo.unsqueeze(1) / last.pow(2).clamp_min(1e-300), 0).floor()
     full = full.clamp(max=m)
     rem = (lo.unsqueeze(1) - full * last.pow(2)).clamp_min(0).sqrt()
