@@ -5,12 +5,12 @@ The exact whole-Jacobian metrics cost C vector-Jacobian products (VJPs) per batc
 spectrum metrics are estimated from a few products with the Jacobian A of each sample (J, or
 J_h R_w^T with the same singular values for the linear-input shortcut):
 
-- the top singular values by the randomized range finder with ``q`` = :data:`POWER_ITERATIONS`
-  steps of block power (subspace) iteration (Halko, Martinsson & Tropp, SIAM Review 53(2),
-  2011, Algorithms 4.3/4.4 and 5.1): Y = A^T Omega (K VJPs, Omega Gaussian C x K), then q
-  times Y <- A^T orth(A orth(Y)), then B = A Q with Q = orth(Y) (K JVPs); the singular values
-  of B (C x K) are Ritz values, each a lower bound of the same singular value of A
-  (sigma_i(A Q) <= sigma_i(A) since |Q|_2 = 1);
+- the top singular values by the randomized range finder (Halko, Martinsson & Tropp, SIAM
+  Review 53(2), 2011, Algorithms 4.3/4.4 and 5.1) in its block Krylov form (Musco & Musco,
+  NeurIPS 2015): Y = A^T Omega (K VJPs, Omega Gaussian C x K), then ``q`` =
+  :data:`POWER_ITERATIONS` more blocks (A^T A)^i Y, Q an orthonormal basis of all of them and
+  B = A Q ((q + 1) K JVPs, (q + 1) K VJPs in all); the singular values of B are Ritz values,
+  each a lower bound of the same singular value of A (sigma_i(A Q) <= sigma_i(A), |Q|_2 = 1);
 - |A|_F^2 by Hutch++ (Meyer, Musco, Musco & Woodruff, SOSA 2021): |A Q|_F^2 exactly, plus a
   Hutchinson (Rademacher) estimate of the rest, |A (I - QQ^T) g|^2 averaged over
   ``K`` Rademacher probes g (K JVPs): unbiased given Q, with its standard error estimated from
