@@ -98,6 +98,13 @@ def analyze(
         str | None, Opt(help="Working memory of one batch, e.g. 512MiB (the default).")
     ] = None,
     threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
+    sketch: Annotated[
+        int | None,
+        Opt(
+            help="Whole-Jacobian metrics from K random probes per sample (default: K=16 above "
+            "256 classes; 0: always exact); errors go to metrics_error."
+        ),
+    ] = None,  # fmt: skip
     follow: Annotated[
         bool, Opt(help="Watch the run while it trains; analyse checkpoints as they land.")
     ] = False,
@@ -160,7 +167,8 @@ def analyze(
     options = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                    metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
                    steps=pgd_steps, output=output, max_memory=max_memory,
-                   threads=threads, keep_samples=keep_samples or dist is not None)  # fmt: skip
+                   threads=threads, keep_samples=keep_samples or dist is not None,
+                   sketch=sketch)  # fmt: skip
     if follow:
         report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken)
     elif is_monitor_run(path) and not (config or model or data):

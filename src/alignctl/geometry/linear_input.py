@@ -110,10 +110,9 @@ def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | 
             return None
 
 
-def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows):
-    """(J_h (m, C, k), W x (m, k)) for a chunk of inputs, with one forward pass and C
-    vector-Jacobian products that stop at the layer's output. None when the layer was not
-    called exactly once (the caller then takes the generic path)."""
+def layer_forward(f, layer: nn.Linear, inp: torch.Tensor):
+    """(f(inp) (m, C), h (m, k), W x (m, k)) with the graph starting at h = W x + b, a leaf
+    that requires grad; None when the layer was not called exactly once."""
     held = []
 
     def hook(mod, args, out):
@@ -130,8 +129,19 @@ def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows):
     if len(held) != 1:
         return None
     (h,) = held
-    eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
-    jh = torch.stack(vjp_rows(out, h, [e.expand_as(out) for e in eye]), dim=1)
     flat = inp.reshape(inp.shape[0], -1)
     wx = h.detach() if layer.bias is None else flat @ layer.weight.detach().T
-    return jh, wx.detach()
+    return out, h, wx.detach()
+
+
+def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows):
+    """(J_h (m, C, k), W x (m, k)) for a chunk of inputs, with one forward pass and C
+    vector-Jacobian products that stop at the layer's output. None when the layer was not
+    called exactly once (the caller then takes the generic path)."""
+    got = layer_forward(f, layer, inp)
+    if got is None:
+        return None
+    out, h, wx = got
+    eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
+    jh = torch.stack(vjp_rows(out, h, [e.expand_as(out) for e in eye]), dim=1)
+    return jh, wx

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import weakref
 from collections.abc import Iterable
 
 import torch
 
-import alignctl.geometry.memory as memory
 import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
 from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device
-from alignctl.geometry.inputs import ModelFront, unwrap
-from alignctl.geometry.linear_input import find_input_linear, layer_jacobian
+from alignctl.geometry.inputs import unwrap
+from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
+from alignctl.geometry.plan import Plan
+from alignctl.geometry.sketched import sketch_quantities
 from alignctl.geometry.vjp import (
-    as_matrix,
     check_labels,
     full_jacobian,
     label_cotangent,
@@ -81,59 +80,6 @@ def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     return names
 
 
-# model -> {(sample shape, dtypes, device, metric kind, output, budget): chunk size}: the
-# activation probe depends on the model's structure, not its weights, so each checkpoint of
-# a run (one model object, new weights) reuses it. Weak keys: no model is kept alive.
-_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class _Plan:
-    """How one model is measured on x: the front (where J is taken), the chunk size and the
-    linear layer of the shortcut, if any."""
-
-    def __init__(self, model, x, dev, dt, *, output, batch_size, max_memory, full):
-        self.dev, self.dt = dev, dt
-        if x.shape[0] == 0:
-            raise InputError("no samples to measure")
-        self.front = ModelFront(model, x[:2].to(dev), output)
-        probe = self.lift(x[:1])
-        self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
-        if batch_size is not None:
-            if int(batch_size) < 1:
-                raise InputError(f"batch size must be positive, not {batch_size}")
-            self.size = int(batch_size)
-            return
-        key = (tuple(x.shape[1:]), x.dtype, dt, str(dev), full, output, max_memory)
-        cached = _SIZES.get(self.front.model, {}).get(key)
-        if cached is not None:  # the same structure measured before (every checkpoint)
-            self.size = cached
-            return
-        with torch.no_grad():
-            n_classes = self.fn(x[:1])(probe).shape[1]
-        if x.shape[0] >= 2:
-            acts = memory.activation_bytes(lambda m: self.fn(x[:m]), lambda m: self.lift(x[:m]))
-        else:
-            acts = memory.saved_bytes(self.fn(x[:1]), probe)
-        d, item = probe[0].numel(), probe.element_size()
-        keep = 2 * n_classes * d * item if full else 2 * d * item
-        budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
-        self.size = memory.chunk_size(budget, activations=acts, input_bytes=d * item,
-                                      keep_bytes=keep)  # fmt: skip
-        _SIZES.setdefault(self.front.model, {})[key] = self.size
-
-    def lift(self, xb):
-        return self.front.lift(xb, self.dev, self.dt)
-
-    def fn(self, xb):
-        f = self.front.fn(xb, self.dev)
-        return lambda inp: as_matrix(f(inp), inp.shape[0])
-
-    def chunks(self, x):
-        for start in range(0, x.shape[0], self.size):
-            xb = x[start : start + self.size]
-            yield start, xb, self.fn(xb), self.lift(xb)
-
-
 def _note(notes: list | None, text: str) -> None:
     log.debug(text)
     if notes is not None and text not in notes:
@@ -152,7 +98,7 @@ def jacobian(model, x, *, batch_size=None, device="auto", dtype=None, output=Non
     x = torch.as_tensor(x)
     parts = []
     with torch.enable_grad(), exact_float32(), eval_mode(model):
-        plan = _Plan(model, x, dev, dt, output=output, batch_size=batch_size,
+        plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
                      max_memory=max_memory, full=True)  # fmt: skip
         for _, _, f, inp in plan.chunks(x):
             parts.append(full_jacobian(f, inp).detach().cpu())  # (m, C, d)
@@ -165,7 +111,8 @@ def _finite_model(model, x) -> bool:
 
 
 def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", dtype=None,
-            output=None, max_memory=None, notes: list | None = None):  # fmt: skip
+            output=None, max_memory=None, notes: list | None = None, sketch: int | None = None,
+            seed: int = 0, errors: dict | None = None):  # fmt: skip
     """Per-sample Jacobian metrics: ``{name: tensor (n,)}`` on the CPU.
 
     Args:
@@ -184,7 +131,14 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         max_memory: working-memory budget of one chunk, bytes or ``"512MiB"`` (default 512 MiB;
             :mod:`alignctl.geometry.memory`).
         notes: a list that receives one line per fallback taken (a fast path that disagreed
-            with the generic path, a float64 re-measurement); the library never prints.
+            with the generic path, a float64 re-measurement, sketched estimates); the library
+            never prints.
+        sketch: the whole-Jacobian metrics from K random probes per sample instead of C
+            products (:mod:`alignctl.geometry.sketch`): None (default) does so above
+            ``MIN_CLASSES`` = 256 classes with K = 16, 0 never, K >= 1 always. A note says when
+            it was used; ``seed`` seeds the probes.
+        errors: a dict that receives ``{metric: tensor (n,)}``, the per-sample standard error
+            or error bound of every estimated (sketched) metric; exact metrics are absent.
 
     Only what the metrics need is computed: centroid metrics cost one backward pass per chunk,
     label-row metrics one more, the whole-Jacobian metrics C. Values are float64 tensors when
@@ -197,28 +151,38 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     x = torch.as_tensor(x)
     names = _select(metrics, y is not None)
     model, dev, dt = _prepare(model, device, dtype)
-    values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
+    opts = {"sketch": sketch, "seed": seed, "errors": errors}
+    values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts)
     bad = [k for k, v in values.items() if not bool(torch.isfinite(v).all())]
     if bad and dt == torch.float32 and _finite_model(model, x):
         _note(notes, f"{', '.join(bad)} overflowed float32 on a finite model: measured in float64")
         model64 = copy_model(model).to(dtype=torch.float64)
         values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
-                          max_memory, notes)  # fmt: skip
+                          max_memory, notes, opts)  # fmt: skip
     return values
 
 
-def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes):
+def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts):
     needs = {METRICS.get(m).needs for m in names}
     full = "jacobian" in needs
     results: dict[str, list[torch.Tensor]] = {m: [] for m in names}
+    errs: dict[str, list[torch.Tensor]] = {}
     with torch.enable_grad(), exact_float32(), eval_mode(model):
-        plan = _Plan(model, x, dev, dt, output=output, batch_size=batch_size,
-                     max_memory=max_memory, full=full)  # fmt: skip
+        plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
+                     max_memory=max_memory, full=full, sketch=opts["sketch"])  # fmt: skip
+        gen = torch.Generator(dev).manual_seed(int(opts["seed"])) if plan.k else None
         first, exact_spectrum = True, False
         for start, xb, f, inp in plan.chunks(x):
             m = inp.shape[0]
             flat = inp.reshape(m, -1)  # (m, d)
-            if full:
+            if plan.k:
+                yb = None
+                if y is not None:
+                    yb = check_labels(torch.as_tensor(y)[start : start + m], m, plan.n_classes)
+                    yb = yb.to(flat.device)
+                q = sketch_quantities(plan, f, inp, yb, plan.k, gen, first,
+                                      lambda text: _note(notes, text))  # fmt: skip
+            elif full:
                 parts = _jacobian_parts(plan, xb, f, inp, first, notes)
                 yb = None
                 if y is not None:
@@ -226,7 +190,9 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
                     yb = check_labels(torch.as_tensor(y)[start : start + m], m, n_classes)
                     yb = yb.to(flat.device)
                 if first:
-                    sub = {k: v[: verify.N_CHECK] if k != "w" else v for k, v in parts.items()}
+                    sub = {
+                        k: v if k in ("w", "rw") else v[: verify.N_CHECK] for k, v in parts.items()
+                    }
                     reason = verify.check_spectrum(Quantities(flat[: verify.N_CHECK], **sub))
                     if reason:
                         _note(notes, reason)
@@ -239,9 +205,32 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes)
                 q = _vjp_quantities(f, inp, flat, y, start, needs)
                 q.module = plan.front.model
             for name in names:
-                results[name].append(METRICS.get(name).fn(q).detach().cpu())
+                results[name].append(_metric(name, q).detach().cpu())
+            for name, err in q.errors.items():
+                errs.setdefault(name, []).append(err.detach().cpu())
             first = False
+    if opts["errors"] is not None:
+        opts["errors"].clear()
+        opts["errors"].update({k: torch.cat(v) for k, v in errs.items()})
+    if errs:
+        _note(notes, f"{', '.join(errs)}: estimated from K={plan.k} random probes per sample "
+                     f"({plan.n_classes} classes; randomized SVD and Hutch++, "
+                     "alignctl.geometry.sketch), not exact: errors in metrics_error; "
+                     "sketch=0 (--sketch 0) for exact values")  # fmt: skip
     return {name: torch.cat(vals) for name, vals in results.items()}
+
+
+def _metric(name: str, q: Quantities) -> torch.Tensor:
+    """One metric of a chunk; under a sketch, a metric that needs J itself is an InputError."""
+    try:
+        return METRICS.get(name).fn(q)
+    except AttributeError:
+        if q.sketch is None:
+            raise
+        raise InputError(
+            f"metric {name} needs the whole Jacobian and has no sketched "
+            "estimate; measure it with sketch=0 (--sketch 0)"
+        ) from None
 
 
 def _jacobian_parts(plan, xb, f, inp, first, notes) -> dict:
@@ -257,7 +246,8 @@ def _jacobian_parts(plan, xb, f, inp, first, notes) -> dict:
             generic = full_jacobian(plan.fn(xb[:k]), inp[:k])
             reason = verify.check_shortcut(generic, got[0][:k], plan.layer.weight.detach())
         if reason is None:
-            return {"jh": got[0], "w": plan.layer.weight.detach(), "wx": got[1]}
+            w = plan.layer.weight.detach()
+            return {"jh": got[0], "w": w, "wx": got[1], "rw": plan.weight_factor()}
         _note(notes, reason)
         plan.layer = None
     return {"jac": full_jacobian(f, inp)}  # (m, C, d)

@@ -88,8 +88,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             device="auto", metrics="standard", robustness: bool = False, eps=None, alpha=None,
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
-            keep_samples: bool = False, _checkpoint_notes: bool = False, _measure=None,
-            _measure_samples=None) -> dict:  # fmt: skip
+            keep_samples: bool = False, _checkpoint_notes: bool = False, sketch=None,
+            _measure=None, _measure_samples=None) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
     ``output``: the logits' key or index in tuple/dict outputs (default: the config's
@@ -103,6 +103,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
 
     ``cache``: a folder (or :class:`alignctl.report.cache.Cache`) of per-checkpoint results:
     only checkpoints not found there are measured; the report then has ``cache`` counts.
+    ``sketch``: see :func:`alignctl.measure` (estimated metrics then have ``metrics_error``:
+    per metric, the mean over samples of the per-sample error, None for exact ones).
     ``keep_samples`` adds the per-sample values under ``samples`` (see :func:`_samples`; not
     cached: they would cover only the checkpoints measured in this call).
     ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes``.
@@ -114,7 +116,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                 metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
                 steps=steps, output=output, max_memory=max_memory,
-                threads=threads)  # fmt: skip
+                threads=threads, sketch=sketch)  # fmt: skip
     if cache is not None and not keep_samples:
         from alignctl.report.cache import Cache, cached_analyze
 
@@ -129,6 +131,10 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
 
     names = resolve_metrics(metrics)
     dev = resolve_device(device)
+    if sketch is not None:
+        from alignctl.geometry.sketch import resolve as check_sketch
+
+        check_sketch(sketch, 0)
     if max_memory is not None:
         memory.parse_bytes(max_memory)
     check_threads(threads)
@@ -145,7 +151,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     with _threads(threads, model, data.x_train, dev, tokens):
         report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
                           eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
-                          keep_samples, _measure_samples)  # fmt: skip
+                          keep_samples, sketch, _measure_samples)  # fmt: skip
     if not _checkpoint_notes:
         for entry in report["checkpoints"]:
             entry.pop("_notes", None)
@@ -177,7 +183,7 @@ def _threads(threads, model, x, dev, tokens):
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
              steps, on_checkpoint, spec, max_memory, tokens,
-             keep_samples=False, measure_samples=None) -> dict:  # fmt: skip
+             keep_samples=False, sketch=None, measure_samples=None) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge, thresholds
@@ -193,7 +199,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     pgd = {"eps": eps, "alpha": alpha, "steps": steps, "input_range": (lo, hi)}
     opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
             "batch_size": batch_size, "robustness": robustness, "pgd": pgd,
-            "keep_samples": keep_samples, "measure": measure_samples}  # fmt: skip
+            "keep_samples": keep_samples, "sketch": sketch,
+            "measure": measure_samples}  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
@@ -280,8 +287,10 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         entry["reason"] = "the outputs are not finite (they overflow) although the weights are"
         return n_classes
     measure = opts.get("measure") or measure  # over the ranks' samples: report/sharded.py
+    errors: dict = {}
     values = measure(model, xs, ys, metrics=opts["names"], batch_size=opts["batch_size"],
-                     device=dev, output=spec, max_memory=mm, notes=notes)  # fmt: skip
+                     device=dev, output=spec, max_memory=mm, notes=notes,
+                     sketch=opts["sketch"], errors=errors)  # fmt: skip
     entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))
     if data.x_test is not None and len(data.x_test):
         test_out = predict(model, data.x_test, dev, output=spec, max_memory=mm)
@@ -289,6 +298,9 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         if "noise_std" in data.meta:  # the XOR cluster's criterion
             entry["noise_accuracy"] = noise_accuracy(model, data, dev, output=spec)
     entry["metrics"], entry["metrics_std"] = _stats(values)
+    if errors:  # sketched estimates (many classes): their errors next to the values
+        entry["metrics_error"] = {k: float(errors[k].double().mean()) if k in errors else None
+                                  for k in values}  # fmt: skip
     if opts["keep_samples"]:
         entry["_per_sample"] = {k: v.double().tolist() for k, v in values.items()}
     bad = [k for k, v in entry["metrics"].items() if not math.isfinite(v)]

@@ -134,26 +134,33 @@ def _measure_over_samples(group: Group, light, refs, opts, model, xs, ys, **kwar
     from alignctl.geometry.measure import measure
 
     notes = kwargs.pop("notes", None)
+    errors = kwargs.pop("errors", None)  # sketched metrics' per-sample errors, joined likewise
     if len(xs) < group.size:  # not a sample for every rank: not worth a round trip
-        return measure(model, xs, ys, **kwargs, notes=notes)
+        return measure(model, xs, ys, **kwargs, notes=notes, errors=errors)
     bounds = [len(xs) * r // group.size for r in range(group.size + 1)]
     blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
     shares = [(light, refs[0], lo, hi, opts, kwargs) for lo, hi in blocks]
 
     def mine():
         mine_notes: list[str] = []
+        mine_errors: dict = {}
         lo, hi = blocks[0]
-        values = measure(model, xs[lo:hi], ys[lo:hi], **kwargs, notes=mine_notes)
-        return {k: v.cpu() for k, v in values.items()}, mine_notes
+        values = measure(model, xs[lo:hi], ys[lo:hi], **kwargs, notes=mine_notes,
+                         errors=mine_errors)  # fmt: skip
+        return ({k: v.cpu() for k, v in values.items()}, mine_notes,
+                {k: v.cpu() for k, v in mine_errors.items()})  # fmt: skip
 
     parts = group.map(_measure_slice, shares, mine)
     if notes is not None:
-        notes.extend(dict.fromkeys(t for _, got in parts for t in got if t not in notes))
+        notes.extend(dict.fromkeys(t for _, got, _ in parts for t in got if t not in notes))
     dev = kwargs.get("device")
-    return {k: torch.cat([values[k] for values, _ in parts]).to(dev) for k in parts[0][0]}
+    if errors is not None:
+        for k in parts[0][2]:
+            errors[k] = torch.cat([errs[k] for _, _, errs in parts]).to(dev)
+    return {k: torch.cat([values[k] for values, _, _ in parts]).to(dev) for k in parts[0][0]}
 
 
-def _measure_slice(share) -> tuple[dict, list[str]]:
+def _measure_slice(share) -> tuple[dict, list[str], dict]:
     """Rank r's block of samples: the run's data, model and checkpoint loaded here."""
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.measure import measure
@@ -170,9 +177,12 @@ def _measure_slice(share) -> tuple[dict, list[str]]:
     model = run.build_model().to(dev)
     run.load_checkpoint(model, ref)
     notes: list[str] = []
+    errors: dict = {}
     with num_threads(opts["threads"]):
-        values = measure(model, xs[lo:hi], ys[lo:hi], **{**kwargs, "device": dev}, notes=notes)
-    return {k: v.cpu() for k, v in values.items()}, notes
+        values = measure(model, xs[lo:hi], ys[lo:hi], **{**kwargs, "device": dev}, notes=notes,
+                         errors=errors)  # fmt: skip
+    return ({k: v.cpu() for k, v in values.items()}, notes,
+            {k: v.cpu() for k, v in errors.items()})  # fmt: skip
 
 
 def race_runner():

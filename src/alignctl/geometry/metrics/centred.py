@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+import alignctl.geometry.sketch as sketch
 from alignctl.geometry.metrics import Quantities, ratio, register_metric
 
 
@@ -34,6 +35,9 @@ def _centred(q: Quantities) -> dict[str, torch.Tensor]:
     if cached is not None:
         return cached
     rows = torch.arange(q.x.shape[0], device=q.x.device)
+    if q.sketch is not None:  # many classes: the centred label row is one exact VJP
+        ones = torch.ones(q.x.shape[0], dtype=torch.float64, device=q.x.device)
+        return {"row": q.sketch.jcy, "scale": ones}
     if q.jac is not None:
         js = q.js
         jc = js if q.n_classes == 1 else js - js.mean(dim=1, keepdim=True)  # (n, C, d)
@@ -76,13 +80,20 @@ def centred_label_norm(q: Quantities):
 @register_metric("centred_alignment_full", needs="jacobian")
 def centred_alignment_full(q: Quantities):
     """|J_c x_hat|^2 / |J_c|_F^2 in [0, 1], x_hat = x / |x|: ``jacobian_alignment_full`` of the
-    centred Jacobian (every centred row parallel to x gives 1). 0 when x = 0 or J_c = 0."""
+    centred Jacobian (every centred row parallel to x gives 1). 0 when x = 0 or J_c = 0.
+    Sketched: |J_c x_hat|^2 exact over the Hutch++ estimate of |J_c|_F^2 (with its error)."""
+    if q.sketch is not None:
+        value = sketch.ratio_error(q.sketch.jcx2, q.sketch, centred=True)
+        return q.estimate("centred_alignment_full", value)
     c = _centred(q)  # a ratio: the scales cancel
     return ratio(c["jcx"].pow(2).sum(-1), q._xs_norm.pow(2) * c["fro2"]).clamp(0, 1)
 
 
 @register_metric("centred_norm", needs="jacobian")
 def centred_norm(q: Quantities):
-    """|J_c|_F, the part of the Jacobian's norm that the softmax sees."""
+    """|J_c|_F, the part of the Jacobian's norm that the softmax sees.
+    Sketched: the square root of the Hutch++ estimate of |J_c|_F^2 (with its error)."""
+    if q.sketch is not None:
+        return q.estimate("centred_norm", sketch.norm(q.sketch, centred=True))
     c = _centred(q)
     return q._real(c["fro2"].sqrt(), c["scale"])

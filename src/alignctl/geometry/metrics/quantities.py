@@ -23,6 +23,8 @@ from functools import cached_property
 
 import torch
 
+import alignctl.geometry.svd as svd
+
 SAFE = 2.0**30  # per-sample maxima within [1/SAFE, SAFE] need no scaling (see pow2_scale)
 
 
@@ -56,24 +58,35 @@ class Quantities:
     """x: (n, d) flattened inputs; y: (n,) labels or None; f, inp: the network (a function
     of the chunk) and the chunk (n, ...) it takes, and module: the ``nn.Module`` whose layers f
     runs, for ``needs="model"`` metrics; the rest see the module docstring.
-    ``exact_spectrum``: singular values from a float64 Gram matrix for every sample."""
+    ``rw``: R_w^T of W (:func:`alignctl.geometry.svd.weight_factor`; computed when absent).
+    ``exact_spectrum``: singular values from float64 J for every sample.
+    ``sketch``: a :class:`alignctl.geometry.sketch.Sketch` (randomized estimates, many
+    classes) instead of J; the metrics then record their per-sample errors in ``errors``."""
 
     def __init__(self, x, *, y=None, mu=None, jy=None, jac=None, jh=None, w=None, wx=None,
-                 exact_spectrum=False, f=None, inp=None, module=None):  # fmt: skip
+                 rw=None, exact_spectrum=False, f=None, inp=None, module=None,
+                 sketch=None):  # fmt: skip
         self.x, self.y, self.exact_spectrum = x, y, exact_spectrum
+        self.sketch, self.errors = sketch, {}
         self.f, self.inp, self.module = f, inp, module
         self.xs, self.x_scale = pow2_scale(x, 1)
         self._mu, self._jy, self.jac, self.jh = mu, jy, jac, jh
-        self.w, self._wx = w, wx  # unscaled, for metrics that form J_h W themselves
+        self.w, self._wx, self._rw = w, wx, rw  # unscaled, for metrics that form J_h W themselves
         if jac is not None:
             self.js, self.j_scale = pow2_scale(jac, (1, 2))
         elif jh is not None:
             self.jhs, h_scale = pow2_scale(jh, (1, 2))
             self.ws, w_scale = pow2_scale(w.reshape(1, *w.shape), (1, 2))
-            self.ws = self.ws[0]
+            self.ws, self._w_scale = self.ws[0], float(w_scale[0])
             self.j_scale = h_scale * w_scale
             scale = (w_scale * self.x_scale).unsqueeze(-1)
             self.wxs = wx if bool((scale == 1).all()) else (wx.double() / scale).to(wx.dtype)
+
+    def estimate(self, name: str, value_error) -> torch.Tensor:
+        """A sketched metric's value in the batch's dtype; its error goes to ``errors``."""
+        value, error = value_error
+        self.errors[name] = error.to(self.x.dtype)
+        return value.to(self.x.dtype)
 
     def _real(self, scaled: torch.Tensor, *scales: torch.Tensor) -> torch.Tensor:
         """A scaled quantity times its scales, in the batch's dtype (inf if not representable)."""
@@ -135,8 +148,15 @@ class Quantities:
         if self.jac is not None:
             j = self.js if self.js.shape[1] <= self.js.shape[2] else self.js.transpose(1, 2)
             return torch.bmm(j, j.transpose(1, 2))
-        a = self.jhs @ (self.ws @ self.ws.T)  # (n, C, k)
-        return torch.bmm(a, self.jhs.transpose(1, 2))
+        m = self.jh_factor  # J J^T = J_h W W^T J_h^T = (J_h R_w^T)(J_h R_w^T)^T
+        return torch.bmm(m, m.transpose(1, 2))
+
+    @cached_property
+    def jh_factor(self) -> torch.Tensor:
+        """M = J_h R_w^T (n, C, min(k, d)), scaled, with W^T = Q_w R_w: J = M Q_w^T has M's
+        singular values (:mod:`alignctl.geometry.svd`)."""
+        rw = self._rw if self._rw is not None else svd.weight_factor(self.w)
+        return self.jhs @ (rw / self._w_scale).to(self.jhs.dtype)  # exact: a power of two
 
     @cached_property
     def fro2(self) -> torch.Tensor:
@@ -191,6 +211,13 @@ class Quantities:
         inner, norm, _ = self._label
         return ratio(inner, self._xs_norm * norm)
 
+    def factor(self, idx: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """A matrix with the singular values of the scaled J of the samples ``idx``: J
+        itself, or J_h R_w^T (float32, :mod:`alignctl.geometry.svd`); float64 J if ``exact``."""
+        if exact or self.jac is not None:
+            return self.exact_jacobian(idx) if exact else self.js[idx]
+        return self.jh_factor[idx]
+
     def exact_jacobian(self, idx: torch.Tensor) -> torch.Tensor:
         """The scaled J of the samples ``idx`` in float64, (m, C, d)."""
         if self.jac is not None:
@@ -207,16 +234,12 @@ def singular_values(q: Quantities) -> torch.Tensor:
     """Batched singular values of the scaled J in float64, descending: (n, min(C, d)), or
     (n, C) with trailing zeros when J = J_h W has C > d.
 
-    float64 inputs (or ``exact_spectrum``): from float64 J (an SVD for float64, a float64 Gram
-    matrix otherwise). float32 inputs: square roots of the eigenvalues of the float32 Gram
-    matrix, several times faster than a float32 SVD. A float32 Gram matrix carries rounding
-    errors of ~sqrt(d) eps32 sigma_1^2: harmless for large eigenvalues, not for small ones, so
-    samples whose smallest eigenvalue is under 1e-2 of the largest (near rank-deficient
-    Jacobians, e.g. aligned networks) get their Gram matrix recomputed in float64 from J,
-    keeping every singular value within ~1e-8 sigma_1, well under float32's own rounding of
-    J. Values below that noise floor are set to exactly 0 (a rank-one J then has PC1 = 1 and
-    effective rank 1). :mod:`alignctl.geometry.verify` checks this path against a float64
-    SVD on the first batch of every measurement and sets ``exact_spectrum`` if it disagrees.
+    float64 inputs: an SVD of float64 J. float32 inputs: square roots of the eigenvalues of the
+    float32 Gram matrix, several times faster than an SVD, for the samples where that is
+    accurate; near rank-deficient samples (aligned networks) from a float32 QR + SVD that
+    never squares J, float64 only for the samples whose rounding bound that does not meet
+    (:mod:`alignctl.geometry.svd`). ``exact_spectrum``: every sample from float64 J (set by
+    :mod:`alignctl.geometry.verify` when the first batch disagreed with a float64 SVD).
     """
     n = q.x.shape[0]
     if q.x.dtype == torch.float64:
@@ -224,22 +247,4 @@ def singular_values(q: Quantities) -> torch.Tensor:
         ok = torch.isfinite(j).flatten(1).all(1)  # an overflowed J has no spectrum: NaN
         sv = torch.linalg.svdvals(torch.where(ok[:, None, None], j, 0))
         return torch.where(ok[:, None], sv, torch.nan)
-    gram = q.gram.double()
-    ok = torch.isfinite(gram).flatten(1).all(1)
-    gram = torch.where(ok[:, None, None], gram, 0)
-    if q.exact_spectrum:
-        eig = torch.zeros(gram.shape[:2], dtype=torch.float64, device=q.x.device)
-        risky = ok.nonzero().squeeze(-1)
-    else:
-        eig = torch.linalg.eigvalsh(gram)  # (n, k) ascending
-        risky = (ok & (eig[:, 0] < 1e-2 * eig[:, -1])).nonzero().squeeze(-1)
-    k = eig.shape[1]
-    for idx in risky.split(64):  # small float64 copies: big ones cost page faults
-        j = q.exact_jacobian(idx)  # (m, C, d)
-        if j.shape[1] != k:  # the Gram matrix is J^T J
-            j = j.transpose(1, 2)
-        eig[idx] = torch.linalg.eigvalsh(torch.bmm(j, j.transpose(1, 2)))
-    sv = eig.flip(-1).clamp_min(0).sqrt()
-    floor = sv[:, :1] * (k * torch.finfo(torch.float64).eps) ** 0.5
-    sv = torch.where(sv > floor, sv, torch.zeros_like(sv))
-    return torch.where(ok[:, None], sv, torch.nan)
+    return svd.from_gram(q.gram, q.factor, exact=q.exact_spectrum)

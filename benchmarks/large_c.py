@@ -1,0 +1,177 @@
+"""Many classes: cost and accuracy of the whole-Jacobian metrics as C grows (issue 17, items 1, 5).
+
+    nice -n 10 python benchmarks/large_c.py [--samples 64] [--reps 3] [--threads 1]
+
+Prints, measured in this run (best of --reps, one thread by default):
+  1. per model (MLP 3072-256-256-C; CNN 3x32x32 -> conv16 -> conv32 -> 256 -> C), random init
+     and "trained-like" (rank-4 last layer): time and peak memory per sample of all metrics at
+     C = 10, 100, 1000 (default settings: exact up to 256 classes, sketched above), the ratio
+     cost(C=1000) / cost(C=10), the exact path at C = 1000 for comparison, and the relative
+     error of the sketched jacobian_norm and jacobian_pc1 against the exact values (mean and
+     max over samples), with the reported errors;
+  2. the centroid metrics at C = 10 and 50,000 (time per sample, ratio);
+  3. item 5: all metrics / one batched Jacobian (the floor) on the MLP at C = 10 with a random
+     and a rank-2 last layer, before (float64 recompute of near rank-deficient samples, the
+     previous algorithm, patched in) and after (float32 QR + SVD), and the largest error of
+     PC1 and the effective rank against float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import torch
+from torch import nn
+
+import alignctl
+import alignctl.geometry.svd as svd
+
+CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
+
+
+def mlp(c: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(3072, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                         nn.Linear(256, c))  # fmt: skip
+
+
+def cnn(c: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, c),
+    )  # fmt: skip
+
+
+def low_rank(net: nn.Module, rank: int) -> nn.Module:
+    """The last layer replaced by a rank-``rank`` matrix of the same scale (trained-like)."""
+    w = net[-1].weight
+    with torch.no_grad():
+        w.copy_(torch.randn(w.shape[0], rank) @ torch.randn(rank, w.shape[1]) / w.shape[1] ** 0.5)
+    return net
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def run(fn, reps: int) -> tuple[float, float, object]:
+    """(best seconds, peak RSS growth in bytes, last result) of fn()."""
+    best, peak, out = float("inf"), 0, None
+    for _ in range(reps):
+        base, top, done = rss(), [0], threading.Event()
+
+        def sample(base=base, top=top, done=done):
+            while not done.is_set():
+                top[0] = max(top[0], rss() - base)
+                time.sleep(0.002)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+        done.set()
+        t.join()
+        peak = max(peak, top[0])
+    return best, peak, out
+
+
+def rel(got, ref) -> tuple[float, float]:
+    r = ((got.double() - ref.double()).abs() / ref.double().abs().clamp_min(1e-30)).numpy()
+    return float(r.mean()), float(r.max())
+
+
+def classes_table(name, make, shape, n, reps) -> None:
+    for kind in ("random", "rank-4"):
+        costs = {}
+        for c in (10, 100, 1000):
+            torch.manual_seed(0)
+            net = make(c) if kind == "random" else low_rank(make(c), 4)
+            x, y = torch.randn(n, *shape), torch.randint(0, c, (n,))
+            errs: dict = {}
+            t, mem, got = run(lambda: alignctl.measure(net, x, y, errors=errs), reps)  # noqa: B023
+            costs[c] = t
+            line = f"{name:4s} {kind:7s} C={c:5d}: {t / n * 1e3:8.3f} ms {mem / n / 2**20:7.2f} MiB"
+            if c == 1000:
+                m = min(n, 16)  # the exact path costs 1000 products a sample: 16 samples
+                xm, ym = x[:m], y[:m]
+                te, _, ref = run(lambda: alignctl.measure(net, xm, ym, sketch=0), 1)  # noqa: B023
+                keys = ("jacobian_norm", "jacobian_pc1")
+                fro, pc1 = (rel(got[k][:m], ref[k]) for k in keys)
+                rep = {k: float((errs[k] / got[k].abs()).mean()) for k in keys}
+                line += (
+                    f" | exact {te / m * 1e3:8.3f} ms | sketch rel. error: norm mean {fro[0]:.2%}"
+                    f" max {fro[1]:.2%} (reported {rep['jacobian_norm']:.2%}), pc1 mean "
+                    f"{pc1[0]:.2%} max {pc1[1]:.2%} (reported {rep['jacobian_pc1']:.2%})"
+                )
+            print(line, flush=True)
+        print(f"{name:4s} {kind:7s} cost(C=1000) / cost(C=10): {costs[1000] / costs[10]:.2f}  "
+              f"(C=100: {costs[100] / costs[10]:.2f})", flush=True)  # fmt: skip
+
+
+def centroid_table(name, make, shape, n, reps) -> None:
+    t = {}
+    for c in (10, 50_000):
+        torch.manual_seed(0)
+        net, x = make(c), torch.randn(n, *shape)
+        t[c] = run(lambda: alignctl.measure(net, x, metrics=CENTROID), reps)[0]  # noqa: B023
+    print(f"{name:4s} centroid metrics: C=10 {t[10] / n * 1e3:.3f} ms, C=50000 "
+          f"{t[50_000] / n * 1e3:.3f} ms per sample, ratio {t[50_000] / t[10]:.2f}")  # fmt: skip
+
+
+def legacy_from_gram(gram, factor, exact=False):
+    """The previous algorithm: near rank-deficient samples from a float64 Gram of float64 J."""
+    gram64 = gram.double()
+    eig = torch.linalg.eigvalsh(gram64)
+    risky = (eig[:, 0] < svd.RISKY * eig[:, -1]).nonzero().squeeze(-1)
+    for idx in risky.split(64):
+        j = factor(idx, exact=True)
+        j = j if j.shape[1] == gram.shape[1] else j.transpose(1, 2)
+        eig[idx] = torch.linalg.eigvalsh(torch.bmm(j, j.transpose(1, 2)))
+    sv = eig.flip(-1).clamp_min(0).sqrt()
+    floor = sv[:, :1] * (gram.shape[1] * torch.finfo(torch.float64).eps) ** 0.5
+    return torch.where(sv > floor, sv, torch.zeros_like(sv))
+
+
+def rank_deficient(n, reps) -> None:
+    new = svd.from_gram
+    for kind, rank in (("random", None), ("rank-2", 2)):
+        torch.manual_seed(0)
+        net = mlp(10) if rank is None else low_rank(mlp(10), rank)
+        x = torch.randn(n, 3072)
+        spec = ["jacobian_pc1", "jacobian_erank"]
+        ref = alignctl.measure(net.double(), x.double(), metrics=spec, dtype=torch.float64)
+        net = net.float()
+        out = {}
+        for label, impl in (("before", legacy_from_gram), ("after", new)):
+            svd.from_gram = impl
+            try:
+                floor = run(lambda: alignctl.jacobian(net, x), reps)[0]  # noqa: B023
+                t, _, got = run(lambda: alignctl.measure(net, x), reps)  # noqa: B023
+            finally:
+                svd.from_gram = new
+            err = max(float((got[k].double() - ref[k]).abs().max()) for k in spec)
+            out[label] = f"{t / floor:.2f}x the floor (max error {err:.1e})"
+        print(f"item 5, MLP C=10 {kind}: before {out['before']}, after {out['after']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.samples} samples")
+    n, reps = args.samples, args.reps
+    for name, make, shape in (("MLP", mlp, (3072,)), ("CNN", cnn, (3, 32, 32))):
+        classes_table(name, make, shape, n, reps)
+        centroid_table(name, make, shape, n, reps)
+    rank_deficient(4 * n, 2 * reps + 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""How one model is measured on x: the front (where J is taken), the chunk size within the
+memory budget (:mod:`.memory`), the linear layer of the shortcut (:mod:`.linear_input`) and
+whether the whole-Jacobian metrics are sketched (:mod:`.sketch`)."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+import alignctl.geometry.memory as memory
+from alignctl.errors import InputError
+from alignctl.geometry.inputs import ModelFront
+from alignctl.geometry.linear_input import find_input_linear
+from alignctl.geometry.sketch import resolve as sketch_k
+from alignctl.geometry.svd import weight_factor
+from alignctl.geometry.vjp import as_matrix
+
+# model -> {(sample shape, dtypes, device, metric kind, output, budget): chunk size}: the
+# activation probe depends on the model's structure, not its weights, so each checkpoint of
+# a run (one model object, new weights) reuses it. Weak keys: no model is kept alive.
+_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Plan:
+    """How one model is measured on x: the front (where J is taken), the chunk size and the
+    linear layer of the shortcut, if any."""
+
+    def __init__(self, model, x, dev, dt, *, output, batch_size, max_memory, full, sketch=None):
+        self.dev, self.dt, self.rw = dev, dt, None
+        if x.shape[0] == 0:
+            raise InputError("no samples to measure")
+        self.front = ModelFront(model, x[:2].to(dev), output)
+        probe = self.lift(x[:1])
+        self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
+        with torch.no_grad():
+            self.n_classes = self.fn(x[:1])(probe).shape[1]
+        # K random probes per sample instead of C products (many classes; geometry/sketch.py)
+        self.k = sketch_k(sketch, self.n_classes) if full else None
+        if batch_size is not None:
+            if int(batch_size) < 1:
+                raise InputError(f"batch size must be positive, not {batch_size}")
+            self.size = int(batch_size)
+            return
+        key = (tuple(x.shape[1:]), x.dtype, dt, str(dev), full, output, max_memory, self.k)
+        cached = _SIZES.get(self.front.model, {}).get(key)
+        if cached is not None:  # the same structure measured before (every checkpoint)
+            self.size = cached
+            return
+        if x.shape[0] >= 2:
+            acts = memory.activation_bytes(lambda m: self.fn(x[:m]), lambda m: self.lift(x[:m]))
+        else:
+            acts = memory.saved_bytes(self.fn(x[:1]), probe)
+        d, item = probe[0].numel(), probe.element_size()
+        if self.k:  # K-row blocks (Y, Q, probes) and the double-VJP graph (twice the activations)
+            keep, acts = 2 * (3 * self.k + 4) * d * item, 2 * acts
+        else:
+            keep = 2 * self.n_classes * d * item if full else 2 * d * item
+        budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
+        self.size = memory.chunk_size(budget, activations=acts, input_bytes=d * item,
+                                      keep_bytes=keep)  # fmt: skip
+        _SIZES.setdefault(self.front.model, {})[key] = self.size
+
+    def weight_factor(self) -> torch.Tensor:
+        """R_w^T of the shortcut's W (W^T = Q_w R_w), once per measurement: W is fixed."""
+        if self.rw is None:
+            self.rw = weight_factor(self.layer.weight.detach())
+        return self.rw
+
+    def lift(self, xb):
+        return self.front.lift(xb, self.dev, self.dt)
+
+    def fn(self, xb):
+        f = self.front.fn(xb, self.dev)
+        return lambda inp: as_matrix(f(inp), inp.shape[0])
+
+    def chunks(self, x):
+        for start in range(0, x.shape[0], self.size):
+            xb = x[start : start + self.size]
+            yield start, xb, self.fn(xb), self.lift(xb)

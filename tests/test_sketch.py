@@ -1,0 +1,176 @@
+"""Sketched whole-Jacobian metrics (many classes) against exact float64 values, and the
+rank-deficient fast path of the exact spectrum against float64 references."""
+
+import pytest
+import torch
+from torch import nn
+
+import alignctl
+from alignctl import METRICS
+from alignctl.errors import InputError
+from alignctl.geometry import sketch as sk
+
+JACOBIAN = sorted(m for m in METRICS.names() if METRICS.get(m).needs == "jacobian")
+# exact under a sketch: one product each (the centred label row is one VJP)
+EXACT_UNDER_SKETCH = {"centred_label_alignment", "centred_label_norm"}
+
+
+def _low_rank(net, rank):
+    w = net[-1].weight
+    with torch.no_grad():
+        w.copy_(torch.randn(w.shape[0], rank) @ torch.randn(rank, w.shape[1]) / w.shape[1] ** 0.5)
+    return net
+
+
+# name -> (factory, input shape, C): the shortcut (MLP), the generic path (CNN, tanh), C = 1
+SHAPES = {
+    "mlp": (lambda: nn.Sequential(nn.Linear(20, 24), nn.ReLU(), nn.Linear(24, 40)), (20,), 40),
+    "cnn": (
+        lambda: nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(48, 16),
+            nn.Tanh(),
+            nn.Linear(16, 30),
+        ),
+        (2, 4, 4),
+        30,
+    ),  # fmt: skip
+    "skip_tanh": (
+        lambda: nn.Sequential(
+            nn.Linear(9, 12), nn.Tanh(), nn.Linear(12, 12), nn.GELU(), nn.Linear(12, 25)
+        ),
+        (9,),
+        25,
+    ),  # fmt: skip
+}
+
+
+def _case(name, rank=None, n=8, seed=0):
+    make, shape, c = SHAPES[name]
+    torch.manual_seed(seed)
+    net = make().double()
+    if rank:
+        _low_rank(net, rank)
+    return net, torch.randn(n, *shape, dtype=torch.float64), torch.randint(0, c, (n,))
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_low_rank_jacobians_are_measured_exactly(name):
+    """rank(J) <= K: the range finder captures J whole, every sketched metric is exact up to
+    rounding (erank: within its reported rounding error)."""
+    net, x, y = _case(name, rank=3)
+    ref = alignctl.measure(net, x, y, dtype=torch.float64, sketch=0)
+    errors = {}
+    got = alignctl.measure(net, x, y, dtype=torch.float64, sketch=8, errors=errors)
+    for m in JACOBIAN:
+        err = errors.get(m, torch.zeros_like(got[m]))
+        assert bool((err <= 1e-5 * ref[m].abs() + 1e-12).all()), m  # rounding only
+        assert bool(((got[m] - ref[m]).abs() <= 2 * err + 1e-6 * ref[m].abs()).all()), m
+    assert set(errors) == set(JACOBIAN) - EXACT_UNDER_SKETCH
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_sketched_values_within_their_reported_errors(name):
+    """Full-rank J, K smaller than the rank: |estimate - exact| <= 4 reported errors on most
+    samples (the standard errors are themselves estimated from K = 3 probes, so a sample may
+    miss; PC1 and erank errors are bounds), and the one-product metrics stay exact."""
+    net, x, y = _case(name, n=16, seed=1)
+    ref = alignctl.measure(net, x, y, dtype=torch.float64, sketch=0)
+    errors = {}
+    got = alignctl.measure(net, x, y, dtype=torch.float64, sketch=3, errors=errors, seed=5)
+    for m in got:
+        if m in errors:
+            inside = ((got[m] - ref[m]).abs() <= 4 * errors[m] + 1e-9).double().mean()
+            assert float(inside) >= 0.8, m
+        else:
+            torch.testing.assert_close(got[m], ref[m], rtol=1e-9, atol=1e-9, msg=m)
+
+
+def test_hutchinson_is_unbiased():
+    """The mean of |J|_F^2 estimates over many seeds converges to the exact value within the
+    standard error of that mean (from the per-seed standard errors)."""
+    net, x, y = _case("cnn", n=4, seed=2)
+    exact = alignctl.measure(net, x, metrics=["jacobian_norm"], dtype=torch.float64, sketch=0)
+    est, var = [], []
+    for seed in range(40):
+        errors = {}
+        got = alignctl.measure(net, x, metrics=["jacobian_norm"], dtype=torch.float64,
+                               sketch=2, seed=seed, errors=errors)["jacobian_norm"]  # fmt: skip
+        est.append(got**2)
+        var.append((2 * got * errors["jacobian_norm"]) ** 2)  # se of |J|^2 by the delta method
+    mean = torch.stack(est).mean(0)
+    se_mean = torch.stack(var).mean(0).sqrt() / len(est) ** 0.5
+    assert bool(((mean - exact["jacobian_norm"] ** 2).abs() <= 4 * se_mean).all())
+
+
+def test_automatic_switch_and_note():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, sk.MIN_CLASSES + 1))
+    x = torch.randn(5, 6)
+    notes, errors = [], {}
+    alignctl.measure(net, x, notes=notes, errors=errors)
+    assert any("estimated from K=16 random probes" in n and "not exact" in n for n in notes)
+    assert set(errors) == set(JACOBIAN) - EXACT_UNDER_SKETCH - {
+        m for m in JACOBIAN if METRICS.get(m).needs_labels
+    }
+    notes, errors = [], {}
+    alignctl.measure(net, x, notes=notes, errors=errors, sketch=0)
+    assert not errors and not any("random probes" in n for n in notes)
+    small = nn.Sequential(nn.Linear(6, sk.MIN_CLASSES))
+    alignctl.measure(small, x, notes=notes, errors=errors)
+    assert not errors
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_sketch_is_an_input_error(bad):
+    with pytest.raises(InputError, match="sketch"):
+        alignctl.measure(nn.Linear(3, 2), torch.randn(2, 3), sketch=bad)
+
+
+@pytest.mark.parametrize("rank", [1, 2, None])
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_rank_deficient_fast_path_matches_float64(rank, shortcut):
+    """float32 spectrum metrics of rank-1, rank-2 and full-rank last layers within 1e-4 of
+    float64, without the float64 recompute (no note), on the shortcut and the generic path."""
+    torch.manual_seed(3)
+    body = [nn.Linear(30, 24), nn.ReLU()] if shortcut else [nn.Conv1d(1, 2, 3), nn.Flatten(),
+                                                          nn.Linear(56, 24), nn.ReLU()]  # fmt: skip
+    net = nn.Sequential(*body, nn.Linear(24, 12))
+    if rank:
+        _low_rank(net, rank)
+    x = torch.randn(32, 30) if shortcut else torch.randn(32, 1, 30)
+    spec = ["jacobian_pc1", "jacobian_erank", "jacobian_norm"]
+    ref = alignctl.measure(_double(net), x.double(), metrics=spec, dtype=torch.float64)
+    notes = []
+    got = alignctl.measure(net, x, metrics=spec, notes=notes)
+    assert not notes
+    for m in spec:
+        torch.testing.assert_close(got[m].double(), ref[m], rtol=1e-4, atol=1e-4, msg=m)
+
+
+def _double(net):
+    import copy
+
+    return copy.deepcopy(net).double()
+
+
+def test_analyze_json_has_metrics_error_only_when_sketched(tmp_path):
+    import json
+
+    from test_cli_analyze import invoke, user_run
+
+    run = user_run(tmp_path / "r")
+    plain = json.loads(invoke(run, "--json", "-", "--no-cache").stdout)
+    assert all("metrics_error" not in c for c in plain["checkpoints"])  # the schema as it was
+    r = invoke(run, "--json", "-", "--no-cache", "--sketch", "2", "--metrics", "full")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    ck = report["checkpoints"][0]
+    assert set(ck["metrics_error"]) == set(ck["metrics"])
+    assert ck["metrics_error"]["jacobian_norm"] > 0
+    assert ck["metrics_error"]["centroid_alignment"] is None  # exact at any C
+    assert any("random probes" in n and "not exact" in n for n in report["notes"])
+    bad = invoke(run, "--sketch", "-3", "--no-cache")
+    assert bad.exit_code == 2 and "sketch" in bad.stderr
