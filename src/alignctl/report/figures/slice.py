@@ -101,7 +101,8 @@ def draw_slice(ax, panel: SlicePanel, image_shape=None) -> None:
         ax.quiver(xy[:, 0], xy[:, 1], uv[:, 0], uv[:, 1], color="0.3", width=0.003,
                   angles="xy", scale_units="xy", scale=1)  # fmt: skip
     if image_shape is None:
-        ax.quiver(pts[:, 0], pts[:, 1], panel.arrows[:, 0], panel.arrows[:, 1], color="k",
+        uv = panel.arrows * _fit(pts, panel.arrows, extent)
+        ax.quiver(pts[:, 0], pts[:, 1], uv[:, 0], uv[:, 1], color="k",
                   width=0.008, angles="xy", scale_units="xy", scale=1)  # fmt: skip
     for (x, y), name, lab in zip(pts, _NAMES, panel.sample_labels, strict=True):
         ax.plot(x, y, "o", ms=6, mfc="white", mec="black", mew=1.2)
@@ -112,6 +113,19 @@ def draw_slice(ax, panel: SlicePanel, image_shape=None) -> None:
     ax.set_ylabel("b   along $x_k - x_i$")
     ax.set_title(panel.title, loc="left", fontsize=8)
     ax.grid(False)
+
+
+def _fit(pts: np.ndarray, uv: np.ndarray, extent, margin: float = 0.03) -> float:
+    """The largest factor <= 1 that keeps every arrow's tip pts + f uv inside the plotted box
+    (less ``margin`` of its width), so that no arrowhead is cut off; one factor for all arrows
+    keeps their relative lengths."""
+    lo = np.array([extent[0], extent[2]]) + margin * (extent[1] - extent[0])
+    hi = np.array([extent[1], extent[3]]) - margin * (extent[1] - extent[0])
+    f = 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(uv > 0, (hi - pts) / uv, np.where(uv < 0, (lo - pts) / uv, np.inf))
+    room = room[np.isfinite(room) & (room > 0)]
+    return float(min(f, room.min())) if room.size else f
 
 
 def arrow_scale(vectors: np.ndarray, longest: float = 0.35) -> np.ndarray:
@@ -140,4 +154,23 @@ def slice_figure(panels: list[SlicePanel], image_shape=None, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fig.legend(handles=_key(panels, image_shape), loc="upper center", ncol=4, frameon=False,
+               bbox_to_anchor=(0.5, 0.0), fontsize=7)  # fmt: skip
     return fig
+
+
+def _key(panels: list[SlicePanel], image_shape) -> list:
+    """What the marks mean, for the marks that some panel shows."""
+    from matplotlib.lines import Line2D
+
+    key = [Line2D([], [], color=(0.85, 0.05, 0.05), lw=2, label="decision boundary")]
+    if any(p.field is None for p in panels):
+        key.append(Line2D([], [], color="0.35", lw=0.8,
+                          label="linear region boundaries (colour: predicted class)"))  # fmt: skip
+    key.append(Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="samples"))
+    arrow = dict(ls="", marker=r"$\rightarrow$", ms=10)
+    if image_shape is None:
+        key.append(Line2D([], [], color="k", label="centroid μ = Jᵀ1, projected", **arrow))
+    if any(p.field is not None for p in panels):
+        key.append(Line2D([], [], color="0.3", label="centroid field (grid)", **arrow))
+    return key
