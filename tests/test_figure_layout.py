@@ -166,3 +166,15 @@ def test_every_registered_metric_has_a_panel_title():
     from alignctl.report.figures.trajectories import PANELS
 
     assert not [name for name in METRICS if name not in PANELS]
+
+
+def test_classes_in_one_figure_get_different_colours():
+    """Class 7 and class 57 of a 61-class task met on one slice must not share a colour (the
+    palette has 10): colours go to the classes the figure shows, in order."""
+    from alignctl.report.figures.slice import region_image
+
+    label = np.kron(np.array([[7, 57], [60, 7]]), np.ones((8, 8), int))  # four 8x8 blocks
+    rgb = region_image(np.zeros((16, 16), int), label, classes=np.array([7, 57, 60]))
+    c7, c57, c60 = rgb[0, 0], rgb[0, 15], rgb[15, 0]  # block corners: off the boundary
+    assert not np.allclose(c7, c57) and not np.allclose(c57, c60) and not np.allclose(c7, c60)
+    assert np.allclose(c7, rgb[15, 15])

@@ -47,10 +47,13 @@ class SlicePanel:
     field: tuple | None = None
 
 
-def region_image(region: np.ndarray, label: np.ndarray) -> np.ndarray:
+def region_image(region: np.ndarray, label: np.ndarray, classes=None) -> np.ndarray:
     """RGB (R, R, 3): the class colour, a shade per region, dark region boundaries, red
-    decision boundary (where the class changes between neighbouring grid points)."""
-    rgb = _CLASS[label % len(_CLASS)].copy()
+    decision boundary (where the class changes between neighbouring grid points). ``classes``
+    (sorted): the classes the figure shows, coloured in that order (default: by class index),
+    so that two of them share a colour only when a figure shows more than the palette holds."""
+    rank = label if classes is None else np.searchsorted(classes, label)
+    rgb = _CLASS[rank % len(_CLASS)].copy()
     if (region >= 0).all():
         shade = 0.78 + 0.22 * ((region * 0.6180339887) % 1.0)  # golden-ratio spread of shades
         rgb *= shade[..., None]
@@ -89,11 +92,11 @@ def _as_image(v: np.ndarray, shape) -> np.ndarray:
     return img
 
 
-def draw_slice(ax, panel: SlicePanel, image_shape=None) -> None:
+def draw_slice(ax, panel: SlicePanel, image_shape=None, classes=None) -> None:
     from matplotlib import patheffects
 
     extent = (panel.a[0], panel.a[-1], panel.b[0], panel.b[-1])
-    ax.imshow(region_image(panel.region, panel.label), origin="lower", extent=extent,
+    ax.imshow(region_image(panel.region, panel.label, classes), origin="lower", extent=extent,
               interpolation="nearest", aspect="equal")  # fmt: skip
     pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     if panel.field is not None:
@@ -141,10 +144,11 @@ def slice_figure(panels: list[SlicePanel], image_shape=None, title: str = ""):
     k = len(panels)
     rows = 3 if image_shape is not None else 1
     heights = [4.0] + [1.0] * (rows - 1)
+    classes = np.unique(np.concatenate([p.label.ravel() for p in panels]))  # one colour each
     fig = plt.figure(figsize=(4.4 * k, sum(heights) + 0.6))
     grid = fig.add_gridspec(rows, 3 * k, height_ratios=heights)
     for p, panel in enumerate(panels):
-        draw_slice(fig.add_subplot(grid[0, 3 * p : 3 * p + 3]), panel, image_shape)
+        draw_slice(fig.add_subplot(grid[0, 3 * p : 3 * p + 3]), panel, image_shape, classes)
         if image_shape is None:
             continue
         for s in range(3):
