@@ -2,6 +2,7 @@
 report can hold), labels and legends that do not sit on the data or on each other, PNGs with
 enough pixels for the 6-8 pt fonts, the slice figure's key; and geometry's bad arguments."""
 
+import json
 import struct
 
 import numpy as np
@@ -178,3 +179,24 @@ def test_classes_in_one_figure_get_different_colours():
     c7, c57, c60 = rgb[0, 0], rgb[0, 15], rgb[15, 0]  # block corners: off the boundary
     assert not np.allclose(c7, c57) and not np.allclose(c57, c60) and not np.allclose(c7, c60)
     assert np.allclose(c7, rgb[15, 15])
+
+
+def test_compare_takes_a_monitor_log_folder_as_analyze_does(tmp_path):
+    """A folder holding only the monitor's alignment.jsonl is a run for analyze; compare too."""
+    import torch
+
+    import alignctl
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    for name in ("a", "b"):
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        with alignctl.Monitor(model, x, y, every=1, metrics="fast", out=tmp_path / name) as mon:
+            for step in range(3):
+                mon.step(step)
+    fig = tmp_path / "c.png"
+    r = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-q",
+                            "--plot", str(fig), "--json", "-"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows"][-1]["steps"] == [2, 2]
+    assert fig.read_bytes().startswith(b"\x89PNG")

@@ -24,8 +24,13 @@ SHOWN = {"train_accuracy": "train acc", "test_accuracy": "test acc",
 
 
 def load_report(spec, **analyze_kwargs) -> dict:
-    """A report from an ``analyze --json`` file, or by analysing a run directory."""
+    """A report from an ``analyze --json`` file, a monitor's ``alignment.jsonl`` folder (as
+    ``analyze`` reads it), or by analysing a run directory."""
+    from alignctl.report.monitor_log import is_monitor_run, report_from_log
+
     path = Path(spec)
+    if is_monitor_run(path):
+        return report_from_log(path)
     if path.is_file() and path.suffix == ".json":
         try:
             report = json.loads(path.read_text())
