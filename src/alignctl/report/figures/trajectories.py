@@ -71,9 +71,8 @@ def step_label(runs: list[Series]) -> str:
              steps.METADATA: "step (from checkpoint metadata)",
              steps.NAME: "step (number in checkpoint name)"}  # fmt: skip
     found = {s.report.get("step_unit") for s in runs}
-    if len(found) > 1:
-        found = {"mixed"}
-    unit = found.pop() if found else None
+    known = found - {None}  # None: the run does not say (a monitor's log)
+    unit = "mixed" if len(known) > 1 else (known.pop() if known and None not in found else None)
     if unit is None:
         label = "step"
     else:
