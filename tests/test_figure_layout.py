@@ -198,3 +198,14 @@ def test_compare_takes_a_monitor_log_folder_as_analyze_does(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rows"][-1]["steps"] == [2, 2]
     assert fig.read_bytes().startswith(b"\x89PNG")
+
+
+def test_every_run_gets_its_own_legend_label():
+    """Runs with the same regulariser and the same folder name (seed0/run, seed1/run), or one
+    run given twice (a report and its folder): the labels still differ."""
+    labels = [s.label for s in series([report("/r/seed0/run", [0]), report("/r/seed1/run", [0])])]
+    assert labels == ["baseline (seed0/run)", "baseline (seed1/run)"]
+    labels = [s.label for s in series([report("/r/run", [0]), report("/r/run", [0])])]
+    assert len(set(labels)) == 2 and all(label.startswith("baseline (run") for label in labels)
+    labels = [s.label for s in series([report("/r/a", [0]), report("/r/b", [0])])]
+    assert labels == ["baseline (a)", "baseline (b)"]  # unchanged where the name suffices
