@@ -209,3 +209,11 @@ def test_every_run_gets_its_own_legend_label():
     assert len(set(labels)) == 2 and all(label.startswith("baseline (run") for label in labels)
     labels = [s.label for s in series([report("/r/a", [0]), report("/r/b", [0])])]
     assert labels == ["baseline (a)", "baseline (b)"]  # unchanged where the name suffices
+
+
+@pytest.mark.parametrize(
+    "steps,scale", [([0, 100, 200, 300], "linear"), ([0, 1, 6, 31, 170, 400], "symlog")]
+)
+def test_step_axis_is_logarithmic_only_for_checkpoints_spread_over_decades(steps, scale):
+    fig, _ = trajectories_figure(series([report("/x/a", steps)]), panels=["accuracy"])
+    assert fig.axes[0].get_xscale() == scale

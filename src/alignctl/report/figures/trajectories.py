@@ -171,7 +171,10 @@ def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
         title, tkey = PANELS.get(key, (key, None))
         ax.set_title(title, loc="left")
         steps = [st for s in runs for st in s.steps]
-        if steps and max(steps) > 100 and min(steps) >= 0:
+        positive = [st for st in steps if st > 0]
+        # log-spaced checkpoints (two decades or more) read on a log axis; evenly spaced ones
+        # (a monitor every 100 steps) on a linear one
+        if positive and max(positive) >= 100 * min(positive) and min(steps) >= 0:
             ax.set_xscale("symlog", linthresh=1)
             ax.set_xlim(left=0)
         thresholds = _thresholds(runs[0].report)
