@@ -217,3 +217,14 @@ def test_every_run_gets_its_own_legend_label():
 def test_step_axis_is_logarithmic_only_for_checkpoints_spread_over_decades(steps, scale):
     fig, _ = trajectories_figure(series([report("/x/a", steps)]), panels=["accuracy"])
     assert fig.axes[0].get_xscale() == scale
+
+
+def test_a_panel_no_run_measured_is_one_error_line(tmp_path):
+    a, b = tiny_run(tmp_path / "a"), tiny_run(tmp_path / "b", seed=1)
+    fig = tmp_path / "c.png"
+    r = runner.invoke(app, ["compare", str(a), str(b), "--panels", "local_complexity", "-q",
+                            "--plot", str(fig), "--metrics", "fast"])  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "local_complexity" in r.stderr and "internal error" not in r.stderr
+    assert not fig.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignctl.errors import InputError
 from alignctl.report.figures import COLORS, finite, pyplot
 
 # panel key -> (title, threshold key in the verdict thresholds, or None)
@@ -55,6 +56,11 @@ def available(runs: list[Series], wanted=None) -> list[str]:
     names = [n for s in runs for n in s.report.get("metric_names") or []]
     if wanted:
         keys = list(wanted)
+        missing = [k for k in keys if k != "accuracy" and k not in names]
+        if missing:
+            have = ", ".join(dict.fromkeys(names)) or "none"
+            raise InputError(f"no run has the metric of panel {missing[0]!r} (measured: {have}); "
+                             "measure it with --metrics")  # fmt: skip
     elif len(runs) > 1:
         keys = list(STORY)
     else:  # one run: every metric it has, known ones in the panel order, then the rest
