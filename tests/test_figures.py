@@ -104,7 +104,7 @@ def test_matched_steps_are_nearest_and_differences_are_other_minus_reference():
         want = cb["metrics"]["jacobian_norm"] - ca["metrics"]["jacobian_norm"]
         assert row["diff"]["jacobian_norm"] == [None, pytest.approx(want)]
     assert cmp["last"]["steps"] == [100, 50]
-    assert series([a, report("/y/a", [0])])[1].label == "baseline (a)"  # same label: name added
+    assert series([a, report("/y/a", [0])])[1].label == "baseline (y/a)"  # same label and name
 
 
 def test_verdict_changes():

@@ -148,3 +148,25 @@ def test_ctrl_c_exits_130(tmp_path):
     finally:
         p.kill() if p.poll() is None else None
     assert p.returncode == 130
+
+
+def test_follow_waits_for_a_run_folder_that_training_has_not_made_yet(tmp_path):
+    """`alignctl train --out R & alignctl analyze --follow R`: training needs a moment (torch
+    imports) before R exists; --follow waits for it instead of failing; a path that is a file
+    is still an error at once."""
+    staged = make_run(tmp_path / "staged", n_checkpoints=2)
+    (staged / "run.json").write_text('{"interrupted": false}')
+    target = tmp_path / "later" / "run"
+
+    def appear():
+        time.sleep(1.0)
+        target.parent.mkdir()
+        staged.rename(target)
+
+    threading.Thread(target=appear, daemon=True).start()
+    r = CliRunner().invoke(app, ["analyze", str(target), "--follow", "--metrics", "fast"])
+    assert r.exit_code == 0, r.stderr
+    assert sum(ln.startswith("step=") for ln in r.stdout.splitlines()) == 2
+    (tmp_path / "file").write_text("x")
+    r = CliRunner().invoke(app, ["analyze", str(tmp_path / "file"), "--follow"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "not one" in r.stderr

@@ -419,3 +419,19 @@ def test_race_outputs_are_checked_before_racing(tmp_path):
     r = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "taken")])
     one_error(r, "cannot write --json", "folder")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("pair", [("--plot", "--json"), ("--json", "--markdown")])
+def test_two_outputs_naming_one_file_are_refused_before_any_work(run_dir, tmp_path, pair):
+    """`--plot same.png --json same.png` wrote the JSON over the figure; a link to the other
+    name is the same file too. The old file is kept."""
+    old = tmp_path / "same.png"  # a name every output accepts
+    old.write_text("old")
+    (tmp_path / "alias").symlink_to(old)
+    r = analyze(run_dir, {pair[0]: old, pair[1]: tmp_path / "alias"})
+    one_error(r, pair[0], pair[1], "same file")
+    assert old.read_text() == "old"
+    cmp = CliRunner().invoke(app, ["compare", str(run_dir), str(run_dir), "-q", pair[0],
+                                   str(old), pair[1], str(old)])  # fmt: skip
+    one_error(cmp, "same file")
+    assert old.read_text() == "old"

@@ -194,3 +194,75 @@ def test_local_complexity_counts_maxpool_windows_and_rejects_smooth_nets():
 def test_local_complexity_is_opt_in():
     net = _relu_net(0, 4, 5)
     assert "local_complexity" not in alignctl.measure(net, torch.randn(3, 4))
+
+
+# --- exact arrangements, general position not assumed -----------------------------------------
+
+
+def euler_cells(lines, lo, hi) -> int:
+    """Faces inside the box [lo, hi]^2 cut by lines (c0, c1, c2) in exact rational arithmetic:
+    the planar graph of the box's sides and the clipped lines has F = E - V + 1 inner faces
+    (Euler), so concurrent and parallel lines count right; a line touching the box in a
+    point adds nothing."""
+    from fractions import Fraction as Fr
+
+    lo, hi = Fr(lo), Fr(hi)
+    inside = lambda p: lo <= p[0] <= hi and lo <= p[1] <= hi  # noqa: E731
+    segs = {}
+    for n, (c0, c1, c2) in enumerate(lines):
+        ends = {(e, -(c0 + c1 * e) / c2) for e in (lo, hi) if c2} | {
+            (-(c0 + c2 * e) / c1, e) for e in (lo, hi) if c1
+        }
+        ends = {p for p in ends if inside(p)}
+        if len(ends) >= 2:
+            segs[n] = ends
+    for i, j in itertools.combinations(list(segs), 2):
+        (a0, a1, a2), (b0, b1, b2) = lines[i], lines[j]
+        det = a1 * b2 - a2 * b1
+        if det:
+            p = ((a2 * b0 - a0 * b2) / det, (a0 * b1 - a1 * b0) / det)
+            if inside(p):
+                segs[i].add(p)
+                segs[j].add(p)
+    corners = {(x, y) for x in (lo, hi) for y in (lo, hi)}
+    on_sides = corners | {p for s in segs.values() for p in s if lo in p or hi in p}
+    verts = on_sides | {p for s in segs.values() for p in s}
+    side_edges = sum(
+        len([p for p in on_sides if p[axis] == v]) - 1 for axis in (0, 1) for v in (lo, hi)
+    )
+    edges = side_edges + sum(len(s) - 1 for s in segs.values())
+    return edges - len(verts) + 1
+
+
+def _exact_lines(net, x3):
+    from fractions import Fraction as Fr
+
+    w, b = net[0].weight.tolist(), net[0].bias.tolist()
+    xi, xj, xk = ([Fr(v) for v in x.tolist()] for x in x3)
+    out = []
+    for wr, br in zip(w, b, strict=True):
+        wr = [Fr(v) for v in wr]
+        dot = lambda v: sum(p * q for p, q in zip(wr, v, strict=True))  # noqa: E731, B023
+        out.append((dot(xi) + Fr(br), dot(xj) - dot(xi), dot(xk) - dot(xi)))
+    return out
+
+
+def test_regions_of_concurrent_and_parallel_neurons_match_the_exact_arrangement():
+    """Integer weights and inputs (float64 arithmetic exact): five neurons' lines through x_i,
+    one parallel to another; and random nets with biases (lines in general position)."""
+    g = torch.Generator().manual_seed(9)
+    net = nn.Sequential(nn.Linear(4, 7), nn.ReLU(), nn.Linear(7, 3)).double()
+    x3 = torch.randint(-3, 4, (3, 4), generator=g).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randint(-4, 5, (7, 4), generator=g).double())
+        net[0].bias.copy_(-(net[0].weight @ x3[0]))  # every line through x_i = (0, 0)
+        net[0].weight[5] = net[0].weight[4]  # parallel to neuron 4, through (0.5, 0)
+        net[0].bias[5] = net[0].bias[4] - 0.5 * (net[0].weight[4] @ (x3[1] - x3[0]))
+    lines = _exact_lines(net, x3)
+    assert euler_cells(lines, -PAD, 1 + PAD) == regions_on_slice(net, x3, resolution=301).n_regions
+    for seed, d, hidden in [(11, 3, 7), (12, 8, 10), (13, 5, 14)]:
+        torch.manual_seed(seed)
+        net = _relu_net(seed, d, hidden).double()
+        x3 = torch.randn(3, d, generator=torch.Generator().manual_seed(7 * seed)).double()
+        want = euler_cells(_exact_lines(net, x3), -PAD, 1 + PAD)
+        assert regions_on_slice(net, x3, resolution=400).n_regions == want

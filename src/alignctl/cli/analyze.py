@@ -274,6 +274,11 @@ def _follow(path, opened, options, cache_at, no_cache, quiet):
                 printed.add(ck["name"])
                 typer.echo(plain_line(ck, report["metric_names"]))
 
+    if not quiet and not Path(path).exists():
+        from alignctl.report.follow import APPEAR
+
+        err_console().print(f"note: waiting for {path} to appear (up to {APPEAR:g} s)",
+                            highlight=False)  # fmt: skip
     if live is not None:
         live.start()
     try:

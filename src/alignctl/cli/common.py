@@ -101,6 +101,7 @@ class Outputs:
         if sum(d == "-" for d in self.dests.values()) > 1:
             taken = [k for k, d in self.dests.items() if d == "-"]
             raise InputError(f"only one of {', '.join(taken)} can write to stdout (-)")
+        self._check_distinct()
         problems = []
         for label, dest in self.dests.items():
             if dest == "-" and label in self.files_only:
@@ -114,6 +115,19 @@ class Outputs:
                 problems.append(f"cannot write {label} {dest}: {_reason(e)}")
         if problems:
             raise InputError("; ".join(problems))
+
+    def _check_distinct(self) -> None:
+        """Two outputs naming one regular file (or a link to it) would overwrite each other;
+        devices and pipes (/dev/null twice) may be shared."""
+        seen: dict[str, str] = {}
+        for label, dest in self.dests.items():
+            if dest == "-" or (os.path.exists(dest) and not os.path.isfile(dest)):
+                continue
+            real = os.path.realpath(dest)
+            if real in seen:
+                raise InputError(f"{seen[real]} and {label} name the same file {dest}: "
+                                 "give each output its own file")  # fmt: skip
+            seen[real] = label
 
     def _guard(self, label: str, action: Callable[[str], None]) -> None:
         dest = self.dests.get(label)

@@ -121,10 +121,8 @@ class SlicePartition:
 
 def plane_points(x3: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x(a, b) for every grid point, (len(b) * len(a), *x.shape[1:]), row-major in (b, a)."""
-    xi, xj, xk = x3[0], x3[1], x3[2]
     bb, aa = torch.meshgrid(b, a, indexing="ij")
-    shape = (-1,) + (1,) * (x3.dim() - 1)
-    return xi + aa.reshape(shape) * (xj - xi) + bb.reshape(shape) * (xk - xi)
+    return _points_at(x3, aa.reshape(-1), bb.reshape(-1))
 
 
 def _forward_fn(model):
@@ -169,10 +167,12 @@ def regions_on_slice(
         if torch.linalg.matrix_rank(torch.stack([u, v]), rtol=1e-6) < 2:
             raise InputError("the three samples lie on one line: they span no plane")
         grid = torch.linspace(-pad, 1 + pad, resolution, dtype=torch.float64)
-        pts = plane_points(x3, grid, grid)
         _, smooth = scan(model)
         hashes, outs = [], []
-        for chunk in pts.split(batch_size):
+        for start in range(0, resolution * resolution, batch_size):
+            # points made per batch: the whole grid of (R^2, d) inputs need not fit in memory
+            flat = torch.arange(start, min(start + batch_size, resolution * resolution))
+            chunk = _points_at(x3, grid[flat % resolution], grid[flat // resolution])
             hasher = PatternHash(seed)
             with record_patterns(model, hasher) as n_modules:
                 outs.append(_outputs(f(chunk)))
@@ -189,6 +189,12 @@ def regions_on_slice(
     if note:
         region = torch.full_like(region, -1)
     return SlicePartition(grid, grid, region, label, not note, note)
+
+
+def _points_at(x3: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x(a_n, b_n) for paired coordinates a, b (N,): (N, *x.shape[1:])."""
+    shape = (-1,) + (1,) * (x3.dim() - 1)
+    return x3[0] + a.reshape(shape) * (x3[1] - x3[0]) + b.reshape(shape) * (x3[2] - x3[0])
 
 
 def _outputs(out: torch.Tensor) -> torch.Tensor:

@@ -24,8 +24,13 @@ SHOWN = {"train_accuracy": "train acc", "test_accuracy": "test acc",
 
 
 def load_report(spec, **analyze_kwargs) -> dict:
-    """A report from an ``analyze --json`` file, or by analysing a run directory."""
+    """A report from an ``analyze --json`` file, a monitor's ``alignment.jsonl`` folder (as
+    ``analyze`` reads it), or by analysing a run directory."""
+    from alignctl.report.monitor_log import is_monitor_run, report_from_log
+
     path = Path(spec)
+    if is_monitor_run(path):
+        return report_from_log(path)
     if path.is_file() and path.suffix == ".json":
         try:
             report = json.loads(path.read_text())
@@ -72,15 +77,33 @@ def run_name(report: dict) -> str:
     return Path(str(report.get("path", "run"))).name or "run"
 
 
+def _tail(report: dict, depth: int) -> str:
+    parts = Path(str(report.get("path", "run"))).parts[-depth:]
+    return "/".join(parts) or "run"
+
+
 def series(reports: list[dict]) -> list[Series]:
-    """One legend entry per run; equal labels get the run's name added."""
+    """One legend entry per run; equal labels get the run's name added, or as many of its
+    path's last folders as tell the runs apart, or (one run given twice) a number."""
     labels = [run_label(r) for r in reports]
-    out = []
-    for i, (rep, label) in enumerate(zip(reports, labels, strict=True)):
-        if labels.count(label) > 1:
-            label = f"{label} ({run_name(rep)})"
-        out.append(Series(label, rep, COLORS[i % len(COLORS)]))
-    return out
+    for i, label in enumerate(list(labels)):
+        same = [j for j, other in enumerate(labels) if other == label]
+        if len(same) < 2 or i != same[0]:
+            continue
+        tails = [_tail(reports[j], 1) for j in same]
+        for depth in range(2, 9):
+            if len(set(tails)) == len(tails):
+                break
+            deeper = [_tail(reports[j], depth) for j in same]
+            if len(set(deeper)) == len(deeper):
+                tails = deeper
+        counts = {t: tails.count(t) for t in tails}
+        seen: dict[str, int] = {}
+        for j, t in zip(same, tails, strict=True):
+            seen[t] = seen.get(t, 0) + 1
+            labels[j] = f"{label} ({t}{f', {seen[t]}' if counts[t] > 1 else ''})"
+    return [Series(label, rep, COLORS[i % len(COLORS)])
+            for i, (rep, label) in enumerate(zip(reports, labels, strict=True))]  # fmt: skip
 
 
 def _value(ck: dict, key: str):

@@ -156,16 +156,30 @@ class _Waker:
             self.observer.join(timeout=5)
 
 
+APPEAR = 60.0  # seconds a run folder may take to appear: training starts (imports) first
+
+
+def _await_folder(root: Path, appear: float, poll: float) -> None:
+    """Wait up to ``appear`` seconds for ``root`` to exist (``train --out R & analyze --follow
+    R`` starts following before training has made R); InputError if it does not appear or is
+    not a folder."""
+    deadline = time.monotonic() + appear
+    while not root.exists() and time.monotonic() < deadline:
+        time.sleep(min(poll, 0.2))
+    if not root.is_dir():
+        why = "it is not a folder" if root.exists() else f"it did not appear within {appear:g} s"
+        raise InputError(f"--follow needs a run directory; {root} is not one ({why})")
+
+
 def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[[object], dict],
                on_report: Callable[[dict], None], poll: float = 0.5, settle: float = 0.5,
-               timeout: float | None = None) -> dict | None:  # fmt: skip
+               timeout: float | None = None, appear: float = APPEAR) -> dict | None:  # fmt: skip
     """Analyse ``root`` each time a checkpoint (or monitor line) lands, until the run is
     finished (or ``timeout`` seconds pass); returns the last report. ``open_run()`` builds the
     Run (config, model, data) and ``analyse(run)`` reports on ``run.checkpoints``, which this
     sets to the complete ones (use a cache, so that each call measures only new ones)."""
     root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"--follow needs a run directory; {root} is not one")
+    _await_folder(root, appear, poll)
     watcher, waker = RunWatcher(root, settle=settle), _Waker(root, poll)
     run, report, shown, start = None, None, None, time.monotonic()
     try:

@@ -18,7 +18,7 @@ RC = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False,
     "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5,
-    "figure.dpi": 100, "savefig.bbox": "tight",
+    "figure.dpi": 100, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
 }  # fmt: skip
 
 
@@ -47,7 +47,10 @@ def check_format(path) -> str:
     return fmt
 
 
-def save(fig, path, dpi: int = 100) -> None:
+DPI = 200  # PNG pixels per inch: the 6-8 pt labels need about 200 to stay legible
+
+
+def save(fig, path, dpi: int = DPI) -> None:
     """Write ``fig`` atomically in the format of ``path``'s suffix, then close it. OSErrors
     propagate: the command's output guard names the option and keeps the old file."""
     from alignctl.runs.atomic import atomic_write

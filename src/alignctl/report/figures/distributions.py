@@ -75,12 +75,15 @@ def draw_distribution(ax_violin, ax_class, runs: list[Series], metric: str, at: 
             classes = np.unique(labels)
             means = [np.nanmean(values[labels == c]) if np.isfinite(values).any() else np.nan
                      for c in classes]  # fmt: skip
-            ax_class.plot(classes, means, _DASHES[j % 4], marker="o", ms=3, color=s.color,
-                          label=f"{s.label}, step {found[-1]}" if len(runs) > 1 else
-                          f"step {found[-1]}")  # fmt: skip
+            ax_class.plot(classes, means, _DASHES[j % 4], marker="o", ms=3, color=s.color)
         ticks.append(j * width + (len(runs) - 1) / 2)
         shown = sorted(set(found))
         ticklabels.append("step " + "/".join(str(v) for v in shown))
+    # colour = run (the figure's legend), line style = step: one key entry per step
+    from matplotlib.lines import Line2D
+
+    keys = [Line2D([], [], color="0.3", ls=_DASHES[j % 4], marker="o", ms=3, label=text)
+            for j, text in enumerate(ticklabels)]  # fmt: skip
     title = PANELS.get(metric, (metric,))[0]
     ax_violin.set_xticks(ticks, ticklabels)
     ax_violin.grid(axis="x", visible=False)
@@ -88,4 +91,4 @@ def draw_distribution(ax_violin, ax_class, runs: list[Series], metric: str, at: 
     ax_class.set_title("mean per class", loc="left")
     ax_class.set_xlabel("class")
     ax_class.xaxis.get_major_locator().set_params(integer=True)
-    ax_class.legend(frameon=False, fontsize=6, loc="best")
+    ax_class.legend(handles=keys, frameon=False, fontsize=6, loc="best")

@@ -158,5 +158,5 @@ def geometry_figure(run, path, *, steps=None, samples=None, split="train", resol
         raise InputError(f"image shape {img} does not hold {panels[0].centroids.shape[1]} values")
     name = run.root.name
     fig = slice_figure(panels, img, f"{name}: slice through samples {summary[0]['samples']}")
-    save(fig, path, dpi=100)
+    save(fig, path)
     return summary

@@ -47,10 +47,13 @@ class SlicePanel:
     field: tuple | None = None
 
 
-def region_image(region: np.ndarray, label: np.ndarray) -> np.ndarray:
+def region_image(region: np.ndarray, label: np.ndarray, classes=None) -> np.ndarray:
     """RGB (R, R, 3): the class colour, a shade per region, dark region boundaries, red
-    decision boundary (where the class changes between neighbouring grid points)."""
-    rgb = _CLASS[label % len(_CLASS)].copy()
+    decision boundary (where the class changes between neighbouring grid points). ``classes``
+    (sorted): the classes the figure shows, coloured in that order (default: by class index),
+    so that two of them share a colour only when a figure shows more than the palette holds."""
+    rank = label if classes is None else np.searchsorted(classes, label)
+    rgb = _CLASS[rank % len(_CLASS)].copy()
     if (region >= 0).all():
         shade = 0.78 + 0.22 * ((region * 0.6180339887) % 1.0)  # golden-ratio spread of shades
         rgb *= shade[..., None]
@@ -89,11 +92,11 @@ def _as_image(v: np.ndarray, shape) -> np.ndarray:
     return img
 
 
-def draw_slice(ax, panel: SlicePanel, image_shape=None) -> None:
+def draw_slice(ax, panel: SlicePanel, image_shape=None, classes=None) -> None:
     from matplotlib import patheffects
 
     extent = (panel.a[0], panel.a[-1], panel.b[0], panel.b[-1])
-    ax.imshow(region_image(panel.region, panel.label), origin="lower", extent=extent,
+    ax.imshow(region_image(panel.region, panel.label, classes), origin="lower", extent=extent,
               interpolation="nearest", aspect="equal")  # fmt: skip
     pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     if panel.field is not None:
@@ -101,7 +104,8 @@ def draw_slice(ax, panel: SlicePanel, image_shape=None) -> None:
         ax.quiver(xy[:, 0], xy[:, 1], uv[:, 0], uv[:, 1], color="0.3", width=0.003,
                   angles="xy", scale_units="xy", scale=1)  # fmt: skip
     if image_shape is None:
-        ax.quiver(pts[:, 0], pts[:, 1], panel.arrows[:, 0], panel.arrows[:, 1], color="k",
+        uv = panel.arrows * _fit(pts, panel.arrows, extent)
+        ax.quiver(pts[:, 0], pts[:, 1], uv[:, 0], uv[:, 1], color="k",
                   width=0.008, angles="xy", scale_units="xy", scale=1)  # fmt: skip
     for (x, y), name, lab in zip(pts, _NAMES, panel.sample_labels, strict=True):
         ax.plot(x, y, "o", ms=6, mfc="white", mec="black", mew=1.2)
@@ -112,6 +116,19 @@ def draw_slice(ax, panel: SlicePanel, image_shape=None) -> None:
     ax.set_ylabel("b   along $x_k - x_i$")
     ax.set_title(panel.title, loc="left", fontsize=8)
     ax.grid(False)
+
+
+def _fit(pts: np.ndarray, uv: np.ndarray, extent, margin: float = 0.03) -> float:
+    """The largest factor <= 1 that keeps every arrow's tip pts + f uv inside the plotted box
+    (less ``margin`` of its width), so that no arrowhead is cut off; one factor for all arrows
+    keeps their relative lengths."""
+    lo = np.array([extent[0], extent[2]]) + margin * (extent[1] - extent[0])
+    hi = np.array([extent[1], extent[3]]) - margin * (extent[1] - extent[0])
+    f = 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(uv > 0, (hi - pts) / uv, np.where(uv < 0, (lo - pts) / uv, np.inf))
+    room = room[np.isfinite(room) & (room > 0)]
+    return float(min(f, room.min())) if room.size else f
 
 
 def arrow_scale(vectors: np.ndarray, longest: float = 0.35) -> np.ndarray:
@@ -127,10 +144,11 @@ def slice_figure(panels: list[SlicePanel], image_shape=None, title: str = ""):
     k = len(panels)
     rows = 3 if image_shape is not None else 1
     heights = [4.0] + [1.0] * (rows - 1)
+    classes = np.unique(np.concatenate([p.label.ravel() for p in panels]))  # one colour each
     fig = plt.figure(figsize=(4.4 * k, sum(heights) + 0.6))
     grid = fig.add_gridspec(rows, 3 * k, height_ratios=heights)
     for p, panel in enumerate(panels):
-        draw_slice(fig.add_subplot(grid[0, 3 * p : 3 * p + 3]), panel, image_shape)
+        draw_slice(fig.add_subplot(grid[0, 3 * p : 3 * p + 3]), panel, image_shape, classes)
         if image_shape is None:
             continue
         for s in range(3):
@@ -140,4 +158,23 @@ def slice_figure(panels: list[SlicePanel], image_shape=None, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fig.legend(handles=_key(panels, image_shape), loc="upper center", ncol=4, frameon=False,
+               bbox_to_anchor=(0.5, 0.0), fontsize=7)  # fmt: skip
     return fig
+
+
+def _key(panels: list[SlicePanel], image_shape) -> list:
+    """What the marks mean, for the marks that some panel shows."""
+    from matplotlib.lines import Line2D
+
+    key = [Line2D([], [], color=(0.85, 0.05, 0.05), lw=2, label="decision boundary")]
+    if any(p.field is None for p in panels):
+        key.append(Line2D([], [], color="0.35", lw=0.8,
+                          label="linear region boundaries (colour: predicted class)"))  # fmt: skip
+    key.append(Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="samples"))
+    arrow = dict(ls="", marker=r"$\rightarrow$", ms=10)
+    if image_shape is None:
+        key.append(Line2D([], [], color="k", label="centroid μ = Jᵀ1, projected", **arrow))
+    if any(p.field is not None for p in panels):
+        key.append(Line2D([], [], color="0.3", label="centroid field (grid)", **arrow))
+    return key

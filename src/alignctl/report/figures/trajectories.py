@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignctl.errors import InputError
 from alignctl.report.figures import COLORS, finite, pyplot
 
 # panel key -> (title, threshold key in the verdict thresholds, or None)
@@ -24,6 +25,10 @@ PANELS = {
     "centroid_inner": ("centroid inner product ⟨x, μ⟩", None),
     "jacobian_inner": ("label-row inner product ⟨x, J_y⟩", None),
     "local_complexity": ("local complexity", None),
+    "centred_label_alignment": ("centred label-row alignment cos(x, J_c,y)", None),
+    "centred_label_norm": ("centred label-row norm |J_c,y|", None),
+    "centred_alignment_full": ("centred Jacobian alignment |J_c x̂|² / |J_c|²", None),
+    "centred_norm": ("centred Jacobian norm |J_c|_F", None),
 }
 STORY = ("accuracy", "centroid_alignment", "jacobian_norm", "jacobian_erank")
 _ACC = (
@@ -51,6 +56,11 @@ def available(runs: list[Series], wanted=None) -> list[str]:
     names = [n for s in runs for n in s.report.get("metric_names") or []]
     if wanted:
         keys = list(wanted)
+        missing = [k for k in keys if k != "accuracy" and k not in names]
+        if missing:
+            have = ", ".join(dict.fromkeys(names)) or "none"
+            raise InputError(f"no run has the metric of panel {missing[0]!r} (measured: {have}); "
+                             "measure it with --metrics")  # fmt: skip
     elif len(runs) > 1:
         keys = list(STORY)
     else:  # one run: every metric it has, known ones in the panel order, then the rest
@@ -59,9 +69,21 @@ def available(runs: list[Series], wanted=None) -> list[str]:
 
 
 def step_label(runs: list[Series]) -> str:
-    units = {s.report.get("step_unit", "step") for s in runs}
-    unit = units.pop() if len(units) == 1 else "step"
-    return f"{unit}s (checkpoints marked)" if unit != "step" else "step (checkpoints marked)"
+    """The step axis' label: what the runs' steps count (``report.step_unit``, one of
+    :mod:`alignctl.report.steps`' units, ``mixed`` or None), the same for all runs or mixed."""
+    from alignctl.report import steps
+
+    names = {steps.OPTIMISER: "optimiser steps", steps.INDEX: "checkpoint index",
+             steps.METADATA: "step (from checkpoint metadata)",
+             steps.NAME: "step (number in checkpoint name)"}  # fmt: skip
+    found = {s.report.get("step_unit") for s in runs}
+    known = found - {None}  # None: the run does not say (a monitor's log)
+    unit = "mixed" if len(known) > 1 else (known.pop() if known and None not in found else None)
+    if unit is None:
+        label = "step"
+    else:
+        label = names.get(unit, f"step ({'mixed units' if unit == 'mixed' else unit})")
+    return f"{label} (checkpoints marked)"
 
 
 def _metric(ax, s: Series, key: str, one_run: bool) -> None:
@@ -80,7 +102,7 @@ def _accuracy(ax, s: Series, one_run: bool) -> None:
         vals = [finite(c.get(key)) for c in cks]
         if any(v == v for v in vals):  # some value is not NaN
             color = COLORS[_ACC.index((key, style, name)) + 1] if one_run else s.color
-            label = name if one_run else (f"{s.label} {name}")
+            label = f"{name} accuracy" if one_run else f"{s.label} {name}"
             ax.plot(s.steps, vals, style, marker="o", ms=2.5, lw=1.2, color=color, label=label)
     ax.set_ylim(-0.02, 1.02)
 
@@ -100,14 +122,40 @@ def _thresholds(report: dict) -> dict:
     return {**DEFAULTS, **(report.get("thresholds") or {})}
 
 
+def _free_end(ax, value: float) -> float:
+    """0.0 or 1.0: the end of a horizontal line at ``value`` (axes fraction) whose outer
+    quarter the plotted curves keep further from it, so that its label does not sit on them."""
+    import numpy as np
+
+    to_axes = ax.transData + ax.transAxes.inverted()
+    level = to_axes.transform([(ax.get_xlim()[0], value)])[0, 1]
+    gap = {0.0: np.inf, 1.0: np.inf}
+    for line in ax.get_lines():
+        if line.get_transform() is not ax.transData:  # verdict marks and thresholds
+            continue
+        xy = np.asarray(line.get_xydata(), float)
+        xy = to_axes.transform(xy[np.isfinite(xy).all(1)]) if len(xy) else xy
+        if len(xy) < 1:
+            continue
+        xy = xy[np.argsort(xy[:, 0])]
+        for end, span in ((0.0, (0.0, 0.25)), (1.0, (0.75, 1.0))):
+            xs = np.linspace(*span, 40)
+            xs = xs[(xs >= xy[0, 0]) & (xs <= xy[-1, 0])]
+            if len(xs):
+                gap[end] = min(gap[end], float(np.abs(np.interp(xs, *xy.T) - level).min()))
+    return 1.0 if gap[1.0] >= gap[0.0] else 0.0
+
+
 def _threshold(ax, name: str, value: float) -> None:
     """A dashed line at a verdict threshold, when it lies within the data's range (a far one
-    would squash the curves)."""
+    would squash the curves), labelled at the end the curves leave free."""
     lo, hi = ax.get_ylim()
     if lo <= value <= hi:
         ax.axhline(value, color="0.4", ls="--", lw=0.7)
-        ax.annotate(f"{name} {value:g}", (1.0, value), xycoords=("axes fraction", "data"),
-                    va="bottom", ha="right", fontsize=6, color="0.35")  # fmt: skip
+        end = _free_end(ax, value)
+        ax.annotate(f"{name} {value:g}", (end, value), xycoords=("axes fraction", "data"),
+                    xytext=(-2 if end else 2, 1), textcoords="offset points", va="bottom",
+                    ha="right" if end else "left", fontsize=6, color="0.35")  # fmt: skip
         ax.set_ylim(lo, hi)
 
 
@@ -127,14 +175,17 @@ def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
                                 rotation=90, va="bottom", ha="right", fontsize=6,
                                 color=s.color)  # fmt: skip
         title, tkey = PANELS.get(key, (key, None))
+        ax.set_title(title, loc="left")
+        steps = [st for s in runs for st in s.steps]
+        positive = [st for st in steps if st > 0]
+        # log-spaced checkpoints (two decades or more) read on a log axis; evenly spaced ones
+        # (a monitor every 100 steps) on a linear one
+        if positive and max(positive) >= 100 * min(positive) and min(steps) >= 0:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
         thresholds = _thresholds(runs[0].report)
         if tkey is not None and tkey in thresholds:  # the 0.2 rules dropped some thresholds
             _threshold(ax, tkey, thresholds[tkey])
-        ax.set_title(title, loc="left")
-        steps = [st for s in runs for st in s.steps]
-        if steps and max(steps) > 100 and min(steps) >= 0:
-            ax.set_xscale("symlog", linthresh=1)
-            ax.set_xlim(left=0)
 
 
 def trajectories_figure(runs: list[Series], panels=None, title: str = "", extra_rows: int = 0):
@@ -152,14 +203,12 @@ def trajectories_figure(runs: list[Series], panels=None, title: str = "", extra_
     label = step_label(runs)
     for ax in axes[-ncols:]:
         ax.set_xlabel(label)
-    if len(runs) == 1:
-        axes[0].legend(loc="lower right", frameon=False)
-    else:
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False,
-                   bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+    # above the panels, where it covers no curve and no verdict label
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))  # fmt: skip
     spare = [(fig.add_subplot(grid[nrows + r, : ncols - 1]), fig.add_subplot(grid[nrows + r, -1]))
              for r in range(extra_rows)]  # fmt: skip
-    fig.suptitle(title, y=1.04 if len(runs) > 1 else 1.0, fontsize=10)
+    fig.suptitle(title, y=1.0 + 0.25 / fig.get_figheight(), fontsize=10)  # above the legend
     fig.tight_layout()
     return fig, spare
