@@ -95,7 +95,11 @@ def analyze(
         str | None, Opt(help="Which model output is the logits: a key or an index.")
     ] = None,
     max_memory: Annotated[
-        str | None, Opt(help="Working memory of one batch, e.g. 512MiB (the default).")
+        str | None,
+        Opt(
+            help="Working memory of one batch, e.g. 512MiB (the default on the CPU; on CUDA: "
+            "half the free memory)."
+        ),
     ] = None,
     threads: Annotated[int | None, Opt(help="CPU threads (default: 1 for small models).")] = None,
     sketch: Annotated[

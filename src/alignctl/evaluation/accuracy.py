@@ -25,7 +25,7 @@ def predict(model, x: torch.Tensor, device, *, output=None, max_memory=None) -> 
     with eval_mode(model):
         front = ModelFront(model, x[:2].to(device), output)
         per = memory.forward_bytes(lambda: front(x[:1], device)) + x[:1].nbytes * 2
-        budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
+        budget = memory.budget(max_memory, device)
         size = max(1, min(EVAL_BATCH, budget // max(1, per)))
         return torch.cat([front(x[i : i + size], device) for i in range(0, len(x), size)])
 

@@ -13,7 +13,10 @@ A chunk's working memory is estimated per sample from a probe, whatever the metr
   metrics; the centroid and the label row (2 d) otherwise.
 
 The chunk is ``budget // bytes_per_sample`` samples (1 at least, 1024 at most). The default
-budget is :data:`DEFAULT_MAX_MEMORY` (512 MiB); ``max_memory=`` / ``--max-memory`` change it.
+budget (:func:`default_budget`) is :data:`DEFAULT_MAX_MEMORY` (512 MiB) on the CPU and MPS,
+and half the free memory of the device on CUDA (``torch.cuda.mem_get_info``: a GPU's
+memory is there to be used, and other processes' share is already taken out of "free");
+``max_memory=`` / ``--max-memory`` set it explicitly.
 The model, its weights and the data set itself come on top of the budget.
 """
 
@@ -28,6 +31,20 @@ from alignctl.errors import InputError
 DEFAULT_MAX_MEMORY = 512 * 2**20
 MAX_CHUNK = 1024
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def default_budget(device=None) -> int:
+    """Bytes one chunk may use when no budget is given (module docstring)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(dev)
+        return max(1, int(free) // 2)
+    return DEFAULT_MAX_MEMORY
+
+
+def budget(max_memory, device=None) -> int:
+    """``max_memory`` parsed (:func:`parse_bytes`), else :func:`default_budget` of ``device``."""
+    return parse_bytes(max_memory) if max_memory else default_budget(device)
 
 
 def parse_bytes(value) -> int:

@@ -56,7 +56,7 @@ class Plan:
             keep, acts = 2 * (3 * self.k + 4) * d * item, 2 * acts
         else:
             keep = 2 * self.n_classes * d * item if full else 2 * d * item
-        budget = memory.parse_bytes(max_memory or memory.DEFAULT_MAX_MEMORY)
+        budget = memory.budget(max_memory, self.dev)
         self.size = memory.chunk_size(budget, activations=acts, input_bytes=d * item,
                                       keep_bytes=keep)  # fmt: skip
         _SIZES.setdefault(self.front.model, {})[key] = self.size

@@ -188,6 +188,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge, thresholds
     from alignctl.runs.checkpoints import is_finite_state
+    from alignctl.runs.checkpoints.prefetch import prefetch
 
     xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     xs, ys, kept = _subset(xs, ys, samples)
@@ -207,6 +208,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         # notes: keys ignored, EMA present... (the run's, and this checkpoint's for the cache)
         load_notes, ck_notes = [], []
         state, meta = run.load_checkpoint(model, ref, notes=load_notes)
+        if i + 1 < len(run.checkpoints):  # its disk reads overlap this one's measurement
+            prefetch(run.checkpoints[i + 1].path)
         finite = is_finite_state(state)
         del state
         entry = {"name": ref.name, "step": ref.step if ref.step is not None else i,
