@@ -7,6 +7,15 @@ allocations (tracemalloc) after the first 10 checkpoints and after all N: with n
 both stay flat between the two.
 
     python benchmarks/checkpoint_memory.py [N]
+
+``--big``: one ~1 GiB safetensors checkpoint (an MLP of four 8192x8192 float32 layers),
+loaded into its model by ``Run.load_checkpoint`` (streamed tensor by tensor) and, for
+comparison, by the state-dict path (``read_checkpoint`` + ``load_weights``), each in a fresh
+subprocess so that nothing earlier counts. Prints peak RSS (``ru_maxrss``) minus the RSS
+after the imports, over the checkpoint's size: the model's own weights are 1.0 of it, so
+1.0 means loading added nothing. The file is deleted afterwards.
+
+    python benchmarks/checkpoint_memory.py --big
 """
 
 from __future__ import annotations
@@ -76,5 +85,69 @@ def main(n: int = 1000) -> None:
         tracemalloc.stop()
 
 
+BIG_WIDTH, BIG_LAYERS = 8192, 4  # 4 x 8192^2 float32 = 1 GiB
+
+
+def big_model() -> torch.nn.Module:
+    layers = [torch.nn.Linear(BIG_WIDTH, BIG_WIDTH, bias=False) for _ in range(BIG_LAYERS)]
+    return torch.nn.Sequential(*layers)
+
+
+def rss_now_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def big_child(mode: str, path: str) -> None:
+    """One measurement in this (fresh) process: prints 'ratio load_only seconds'."""
+    from alignctl.runs.checkpoints import CheckpointRef
+    from alignctl.runs.run import Run
+
+    base = rss_now_mib()
+    with torch.device("meta"):
+        model = big_model()
+    model = model.to_empty(device="cpu")  # uninitialised: the weights come from the file
+    for p in model.parameters():
+        p.detach().zero_()  # touch every page, as a model that was built would have
+    before = rss_now_mib()
+    ref = CheckpointRef(Path(path), Path(path).name, 0)
+    t0 = time.perf_counter()
+    if mode == "stream":
+        Run(root=Path(path).parent, config=None, checkpoints=[ref]).load_checkpoint(model, ref)
+    else:
+        state, _ = read_checkpoint(ref)
+        load_weights(model, state, ref.name)
+        del state
+    seconds = time.perf_counter() - t0
+    assert float(model[0].weight[0, 0]) != 0.0
+    size = Path(path).stat().st_size / 2**20
+    print(f"{(peak_rss_mib() - base) / size:.3f} {(peak_rss_mib() - before) / size:.3f} "
+          f"{seconds:.2f}")  # fmt: skip
+
+
+def big() -> None:
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "step_0.safetensors"
+        torch.manual_seed(0)
+        write_checkpoint(path, big_model().state_dict(), {"step": 0})
+        size = path.stat().st_size
+        print(f"checkpoint: {size / 2**30:.2f} GiB ({BIG_LAYERS} x {BIG_WIDTH}^2 float32)")
+        for mode in ("stream", "state-dict"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--big-child", mode, str(path)],
+                check=True, capture_output=True, text=True,
+            ).stdout.split()  # fmt: skip
+            ratio, load_only, seconds = map(float, out[-3:])
+            print(f"{mode:>10}: peak RSS / checkpoint size {ratio:.2f} (the model's weights "
+                  f"1.00 of it; loading added {load_only:.2f}), {seconds:.1f} s")  # fmt: skip
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    if sys.argv[1:2] == ["--big"]:
+        big()
+    elif sys.argv[1:2] == ["--big-child"]:
+        big_child(sys.argv[2], sys.argv[3])
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

@@ -55,18 +55,26 @@ class Run:
         """Read ``ref`` and load its weights into ``model``; returns (the model's state dict as
         loaded, the checkpoint's metadata). What was chosen or ignored becomes notes (of the
         run, once each; ``notes`` receives this checkpoint's, repeated or not)."""
-        ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
-        loaded = load_weights(
-            model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
-            prefix=ck.prefix,
-        )  # fmt: skip
-        for text in ck.notes + loaded:
+        from alignctl.runs.checkpoints.stream import stream_checkpoint
+
+        # safetensors: tensor by tensor into the model; the rest: a state dict, then loaded.
+        streamed = stream_checkpoint(model, ref, weights=self.weights, state_key=self.state_key)
+        if streamed is not None:
+            meta, texts = streamed
+        else:
+            ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
+            texts = ck.notes + load_weights(
+                model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
+                prefix=ck.prefix,
+            )  # fmt: skip
+            meta = ck.meta
+        for text in texts:
             self.note(text)
             if notes is not None and text not in notes:
                 notes.append(text)
         # The weights as loaded: an ignored EMA copy or loss buffer never marks a checkpoint
         # diverged.
-        return model.state_dict(), ck.meta
+        return model.state_dict(), meta
 
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""

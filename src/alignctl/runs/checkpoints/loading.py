@@ -30,6 +30,7 @@ _SHOW = 4  # keys named in a message
 class _Fit:
     prefix: str
     kept: dict = field(default_factory=dict)  # model key -> tensor
+    source: dict = field(default_factory=dict)  # model key -> the state key it comes from
     ignored: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -71,7 +72,7 @@ def _fit(state, prefix, target, ties, aliases) -> _Fit:
             continue
         rest = key[len(prefix) :]
         if rest in target:
-            fit.kept[rest] = state[key]
+            fit.kept[rest], fit.source[rest] = state[key], key
             continue
         head = rest.split(".", 1)[0]
         # Under "" only whole submodules the model lacks may be ignored (criterion.weight);
@@ -87,7 +88,7 @@ def _fit(state, prefix, target, ties, aliases) -> _Fit:
         stored = [prefix + t for t in ties.get(name, [])] + [aliases.get(prefix + name, "")]
         source = next((s for s in stored if s in state), None)
         if source is not None:
-            fit.kept[name] = state[source]
+            fit.kept[name], fit.source[name] = state[source], source
         else:
             fit.missing.append(name)
     fit.hits = len(fit.kept)
@@ -111,7 +112,13 @@ def _prefixes(state: dict, target: dict) -> list[str]:
     return sorted(found, key=lambda p: (p.count("."), p))
 
 
+class NeedValues(Exception):
+    """Choosing needs the tensors' values, and the state holds only their shapes (meta)."""
+
+
 def _same(a: _Fit, b: _Fit) -> bool:
+    if any(t.is_meta for t in (*a.kept.values(), *b.kept.values())):
+        raise NeedValues
     return all(torch.equal(a.kept[k], b.kept[k]) for k in a.kept)
 
 
@@ -127,6 +134,18 @@ def load_weights(
     """Load ``state_dict`` into ``model`` (cast to the model's dtypes); returns notes (keys
     ignored, EMA copy present). ``mode``: ``raw`` (not an EMA-named prefix), ``ema`` (an
     EMA-named prefix) or ``prefix`` (exactly ``prefix``). InputError when nothing fits."""
+    chosen, notes = choose_weights(model, state_dict, source, aliases=aliases, mode=mode,
+                                   prefix=prefix)  # fmt: skip
+    target = model.state_dict()
+    cast = {k: v.to(dtype=target[k].dtype) for k, v in chosen.kept.items()}
+    model.load_state_dict(cast, strict=True)
+    return notes
+
+
+def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefix=None):
+    """(the chosen :class:`_Fit`, notes) as :func:`load_weights` chooses, without loading:
+    shapes and names only, so ``state_dict`` may hold meta tensors (:mod:`.stream`), except
+    when identical-looking copies must be compared (:class:`NeedValues`)."""
     target = model.state_dict()
     ties, aliases = tied_names(model), aliases or {}
     fits = [_fit(state_dict, p, target, ties, aliases) for p in _prefixes(state_dict, target)]
@@ -144,9 +163,7 @@ def load_weights(
     chosen = _choose(ema if mode == "ema" else good if mode == "prefix" else raw, source)
     if chosen is None:
         raise _no_fit(fits, good, mode, prefix, source)
-    cast = {k: v.to(dtype=target[k].dtype) for k, v in chosen.kept.items()}
-    model.load_state_dict(cast, strict=True)
-    return _notes(chosen, ema if mode == "raw" else [], mode)
+    return chosen, _notes(chosen, ema if mode == "raw" else [], mode)
 
 
 def _choose(fits: list[_Fit], source: str) -> _Fit | None:
@@ -166,7 +183,7 @@ def _choose(fits: list[_Fit], source: str) -> _Fit | None:
 
 def _notes(fit: _Fit, ema: list[_Fit], mode: str) -> list[str]:
     notes = []
-    ignored = [k for k in fit.ignored if k != "n_averaged"]
+    ignored = sorted(k for k in fit.ignored if k != "n_averaged")  # not the file's hash order
     if "n_averaged" in fit.ignored:
         notes.append("weights of an averaged model (AveragedModel: n_averaged ignored)")
     if ignored:
