@@ -10,9 +10,11 @@ data set is downloaded; the costs depend on the shapes only). The probe is 512 t
 samples with labels; metrics ``fast`` (the centroid metrics, one backward pass) every 100
 steps, as the README recommends.
 
-  plain loop   segments of 100 training steps / the same with ``alignctl.Monitor(every=100)``
-               (one measurement per segment, and its alignment.jsonl line); target <= 1.02.
-               Also one measurement alone, as a number of training steps.
+  plain loop   segments of ``--segment`` training steps (default 500: five measurements)
+               with ``alignctl.Monitor(every=100)`` / the same without, run back to back;
+               the median of the per-pair ratios and its 90% bootstrap interval; target <=
+               1.02. Also the in-run ratio (the monitored run's time over the same run's time
+               less what ``Monitor.step`` spent), and one measurement alone, as training steps.
   Lightning    ``lightning.Trainer.fit`` for ``--steps`` steps with the AlignmentCallback
                (every_n_steps=100, a CSVLogger receiving the metrics): the run's CPU time over
                the same run's CPU time less the callback's (timed inside the run: separate
@@ -64,7 +66,7 @@ class Loop:
         self.net = network()
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01)
         self.gen = torch.Generator().manual_seed(1)
-        self.step = 0
+        self.step, self.inside = 0, 0.0  # CPU seconds spent in Monitor.step
         self.mon = None
         if monitored:
             self.mon = alignctl.Monitor(self.net, self.x[:PROBE], self.y[:PROBE], every=EVERY,
@@ -79,13 +81,42 @@ class Loop:
             loss.backward()
             self.opt.step()
             if self.mon is not None:
+                t0 = time.process_time()
                 self.mon.step(self.step)
+                self.inside += time.process_time() - t0
+
+
+def paired(plain, watched, segment: int, reps: int) -> tuple[list[float], float]:
+    """Per-pair ratios (monitored segment / the plain segment run just before it, CPU time of
+    this process) and the in-run ratio of all monitored segments. CPU time, not wall-clock:
+    on a shared machine the wall-clock of the same work varies by +-15% between repetitions,
+    far more than the 2% to be measured; pairing cancels slow drift of the machine's load."""
+    plain.segment(segment)
+    watched.segment(segment)  # warm-up
+    ratios, total, inside0 = [], 0.0, watched.inside
+    for _ in range(reps):
+        t0 = time.process_time()
+        plain.segment(segment)
+        t1 = time.process_time()
+        watched.segment(segment)
+        t2 = time.process_time()
+        ratios.append((t2 - t1) / (t1 - t0))
+        total += t2 - t1
+    inside = watched.inside - inside0
+    return ratios, total / (total - inside)
+
+
+def bootstrap_median(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """90% percentile-bootstrap interval of the median."""
+    import random
+
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
+    return meds[int(0.05 * n)], meds[int(0.95 * n) - 1]
 
 
 def interleaved(cases: dict, reps: int) -> dict[str, float]:
-    """Median CPU seconds of each case (this process, all threads), the cases round-robin.
-    CPU time, not wall-clock: on a shared machine the wall-clock of the same work varies by
-    +-15% from one repetition to the next, far more than the 2% to be measured."""
+    """Median CPU seconds of each case (this process, all threads), the cases round-robin."""
     for fn in cases.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -199,7 +230,8 @@ def hf_train(steps: int, callback: bool, folder: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--reps", type=int, default=21)
+    ap.add_argument("--segment", type=int, default=500, help="steps per plain-loop segment")
     ap.add_argument("--steps", type=int, default=200, help="framework runs")
     ap.add_argument("--framework-reps", type=int, default=3)
     ap.add_argument("--no-frameworks", action="store_true")
@@ -212,13 +244,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         plain, watched = Loop(False, tmp / "p"), Loop(True, tmp / "m")
+        ratios, in_run = paired(plain, watched, a.segment, a.reps)
+        lo, hi = bootstrap_median(ratios)
+        n_meas = a.segment // EVERY
+        print(f"plain loop, {a.reps} pairs of {a.segment}-step segments ({n_meas} measurements "
+              f"each; Monitor(every={EVERY}, fast, {PROBE} probe samples)):")  # fmt: skip
+        print(f"  ratio monitored / plain: median {statistics.median(ratios):.4f}, 90% interval "
+              f"[{lo:.4f}, {hi:.4f}] (target <= 1.02)")  # fmt: skip
+        print(f"  in-run ratio (monitored time / the same less Monitor.step): {in_run:.4f}")
         probe = Probe(plain.x[:PROBE], plain.y[:PROBE], metrics="fast")
         t = interleaved({"plain": lambda: plain.segment(EVERY),
-                         "monitor": lambda: watched.segment(EVERY),
                          "measurement": lambda: probe.measure(plain.net, 0)}, a.reps)  # fmt: skip
-        print(f"plain loop, {EVERY} steps: {t['plain']:.4f} CPU s; with Monitor(every={EVERY}, "
-              f"fast, {PROBE} probe samples): {t['monitor']:.4f} s")  # fmt: skip
-        print(f"  ratio monitor / plain: {t['monitor'] / t['plain']:.4f} (target <= 1.02)")
         print(
             f"  one measurement alone: {t['measurement'] * 1e3:.2f} ms = "
             f"{t['measurement'] / t['plain'] * EVERY:.2f} training steps; "

@@ -112,7 +112,7 @@ def _finite_model(model, x) -> bool:
 
 def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", dtype=None,
             output=None, max_memory=None, notes: list | None = None, sketch: int | None = None,
-            seed: int = 0, errors: dict | None = None):  # fmt: skip
+            seed: int = 0, errors: dict | None = None, outputs: list | None = None):  # fmt: skip
     """Per-sample Jacobian metrics: ``{name: tensor (n,)}`` on the CPU.
 
     Args:
@@ -139,6 +139,10 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
             it was used; ``seed`` seeds the probes.
         errors: a dict that receives ``{metric: tensor (n,)}``, the per-sample standard error
             or error bound of every estimated (sketched) metric; exact metrics are absent.
+        outputs: a list that receives the logits (n, C) or (n,) of the forward passes the
+            metrics took, detached, when every chunk took one through the plain backward path
+            (the centroid and label-row metrics); left empty otherwise. A caller that needs
+            the predictions too (the monitor's probe accuracy) saves a forward pass.
 
     Only what the metrics need is computed: centroid metrics cost one backward pass per chunk,
     label-row metrics one more, the whole-Jacobian metrics C. Values are float64 tensors when
@@ -151,7 +155,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     x = torch.as_tensor(x)
     names = _select(metrics, y is not None)
     model, dev, dt = _prepare(model, device, dtype)
-    opts = {"sketch": sketch, "seed": seed, "errors": errors}
+    opts = {"sketch": sketch, "seed": seed, "errors": errors, "outputs": outputs}
     values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts)
     bad = [k for k, v in values.items() if not bool(torch.isfinite(v).all())]
     if bad and dt == torch.float32 and _finite_model(model, x):
@@ -167,6 +171,7 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
     full = "jacobian" in needs
     results: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     errs: dict[str, list[torch.Tensor]] = {}
+    logits: list[torch.Tensor | None] = []
     with torch.enable_grad(), exact_float32(), eval_mode(model):
         plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
                      max_memory=max_memory, full=full, sketch=opts["sketch"])  # fmt: skip
@@ -175,6 +180,7 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
         for start, xb, f, inp in plan.chunks(x):
             m = inp.shape[0]
             flat = inp.reshape(m, -1)  # (m, d)
+            out = None
             if plan.k:
                 yb = None
                 if y is not None:
@@ -202,13 +208,18 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
             elif needs <= {"model"}:  # no derivative needed
                 q = Quantities(flat, f=f, inp=inp, module=plan.front.model)
             else:
-                q = _vjp_quantities(f, inp, flat, y, start, needs)
+                q, out = _vjp_quantities(f, inp, flat, y, start, needs)
                 q.module = plan.front.model
+            logits.append(out)  # None: this chunk's path took no plain forward pass
             for name in names:
                 results[name].append(_metric(name, q).detach().cpu())
             for name, err in q.errors.items():
                 errs.setdefault(name, []).append(err.detach().cpu())
             first = False
+    if opts["outputs"] is not None:
+        opts["outputs"].clear()
+        if logits and all(o is not None for o in logits):
+            opts["outputs"].append(torch.cat(logits).cpu())
     if opts["errors"] is not None:
         opts["errors"].clear()
         opts["errors"].update({k: torch.cat(v) for k, v in errs.items()})
@@ -267,4 +278,4 @@ def _vjp_quantities(f, inp, flat, y, start, needs) -> Quantities:
         cots.append(label_cotangent(yb.to(out.device), out.shape[1], out))
         keys.append("jy")
     rows = dict(zip(keys, vjp_rows(out, inp, cots), strict=True))
-    return Quantities(flat, f=f, inp=inp.detach(), **rows)
+    return Quantities(flat, f=f, inp=inp.detach(), **rows), out.detach()

@@ -33,8 +33,10 @@ class Plan:
         self.front = ModelFront(model, x[:2].to(dev), output)
         probe = self.lift(x[:1])
         self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
-        with torch.no_grad():
-            self.n_classes = self.fn(x[:1])(probe).shape[1]
+        self.n_classes = None  # only the whole-Jacobian paths size anything by C
+        if full:
+            with torch.no_grad():
+                self.n_classes = self.fn(x[:1])(probe).shape[1]
         # K random probes per sample instead of C products (many classes; geometry/sketch.py)
         self.k = sketch_k(sketch, self.n_classes) if full else None
         if batch_size is not None:

@@ -65,14 +65,11 @@ def _as_tensor(x, what: str) -> torch.Tensor:
     return t
 
 
-def _reuse(seen: list, n: int) -> torch.Tensor | None:
-    """The outputs measure's own forward passes produced, when they are exactly the probe's
-    (chunks in order, n rows in all): the probe accuracy then costs no extra forward pass."""
-    if not seen or not all(isinstance(o, torch.Tensor) and o.dim() in (1, 2) for o in seen):
-        return None
-    if len({o.shape[1:] for o in seen}) != 1 or sum(len(o) for o in seen) != n:
-        return None
-    return torch.cat(seen)
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits on x (a tensor output, or the logits in a dict/tuple output)."""
+    from alignctl.geometry.outputs import select_output
+
+    return select_output(model(x))
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -128,25 +125,18 @@ class Probe:
         t0 = time.perf_counter()
         dev = _device_of(model)
         seen: list[torch.Tensor] = []
-        hook = model.register_forward_hook(
-            lambda m, i, o: seen.append(o.detach() if isinstance(o, torch.Tensor) else None)
-        )
         with preserved_state(model):
             model.eval()
-            try:
-                values = measure(model, self.x, self.y, metrics=self.names,
-                                 batch_size=self.batch_size, device=dev)  # fmt: skip
-            finally:
-                hook.remove()
+            values = measure(model, self.x, self.y, metrics=self.names,
+                             batch_size=self.batch_size, device=dev, outputs=seen)  # fmt: skip
             with torch.no_grad():
-                out = _reuse(seen, len(self.x))
-                if out is None:  # measure did not forward the probe through model() as is
-                    out = model(self.x.to(dev))
+                # the logits of measure's own forward passes: the accuracy costs no extra pass
+                out = seen[0] if seen else _logits(model, self.x.to(dev))
                 accs = [None, None]
                 if self.y is not None:
                     accs[0] = accuracy(out, self.y.reshape(-1).to(out.device))
                 if self.test is not None:
-                    tout = model(self.test[0].to(dev))
+                    tout = _logits(model, self.test[0].to(dev))
                     accs[1] = accuracy(tout, self.test[1].reshape(-1).to(tout.device))
         means = {k: float(v.double().mean()) for k, v in values.items()}
         stds = {k: float(v.double().std(unbiased=False)) for k, v in values.items()}

@@ -49,6 +49,23 @@ def pow2_scale(t: torch.Tensor, dims) -> tuple[torch.Tensor, torch.Tensor]:
     return t * torch.pow(2.0, -e).to(t.dtype).reshape(shape), torch.pow(2.0, e)
 
 
+def pow2_scale_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(t scaled, scales, the scaled rows' 2-norms) for t (n, d), as :func:`pow2_scale` with
+    ``dims=1``, deciding from the norms (needed anyway) instead of a max/min pass.
+
+    If a row's computed norm lies in [2 sqrt(d) / SAFE, SAFE / 2], its largest |entry| lies in
+    [1/SAFE, SAFE] (max <= norm <= sqrt(d) max, with a factor 2 for rounding and for squares
+    that underflowed, which only lower the computed norm), so pow2_scale would not scale it.
+    Any other row (0, tiny, huge, inf, nan) sends the whole batch through pow2_scale."""
+    norm = t.norm(dim=-1)
+    d = t.shape[-1]
+    lo, hi = torch.aminmax(norm) if norm.numel() else (norm.new_zeros(()), norm.new_zeros(()))
+    if d and float(lo) >= 2 * math.sqrt(d) / SAFE and float(hi) <= SAFE / 2:  # nan: False
+        return t, torch.ones(t.shape[0], dtype=torch.float64, device=t.device), norm
+    ts, scale = pow2_scale(t, 1)
+    return ts, scale, ts.norm(dim=-1)
+
+
 def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den elementwise, 0 where den is 0 (cosines with a zero vector)."""
     return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0)
@@ -69,7 +86,7 @@ class Quantities:
         self.x, self.y, self.exact_spectrum = x, y, exact_spectrum
         self.sketch, self.errors = sketch, {}
         self.f, self.inp, self.module = f, inp, module
-        self.xs, self.x_scale = pow2_scale(x, 1)
+        self.xs, self.x_scale, self._xs_norm = pow2_scale_rows(x)
         self._mu, self._jy, self.jac, self.jh = mu, jy, jac, jh
         self.w, self._wx, self._rw = w, wx, rw  # unscaled, for metrics that form J_h W themselves
         if jac is not None:
@@ -96,23 +113,21 @@ class Quantities:
         return value.to(self.x.dtype)
 
     @cached_property
-    def _mu_scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu scaled, its scale): the centroid J^T 1."""
+    def _mu_scaled(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu scaled, its scale, its norm): the centroid J^T 1."""
         if self._mu is not None:
-            return pow2_scale(self._mu, 1)
+            return pow2_scale_rows(self._mu)
         if self.jac is not None:
-            return self.js.sum(dim=1), self.j_scale
-        return self.jhs.sum(dim=1) @ self.ws, self.j_scale  # (n, k) @ (k, d)
-
-    @cached_property
-    def _xs_norm(self) -> torch.Tensor:
-        return self.xs.norm(dim=-1)
+            mus = self.js.sum(dim=1)
+        else:
+            mus = self.jhs.sum(dim=1) @ self.ws  # (n, k) @ (k, d)
+        return mus, self.j_scale, mus.norm(dim=-1)
 
     @cached_property
     def _mu_parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(<x, mu>, |mu|) in units of the scales, and mu's scale."""
-        mus, scale = self._mu_scaled
-        return (self.xs * mus).sum(-1), mus.norm(dim=-1), scale
+        mus, scale, norm = self._mu_scaled
+        return (self.xs * mus).sum(-1), norm, scale
 
     @cached_property
     def x_norm(self) -> torch.Tensor:
