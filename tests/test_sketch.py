@@ -174,3 +174,52 @@ def test_analyze_json_has_metrics_error_only_when_sketched(tmp_path):
     assert any("random probes" in n and "not exact" in n for n in report["notes"])
     bad = invoke(run, "--sketch", "-3", "--no-cache")
     assert bad.exit_code == 2 and "sketch" in bad.stderr
+
+
+class _DataDependentRelu(torch.autograd.Function):
+    """A ReLU whose backward branches on a tensor's value: vmap cannot batch it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if bool(g.abs().sum() >= 0):  # control flow on the cotangent (always true)
+            return g * (x > 0)
+        return g * 0
+
+
+class _Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(20, 6), torch.nn.Linear(6, 300)
+
+    def forward(self, x):
+        return self.b(_DataDependentRelu.apply(self.a(x)))
+
+
+def test_products_fall_back_to_one_call_each_when_vmap_cannot_batch(monkeypatch):
+    """The K products of a block are one batched autograd call; a model vmap cannot batch
+    takes K calls instead, with the same values up to summation order."""
+    import alignctl.geometry.products as sk
+
+    torch.manual_seed(0)
+    net, x = _Branchy(), torch.randn(8, 20)
+    seen = []
+    grads = sk.Operator._grads
+
+    def spy(self, *args):
+        out = grads(self, *args)
+        seen.append(self.batched)
+        return out
+
+    monkeypatch.setattr(sk.Operator, "_grads", spy)
+    got = alignctl.measure(net, x, sketch=8, metrics=["jacobian_norm", "jacobian_pc1"])
+    assert False in seen and seen[seen.index(False) :] == [False] * (len(seen) - seen.index(False))
+    ref = alignctl.measure(net, x, sketch=0, metrics=["jacobian_norm", "jacobian_pc1"])
+    # rank(J) <= 6 <= K: the first block holds it whole, exact up to rounding
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-6)

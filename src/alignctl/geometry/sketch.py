@@ -33,6 +33,10 @@ import math
 
 import torch
 
+from alignctl.geometry.products import Operator
+
+__all__ = ["Operator", "Sketch", "erank", "norm", "pc1", "ratio_error", "resolve"]
+
 MIN_CLASSES = 256  # above this many classes the spectrum metrics are sketched by default
 DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
 POWER_ITERATIONS = 2  # extra Krylov blocks
@@ -48,40 +52,6 @@ def resolve(sketch: int | None, n_classes: int) -> int | None:
 
         raise InputError(f"sketch must be 0 (exact) or a number of probes K >= 1, not {sketch!r}")
     return int(sketch) or None
-
-
-class Operator:
-    """Products with the per-sample Jacobians A (n, C, s) of a chunk: ``out`` (n, C) computed
-    from ``leaf``; ``right`` (k, s): A = J_leaf right (None: A = J_leaf, flattened)."""
-
-    def __init__(self, out: torch.Tensor, leaf: torch.Tensor, right: torch.Tensor | None = None):
-        self.out, self.leaf, self.right = out, leaf, right
-        self._u = None
-        self._g = None
-
-    def vjp_leaf(self, u: torch.Tensor) -> torch.Tensor:
-        """u^T J_leaf for one cotangent per sample, u (n, C) -> (n, k)."""
-        (g,) = torch.autograd.grad(self.out, self.leaf, u, retain_graph=True)
-        return g.reshape(g.shape[0], -1)
-
-    def vjp(self, u: torch.Tensor) -> torch.Tensor:
-        """U^T A: u (n, C, K) -> (n, K, s)."""
-        rows = torch.stack([self.vjp_leaf(u[:, :, i]) for i in range(u.shape[2])], 1)
-        return rows if self.right is None else rows @ self.right
-
-    def jvp_leaf(self, t: torch.Tensor) -> torch.Tensor:
-        """J_leaf t for one tangent per sample, t (n, k) -> (n, C), by the double-VJP trick."""
-        if self._g is None:
-            self._u = torch.zeros_like(self.out, requires_grad=True)
-            (self._g,) = torch.autograd.grad(self.out, self.leaf, self._u, create_graph=True)
-        (jt,) = torch.autograd.grad(self._g, self._u, t.reshape(self._g.shape), retain_graph=True)
-        return jt
-
-    def jvp(self, v: torch.Tensor) -> torch.Tensor:
-        """A V: v (n, s, K) -> (n, C, K)."""
-        if self.right is not None:
-            v = self.right.to(v.dtype) @ v  # (k, s) @ (n, s, K)
-        return torch.stack([self.jvp_leaf(v[:, :, i]) for i in range(v.shape[2])], 2)
 
 
 def op_width(op: Operator) -> int:
@@ -120,18 +90,40 @@ def _centre(b: torch.Tensor) -> torch.Tensor:
     return b if b.shape[1] == 1 else b - b.mean(dim=1, keepdim=True)
 
 
-def _hutchpp(b: torch.Tensor, r: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
+    """Sum of squares over ``dims`` as float64. Summed in t's dtype (pairwise), whose rounding,
+    about log2(count) u relative, stays under the rounding term of the standard errors below;
+    a float64 copy of t would cost more than the products' own noise justifies."""
+    return (t * t).sum(dims).double()
+
+
+def _hutchpp(b2: torch.Tensor, r: torch.Tensor, s: int, c: int, dt) -> tuple[torch.Tensor, ...]:
     """(|B|_F^2 + mean_k |R_k|^2, its standard error), float64, (n,) each, then
-    the Hutchinson part alone (the energy outside Q) and its standard error. The standard error
-    is the Hutchinson terms' sample standard deviation over sqrt(K), at least the rounding of
-    the products, sqrt(C + s) u |A|_F^2 (u: the unit roundoff of their dtype; a Jacobian
-    captured whole by Q has no sampling error left, only that)."""
-    terms = r.double().pow(2).sum(1)  # (n, K)
+    the Hutchinson part alone (the energy outside Q) and its standard error; ``b2`` is |B|_F^2.
+    The standard error is the Hutchinson terms' sample standard deviation over sqrt(K), at
+    least the rounding of the products, sqrt(C + s) u |A|_F^2 (u: the unit roundoff of their
+    dtype; a Jacobian captured whole by Q has no sampling error left, only that)."""
+    terms = _sum_squares(r, 1)  # (n, K)
     k = terms.shape[1]
     se = terms.std(dim=1, unbiased=True) / math.sqrt(k) if k > 1 else terms[:, 0] * math.inf
-    est = b.double().pow(2).sum((1, 2)) + terms.mean(1)
-    rounding = (b.shape[1] + s) ** 0.5 * torch.finfo(b.dtype).eps / 2 * est.abs()
+    est = b2 + terms.mean(1)
+    rounding = (c + s) ** 0.5 * torch.finfo(dt).eps / 2 * est.abs()
     return est, torch.maximum(se, rounding), terms.mean(1), se
+
+
+def _ritz(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(singular values (n, m) descending, right singular vectors (n, m, m) as columns,
+    |B|_F^2, B in float64) of B (n, C, m) from the float64 Gram B^T B and its
+    eigendecomposition: C m^2 products instead of an SVD of the tall C x m matrix (3x cheaper
+    in all at C = 1000, benchmarks/large_c.py). The Gram's eigenvalues are exact to about
+    m eps_64 |B|_2^2, so a singular value is exact to sqrt(m eps_64) sigma_1 ~ 1e-7 sigma_1
+    absolute, under the floor sqrt(C + s) u_32 sigma_1 below which float32 products are noise
+    anyway (``Sketch.sv_floor``)."""
+    bd = b.double()
+    gram = bd.transpose(1, 2) @ bd  # (n, m, m)
+    evals, evecs = torch.linalg.eigh(gram)
+    sv = evals.flip(-1).clamp_min(0).sqrt()
+    return sv, evecs.flip(-1), gram.diagonal(dim1=1, dim2=2).sum(-1), bd
 
 
 class Sketch:
@@ -148,16 +140,19 @@ class Sketch:
         g = torch.randint(0, 2, (n, s, k), generator=generator, device=out.device).to(dt) * 2 - 1
         g = g - q @ (q.transpose(1, 2) @ g)  # deflated probes: Hutch++
         r = op.jvp(g)
-        self.fro2, self.fro2_se, self.tail, self.tail_se = _hutchpp(b, r, s)
-        self.cfro2, self.cfro2_se, _, _ = _hutchpp(_centre(b), _centre(r), s)
-        ub, sv, vbt = torch.linalg.svd(b.double(), full_matrices=False)
+        sv, vb, b2, bd = _ritz(b)
+        self.fro2, self.fro2_se, self.tail, self.tail_se = _hutchpp(b2, r, s, c, dt)
+        cb = _centre(b)
+        self.cfro2, self.cfro2_se, _, _ = _hutchpp(_sum_squares(cb, (1, 2)), _centre(r), s, c, dt)
         self.sv, self.rank_bound = sv, min(c, s)
         # singular values under this are rounding noise of the float products: 0
         self.sv_floor = (c + s) ** 0.5 * torch.finfo(dt).eps / 2 * sv[:, :1]
-        # residual of the top Ritz pair (u1, v1 = Q vb1): A^T u1 - sigma_1 v1 (one VJP)
-        top = op.vjp(ub[:, :, :1].to(dt))[:, 0].double()  # (n, s)
-        v1 = (q.double() @ vbt[:, 0, :].unsqueeze(-1)).squeeze(-1)
-        self.residual = (top - sv[:, :1] * v1).norm(dim=1)
+        # residual of the top Ritz pair (u1 = B vb1 / sigma_1, v1 = Q vb1): A^T u1 - sigma_1 v1
+        vb1 = vb[:, :, :1]  # (n, m, 1)
+        u1 = (bd @ vb1).squeeze(-1) / sv[:, :1].clamp_min(1e-300)  # (n, C)
+        top = op.vjp(u1.unsqueeze(-1).to(dt))[:, 0].double()  # (n, s), one VJP
+        v1 = (q.double() @ vb1).squeeze(-1)
+        self.residual = torch.where(sv[:, 0] > 0, (top - sv[:, :1] * v1).norm(dim=1), 0)
 
 
 def norm(sk: Sketch, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,8 @@ import torch
 import alignctl.geometry.verify as verify
 from alignctl.geometry.linear_input import layer_forward
 from alignctl.geometry.metrics import Quantities
-from alignctl.geometry.sketch import Operator, Sketch
+from alignctl.geometry.products import Operator
+from alignctl.geometry.sketch import Sketch
 from alignctl.geometry.vjp import label_cotangent
 
 
@@ -61,16 +62,20 @@ def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note) -> 
     out = op.out
     n_classes = out.shape[1]
 
-    def row(u):  # u^T J in input space, (m, d)
-        r = op.vjp_leaf(u)
-        return r if w is None else r @ w
-
-    rows = {"mu": row(torch.ones_like(out))}
-    jcy = None
+    # u^T J in input space, (m, d), for the centroid (u = 1), label (e_y) and centred label
+    # (e_y - 1/C) cotangents: one batched call (Operator.vjp)
+    cots = [torch.ones_like(out)]
     if y is not None:
         e = label_cotangent(y.to(out.device), n_classes, out)
-        rows["jy"] = row(e)
-        jcy = rows["jy"] if n_classes == 1 else row(e - 1.0 / n_classes)
+        cots += [e] if n_classes == 1 else [e, e - 1.0 / n_classes]
+    got_rows = op.vjp_rows(torch.stack(cots, 2))  # (m, len(cots), k)
+    if w is not None:
+        got_rows = got_rows @ w
+    rows = {"mu": got_rows[:, 0]}
+    jcy = None
+    if y is not None:
+        rows["jy"] = got_rows[:, 1]
+        jcy = got_rows[:, -1]
     jx = op.jvp_leaf(tangent).double()  # J x, (m, C): exact
     x2 = flat.double().pow(2).sum(1)
     x2 = torch.where(x2 > 0, x2, torch.inf)  # x = 0: |J x_hat| taken as 0
