@@ -69,3 +69,19 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def twice_differentiable() -> contextlib.AbstractContextManager:
+    """Attention through ``scaled_dot_product_attention``'s math kernel for the duration, so
+    that its backward can itself be differentiated.
+
+    The fused CPU and CUDA kernels (flash, memory-efficient, cuDNN) have no double backward:
+    a JVP by the double-VJP trick (the sketch, :mod:`alignctl.geometry.products`) or a
+    penalty on input gradients (GrokAlign) would fail on every transformer with "derivative
+    for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". The
+    math kernel computes the same attention (``torch.nn.attention.sdpa_kernel``)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # a torch without the selector has no fused kernels to avoid
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])

@@ -24,7 +24,7 @@ import torch
 
 import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
-from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device
+from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device, twice_differentiable
 from alignctl.geometry.inputs import unwrap
 from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
@@ -186,8 +186,9 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                 if y is not None:
                     yb = check_labels(torch.as_tensor(y)[start : start + m], m, plan.n_classes)
                     yb = yb.to(flat.device)
-                q = sketch_quantities(plan, f, inp, yb, plan.k, gen, first,
-                                      lambda text: _note(notes, text))  # fmt: skip
+                with twice_differentiable():  # its JVPs differentiate a backward pass
+                    q = sketch_quantities(plan, f, inp, yb, plan.k, gen, first,
+                                          lambda text: _note(notes, text))  # fmt: skip
             elif full:
                 parts = _jacobian_parts(plan, xb, f, inp, first, notes)
                 yb = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from alignctl.errors import InputError
+from alignctl.geometry.devices import twice_differentiable
 
 
 class StepMixin:
@@ -20,7 +21,12 @@ class StepMixin:
     def _forward(self, xb):
         """(differentiable input, logits): token models are differentiated at the embedding
         (:meth:`alignctl.geometry.inputs.ModelFront.forward_train`)."""
-        return self.front.forward_train(xb, any(_overrides(r, "penalty") for r in self.regs))
+        penalised = any(_overrides(r, "penalty") for r in self.regs)
+        if not penalised:
+            return self.front.forward_train(xb, False)
+        # penalties differentiate input gradients: attention must be twice differentiable
+        with twice_differentiable():
+            return self.front.forward_train(xb, True)
 
     def train_step(self, xb, yb) -> torch.Tensor:
         """One step on the batch; returns the loss (penalties included) as a detached tensor:
