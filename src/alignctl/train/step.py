@@ -36,12 +36,15 @@ class StepMixin:
                 loss = loss + pen
         self._track_loss(loss)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
+        self._backward(loss)
         for r in self.regs:
             r.after_backward(self.model)
         self.opt.step()
         self.step += 1
         return loss.detach()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
 
     def batches_per_epoch(self) -> int:
         n = self.x.shape[0]

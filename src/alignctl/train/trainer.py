@@ -36,6 +36,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         from alignctl.train.regularisers import build_regulariser
 
         self.dir, self.cfg, t = Path(run_dir), cfg, cfg.train
+        self.rank, self.size = 0, 1  # one process (alignctl.train.ddp: one rank of several)
         self.ckpt_dir = self.dir / "checkpoints"
         self.device = resolve_device(device)
         self.data = load_data(cfg.data, cfg.base_dir)
@@ -92,9 +93,14 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.loss_fn(out, yb)  # InputError if the loss does not fit the outputs
         accuracy(out, yb)
 
-    def _evaluate(self) -> dict:
+    def _eval_metrics(self) -> dict:
+        """Accuracies and loss of the current model on the run's data, with the counters."""
         ev = evaluate(self.model, self.data, self.loss_fn, self.device, output=self.output)
         ev.update(epoch=self.epoch, step=self.step, train_seconds=round(self.train_seconds, 4))
+        return ev
+
+    def _evaluate(self) -> dict:
+        ev = self._eval_metrics()
         bad = self.nonfinite_model(ev["loss"])
         self.check_divergence(bad, scan=False)
         if bad is not None:  # outputs of a non-finite model are no predictions
