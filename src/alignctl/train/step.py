@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from alignctl.errors import InputError
+from alignctl.geometry.transfer import to_device
 
 
 class StepMixin:
@@ -59,7 +60,7 @@ class StepMixin:
         while self.batch_index < len(starts):
             idx = self.perm[starts[self.batch_index] : starts[self.batch_index] + bs]
             self.batch_index += 1
-            yield idx.to(self.device)
+            yield to_device(idx, self.device)  # CUDA: pinned, non-blocking (no stall)
         self.perm = None
 
 

@@ -17,6 +17,7 @@ import torch
 from alignctl.errors import InputError
 from alignctl.evaluation.accuracy import evaluate, is_grokked
 from alignctl.geometry.devices import resolve_device
+from alignctl.geometry.transfer import to_device
 from alignctl.train.divergence import DivergenceMixin
 from alignctl.train.rundir import RUN_FILES, RunDirMixin, prepare_run_dir
 from alignctl.train.schedule import ScheduleMixin, save_epochs
@@ -63,7 +64,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.gen = torch.Generator().manual_seed(int(t["seed"]))  # data order
         # the dtype the model consumes: uint8 images become floats, tokens stay integers
         self.x = self.front.cast(self.data.x_train, self.device)
-        self.y = self.data.y_train.to(self.device)
+        self.y = to_device(self.data.y_train, self.device)
         self._check_fit()
         self.step = self.epoch = self.batch_index = 0
         self.perm: torch.Tensor | None = None
