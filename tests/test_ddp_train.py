@@ -25,6 +25,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from test_distributed import alignctl, silent
+from typer.testing import CliRunner
+
+from alignctl.cli.assemble import app
+from alignctl.train.ddp import divergence_key, divergence_of
 
 dist = pytest.importorskip("torch.distributed")
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="no torch.distributed")
@@ -37,8 +41,17 @@ DIGITS = ["--task", "digits", "--epochs", "3", "--threads", "1", "--save-every",
 VOLATILE = ("train_seconds", "processes")
 
 
+def run_alignctl(args, nproc: int, cwd: Path):
+    """One process in this one (no start-up to pay), or ``nproc`` gloo ranks."""
+    if nproc > 1:
+        return alignctl(args, nproc, cwd)
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    r.returncode = r.exit_code
+    return r
+
+
 def train(tmp: Path, name: str, nproc: int, args=DIGITS):
-    r = alignctl(["train", *args, "--out", tmp / name, "-q"], nproc, tmp)
+    r = run_alignctl(["train", *args, "--out", tmp / name, "-q"], nproc, tmp)
     assert r.returncode == 0, r.stderr
     assert nproc == 1 or silent(r), [o.stderr for o in r.others]
     return tmp / name
@@ -103,8 +116,8 @@ def cut(run: Path, to: Path, keep: int) -> Path:
 
 
 def resume(run: Path, nproc: int):
-    r = alignctl(["train", "--resume", run, "--epochs", "3", "--threads", "1", "-q"], nproc,
-                 run.parent)  # fmt: skip
+    r = run_alignctl(["train", "--resume", run, "--epochs", "3", "--threads", "1", "-q"], nproc,
+                     run.parent)  # fmt: skip
     assert r.returncode == 0 and (nproc == 1 or silent(r)), r.stderr
     return r
 
@@ -139,7 +152,8 @@ def test_a_run_resumes_with_the_other_process_count(runs):
 
 def test_analyze_reads_the_distributed_run(runs):
     tmp, _, two = runs
-    r = alignctl(["analyze", two, "--json", "-", "--threads", "1", "--metrics", "fast"], 1, tmp)
+    r = run_alignctl(["analyze", two, "--json", "-", "--threads", "1", "--metrics", "fast"], 1,
+                     tmp)  # fmt: skip
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert [c["step"] for c in report["checkpoints"]] == [0, 12, 24, 36]
@@ -173,3 +187,46 @@ def test_an_error_on_any_rank_is_one_line_and_exit_2_everywhere(tmp_path):
     assert r.returncode == 2 and silent(r), (r.stderr, [o.stderr for o in r.others])
     assert len(errors) == 1 and "rank 1" in errors[0], r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_a_divergence_stops_every_rank_at_the_step_one_process_stops(tmp_path):
+    """SGD with lr 1e30: the loss overflows within a few steps; the ranks agree on the first
+    bad step (one all-reduce) and stop together: exit 3 on both, run.json as one process's."""
+    cfg = {"model": {"arch": "mlp", "in_features": 8, "hidden": [16], "out_features": 2},
+           "data": {"task": "sparse-parity", "n": 64, "n_bits": 8, "k": 2, "seed": 0},
+           "train": {"epochs": 4, "loss": "mse", "batch_size": 10,
+                     "optimizer": {"name": "sgd", "lr": 1e30}}}  # fmt: skip
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    got = []
+    for nproc in (1, 2):
+        out = tmp_path / f"run{nproc}"
+        r = run_alignctl(["train", "--config", tmp_path / "cfg.yaml", "--out", out, "-q",
+                          "--threads", "1"], nproc, tmp_path)  # fmt: skip
+        assert r.returncode == 3 and (nproc == 1 or silent(r)), r.stderr
+        got.append({k: v for k, v in summary(out).items() if k not in VOLATILE})
+        assert got[-1]["status"] == "diverged" and steps(out) == [0]
+    assert got[0] == got[1]
+
+
+@pytest.mark.parametrize(
+    "found",
+    [None, {"step": 3, "reason": "the training loss of step 3 is nan"},
+     {"step": 3, "reason": "the training loss of step 3 is inf"},
+     {"step": 7, "reason": "the training loss of step 7 is -inf"},
+     {"step": 7, "reason": "the weight 0.weight holds NaN or inf at step 7"}],
+)  # fmt: skip
+def test_a_divergence_travels_as_one_number(found):
+    back = divergence_of(divergence_key(found))
+    if found is None or "loss" in found["reason"]:
+        assert back == found
+    else:
+        assert back["step"] == found["step"] and "NaN or inf" in back["reason"]
+
+
+def test_the_earliest_divergence_sorts_first_as_one_process_decides():
+    loss = {"step": 5, "reason": "the training loss of step 5 is inf"}
+    nan = {"step": 5, "reason": "the training loss of step 5 is nan"}
+    weight = {"step": 5, "reason": "the weight w holds NaN or inf at step 5"}
+    earlier = {"step": 4, "reason": "the weight w holds NaN or inf at step 4"}
+    keys = [divergence_key(d) for d in (earlier, nan, loss, weight, None)]
+    assert keys == sorted(keys) and len(set(keys)) == 5

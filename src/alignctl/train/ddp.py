@@ -3,11 +3,9 @@ torch's DistributedDataParallel (gloo on CPU, NCCL on CUDA; the group is the one
 :func:`alignctl.report.distributed.join` starts, and rank 0 starts every rank's part through
 its ``Group.map``).
 
-**The batches.** Every rank draws the same global permutation from the run's data-order
-generator (as one process does) and takes a contiguous block of each global batch: rank r of
-N gets ``idx[B r // N : B (r + 1) // N]`` of a batch of B samples. The global batch size,
-the epochs and the step count are one process's; full-batch presets (sparse parity, the XOR
-cluster) split the full batch.
+**The batches.** Every rank draws one process's global permutation and takes a contiguous
+block of each global batch of B: rank r of N gets ``idx[B r // N : B (r + 1) // N]``. Batch
+size, epochs and steps are one process's; full-batch presets split the full batch.
 
 **The gradient.** DDP averages the ranks' gradients during ``backward()``. Rank r's loss is
 scaled by ``w_r = N B_r / B`` (1.0, no multiplication at all, when the shares are equal), so
@@ -30,17 +28,13 @@ batch statistics (BatchNorm in training mode) see each rank's share only, as in 
 **Randomness.** Each step reseeds torch's generator from (seed, step, rank): dropout and the
 projections differ between ranks, and a resumed run draws what an uninterrupted one draws.
 
-**Files and agreement.** Rank 0 alone writes the run folder (lock, ``alignctl.yaml``,
-checkpoints, ``train_log.jsonl``, ``run.json``) and evaluates; every decision that changes the
-loop's path is taken by all ranks together on a gloo group: rank 0's evaluation and the
-outcome of each of its writes are broadcast (a full disk stops every rank at the same point),
-a divergence on any rank is the run's (:meth:`DDPTrainer._agree_divergence`), and Ctrl-C on any
-rank stops all after the same step. Resume: rank 0 reads the checkpoint; its state
-(optimiser, regularisers, data order, position) is broadcast and DDP broadcasts its weights.
-The saved state does not depend on N, so a run started with 1 process resumes with 2 and
-vice versa. A rank that fails while the others train (out of memory) leaves them waiting in
-the next step's all-reduce until ``ALIGNCTL_DIST_TIMEOUT``; failures while starting are one
-error on every rank.
+**Files and agreement.** Rank 0 alone evaluates and writes the run folder. What changes the
+loop's path is agreed on a gloo group: rank 0's evaluations and the outcome of its writes
+(a full disk stops every rank at once), the earliest divergence on any rank, Ctrl-C on any
+rank. Resume: rank 0 reads the checkpoint and broadcasts its state; DDP broadcasts its weights.
+The state does not depend on N: a run resumes with any number of processes. A rank failing
+mid-training (out of memory) leaves the others in the next all-reduce until
+``ALIGNCTL_DIST_TIMEOUT``; a failure while starting is one error on every rank.
 """
 
 from __future__ import annotations
@@ -59,7 +53,7 @@ from alignctl.train.state import tensors_to
 from alignctl.train.trainer import Trainer
 
 _NONE = 2**62  # "no divergence" in the all-reduced key
-_WORDS = ("-inf", "inf", "nan")  # " is -inf" must be tried before " is inf"
+_WORDS = ("nan", "inf", "-inf")
 
 
 class PeerFailed(Exception):
@@ -184,23 +178,13 @@ class DDPTrainer(Trainer):
         return super().write_summary(epochs, interrupted) if self.rank == 0 else {}
 
     def _agree_divergence(self, found: dict | None) -> dict | None:
-        """The earliest divergence any rank found, as one process orders them (by step; at
-        the same step a loss before a weight): one all-reduce of a key, and every rank stops
-        at the same point. Rank 0 (which writes it) keeps its own reason when it is the one."""
-        key = _NONE
-        if found is not None:
-            loss = found["reason"].startswith("the training loss")
-            word = next((i for i, w in enumerate(_WORDS) if found["reason"].endswith(f" {w}")), 0)
-            key = found["step"] * 16 + (0 if loss else 4) + word
+        """The earliest divergence any rank found (:func:`divergence_key`): one all-reduce,
+        and every rank stops at the same point. Rank 0, which writes it, keeps its own
+        reason when its own is the one."""
+        key = divergence_key(found)
         t = torch.tensor([key], dtype=torch.long)
         dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.ctrl)
-        agreed = int(t)
-        if agreed in (key, _NONE):
-            return found
-        step, rest = divmod(agreed, 16)
-        if rest < 4:
-            return {"step": step, "reason": f"the training loss of step {step} is {_WORDS[rest]}"}
-        return {"step": step, "reason": f"a weight holds NaN or inf at step {step}"}
+        return found if int(t) == key else divergence_of(int(t))
 
     def fit(self, epochs: int, *, should_stop=lambda: False, **kwargs) -> dict:
         """:meth:`Trainer.fit` with ``should_stop`` agreed: a rank's request reaches every rank
@@ -284,6 +268,28 @@ def _portable(error: Exception | None):
     if error is None or isinstance(error, InputError):
         return error
     return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def divergence_key(found: dict | None) -> int:
+    """A divergence (``{"step", "reason"}``, :class:`alignctl.train.divergence.DivergenceMixin`)
+    as an integer that sorts as one process decides: by step; at the same step a training loss
+    before a weight; a NaN loss before an infinite one (a batch holding both sums to NaN).
+    None: a key above every divergence."""
+    if found is None:
+        return _NONE
+    loss = found["reason"].startswith("the training loss")
+    word = next((i for i, w in enumerate(_WORDS) if found["reason"].endswith(f" is {w}")), 0)
+    return int(found["step"]) * 16 + (word if loss else 4)
+
+
+def divergence_of(key: int) -> dict | None:
+    """The divergence a key stands for (a weight's with a generic reason)."""
+    if key >= _NONE:
+        return None
+    step, rest = divmod(key, 16)
+    if rest < 4:
+        return {"step": step, "reason": f"the training loss of step {step} is {_WORDS[rest]}"}
+    return {"step": step, "reason": f"a weight holds NaN or inf at step {step}"}
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
