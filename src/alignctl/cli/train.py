@@ -8,6 +8,8 @@ saving a checkpoint (``--resume`` continues it).
 
 from __future__ import annotations
 
+import functools
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -82,17 +84,23 @@ def train(
         raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
     run_dir = resume if resume is not None else out
     lock = RunLock(run_dir) if run_dir is not None else None
+    group = _group()
     try:
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
-                                     resume, on_nan, lock)  # fmt: skip
+                                     resume, on_nan, lock, group)  # fmt: skip
         from alignctl.train.trainer import set_threads
 
-        set_threads(trainer, threads)
+        n = set_threads(trainer, threads, limit=group and max(1, _cores() // group.local_size))
         if not quiet:
             for note in trainer.notes:
                 typer.echo(f"note: {note}", err=True)
         total = epochs if epochs is not None else int(cfg.train["epochs"])
-        summary = _fit(trainer, total, quiet, on_nan, eval_every=eval_every,
+        fit = trainer.fit
+        if group is not None:  # torchrun: DistributedDataParallel over the group's ranks
+            from alignctl.train.ddp import fit_distributed
+
+            fit = functools.partial(fit_distributed, group, trainer, threads=n)
+        summary = _fit(fit, trainer.epoch, total, quiet, on_nan, eval_every=eval_every,
                        save_every=save_every, save_schedule=save_schedule,
                        stop_when_grokked=stop_when_grokked)  # fmt: skip
     finally:
@@ -114,11 +122,31 @@ def train(
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, on_nan, lock):
+def _group():
+    """torchrun's group (:mod:`alignctl.report.distributed`), or None for one process."""
+    from alignctl.report.distributed import active
+
+    group = active()
+    return group if group is not None and group.size > 1 else None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, on_nan, lock,
+                  group=None):  # fmt: skip
     """(Trainer, config) for a new run in ``out`` or the run in ``resume``; takes ``lock``
-    before anything in the folder changes."""
+    before anything in the folder changes. Under torchrun (``group``), rank 0's
+    :class:`alignctl.train.ddp.DDPTrainer`."""
     from alignctl.runs.config import load_config, save_config
     from alignctl.train.trainer import Trainer, prepare_run_dir
+
+    make = Trainer
+    if group is not None:
+        from alignctl.train.ddp import DDPTrainer
+
+        make = functools.partial(DDPTrainer, rank=0, size=group.size)
 
     if resume is not None:
         if config or task or reg or seed is not None or out:
@@ -130,7 +158,7 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
             raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
                              "run again with --out")  # fmt: skip
         cfg = load_config(resume / "alignctl.yaml")
-        trainer = Trainer(resume, cfg, device)
+        trainer = make(resume, cfg, device)
         lock.acquire()
         trainer.restore()
         return trainer, cfg
@@ -142,7 +170,7 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
     cfg = build_config(config, task, reg or [], seed, epochs)
     if on_nan is not None:
         cfg.train["on_nan"] = on_nan
-    trainer = Trainer(out, cfg, device)  # validates everything before touching files
+    trainer = make(out, cfg, device)  # validates everything before touching files
     lock.acquire()  # creates out; a second process into the same out stops here
     try:
         prepare_run_dir(out, force)
@@ -152,8 +180,9 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
     return trainer, cfg
 
 
-def _fit(trainer, total: int, quiet: bool, on_nan, **schedule) -> dict:
-    """``trainer.fit`` with a progress bar on a terminal; the first Ctrl-C stops it cleanly."""
+def _fit(fit, done: int, total: int, quiet: bool, on_nan, **schedule) -> dict:
+    """``fit`` (a Trainer's, from epoch ``done``) with a progress bar on a terminal; the first
+    Ctrl-C stops it cleanly."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     stop = _StopFlag()
@@ -163,15 +192,15 @@ def _fit(trainer, total: int, quiet: bool, on_nan, **schedule) -> dict:
         with Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
                       TextColumn("{task.description}"), console=console,
                       disable=quiet or not console.is_terminal) as bar:  # fmt: skip
-            task_id = bar.add_task("", total=total, completed=trainer.epoch)
+            task_id = bar.add_task("", total=total, completed=done)
 
             def show(ev):
                 bar.update(task_id, completed=ev["epoch"], description=" ".join(
                     f"{label} {ev[key]:{fmt}}" for label, key, fmt in _SHOWN
                     if isinstance(ev.get(key), float)))  # fmt: skip
 
-            return trainer.fit(total, callback=show, should_stop=lambda: stop.hit,
-                               on_nan=on_nan, **schedule)  # fmt: skip
+            return fit(total, callback=show, should_stop=lambda: stop.hit, on_nan=on_nan,
+                       **schedule)  # fmt: skip
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from alignctl.errors import InputError
 from alignctl.geometry.outputs import check_spec, select_output
+from alignctl.geometry.transfer import to_device
 
 OPT_IN = (
     "implement embed(tokens) and forward_embedded(e) on the model to say where its Jacobian "
@@ -125,13 +126,13 @@ class ModelFront:
         model's floating dtype."""
         device = device if device is not None else xb.device
         if self.tokens:
-            return xb.to(device=device, copy=True)
-        return xb.to(device=device, dtype=float_dtype(self.model), copy=True)
+            return to_device(xb, device, copy=True)
+        return to_device(xb, device, float_dtype(self.model), copy=True)
 
     def cast(self, x: torch.Tensor, device=None) -> torch.Tensor:
         """x on ``device`` in the dtype the model consumes (no copy when it already is)."""
         device = device if device is not None else x.device
-        return x.to(device) if self.tokens else x.to(device, float_dtype(self.model))
+        return to_device(x, device, None if self.tokens else float_dtype(self.model))
 
     def __call__(self, xb: torch.Tensor, device=None) -> torch.Tensor:
         """Logits for raw inputs (no gradient bookkeeping of its own)."""
@@ -156,8 +157,8 @@ class ModelFront:
     def lift(self, xb: torch.Tensor, device, dtype) -> torch.Tensor:
         """The tensor the Jacobian is taken at, for raw inputs xb: (m, ...), detached."""
         if self.kind == "plain":  # the model sees clones of it (fn), never it
-            return xb.to(device=device, dtype=dtype).detach()
-        tokens = xb.to(device=device, copy=True)
+            return to_device(xb, device, dtype).detach()
+        tokens = to_device(xb, device, copy=True)
         with torch.no_grad():
             if self.kind == "protocol":
                 return self.model.embed(tokens).detach().to(dtype)
@@ -178,7 +179,7 @@ class ModelFront:
             return lambda inp: self.logits(self.model(inp.clone()))
         if self.kind == "protocol":
             return lambda inp: self.logits(self.model.forward_embedded(inp.clone()))
-        tokens = xb.to(device=device, copy=True)
+        tokens = to_device(xb, device, copy=True)
 
         def f(inp):
             handle = self._hook(inp, [])

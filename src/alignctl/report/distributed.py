@@ -108,6 +108,7 @@ class Group:
     backend: str
     objects: Any  # the gloo process group the objects travel through
     local_size: int = 1  # ranks on this machine (threads per rank = cores / local_size)
+    busy: bool = False  # rank 0 inside map: the others are working, not waiting in serve
 
     def _broadcast(self, message=None):
         import torch.distributed as dist
@@ -131,7 +132,9 @@ class Group:
         if len(shares) != self.size:
             raise ValueError(f"{len(shares)} shares for {self.size} ranks")
         self._broadcast(("call", fn, shares))
+        self.busy = True  # until the gather: the other ranks are inside fn
         outcomes = self._gather(_call(mine or (lambda: fn(shares[0])), local=True))
+        self.busy = False
         failed = [(o[1], r, o[2]) for r, o in enumerate(outcomes) if o[0] == "error"]
         if failed:
             raise min(failed, key=lambda f: (f[0], f[1]))[2]
@@ -153,13 +156,18 @@ class Group:
 
     def finish(self, code: int) -> None:
         """Rank 0: tell the others the exit code and leave the group. Not after Ctrl-C or
-        SIGTERM (130, 143): the other ranks received the signal too, or torchrun stops them,
-        and they may be inside another collective."""
-        if code in (130, 143):
+        SIGTERM (130, 143) inside :meth:`map`: the other ranks received the signal too, or
+        torchrun stops them, and they may be inside another collective. After one that ended
+        cleanly (a distributed ``train`` saved and stopped), every rank waits in
+        :meth:`serve`, so they hear the code, if they are still there."""
+        if code in (130, 143) and self.busy:
             _ACTIVE.clear()
             return
         try:
             self._broadcast(("exit", code))
+        except Exception:  # noqa: BLE001 (after a signal the others may have gone already)
+            if code not in (130, 143):
+                raise
         finally:
             self._close()
 

@@ -63,14 +63,20 @@ class DivergenceMixin:
         weights when nothing else is known."""
         if self.diverged is not None:
             return self.diverged
+        found = None
         if self._bad_step is not None:
             s = int(self._bad_step)  # the one device read
             if s >= 0:
                 value = _word(float(self._bad_value))
-                self.diverged = {"step": s, "reason": f"the training loss of step {s} is {value}"}
-                return self.diverged
-        if model_reason is None and scan:
+                found = {"step": s, "reason": f"the training loss of step {s} is {value}"}
+        if found is None and model_reason is None and scan:
             model_reason = self.nonfinite_model()
-        if model_reason is not None:
-            self.diverged = {"step": self.step, "reason": f"{model_reason} at step {self.step}"}
+        if found is None and model_reason is not None:
+            found = {"step": self.step, "reason": f"{model_reason} at step {self.step}"}
+        self.diverged = self._agree_divergence(found)
         return self.diverged
+
+    def _agree_divergence(self, found: dict | None) -> dict | None:
+        """What every process of the run takes as the divergence: one process, its own
+        (:class:`alignctl.train.ddp.DDPTrainer` makes the ranks agree)."""
+        return found

@@ -24,7 +24,14 @@ from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text, remove_stale_temporaries
 from alignctl.train.jsonio import dumps_strict
-from alignctl.train.state import capture_rng, restore_rng, save_state, step_name, truncate_log
+from alignctl.train.state import (
+    capture_rng,
+    restore_rng,
+    save_state,
+    step_name,
+    tensors_to,
+    truncate_log,
+)
 
 RUN_FILES = ("alignctl.yaml", "checkpoints", "train_log.jsonl", "run.json")
 
@@ -65,13 +72,10 @@ class RunDirMixin:
         return RunWriteError(f"cannot write {what}: {why}; {kept}; after fixing it, continue "
                              f"with alignctl train --resume {self.dir}")  # fmt: skip
 
-    def save(self) -> None:
-        from alignctl.runs.checkpoints import write_checkpoint
-
-        self.check_divergence()
-        name = step_name(self.step)
+    def run_state(self) -> dict:
+        """Everything but the weights that a resumed run continues from (saved beside them)."""
         d = self.diverged or {}
-        state = {
+        return {
             "optimizer": self.opt.state_dict(),
             "regularisers": [r.state_dict() for r in self.regs],
             "rng": capture_rng(self.gen),
@@ -81,6 +85,16 @@ class RunDirMixin:
             "grokked_epoch": -1 if self.grokked_epoch is None else self.grokked_epoch,
             "diverged_step": d.get("step", -1), "diverged_reason": d.get("reason", ""),
         }  # fmt: skip
+
+    def save(self) -> None:
+        self.check_divergence()
+        self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        from alignctl.runs.checkpoints import write_checkpoint
+
+        name = step_name(self.step)
+        state = self.run_state()
         ev = self.last_eval
         meta = {
             "step": self.step, "epoch": self.epoch, "alignctl_version": __version__,
@@ -110,17 +124,27 @@ class RunDirMixin:
             raise self._write_failed(self.dir / "train_log.jsonl", e) from None
         if point.state is None:
             return  # the initial state of this Trainer is the run's step 0
-        st = point.state
         try:  # a readable state that does not fit (alignctl.yaml edited since): one line
             self.model.load_state_dict(point.weights, strict=True)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise self._misfit(point.step, e) from None
+        self.load_run_state(point.state)
+
+    def _misfit(self, step: int, e: BaseException) -> InputError:
+        msg = " ".join(str(e).split())[:200]
+        return InputError(f"cannot resume {self.dir} from step {step}: the saved state does "
+                          f"not fit alignctl.yaml ({msg})")  # fmt: skip
+
+    def load_run_state(self, st: dict) -> None:
+        """Continue from :meth:`run_state`'s dict (the weights are the caller's). Regulariser
+        state goes to the model's device (it is read onto the CPU)."""
+        try:
             self.opt.load_state_dict(st["optimizer"])
             for r, rs in zip(self.regs, st["regularisers"], strict=True):
-                r.load_state_dict(rs)
+                r.load_state_dict(tensors_to(rs, self.device))
             restore_rng(st["rng"], self.gen)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            msg = " ".join(str(e).split())[:200]
-            raise InputError(f"cannot resume {self.dir} from step {point.step}: the saved "
-                             f"state does not fit alignctl.yaml ({msg})") from None  # fmt: skip
+            raise self._misfit(int(st.get("step", -1)), e) from None
         self.step, self.epoch = int(st["step"]), int(st["epoch"])
         self.batch_index = int(st["batch_index"])
         self.perm = st["perm"] if st["perm"].numel() else None
@@ -155,7 +179,7 @@ class RunDirMixin:
             "test_accuracy": None if d else ev.get("test_accuracy"),
             "interrupted": interrupted, "diverged": d is not None,
             "diverged_step": d and d["step"], "diverged_reason": d and d["reason"],
-            "device": str(self.device),
+            "device": str(self.device), "processes": self.size,
         }  # fmt: skip
         path = self.dir / "run.json"
         try:

@@ -51,3 +51,14 @@ def truncate_log(path: Path, last_step: int) -> None:
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short by kill -9
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def tensors_to(obj, device):
+    """Every tensor in nested dicts, lists and tuples moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: tensors_to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(tensors_to(v, device) for v in obj)
+    return obj

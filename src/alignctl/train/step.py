@@ -11,6 +11,7 @@ import torch
 
 from alignctl.errors import InputError
 from alignctl.geometry.devices import twice_differentiable
+from alignctl.geometry.transfer import to_device
 
 
 class StepMixin:
@@ -42,12 +43,15 @@ class StepMixin:
                 loss = loss + pen
         self._track_loss(loss)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
+        self._backward(loss)
         for r in self.regs:
             r.after_backward(self.model)
         self.opt.step()
         self.step += 1
         return loss.detach()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward(inputs=self.params)  # not x.grad: the step's largest unused product
 
     def batches_per_epoch(self) -> int:
         n = self.x.shape[0]
@@ -62,7 +66,7 @@ class StepMixin:
         while self.batch_index < len(starts):
             idx = self.perm[starts[self.batch_index] : starts[self.batch_index] + bs]
             self.batch_index += 1
-            yield idx.to(self.device)
+            yield to_device(idx, self.device)  # CUDA: pinned, non-blocking (no stall)
         self.perm = None
 
 

@@ -17,6 +17,7 @@ import torch
 from alignctl.errors import InputError
 from alignctl.evaluation.accuracy import evaluate, is_grokked
 from alignctl.geometry.devices import resolve_device
+from alignctl.geometry.transfer import to_device
 from alignctl.train.divergence import DivergenceMixin
 from alignctl.train.rundir import RUN_FILES, RunDirMixin, prepare_run_dir
 from alignctl.train.schedule import ScheduleMixin, save_epochs
@@ -36,6 +37,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         from alignctl.train.regularisers import build_regulariser
 
         self.dir, self.cfg, t = Path(run_dir), cfg, cfg.train
+        self.rank, self.size = 0, 1  # one process (alignctl.train.ddp: one rank of several)
         self.ckpt_dir = self.dir / "checkpoints"
         self.device = resolve_device(device)
         self.data = load_data(cfg.data, cfg.base_dir)
@@ -62,7 +64,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.gen = torch.Generator().manual_seed(int(t["seed"]))  # data order
         # the dtype the model consumes: uint8 images become floats, tokens stay integers
         self.x = self.front.cast(self.data.x_train, self.device)
-        self.y = self.data.y_train.to(self.device)
+        self.y = to_device(self.data.y_train, self.device)
         self._check_fit()
         self.step = self.epoch = self.batch_index = 0
         self.perm: torch.Tensor | None = None
@@ -92,9 +94,14 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.loss_fn(out, yb)  # InputError if the loss does not fit the outputs
         accuracy(out, yb)
 
-    def _evaluate(self) -> dict:
+    def _eval_metrics(self) -> dict:
+        """Accuracies and loss of the current model on the run's data, with the counters."""
         ev = evaluate(self.model, self.data, self.loss_fn, self.device, output=self.output)
         ev.update(epoch=self.epoch, step=self.step, train_seconds=round(self.train_seconds, 4))
+        return ev
+
+    def _evaluate(self) -> dict:
+        ev = self._eval_metrics()
         bad = self.nonfinite_model(ev["loss"])
         self.check_divergence(bad, scan=False)
         if bad is not None:  # outputs of a non-finite model are no predictions
