@@ -2,21 +2,23 @@
 subset of the batch, in CPU time.
 
     nice -n 10 python benchmarks/xor_step.py [--reps 3] [--every 1,4] [--subsample 0.25,0.125]
+        [--task PRESET] [--epochs BASE,E1,...]
 
 The xor-cluster preset (two-layer bias-free MLP 40000-2048-1, squared error, full-batch SGD
-on 400 samples; GrokAlign lambda 1.0): 4 consecutive real ``Trainer.train_step`` calls (4, a
-multiple of every k timed) of each setting over 4 plain ones, the cases interleaved, medians of
-CPU time (this process; on a shared machine wall-clock of the same work varies by more than
-the differences measured). ``every=k`` is lazy GrokAlign, ``subsample=f`` the penalty on a
-random fraction f of the batch (its rows forwarded again on their own). Two alternatives,
-not in src/: ``sliced=f``, the subset's outputs sliced out of the full batch's forward, so
-the VJP and the double backward run through the full-batch graph (zero rows included); and
-``stacked=f``, the subset's rows appended to the batch in one forward (no second small
-forward, and the zero gradient that ReLU's double backward sends back through the subset's
-first layer joins the batch's own weight-gradient product instead of a product and a sum of
-its own). With
-``--epochs BASE,OTHER,...`` (a race's mean epochs to grok for plain and each setting, in the
-order printed) it prints the wall-clock speed-up those imply: BASE/epochs x plain/step.
+on 400 samples; GrokAlign lambda 1.0), or another preset with ``--task`` (its lambda): 4
+consecutive real ``Trainer.train_step`` calls (4, a multiple of every k timed) of each setting
+over 4 plain ones, the cases interleaved, medians of CPU time (this process; on a shared
+machine wall-clock of the same work varies by more than the differences measured).
+``every=k`` is lazy GrokAlign, ``subsample=f`` the penalty on a random fraction f of the batch
+(its rows forwarded again on their own). Two alternatives, not in src/ (XOR only):
+``sliced=f``, the subset's outputs sliced out of the full batch's forward, so the VJP and the
+double backward run through the full-batch graph (zero rows included); and ``stacked=f``, the
+subset's rows appended to the batch in one forward (no second small forward, and the zero
+gradient that ReLU's double backward sends back through the subset's first layer joins the
+batch's own weight-gradient product instead of a product and a sum of its own). With
+``--epochs BASE,OTHER,...`` (a race's mean epochs to grok for the ``--base`` case, plain by
+default, then for each other case in the order printed) it prints the wall-clock speed-up
+those imply: BASE/epochs x base step/step.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ from pathlib import Path
 import torch
 
 from alignctl.runs.config import config_from_dict
-from alignctl.train.presets import PRESETS
+from alignctl.train.presets import PRESETS, preset_reg_defaults
 from alignctl.train.trainer import Trainer
 
 STEPS = 4
 
 
-def trainer(folder: Path, regularisers: list) -> Trainer:
-    d = PRESETS.get("xor-cluster")()
+def trainer(folder: Path, regularisers: list, task: str = "xor-cluster") -> Trainer:
+    d = PRESETS.get(task)()
     d["train"]["regularisers"] = regularisers
     return Trainer(folder, config_from_dict(d, folder), "cpu")
 
@@ -87,18 +89,25 @@ def main() -> None:
     ap.add_argument("--subsample", default="0.25,0.125,0.0625")
     ap.add_argument("--sliced", default="0.125", help="fractions for the sliced variant ('' none)")
     ap.add_argument("--stacked", default="0.125,0.0625", help="fractions, the stacked variant")
-    ap.add_argument("--epochs", default="", help="mean epochs to grok: plain, then each setting")
+    ap.add_argument("--task", default="xor-cluster", help="a preset (alternatives: XOR only)")
+    ap.add_argument("--epochs", default="", help="mean epochs to grok: BASE, then the others")
+    ap.add_argument("--base", default="plain", help="the case --epochs starts with")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ks = [int(k) for k in args.every.split(",") if k]
     fs = [float(f) for f in args.subsample.split(",") if f]
     alt = [("sliced", sliced_step, float(f)) for f in args.sliced.split(",") if f]
     alt += [("stacked", stacked_step, float(f)) for f in args.stacked.split(",") if f]
-    ga = {"name": "grokalign", "lambda": 1.0}
+    ap_task = args.task
+    if ap_task != "xor-cluster":  # the alternatives assume XOR's scalar output
+        alt = []
+    ga = {"name": "grokalign", **preset_reg_defaults(ap_task)["grokalign"]}
     with tempfile.TemporaryDirectory() as tmp:
-        plain = trainer(Path(tmp) / "plain", [])
-        runs = {f"every={k}": trainer(Path(tmp) / f"k{k}", [{**ga, "every": k}]) for k in ks}
-        runs |= {f"subsample={f:g}": trainer(Path(tmp) / f"f{f}", [{**ga, "subsample": f}])
+        plain = trainer(Path(tmp) / "plain", [], ap_task)
+        runs = {
+            f"every={k}": trainer(Path(tmp) / f"k{k}", [{**ga, "every": k}], ap_task) for k in ks
+        }
+        runs |= {f"subsample={f:g}": trainer(Path(tmp) / f"f{f}", [{**ga, "subsample": f}], ap_task)
                  for f in fs}  # fmt: skip
         other = {f"{name}={f:g}": (trainer(Path(tmp) / f"{name}{f}", [ga]), fn, f)
                  for name, fn, f in alt}  # fmt: skip
@@ -116,14 +125,17 @@ def main() -> None:
                 step()
             times[name].append((time.process_time() - t0) / STEPS)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"xor-cluster, full batch 400 x 40000, one thread, {args.reps} reps of {STEPS} steps")
+    shape = "x".join(str(d) for d in x.shape)
+    print(f"{ap_task}, batch {shape}, {ga}, one thread, {args.reps} reps of {STEPS} steps")
     for k, v in med.items():
-        print(f"  {k:<16} {v:6.2f} CPU s per step  {v / med['plain']:5.2f}x plain")
+        print(f"  {k:<16} {v * 1e3:8.1f} CPU ms per step  {v / med['plain']:5.2f}x plain")
     if args.epochs:
         base, *others = (float(e) for e in args.epochs.split(","))
-        print("wall-clock speed-up over plain (BASE/epochs x plain/step):")
-        for (k, v), e in zip(list(med.items())[1:], others, strict=False):
-            print(f"  {k:<16} {base / e:5.2f}x epochs  {base / e * med['plain'] / v:5.2f}x time")
+        rest = [k for k in med if k != args.base]
+        print(f"wall-clock speed-up over {args.base} (BASE/epochs x {args.base}/step):")
+        for k, e in zip(rest, others, strict=False):
+            t = base / e * med[args.base] / med[k]
+            print(f"  {k:<16} {base / e:5.2f}x epochs  {t:5.2f}x time")
 
 
 if __name__ == "__main__":
