@@ -1,6 +1,6 @@
 """GrokAlign training-step overhead: ratios measured in one run (interleaved repetitions, medians).
 
-    python benchmarks/train_step.py [--reps 30] [--threads 1] [--subsample 32]
+    python benchmarks/train_step.py [--reps 30] [--threads 1] [--subsample 32] [--fractions F,...]
 
 The MNIST preset's network (MLP 784-196-196-196-10, no bias, weights x8), AdamW, cross-entropy,
 batch 128, on the CPU. Both required cases are alignctl's own ``Trainer.train_step`` on real
@@ -19,8 +19,10 @@ Alternatives, measured on identical Trainers:
 The others are proposals, not in src/:
 
   subsample    the real penalty on a random ``--subsample`` of the batch (its rows forwarded on
-               their own, the rest without input gradients), params-only backward: unbiased, but
-               the batch penalty averages fewer samples.
+               their own, the rest without input gradients, one forward of the batch in all),
+               params-only backward: unbiased, but the batch penalty averages fewer samples.
+               (src/ adopts this as ``grokalign:subsample=f`` with a second forward of the
+               subset instead, so the loss's forward stays the batch's, timed below.)
   func-jvp     forward mode: torch.func.jvp with a Rademacher probe u in input space,
                E[norm(J u)^2] = norm(J)_F^2, then one first-order backward.
   fused-jvp    the same forward mode written by hand for Linear/ReLU stacks: primal and tangent
@@ -29,8 +31,10 @@ The others are proposals, not in src/:
                per matmul): the penalty's expectation is fused-jvp's, its variance larger.
 
 Lazy regularisation (``grokalign:every=k``, in src/): the penalty on one step in k, lambda
-scaled by k. Its amortised cost is timed as 8 consecutive real ``Trainer.train_step`` calls
-(8 is a multiple of every k measured) over 8 plain steps, for k in ``--every``.
+scaled by k; and the penalty on a random fraction f of the batch (``grokalign:subsample=f``,
+in src/). Their amortised cost is timed as 8 consecutive real ``Trainer.train_step`` calls
+(8 is a multiple of every k measured) over 8 plain steps, for k in ``--every`` and f in
+``--fractions``.
 
 Then, for each estimator, over many draws on one batch: mean of the norm(J)_F^2 estimate / exact
 (unbiasedness), relative spread of the batch penalty, and E[sqrt(estimate)] / norm(J)_F (the
@@ -163,19 +167,21 @@ def estimator_stats(model, x, draws: int, subsample: int) -> dict[str, tuple]:
     return stats
 
 
-def lazy_costs(args, x, y) -> dict[int, float]:
-    """Amortised cost of ``grokalign:every=k`` over 8 real Trainer steps, / 8 plain steps."""
-    ks = [int(k) for k in args.every.split(",")]
+def cheap_costs(args, x, y) -> dict[str, float]:
+    """Amortised cost of ``grokalign:every=k`` and ``grokalign:subsample=f`` over 8 real
+    Trainer steps, / 8 plain steps."""
+    settings = {f"every={k}": {"every": int(k)} for k in args.every.split(",") if k}
+    settings |= {f"subsample={f}": {"subsample": float(f)} for f in args.fractions.split(",") if f}
     with tempfile.TemporaryDirectory() as tmp:
         (plain,) = trainers(Path(tmp), 1, [])
-        lazy = {k: trainers(Path(tmp), 1, [{**GROKALIGN, "every": k}])[0] for k in ks}
+        runs = {k: trainers(Path(tmp), 1, [{**GROKALIGN, **v}])[0] for k, v in settings.items()}
 
     def steps(tr):
         return lambda: [tr.train_step(x, y) for _ in range(8)]
 
-    cases = {"plain": steps(plain), **{f"every={k}": steps(tr) for k, tr in lazy.items()}}
+    cases = {"plain": steps(plain), **{k: steps(tr) for k, tr in runs.items()}}
     t = interleaved(cases, max(5, args.reps // 3), CPU)
-    return {k: t[f"every={k}"] / t["plain"] for k in ks}
+    return {k: t[k] / t["plain"] for k in settings}
 
 
 def main() -> None:
@@ -185,6 +191,8 @@ def main() -> None:
     ap.add_argument("--subsample", type=int, default=32)
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--every", default="1,2,4,8", help="lazy GrokAlign periods k to time")
+    ap.add_argument("--fractions", default="0.25,0.125,0.0625",
+                    help="grokalign:subsample fractions f to time")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = ["grokalign", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
@@ -222,10 +230,10 @@ def main() -> None:
     print(f"fused-jvp's J u (all rows, subsample) equals torch.func.jvp's: {fused_ok}")
     ratio = t["grokalign"] / t["plain"]
     print(f"GrokAlign step / plain step: {ratio:.2f}x (must be <= 2.2)")
-    lazy = lazy_costs(args, x, y)
-    print("amortised GrokAlign step with every=k (8 real Trainer steps) / plain step:")
-    for k, r in lazy.items():
-        print(f"  every={k:<3} {r:5.2f}x plain")
+    cheap = cheap_costs(args, x, y)
+    print("amortised GrokAlign step with every=k or subsample=f (8 real Trainer steps) / plain:")
+    for k, r in cheap.items():
+        print(f"  {k:<16} {r:5.2f}x plain")
     print(f"estimators over {args.draws} draws (mean est/exact, rel. std of the fro penalty, "
           "E[sqrt est]/norm(J)_F):")  # fmt: skip
     model = tr["grokalign"].model

@@ -11,11 +11,13 @@ from torch import nn
 
 from alignctl.errors import InputError
 from alignctl.evaluation.losses import cross_entropy
+from alignctl.geometry.inputs import ModelFront
 from alignctl.train.regularisers import REGULARISERS, build_regulariser, parse_reg_spec
 from alignctl.train.regularisers.grokalign import GrokAlign, frobenius_estimate
 from alignctl.train.regularisers.grokfast import Grokfast
 from alignctl.train.regularisers.grokunalign import GrokUnAlign
 from alignctl.train.regularisers.orthograd import OrthoGrad
+from alignctl.train.step import step_loss
 
 
 def mlp(out=3) -> nn.Module:
@@ -298,17 +300,20 @@ def test_bad_values_are_input_errors(text):
 
 
 # -- every registered regulariser -------------------------------------------------------------
-EXTRA = ["grokfast:filter=ma,window=2", "grokalign:n_proj=exact,norm=fro2", "grokalign:n_proj=3"]
+EXTRA = [
+    "grokfast:filter=ma,window=2",
+    "grokalign:n_proj=exact,norm=fro2",
+    "grokalign:n_proj=3",
+    "grokalign:subsample=0.25",
+    "grokunalign:subsample=0.5,every=2",
+]
 
 
 def step(reg, model, opt, x, y) -> torch.Tensor:
-    """One step in the order of alignctl.training.Trainer.train_step."""
+    """One step in the order of alignctl.train.step.StepMixin.train_step, with its step_loss."""
     model.train()
-    xb = reg.transform_batch(model, x, y, cross_entropy).detach().requires_grad_(True)
-    out = model(xb)
-    loss = cross_entropy(out, y)
-    pen = reg.penalty(model, xb, out, y)
-    loss = loss if pen is None else loss + pen
+    xb = reg.transform_batch(model, x, y, cross_entropy)
+    loss = step_loss(model, ModelFront(model, xb), [reg], cross_entropy, xb, y)
     opt.zero_grad(set_to_none=False)  # in place: stored gradients must be copies
     loss.backward()
     for n, p in model.named_parameters():

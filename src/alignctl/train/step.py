@@ -19,28 +19,13 @@ class StepMixin:
     ``device``, ``perm``, ``batch_index`` and ``step`` (set by :class:`Trainer`) and
     ``_track_loss`` (:class:`alignctl.train.divergence.DivergenceMixin`)."""
 
-    def _forward(self, xb):
-        """(differentiable input, logits): token models are differentiated at the embedding
-        (:meth:`alignctl.geometry.inputs.ModelFront.forward_train`)."""
-        penalised = any(_overrides(r, "penalty") for r in self.regs)
-        if not penalised:
-            return self.front.forward_train(xb, False)
-        # penalties differentiate input gradients: attention must be twice differentiable
-        with twice_differentiable():
-            return self.front.forward_train(xb, True)
-
     def train_step(self, xb, yb) -> torch.Tensor:
         """One step on the batch; returns the loss (penalties included) as a detached tensor:
         no host sync here (divergence is checked at the loop's check points)."""
         self.model.train()
         for r in self.regs:
             xb = r.transform_batch(self.model, xb, yb, self.loss_fn)
-        inp, out = self._forward(xb)
-        loss = self.loss_fn(out, yb)
-        for r in self.regs:
-            pen = r.penalty(self.model, inp, out, yb)
-            if pen is not None:
-                loss = loss + pen
+        loss = step_loss(self.model, self.front, self.regs, self.loss_fn, xb, yb)
         self._track_loss(loss)
         self.opt.zero_grad(set_to_none=True)
         self._backward(loss)
@@ -68,6 +53,39 @@ class StepMixin:
             self.batch_index += 1
             yield to_device(idx, self.device)  # CUDA: pinned, non-blocking (no stall)
         self.perm = None
+
+
+def step_loss(model, front, regs, loss_fn, xb, yb) -> torch.Tensor:
+    """The loss of one batch plus every regulariser's penalty, differentiable in the weights.
+
+    The forward pass is differentiated at the input (the embedding for token models,
+    :meth:`alignctl.geometry.inputs.ModelFront.forward_train`) when a penalty needs it. A
+    regulariser whose ``penalty_rows`` names a subset of the batch (GrokAlign's
+    ``subsample``) gets its own forward pass of those rows, differentiable at their input,
+    so its penalty's cost scales with the subset, not the batch; the loss is unchanged.
+    """
+    rows = [r.penalty_rows(xb.shape[0], xb.device) for r in regs]  # drawn before any forward
+    if not any(_overrides(r, "penalty") for r in regs):
+        inp, out = front.forward_train(xb, False)
+        return loss_fn(out, yb)
+    # penalties differentiate input gradients: attention must be twice differentiable
+    with twice_differentiable():
+        return _penalised_loss(model, front, regs, loss_fn, xb, yb, rows)
+
+
+def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows) -> torch.Tensor:
+    whole = any(_overrides(r, "penalty") and i is None for r, i in zip(regs, rows, strict=True))
+    inp, out = front.forward_train(xb, whole)
+    loss = loss_fn(out, yb)
+    for r, idx in zip(regs, rows, strict=True):
+        if idx is None:
+            pen = r.penalty(model, inp, out, yb)
+        else:
+            sub_inp, sub_out = front.forward_train(xb[idx], True)
+            pen = r.penalty(model, sub_inp, sub_out, yb[idx])
+        if pen is not None:
+            loss = loss + pen
+    return loss
 
 
 def _overrides(obj, method: str) -> bool:

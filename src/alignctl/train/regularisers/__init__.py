@@ -1,7 +1,8 @@
 """Regularisers as plug-ins: one file each, registered by name, composable.
 
 A regulariser implements any of four hooks, which the training loop calls every step in
-this order: ``transform_batch`` (e.g. adversarial examples), ``penalty`` (added to the loss),
+this order: ``transform_batch`` (e.g. adversarial examples), ``penalty`` (added to the loss;
+``penalty_rows`` may restrict it to a subset of the batch),
 ``after_backward`` (gradient filters, between ``backward()`` and the optimiser's ``step()``),
 and ``state_dict``/``load_state_dict`` (saved with each checkpoint, restored on resume).
 Weight decay stays in the optimiser, as in the paper, and no regulariser changes it.
@@ -37,6 +38,12 @@ class Regulariser:
     def penalty(self, model, x, out, y):
         """x: the differentiable input (requires grad, or a token model's embedded sequence);
         out: the model's output for x, (n, C) or (n,). Returns a scalar or None."""
+        return None
+
+    def penalty_rows(self, n: int, device):
+        """Which of the batch's n rows ``penalty`` is computed on this step: None for all of
+        them (it gets the step's own x and out), else an index tensor: the training step
+        forwards those rows on their own and passes their x, out and y."""
         return None
 
     def after_backward(self, model) -> None:

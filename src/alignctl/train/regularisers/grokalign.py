@@ -11,7 +11,7 @@ uses the C one-hot vectors instead. The penalty is
 - ``norm=fro2`` (the paper's formula): lambda * mean_batch estimate.
 
 Spec names: ``lambda`` (default 0.01 when neither preset nor user gives one; the paper uses
-0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``, ``every``.
+0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``, ``every``, ``subsample``.
 
 ``every=k`` is lazy regularisation (Karras et al., StyleGAN2, section 4 / appendix B, for their
 R1 penalty): the penalty is computed on one step in k, with lambda scaled by k, and skipped on
@@ -24,10 +24,31 @@ steps: a GrokAlign step then costs about 1 + r/k plain steps where r ~ 0.8 is th
 relative cost (``benchmarks/train_step.py`` measures it). ``every=1`` (the default) is the
 paper's method, unchanged.
 
+``subsample=f`` (a fraction in (0, 1]; default 1, the whole batch, today's behaviour bit for
+bit) computes the penalty on m = round(f * n) (at least 1) of the batch's n rows, a uniformly
+random subset drawn without replacement on every step from torch's global generator (part of
+the resume state, so a resumed run continues exactly). The penalty is lambda times a mean over
+samples of a per-sample term t_i (sqrt(max(estimate_i, eps)) for ``fro``, estimate_i for
+``fro2``), and the mean of t over a uniform random m-subset S has expectation
+sum_S (1/C(n, m)) (1/m) sum_{i in S} t_i = (1/n) sum_i t_i, as has its gradient in the
+weights: an unbiased estimate of the full-batch penalty and of its gradient, for ``fro`` as for
+``fro2`` (the square root is per sample, inside the mean; the projection estimate's own bias
+under ``fro`` is unchanged), with a gradient on every step, unlike ``every``. This is the
+minibatch argument (Robbins and Monro; the penalty's own minibatch); the projections are
+Hoffman et al.'s. The training step forwards the m rows on their own, differentiable at the
+input (:func:`alignctl.train.step.step_loss`), so the VJP and the double backward involve m
+rows, not n: a step costs about 1 + (r + phi) * m / n plain steps, with r the penalty's
+relative cost and phi ~ 1/3 the extra forward's (``benchmarks/xor_step.py``). The loss itself
+still sees the whole batch. The subset is its own forward pass: a model whose layers couple
+samples (BatchNorm in training mode) normalises it by its own statistics. With ``every=k`` the
+two combine (the subset is drawn on the steps that carry the penalty), still unbiased.
+
 The eps clamp keeps an all-dead-ReLU sample (J = 0) from producing an infinite gradient.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -64,16 +85,33 @@ class GrokAlign(Regulariser):
         norm: str = "fro",
         eps: float = 1e-8,
         every: int = 1,
+        subsample: float = 1.0,
     ):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive integer, not {every!r}")
+        if (
+            not isinstance(subsample, (int, float))
+            or isinstance(subsample, bool)
+            or not 0 < subsample <= 1
+        ):
+            raise ValueError(
+                f"subsample is the fraction of the batch the penalty is computed on, "
+                f"in (0, 1], not {subsample!r}"
+            )
         if norm not in ("fro", "fro2"):
             raise ValueError(f"norm must be fro or fro2, not {norm!r}")
         if n_proj != "exact" and (not isinstance(n_proj, int) or n_proj < 1):
             raise ValueError(f"n_proj must be a positive integer or 'exact', not {n_proj!r}")
         self.lam, self.n_proj, self.norm, self.eps = float(lam), n_proj, norm, float(eps)
-        self.every = every
+        self.every, self.subsample = every, float(subsample)
         self.calls = 0  # penalty calls so far: which steps carry the lazy penalty
+
+    def penalty_rows(self, n: int, device):
+        """None (the whole batch) or m = round(subsample * n) random rows, drawn when due."""
+        if self.subsample == 1.0 or self.calls % self.every:
+            return None  # a step without the lazy penalty draws nothing
+        m = max(1, math.floor(self.subsample * n + 0.5))
+        return None if m >= n else torch.randperm(n, device=device)[:m]
 
     def penalty(self, model, x, out, y):
         due = self.calls % self.every == 0
