@@ -230,3 +230,14 @@ def test_the_earliest_divergence_sorts_first_as_one_process_decides():
     earlier = {"step": 4, "reason": "the weight w holds NaN or inf at step 4"}
     keys = [divergence_key(d) for d in (earlier, nan, loss, weight, None)]
     assert keys == sorted(keys) and len(set(keys)) == 5
+
+
+def test_a_subsampled_penalty_trains_under_ddp(tmp_path):
+    """grokalign:subsample forwards its rows a second time, outside the DDP wrapper: the
+    gradient hooks on the parameters still carry that pass, and the run trains."""
+    args = ["--task", "digits", "--epochs", "1", "--threads", "1", "--save-every", "1",
+            "--reg", "grokalign:subsample=0.25"]  # fmt: skip
+    run = train(tmp_path, "sub", 2, args)
+    assert steps(run) and summary(run)["processes"] == 2
+    w = weights(run)
+    assert all(bool(torch.isfinite(v).all()) for v in w.values())

@@ -138,10 +138,8 @@ class DDPTrainer(Trainer):
         torch.manual_seed(_step_seed(int(self.cfg.train["seed"]), self.step, self.rank))
         return super().train_step(xb, yb)
 
-    def _forward(self, xb):
-        from alignctl.train.step import _overrides
-
-        return self.ddp(xb, any(_overrides(r, "penalty") for r in self.regs))
+    def _forward(self, xb, input_grad: bool):
+        return self.ddp(xb, input_grad)
 
     def _backward(self, loss: torch.Tensor) -> None:
         super()._backward(loss if self._weight == 1.0 else loss * self._weight)

@@ -19,13 +19,19 @@ class StepMixin:
     ``device``, ``perm``, ``batch_index`` and ``step`` (set by :class:`Trainer`) and
     ``_track_loss`` (:class:`alignctl.train.divergence.DivergenceMixin`)."""
 
+    def _forward(self, xb, input_grad: bool):
+        """(differentiable input, logits) of the batch (the DDP trainer goes through its
+        DistributedDataParallel wrapper here)."""
+        return self.front.forward_train(xb, input_grad)
+
     def train_step(self, xb, yb) -> torch.Tensor:
         """One step on the batch; returns the loss (penalties included) as a detached tensor:
         no host sync here (divergence is checked at the loop's check points)."""
         self.model.train()
         for r in self.regs:
             xb = r.transform_batch(self.model, xb, yb, self.loss_fn)
-        loss = step_loss(self.model, self.front, self.regs, self.loss_fn, xb, yb)
+        loss = step_loss(self.model, self.front, self.regs, self.loss_fn, xb, yb,
+                         forward=self._forward)  # fmt: skip
         self._track_loss(loss)
         self.opt.zero_grad(set_to_none=True)
         self._backward(loss)
@@ -55,7 +61,7 @@ class StepMixin:
         self.perm = None
 
 
-def step_loss(model, front, regs, loss_fn, xb, yb) -> torch.Tensor:
+def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None) -> torch.Tensor:
     """The loss of one batch plus every regulariser's penalty, differentiable in the weights.
 
     The forward pass is differentiated at the input (the embedding for token models,
@@ -63,19 +69,23 @@ def step_loss(model, front, regs, loss_fn, xb, yb) -> torch.Tensor:
     regulariser whose ``penalty_rows`` names a subset of the batch (GrokAlign's
     ``subsample``) gets its own forward pass of those rows, differentiable at their input,
     so its penalty's cost scales with the subset, not the batch; the loss is unchanged.
+    ``forward(xb, input_grad)`` runs the batch's own pass (default ``front.forward_train``;
+    the DDP trainer's goes through DistributedDataParallel, whose gradient hooks on the
+    parameters then also carry the subset pass's contribution).
     """
+    forward = forward or front.forward_train
     rows = [r.penalty_rows(xb.shape[0], xb.device) for r in regs]  # drawn before any forward
     if not any(_overrides(r, "penalty") for r in regs):
-        inp, out = front.forward_train(xb, False)
+        inp, out = forward(xb, False)
         return loss_fn(out, yb)
     # penalties differentiate input gradients: attention must be twice differentiable
     with twice_differentiable():
-        return _penalised_loss(model, front, regs, loss_fn, xb, yb, rows)
+        return _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward)
 
 
-def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows) -> torch.Tensor:
+def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward) -> torch.Tensor:
     whole = any(_overrides(r, "penalty") and i is None for r, i in zip(regs, rows, strict=True))
-    inp, out = front.forward_train(xb, whole)
+    inp, out = forward(xb, whole)
     loss = loss_fn(out, yb)
     for r, idx in zip(regs, rows, strict=True):
         if idx is None:
