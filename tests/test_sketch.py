@@ -223,3 +223,24 @@ def test_products_fall_back_to_one_call_each_when_vmap_cannot_batch(monkeypatch)
     # rank(J) <= 6 <= K: the first block holds it whole, exact up to rounding
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-6)
+
+
+def test_products_are_batched_only_within_the_memory_budget():
+    """K products at once hold K activation gradients: the plan batches them only when that
+    fits the budget at its chunk size (a model whose one sample already exceeds it does not)."""
+    import alignctl.geometry.plan as plan_mod
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 300)
+    )
+    x = torch.randn(8, 64)
+
+    def plan(budget):
+        plan_mod._SIZES.clear()
+        return plan_mod.Plan(net, x, torch.device("cpu"), torch.float32, output=None,
+                             batch_size=None, max_memory=budget, full=True, sketch=16)  # fmt: skip
+
+    assert plan("512MiB").batched
+    small = plan("1MiB")  # chunks of a few samples, but not their K-fold gradients
+    assert small.size >= 1 and not small.batched

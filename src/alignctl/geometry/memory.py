@@ -90,9 +90,15 @@ def activation_bytes(make_f, lift) -> int:
     return max(two - one, 0)
 
 
+def sample_bytes(*, activations: int, input_bytes: int, keep_bytes: int) -> int:
+    """Working memory of one sample of a chunk (module docstring)."""
+    return max(1, 2 * activations + 3 * input_bytes + keep_bytes)
+
+
 def chunk_size(budget: int, *, activations: int, input_bytes: int, keep_bytes: int) -> int:
     """Samples per chunk within ``budget`` bytes (module docstring)."""
-    per_sample = max(1, 2 * activations + 3 * input_bytes + keep_bytes)
+    per_sample = sample_bytes(activations=activations, input_bytes=input_bytes,
+                              keep_bytes=keep_bytes)  # fmt: skip
     return max(1, min(MAX_CHUNK, budget // per_sample))
 
 

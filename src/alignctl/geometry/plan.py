@@ -39,6 +39,9 @@ class Plan:
                 self.n_classes = self.fn(x[:1])(probe).shape[1]
         # K random probes per sample instead of C products (many classes; geometry/sketch.py)
         self.k = sketch_k(sketch, self.n_classes) if full else None
+        # the sketch's K products in one batched autograd call (geometry/products.py) only
+        # when their K-fold activation gradients fit the budget at the chunk size chosen
+        self.batched = True
         if batch_size is not None:
             if int(batch_size) < 1:
                 raise InputError(f"batch size must be positive, not {batch_size}")
@@ -47,7 +50,7 @@ class Plan:
         key = (tuple(x.shape[1:]), x.dtype, dt, str(dev), full, output, max_memory, self.k)
         cached = _SIZES.get(self.front.model, {}).get(key)
         if cached is not None:  # the same structure measured before (every checkpoint)
-            self.size = cached
+            self.size, self.batched = cached
             return
         if x.shape[0] >= 2:
             acts = memory.activation_bytes(lambda m: self.fn(x[:m]), lambda m: self.lift(x[:m]))
@@ -61,7 +64,11 @@ class Plan:
         budget = memory.budget(max_memory, self.dev)
         self.size = memory.chunk_size(budget, activations=acts, input_bytes=d * item,
                                       keep_bytes=keep)  # fmt: skip
-        _SIZES.setdefault(self.front.model, {})[key] = self.size
+        if self.k:  # batched: the gradients of the activations for K cotangents at once
+            wide = memory.sample_bytes(activations=acts + self.k * acts // 4,
+                                       input_bytes=d * item, keep_bytes=keep)  # fmt: skip
+            self.batched = wide * min(self.size, x.shape[0]) <= budget
+        _SIZES.setdefault(self.front.model, {})[key] = (self.size, self.batched)
 
     def weight_factor(self) -> torch.Tensor:
         """R_w^T of the shortcut's W (W^T = Q_w R_w), once per measurement: W is fixed."""

@@ -31,14 +31,16 @@ class Operator:
     """Products with the per-sample Jacobians A (n, C, s) of a chunk: ``out`` (n, C) computed
     from ``leaf``; ``right`` (k, s): A = J_leaf right (None: A = J_leaf, flattened)."""
 
-    def __init__(self, out: torch.Tensor, leaf: torch.Tensor, right: torch.Tensor | None = None):
+    def __init__(self, out: torch.Tensor, leaf: torch.Tensor, right: torch.Tensor | None = None,
+                 *, batched: bool = True):  # fmt: skip
         self.out, self.leaf, self.right = out, leaf, right
         self._u = None
         self._g = None
-        # K products in one autograd call (until that fails once), except through
+        # K products in one autograd call (until that fails once) when the caller's memory
+        # budget allows K activation gradients at once (geometry/plan.py), except through
         # convolutions: vmap over their backward is 2x slower than K calls on the CPU
         # (benchmarks/large_c.py's CNN), 1.3x faster for linear layers (its MLP)
-        self.batched = not _has_convolution(out)
+        self.batched = batched and not _has_convolution(out)
 
     def _grads(self, outputs, inputs, cots: torch.Tensor) -> torch.Tensor:
         """d<outputs, cot_i>/d inputs for the K cotangents ``cots`` (K, ...), as (K, ...).

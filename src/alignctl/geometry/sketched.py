@@ -28,7 +28,7 @@ def _shortcut(plan, f, inp, first, generator):
         return "the linear-input layer was not called exactly once: generic path taken"
     out, h, wx = got
     w = plan.layer.weight.detach()
-    op = Operator(out, h, plan.weight_factor())
+    op = Operator(out, h, plan.weight_factor(), batched=plan.batched)
     if first:
         k = min(verify.N_CHECK, inp.shape[0])
         leaf = inp[:k].detach().requires_grad_(True)
@@ -56,7 +56,7 @@ def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note) -> 
             plan.layer, got = None, None
     if got is None:
         leaf = inp.detach().requires_grad_(True)
-        op, w, tangent = Operator(f(leaf), leaf), None, leaf.detach()
+        op, w, tangent = Operator(f(leaf), leaf, batched=plan.batched), None, leaf.detach()
     else:
         op, w, tangent = got
     out = op.out
