@@ -131,6 +131,8 @@ SETUPS = {
                10000, 0.01, 0.80),
     "digits-grok": ("mlp", [64, 196, 196, 196, 10], "adamw", 1e-3, 0.01, 128, "cross_entropy",
                     10000, 0.01, 0.80),
+    "digits-grok-mse": ("mlp", [64, 196, 196, 196, 10], "adamw", 1e-3, 0.01, 128, "mse",
+                        10000, 0.01, 0.80),
     "modular-addition": ("quadratic-mlp", [122, 256, 61], "adamw", 1e-3, 1.0, 32,
                          "cross_entropy", 1000, 0.01, 0.99),
     "cifar10-cnn": ("cnn", None, "adamw", 1e-3, 1e-3, 200, "cross_entropy", 100, 0.001, None),
@@ -167,6 +169,11 @@ def test_preset_details():
     assert mnist["grokked"]["train_acc"] == 0.99 == PRESETS.get("digits")()["grokked"]["train_acc"]
     grok = PRESETS.get("digits-grok")()  # the stand-in that memorises first
     assert grok["model"]["init_scale"] == 16.0 and grok["data"]["n_train"] == 256
+    mse = PRESETS.get("digits-grok-mse")()  # squared error: x4, not x16 (its docstring says why)
+    assert (mse["model"]["init_scale"], mse["data"]["n_train"], mse["model"]["bias"]) == (
+        4.0, 256, False,
+    )  # fmt: skip
+    assert mse["grokked"] == grok["grokked"]
     tr = PRESETS.get("modadd-transformer")()
     assert tr["train"]["optimizer"]["betas"] == [0.9, 0.98]
     assert (tr["data"]["p"], tr["data"]["train_fraction"], tr["data"]["encoding"]) == (

@@ -180,6 +180,11 @@ def test_paper_numbers_beside_ours_only_for_table_1_rows():
 
     assert paper_epochs("sparse-parity", "grokalign:every=4") == 110
     assert paper_epochs("modular-addition", "orthograd") == "unstable"
+    # the digits stand-ins carry the MNIST rows they stand in for, squared error included
+    mse = paper_epochs("digits-grok-mse", "grokalign")
+    assert mse == 1154 == paper_epochs("mnist-mse", "grokalign")
+    assert paper_epochs("digits-grok-mse", "orthograd") == "unstable"
+    assert paper_epochs("digits-grok", "none") == 2508
     assert paper_epochs("my-task", "none") is None and paper_epochs(None, "none") is None
     assert {"xor-cluster", "sparse-parity", "mnist", "mnist-mse", "modular-addition"} <= set(TABLE1)
     own = {"task": None, "seeds": 1, "seed_offset": 0, "max_epochs": 5, "rows": []}

@@ -248,6 +248,8 @@ SMALL = {  # preset -> overrides that keep one epoch cheap (same code paths)
     },
     "sparse-parity": {},
     "digits": {},
+    "digits-grok": {},
+    "digits-grok-mse": {},
     "modular-addition": {"data": {"p": 7}, "model": {"in_features": 14, "out_features": 7}},
     "modadd-transformer": {"data": {"p": 7}, "model": {"p": 7, "d_model": 16, "d_mlp": 32}},
 }

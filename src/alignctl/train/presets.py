@@ -118,6 +118,23 @@ def digits_grok() -> dict:
     return cfg
 
 
+@_preset("digits-grok-mse", grokalign_lambda=0.01)
+def digits_grok_mse() -> dict:
+    """Table 1's squared-error MNIST row on digits: loss ||e_y - f(x)||^2 (``mse``: one-hot
+    targets, summed over the 10 classes, batch mean; the paper's App. F), 256 training samples
+    and weights x4 at init (Omnigrok's x8 otherwise: 3x196 bias-free MLP, AdamW 1e-3, batch
+    128, wd 0.01). Why x4: with x8 the baseline memorises with test accuracy at chance
+    (256 samples: 0.14 after 4000 epochs; 512: 0.17; 1024: 0.20 after 2100) and with all 1437
+    (the digits preset) it groks only at epoch ~2350, ~155 s a run on a CPU core: too slow for
+    a 10-seed race here (x8 figures: seed 0). With x4 it fits the data by epoch 95-173 (test
+    accuracy 0.44-0.62) and passes 80% test accuracy at epoch 4004-4838 in 3 of 10 seeds, not
+    within 5000 in the other 7 (benchmarks/digits_mse_protocol.py; README)."""
+    cfg = _omnigrok(64, {"task": "digits", "n_train": 256, "seed": 0})
+    cfg["model"]["init_scale"] = 4.0
+    cfg["train"]["loss"] = "mse"
+    return cfg
+
+
 @_preset("modular-addition", grokalign_lambda=0.01)
 def modular_addition() -> dict:
     """a + b mod 61, one-hot inputs, half the pairs for training: quadratic MLP 122-256-61
