@@ -36,7 +36,7 @@ def race(
     seed_offset: Annotated[int, Opt(help="First seed.", min=0)] = 0,
     max_epochs: Annotated[int | None, Opt(help="Epoch cap (default: the task's).", min=1)] = None,
     workers: Annotated[int, Opt(help="Parallel worker processes.", min=1)] = 1,
-    device: Annotated[str, Opt(help="cpu | cuda | auto")] = "cpu",
+    device: Annotated[str, Opt(help="auto | cpu | cuda | mps")] = "cpu",
     json_out: Annotated[
         str | None, Opt("--json", help="Write the JSON result (- = stdout).")
     ] = None,
