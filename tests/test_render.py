@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from rich.console import Console
@@ -133,6 +133,7 @@ def _rich(renderable, width) -> str:
 # ---- properties ---------------------------------------------------------------------------
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reports())
+@example({"metric_names": None, "checkpoints": [{"metrics": 1.0}]})  # found in CI: not a dict
 def test_every_renderer_renders_every_report(report):
     for width in (None, 80):
         _rich(render.rich_table(report, width=width), width or 200)

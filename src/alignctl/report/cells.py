@@ -45,7 +45,8 @@ def metric_names(report) -> list[str]:
     """The report's ``metric_names``; when absent, every metric its checkpoints hold."""
     names = field(report, "metric_names")
     if not isinstance(names, (list, tuple)):
-        names = [k for ck in checkpoints(report) for k in (field(ck, "metrics") or {})]
+        held = (field(ck, "metrics") for ck in checkpoints(report))
+        names = [k for m in held if isinstance(m, dict) for k in m]  # not a dict: no names
     return list(dict.fromkeys(n for n in names if isinstance(n, str)))
 
 
