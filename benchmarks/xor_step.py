@@ -9,8 +9,11 @@ on 400 samples; GrokAlign lambda 1.0), or another preset with ``--task`` (its la
 consecutive real ``Trainer.train_step`` calls (4, a multiple of every k timed) of each setting
 over 4 plain ones, the cases interleaved, medians of CPU time (this process; on a shared
 machine wall-clock of the same work varies by more than the differences measured).
-``every=k`` is lazy GrokAlign, ``subsample=f`` the penalty on a random fraction f of the batch
-(its rows forwarded again on their own). Two alternatives, not in src/ (XOR only):
+``every=k`` is lazy GrokAlign, ``subsample=f`` the penalty on a random fraction f of the batch;
+each through the ReLU chain (``path=auto``, the default: weight products with the batch's own
+masks, no double backward, :mod:`alignctl.train.relu_chain`) and through autograd
+(``,autograd``: a create-graph VJP and its double backward; the subset's rows forwarded again
+on their own), ``--paths`` choosing. Two alternatives, not in src/ (XOR only):
 ``sliced=f``, the subset's outputs sliced out of the full batch's forward, so the VJP and the
 double backward run through the full-batch graph (zero rows included); and ``stacked=f``, the
 subset's rows appended to the batch in one forward (no second small forward, and the zero
@@ -89,6 +92,11 @@ def main() -> None:
     ap.add_argument("--subsample", default="0.25,0.125,0.0625")
     ap.add_argument("--sliced", default="0.125", help="fractions for the sliced variant ('' none)")
     ap.add_argument("--stacked", default="0.125,0.0625", help="fractions, the stacked variant")
+    ap.add_argument(
+        "--paths",
+        default="auto,autograd",
+        help="GrokAlign's path for every case: auto (the ReLU chain), autograd",
+    )
     ap.add_argument("--task", default="xor-cluster", help="a preset (alternatives: XOR only)")
     ap.add_argument("--epochs", default="", help="mean epochs to grok: BASE, then the others")
     ap.add_argument("--base", default="plain", help="the case --epochs starts with")
@@ -104,11 +112,13 @@ def main() -> None:
     ga = {"name": "grokalign", **preset_reg_defaults(ap_task)["grokalign"]}
     with tempfile.TemporaryDirectory() as tmp:
         plain = trainer(Path(tmp) / "plain", [], ap_task)
-        runs = {
-            f"every={k}": trainer(Path(tmp) / f"k{k}", [{**ga, "every": k}], ap_task) for k in ks
-        }
-        runs |= {f"subsample={f:g}": trainer(Path(tmp) / f"f{f}", [{**ga, "subsample": f}], ap_task)
-                 for f in fs}  # fmt: skip
+        settings = [("every", k) for k in ks] + [("subsample", f) for f in fs]
+        runs = {}
+        for path in args.paths.split(","):
+            for key, v in settings:
+                name = f"{key}={v:g}" + ("" if path == "auto" else f",{path}")
+                spec = {**ga, key: v, "path": path}
+                runs[name] = trainer(Path(tmp) / name, [spec], ap_task)
         other = {f"{name}={f:g}": (trainer(Path(tmp) / f"{name}{f}", [ga]), fn, f)
                  for name, fn, f in alt}  # fmt: skip
     x, y = plain.data.x_train, plain.data.y_train

@@ -91,6 +91,7 @@ class DDPTrainer(Trainer):
         self.rank, self.size = rank, size
         self.ddp = self.ctrl = self._pending = None
         self._weight = 1.0
+        self.chain = None  # the forward pass must go through the DDP wrapper
 
     # -- joining: every rank together ------------------------------------------------------
     def attach(self, ctrl) -> None:

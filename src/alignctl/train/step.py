@@ -31,7 +31,7 @@ class StepMixin:
         for r in self.regs:
             xb = r.transform_batch(self.model, xb, yb, self.loss_fn)
         loss = step_loss(self.model, self.front, self.regs, self.loss_fn, xb, yb,
-                         forward=self._forward)  # fmt: skip
+                         forward=self._forward, chain=self.chain)  # fmt: skip
         self._track_loss(loss)
         self.opt.zero_grad(set_to_none=True)
         self._backward(loss)
@@ -61,7 +61,7 @@ class StepMixin:
         self.perm = None
 
 
-def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None) -> torch.Tensor:
+def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None, chain=None) -> torch.Tensor:
     """The loss of one batch plus every regulariser's penalty, differentiable in the weights.
 
     The forward pass is differentiated at the input (the embedding for token models,
@@ -71,13 +71,19 @@ def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None) -> torch.Ten
     so its penalty's cost scales with the subset, not the batch; the loss is unchanged.
     ``forward(xb, input_grad)`` runs the batch's own pass (default ``front.forward_train``;
     the DDP trainer's goes through DistributedDataParallel, whose gradient hooks on the
-    parameters then also carry the subset pass's contribution).
+    parameters then also carry the subset pass's contribution). ``chain``: the model as a
+    :class:`alignctl.train.relu_chain.ReluChain` (a ReLU MLP), or None: when every penalty
+    can be taken through it (``uses_chain``), the batch is forwarded once, not differentiated
+    at the input, and no double backward is needed.
     """
     forward = forward or front.forward_train
     rows = [r.penalty_rows(xb.shape[0], xb.device) for r in regs]  # drawn before any forward
     if not any(_overrides(r, "penalty") for r in regs):
         inp, out = forward(xb, False)
         return loss_fn(out, yb)
+    penalised = [r for r in regs if _overrides(r, "penalty")]
+    if chain is not None and all(r.uses_chain() for r in penalised):
+        return _chain_loss(chain, front, regs, loss_fn, xb, yb, rows)
     # penalties differentiate input gradients: attention must be twice differentiable
     with twice_differentiable():
         return _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward)
@@ -93,6 +99,21 @@ def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward) -> torch
         else:
             sub_inp, sub_out = front.forward_train(xb[idx], True)
             pen = r.penalty(model, sub_inp, sub_out, yb[idx])
+        if pen is not None:
+            loss = loss + pen
+    return loss
+
+
+def _chain_loss(chain, front, regs, loss_fn, xb, yb, rows) -> torch.Tensor:
+    """The loss and the penalties of a ReLU MLP's batch through its chain: one forward pass
+    (the masks recorded), the penalties from weight products (first-order backward only)."""
+    out = front.logits(chain.forward(front.cast(xb)))
+    loss = loss_fn(out, yb)
+    for r, idx in zip(regs, rows, strict=True):
+        if not _overrides(r, "penalty"):
+            continue
+        part = xb if idx is None else xb[idx]
+        pen = r.chain_penalty(chain, out, idx, lambda part=part: front.forward_train(part, True))
         if pen is not None:
             loss = loss + pen
     return loss

@@ -54,9 +54,12 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.loss_fn = get_loss(t["loss"])
         self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
         from alignctl.geometry.inputs import ModelFront
+        from alignctl.train.relu_chain import ReluChain
 
         self.output = (cfg.model or {}).get("output")
         self.front = ModelFront(self.model, self.data.x_train[:2].to(self.device), self.output)
+        # a ReLU MLP's Jacobian penalties as weight products (no double backward)
+        self.chain = ReluChain.of(self.model, self.front)
         for r in self.regs:
             if hasattr(r, "input_range"):  # attacks stay inside the data's valid range
                 r.input_range = self.data.input_range

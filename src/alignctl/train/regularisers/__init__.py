@@ -40,6 +40,16 @@ class Regulariser:
         out: the model's output for x, (n, C) or (n,). Returns a scalar or None."""
         return None
 
+    def uses_chain(self) -> bool:
+        """Whether ``chain_penalty`` may stand in for ``penalty`` on this step."""
+        return False
+
+    def chain_penalty(self, chain, out, rows, forward_rows):
+        """``penalty`` for a ReLU MLP (:class:`alignctl.train.relu_chain.ReluChain`, whose
+        forward pass gave ``out``) at the batch's ``rows`` (None: all); ``forward_rows()``
+        returns those rows forwarded on their own, differentiable at the input."""
+        raise NotImplementedError
+
     def penalty_rows(self, n: int, device):
         """Which of the batch's n rows ``penalty`` is computed on this step: None for all of
         them (it gets the step's own x and out), else an index tensor: the training step

@@ -11,7 +11,8 @@ uses the C one-hot vectors instead. The penalty is
 - ``norm=fro2`` (the paper's formula): lambda * mean_batch estimate.
 
 Spec names: ``lambda`` (default 0.01 when neither preset nor user gives one; the paper uses
-0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``, ``every``, ``subsample``.
+0.001-1.0 by setup), ``n_proj`` (1, or ``exact``), ``norm``, ``eps``, ``every``, ``subsample``,
+``path``.
 
 ``every=k`` is lazy regularisation (Karras et al., StyleGAN2, section 4 / appendix B, for their
 R1 penalty): the penalty is computed on one step in k, with lambda scaled by k, and skipped on
@@ -43,33 +44,60 @@ still sees the whole batch. The subset is its own forward pass: a model whose la
 samples (BatchNorm in training mode) normalises it by its own statistics. With ``every=k`` the
 two combine (the subset is drawn on the steps that carry the penalty), still unbiased.
 
+``path=auto`` (default) computes the penalty of a ReLU MLP (an ``nn.Sequential`` of Linear
+and ReLU layers, like the ``mlp`` model) as a chain of weight products with the batch's own
+ReLU masks (:mod:`alignctl.train.relu_chain`): the same penalty and gradient as autograd's
+create-graph VJP and double backward, without the double backward, and with ``subsample``
+without the subset's second forward pass; checked against autograd on the first penalised step
+of each run. ``path=autograd`` always takes the generic path (any model).
+
 The eps clamp keeps an all-dead-ReLU sample (J = 0) from producing an infinite gradient.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from alignctl.train.regularisers import Regulariser, register_regulariser
 
+PATHS = ("auto", "autograd")
 
-def frobenius_estimate(x: torch.Tensor, out: torch.Tensor, n_proj) -> torch.Tensor:
-    """Per-sample estimate of norm(J)_F^2, (n,), differentiable in the model's weights."""
+
+def projections(n: int, c: int, n_proj, dtype, device) -> tuple[list[torch.Tensor], float]:
+    """(the projection vectors, each (n, C), and the scale) of Hoffman et al.'s estimator:
+    ``n_proj`` draws from N(0, I_C) normalised per sample (scale C / n_proj), or the C one-hot
+    vectors for ``exact`` (scale 1). Draws from torch's global generator."""
+    if n_proj == "exact":
+        return list(torch.eye(c, dtype=dtype, device=device).unsqueeze(1).expand(c, n, c)), 1.0
+    vs = [torch.randn(n, c, dtype=dtype, device=device) for _ in range(int(n_proj))]
+    return [v / v.norm(dim=1, keepdim=True) for v in vs], c / len(vs)  # unit length per sample
+
+
+def frobenius_estimate(x: torch.Tensor, out: torch.Tensor, n_proj, drawn=None,
+                       create_graph: bool = True) -> torch.Tensor:  # fmt: skip
+    """Per-sample estimate of norm(J)_F^2, (n,), differentiable in the model's weights (with
+    ``create_graph``); ``drawn``: (projections, scale) already drawn for these rows."""
     out = out.reshape(out.shape[0], -1)  # (n, C)
     n, c = out.shape
-    if n_proj == "exact":
-        vs = list(torch.eye(c, dtype=out.dtype, device=out.device).unsqueeze(1).expand(c, n, c))
-        scale = 1.0
-    else:
-        vs = [torch.randn(n, c, dtype=out.dtype, device=out.device) for _ in range(int(n_proj))]
-        vs = [v / v.norm(dim=1, keepdim=True) for v in vs]  # unit length per sample
-        scale = c / len(vs)
+    vs, scale = drawn or projections(n, c, n_proj, out.dtype, out.device)
     est = out.new_zeros(n)
     for v in vs:
-        (g,) = torch.autograd.grad(out, x, v, create_graph=True, retain_graph=True)
+        (g,) = torch.autograd.grad(out, x, v, create_graph=create_graph, retain_graph=True)
         est = est + g.reshape(n, -1).pow(2).sum(1)  # norm(v^T J)^2
+    return scale * est
+
+
+def chain_estimate(chain, rows, drawn) -> torch.Tensor:
+    """The same estimate from a :class:`alignctl.train.relu_chain.ReluChain` (its last forward
+    pass's masks, at ``rows``), differentiable in the weights by a first-order backward."""
+    vs, scale = drawn
+    est = None
+    for v in vs:
+        term = chain.vjp(v, rows).pow(2).sum(1)
+        est = term if est is None else est + term
     return scale * est
 
 
@@ -86,6 +114,7 @@ class GrokAlign(Regulariser):
         eps: float = 1e-8,
         every: int = 1,
         subsample: float = 1.0,
+        path: str = "auto",
     ):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive integer, not {every!r}")
@@ -98,6 +127,8 @@ class GrokAlign(Regulariser):
                 f"subsample is the fraction of the batch the penalty is computed on, "
                 f"in (0, 1], not {subsample!r}"
             )
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
         if norm not in ("fro", "fro2"):
             raise ValueError(f"norm must be fro or fro2, not {norm!r}")
         if n_proj != "exact" and (not isinstance(n_proj, int) or n_proj < 1):
@@ -105,6 +136,8 @@ class GrokAlign(Regulariser):
         self.lam, self.n_proj, self.norm, self.eps = float(lam), n_proj, norm, float(eps)
         self.every, self.subsample = every, float(subsample)
         self.calls = 0  # penalty calls so far: which steps carry the lazy penalty
+        self.path = path
+        self.chain_ok: bool | None = None  # the chain checked against autograd (this run)
 
     def penalty_rows(self, n: int, device):
         """None (the whole batch) or m = round(subsample * n) random rows, drawn when due."""
@@ -113,14 +146,51 @@ class GrokAlign(Regulariser):
         m = max(1, math.floor(self.subsample * n + 0.5))
         return None if m >= n else torch.randperm(n, device=device)[:m]
 
-    def penalty(self, model, x, out, y):
+    def _due(self) -> bool:
         due = self.calls % self.every == 0
         self.calls += 1
-        if not due:
-            return None
-        est = frobenius_estimate(x, out, self.n_proj)
+        return due
+
+    def _value(self, est: torch.Tensor) -> torch.Tensor:
         value = est.clamp_min(self.eps).sqrt() if self.norm == "fro" else est
         return self.sign * self.lam * self.every * value.mean()
+
+    def penalty(self, model, x, out, y):
+        if not self._due():
+            return None
+        return self._value(frobenius_estimate(x, out, self.n_proj))
+
+    def uses_chain(self) -> bool:
+        """Whether the step may compute the penalty through a ReLU chain (``path=auto`` and no
+        disagreement with autograd found in this run)."""
+        return self.path == "auto" and self.chain_ok is not False
+
+    def chain_penalty(self, chain, out, rows, forward_rows):
+        """:meth:`penalty` for the ``rows`` of the batch whose output is ``out``, through the
+        :class:`alignctl.train.relu_chain.ReluChain` that produced it. The first time, the
+        estimate is compared with autograd's on the same rows and projections
+        (``forward_rows()``: those rows forwarded on their own, differentiable at the input;
+        no random draw); if they differ (:func:`alignctl.train.relu_chain.agrees`) this run
+        takes the generic path from then on, this step included, and says so in the log."""
+        from alignctl.train.relu_chain import agrees
+
+        if not self._due():
+            return None
+        flat = out.reshape(out.shape[0], -1)
+        m = flat.shape[0] if rows is None else rows.shape[0]
+        drawn = projections(m, flat.shape[1], self.n_proj, flat.dtype, flat.device)
+        est = chain_estimate(chain, rows, drawn)
+        if self.chain_ok is None:
+            x, o = forward_rows()
+            generic = frobenius_estimate(x, o, self.n_proj, drawn, create_graph=False)
+            self.chain_ok = agrees(est, generic)
+            if not self.chain_ok:
+                logging.getLogger("alignctl").warning(
+                    "%s: the ReLU-chain penalty differs from autograd's on this model; "
+                    "computing it with autograd for the rest of this run", self.name
+                )  # fmt: skip
+                est = frobenius_estimate(x, o, self.n_proj, drawn)
+        return self._value(est)
 
     # The position in the k-step cycle is training state: resume must continue it exactly.
     def state_dict(self) -> dict:
