@@ -7,8 +7,12 @@ batch 128, on the CPU. Both required cases are alignctl's own ``Trainer.train_st
 Trainers (built from the preset's config and a random data file):
 
   plain      forward, cross-entropy, backward, AdamW step;
-  grokalign  the same with the GrokAlign regulariser (n_proj 1, norm fro): its ``penalty``
-             (one create_graph vector-Jacobian product) and the double backward. Must be <= 2.2x.
+  grokalign  the same with the GrokAlign regulariser (n_proj 1, norm fro), as the Trainer
+             takes it: through the ReLU chain (``path=auto``: weight products with the
+             batch's masks, a first-order backward; :mod:`alignctl.train.relu_chain`). Must
+             be <= 2.2x.
+  autograd   the same with ``path=autograd``: one create_graph vector-Jacobian product and
+             the double backward.
 
 Alternatives, measured on identical Trainers:
 
@@ -170,8 +174,12 @@ def estimator_stats(model, x, draws: int, subsample: int) -> dict[str, tuple]:
 def cheap_costs(args, x, y) -> dict[str, float]:
     """Amortised cost of ``grokalign:every=k`` and ``grokalign:subsample=f`` over 8 real
     Trainer steps, / 8 plain steps."""
-    settings = {f"every={k}": {"every": int(k)} for k in args.every.split(",") if k}
-    settings |= {f"subsample={f}": {"subsample": float(f)} for f in args.fractions.split(",") if f}
+    base = {f"every={k}": {"every": int(k)} for k in args.every.split(",") if k}
+    base |= {f"subsample={f}": {"subsample": float(f)} for f in args.fractions.split(",") if f}
+    settings = {}
+    for path in args.paths.split(","):
+        tag = "" if path == "auto" else f",{path}"
+        settings |= {k + tag: {**v, "path": path} for k, v in base.items()}
     with tempfile.TemporaryDirectory() as tmp:
         (plain,) = trainers(Path(tmp), 1, [])
         runs = {k: trainers(Path(tmp), 1, [{**GROKALIGN, **v}])[0] for k, v in settings.items()}
@@ -193,12 +201,16 @@ def main() -> None:
     ap.add_argument("--every", default="1,2,4,8", help="lazy GrokAlign periods k to time")
     ap.add_argument("--fractions", default="0.25,0.125,0.0625",
                     help="grokalign:subsample fractions f to time")  # fmt: skip
+    ap.add_argument("--paths", default="auto,autograd",
+                    help="GrokAlign's paths for every=k / subsample=f: auto (the ReLU chain), "
+                    "autograd")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["grokalign", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
+    names = ["grokalign", "autograd", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
     with tempfile.TemporaryDirectory() as tmp:
         (plain,) = trainers(Path(tmp), 1, [])
         tr = dict(zip(names, trainers(Path(tmp), len(names), [GROKALIGN]), strict=True))
+        (tr["autograd"],) = trainers(Path(tmp), 1, [{**GROKALIGN, "path": "autograd"}])
     torch.manual_seed(1)
     x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
     # params-only changes nothing but the backward's reach: same weights after a step
@@ -215,6 +227,7 @@ def main() -> None:
     cases = {
         "plain": lambda: plain.train_step(x, y),
         "grokalign": lambda: tr["grokalign"].train_step(x, y),
+        "autograd": lambda: tr["autograd"].train_step(x, y),
         "params-only": lambda: params_only_step(tr["params-only"], x, y),
         "subsample": lambda: params_only_step(tr["subsample"], x, y, args.subsample),
         "func-jvp": lambda: forward_mode_step(tr["func-jvp"], x, y, fused=False),
