@@ -206,7 +206,7 @@ def main() -> None:
                     "autograd")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["grokalign", "autograd", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
+    names = ["grokalign", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
     with tempfile.TemporaryDirectory() as tmp:
         (plain,) = trainers(Path(tmp), 1, [])
         tr = dict(zip(names, trainers(Path(tmp), len(names), [GROKALIGN]), strict=True))
