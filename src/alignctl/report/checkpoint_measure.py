@@ -55,6 +55,7 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
     from alignctl.evaluation.attacks import adversarial_accuracy
     from alignctl.evaluation.losses import accuracy
     from alignctl.geometry.measure import measure
+    from alignctl.geometry.vjp import as_matrix
 
     dev, spec, mm = opts["dev"], opts["spec"], opts["max_memory"]
     try:
@@ -63,6 +64,9 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         raise
     except Exception as e:  # noqa: BLE001 (the model does not take the data: run-level)
         raise _model_error(e) from None
+    # (n, C) or (n,) for the whole split, named in the error (the samples measured may be a
+    # subset, or, over torchrun's ranks, one rank's block of it)
+    as_matrix(out, len(data.x_train), tuple(data.x_train.shape))
     n_classes = 1 if out.dim() == 1 else out.shape[1]
     if not bool(torch.isfinite(out).all()):
         entry["diverged"] = True
