@@ -287,7 +287,9 @@ def test_gpt2_lm_head_sequence_logits_are_one_line_and_last_position_works(tmp_p
     assert r.exit_code == 2, r.stdout
     err = r.stderr.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
-    assert "(1, 8, 96)" in err and "position" in err, err
+    # the caller's 4 sequences of 8 tokens, each given (8, 96) logits: not the 1-sample probe
+    assert "(8, 96) per sample for the 4 input samples of shape (8,)" in err, err
+    assert "position" in err and "(1, 8, 96)" not in err, err
 
     root = make_run(tmp_path / "last", "gpt2_lm_last", x, 96)
     r, report = analyze(root, "--metrics", "standard", "--max-memory", "64MiB")

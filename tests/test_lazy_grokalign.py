@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from _configs import grokalign_config, weights
 from torch import nn
 
 from alignctl import Trainer, build_regulariser
@@ -74,19 +75,7 @@ def test_grokunalign_inherits_the_lazy_schedule():
             torch.testing.assert_close(pa, -pb)
 
 
-CFG = {
-    "model": {"arch": "mlp", "in_features": 10, "hidden": [16], "out_features": 2},
-    "data": {"task": "sparse-parity", "n": 96, "n_bits": 10, "k": 3, "seed": 0},
-    "train": {
-        "epochs": 5, "batch_size": 32, "loss": "cross_entropy", "seed": 0,
-        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
-        "regularisers": [{"name": "grokalign", "lambda": 0.1, "every": 3}],
-    },
-}  # fmt: skip
-
-
-def _weights(tr):
-    return {k: v.clone() for k, v in tr.model.state_dict().items()}
+CFG = grokalign_config(every=3)
 
 
 def test_resume_continues_the_cycle_bit_for_bit(tmp_path):
@@ -101,5 +90,5 @@ def test_resume_continues_the_cycle_bit_for_bit(tmp_path):
     resumed.restore()
     assert resumed.regs[0].calls == part.regs[0].calls == 4  # mid-cycle: 4 % 3 == 1
     resumed.fit(5, save_every=1)
-    a, b = _weights(ref), _weights(resumed)
+    a, b = weights(ref), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)

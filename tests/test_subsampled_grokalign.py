@@ -4,12 +4,12 @@ unchanged bit for bit; resume exact; bad values one-line errors."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 import numpy as np
 import pytest
 import torch
+from _configs import grokalign_config, weights
 from torch import nn
 from typer.testing import CliRunner
 
@@ -141,27 +141,11 @@ def test_lazy_steps_draw_only_when_the_penalty_is_due():
     assert due == [(True, True), (False, False), (False, False)] * 2
 
 
-CFG = {
-    "model": {"arch": "mlp", "in_features": 10, "hidden": [16], "out_features": 2},
-    "data": {"task": "sparse-parity", "n": 96, "n_bits": 10, "k": 3, "seed": 0},
-    "train": {
-        "epochs": 5, "batch_size": 32, "loss": "cross_entropy", "seed": 0,
-        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
-        "regularisers": [{"name": "grokalign", "lambda": 0.1}],
-    },
-}  # fmt: skip
-
-
 def _trainer(tmp_path, name, reg: dict, epochs: int = 5) -> Trainer:
-    d = copy.deepcopy(CFG)
-    d["train"]["regularisers"] = [{**d["train"]["regularisers"][0], **reg}]
+    d = grokalign_config(**reg)
     (tmp_path / name).mkdir(exist_ok=True)
     tr = Trainer(tmp_path / name, config_from_dict(d, tmp_path), "cpu")
     return tr
-
-
-def _weights(tr):
-    return {k: v.clone() for k, v in tr.model.state_dict().items()}
 
 
 def _old_train_step(self, xb, yb):
@@ -189,7 +173,7 @@ def test_default_is_unchanged_bit_for_bit(tmp_path, monkeypatch, reg):
         ref.fit(3, save_every=3)
     new = _trainer(tmp_path, "new", reg)
     new.fit(3, save_every=3)
-    a, b = _weights(ref), _weights(new)
+    a, b = weights(ref), weights(new)
     same = all(torch.equal(a[k], b[k]) for k in a)
     assert same is ("every" not in reg)  # every=2 is another method: the check can fail
 
@@ -203,11 +187,11 @@ def test_resume_with_subsampling_is_bit_for_bit(tmp_path, reg):
     resumed = _trainer(tmp_path, "part", reg)
     resumed.restore()
     resumed.fit(5, save_every=1)
-    a, b = _weights(ref), _weights(resumed)
+    a, b = weights(ref), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     full = _trainer(tmp_path, "full", {})
     full.fit(5, save_every=5)
-    assert not all(torch.equal(a[k], v) for k, v in _weights(full).items())
+    assert not all(torch.equal(a[k], v) for k, v in weights(full).items())
 
 
 @pytest.mark.parametrize("bad", ["0", "-0.5", "1.5", "2", "true", "half", "0.0"])
@@ -221,7 +205,7 @@ def test_cli_refuses_a_bad_subsample_in_one_line(tmp_path, bad):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", x_train=rng.random((20, 10), dtype=np.float32),
              y_train=rng.integers(0, 2, 20))  # fmt: skip
-    d = copy.deepcopy(CFG)
+    d = grokalign_config()
     d["data"] = {"path": str(tmp_path / "data.npz")}
     (tmp_path / "alignctl.yaml").write_text(__import__("json").dumps(d))
     args = ["train", "--config", str(tmp_path / "alignctl.yaml"), "--out", str(tmp_path / "o")]

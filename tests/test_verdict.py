@@ -251,3 +251,27 @@ def test_regularisation_is_read_from_the_config():
     assert regularisation(None) == {"grokalign": None, "weight_decay": 0.0}
     cfg = {"optimizer": {"weight_decay": 0.1}, "regularisers": ["grokalign"]}
     assert regularisation(cfg) == {"grokalign": 0.001, "weight_decay": 0.1}
+
+
+def test_judge_entries_is_judge_in_order_with_the_entries_before_as_history():
+    import copy
+
+    from alignctl.report.verdict import judge_entries
+
+    entries = [ck(0.5, None, step=0), ck(1.0, None, step=1, centroid_alignment=0.05),
+               ck(1.0, None, step=2, centroid_alignment=0.9, centred_alignment_full=0.5),
+               ck(1.0, None, step=3, diverged=True)]  # fmt: skip
+    want = copy.deepcopy(entries)
+    for i, e in enumerate(want):
+        e.update(judge(e, n_classes=3, grokked=None, t=T, history=want[:i]))
+    got = copy.deepcopy(entries)
+    judge_entries(got, t=T, grokked=None, n_classes=lambda e: 3)
+    assert got == want
+    # a verdict already given is kept with keep_judged; evidence=False: verdict and inferred
+    got = copy.deepcopy(entries)
+    got[1]["verdict"] = "robust"
+    judge_entries(got, t=T, grokked=None, n_classes=3, keep_judged=True, evidence=False)
+    assert got[1]["verdict"] == "robust" and "inferred" not in got[1]
+    assert [(e["verdict"], e["inferred"]) for e in got if e is not got[1]] == [
+        (e["verdict"], e["inferred"]) for e in want if e is not want[1]
+    ] and not any("evidence" in e for e in got)  # fmt: skip

@@ -223,12 +223,13 @@ def _terminate(signum, frame):
 def main() -> None:
     """The console script. Under torchrun (several ranks, :mod:`alignctl.report.distributed`)
     rank 0 runs the command and the other ranks serve it; every rank exits with rank 0's code."""
-    from alignctl.report.distributed import join
+    from alignctl.report.distributed import StartFailed, join
 
     try:
         group = join()
-    except InputError as e:
-        error_line(e)
+    except InputError as e:  # torchrun's settings are every rank's: rank 0 says what is wrong
+        if isinstance(e, StartFailed) or os.environ.get("RANK", "").strip() in ("", "0"):
+            error_line(e)
         sys.exit(2)
     if group is not None and group.rank != 0:
         configure_warnings(verbose_requested())  # a serving rank prints nothing

@@ -28,8 +28,8 @@ def race(
     regs: Annotated[
         str,
         Opt(
-            help="Comma list; the first is the baseline. ';' separates "
-            "entries that carry parameters: 'none;grokalign:lambda=0.1'."
+            help="Comma list; the first is the baseline; key=value pieces belong to the "
+            "entry before: 'none,grokalign:lambda=0.1,n_proj=2' (';' also separates)."
         ),
     ] = ("none,grokfast,orthograd,grokalign"),
     seeds: Annotated[int, Opt(help="Number of seeds.", min=1)] = 25,
@@ -58,6 +58,7 @@ def race(
     from alignctl.geometry.threads import check_threads
     from alignctl.report.sharded import race_runner
     from alignctl.train.race import load_result, run_race
+    from alignctl.train.regularisers import split_reg_list
 
     if render is not None:
         if out is not None or task is not None or config is not None:
@@ -73,9 +74,7 @@ def race(
     outputs = check_outputs({"--json": json_out, "--markdown": markdown})  # before any run
     check_threads(threads)
 
-    reg_list = [
-        r.strip() for r in (regs.split(";") if ";" in regs else regs.split(",")) if r.strip()
-    ]
+    reg_list = split_reg_list(regs)
     console = err_console()
     with Progress(TextColumn("pairs"), MofNCompleteColumn(), BarColumn(),
                   TextColumn("{task.description}"), console=console,

@@ -145,8 +145,12 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
     make = Trainer
     if group is not None:
         from alignctl.train.ddp import DDPTrainer
+        from alignctl.train.ddp_start import start_ranks
 
-        make = functools.partial(DDPTrainer, rank=0, size=group.size)
+        def make(run_dir, cfg, device):  # every rank's trainer built before anything is written
+            trainer = DDPTrainer(run_dir, cfg, device, rank=0, size=group.size)
+            start_ranks(group, trainer)
+            return trainer
 
     if resume is not None:
         if config or task or reg or seed is not None or out:

@@ -28,6 +28,7 @@ class Plan:
 
     def __init__(self, model, x, dev, dt, *, output, batch_size, max_memory, full, sketch=None):
         self.dev, self.dt, self.rw = dev, dt, None
+        self.shape = tuple(x.shape)  # the caller's input, which a bad output's error names
         if x.shape[0] == 0:
             raise InputError("no samples to measure")
         self.front = ModelFront(model, x[:2].to(dev), output)
@@ -81,7 +82,7 @@ class Plan:
 
     def fn(self, xb):
         f = self.front.fn(xb, self.dev)
-        return lambda inp: as_matrix(f(inp), inp.shape[0])
+        return lambda inp: as_matrix(f(inp), inp.shape[0], self.shape)
 
     def chunks(self, x):
         for start in range(0, x.shape[0], self.size):

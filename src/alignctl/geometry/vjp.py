@@ -15,16 +15,29 @@ from alignctl.errors import InputError
 from alignctl.geometry.inputs import OPT_IN
 
 
-def as_matrix(out: torch.Tensor, n: int) -> torch.Tensor:
-    """Model output as (n, C): scalar-output models give (n,) or (n, 1)."""
-    if out.dim() == 1:
+def as_matrix(out: torch.Tensor, n: int, inputs: tuple | None = None) -> torch.Tensor:
+    """Model output as (n, C): scalar-output models give (n,) or (n, 1). ``n``: the samples
+    the model was run on (a chunk, or a probe of one or two); ``inputs``: the shape of the
+    caller's whole input (N, ...), which an error names (default: (n,))."""
+    if out.dim() == 1 and out.shape[0] == n:
         out = out.unsqueeze(-1)
     if out.dim() != 2 or out.shape[0] != n:
-        raise InputError(
-            f"the model's output has shape {tuple(out.shape)}; expected (n, C) or (n,) for n={n}"
-            " (for a sequence model, return the logits of the position to classify)"
-        )
+        raise InputError(_shape_error(tuple(out.shape), n, tuple(inputs) if inputs else (n,)))
     return out
+
+
+def _shape_error(shape: tuple, n: int, inputs: tuple) -> str:
+    """What was wrong, in terms of the caller's N inputs of their shape, not the probe's n."""
+    total, sample = inputs[0], inputs[1:]
+    given = f"the {total} input sample{'s' * (total != 1)} of shape {sample}"
+    want = f"expected C logits or a scalar per sample, ({total}, C) or ({total},)"
+    if len(shape) > 2 and shape[0] == n:
+        return (
+            f"the model's output has shape {shape[1:]} per sample for {given}; {want} (for a "
+            "sequence model, return the logits of the position to classify)"
+        )
+    batch = given if n == total else f"{n} of {given}"
+    return f"the model's output for {batch} has shape {shape}, not one row per sample; {want}"
 
 
 _NO_PATH = (

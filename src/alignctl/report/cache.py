@@ -299,13 +299,10 @@ def _n_classes(run, output=None) -> int:
 
 
 def _reverdict(run, entries: list[dict], output=None) -> None:
-    from alignctl.report.verdict import judge, thresholds
+    from alignctl.report.verdict import judge_entries, thresholds
 
-    t = thresholds(run.config.verdict)
-    n_classes = _n_classes(run, output) if entries else 2
-    for i, e in enumerate(entries):
-        e.update(judge(e, n_classes=n_classes, grokked=run.config.grokked, t=t,
-                       history=entries[:i]))  # fmt: skip
+    judge_entries(entries, t=thresholds(run.config.verdict), grokked=run.config.grokked,
+                  n_classes=_n_classes(run, output) if entries else 2)  # fmt: skip
 
 
 def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],

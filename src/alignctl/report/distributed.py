@@ -9,8 +9,11 @@ rank; every rank (rank 0 too) applies the function to its share; one ``gather_ob
 the results, or each rank's exception, back to rank 0, which raises the failure of the
 earliest work item (``exception.at``, else the lowest rank): the same one-line error a single
 process gives, exit 2. At the end rank 0 broadcasts its exit code (:meth:`Group.finish`) and
-every rank exits with it. A failing share is data, not a different path through the code,
-so the ranks always meet in the same collectives: no error makes them hang.
+every rank exits with it, deaf to SIGTERM from then on: torchrun sends it to the other ranks
+as soon as one has exited with a code other than 0 (and itself exits 1, with its own
+``ChildFailedError`` summary, whatever the ranks' codes). A failing share is data, not a
+different path through the code, so the ranks always meet in the same collectives: no error
+makes them hang.
 
 The environment is torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); without it, or with
@@ -37,6 +40,11 @@ from alignctl.errors import InputError
 
 ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _ACTIVE: list[Group] = []
+
+
+class StartFailed(InputError):
+    """The process group did not start on this rank; its cause may be this rank's alone, so
+    every rank says so (an error in the settings, the same on every rank, rank 0 alone)."""
 
 
 def requested(environ=None) -> bool:
@@ -87,7 +95,7 @@ def join() -> Group | None:
         dist.init_process_group(backend, init_method="env://", timeout=start)
         objects = dist.new_group(backend="gloo", timeout=work)
     except Exception as e:  # noqa: BLE001 (rendezvous, ports, timeouts: one line)
-        raise InputError(f"torch.distributed could not start ({backend}): {e}") from None
+        raise StartFailed(f"torch.distributed could not start ({backend}): {e}") from None
     group = Group(
         dist.get_rank(), dist.get_world_size(), backend, objects,
         int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())),
@@ -147,6 +155,7 @@ class Group:
             while True:
                 message = self._broadcast()
                 if message[0] == "exit":
+                    _settled()
                     self._close()
                     return message[1]
                 _, fn, shares = message
@@ -165,6 +174,7 @@ class Group:
             return
         try:
             self._broadcast(("exit", code))
+            _settled()
         except Exception:  # noqa: BLE001 (after a signal the others may have gone already)
             if code not in (130, 143):
                 raise
@@ -177,6 +187,19 @@ class Group:
         _ACTIVE.clear()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _settled() -> None:
+    """Every rank knows the exit code: from here SIGTERM is ignored. torchrun sends it to the
+    ranks still leaving (closing the group, Python's shutdown) as soon as one rank has exited
+    with a code other than 0; it would turn the agreed code (an input error's 2 on every rank)
+    into -15, or into a traceback where a handler raises. What is left is short."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread (a library caller's): nothing to protect
+        pass
 
 
 def _call(thunk: Callable, local: bool = False) -> tuple:

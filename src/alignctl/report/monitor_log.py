@@ -89,16 +89,13 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
 def annotate(entries: list[dict], *, t: dict, grokked: dict | None = None) -> None:
     """Set each entry's ``verdict`` and ``inferred`` in order (the inferred verdict reads the
     entries before it), as ``analyze`` does for checkpoints."""
-    from alignctl.report.verdict import checkpoint_verdict
+    from alignctl.report.verdict import judge_entries
 
-    for i, e in enumerate(entries):
-        if "verdict" in e:
-            continue
-        if e.get("diverged"):
+    for e in entries:
+        if "verdict" not in e and e.get("diverged"):
             e["metrics"] = {k: None for k in e["metrics"]}
-        e["verdict"], e["inferred"] = checkpoint_verdict(
-            e, n_classes=int(e.get("n_classes") or 2), grokked=grokked, t=t, history=entries[:i]
-        )
+    judge_entries(entries, t=t, grokked=grokked, keep_judged=True, evidence=False,
+                  n_classes=lambda e: int(e.get("n_classes") or 2))  # fmt: skip
 
 
 def recommendation(entries: list[dict], t: dict) -> dict:

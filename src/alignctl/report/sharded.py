@@ -30,6 +30,7 @@ import dataclasses
 import functools
 
 from alignctl.report import analysis
+from alignctl.report.checkpoint_measure import _subset
 from alignctl.report.distributed import Group, active, round_robin
 
 
@@ -172,7 +173,7 @@ def _measure_slice(share) -> tuple[dict, list[str], dict]:
     xs, ys = (
         (data.x_train, data.y_train) if opts["split"] == "train" else (data.x_test, data.y_test)
     )
-    xs, ys, _ = analysis._subset(xs, ys, opts["samples"])
+    xs, ys, _ = _subset(xs, ys, opts["samples"])
     dev = resolve_device(opts["device"])
     model = run.build_model().to(dev)
     run.load_checkpoint(model, ref)

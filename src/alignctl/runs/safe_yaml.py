@@ -8,6 +8,7 @@ expands to ~1e9 nodes for whatever walks it (a ``repr`` in an error message, a d
 - more than :data:`MAX_BYTES` of text (only that much is read from a file);
 - nesting deeper than :data:`MAX_DEPTH` collections;
 - more than :data:`MAX_ALIASES` alias nodes (``*name``, ``<<: *name``);
+- a key written twice in one mapping (which value was meant cannot be told);
 - a document whose expanded tree (aliases counted as copies) exceeds :data:`MAX_NODES`.
 """
 
@@ -51,6 +52,26 @@ class LimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        """A key written twice in one mapping is refused (SafeLoader keeps the last value, so
+        ``subsample: 0.5`` then ``subsample: 0.25`` would silently mean 0.25); keys that a
+        merge (``<<: *anchor``) brings in may be overridden, as YAML intends."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                    key_node, yaml.ScalarNode
+                ):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"key {key!r} given twice in one mapping",
+                        problem_mark=key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def expanded_size(node: yaml.Node, memo: dict[int, int] | None = None) -> int:

@@ -16,7 +16,7 @@ def build_config(config: Path | None, task: str | None, regs: list[str], seed: i
     """The fully resolved config of a new run: a preset (--task) or a file (--config), the
     regularisers (preset defaults, then the user's parameters) and the seed."""
     from alignctl.runs.config import config_from_dict, load_config
-    from alignctl.train.regularisers import parse_reg_spec
+    from alignctl.train.regularisers import parse_reg_spec, with_defaults
 
     if (config is None) == (task is None):
         raise InputError("give exactly one of --task NAME or --config FILE")
@@ -34,7 +34,7 @@ def build_config(config: Path | None, task: str | None, regs: list[str], seed: i
         spec = parse_reg_spec(text)
         if spec["name"] in ("none", "baseline"):
             continue
-        resolved.append({**defaults.get(spec["name"], {}), **spec})
+        resolved.append(with_defaults(spec, defaults.get(spec["name"])))
     d = cfg.to_dict()
     d["train"]["regularisers"] = (d["train"].get("regularisers") or []) + resolved
     if seed is not None:

@@ -34,7 +34,8 @@ loop's path is agreed on a gloo group: rank 0's evaluations and the outcome of i
 rank. Resume: rank 0 reads the checkpoint and broadcasts its state; DDP broadcasts its weights.
 The state does not depend on N: a run resumes with any number of processes. A rank failing
 mid-training (out of memory) leaves the others in the next all-reduce until
-``ALIGNCTL_DIST_TIMEOUT``; a failure while starting is one error on every rank.
+``ALIGNCTL_DIST_TIMEOUT``; a failure while starting is one error on every rank, met before
+rank 0 writes anything (:mod:`alignctl.train.ddp_start`).
 """
 
 from __future__ import annotations
@@ -234,10 +235,13 @@ def fit_distributed(group, trainer: DDPTrainer, epochs: int, *, threads: int,
 
 def _follow(share: Share) -> None:
     """Ranks 1..N-1: build this rank's trainer, join, train; rank 0 writes everything."""
-    trainer, error = None, None
+    from alignctl.train.ddp_start import ready
+
+    trainer, error = ready(share, dist.get_rank()), None
     try:
-        trainer = DDPTrainer(share.run_dir, share.cfg, share.device, rank=dist.get_rank(),
-                             size=dist.get_world_size())  # fmt: skip
+        if trainer is None:  # a library caller that did not call start_ranks
+            trainer = DDPTrainer(share.run_dir, share.cfg, share.device, rank=dist.get_rank(),
+                                 size=dist.get_world_size())  # fmt: skip
         torch.set_num_threads(share.threads)
     except Exception as e:  # noqa: BLE001 (every rank hears of it in _join)
         error = e

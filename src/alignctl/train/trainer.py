@@ -82,6 +82,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         """The model must take the data and the loss its outputs: a one-line error now, not a
         traceback in the first step."""
         from alignctl.evaluation.losses import accuracy
+        from alignctl.geometry.vjp import as_matrix
 
         xb, yb = self.x[:2], self.y[:2]
         try:
@@ -90,6 +91,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"the model cannot be applied to the data: {msg}") from None
+        as_matrix(out, len(xb), tuple(self.x.shape))  # (n, C) or (n,): named for all the data
         n_out = 1 if out.dim() == 1 else out.shape[-1]
         if n_out > 1 and (int(self.y.min()) < 0 or int(self.y.max()) >= n_out):
             raise InputError(f"labels range over {int(self.y.min())}..{int(self.y.max())}, "

@@ -80,7 +80,9 @@ def _value(text: str):
 
 def parse_reg_spec(text: str) -> dict:
     """``"grokalign:lambda=0.01,n_proj=2"`` ->
-    ``{"name": "grokalign", "lambda": 0.01, "n_proj": 2}``."""
+    ``{"name": "grokalign", "lambda": 0.01, "n_proj": 2}``. A parameter given twice (or as
+    both spellings, ``lambda`` and ``lam``; ``name`` is given before the colon) is an
+    InputError: which value was meant cannot be told."""
     name, _, params = str(text).strip().partition(":")
     name = name.strip()
     if not name:
@@ -88,20 +90,69 @@ def parse_reg_spec(text: str) -> dict:
     spec: dict = {"name": name}
     for item in filter(None, (p.strip() for p in params.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
+        key = key.strip()
+        if not sep or not key or not value.strip():
             raise InputError(
                 f"malformed regulariser parameter {item!r} in {text!r}; expected key=value"
             )
-        spec[key.strip()] = _value(value.strip())
+        if key in spec:
+            raise InputError(f"regulariser {name}: {key} given twice in {text!r}")
+        spec[key] = _value(value.strip())
+    canonical_params({k: v for k, v in spec.items() if k != "name"}, name, f" in {text!r}")
     return spec
 
 
+def split_reg_list(text: str) -> list[str]:
+    """The entries of a list of regulariser specs (``alignctl race --regs``): separated by
+    ``;`` when there is one, else by commas, where a comma piece ``key=value`` continues the
+    entry before it (a regulariser's name has no ``=``): ``"none,grokalign:lambda=0.1,n_proj=2"``
+    -> ``["none", "grokalign:lambda=0.1,n_proj=2"]``."""
+    if ";" in text:
+        return [r.strip() for r in text.split(";") if r.strip()]
+    out: list[str] = []
+    for piece in filter(None, (p.strip() for p in text.split(","))):
+        name = piece.partition(":")[0]
+        if "=" in name:  # a parameter of the entry before
+            if not out or ":" not in out[-1]:
+                raise InputError(
+                    f"--regs: parameter {piece!r} follows no NAME:key=value entry in {text!r}"
+                )
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
+def canonical_params(params: dict, name, where: str = "") -> dict:
+    """``params`` keyed by constructor names (``lambda`` -> ``lam``); one parameter under
+    both spellings is an InputError naming it."""
+    out: dict = {}
+    given: dict = {}
+    for k, v in params.items():
+        c = ALIASES.get(k, k)
+        if c in out:
+            raise InputError(
+                f"regulariser {name}: {given[c]} given twice (as {given[c]} and {k}){where}"
+            )
+        out[c], given[c] = v, k
+    return out
+
+
+def with_defaults(spec: dict, defaults: dict | None) -> dict:
+    """``defaults`` overridden by ``spec``, whichever spelling of a parameter each uses."""
+    mine = set(canonical_params(spec, spec.get("name")))
+    other = {k: v for k, v in (defaults or {}).items()
+             if k in spec or ALIASES.get(k, k) not in mine}  # fmt: skip
+    return {**other, **spec}
+
+
 def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:
-    """A regulariser from a spec; unknown names or parameters are InputErrors listing the valid."""
+    """A regulariser from a spec; unknown names or parameters are InputErrors listing the
+    valid, a parameter under both spellings (``lambda``, ``lam``) an InputError naming it."""
     spec = parse_reg_spec(spec) if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
     cls = REGULARISERS.get(str(name))
-    params = {ALIASES.get(k, k): v for k, v in {**(defaults or {}), **spec}.items()}
+    params = canonical_params(with_defaults(spec, defaults), name)
     valid = [p for p in inspect.signature(cls).parameters if p != "self"]
     for k, v in params.items():
         if isinstance(v, bool):  # True is an int to Python, not a number to a user
