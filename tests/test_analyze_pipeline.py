@@ -6,12 +6,14 @@ the garbage collector paused and frozen around the CLI's imports: each against t
 replaces, bit for bit, and the whole JSON report with and without them."""
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -189,15 +191,115 @@ def _report(root: Path, **kw) -> dict:
     return report
 
 
-@pytest.mark.parametrize("metrics", ["standard", "fast", "full"])
-def test_the_report_is_identical_without_the_speed_ups(tmp_path, monkeypatch, metrics):
-    root = _run(tmp_path / "run")
-    fast = _report(root, metrics=metrics, robustness=True)
+def _without_speed_ups(monkeypatch):
+    """The paths as they were: grad_outputs, copies, and a train prediction every time."""
     measure_mod = importlib.import_module("alignctl.geometry.measure")
     monkeypatch.setattr(vjp, "vjp_rows", reference_vjp_rows)
     monkeypatch.setattr(measure_mod, "vjp_rows", reference_vjp_rows)
     monkeypatch.setattr("alignctl.geometry.readonly.never_writes_input", lambda m: False)
+    plain = measure_mod.measure
+
+    def no_logits(*args, outputs=None, **kwargs):
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(measure_mod, "measure", no_logits)
+
+
+def _count_predictions(monkeypatch) -> list[int]:
+    import alignctl.evaluation.accuracy as acc
+
+    rows, plain = [], acc.predict
+
+    def counted(model, x, *args, **kwargs):
+        rows.append(len(x))
+        return plain(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(acc, "predict", counted)
+    return rows
+
+
+@pytest.mark.parametrize("metrics", ["standard", "fast", "full"])
+def test_the_report_is_identical_without_the_speed_ups(tmp_path, monkeypatch, metrics):
+    root = _run(tmp_path / "run")
+    rows = _count_predictions(monkeypatch)
+    fast = _report(root, metrics=metrics, robustness=True)
+    assert rows.count(100) == 1  # the train split predicted once, then measure()'s logits
+    _without_speed_ups(monkeypatch)
     assert _report(root, metrics=metrics, robustness=True) == fast
+    assert rows.count(100) == 1 + 3
+
+
+def test_outputs_that_overflow_after_the_check_still_make_the_checkpoint_diverged(
+    tmp_path, monkeypatch
+):
+    """Finite weights, logits beyond float32: diverged with the outputs' reason and no note
+    of the measurement (which now runs first, and re-measures in float64)."""
+    from alignctl.runs.checkpoints import write_checkpoint
+    from alignctl.runs.run import open_run
+
+    root = _run(tmp_path / "run")
+    run = open_run(root)
+    model = run.build_model()
+    run.load_checkpoint(model, run.checkpoints[-1])
+    state = {k: v * 1e16 for k, v in model.state_dict().items()}
+    write_checkpoint(root / "checkpoints" / "step_00000009.safetensors", state, {"step": 9})
+    fast = _report(root)
+    assert fast["checkpoints"][-1]["reason"].startswith("the outputs are not finite")
+    _without_speed_ups(monkeypatch)
+    assert _report(root) == fast
+
+
+PROTOCOL = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """forward is not forward_embedded(embed(x)) to the bit: no reuse of measure's logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(7, 5), nn.Linear(15, 3)
+
+    def embed(self, tokens):
+        return self.emb(tokens)
+
+    def forward_embedded(self, e):
+        return self.head(e.flatten(1))
+
+    def forward(self, tokens):
+        return self.head(self.emb(tokens).flatten(1) * (1 + 2**-20))
+
+
+def make():
+    return Net()
+'''
+
+
+def test_logits_that_differ_from_predict_are_not_reused(tmp_path, monkeypatch):
+    from alignctl.runs.checkpoints import write_checkpoint
+
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "net.py").write_text(PROTOCOL)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 7, (50, 3), generator=g)
+    y = x.sum(1) % 3
+    np.savez(root / "data.npz", x_train=x[:30].numpy(), y_train=y[:30].numpy(),
+             x_test=x[30:].numpy(), y_test=y[30:].numpy())  # fmt: skip
+    (root / "alignctl.yaml").write_text("model: {factory: 'net.py:make'}\ndata: {path: data.npz}\n")
+    spec = importlib.util.spec_from_file_location("protocol_net", root / "net.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for step in range(3):
+        torch.manual_seed(step)
+        write_checkpoint(root / "checkpoints" / f"step_{step}.safetensors",
+                         mod.make().state_dict(), {"step": step})  # fmt: skip
+    rows = _count_predictions(monkeypatch)
+    fast = _report(root)
+    assert rows.count(30) == 3  # checked on the first, predicted on every checkpoint
+    _without_speed_ups(monkeypatch)
+    assert _report(root) == fast
 
 
 def test_heavy_imports_restore_the_collector_and_freeze_only_in_the_console_script():

@@ -58,13 +58,16 @@ def vjp_rows(out: torch.Tensor, inp: torch.Tensor, cotangents: Sequence[torch.Te
     return rows
 
 
-def full_jacobian(f, inp: torch.Tensor) -> torch.Tensor:
+def full_jacobian(f, inp: torch.Tensor, outputs: list | None = None) -> torch.Tensor:
     """(m, C, d) for inputs (m, ...): one forward pass, then C batched vector-Jacobian
     products (v = e_c for every sample at once) that share its graph. Measured against
     vmap(jacrev) on a CIFAR-shaped CNN, this is ~1.8x faster and needs ~6x less memory: the
-    vmapped backward holds C copies of every activation."""
+    vmapped backward holds C copies of every activation. ``outputs`` receives f(inp),
+    detached."""
     inp = inp.detach().requires_grad_(True)
     out = f(inp)
+    if outputs is not None:
+        outputs.append(out.detach())
     eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
     return torch.stack(vjp_rows(out, inp, [e.expand_as(out) for e in eye]), dim=1)
 
