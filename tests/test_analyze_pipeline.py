@@ -337,3 +337,35 @@ def test_the_console_script_imports_no_sympy_and_freezes_its_imports(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["checkpoints"][0]["train_accuracy"] is not None
     assert proc.stderr.strip().splitlines()[-1] == "False True"
+
+
+SPECIAL = [float("nan"), float("inf"), -float("inf"), 3e38, -3e38, 65504.0, 1e-45, 0.0, -0.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    dtype=st.sampled_from(
+        [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64]
+    ),  # fmt: skip
+    specials=st.lists(st.tuples(st.integers(0, 299), st.sampled_from(SPECIAL)), max_size=4),
+    scale=st.sampled_from([1.0, 1e4, 1e30]),
+)
+def test_all_finite_is_the_elementwise_test(n, dtype, specials, scale):
+    from alignctl.geometry.finite import all_finite
+
+    x = torch.randn(n, dtype=torch.float64) * scale
+    for i, v in specials:
+        if i < n:
+            x[i] = v
+    x = x.to(dtype)
+    assert all_finite(x) == bool(torch.isfinite(x).all())
+    if n:
+        assert all_finite(x.reshape(1, n, 1)) == all_finite(x)
+
+
+def test_all_finite_on_integers_and_empty_tensors():
+    from alignctl.geometry.finite import all_finite
+
+    assert all_finite(torch.arange(5)) and all_finite(torch.empty(0))
+    assert all_finite(torch.full((3,), 3e38).float())  # the sum overflows; no element does
