@@ -10,8 +10,8 @@ the data, reading checkpoints, predicting (train and test accuracy), measure(), 
     nice -n 10 python benchmarks/analyze_pipeline.py [--checkpoints 50]
 
 Prints CPU seconds and shares (CPU time, not wall-clock: on a shared machine wall-clock
-varies with the load far more than the split does); one thread (``--threads 1``), the cache
-off (``--no-cache``).
+varies with the load far more than the split does), and the rows predicted and their
+forward passes' GFLOP/s; one thread (``--threads 1``), the cache off (``--no-cache``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ with heavy_imports():  # as the analyze command imports them (alignctl/cli/commo
     from alignctl.cli.assemble import main
 timed(gm, "measure", "measure")
 timed(acc, "predict", "predict")
+timed_predict = acc.predict
+def counted(model, x, *a, **k):
+    spent["predicted_rows"] += len(x)
+    return timed_predict(model, x, *a, **k)
+acc.predict = counted
 timed(rr.Run, "load_checkpoint", "checkpoints")
 timed(rr.Run, "load_data", "data")
 timed(rr, "open_run", "open")
@@ -123,6 +128,11 @@ def main() -> None:
           f"measured, 10000 test samples: {wall:.2f} s of CPU time")  # fmt: skip
     for k, v in measured.items():
         print(f"  {k:40s} {v:7.2f} s  {100 * v / wall:5.1f}%")
+    rows = int(parts.get("predicted_rows", 0))
+    flops = 2 * (784 * 196 + 196 * 196 * 2 + 196 * 10)  # multiply-adds of one forward pass
+    gflops = rows * flops / max(parts.get("predict", 0), 1e-9) / 1e9
+    print(f"  predicted {rows} rows at {gflops:.0f} GFLOP/s (train accuracy from measure()'s "
+          "logits after the first checkpoint: 50 x 10000 + 1024)")  # fmt: skip
 
 
 if __name__ == "__main__":
