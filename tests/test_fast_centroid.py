@@ -64,9 +64,12 @@ def test_measure_hands_back_the_logits_of_its_forward_pass():
     alignctl.measure(model, x, metrics=["centroid_alignment"], batch_size=10, outputs=outs)
     assert len(outs) == 1
     torch.testing.assert_close(outs[0], model(x).detach())
+    alignctl.measure(model, x, metrics=["jacobian_norm"], batch_size=10, outputs=outs)
+    assert len(outs) == 1  # the whole Jacobian's forward passes too (issue 17, item 6)
+    torch.testing.assert_close(outs[0], model(x).detach())
     outs.append("stale")  # the list is cleared, then filled or left empty
-    alignctl.measure(model, x, metrics=["jacobian_norm"], outputs=outs)
-    assert outs == []
+    alignctl.measure(model, x, metrics=["jacobian_norm"], sketch=2, outputs=outs)
+    assert outs == []  # the sketch takes no plain forward pass
 
 
 def test_a_probe_measurement_forwards_the_probe_once():

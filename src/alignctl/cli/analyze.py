@@ -14,6 +14,7 @@ from alignctl.cli.common import (
     cli_errors,
     err_console,
     figure_link,
+    heavy_imports,
     note_line,
     parse_ints,
 )
@@ -122,11 +123,12 @@ def analyze(
     no_cache: Annotated[bool, Opt("--no-cache", help="Neither read nor write the cache.")] = False,
 ) -> None:
     """Analyse every checkpoint of a run: alignment metrics, verdict, recommendation."""
-    from alignctl.report.analysis import resolve_metrics
-    from alignctl.report.gates import check_gate_options, evaluate_gates
-    from alignctl.report.sharded import analyze as run_analysis  # over torchrun's ranks
-    from alignctl.runs.run import open_run
-    from alignctl.runs.validate import check_pgd, check_run_labels
+    with heavy_imports():  # torch: without full collections of its objects (common.py)
+        from alignctl.report.analysis import resolve_metrics
+        from alignctl.report.gates import check_gate_options, evaluate_gates
+        from alignctl.report.sharded import analyze as run_analysis  # over torchrun's ranks
+        from alignctl.runs.run import open_run
+        from alignctl.runs.validate import check_pgd, check_run_labels
 
     # every usage error before any work: options, gates, then the outputs' destinations
     names = resolve_metrics(metrics)

@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from alignctl._version import __version__
-from alignctl.cli.common import Terminated, error_line, printable
+from alignctl.cli.common import FREEZE_IMPORTS, Terminated, error_line, printable
 from alignctl.errors import InputError
 
 VERBOSE_ENV = "ALIGNCTL_VERBOSE"
@@ -225,6 +225,7 @@ def main() -> None:
     rank 0 runs the command and the other ranks serve it; every rank exits with rank 0's code."""
     from alignctl.report.distributed import StartFailed, join
 
+    FREEZE_IMPORTS["on"] = True  # this process is alignctl's: imported objects stay frozen
     try:
         group = join()
     except InputError as e:  # torchrun's settings are every rank's: rank 0 says what is wrong

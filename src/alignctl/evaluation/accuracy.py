@@ -11,7 +11,8 @@ EVAL_BATCH = 4096
 def predict(model, x: torch.Tensor, device, *, output=None, max_memory=None) -> torch.Tensor:
     """Logits for x in eval mode, in chunks; (n, C) or (n,). The model's modes are restored.
 
-    The model gets a copy of each chunk (it may modify it in place), integer data that no
+    The model gets a copy of each chunk (it may modify it in place; not where its structure
+    proves it never does, :mod:`alignctl.geometry.readonly`), integer data that no
     ``nn.Embedding`` reads as floats, and its logits are picked from tuple/dict outputs by
     ``output`` (:mod:`alignctl.geometry.inputs`, :mod:`alignctl.geometry.outputs`). Chunks
     hold at most :data:`EVAL_BATCH` samples and stay within ``max_memory`` (default 512 MiB)
@@ -19,6 +20,7 @@ def predict(model, x: torch.Tensor, device, *, output=None, max_memory=None) -> 
     import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import eval_mode
     from alignctl.geometry.inputs import ModelFront
+    from alignctl.geometry.readonly import never_writes_input
 
     if len(x) == 0:
         return torch.empty(0)
@@ -27,7 +29,9 @@ def predict(model, x: torch.Tensor, device, *, output=None, max_memory=None) -> 
         per = memory.forward_bytes(lambda: front(x[:1], device)) + x[:1].nbytes * 2
         budget = memory.budget(max_memory, device)
         size = max(1, min(EVAL_BATCH, budget // max(1, per)))
-        return torch.cat([front(x[i : i + size], device) for i in range(0, len(x), size)])
+        copy = not never_writes_input(front.model)
+        chunks = range(0, len(x), size)
+        return torch.cat([front(x[i : i + size], device, copy) for i in chunks])
 
 
 def evaluate(model, data, loss_fn, device, noise_seed: int = 0, output=None) -> dict:

@@ -121,22 +121,23 @@ class ModelFront:
     def logits(self, out) -> torch.Tensor:
         return select_output(out, self.output)
 
-    def raw(self, xb: torch.Tensor, device=None) -> torch.Tensor:
+    def raw(self, xb: torch.Tensor, device=None, copy: bool = True) -> torch.Tensor:
         """A private copy of raw inputs on ``device``: tokens as they are, other data in the
-        model's floating dtype."""
+        model's floating dtype (``copy=False``: xb itself where it is that already, for a
+        model that never writes its input, :mod:`alignctl.geometry.readonly`)."""
         device = device if device is not None else xb.device
         if self.tokens:
-            return to_device(xb, device, copy=True)
-        return to_device(xb, device, float_dtype(self.model), copy=True)
+            return to_device(xb, device, copy=copy)
+        return to_device(xb, device, float_dtype(self.model), copy=copy)
 
     def cast(self, x: torch.Tensor, device=None) -> torch.Tensor:
         """x on ``device`` in the dtype the model consumes (no copy when it already is)."""
         device = device if device is not None else x.device
         return to_device(x, device, None if self.tokens else float_dtype(self.model))
 
-    def __call__(self, xb: torch.Tensor, device=None) -> torch.Tensor:
-        """Logits for raw inputs (no gradient bookkeeping of its own)."""
-        return self.logits(self.model(self.raw(xb, device)))
+    def __call__(self, xb: torch.Tensor, device=None, copy: bool = True) -> torch.Tensor:
+        """Logits for raw inputs (no gradient bookkeeping of its own); ``copy``: see raw."""
+        return self.logits(self.model(self.raw(xb, device, copy)))
 
     def _hook(self, replace: torch.Tensor | None, held: list):
         """A forward hook on the token embedding: at its ``self.call``-th call, record its

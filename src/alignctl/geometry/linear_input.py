@@ -134,14 +134,17 @@ def layer_forward(f, layer: nn.Linear, inp: torch.Tensor):
     return out, h, wx.detach()
 
 
-def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows):
+def layer_jacobian(f, layer: nn.Linear, inp: torch.Tensor, vjp_rows, outputs=None):
     """(J_h (m, C, k), W x (m, k)) for a chunk of inputs, with one forward pass and C
     vector-Jacobian products that stop at the layer's output. None when the layer was not
-    called exactly once (the caller then takes the generic path)."""
+    called exactly once (the caller then takes the generic path). ``outputs`` receives
+    f(inp), detached."""
     got = layer_forward(f, layer, inp)
     if got is None:
         return None
     out, h, wx = got
+    if outputs is not None:
+        outputs.append(out.detach())
     eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
     jh = torch.stack(vjp_rows(out, h, [e.expand_as(out) for e in eye]), dim=1)
     return jh, wx

@@ -140,9 +140,11 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         errors: a dict that receives ``{metric: tensor (n,)}``, the per-sample standard error
             or error bound of every estimated (sketched) metric; exact metrics are absent.
         outputs: a list that receives the logits (n, C) or (n,) of the forward passes the
-            metrics took, detached, when every chunk took one through the plain backward path
-            (the centroid and label-row metrics); left empty otherwise. A caller that needs
-            the predictions too (the monitor's probe accuracy) saves a forward pass.
+            metrics took, detached, when every chunk took one (the centroid and label-row
+            metrics, the whole Jacobian; not the sketch); left empty otherwise. They are the
+            model's own: a float64 re-measurement does not replace them. A caller that needs
+            the predictions too (the monitor's probe accuracy, analyze's train accuracy)
+            saves a forward pass.
 
     Only what the metrics need is computed: centroid metrics cost one backward pass per chunk,
     label-row metrics one more, the whole-Jacobian metrics C. Values are float64 tensors when
@@ -161,6 +163,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     if bad and dt == torch.float32 and _finite_model(model, x):
         _note(notes, f"{', '.join(bad)} overflowed float32 on a finite model: measured in float64")
         model64 = copy_model(model).to(dtype=torch.float64)
+        opts["outputs"] = None  # the float32 logits stay: the model's, not its copy's
         values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
                           max_memory, notes, opts)  # fmt: skip
     return values
@@ -190,7 +193,9 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                     q = sketch_quantities(plan, f, inp, yb, plan.k, gen, first,
                                           lambda text: _note(notes, text))  # fmt: skip
             elif full:
-                parts = _jacobian_parts(plan, xb, f, inp, first, notes)
+                seen: list[torch.Tensor] = []
+                parts = _jacobian_parts(plan, xb, f, inp, first, notes, seen)
+                out = seen[0] if seen else None
                 yb = None
                 if y is not None:
                     n_classes = next(iter(parts.values())).shape[1]
@@ -245,11 +250,11 @@ def _metric(name: str, q: Quantities) -> torch.Tensor:
         ) from None
 
 
-def _jacobian_parts(plan, xb, f, inp, first, notes) -> dict:
+def _jacobian_parts(plan, xb, f, inp, first, notes, outputs) -> dict:
     """The Jacobian of a chunk: J_h and W through the shortcut (checked against the generic
-    path on the first chunk), else J itself."""
+    path on the first chunk), else J itself; ``outputs`` receives the chunk's logits."""
     if plan.layer is not None:
-        got = layer_jacobian(f, plan.layer, inp, vjp_rows)
+        got = layer_jacobian(f, plan.layer, inp, vjp_rows, outputs)
         reason = None
         if got is None:
             reason = "the linear-input layer was not called exactly once: generic path taken"
@@ -262,7 +267,8 @@ def _jacobian_parts(plan, xb, f, inp, first, notes) -> dict:
             return {"jh": got[0], "w": w, "wx": got[1], "rw": plan.weight_factor()}
         _note(notes, reason)
         plan.layer = None
-    return {"jac": full_jacobian(f, inp)}  # (m, C, d)
+    outputs.clear()  # the shortcut's forward pass, if it took one, is not this chunk's
+    return {"jac": full_jacobian(f, inp, outputs)}  # (m, C, d)
 
 
 def _vjp_quantities(f, inp, flat, y, start, needs) -> Quantities:

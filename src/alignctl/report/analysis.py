@@ -182,7 +182,10 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     opts = {"names": names, "dev": dev, "spec": spec, "max_memory": max_memory,
             "batch_size": batch_size, "robustness": robustness, "pgd": pgd,
             "keep_samples": keep_samples, "sketch": sketch,
-            "measure": measure_samples}  # fmt: skip
+            "measure": measure_samples,
+            # train accuracy from measure()'s logits: the same rows (see _measure_checkpoint)
+            "reuse": {"ok": None} if xs is data.x_train and not measure_samples else None,
+            }  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()

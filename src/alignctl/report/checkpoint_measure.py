@@ -50,7 +50,15 @@ def _numeric(e: Exception) -> bool:
 
 def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
     """Accuracies and metrics of the loaded weights into ``entry``; returns C. Outputs that
-    are not finite make the checkpoint ``diverged`` with the reason."""
+    are not finite make the checkpoint ``diverged`` with the reason.
+
+    When the measured samples are the whole training split (``opts["reuse"]``), the train
+    accuracy comes from the logits of measure()'s own forward passes instead of a second
+    forward pass, once they were found bit-identical to predict()'s on a checkpoint; on the
+    ones before, both are computed and compared (a model whose logits differ between the two,
+    e.g. embed + forward_embedded against forward, is predicted on every checkpoint). The
+    order of the checks is kept: outputs that are not finite make the checkpoint diverged
+    whatever the measurement did (its notes are then dropped)."""
     from alignctl.evaluation.accuracy import noise_accuracy, predict
     from alignctl.evaluation.attacks import adversarial_accuracy
     from alignctl.evaluation.losses import accuracy
@@ -58,12 +66,19 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
     from alignctl.geometry.vjp import as_matrix
 
     dev, spec, mm = opts["dev"], opts["spec"], opts["max_memory"]
-    try:
-        out = predict(model, data.x_train, dev, output=spec, max_memory=mm)
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 (the model does not take the data: run-level)
-        raise _model_error(e) from None
+    measure = opts.get("measure") or measure  # over the ranks' samples: report/sharded.py
+    reuse, errors, seen, failed = opts.get("reuse"), {}, [], None
+    kwargs = dict(metrics=opts["names"], batch_size=opts["batch_size"], device=dev, output=spec,
+                  max_memory=mm, sketch=opts["sketch"], errors=errors)  # fmt: skip
+    if reuse and reuse["ok"]:
+        own: list[str] = []
+        try:
+            values = measure(model, xs, ys, notes=own, outputs=seen, **kwargs)
+        except Exception as e:  # noqa: BLE001 (raised below unless the outputs say diverged)
+            failed = e
+        out = seen[0] if failed is None and seen else _train_outputs(predict, model, data, opts)
+    else:
+        out = _train_outputs(predict, model, data, opts)
     # (n, C) or (n,) for the whole split, named in the error (the samples measured may be a
     # subset, or, over torchrun's ranks, one rank's block of it)
     as_matrix(out, len(data.x_train), tuple(data.x_train.shape))
@@ -72,11 +87,16 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
         entry["diverged"] = True
         entry["reason"] = "the outputs are not finite (they overflow) although the weights are"
         return n_classes
-    measure = opts.get("measure") or measure  # over the ranks' samples: report/sharded.py
-    errors: dict = {}
-    values = measure(model, xs, ys, metrics=opts["names"], batch_size=opts["batch_size"],
-                     device=dev, output=spec, max_memory=mm, notes=notes,
-                     sketch=opts["sketch"], errors=errors)  # fmt: skip
+    if failed is not None:
+        raise failed
+    if reuse and reuse["ok"]:
+        notes.extend(n for n in own if n not in notes)
+    else:
+        if reuse:
+            kwargs["outputs"] = seen
+        values = measure(model, xs, ys, notes=notes, **kwargs)
+        if reuse and seen:  # checked once: the same model, shapes and kernels afterwards
+            reuse["ok"] = torch.equal(seen[0], out.to(seen[0].device))
     entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))
     if data.x_test is not None and len(data.x_test):
         test_out = predict(model, data.x_test, dev, output=spec, max_memory=mm)
@@ -107,3 +127,14 @@ def _samples(ys: torch.Tensor, kept: torch.Tensor, per_sample: list) -> dict:
     """``labels`` (n,) and ``indices`` (n,) of the measured samples in their split, and
     ``metrics``: one {metric: [n values]} per checkpoint (None for a diverged one)."""
     return {"labels": ys.tolist(), "indices": kept.tolist(), "metrics": per_sample}
+
+
+def _train_outputs(predict, model, data, opts) -> torch.Tensor:
+    """predict() on the training split; a model that does not take the data: InputError."""
+    try:
+        return predict(model, data.x_train, opts["dev"], output=opts["spec"],
+                       max_memory=opts["max_memory"])  # fmt: skip
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the model does not take the data: run-level)
+        raise _model_error(e) from None

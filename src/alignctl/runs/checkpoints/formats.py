@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 
 from alignctl.errors import InputError
+from alignctl.geometry.finite import all_finite
 from alignctl.runs.atomic import atomic_save_safetensors
 from alignctl.runs.checkpoints.safe_unpickle import find_inert, torch_load
 from alignctl.runs.checkpoints.select import STATE_DICT_KEYS, select_state
@@ -250,8 +251,4 @@ def write_checkpoint(path: Path, state_dict: dict, metadata: dict) -> None:
 
 def is_finite_state(state_dict: dict) -> bool:
     """True when every floating-point tensor is free of NaN and inf."""
-    return all(
-        bool(torch.isfinite(v).all())
-        for v in state_dict.values()
-        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
-    )
+    return all(all_finite(v) for v in state_dict.values() if isinstance(v, torch.Tensor))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from alignctl.errors import InputError
+from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_kwargs
 from alignctl.runs.validate import check_data_size
@@ -62,7 +63,7 @@ def _check_x(x, source: str, key: str) -> torch.Tensor:
     if x.ndim < 1 or x.shape[0] < 1:
         raise InputError(f"{source}: {key} has no samples (shape {tuple(x.shape)})")
     if x.is_floating_point():
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise InputError(f"{source}: {key} contains NaN or infinite values")
         return x.float()
     if x.is_complex():
