@@ -39,9 +39,7 @@ ACTIVATIONS = (nn.ReLU, nn.Identity)
 
 def _bare(m: nn.Module) -> bool:
     return (
-        type(m).__call__ is nn.Module.__call__
-        and not m._forward_hooks
-        and not (m._forward_pre_hooks)
+        type(m).__call__ is nn.Module.__call__ and not m._forward_hooks and not m._forward_pre_hooks
     )
 
 

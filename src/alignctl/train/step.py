@@ -78,10 +78,10 @@ def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None, chain=None) 
     """
     forward = forward or front.forward_train
     rows = [r.penalty_rows(xb.shape[0], xb.device) for r in regs]  # drawn before any forward
-    if not any(_overrides(r, "penalty") for r in regs):
+    penalised = [r for r in regs if _overrides(r, "penalty")]
+    if not penalised:
         inp, out = forward(xb, False)
         return loss_fn(out, yb)
-    penalised = [r for r in regs if _overrides(r, "penalty")]
     if chain is not None and all(r.uses_chain() for r in penalised):
         return _chain_loss(chain, front, regs, loss_fn, xb, yb, rows)
     # penalties differentiate input gradients: attention must be twice differentiable
