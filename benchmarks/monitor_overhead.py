@@ -61,9 +61,9 @@ def network():
 class Loop:
     """A plain training loop; ``segment(n)`` runs n more steps (monitored or not)."""
 
-    def __init__(self, monitored: bool, out: Path):
-        self.x, self.y = data()
-        self.net = network()
+    def __init__(self, monitored: bool, out: Path, device: str = "cpu"):
+        self.x, self.y = (t.to(device) for t in data())
+        self.net = network().to(device)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01)
         self.gen = torch.Generator().manual_seed(1)
         self.step, self.inside = 0, 0.0  # CPU seconds spent in Monitor.step
@@ -75,7 +75,7 @@ class Loop:
     def segment(self, n: int) -> None:
         for _ in range(n):
             self.step += 1
-            idx = torch.randint(0, len(self.x), (BATCH,), generator=self.gen)
+            idx = torch.randint(0, len(self.x), (BATCH,), generator=self.gen).to(self.x.device)
             loss = F.cross_entropy(self.net(self.x[idx]), self.y[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
