@@ -115,6 +115,20 @@ def test_round_robin_deals_every_item_once():
             assert max(map(len, deal)) - min(map(len, deal)) <= 1
 
 
+@pytest.mark.parametrize(
+    ("gpus", "local", "nccl", "want"),
+    [(0, 2, True, "gloo"), (1, 2, True, "gloo"), (2, 2, True, "nccl"), (8, 2, True, "nccl"),
+     (8, 8, True, "nccl"), (4, 8, True, "gloo"), (2, 2, False, "gloo"), (1, 1, True, "nccl"),
+     (1, 0, True, "nccl")],
+)  # fmt: skip
+def test_nccl_only_when_every_local_rank_has_its_own_gpu(gpus, local, nccl, want):
+    """Two ranks on one GPU under NCCL: the second fails and the first waits out the start
+    timeout (seen on a 1-GPU machine); gloo lets them share the device."""
+    from alignctl.report.distributed import choose_backend
+
+    assert choose_backend(gpus, local, nccl) == want
+
+
 def test_single_process_unless_torchrun_says_otherwise():
     torchrun = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
     assert requested(torchrun)

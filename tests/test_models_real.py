@@ -151,7 +151,11 @@ def test_fast_path_is_exact_or_not_taken(case):
     torch.manual_seed(0)
     model = FAST_PATH_CASES[case]()
     x, y = torch.randn(7, 8), torch.randint(0, 3, (7,))
-    check(model, x, y)
+    # On CUDA torch's weight_norm computes a float64 weight 3.3e-8 away from the CPU's (seen
+    # with torch 2.11+cu130 on an H200): the model differs from its CPU self there, so the
+    # CPU reference holds for it on the CPU only.
+    cpu_only = case == "weight_norm" and torch.cuda.is_available()
+    check(model, x, y, **({"device": "cpu"} if cpu_only else {}))
 
 
 def test_masked_subclass_does_not_take_the_shortcut():
@@ -485,11 +489,13 @@ def test_values_beyond_float32_are_measured_in_float64():
 
 
 class Recorder(nn.Module):
-    """A 3x96x96 CNN that records the batch sizes it sees."""
+    """A 3x96x96 CNN that records the batch sizes it sees (in a class attribute: on a GPU
+    machine measure() runs a copy of the model, and the copy records there too)."""
+
+    seen: list[int] = []
 
     def __init__(self):
         super().__init__()
-        self.seen = []
         self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
                                   nn.Flatten(), nn.Linear(16 * 24 * 24, 10))  # fmt: skip
 

@@ -20,7 +20,8 @@ def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> None:
     header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
     data = header + arr.astype(np.uint8).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    (gzip.open if gz else open)(path, "wb").write(data)
+    with (gzip.open if gz else open)(path, "wb") as f:  # closed: 3.12's GzipFile buffers
+        f.write(data)
 
 
 def make_mnist(root: Path, n_train=10, n_test=6, gz=False):

@@ -49,7 +49,7 @@ def pgd(model, x, y, *, eps, alpha, steps=10, input_range=None, loss_fn=None,
 def adversarial_accuracy(model, x, y, *, eps, alpha, steps=10, input_range=None,
                          batch_size=1024, generator=None, output=None) -> float:  # fmt: skip
     """Accuracy on PGD examples, model in eval mode (its modes are restored)."""
-    from alignctl.evaluation.losses import accuracy
+    from alignctl.evaluation.losses import n_correct
     from alignctl.geometry.outputs import select_output
 
     correct = 0
@@ -59,5 +59,5 @@ def adversarial_accuracy(model, x, y, *, eps, alpha, steps=10, input_range=None,
             adv = pgd(model, xb, yb, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                       generator=generator, output=output)  # fmt: skip
             with torch.no_grad():
-                correct += accuracy(select_output(model(adv), output), yb) * len(yb)
+                correct += n_correct(select_output(model(adv), output), yb)
     return correct / max(1, len(x))

@@ -85,3 +85,26 @@ def twice_differentiable() -> contextlib.AbstractContextManager:
     except ImportError:  # a torch without the selector has no fused kernels to avoid
         return contextlib.nullcontext()
     return sdpa_kernel([SDPBackend.MATH])
+
+
+# What torch says when a model's forward meets a tensor on another device: a tensor created
+# without ``device=`` (``torch.arange(n)`` in forward), a module held outside the model's
+# submodules (a closure, a plain attribute), a buffer kept as a plain tensor attribute.
+_MISMATCH = (
+    "expected all tensors to be on the same device",
+    "should be the same",  # "Input type (torch.cuda.FloatTensor) and weight type (...) should"
+    "expected object of device type",
+    "on the same device as the indexed tensor",
+    "found at least two devices",
+    "is not on the expected device",
+)
+
+
+def is_device_mismatch(e: BaseException) -> bool:
+    """Whether ``e`` is torch's error for tensors on different devices in one operation."""
+    text = str(e).lower()
+    return (
+        isinstance(e, RuntimeError)
+        and any(m in text for m in _MISMATCH)
+        and ("device" in text or "cuda" in text or "type" in text)
+    )

@@ -16,7 +16,6 @@ a finite model are measured again in float64.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterable
 
@@ -24,10 +23,15 @@ import torch
 
 import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
-from alignctl.geometry.devices import eval_mode, exact_float32, resolve_device, twice_differentiable
-from alignctl.geometry.inputs import unwrap
+from alignctl.geometry.devices import (
+    eval_mode,
+    exact_float32,
+    is_device_mismatch,
+    twice_differentiable,
+)
 from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
+from alignctl.geometry.placement import copy_model, prepare
 from alignctl.geometry.plan import Plan
 from alignctl.geometry.sketched import sketch_quantities
 from alignctl.geometry.vjp import (
@@ -38,35 +42,6 @@ from alignctl.geometry.vjp import (
 )
 
 log = logging.getLogger("alignctl")
-
-
-def _prepare(model, device, dtype) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-    """Move a copy of the model when the device or dtype differs (the caller's model is
-    never changed)."""
-    model = unwrap(model)
-    dev = resolve_device(device)
-    p = next(iter(model.parameters()), None)
-    cur_dev = p.device if p is not None else torch.device("cpu")
-    cur_dtype = p.dtype if p is not None and p.is_floating_point() else torch.get_default_dtype()
-    want = dtype or cur_dtype
-    if cur_dev.type != dev.type or want != cur_dtype:
-        model = copy_model(model).to(device=dev, dtype=want)
-    return model, dev, want
-
-
-def copy_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy. Modules that keep a computed tensor as a plain attribute (``spectral_norm``
-    and old-style ``weight_norm`` keep ``weight``, recomputed by a pre-hook at every call)
-    cannot be deep-copied after a forward pass with gradients; such attributes are detached
-    first (same values: the hook recomputes them)."""
-    try:
-        return copy.deepcopy(model)
-    except RuntimeError:
-        for m in model.modules():
-            for k, v in list(vars(m).items()):
-                if isinstance(v, torch.Tensor) and not v.is_leaf:
-                    setattr(m, k, v.detach())
-        return copy.deepcopy(model)
 
 
 def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
@@ -94,7 +69,7 @@ def jacobian(model, x, *, batch_size=None, device="auto", dtype=None, output=Non
     sequence); computed with C batched vector-Jacobian products per chunk of samples, the
     model in eval mode. ``output``: which part of a tuple/dict output is the logits.
     """
-    model, dev, dt = _prepare(model, device, dtype)
+    model, dev, dt = prepare(model, device, dtype)
     x = torch.as_tensor(x)
     parts = []
     with torch.enable_grad(), exact_float32(), eval_mode(model):
@@ -156,9 +131,27 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     """
     x = torch.as_tensor(x)
     names = _select(metrics, y is not None)
-    model, dev, dt = _prepare(model, device, dtype)
+    given = model
+    model, dev, dt = prepare(model, device, dtype)
     opts = {"sketch": sketch, "seed": seed, "errors": errors, "outputs": outputs}
-    values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts)
+    try:
+        values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts)
+    except RuntimeError as e:
+        if dev.type == "cpu" or not is_device_mismatch(e):
+            raise
+        why = str(e).strip().splitlines()[0]
+        if str(device).lower() != "auto":
+            raise InputError(f"the model does not run on {dev.type}: {why} (a tensor its forward "
+                             "creates without device=, or a module held outside its "
+                             "submodules?); measure it on the CPU") from None  # fmt: skip
+        # auto means "the accelerator when it can": this model cannot, the CPU still can
+        _note(notes, f"the model does not run on {dev.type} ({why}): measured on the CPU")
+        for box in (errors, outputs):
+            if box is not None:
+                box.clear()  # nothing of the failed attempt is kept
+        model, dev, dt = prepare(given, "cpu", dtype)
+        values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
+                          opts)  # fmt: skip
     bad = [k for k, v in values.items() if not bool(torch.isfinite(v).all())]
     if bad and dt == torch.float32 and _finite_model(model, x):
         _note(notes, f"{', '.join(bad)} overflowed float32 on a finite model: measured in float64")

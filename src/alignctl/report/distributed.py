@@ -18,8 +18,9 @@ makes them hang.
 The environment is torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); without it, or with
 ``WORLD_SIZE=1`` or ``ALIGNCTL_DISTRIBUTED=off``, alignctl is one process exactly as before.
-The default group is NCCL when CUDA is available (each rank on the GPU ``LOCAL_RANK``), else
-gloo; the objects go through a gloo group (CPU memory, no device copies).
+The default group is NCCL when every rank on the machine has a GPU of its own (each rank on
+the GPU ``LOCAL_RANK``), else gloo (ranks that share a GPU, or none, compute where ``--device``
+says); the objects go through a gloo group (CPU memory, no device copies).
 ``ALIGNCTL_DIST_TIMEOUT`` (seconds, default 600) bounds the start (every rank must join);
 the work itself may take hours, so the object group waits up to ``ALIGNCTL_DIST_WORK_TIMEOUT``
 (default 7 days) for a share: a rank that dies makes torchrun stop the others.
@@ -87,10 +88,11 @@ def join() -> Group | None:
     work = timedelta(seconds=_seconds("ALIGNCTL_DIST_WORK_TIMEOUT", 7 * 24 * 3600))
     if not dist.is_available():
         raise InputError("torchrun: this torch has no torch.distributed")
-    backend = "gloo"
-    if torch.cuda.is_available() and dist.is_nccl_available():
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend = choose_backend(gpus, local, dist.is_nccl_available())
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        backend = "nccl"
     try:
         dist.init_process_group(backend, init_method="env://", timeout=start)
         objects = dist.new_group(backend="gloo", timeout=work)
@@ -102,6 +104,13 @@ def join() -> Group | None:
     )  # fmt: skip
     _ACTIVE.append(group)
     return group
+
+
+def choose_backend(gpus: int, local_ranks: int, nccl: bool) -> str:
+    """``nccl`` when every rank on this machine has a GPU of its own (NCCL refuses two ranks
+    on one device: the second rank fails and the first waits out the rendezvous timeout),
+    else ``gloo`` (CPU collectives; ranks that share a GPU still compute on it)."""
+    return "nccl" if nccl and gpus >= max(local_ranks, 1) else "gloo"
 
 
 def active() -> Group | None:

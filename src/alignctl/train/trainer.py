@@ -40,6 +40,8 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.rank, self.size = 0, 1  # one process (alignctl.train.ddp: one rank of several)
         self.ckpt_dir = self.dir / "checkpoints"
         self.device = resolve_device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda:0" as DDP ranks
+            self.device = torch.device("cuda", torch.cuda.current_device())  # write it
         self.data = load_data(cfg.data, cfg.base_dir)
         torch.manual_seed(int(t["seed"]))  # the initialisation depends on the seed alone
         self.model = build_model(cfg.model, cfg.base_dir).to(self.device)
