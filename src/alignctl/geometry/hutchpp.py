@@ -64,9 +64,10 @@ def probe_terms(op, q, ones_row, p: int, generator) -> tuple[torch.Tensor, torch
 class Estimate:
     """|A|_F^2 = ``b2`` (exact, |B|_F^2) + the mean of the probe ``terms`` (n, p): ``value``,
     ``tail`` (the probes' part, the energy outside Q), ``half`` (95% half-width of both), all
-    float64 (n,). With no probes (every sample's row space captured) the tail is 0."""
+    float64 (n,). With no probes, and on the samples ``captured`` (n,) whose row space Q
+    holds, the tail is 0 (the probes' terms there are rounding noise)."""
 
-    def __init__(self, b2: torch.Tensor, terms: torch.Tensor | None, c: int, s: int, dt):
+    def __init__(self, b2, terms: torch.Tensor | None, c: int, s: int, dt, captured=None):
         rounding_rel = (c + s) ** 0.5 * torch.finfo(dt).eps / 2
         if terms is None or terms.shape[1] == 0:
             self.tail = torch.zeros_like(b2)
@@ -76,6 +77,9 @@ class Estimate:
             self.tail = terms.mean(1)
             sd = terms.std(dim=1, unbiased=True) if p > 1 else terms[:, 0] * math.inf
             spread = t975(p - 1) * sd / math.sqrt(p)
+            if captured is not None:
+                self.tail = torch.where(captured, 0, self.tail)
+                spread = torch.where(captured, 0, spread)
         self.value = b2 + self.tail
         self.half = torch.maximum(spread, rounding_rel * self.value.abs())
         self.spread = spread  # the sampling part alone (0 for a captured row space)

@@ -39,18 +39,14 @@ def orth(y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(y, mode="reduced")[0]
 
 
-def ritz(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(singular values (n, m) descending, right singular vectors (n, m, m) as columns,
-    |B|_F^2, B in float64) of B (n, C, m) from the float64 Gram B^T B and its
-    eigendecomposition: C m^2 products instead of an SVD of the tall C x m matrix. The
-    Gram's eigenvalues are exact to about m eps_64 |B|_2^2, so a singular value is exact to
-    sqrt(m eps_64) sigma_1 ~ 1e-7 sigma_1 absolute, under the floor sqrt(C + s) u_32 sigma_1
-    below which float32 products are noise anyway (``Krylov.floor``)."""
-    bd = b.double()
-    gram = bd.transpose(1, 2) @ bd  # (n, m, m)
+def ritz(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(singular values (n, m) descending, right singular vectors (n, m, m) as columns) of B
+    from its float64 Gram B^T B (n, m, m): an eigendecomposition of m x m instead of an SVD
+    of the tall C x m B. The Gram's eigenvalues are exact to about m eps_64 |B|_2^2, so a
+    singular value is exact to sqrt(m eps_64) sigma_1 ~ 1e-7 sigma_1 absolute, under the floor
+    sqrt(C + s) u_32 sigma_1 below which float32 products are noise anyway (``Krylov.floor``)."""
     evals, evecs = torch.linalg.eigh(gram)
-    sv = evals.flip(-1).clamp_min(0).sqrt()
-    return sv, evecs.flip(-1), gram.diagonal(dim1=1, dim2=2).sum(-1), bd
+    return evals.flip(-1).clamp_min(0).sqrt(), evecs.flip(-1)
 
 
 class Krylov:
@@ -62,6 +58,8 @@ class Krylov:
         self.op, self.rank = op, rank
         q = orth(op.vjp(omega).transpose(1, 2))
         self.qs, self.bs = [q], [op.jvp(q)]
+        self.bd = self.bs[0].double()
+        self.gram = self.bd.transpose(1, 2) @ self.bd  # float64 B^T B, grown block by block
         self.update()
 
     @property
@@ -83,13 +81,20 @@ class Krylov:
         q = orth(torch.cat([basis, y], 2))[:, :, basis.shape[2] :]
         self.qs.append(q)
         self.bs.append(self.op.jvp(q))
+        new = self.bs[-1].double()
+        cross = self.bd.transpose(1, 2) @ new  # (n, m, K)
+        self.gram = torch.cat([torch.cat([self.gram, cross], 2),
+                               torch.cat([cross.transpose(1, 2), new.transpose(1, 2) @ new], 2)],
+                              1)  # fmt: skip
+        self.bd = torch.cat([self.bd, new], 2)
         self.update()
 
     def update(self) -> None:
         """Ritz values, the captured samples and the top pair's certificate (one VJP)."""
         self.q, self.b = torch.cat(self.qs, 2), torch.cat(self.bs, 2)
         c, s = self.b.shape[1], self.q.shape[1]
-        self.sv, vb, self.b2, bd = ritz(self.b)
+        self.sv, vb = ritz(self.gram)
+        self.b2, bd = self.gram.diagonal(dim1=1, dim2=2).sum(-1), self.bd
         # singular values under this are rounding noise of the float products
         self.floor = (c + s) ** 0.5 * torch.finfo(self.b.dtype).eps / 2 * self.sv[:, :1]
         # a basis vector A maps to noise: the space holds A's row space (see the docstring)

@@ -42,9 +42,9 @@ __all__ = ["Operator", "Sketch", "erank", "norm", "pc1", "ratio_error", "resolve
 
 MIN_CLASSES = 256  # above this many classes the spectrum metrics are sketched by default
 DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
-MAX_BLOCKS = 6  # Krylov blocks at most (K VJPs + K JVPs each)
+MAX_BLOCKS = 5  # Krylov blocks at most (K VJPs + K JVPs each)
 MAX_ROUNDS = 6  # rounds of K Hutch++ probes at most (K VJPs each)
-SV_TOL = 0.005  # grow the Krylov space until sigma_1^2 is certified to this, relative
+SV_TOL = 0.01  # grow the Krylov space until sigma_1^2 is certified to this, relative
 FRO_TOL = 0.01  # add probes until |J|_F^2's 95% half-width is this, relative
 
 
@@ -104,12 +104,17 @@ class Sketch:
             cterms.append(ct)
             fro = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt)
             need = need & (fro.relative() > FRO_TOL)
-        fro = Estimate(kr.b2, torch.cat(terms, 1) if terms else None, c, s, dt)
+        fro = Estimate(kr.b2, torch.cat(terms, 1) if terms else None, c, s, dt, kr.captured)
         cb2 = sum_squares(_centre(kr.b), (1, 2))
-        cfro = Estimate(cb2, torch.cat(cterms, 1) if cterms else None, c, s, dt)
-        self.fro2, self.fro2_half, self.tail, self.tail_half = fro.value, fro.half, fro.tail, fro.half
+        cfro = Estimate(cb2, torch.cat(cterms, 1) if cterms else None, c, s, dt, kr.captured)
+        self.fro2, self.fro2_half = fro.value, fro.half
+        self.tail, self.tail_half = fro.tail, fro.half
         self.cfro2, self.cfro2_half = cfro.value, cfro.half
-        self.sv, self.sv_floor, self.rank_bound = kr.sv, kr.floor, min(c, s)
+        # Ritz values under the rounding floor are noise (the null directions of a captured
+        # sample): 0, and a captured sample has no unknown tail (rank_bound: its basis size)
+        self.sv = torch.where(kr.sv > kr.floor, kr.sv, 0)
+        self.sv_floor, self.rank_bound = kr.floor, min(c, s)
+        self.captured = kr.captured
         self.sv_bound = kr.capped(fro.tail + fro.half)
         self.blocks, self.probes = len(kr.qs), k * len(terms)
 
@@ -172,8 +177,8 @@ def erank(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
     the rounding of the float products, sqrt(min(C, s) (C + s)) u, relative, as its error."""
     sv, k = sk.sv, sk.sv.shape[1]
     # |B|_F^2 = sum sigma_i(B)^2: the tail is the Hutchinson part, no difference is taken
-    hi = (sk.tail + sk.tail_half).clamp_min(0)
-    lo = (sk.tail - sk.tail_half).clamp_min(0)
+    hi = torch.where(sk.captured, 0, (sk.tail + sk.tail_half).clamp_min(0))  # captured: E = 0
+    lo = torch.where(sk.captured, 0, (sk.tail - sk.tail_half).clamp_min(0))
     m = max(sk.rank_bound - k, 0)
     one = torch.ones_like(sv[:, :1])
     top = (sv, torch.ones_like(sv))
