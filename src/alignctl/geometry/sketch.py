@@ -45,7 +45,7 @@ DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
 MAX_BLOCKS = 5  # Krylov blocks at most (K VJPs + K JVPs each)
 MAX_ROUNDS = 6  # rounds of K Hutch++ probes at most (K VJPs each)
 SV_TOL = 0.01  # grow the Krylov space until sigma_1^2 is certified to this, relative
-FRO_TOL = 0.01  # add probes until |J|_F^2's 95% half-width is this, relative
+FRO_TOL = 0.015  # add probes until |J|_F^2's 95% half-width is this, relative
 
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
