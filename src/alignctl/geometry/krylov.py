@@ -95,8 +95,11 @@ class Krylov:
         c, s = self.b.shape[1], self.q.shape[1]
         self.sv, vb = ritz(self.gram)
         self.b2, bd = self.gram.diagonal(dim1=1, dim2=2).sum(-1), self.bd
-        # singular values under this are rounding noise of the float products
-        self.floor = (c + s) ** 0.5 * torch.finfo(self.b.dtype).eps / 2 * self.sv[:, :1]
+        # singular values under this are rounding noise: of the float products, or of the
+        # float64 Gram's eigenvalues (sqrt(m eps_64) sigma_1, which dominates for float64)
+        m = self.gram.shape[-1]
+        rel = max((c + s) ** 0.5 * torch.finfo(self.b.dtype).eps / 2, 4 * (m * 2.0**-52) ** 0.5)
+        self.floor = rel * self.sv[:, :1]
         # a basis vector A maps to noise: the space holds A's row space (see the docstring)
         self.captured = (self.sv <= self.floor).any(1) | (self.sv[:, 0] == 0)
         pairs = min(2, self.sv.shape[1])
