@@ -8,7 +8,9 @@ Prints, measured in this run (best of --reps, CPU time of one thread, one torch 
      C = 10, 100, 1000 (default settings: exact up to 256 classes, sketched above), the ratio
      cost(C=1000) / cost(C=10), the exact path at C = 1000 for comparison, and the relative
      error of the sketched jacobian_norm and jacobian_pc1 against the exact values (mean and
-     max over samples), with the reported errors;
+     max over samples), the largest reported 95% error, its coverage (share of samples whose
+     true error is within it) and the Krylov blocks / Hutch++ probes spent; then the same on
+     three held-out models never used to choose the sketch's constants (``--only held-out``);
   2. the centroid metrics at C = 10 and 50,000 (time per sample, ratio);
   3. item 5: all metrics / one batched Jacobian (the floor) on the MLP at C = 10 with a random
      and a rank-2 last layer, before (float64 recompute of near rank-deficient samples, the
