@@ -7,16 +7,19 @@ J_h R_w^T with the same singular values for the linear-input shortcut):
 
 - the top singular values by the randomized range finder (Halko, Martinsson & Tropp, SIAM
   Review 53(2), 2011, Algorithms 4.3/4.4 and 5.1) in its block Krylov form (Musco & Musco,
-  NeurIPS 2015): Y = A^T Omega (K VJPs, Omega Gaussian C x K), then ``q`` =
-  :data:`POWER_ITERATIONS` more blocks (A^T A)^i Y, Q an orthonormal basis of all of them and
-  B = A Q ((q + 1) K JVPs, (q + 1) K VJPs in all); the singular values of B are Ritz values,
-  each a lower bound of the same singular value of A (sigma_i(A Q) <= sigma_i(A), |Q|_2 = 1);
+  NeurIPS 2015), grown block by block (K VJPs + K JVPs each) until the top Ritz value is
+  certified by the Kato-Temple residual bound (:mod:`.krylov`); Ritz values are lower bounds;
 - |A|_F^2 by Hutch++ (Meyer, Musco, Musco & Woodruff, SOSA 2021): |A Q|_F^2 exactly, plus a
-  Hutchinson (Rademacher) estimate of the rest, |A (I - QQ^T) g|^2 averaged over
-  ``K`` Rademacher probes g (K JVPs): unbiased given Q, with its standard error estimated from
-  the sample variance of the K terms. A Jacobian of rank <= K is then measured exactly up to
-  rounding; a flat spectrum keeps Hutchinson's variance 2 |A (I - QQ^T)|_F^4 / (K r) or less;
+  Hutchinson (Rademacher) estimate of the rest from VJPs, added K at a time until its 95%
+  half-width is small enough (:mod:`.hutchpp`);
+- a Jacobian of rank < K is captured by the first block and measured exactly up to rounding,
+  with K VJPs + K JVPs and no probe (trained networks' Jacobians often are: a rank-r last
+  layer bounds rank(J) by r);
 - JVPs are double VJPs: g(u) = u^T A is linear in u, and A v = d<g(u), v>/du.
+
+Reported errors (``measure(..., errors={})``, ``metrics_error`` in the JSON) are 95% bounds:
+the Hutch++ half-width (Student t on the probes' spread) combined with the certified Ritz
+error; ``benchmarks/large_c.py`` measures how often they hold (coverage).
 
 What stays exact at any C (one product each): the centroid mu = J^T 1 and the label row J_y
 (VJPs), the centred label row (v = e_y - 1/C), J x (one JVP), hence |J x_hat|^2, the
@@ -29,17 +32,20 @@ chunk after chunk: sketched values depend on the seed and the batch size, within
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from alignctl.geometry.hutchpp import Estimate, probe_terms, sum_squares
+from alignctl.geometry.krylov import Krylov
 from alignctl.geometry.products import Operator
 
 __all__ = ["Operator", "Sketch", "erank", "norm", "pc1", "ratio_error", "resolve"]
 
 MIN_CLASSES = 256  # above this many classes the spectrum metrics are sketched by default
 DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
-POWER_ITERATIONS = 2  # extra Krylov blocks
+MAX_BLOCKS = 5  # Krylov blocks at most (K VJPs + K JVPs each)
+MAX_ROUNDS = 6  # rounds of K Hutch++ probes at most (K VJPs each)
+SV_TOL = 0.01  # grow the Krylov space until sigma_1^2 is certified to this, relative
+FRO_TOL = 0.015  # add probes until |J|_F^2's 95% half-width is this, relative
 
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
@@ -59,130 +65,92 @@ def op_width(op: Operator) -> int:
     return op.leaf[0].numel() if op.right is None else op.right.shape[1]
 
 
-def _krylov(op: Operator, omega: torch.Tensor, rank: int):
-    """(Q (n, s, m), B = A Q (n, C, m)): an orthonormal basis of the block Krylov space
-    [A^T Omega, (A^T A) A^T Omega, ...] of ``POWER_ITERATIONS`` + 1 blocks (fewer once they
-    reach ``rank`` >= rank(A)), and A times it (Musco & Musco, NeurIPS 2015: Rayleigh-Ritz on
-    the whole space converges faster than subspace iteration for the same products)."""
-    q = _orth(op.vjp(omega).transpose(1, 2))
-    qs, bs = [q], [op.jvp(q)]
-    for _ in range(POWER_ITERATIONS):
-        k = q.shape[2]
-        if sum(b.shape[2] for b in qs) + k > rank:
-            break
-        y = op.vjp(_orth(bs[-1])).transpose(1, 2)  # A^T A q, (n, s, K)
-        basis = torch.cat(qs, 2)
-        # the new block from a Householder QR of [basis, y]: orthonormal to the basis even when
-        # y lies (numerically) in its span, as it does once the space holds J's numerical rank
-        # (Gram-Schmidt on y then a QR of the remainder normalised rounding noise that was not
-        # orthogonal to the basis: |AQ|_F exceeded |J|_F by 12% on a tiny ViT)
-        q = _orth(torch.cat([basis, y], 2))[:, :, basis.shape[2] :]
-        qs.append(q)
-        bs.append(op.jvp(q))
-    return torch.cat(qs, 2), torch.cat(bs, 2)
-
-
-def _orth(y: torch.Tensor) -> torch.Tensor:
-    """Orthonormal columns spanning y (n, m, K) (reduced QR)."""
-    return torch.linalg.qr(y, mode="reduced")[0]
-
-
 def _centre(b: torch.Tensor) -> torch.Tensor:
     """(I - 11^T / C) b over the class dimension 1 (nothing to centre for C = 1)."""
     return b if b.shape[1] == 1 else b - b.mean(dim=1, keepdim=True)
 
 
-def _sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
-    """Sum of squares over ``dims`` as float64. Summed in t's dtype (pairwise), whose rounding,
-    about log2(count) u relative, stays under the rounding term of the standard errors below;
-    a float64 copy of t would cost more than the products' own noise justifies."""
-    return (t * t).sum(dims).double()
-
-
-def _hutchpp(b2: torch.Tensor, r: torch.Tensor, s: int, c: int, dt) -> tuple[torch.Tensor, ...]:
-    """(|B|_F^2 + mean_k |R_k|^2, its standard error), float64, (n,) each, then
-    the Hutchinson part alone (the energy outside Q) and its standard error; ``b2`` is |B|_F^2.
-    The standard error is the Hutchinson terms' sample standard deviation over sqrt(K), at
-    least the rounding of the products, sqrt(C + s) u |A|_F^2 (u: the unit roundoff of their
-    dtype; a Jacobian captured whole by Q has no sampling error left, only that)."""
-    terms = _sum_squares(r, 1)  # (n, K)
-    k = terms.shape[1]
-    se = terms.std(dim=1, unbiased=True) / math.sqrt(k) if k > 1 else terms[:, 0] * math.inf
-    est = b2 + terms.mean(1)
-    rounding = (c + s) ** 0.5 * torch.finfo(dt).eps / 2 * est.abs()
-    return est, torch.maximum(se, rounding), terms.mean(1), se
-
-
-def _ritz(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(singular values (n, m) descending, right singular vectors (n, m, m) as columns,
-    |B|_F^2, B in float64) of B (n, C, m) from the float64 Gram B^T B and its
-    eigendecomposition: C m^2 products instead of an SVD of the tall C x m matrix (3x cheaper
-    in all at C = 1000, benchmarks/large_c.py). The Gram's eigenvalues are exact to about
-    m eps_64 |B|_2^2, so a singular value is exact to sqrt(m eps_64) sigma_1 ~ 1e-7 sigma_1
-    absolute, under the floor sqrt(C + s) u_32 sigma_1 below which float32 products are noise
-    anyway (``Sketch.sv_floor``)."""
-    bd = b.double()
-    gram = bd.transpose(1, 2) @ bd  # (n, m, m)
-    evals, evecs = torch.linalg.eigh(gram)
-    sv = evals.flip(-1).clamp_min(0).sqrt()
-    return sv, evecs.flip(-1), gram.diagonal(dim1=1, dim2=2).sum(-1), bd
-
-
 class Sketch:
-    """The sketched spectrum of every sample of a chunk: Ritz values ``sv`` (n, K), |A|_F^2
-    and its standard error for A and for the centred (I - 11^T / C) A, the residual of the top
-    Ritz pair, and ``rank_bound`` = min(C, s)."""
+    """The sketched spectrum of every sample of a chunk, grown until certified or capped.
 
-    def __init__(self, op: Operator, n_classes: int, k: int, generator: torch.Generator):
+    First a block Krylov space (:class:`~alignctl.geometry.krylov.Krylov`) of K-column blocks,
+    grown while some sample's certified relative error of sigma_1^2 exceeds :data:`SV_TOL`
+    (at most :data:`MAX_BLOCKS` blocks), then Hutch++ probes (:mod:`.hutchpp`) in rounds of K
+    while some sample's 95% half-width of |J|_F^2 exceeds :data:`FRO_TOL` relative (at most
+    :data:`MAX_ROUNDS` rounds). A sample whose row space the space holds (rank <= K - 1 after
+    the first block) is exact: a chunk of them stops after one block and no probe.
+
+    Attributes, float64 (n,) unless said: ``sv`` (n, m) Ritz values, ``fro2`` / ``cfro2``
+    (|A|_F^2 and |(I - 11^T / C) A|_F^2) with their 95% half-widths ``fro2_half`` /
+    ``cfro2_half``, ``tail`` / ``tail_half`` (the energy outside Q), ``sv_bound`` (relative
+    error bound of sigma_1^2), ``rank_bound`` = min(C, s), ``sv_floor`` (n, 1), and the
+    products spent: ``blocks`` (Krylov blocks), ``probes`` (Hutch++ probes)."""
+
+    def __init__(self, op: Operator, n_classes: int, k: int, generator: torch.Generator,
+                 ones_row: torch.Tensor | None = None):  # fmt: skip
         out = op.out
-        n, c, dt = out.shape[0], n_classes, out.dtype
+        n, c, dt, s = out.shape[0], n_classes, out.dtype, op_width(op)
         omega = torch.randn(n, c, k, generator=generator, device=out.device).to(dt)
-        q, b = _krylov(op, omega, min(c, op_width(op)))
-        s = q.shape[1]
-        g = torch.randint(0, 2, (n, s, k), generator=generator, device=out.device).to(dt) * 2 - 1
-        g = g - q @ (q.transpose(1, 2) @ g)  # deflated probes: Hutch++
-        r = op.jvp(g)
-        sv, vb, b2, bd = _ritz(b)
-        self.fro2, self.fro2_se, self.tail, self.tail_se = _hutchpp(b2, r, s, c, dt)
-        cb = _centre(b)
-        self.cfro2, self.cfro2_se, _, _ = _hutchpp(_sum_squares(cb, (1, 2)), _centre(r), s, c, dt)
-        self.sv, self.rank_bound = sv, min(c, s)
-        # singular values under this are rounding noise of the float products: 0
-        self.sv_floor = (c + s) ** 0.5 * torch.finfo(dt).eps / 2 * sv[:, :1]
-        # residual of the top Ritz pair (u1 = B vb1 / sigma_1, v1 = Q vb1): A^T u1 - sigma_1 v1
-        vb1 = vb[:, :, :1]  # (n, m, 1)
-        u1 = (bd @ vb1).squeeze(-1) / sv[:, :1].clamp_min(1e-300)  # (n, C)
-        top = op.vjp(u1.unsqueeze(-1).to(dt))[:, 0].double()  # (n, s), one VJP
-        v1 = (q.double() @ vb1).squeeze(-1)
-        self.residual = torch.where(sv[:, 0] > 0, (top - sv[:, :1] * v1).norm(dim=1), 0)
+        kr = Krylov(op, omega, min(c, s))
+        while len(kr.qs) < MAX_BLOCKS and kr.can_grow() and not bool((kr.bound <= SV_TOL).all()):
+            kr.grow()
+        terms, cterms = [], []
+        need = ~kr.captured
+        while bool(need.any()) and len(terms) < MAX_ROUNDS:
+            if ones_row is None:  # A^T 1, for the centred probes: one VJP
+                ones_row = op.vjp(torch.ones_like(out).unsqueeze(-1))[:, 0]
+            t, ct = probe_terms(op, kr.q, ones_row, k, generator)
+            terms.append(t)
+            cterms.append(ct)
+            fro = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt)
+            need = need & (fro.relative() > FRO_TOL)
+        fro = Estimate(kr.b2, torch.cat(terms, 1) if terms else None, c, s, dt, kr.captured)
+        cb2 = sum_squares(_centre(kr.b), (1, 2))
+        cfro = Estimate(cb2, torch.cat(cterms, 1) if cterms else None, c, s, dt, kr.captured)
+        self.fro2, self.fro2_half = fro.value, fro.half
+        self.tail, self.tail_half = fro.tail, fro.half
+        self.cfro2, self.cfro2_half = cfro.value, cfro.half
+        # Ritz values under the rounding floor are noise (the null directions of a captured
+        # sample): 0, and a captured sample has no unknown tail (rank_bound: its basis size)
+        self.sv = torch.where(kr.sv > kr.floor, kr.sv, 0)
+        self.sv_floor, self.rank_bound = kr.floor, min(c, s)
+        self.captured = kr.captured
+        self.sv_bound = kr.capped(fro.tail + fro.half)
+        self.blocks, self.probes = len(kr.qs), k * len(terms)
 
 
 def norm(sk: Sketch, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sqrt of the Hutch++ estimate of |J|_F^2 (or |J_c|_F^2), its standard error by the
-    delta method, se(|J|_F^2) / (2 |J|_F)), float64 (n,) in units of the J scale."""
-    fro2, se = (sk.cfro2, sk.cfro2_se) if centred else (sk.fro2, sk.fro2_se)
+    """(sqrt F, its 95% error sqrt F - sqrt(max(F - h, 0))), F the Hutch++ estimate of |J|_F^2
+    (or |J_c|_F^2) and h its 95% half-width; float64 (n,) in units of the J scale."""
+    fro2, half = (sk.cfro2, sk.cfro2_half) if centred else (sk.fro2, sk.fro2_half)
     value = fro2.clamp_min(0).sqrt()
-    return value, torch.where(value > 0, se / (2 * value.clamp_min(1e-300)), se.sqrt())
+    return value, value - (fro2 - half).clamp_min(0).sqrt()
 
 
 def ratio_error(num: torch.Tensor, sk: Sketch, centred: bool = False):
-    """(num / |J|_F^2, its standard error num se(|J|_F^2) / |J|_F^4): an exact numerator
-    (|J x_hat|^2) over the Hutch++ denominator; 0 where the estimate is <= 0."""
-    fro2, se = (sk.cfro2, sk.cfro2_se) if centred else (sk.fro2, sk.fro2_se)
-    ok = fro2 > 0
+    """(num / F, clamped to [0, 1], and its 95% error num / (F - h) - num / F): an exact
+    numerator (|J x_hat|^2) over the Hutch++ denominator; 0 where F <= 0, error 1 where
+    F <= h."""
+    fro2, half = (sk.cfro2, sk.cfro2_half) if centred else (sk.fro2, sk.fro2_half)
+    ok, low = fro2 > 0, fro2 - half
     value = torch.where(ok, num / fro2.where(ok, 1), 0).clamp(0, 1)
-    return value, torch.where(ok, value * se / fro2.where(ok, 1), 0)
+    hi = torch.where(low > 0, num / low.where(low > 0, 1), torch.inf)
+    return value, torch.where(ok, (hi - value).clamp(max=1), 0)
 
 
 def pc1(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma_1^2 / |J|_F^2 with sigma_1 the top Ritz value and the Hutch++ denominator, in
-    [0, 1]; error: the denominator's standard error (delta method) plus the first-order bound
-    2 sigma_1 |r| / |J|_F^2 from the top Ritz pair's residual r)."""
-    s1 = sk.sv[:, 0]
-    value, se = ratio_error(s1.pow(2), sk)
-    ok = sk.fro2 > 0
-    bound = torch.where(ok, 2 * s1 * sk.residual / sk.fro2.where(ok, 1), 0)
-    return value, se + bound
+    """(theta / F, theta = sigma_1(B)^2 the top Ritz value squared and F the Hutch++ estimate,
+    in [0, 1]; error: the largest distance to (theta (1 + e)) / (F - h) and theta / (F + h),
+    e the certified relative error of theta (:class:`~alignctl.geometry.krylov.Krylov`: Ritz
+    values are lower bounds) and h the 95% half-width of F)."""
+    theta = sk.sv[:, 0].pow(2)
+    value, _ = ratio_error(theta, sk)
+    fro2, half = sk.fro2, sk.fro2_half
+    low = fro2 - half
+    hi = torch.where(low > 0, theta * (1 + sk.sv_bound) / low.where(low > 0, 1), torch.inf)
+    lo = theta / (fro2 + half).where(fro2 + half > 0, 1)
+    err = torch.maximum(hi - value, value - lo).clamp(max=1)
+    return value, torch.where(fro2 > 0, err, 0)
 
 
 def _entropy_rank(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -204,13 +172,13 @@ def erank(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
     known, not how it splits: the value is the midpoint, the error the half-width, of the
     effective ranks of the two extreme completions: E concentrated (as many singular values
     sigma_1 as it holds, then the remainder) and E spread evenly over the min(C, s) - K
-    remaining directions, with E taken two standard errors above (spread) and below
-    (concentrated) its estimate. When E is 0 (rank <= K) both agree: the exact value, with
+    remaining directions, with E taken at the top (spread) and bottom (concentrated) of
+    its 95% interval. When E is 0 (rank <= K) both agree: the exact value, with
     the rounding of the float products, sqrt(min(C, s) (C + s)) u, relative, as its error."""
     sv, k = sk.sv, sk.sv.shape[1]
     # |B|_F^2 = sum sigma_i(B)^2: the tail is the Hutchinson part, no difference is taken
-    hi = (sk.tail + 2 * sk.tail_se).clamp_min(0)
-    lo = (sk.tail - 2 * sk.tail_se).clamp_min(0)
+    hi = torch.where(sk.captured, 0, (sk.tail + sk.tail_half).clamp_min(0))  # captured: E = 0
+    lo = torch.where(sk.captured, 0, (sk.tail - sk.tail_half).clamp_min(0))
     m = max(sk.rank_bound - k, 0)
     one = torch.ones_like(sv[:, :1])
     top = (sv, torch.ones_like(sv))

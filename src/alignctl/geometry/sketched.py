@@ -69,6 +69,7 @@ def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note) -> 
         e = label_cotangent(y.to(out.device), n_classes, out)
         cots += [e] if n_classes == 1 else [e, e - 1.0 / n_classes]
     got_rows = op.vjp_rows(torch.stack(cots, 2))  # (m, len(cots), k)
+    ones_row = got_rows[:, 0] if op.right is None else got_rows[:, 0] @ op.right  # A^T 1
     if w is not None:
         got_rows = got_rows @ w
     rows = {"mu": got_rows[:, 0]}
@@ -79,7 +80,7 @@ def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note) -> 
     jx = op.jvp_leaf(tangent).double()  # J x, (m, C): exact
     x2 = flat.double().pow(2).sum(1)
     x2 = torch.where(x2 > 0, x2, torch.inf)  # x = 0: |J x_hat| taken as 0
-    sk = Sketch(op, n_classes, k, generator)
+    sk = Sketch(op, n_classes, k, generator, ones_row)
     sk.jx2 = jx.pow(2).sum(1) / x2
     jcx = jx if n_classes == 1 else jx - jx.mean(1, keepdim=True)
     sk.jcx2 = jcx.pow(2).sum(1) / x2
