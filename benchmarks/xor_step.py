@@ -97,12 +97,6 @@ def main() -> None:
         default="auto,autograd",
         help="GrokAlign's path for every case: auto (the ReLU chain), autograd",
     )
-    ap.add_argument(
-        "--unfused",
-        action="store_true",
-        help="also time subsample=f through the chain with the first weight's "
-        "gradient as two products and a sum (alignctl.train.first_layer)",
-    )
     ap.add_argument("--task", default="xor-cluster", help="a preset (alternatives: XOR only)")
     ap.add_argument("--epochs", default="", help="mean epochs to grok: BASE, then the others")
     ap.add_argument("--base", default="plain", help="the case --epochs starts with")
@@ -125,11 +119,6 @@ def main() -> None:
                 name = f"{key}={v:g}" + ("" if path == "auto" else f",{path}")
                 spec = {**ga, key: v, "path": path}
                 runs[name] = trainer(Path(tmp) / name, [spec], ap_task)
-        for f in fs if args.unfused else ():  # the first weight's gradient as autograd forms it
-            tr = trainer(Path(tmp) / f"unfused{f}", [{**ga, "subsample": f}], ap_task)
-            if tr.chain is not None:
-                tr.chain.fused = None
-                runs[f"subsample={f:g},unfused"] = tr
         other = {f"{name}={f:g}": (trainer(Path(tmp) / f"{name}{f}", [ga]), fn, f)
                  for name, fn, f in alt}  # fmt: skip
     x, y = plain.data.x_train, plain.data.y_train

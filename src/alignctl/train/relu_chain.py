@@ -32,7 +32,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import alignctl.train.first_layer as first_layer
 from alignctl.geometry.linear_input import _global_hooks, _plain_linear
 
 ACTIVATIONS = (nn.ReLU, nn.Identity)
@@ -51,21 +50,6 @@ class ReluChain:
     def __init__(self, layers: list[nn.Module]) -> None:
         self.layers = layers
         self.masks: list[torch.Tensor] = []
-        self.first = next(m for m in layers if isinstance(m, nn.Linear))
-        self.fused: first_layer.FusedGrad | None = None  # see fuse()
-        self._fused_now = False  # the last forward pass collected its first-layer factors
-
-    def fuse(self) -> bool:
-        """Form the first weight's gradient as one product of stacked factors
-        (:mod:`alignctl.train.first_layer`) from now on; only for a caller whose backward is
-        ``loss.backward`` (the trainer). False (and nothing changed) when this torch cannot
-        queue work for the end of a backward pass or the weight is shared with another layer."""
-        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
-        shared = any(m.weight is self.first.weight for m in linears[1:])
-        if shared or not first_layer.available():
-            return False
-        self.fused = first_layer.FusedGrad(self.first.weight)
-        return True
 
     @classmethod
     def of(cls, model: nn.Module, front) -> ReluChain | None:
@@ -90,23 +74,15 @@ class ReluChain:
             return None
         return cls(layers)
 
-    def forward(self, x: torch.Tensor, fuse: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for x (the same modules called in the same order as
-        ``nn.Sequential.forward``), each ReLU's mask z > 0 recorded. ``fuse``: collect the
-        first weight's gradient for one product (after :meth:`fuse`)."""
+        ``nn.Sequential.forward``), each ReLU's mask z > 0 recorded."""
         self.masks = []
         h = x
-        self._fused_now = False
         for layer in self.layers:
             if type(layer) is nn.ReLU:
                 self.masks.append(h > 0)  # before the call: an in-place ReLU overwrites z
-            # fused only for a data batch (n, d): the Function gives its input no gradient
-            if layer is self.first and fuse and self.fused is not None and h.dim() == 2:
-                self._fused_now = not h.requires_grad
-            if layer is self.first and self._fused_now:
-                h = first_layer.forward(layer, h, self.fused)
-            else:
-                h = layer(h)
+            h = layer(h)
         return h
 
     def vjp(self, v: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,9 +90,7 @@ class ReluChain:
         v (m, C), differentiable in the weights (first order)."""
         g, k = v, len(self.masks)
         for layer in reversed(self.layers):
-            if layer is self.first and self._fused_now:
-                g = first_layer.product(g, layer, self.fused)
-            elif isinstance(layer, nn.Linear):
+            if isinstance(layer, nn.Linear):
                 g = g @ layer.weight  # (m, out) @ (out, in)
             elif type(layer) is nn.ReLU:
                 k -= 1

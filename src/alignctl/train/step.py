@@ -107,11 +107,7 @@ def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward) -> torch
 def _chain_loss(chain, front, regs, loss_fn, xb, yb, rows) -> torch.Tensor:
     """The loss and the penalties of a ReLU MLP's batch through its chain: one forward pass
     (the masks recorded), the penalties from weight products (first-order backward only)."""
-    # the first weight's gradient as one product when every penalty is on a subset of the
-    # batch (m << n rows: the saving is a skinny product and a weight-sized sum; on the whole
-    # batch two products cost as much as one, and autograd's summation order is kept)
-    due = [i for r, i in zip(regs, rows, strict=True) if _overrides(r, "penalty")]
-    out = front.logits(chain.forward(front.cast(xb), fuse=all(i is not None for i in due)))
+    out = front.logits(chain.forward(front.cast(xb)))
     loss = loss_fn(out, yb)
     for r, idx in zip(regs, rows, strict=True):
         if not _overrides(r, "penalty"):

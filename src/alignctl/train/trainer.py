@@ -62,8 +62,6 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.front = ModelFront(self.model, self.data.x_train[:2].to(self.device), self.output)
         # a ReLU MLP's Jacobian penalties as weight products (no double backward)
         self.chain = ReluChain.of(self.model, self.front)
-        if self.chain is not None:
-            self.chain.fuse()  # one product for the first weight's gradient
         for r in self.regs:
             if hasattr(r, "input_range"):  # attacks stay inside the data's valid range
                 r.input_range = self.data.input_range
