@@ -48,7 +48,7 @@ def accelerator(monkeypatch):
     real = placement.resolve_device
 
     def resolve(device="auto"):
-        return torch.device("meta") if str(device) in ("auto", "cuda") else real(device)
+        return torch.device("meta") if device in (None, "auto", "cuda") else real(device)
 
     monkeypatch.setattr(placement, "resolve_device", resolve)
 
@@ -68,13 +68,14 @@ def test_other_errors_are_not_device_mismatches(error):
     assert not is_device_mismatch(error)
 
 
-@pytest.mark.parametrize("message", CUDA_MESSAGES[:2])
-def test_auto_measures_on_the_cpu_with_a_note(accelerator, message):
+@pytest.mark.parametrize(("message", "device"),
+                         [(CUDA_MESSAGES[0], "auto"), (CUDA_MESSAGES[1], None)])  # fmt: skip
+def test_auto_measures_on_the_cpu_with_a_note(accelerator, message, device):
     torch.manual_seed(0)
     model, x, y = CpuOnly(message), torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
     want = alignctl.measure(model, x, y, device="cpu")
     notes, outputs = [], []
-    got = alignctl.measure(model, x, y, notes=notes, outputs=outputs)
+    got = alignctl.measure(model, x, y, notes=notes, outputs=outputs, device=device)
     assert set(got) == set(want)
     for k in want:
         assert torch.equal(got[k], want[k]), k

@@ -140,7 +140,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         if dev.type == "cpu" or not is_device_mismatch(e):
             raise
         why = str(e).strip().splitlines()[0]
-        if str(device).lower() != "auto":
+        if str(device or "auto").lower() != "auto":  # None is auto too
             raise InputError(f"the model does not run on {dev.type}: {why} (a tensor its forward "
                              "creates without device=, or a module held outside its "
                              "submodules?); measure it on the CPU") from None  # fmt: skip
