@@ -376,3 +376,24 @@ def test_t_quantile():
     table = ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (15, 2.131), (63, 1.998))
     for df, want in table + ((1000, 1.962),):
         assert abs(t975(df) - want) < 5e-3, df
+
+
+@pytest.mark.parametrize("width, rank, k", [(6, None, 8), (6, None, 40), (20, 1, 8)])
+def test_float32_errors_of_a_captured_jacobian_hold_without_slack(width, rank, k):
+    """A captured Jacobian (rank <= K, here also K >= min(C, s)) measured in float32: every
+    reported error covers the float64 exact value as it is, with no extra slack. The effective
+    rank once reported 0 error when the space held every direction (K >= s), and the
+    alignment's error left out the rounding of J x, ~100x too small for an x nearly
+    orthogonal to J's row space."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(width, 24), nn.Tanh(), nn.Linear(24, 40))
+    if rank:
+        _low_rank(net, rank)
+    x, y = torch.randn(24, width), torch.randint(0, 40, (24,))
+    ref = alignctl.measure(net, x, y, dtype=torch.float64, sketch=0)
+    errors = {}
+    got = alignctl.measure(net, x, y, sketch=k, errors=errors)
+    assert set(errors) == set(JACOBIAN) - EXACT_UNDER_SKETCH
+    for m, err in errors.items():
+        assert bool((err > 0).all()), m  # float32 products are never exact
+        assert bool(((got[m].double() - ref[m]).abs() <= err.double() + 1e-12).all()), m

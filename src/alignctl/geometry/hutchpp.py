@@ -42,6 +42,12 @@ def t975(df: int) -> float:
     return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
 
 
+def rounding_rel(c: int, s: int, dt) -> float:
+    """sqrt(C + s) u: the relative rounding of float products with an (n, C, s) operator in
+    dtype ``dt`` (u its unit roundoff)."""
+    return (c + s) ** 0.5 * torch.finfo(dt).eps / 2
+
+
 def sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
     """Sum of squares over ``dims`` as float64. Summed in t's dtype (pairwise), whose rounding,
     about log2(count) u relative, stays under the rounding term of the half-widths."""
@@ -71,7 +77,7 @@ class Estimate:
     holds, the tail is 0 (the probes' terms there are rounding noise)."""
 
     def __init__(self, b2, terms: torch.Tensor | None, c: int, s: int, dt, captured=None):
-        rounding_rel = (c + s) ** 0.5 * torch.finfo(dt).eps / 2
+        rel = rounding_rel(c, s, dt)
         if terms is None or terms.shape[1] == 0:
             self.tail = torch.zeros_like(b2)
             spread = torch.zeros_like(b2)
@@ -84,7 +90,7 @@ class Estimate:
                 self.tail = torch.where(captured, 0, self.tail)
                 spread = torch.where(captured, 0, spread)
         self.value = b2 + self.tail
-        self.half = torch.maximum(spread, rounding_rel * self.value.abs())
+        self.half = torch.maximum(spread, rel * self.value.abs())
         self.spread = spread  # the sampling part alone (0 for a captured row space)
 
     def relative(self) -> torch.Tensor:

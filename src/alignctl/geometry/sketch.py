@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from alignctl.geometry.hutchpp import Estimate, probe_terms, sum_squares
+from alignctl.geometry.hutchpp import Estimate, probe_terms, rounding_rel, sum_squares
 from alignctl.geometry.krylov import Krylov
 from alignctl.geometry.products import Operator
 
@@ -117,6 +117,7 @@ class Sketch:
         self.captured = kr.captured
         self.sv_bound = kr.capped(fro.tail + fro.half)
         self.blocks, self.probes = len(kr.qs), k * len(terms)
+        self.rounding = rounding_rel(c, s, dt)  # of the float products, relative
 
 
 def norm(sk: Sketch, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,14 +129,18 @@ def norm(sk: Sketch, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def ratio_error(num: torch.Tensor, sk: Sketch, centred: bool = False):
-    """(num / F, clamped to [0, 1], and its 95% error num / (F - h) - num / F): an exact
-    numerator (|J x_hat|^2) over the Hutch++ denominator; 0 where F <= 0, error 1 where
-    F <= h."""
+    """(num / F, clamped to [0, 1], and its 95% error num / (F - h) - num / F + 2 sqrt(v) u_p):
+    an exact numerator (|J x_hat|^2) over the Hutch++ denominator; 0 where F <= 0, error 1
+    where F <= h. The last term is the numerator's rounding: J x from float products is off
+    by about u_p |J|_F |x| (u_p = sqrt(C + s) u, :class:`~alignctl.geometry.hutchpp.Estimate`),
+    which moves |J x_hat|^2 / F by 2 sqrt(v) u_p, large against v itself when x is nearly
+    orthogonal to J's row space."""
     fro2, half = (sk.cfro2, sk.cfro2_half) if centred else (sk.fro2, sk.fro2_half)
     ok, low = fro2 > 0, fro2 - half
     value = torch.where(ok, num / fro2.where(ok, 1), 0).clamp(0, 1)
     hi = torch.where(low > 0, num / low.where(low > 0, 1), torch.inf)
-    return value, torch.where(ok, (hi - value).clamp(max=1), 0)
+    err = hi - value + 2 * value.sqrt() * sk.rounding
+    return value, torch.where(ok, err.clamp(max=1), 0)
 
 
 def pc1(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,9 +187,13 @@ def erank(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
     m = max(sk.rank_bound - k, 0)
     one = torch.ones_like(sv[:, :1])
     top = (sv, torch.ones_like(sv))
-    if m == 0:
+
+    def rounding(value):  # the float products' rounding, relative (see the docstring)
+        return value * sk.sv_floor[:, 0] / sv[:, 0].clamp_min(1e-300) * (sk.rank_bound**0.5)
+
+    if m == 0:  # the space holds every direction (K >= min(C, s)): no tail, only rounding
         value = _entropy_rank([top])
-        return value, torch.zeros_like(value)
+        return value, rounding(value)
     even = (hi / m).sqrt().unsqueeze(1)
     even = torch.where(even > sk.sv_floor, even, 0)
     spread = _entropy_rank([top, (even, one * m)])
@@ -195,5 +204,4 @@ def erank(sk: Sketch) -> tuple[torch.Tensor, torch.Tensor]:
     rem = torch.where(full < m, rem, 0)
     conc = _entropy_rank([top, (last.expand_as(full), full), (rem, one)])
     value = (spread + conc) / 2
-    rounding = value * sk.sv_floor[:, 0] / sv[:, 0].clamp_min(1e-300) * (sk.rank_bound**0.5)
-    return value, (spread - conc).abs() / 2 + rounding
+    return value, (spread - conc).abs() / 2 + rounding(value)
