@@ -13,8 +13,8 @@ more VJP). N = A (I - QQ^T) A^T has the nonzero eigenvalues of the textbook form
 
 Error: the probes' sample standard deviation over sqrt(p), times the Student t quantile
 t_{0.975, p - 1} (95% two-sided; Cornish-Fisher expansion, within 5e-3 for p >= 4, tabled
-below), and at least the rounding of the float products, sqrt(C + s) u |A|_F^2 (u the unit roundoff
-of their dtype). The half-width is an estimate: ``benchmarks/large_c.py`` measures its
+below), and at least the rounding of the float products, 2 sqrt(C + s) u |A|_F^2 (u the unit
+roundoff of their dtype). The half-width is an estimate: ``benchmarks/large_c.py`` measures its
 coverage (the share of samples whose true error is within it).
 """
 
@@ -43,9 +43,10 @@ def t975(df: int) -> float:
 
 
 def rounding_rel(c: int, s: int, dt) -> float:
-    """sqrt(C + s) u: the relative rounding of float products with an (n, C, s) operator in
-    dtype ``dt`` (u its unit roundoff)."""
-    return (c + s) ** 0.5 * torch.finfo(dt).eps / 2
+    """2 sqrt(C + s) u: the relative rounding of float products with an (n, C, s) operator in
+    dtype ``dt`` (u its unit roundoff). The factor 2 covers what sqrt(C + s) u alone missed
+    by up to 15% (float32, C + s = 46): the squares' sums and the result's own rounding."""
+    return (c + s) ** 0.5 * torch.finfo(dt).eps
 
 
 def sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
