@@ -113,7 +113,12 @@ class Sketch:
         cfro = Estimate(cb2, torch.cat(cterms, 1) if cterms else None, c, s, dt, kr.captured)
         self.fro2, self.fro2_half = fro.value, fro.half
         self.tail, self.tail_half = fro.tail, fro.half
-        self.cfro2, self.cfro2_half = cfro.value, cfro.half
+        # centring rows of size |A| leaves an absolute rounding of u_p |A|, not u_p |A_c|: a
+        # J whose rows are nearly alike (A_c ~ 0) is centred to noise that, squared and
+        # summed, is off by 2 u_p |A| |A_c| + (u_p |A|)^2 (u_p = rounding_rel)
+        rel = rounding_rel(c, s, dt)
+        rounding = rel * (2 * (fro.value.abs() * cfro.value.abs()).sqrt() + rel * fro.value.abs())
+        self.cfro2, self.cfro2_half = cfro.value, torch.maximum(cfro.half, rounding)
         # Ritz values under the rounding floor are noise (the null directions of a captured
         # sample): 0, and a captured sample has no unknown tail (rank_bound: its basis size)
         self.sv = torch.where(kr.sv > kr.floor, kr.sv, 0)
