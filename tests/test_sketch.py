@@ -476,3 +476,23 @@ def test_centred_errors_hold_when_the_rows_are_nearly_alike(eps):
     got = alignctl.measure(net, x, errors=errors, metrics=names)
     for m in names:
         assert bool(((got[m].double() - ref[m]).abs() <= errors[m].double()).all()), m
+
+
+def test_a_nan_input_sample_does_not_fail_the_chunk():
+    """One NaN input made the whole batch's float64 eigh raise (_LinAlgError, a traceback);
+    now that sample's spectrum is NaN (the norms; ratios 0, as on the exact path) and the
+    others are measured as without it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 16), nn.Tanh(), nn.Linear(16, 300))
+    x = torch.randn(4, 20)
+    ref = alignctl.measure(net, x[1:], sketch=0, dtype=torch.float64)
+    x[0, 0] = float("nan")
+    exact = alignctl.measure(net, x, sketch=0)
+    errors = {}
+    got = alignctl.measure(net, x, sketch=4, errors=errors)
+    assert bool(got["jacobian_norm"][0].isnan())
+    for m in got:
+        assert torch.equal(got[m][0].isnan(), exact[m][0].isnan()), m
+        assert bool(got[m][1:].isfinite().all()), m
+    for m, err in errors.items():
+        assert bool(((got[m][1:].double() - ref[m]).abs() <= 4 * err[1:].double()).all()), m
