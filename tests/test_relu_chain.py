@@ -98,7 +98,10 @@ def _not_chains():
     outer.register_forward_hook(lambda m, a, o: o * 2)
     normed = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(4, 5)), nn.ReLU(),
                            nn.Linear(5, 2))  # fmt: skip
+    backward = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    backward[2].register_full_backward_hook(lambda m, gi, go: (gi[0] * 2,))
     return {
+        "backward hook": backward,
         "subclass": Sub(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)),
         "tanh": nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)),
         "leaky": nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(), nn.Linear(5, 2)),
@@ -137,6 +140,53 @@ def test_a_global_hook_disables_the_chain():
     finally:
         handle.remove()
     assert ReluChain.of(model, ModelFront(model, torch.randn(3, 4))) is not None
+
+
+def _double(m, args, out):
+    return out * 2
+
+
+HOOKS = {  # registered after the chain was built (mid-run): each changes J or the output
+    "layer forward hook": lambda model: model[2].register_forward_hook(_double),
+    "container forward hook": lambda model: model.register_forward_hook(_double),
+    "pre hook": lambda model: model[0].register_forward_pre_hook(lambda m, a: (a[0] * 3,)),
+    "backward hook": lambda model: model[2].register_full_backward_hook(
+        lambda m, gi, go: (gi[0] * 2,)
+    ),
+    "global hook": lambda model: nn.modules.module.register_module_forward_hook(
+        lambda m, a, o: o * 2 if isinstance(m, nn.Linear) else None
+    ),
+}
+
+
+@pytest.mark.parametrize("hook", list(HOOKS))
+def test_a_hook_added_after_the_chain_was_built_sends_the_step_to_autograd(hook):
+    """The chain is built once (Trainer construction) and checked on the first penalised step;
+    a hook added later (mid-run) changed the Jacobian or the output (a container hook: the
+    loss itself, the chain's forward skips it) while the chain went on (weights 3-7e-2 away
+    from path=autograd after two epochs). Every step now re-checks the model."""
+    model = _model(*SHAPES[1])
+    x, y = torch.randn(10, 6, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
+    chain = ReluChain.of(model, ModelFront(model, x))
+    _loss_and_grads(model, x, y, "grokalign:subsample=0.5", chain)  # checked, then the hook
+    handle = HOOKS[hook](model)
+    try:
+        assert not chain.intact()
+        l0, g0, _ = _loss_and_grads(model, x, y, "grokalign:subsample=0.5", None)
+        l1, g1, _ = _loss_and_grads(model, x, y, "grokalign:subsample=0.5", chain)
+    finally:
+        handle.remove()
+    assert chain.intact()  # the hook removed: the chain may be taken again
+    torch.testing.assert_close(l1, l0, rtol=0, atol=0)
+    for a, b in zip(g1, g0, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_replaced_layer_is_not_intact():
+    model = _model(*SHAPES[1])
+    chain = ReluChain.of(model, ModelFront(model, torch.randn(3, 6, dtype=torch.float64)))
+    model[1] = nn.Tanh()
+    assert not chain.intact()
 
 
 def test_a_disagreement_falls_back_to_autograd_for_the_run(monkeypatch, caplog):

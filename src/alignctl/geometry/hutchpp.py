@@ -13,8 +13,8 @@ more VJP). N = A (I - QQ^T) A^T has the nonzero eigenvalues of the textbook form
 
 Error: the probes' sample standard deviation over sqrt(p), times the Student t quantile
 t_{0.975, p - 1} (95% two-sided; Cornish-Fisher expansion, within 5e-3 for p >= 4, tabled
-below), and at least the rounding of the float products, sqrt(C + s) u |A|_F^2 (u the unit roundoff
-of their dtype). The half-width is an estimate: ``benchmarks/large_c.py`` measures its
+below), and at least the rounding of the float products, 2 sqrt(C + s) u |A|_F^2 (u the unit
+roundoff of their dtype). The half-width is an estimate: ``benchmarks/large_c.py`` measures its
 coverage (the share of samples whose true error is within it).
 """
 
@@ -40,6 +40,13 @@ def t975(df: int) -> float:
     g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
     g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
     return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def rounding_rel(c: int, s: int, dt) -> float:
+    """2 sqrt(C + s) u: the relative rounding of float products with an (n, C, s) operator in
+    dtype ``dt`` (u its unit roundoff). The factor 2 covers what sqrt(C + s) u alone missed
+    by up to 15% (float32, C + s = 46): the squares' sums and the result's own rounding."""
+    return (c + s) ** 0.5 * torch.finfo(dt).eps
 
 
 def sum_squares(t: torch.Tensor, dims) -> torch.Tensor:
@@ -71,7 +78,7 @@ class Estimate:
     holds, the tail is 0 (the probes' terms there are rounding noise)."""
 
     def __init__(self, b2, terms: torch.Tensor | None, c: int, s: int, dt, captured=None):
-        rounding_rel = (c + s) ** 0.5 * torch.finfo(dt).eps / 2
+        rel = rounding_rel(c, s, dt)
         if terms is None or terms.shape[1] == 0:
             self.tail = torch.zeros_like(b2)
             spread = torch.zeros_like(b2)
@@ -84,7 +91,7 @@ class Estimate:
                 self.tail = torch.where(captured, 0, self.tail)
                 spread = torch.where(captured, 0, spread)
         self.value = b2 + self.tail
-        self.half = torch.maximum(spread, rounding_rel * self.value.abs())
+        self.half = torch.maximum(spread, rel * self.value.abs())
         self.spread = spread  # the sampling part alone (0 for a captured row space)
 
     def relative(self) -> torch.Tensor:

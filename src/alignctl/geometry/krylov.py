@@ -44,9 +44,13 @@ def ritz(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     from its float64 Gram B^T B (n, m, m): an eigendecomposition of m x m instead of an SVD
     of the tall C x m B. The Gram's eigenvalues are exact to about m eps_64 |B|_2^2, so a
     singular value is exact to sqrt(m eps_64) sigma_1 ~ 1e-7 sigma_1 absolute, under the floor
-    sqrt(C + s) u_32 sigma_1 below which float32 products are noise anyway (``Krylov.floor``)."""
-    evals, evecs = torch.linalg.eigh(gram)
-    return evals.flip(-1).clamp_min(0).sqrt(), evecs.flip(-1)
+    sqrt(C + s) u_32 sigma_1 below which float32 products are noise anyway (``Krylov.floor``).
+    A sample whose Gram is not finite (a NaN input) gets NaN values."""
+    # a non-finite sample (a NaN input) would fail the whole batch's eigh: its values are NaN
+    bad = ~torch.isfinite(gram).all(-1).all(-1)
+    evals, evecs = torch.linalg.eigh(torch.where(bad[:, None, None], 0, gram))
+    sv = evals.flip(-1).clamp_min(0).sqrt()
+    return torch.where(bad[:, None], torch.nan, sv), evecs.flip(-1)
 
 
 class Krylov:
@@ -116,7 +120,8 @@ class Krylov:
         else:
             kt = torch.full_like(theta[:, 0], torch.inf)
         rel = kt / theta[:, 0].clamp_min(1e-300)
-        self.bound = torch.where(self.captured, 0, rel)
+        # a NaN sample (non-finite products) has nothing to certify: no block for it
+        self.bound = torch.where(self.captured | self.sv[:, 0].isnan(), 0, rel)
 
     def capped(self, tail_hi: torch.Tensor) -> torch.Tensor:
         """``bound`` with the rigorous sigma_1(A) <= sigma_1(B) + t, t^2 = ``tail_hi`` (n,),

@@ -40,6 +40,8 @@ class Plan:
                 self.n_classes = self.fn(x[:1])(probe).shape[1]
         # K random probes per sample instead of C products (many classes; geometry/sketch.py)
         self.k = sketch_k(sketch, self.n_classes) if full else None
+        if self.k:  # K >= min(C, d) probes already span J's row space: more only cost memory
+            self.k = min(self.k, self.n_classes, probe[0].numel())
         # the sketch's K products in one batched autograd call (geometry/products.py) only
         # when their K-fold activation gradients fit the budget at the chunk size chosen
         self.batched = True

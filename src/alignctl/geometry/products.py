@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from alignctl.geometry.vjp import no_path_error
+
 
 def _has_convolution(out: torch.Tensor) -> bool:
     """Whether the autograd graph of ``out`` runs through a convolution."""
@@ -49,16 +51,23 @@ class Operator:
         product per layer instead of K matrix-vector ones, 1.3x faster on the MLP benchmark);
         a model with an operation vmap cannot batch (a custom autograd Function, say), or with
         a convolution, takes K calls, which give the same products up to summation order."""
+        if not outputs.requires_grad:  # no graph at all: an input error, not a torch one
+            raise no_path_error()
         if self.batched:
             try:
                 (g,) = torch.autograd.grad(outputs, inputs, cots, retain_graph=True,
-                                           is_grads_batched=True)  # fmt: skip
-                return g
+                                           is_grads_batched=True, allow_unused=True)  # fmt: skip
             except RuntimeError:
                 self.batched = False
-        return torch.stack(
-            [torch.autograd.grad(outputs, inputs, c, retain_graph=True)[0] for c in cots]
-        )
+            else:
+                if g is None:
+                    raise no_path_error()
+                return g
+        rows = [torch.autograd.grad(outputs, inputs, c, retain_graph=True, allow_unused=True)[0]
+                for c in cots]  # fmt: skip
+        if any(g is None for g in rows):  # the output does not depend on the input
+            raise no_path_error()
+        return torch.stack(rows)
 
     def vjp_leaf(self, u: torch.Tensor) -> torch.Tensor:
         """u^T J_leaf for one cotangent per sample, u (n, C) -> (n, k)."""

@@ -46,6 +46,11 @@ _NO_PATH = (
 )
 
 
+def no_path_error() -> InputError:
+    """The error for a model whose output has no differentiable path from its input."""
+    return InputError(_NO_PATH + OPT_IN)
+
+
 def vjp_rows(out: torch.Tensor, inp: torch.Tensor, cotangents: Sequence[torch.Tensor]):
     """v^T J for each cotangent v (n, C) -> list of (n, d); the graph is kept between them.
 
@@ -64,9 +69,9 @@ def vjp_rows(out: torch.Tensor, inp: torch.Tensor, cotangents: Sequence[torch.Te
         except RuntimeError as e:
             if "does not require grad" not in str(e):
                 raise
-            raise InputError(_NO_PATH + OPT_IN) from None
+            raise no_path_error() from None
         if g is None:
-            raise InputError(_NO_PATH + OPT_IN)
+            raise no_path_error()
         rows.append(g.reshape(g.shape[0], -1))
     return rows
 

@@ -21,16 +21,19 @@ own, taken in its forward pass. On the XOR cluster's 40000-2048-1 network this m
 Taken only when the model is provably such a network (:meth:`ReluChain.of`): exactly an
 ``nn.Sequential`` (not a subclass, which may override ``forward``) of an optional
 ``nn.Flatten()`` and then ``Linear (ReLU|Identity Linear)*``, every Linear plain (its call is
-exactly ``F.linear``: no hooks, no parametrization, no subclass), no hooks on the container,
-no global module hooks, float inputs (not tokens). Floating-point results differ from the
-generic path by the order of summation only (and a mask where a pre-activation is within
-rounding of 0); :func:`agrees` compares the two on the first penalised step of every run.
+exactly ``F.linear``: no hooks, forward or backward, no parametrization, no subclass), no
+hooks on the container, no global module hooks, float inputs (not tokens); re-checked before
+every step (:meth:`ReluChain.intact`: a hook registered mid-run sends that step to autograd).
+Floating-point results differ from the generic path by the order of summation only (and a
+mask where a pre-activation is within rounding of 0); :func:`agrees` compares the two on the
+first penalised step of every run.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 from alignctl.geometry.linear_input import _global_hooks, _plain_linear
 
@@ -40,39 +43,61 @@ ACTIVATIONS = (nn.ReLU, nn.Identity)
 def _bare(m: nn.Module) -> bool:
     return (
         type(m).__call__ is nn.Module.__call__ and not m._forward_hooks and not m._forward_pre_hooks
-    )
+    ) and _no_backward_hooks(m)
+
+
+def _no_backward_hooks(m: nn.Module) -> bool:
+    """No backward hook on m: one may rewrite the gradients autograd's penalty flows through,
+    which the chain's weight products never see."""
+    return not m._backward_hooks and not m._backward_pre_hooks
+
+
+def _is_relu_mlp(model: nn.Module) -> bool:
+    """Exactly an nn.Sequential, no hooks on it or global ones, of an optional nn.Flatten()
+    and then ``Linear (ReLU|Identity Linear)*``, plain Linears, float parameters."""
+    if type(model) is not nn.Sequential or not _bare(model) or _global_hooks():
+        return False
+    if _module._global_backward_hooks or _module._global_backward_pre_hooks:
+        return False
+    body = list(model)
+    if body and type(body[0]) is nn.Flatten and _bare(body[0]):
+        if (body[0].start_dim, body[0].end_dim) != (1, -1):
+            return False
+        body = body[1:]
+    if len(body) % 2 == 0:  # Linear, then (activation, Linear) pairs
+        return False
+    for i, m in enumerate(body):
+        ok = _plain_linear(m) and _no_backward_hooks(m) if i % 2 == 0 else _activation(m)
+        if not ok:
+            return False
+    return all(p.is_floating_point() for p in model.parameters())
+
+
+def _activation(m: nn.Module) -> bool:
+    return type(m) in ACTIVATIONS and _bare(m)
 
 
 class ReluChain:
     """A ReLU MLP's layers; :meth:`forward` records each ReLU's mask, :meth:`vjp` multiplies
     out v^T J for the recorded masks (module docstring)."""
 
-    def __init__(self, layers: list[nn.Module]) -> None:
-        self.layers = layers
+    def __init__(self, model: nn.Sequential) -> None:
+        self.model, self.layers = model, list(model)
         self.masks: list[torch.Tensor] = []
 
     @classmethod
     def of(cls, model: nn.Module, front) -> ReluChain | None:
         """The chain of ``model`` if it is a plain ReLU MLP taking float inputs, else None."""
-        if type(model) is not nn.Sequential or not _bare(model) or _global_hooks():
-            return None
         if getattr(front, "kind", None) != "plain" or getattr(front, "output", None):
             return None
-        layers = list(model)
-        body = layers
-        if body and type(body[0]) is nn.Flatten and _bare(body[0]):
-            if (body[0].start_dim, body[0].end_dim) != (1, -1):
-                return None
-            body = body[1:]
-        if len(body) % 2 == 0:  # Linear, then (activation, Linear) pairs
-            return None
-        for i, m in enumerate(body):
-            ok = _plain_linear(m) if i % 2 == 0 else type(m) in ACTIVATIONS and _bare(m)
-            if not ok:
-                return None
-        if not all(p.is_floating_point() for p in model.parameters()):
-            return None
-        return cls(layers)
+        return cls(model) if _is_relu_mlp(model) else None
+
+    def intact(self) -> bool:
+        """Whether the model is still the plain ReLU MLP it was (checked before every step,
+        a few attribute reads: a hook, a parametrization or a replaced layer added after the
+        Trainer was built, mid-run, would change the model's Jacobian or output without
+        changing the chain's products)."""
+        return list(self.model) == self.layers and _is_relu_mlp(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for x (the same modules called in the same order as

@@ -73,8 +73,9 @@ def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None, chain=None) 
     the DDP trainer's goes through DistributedDataParallel, whose gradient hooks on the
     parameters then also carry the subset pass's contribution). ``chain``: the model as a
     :class:`alignctl.train.relu_chain.ReluChain` (a ReLU MLP), or None: when every penalty
-    can be taken through it (``uses_chain``), the batch is forwarded once, not differentiated
-    at the input, and no double backward is needed.
+    can be taken through it (``uses_chain``) and the model is still that MLP (``intact``: no
+    hook added since), the batch is forwarded once, not differentiated at the input, and no
+    double backward is needed.
     """
     forward = forward or front.forward_train
     rows = [r.penalty_rows(xb.shape[0], xb.device) for r in regs]  # drawn before any forward
@@ -82,7 +83,7 @@ def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None, chain=None) 
     if not penalised:
         inp, out = forward(xb, False)
         return loss_fn(out, yb)
-    if chain is not None and all(r.uses_chain() for r in penalised):
+    if chain is not None and all(r.uses_chain() for r in penalised) and chain.intact():
         return _chain_loss(chain, front, regs, loss_fn, xb, yb, rows)
     # penalties differentiate input gradients: attention must be twice differentiable
     with twice_differentiable():
