@@ -100,3 +100,23 @@ def test_the_callers_model_is_not_moved(accelerator):
     model = CpuOnly(CUDA_MESSAGES[1])
     alignctl.measure(model, torch.randn(3, 6))
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+@pytest.mark.parametrize("sketch", [0, 4])
+def test_a_sample_with_non_finite_input_has_nan_metrics_only(sketch):
+    """A NaN or inf input has no Jacobian: NaN for every metric of that sample (its ratios read
+    0 before), the other samples exactly as measured alone; a note says so."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
+    x[1, 2], x[3, 0] = float("nan"), float("inf")
+    notes, errors = [], {}
+    got = alignctl.measure(model, x, y, notes=notes, sketch=sketch, errors=errors)
+    keep = torch.tensor([0, 2, 4])
+    alone = alignctl.measure(model, x[keep], y[keep], sketch=sketch)
+    for k, v in got.items():
+        assert torch.isnan(v[[1, 3]]).all(), k
+        if sketch == 0:
+            torch.testing.assert_close(v[keep], alone[k], rtol=1e-5, atol=1e-6)
+    assert all(torch.isnan(e[[1, 3]]).all() for e in errors.values())
+    assert any("2 sample(s) with non-finite inputs" in n for n in notes)

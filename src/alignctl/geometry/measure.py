@@ -159,6 +159,20 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         opts["outputs"] = None  # the float32 logits stay: the model's, not its copy's
         values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
                           max_memory, notes, opts)  # fmt: skip
+    return _blank_nonfinite_inputs(x, values, errors, notes)
+
+
+def _blank_nonfinite_inputs(x, values, errors, notes):
+    """NaN for every metric of a sample whose input is not finite: its Jacobian is undefined,
+    and a ratio of NaNs guarded by ``den > 0`` would otherwise read 0 (a wrong number)."""
+    if not x.is_floating_point() or x.shape[0] == 0:
+        return values
+    blank = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1).cpu()
+    if bool(blank.any()):
+        _note(notes, f"{int(blank.sum())} sample(s) with non-finite inputs: every metric NaN")
+        values = {k: v.masked_fill(blank.to(v.device), float("nan")) for k, v in values.items()}
+        for k, v in (errors or {}).items():
+            errors[k] = v.masked_fill(blank.to(v.device), float("nan"))
     return values
 
 
