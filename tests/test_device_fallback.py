@@ -62,7 +62,11 @@ def test_torch_device_messages_are_recognised(message):
     "error",
     [RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x6 and 5x8)"),
      RuntimeError("CUDA out of memory"), ValueError("Expected all tensors to be on the same "
-                                                   "device")],
+                                                   "device"),
+     RuntimeError("Input type (torch.cuda.FloatTensor) and weight type (torch.cuda.DoubleTensor)"
+                  " should be the same"),
+     RuntimeError("Input type (torch.FloatTensor) and weight type (torch.DoubleTensor) should "
+                  "be the same")],
 )  # fmt: skip
 def test_other_errors_are_not_device_mismatches(error):
     assert not is_device_mismatch(error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import torch
@@ -92,19 +93,22 @@ def twice_differentiable() -> contextlib.AbstractContextManager:
 # submodules (a closure, a plain attribute), a buffer kept as a plain tensor attribute.
 _MISMATCH = (
     "expected all tensors to be on the same device",
-    "should be the same",  # "Input type (torch.cuda.FloatTensor) and weight type (...) should"
     "expected object of device type",
     "on the same device as the indexed tensor",
     "found at least two devices",
     "is not on the expected device",
 )
+# "Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"
+# is a device mismatch only when one type is a CUDA type and the other is not (else: dtype)
+_TYPES = re.compile(r"input type \((\S+)\) and weight type \((\S+)\) should be the same")
 
 
 def is_device_mismatch(e: BaseException) -> bool:
     """Whether ``e`` is torch's error for tensors on different devices in one operation."""
+    if not isinstance(e, RuntimeError):
+        return False
     text = str(e).lower()
-    return (
-        isinstance(e, RuntimeError)
-        and any(m in text for m in _MISMATCH)
-        and ("device" in text or "cuda" in text or "type" in text)
-    )
+    types = _TYPES.search(text)
+    if types:
+        return ("cuda" in types.group(1)) != ("cuda" in types.group(2))
+    return any(m in text for m in _MISMATCH)
