@@ -91,7 +91,7 @@ class Sketch:
     products spent: ``blocks`` (Krylov blocks), ``probes`` (Hutch++ probes)."""
 
     def __init__(self, op: Operator, n_classes: int, k: int, generator: torch.Generator,
-                 ones_row: torch.Tensor | None = None):  # fmt: skip
+                 ones_row: torch.Tensor | None = None, centred: bool = True):  # fmt: skip
         out = op.out
         n, c, dt, s = out.shape[0], n_classes, out.dtype, op_width(op)
         omega = torch.randn(n, c, k, generator=generator, device=out.device).to(dt)
@@ -100,16 +100,18 @@ class Sketch:
             kr.grow()
         terms, cterms = [], []
         need = ~kr.captured
+        cb2 = sum_squares(_centre(kr.b), (1, 2))
         while bool(need.any()) and len(terms) < MAX_ROUNDS:
             if ones_row is None:  # A^T 1, for the centred probes: one VJP
                 ones_row = op.vjp(torch.ones_like(out).unsqueeze(-1))[:, 0]
             t, ct = probe_terms(op, kr.q, ones_row, k, generator)
             terms.append(t)
             cterms.append(ct)
-            fro = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt)
-            need = need & (fro.relative() > FRO_TOL)
+            wide = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt).relative() > FRO_TOL
+            if centred:  # |J_c|_F^2 too: rows nearly alike leave most of J_c outside Q
+                wide |= Estimate(cb2, torch.cat(cterms, 1), c, s, dt).relative() > FRO_TOL
+            need = need & wide
         fro = Estimate(kr.b2, torch.cat(terms, 1) if terms else None, c, s, dt, kr.captured)
-        cb2 = sum_squares(_centre(kr.b), (1, 2))
         cfro = Estimate(cb2, torch.cat(cterms, 1) if cterms else None, c, s, dt, kr.captured)
         self.fro2, self.fro2_half = fro.value, fro.half
         self.tail, self.tail_half = fro.tail, fro.half
