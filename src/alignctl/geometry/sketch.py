@@ -11,7 +11,8 @@ J_h R_w^T with the same singular values for the linear-input shortcut):
   certified by the Kato-Temple residual bound (:mod:`.krylov`); Ritz values are lower bounds;
 - |A|_F^2 by Hutch++ (Meyer, Musco, Musco & Woodruff, SOSA 2021): |A Q|_F^2 exactly, plus a
   Hutchinson (Rademacher) estimate of the rest from VJPs, added K at a time until its 95%
-  half-width is small enough (:mod:`.hutchpp`);
+  half-width is small enough (:mod:`.hutchpp`), and that of |(I - 11^T / C) A|_F^2 too when
+  a centred metric is asked for (rows nearly alike leave J_c almost all outside Q);
 - a Jacobian of rank < K is captured by the first block and measured exactly up to rounding,
   with K VJPs + K JVPs and no probe (trained networks' Jacobians often are: a rank-r last
   layer bounds rank(J) by r);
@@ -45,7 +46,7 @@ DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
 MAX_BLOCKS = 5  # Krylov blocks at most (K VJPs + K JVPs each)
 MAX_ROUNDS = 6  # rounds of K Hutch++ probes at most (K VJPs each)
 SV_TOL = 0.01  # grow the Krylov space until sigma_1^2 is certified to this, relative
-FRO_TOL = 0.015  # add probes until |J|_F^2's 95% half-width is this, relative
+FRO_TOL = 0.015  # add probes until |J|_F^2's (and |J_c|_F^2's) 95% half-width is this, relative
 
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
@@ -80,8 +81,9 @@ class Sketch:
     First a block Krylov space (:class:`~alignctl.geometry.krylov.Krylov`) of K-column blocks,
     grown while some sample's certified relative error of sigma_1^2 exceeds :data:`SV_TOL`
     (at most :data:`MAX_BLOCKS` blocks), then Hutch++ probes (:mod:`.hutchpp`) in rounds of K
-    while some sample's 95% half-width of |J|_F^2 exceeds :data:`FRO_TOL` relative (at most
-    :data:`MAX_ROUNDS` rounds). A sample whose row space the space holds (rank <= K - 1 after
+    while some sample's 95% half-width of |J|_F^2 (or, ``centred``, of |J_c|_F^2) exceeds
+    :data:`FRO_TOL` relative (at most :data:`MAX_ROUNDS` rounds; past the cap the half-width
+    reported is the one reached). A sample whose row space the space holds (rank <= K - 1 after
     the first block) is exact: a chunk of them stops after one block and no probe.
 
     Attributes, float64 (n,) unless said: ``sv`` (n, m) Ritz values, ``fro2`` / ``cfro2``
