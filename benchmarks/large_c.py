@@ -220,12 +220,53 @@ def rank_deficient(n, reps) -> None:
         print(f"item 5, MLP C=10 {kind}: before {out['before']}, after {out['after']}")
 
 
+def alike_mlp(c: int) -> nn.Module:
+    """A tanh MLP whose last layer is 1 w^T + 5% noise: the Jacobian's rows nearly alike."""
+    net = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, c))
+    with torch.no_grad():
+        w = torch.randn(1, 32) / 32**0.5
+        net[-1].weight.copy_(torch.ones(c, 1) @ w + 0.05 * torch.randn(c, 32) / 32**0.5)
+    return net
+
+
+def centred_stop(n, reps) -> None:
+    """The centred stop rule: its cost on the random MLP (C = 1000; all metrics against all
+    but the two centred ones, which stop on |J|_F^2 alone) and its errors on nearly alike rows."""
+    torch.manual_seed(0)
+    net, x, t = mlp(1000), torch.randn(n, 3072), {}
+    names = list(alignctl.measure(net, x[:2]))
+    for label, ms in (("centred", names), ("|J| only", [m for m in names if "centred_" not in m
+                      or m.startswith("centred_label")])):  # fmt: skip
+        SPENT.clear()
+        t[label] = run(lambda: alignctl.measure(net, x, metrics=ms), reps)[0]  # noqa: B023
+        print(f"MLP C=1000 random, {label}: {t[label] / n * 1e3:.2f} ms, probes {SPENT[-1][1]}")
+    print(f"  cost ratio centred / |J| only: {t['centred'] / t['|J| only']:.3f}")
+    cen = ["centred_norm", "centred_alignment_full"]
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net, x = alike_mlp(300), torch.randn(48, 20)
+        ref = alignctl.measure(net.double(), x.double(), sketch=0, dtype=torch.float64, metrics=cen)
+        errs: dict = {}
+        got = alignctl.measure(net.float(), x, metrics=cen, errors=errs)
+        line = f"rows alike C=300 seed {seed}:"
+        for m in cen:
+            miss = (got[m].double() - ref[m]).abs()
+            r, cover = miss / ref[m].abs(), (miss <= errs[m].double() * (1 + 1e-9)).double()
+            line += (
+                f" {m} max {float(r.max()):.2%}, <= 2% on {float((r <= 0.02).double().mean()):.0%}"
+            )
+            line += f", coverage {float(cover.mean()):.0%};"
+        print(line, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", choices=["classes", "held-out", "centroid", "item5"], default=None)
+    ap.add_argument(
+        "--only", choices=["classes", "held-out", "centroid", "item5", "centred"], default=None
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.samples} samples")
@@ -241,6 +282,8 @@ def main() -> None:
     if args.only in (None, "centroid"):
         for name, make, shape in (("MLP", mlp, (3072,)), ("CNN", cnn, (3, 32, 32))):
             centroid_table(name, make, shape, n, reps)
+    if args.only in (None, "centred"):
+        centred_stop(n, reps)
     if args.only in (None, "item5"):
         rank_deficient(4 * n, 2 * reps + 1)
 

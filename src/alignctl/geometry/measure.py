@@ -33,7 +33,7 @@ from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
 from alignctl.geometry.placement import copy_model, prepare
 from alignctl.geometry.plan import Plan
-from alignctl.geometry.sketched import sketch_quantities
+from alignctl.geometry.sketched import CENTRED_SKETCHED, sketch_quantities
 from alignctl.geometry.vjp import (
     check_labels,
     full_jacobian,
@@ -179,6 +179,7 @@ def _blank_nonfinite_inputs(x, values, errors, notes):
 def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts):
     needs = {METRICS.get(m).needs for m in names}
     full = "jacobian" in needs
+    centred = bool(CENTRED_SKETCHED & set(names))  # the sketch's probes stop on |J_c|_F^2 too
     results: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     errs: dict[str, list[torch.Tensor]] = {}
     logits: list[torch.Tensor | None] = []
@@ -198,7 +199,7 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                     yb = yb.to(flat.device)
                 with twice_differentiable():  # its JVPs differentiate a backward pass
                     q = sketch_quantities(plan, f, inp, yb, plan.k, gen, first,
-                                          lambda text: _note(notes, text))  # fmt: skip
+                                          lambda text: _note(notes, text), centred)  # fmt: skip
             elif full:
                 seen: list[torch.Tensor] = []
                 parts = _jacobian_parts(plan, xb, f, inp, first, notes, seen)

@@ -11,7 +11,8 @@ J_h R_w^T with the same singular values for the linear-input shortcut):
   certified by the Kato-Temple residual bound (:mod:`.krylov`); Ritz values are lower bounds;
 - |A|_F^2 by Hutch++ (Meyer, Musco, Musco & Woodruff, SOSA 2021): |A Q|_F^2 exactly, plus a
   Hutchinson (Rademacher) estimate of the rest from VJPs, added K at a time until its 95%
-  half-width is small enough (:mod:`.hutchpp`);
+  half-width is small enough (:mod:`.hutchpp`), and that of |(I - 11^T / C) A|_F^2 too when
+  a centred metric is asked for (rows nearly alike leave J_c almost all outside Q);
 - a Jacobian of rank < K is captured by the first block and measured exactly up to rounding,
   with K VJPs + K JVPs and no probe (trained networks' Jacobians often are: a rank-r last
   layer bounds rank(J) by r);
@@ -45,7 +46,7 @@ DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
 MAX_BLOCKS = 5  # Krylov blocks at most (K VJPs + K JVPs each)
 MAX_ROUNDS = 6  # rounds of K Hutch++ probes at most (K VJPs each)
 SV_TOL = 0.01  # grow the Krylov space until sigma_1^2 is certified to this, relative
-FRO_TOL = 0.015  # add probes until |J|_F^2's 95% half-width is this, relative
+FRO_TOL = 0.015  # add probes until |J|_F^2's (and |J_c|_F^2's) 95% half-width is this, relative
 
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
@@ -80,8 +81,9 @@ class Sketch:
     First a block Krylov space (:class:`~alignctl.geometry.krylov.Krylov`) of K-column blocks,
     grown while some sample's certified relative error of sigma_1^2 exceeds :data:`SV_TOL`
     (at most :data:`MAX_BLOCKS` blocks), then Hutch++ probes (:mod:`.hutchpp`) in rounds of K
-    while some sample's 95% half-width of |J|_F^2 exceeds :data:`FRO_TOL` relative (at most
-    :data:`MAX_ROUNDS` rounds). A sample whose row space the space holds (rank <= K - 1 after
+    while some sample's 95% half-width of |J|_F^2 (or, ``centred``, of |J_c|_F^2) exceeds
+    :data:`FRO_TOL` relative (at most :data:`MAX_ROUNDS` rounds; past the cap the half-width
+    reported is the one reached). A sample whose row space the space holds (rank <= K - 1 after
     the first block) is exact: a chunk of them stops after one block and no probe.
 
     Attributes, float64 (n,) unless said: ``sv`` (n, m) Ritz values, ``fro2`` / ``cfro2``
@@ -91,7 +93,7 @@ class Sketch:
     products spent: ``blocks`` (Krylov blocks), ``probes`` (Hutch++ probes)."""
 
     def __init__(self, op: Operator, n_classes: int, k: int, generator: torch.Generator,
-                 ones_row: torch.Tensor | None = None):  # fmt: skip
+                 ones_row: torch.Tensor | None = None, centred: bool = True):  # fmt: skip
         out = op.out
         n, c, dt, s = out.shape[0], n_classes, out.dtype, op_width(op)
         omega = torch.randn(n, c, k, generator=generator, device=out.device).to(dt)
@@ -100,16 +102,18 @@ class Sketch:
             kr.grow()
         terms, cterms = [], []
         need = ~kr.captured
+        cb2 = sum_squares(_centre(kr.b), (1, 2))
         while bool(need.any()) and len(terms) < MAX_ROUNDS:
             if ones_row is None:  # A^T 1, for the centred probes: one VJP
                 ones_row = op.vjp(torch.ones_like(out).unsqueeze(-1))[:, 0]
             t, ct = probe_terms(op, kr.q, ones_row, k, generator)
             terms.append(t)
             cterms.append(ct)
-            fro = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt)
-            need = need & (fro.relative() > FRO_TOL)
+            wide = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt).relative() > FRO_TOL
+            if centred:  # |J_c|_F^2 too: rows nearly alike leave most of J_c outside Q
+                wide |= Estimate(cb2, torch.cat(cterms, 1), c, s, dt).relative() > FRO_TOL
+            need = need & wide
         fro = Estimate(kr.b2, torch.cat(terms, 1) if terms else None, c, s, dt, kr.captured)
-        cb2 = sum_squares(_centre(kr.b), (1, 2))
         cfro = Estimate(cb2, torch.cat(cterms, 1) if cterms else None, c, s, dt, kr.captured)
         self.fro2, self.fro2_half = fro.value, fro.half
         self.tail, self.tail_half = fro.tail, fro.half

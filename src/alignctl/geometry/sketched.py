@@ -20,6 +20,9 @@ from alignctl.geometry.products import Operator
 from alignctl.geometry.sketch import Sketch
 from alignctl.geometry.vjp import label_cotangent
 
+# the metrics that read the sketch's |J_c|_F^2 (sketch.norm / ratio_error with centred=True)
+CENTRED_SKETCHED = frozenset({"centred_norm", "centred_alignment_full"})
+
 
 def _shortcut(plan, f, inp, first, generator):
     """(Operator at h, W, W x) or a one-line reason why the generic path is taken."""
@@ -43,9 +46,11 @@ def _shortcut(plan, f, inp, first, generator):
     return op, w, wx
 
 
-def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note) -> Quantities:
+def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note,
+                      centred: bool = True) -> Quantities:  # fmt: skip
     """The :class:`Quantities` of a chunk ``inp`` (labels ``y`` or None) measured with K
-    random probes; ``note(text)`` records a fallback."""
+    random probes; ``note(text)`` records a fallback; ``centred``: a centred whole-Jacobian
+    metric is requested (the probes also stop on |J_c|_F^2's half-width)."""
     m = inp.shape[0]
     flat = inp.reshape(m, -1)
     got = None
@@ -80,7 +85,7 @@ def sketch_quantities(plan, f, inp, y, k: int, generator, first: bool, note) -> 
     jx = op.jvp_leaf(tangent).double()  # J x, (m, C): exact
     x2 = flat.double().pow(2).sum(1)
     x2 = torch.where(x2 > 0, x2, torch.inf)  # x = 0: |J x_hat| taken as 0
-    sk = Sketch(op, n_classes, k, generator, ones_row)
+    sk = Sketch(op, n_classes, k, generator, ones_row, centred)
     sk.jx2 = jx.pow(2).sum(1) / x2
     jcx = jx if n_classes == 1 else jx - jx.mean(1, keepdim=True)
     sk.jcx2 = jcx.pow(2).sum(1) / x2
