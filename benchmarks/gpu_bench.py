@@ -40,6 +40,7 @@ import torch
 import alignctl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from geometry import interleaved, timed  # noqa: E402  (the timing protocol)
 from large_c import cnn, mlp  # noqa: E402  (the CPU benchmark's models)
 
 from alignctl.runs.config import config_from_dict  # noqa: E402
@@ -49,27 +50,9 @@ from alignctl.train.trainer import Trainer  # noqa: E402
 DEV = "cuda"  # --device cpu runs the same code here (a check of the script, not a figure)
 
 
-def sync() -> None:
-    if DEV == "cuda":
-        torch.cuda.synchronize()
-
-
 def sync_time(fn) -> float:
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
-
-
-def interleaved(cases: dict, reps: int) -> dict[str, float]:
-    for fn in cases.values():
-        fn()  # warm-up (kernels chosen, memory pooled)
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(reps):
-        for k, fn in cases.items():
-            times[k].append(sync_time(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Wall-clock seconds of fn(), synchronised on CUDA (geometry.py's timer)."""
+    return timed(fn, torch.device(DEV))
 
 
 def trainer(folder: Path, task: str, regs: list) -> Trainer:
@@ -98,7 +81,7 @@ def steps(reps: int) -> None:
         for k, tr in runs.items():
             x, y = tr.x[:bs], tr.y[:bs]
             cases[k] = lambda tr=tr, x=x, y=y, n=n_steps: [tr.train_step(x, y) for _ in range(n)]
-        med = interleaved(cases, reps)
+        med = interleaved(cases, reps, torch.device(DEV))
         print(f"{task}: batch {bs}, {ga}, {reps} reps of {n_steps} steps (wall-clock, synced)")
         for k, v in med.items():
             print(f"  {k:<26} {v / n_steps * 1e3:8.3f} ms per step  {v / med['plain']:5.2f}x plain")
@@ -108,8 +91,8 @@ def classes(reps: int, n: int = 64) -> None:
     cuda = DEV == "cuda"
 
     def run(fn):
-        sync()
         if cuda:
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() if cuda else 0
         best = min(sync_time(fn) for _ in range(reps))

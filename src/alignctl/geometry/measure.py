@@ -29,6 +29,7 @@ from alignctl.geometry.devices import (
     is_device_mismatch,
     twice_differentiable,
 )
+from alignctl.geometry.finite import all_finite
 from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
 from alignctl.geometry.placement import copy_model, prepare
@@ -165,7 +166,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
 def _blank_nonfinite_inputs(x, values, errors, notes):
     """NaN for every metric of a sample whose input is not finite: its Jacobian is undefined,
     and a ratio of NaNs guarded by ``den > 0`` would otherwise read 0 (a wrong number)."""
-    if not x.is_floating_point() or x.shape[0] == 0:
+    if x.shape[0] == 0 or all_finite(x):  # one sum, no boolean copies: the common case
         return values
     blank = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1).cpu()
     if bool(blank.any()):

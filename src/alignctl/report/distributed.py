@@ -98,10 +98,7 @@ def join() -> Group | None:
         objects = dist.new_group(backend="gloo", timeout=work)
     except Exception as e:  # noqa: BLE001 (rendezvous, ports, timeouts: one line)
         raise StartFailed(f"torch.distributed could not start ({backend}): {e}") from None
-    group = Group(
-        dist.get_rank(), dist.get_world_size(), backend, objects,
-        int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())),
-    )  # fmt: skip
+    group = Group(dist.get_rank(), dist.get_world_size(), backend, objects, local)
     _ACTIVE.append(group)
     return group
 

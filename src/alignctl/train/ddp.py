@@ -80,13 +80,11 @@ class DDPTrainer(Trainer):
         from alignctl.geometry.devices import resolve_device
 
         dev = resolve_device(device)
-        if dev.type == "cuda":  # torchrun's LOCAL_RANK, made current by the group's start
-            here = torch.cuda.current_device()
-            if dev.index not in (None, here):
-                raise InputError(f"--device {device} under torchrun: each rank trains on its "
-                                 "own GPU (LOCAL_RANK); use --device cuda")  # fmt: skip
-            dev = torch.device("cuda", here)
-        elif dev.type != "cpu":
+        # on CUDA: torchrun's LOCAL_RANK, made current by the group's start (Trainer names it)
+        if dev.type == "cuda" and dev.index not in (None, torch.cuda.current_device()):
+            raise InputError(f"--device {device} under torchrun: each rank trains on its "
+                             "own GPU (LOCAL_RANK); use --device cuda")  # fmt: skip
+        elif dev.type not in ("cpu", "cuda"):
             raise InputError(f"training under torchrun runs on cpu or cuda, not {dev.type}")
         super().__init__(run_dir, cfg, dev)
         self.rank, self.size = rank, size
