@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -36,83 +34,17 @@ from pathlib import Path
 import torch
 
 from alignctl._version import __version__
+from alignctl.report.cache_keys import (
+    canonical,
+    model_material,
+    sha,
+    code_fingerprint,
+    content_digest,
+    data_digest,
+)
 
 CACHE_DIR = ".alignctl-cache"
 FORMAT = 2  # 2: entries carry their checkpoint's notes (_notes)
-_CHUNK = 1 << 20
-
-
-def _canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=repr)
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _hash_file(h, path: Path) -> None:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-
-
-@functools.lru_cache(maxsize=4096)
-def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    p = Path(path)
-    if p.is_dir():  # a Hugging Face folder: every file, by relative name
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            h.update(str(f.relative_to(p)).encode() + b"\0")
-            _hash_file(h, f)
-    else:
-        _hash_file(h, p)
-    return h.hexdigest()
-
-
-def content_digest(path: Path) -> str:
-    """SHA-256 of a checkpoint's bytes (memoised on path, size and mtime)."""
-    p = Path(path)
-    stats = [p.stat()] + ([q.stat() for q in p.rglob("*")] if p.is_dir() else [])
-    return _digest_cached(str(p.resolve()), sum(s.st_size for s in stats),
-                          max(s.st_mtime_ns for s in stats))  # fmt: skip
-
-
-def _tensor_digest(h, t) -> None:
-    if t is None:
-        h.update(b"none")
-        return
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy())
-
-
-def data_digest(data) -> str:
-    h = hashlib.sha256()
-    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
-        _tensor_digest(h, t)
-    h.update(_canonical([data.num_classes, data.input_range, data.meta]).encode())
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """SHA-256 of alignctl's own source files."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
-def _model_material(run) -> dict:
-    spec = dict(run.config.model or {})
-    factory = spec.get("factory")
-    if isinstance(factory, str) and ":" in factory:
-        target = Path(factory.rsplit(":", 1)[0]).expanduser()
-        target = target if target.is_absolute() else Path(run.config.base_dir) / target
-        if target.is_file():
-            spec["factory_sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
-    return spec
 
 
 def default_cache(run) -> Cache | None:
@@ -167,7 +99,7 @@ class Cache:
             doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject)
             entry = doc["entry"]
             ok = (doc.get("format") == FORMAT and doc.get("key") == key
-                  and doc.get("sha256") == _sha(_canonical(entry))
+                  and doc.get("sha256") == sha(canonical(entry))
                   and _valid(entry, names))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             ok = False
@@ -183,10 +115,10 @@ class Cache:
             return
         from alignctl.runs.atomic import atomic_write_text
 
-        doc = {"format": FORMAT, "key": key, "sha256": _sha(_canonical(entry)),
+        doc = {"format": FORMAT, "key": key, "sha256": sha(canonical(entry)),
                "material": material, "entry": entry}  # fmt: skip
         try:
-            atomic_write_text(self.folder / f"{key}.json", _canonical(doc) + "\n")
+            atomic_write_text(self.folder / f"{key}.json", canonical(doc) + "\n")
         except OSError as e:
             if not self.quiet:
                 self.notes.append(f"cache off: cannot write {self.folder} ({e.strerror or e})")
@@ -232,7 +164,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
     names = resolve_metrics(options.get("metrics"))
     context = {
         "alignctl": __version__, "code": code_fingerprint(), "data": data_digest(run.load_data()),
-        "model": _model_material(run), "metrics": names,
+        "model": model_material(run), "metrics": names,
         # which weights are read (raw / EMA copy / a state key) changes every number
         "weights": getattr(run, "weights", None), "state_key": getattr(run, "state_key", None),
         "options": {**{k: v for k, v in options.items() if k != "metrics"},
@@ -243,7 +175,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
     keyed, entries, missing = [], {}, []
     for ref in run.checkpoints:
         material = {**context, "checkpoint": content_digest(ref.path)}
-        key = _sha(_canonical(material))
+        key = sha(canonical(material))
         keyed.append(key)
         hit = entries.get(key) or cache.get(key, names)
         if hit is None:
