@@ -2,7 +2,7 @@
 subset of the batch, in CPU time.
 
     nice -n 10 python benchmarks/xor_step.py [--reps 3] [--every 1,4] [--subsample 0.25,0.125]
-        [--task PRESET] [--epochs BASE,E1,...]
+        [--combos "subsample=0.0625,every=2"] [--task PRESET] [--epochs BASE,E1,...]
 
 The xor-cluster preset (two-layer bias-free MLP 40000-2048-1, squared error, full-batch SGD
 on 400 samples; GrokAlign lambda 1.0), or another preset with ``--task`` (its lambda): 4
@@ -59,6 +59,15 @@ def penalty_of_rows(reg, xg, out_rows, rows=None) -> torch.Tensor:
     return reg.lam * g.reshape(g.shape[0], -1).pow(2).sum(1).clamp_min(reg.eps).sqrt().mean()
 
 
+def combo(text: str) -> dict:
+    """'subsample=0.0625,every=2' -> {'subsample': 0.0625, 'every': 2}."""
+    out = {}
+    for item in text.split(","):
+        key, value = item.split("=")
+        out[key.strip()] = int(value) if key.strip() == "every" else float(value)
+    return out
+
+
 def update(tr: Trainer, loss) -> None:
     tr.opt.zero_grad(set_to_none=True)
     loss.backward(inputs=tr.params)
@@ -97,6 +106,12 @@ def main() -> None:
         default="auto,autograd",
         help="GrokAlign's path for every case: auto (the ReLU chain), autograd",
     )
+    ap.add_argument(
+        "--combos",
+        default="",
+        help="settings combining options, ';'-separated, each 'key=v,key=v' (e.g. "
+        "'subsample=0.0625,every=2')",
+    )
     ap.add_argument("--task", default="xor-cluster", help="a preset (alternatives: XOR only)")
     ap.add_argument("--epochs", default="", help="mean epochs to grok: BASE, then the others")
     ap.add_argument("--base", default="plain", help="the case --epochs starts with")
@@ -112,13 +127,15 @@ def main() -> None:
     ga = {"name": "grokalign", **preset_reg_defaults(ap_task)["grokalign"]}
     with tempfile.TemporaryDirectory() as tmp:
         plain = trainer(Path(tmp) / "plain", [], ap_task)
-        settings = [("every", k) for k in ks] + [("subsample", f) for f in fs]
+        settings = [{"every": k} for k in ks] + [{"subsample": f} for f in fs]
+        settings += [combo(c) for c in args.combos.split(";") if c]
         runs = {}
         for path in args.paths.split(","):
-            for key, v in settings:
-                name = f"{key}={v:g}" + ("" if path == "auto" else f",{path}")
-                spec = {**ga, key: v, "path": path}
-                runs[name] = trainer(Path(tmp) / name, [spec], ap_task)
+            for opts in settings:
+                name = ",".join(f"{k}={v:g}" for k, v in opts.items())
+                name += "" if path == "auto" else f",{path}"
+                spec = {**ga, **opts, "path": path}
+                runs[name] = trainer(Path(tmp) / name.replace(",", "_"), [spec], ap_task)
         other = {f"{name}={f:g}": (trainer(Path(tmp) / f"{name}{f}", [ga]), fn, f)
                  for name, fn, f in alt}  # fmt: skip
     x, y = plain.data.x_train, plain.data.y_train
@@ -138,14 +155,14 @@ def main() -> None:
     shape = "x".join(str(d) for d in x.shape)
     print(f"{ap_task}, batch {shape}, {ga}, one thread, {args.reps} reps of {STEPS} steps")
     for k, v in med.items():
-        print(f"  {k:<16} {v * 1e3:8.1f} CPU ms per step  {v / med['plain']:5.2f}x plain")
+        print(f"  {k:<24} {v * 1e3:8.1f} CPU ms per step  {v / med['plain']:5.2f}x plain")
     if args.epochs:
         base, *others = (float(e) for e in args.epochs.split(","))
         rest = [k for k in med if k != args.base]
         print(f"wall-clock speed-up over {args.base} (BASE/epochs x {args.base}/step):")
         for k, e in zip(rest, others, strict=False):
             t = base / e * med[args.base] / med[k]
-            print(f"  {k:<16} {base / e:5.2f}x epochs  {t:5.2f}x time")
+            print(f"  {k:<24} {base / e:5.2f}x epochs  {t:5.2f}x time")
 
 
 if __name__ == "__main__":

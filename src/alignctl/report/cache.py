@@ -36,11 +36,11 @@ import torch
 from alignctl._version import __version__
 from alignctl.report.cache_keys import (
     canonical,
-    model_material,
-    sha,
     code_fingerprint,
     content_digest,
     data_digest,
+    model_material,
+    sha,
 )
 
 CACHE_DIR = ".alignctl-cache"
