@@ -211,3 +211,35 @@ def test_an_existing_log_is_kept_unless_overwrite(tmp_path):
     assert (tmp_path / "m" / "alignment.jsonl").read_text() == before
     fit_mlp(tmp_path, every=15, overwrite=True)
     assert len((tmp_path / "m" / "alignment.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_folder_holding_another_run_is_left_alone(tmp_path):
+    """qa4: only an existing alignment.jsonl stopped the monitor; an `alignctl train` run's
+    checkpoints, run.json and alignctl.yaml in `out` were deleted without overwrite=True."""
+    run = tmp_path / "m"
+    (run / "checkpoints" / "state").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000000.safetensors").write_bytes(b"weights")
+    (run / "run.json").write_text('{"status": "finished"}')
+    (run / "train_log.jsonl").write_text("{}\n")
+    before = sorted((p.relative_to(run), p.read_bytes() if p.is_file() else None)
+                    for p in run.rglob("*"))  # fmt: skip
+    net = alignctl.MODELS.get("mlp")(6, [16], 3)
+    x, y = data()
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="overwrite|alignctl train"):
+            alignctl.Monitor(net, x, y, out=run, overwrite=overwrite)
+    after = sorted((p.relative_to(run), p.read_bytes() if p.is_file() else None)
+                   for p in run.rglob("*"))  # fmt: skip
+    assert after == before
+
+
+@pytest.mark.parametrize("shift", [5, -3])
+def test_probe_labels_out_of_range_are_input_errors(shift):
+    """qa4: with the `fast` metrics (no label read) labels no output stands for gave a probe
+    accuracy of 0 and verdicts from it, silently."""
+    net = alignctl.MODELS.get("mlp")(6, [16], 3)
+    x, y = data()
+    with pytest.raises(InputError, match="out of range"):
+        alignctl.Monitor(net, x, y + shift, out=None).measure(0)
+    with pytest.raises(InputError, match="out of range"):
+        alignctl.Monitor(net, x, y, out=None, test=(x, y + shift)).measure(0)

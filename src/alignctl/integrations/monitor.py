@@ -155,8 +155,14 @@ class Monitor:
         ckpts = self.out / "checkpoints"
         if ckpts.is_dir():
             found.append(ckpts)
-        if (self.out / LOG_NAME).exists() and not overwrite:
-            raise InputError(f"{self.out} already holds a monitor log; pass overwrite=True")
+        if found and not overwrite:
+            # any of them, not only a log: an `alignctl train` run's checkpoints, run.json and
+            # alignctl.yaml would otherwise be deleted without being asked
+            names = ", ".join(p.name for p in found)
+            raise InputError(f"{self.out} already holds a run ({names}); pass overwrite=True")
+        if overwrite and ((self.out / "train_log.jsonl").exists() or (ckpts / "state").is_dir()):
+            raise InputError(f"{self.out} holds an `alignctl train` run, not a monitor's: "
+                             "choose another out")  # fmt: skip
         for p in found:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.out.mkdir(parents=True, exist_ok=True)

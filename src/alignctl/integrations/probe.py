@@ -121,6 +121,7 @@ class Probe:
         log entry with its verdict, and decides whether to stop."""
         from alignctl.evaluation.losses import accuracy
         from alignctl.geometry.measure import measure
+        from alignctl.geometry.vjp import check_labels
 
         t0 = time.perf_counter()
         dev = _device_of(model)
@@ -133,16 +134,21 @@ class Probe:
                 # the logits of measure's own forward passes: the accuracy costs no extra pass
                 out = seen[0] if seen else _logits(model, self.x.to(dev))
                 accs = [None, None]
+                n_classes = 1 if out.dim() == 1 else out.shape[-1]
                 if self.y is not None:
-                    accs[0] = accuracy(out, self.y.reshape(-1).to(out.device))
+                    # a label no output stands for would count as wrong, silently (measure
+                    # checks labels only for the metrics that read them)
+                    y = check_labels(self.y, len(self.x), n_classes)
+                    accs[0] = accuracy(out, y.to(out.device))
                 if self.test is not None:
                     tout = _logits(model, self.test[0].to(dev))
-                    accs[1] = accuracy(tout, self.test[1].reshape(-1).to(tout.device))
+                    ty = check_labels(self.test[1], len(self.test[0]), n_classes)
+                    accs[1] = accuracy(tout, ty.to(tout.device))
         means = {k: float(v.double().mean()) for k, v in values.items()}
         stds = {k: float(v.double().std(unbiased=False)) for k, v in values.items()}
         entry = monitor_log.make_entry(
             step, means, stds, train_accuracy=accs[0], test_accuracy=accs[1],
-            n_samples=len(self.x), n_classes=1 if out.dim() == 1 else out.shape[-1],
+            n_samples=len(self.x), n_classes=n_classes,
             time=time.time(), seconds=time.perf_counter() - t0,
         )  # fmt: skip
         self.entries.append(entry)
