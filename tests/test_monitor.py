@@ -243,3 +243,19 @@ def test_probe_labels_out_of_range_are_input_errors(shift):
         alignctl.Monitor(net, x, y + shift, out=None).measure(0)
     with pytest.raises(InputError, match="out of range"):
         alignctl.Monitor(net, x, y, out=None, test=(x, y + shift)).measure(0)
+
+
+def test_measuring_inside_inference_mode(tmp_path):
+    """qa4: mon.step (or measure) inside a caller's `torch.inference_mode()` block (a
+    validation loop) failed with "the model's output does not depend on its input"."""
+    torch.manual_seed(0)
+    net = alignctl.MODELS.get("mlp")(6, [16], 3)
+    x, y = data()
+    want = alignctl.Monitor(net, x, y, out=None, metrics="standard").measure(0)["metrics"]
+    with torch.inference_mode():
+        x_inf = x.clone()  # an inference tensor: it can never enter autograd as it is
+        got = alignctl.Monitor(net, x_inf, y, out=None, metrics="standard").measure(0)
+        direct = alignctl.measure(net, x_inf, y, metrics=["jacobian_alignment"])
+    assert got["metrics"] == want
+    mean = float(direct["jacobian_alignment"].double().mean())  # one metric: another path
+    assert mean == pytest.approx(want["jacobian_alignment"], rel=1e-5)

@@ -112,3 +112,13 @@ def is_device_mismatch(e: BaseException) -> bool:
     if types:
         return ("cuda" in types.group(1)) != ("cuda" in types.group(2))
     return any(m in text for m in _MISMATCH)
+
+
+def outside_inference(x: torch.Tensor) -> torch.Tensor:
+    """x, copied when it was made under ``torch.inference_mode`` (such a tensor can never enter
+    autograd); the products themselves run with inference mode off, so measure() works inside
+    a caller's ``torch.inference_mode()`` block (a monitor in a validation loop)."""
+    if not x.is_inference():
+        return x
+    with torch.inference_mode(False):
+        return x.clone()

@@ -27,6 +27,7 @@ from alignctl.geometry.devices import (
     eval_mode,
     exact_float32,
     is_device_mismatch,
+    outside_inference,
     twice_differentiable,
 )
 from alignctl.geometry.finite import all_finite
@@ -71,9 +72,9 @@ def jacobian(model, x, *, batch_size=None, device="auto", dtype=None, output=Non
     model in eval mode. ``output``: which part of a tuple/dict output is the logits.
     """
     model, dev, dt = prepare(model, device, dtype)
-    x = torch.as_tensor(x)
+    x = outside_inference(torch.as_tensor(x))
     parts = []
-    with torch.enable_grad(), exact_float32(), eval_mode(model):
+    with torch.inference_mode(False), torch.enable_grad(), exact_float32(), eval_mode(model):
         plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
                      max_memory=max_memory, full=True)  # fmt: skip
         for _, _, f, inp in plan.chunks(x):
@@ -130,7 +131,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         InputError: unknown metric, labels missing or out of range, outputs that are not
             (n, C) logits, inputs the output does not depend on differentiably.
     """
-    x = torch.as_tensor(x)
+    x = outside_inference(torch.as_tensor(x))
     names = _select(metrics, y is not None)
     given = model
     model, dev, dt = prepare(model, device, dtype)
@@ -184,7 +185,7 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
     results: dict[str, list[torch.Tensor]] = {m: [] for m in names}
     errs: dict[str, list[torch.Tensor]] = {}
     logits: list[torch.Tensor | None] = []
-    with torch.enable_grad(), exact_float32(), eval_mode(model):
+    with torch.inference_mode(False), torch.enable_grad(), exact_float32(), eval_mode(model):
         plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
                      max_memory=max_memory, full=full, sketch=opts["sketch"])  # fmt: skip
         gen = torch.Generator(dev).manual_seed(int(opts["seed"])) if plan.k else None
