@@ -170,3 +170,26 @@ def test_follow_waits_for_a_run_folder_that_training_has_not_made_yet(tmp_path):
     (tmp_path / "file").write_text("x")
     r = CliRunner().invoke(app, ["analyze", str(tmp_path / "file"), "--follow"])
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and "not one" in r.stderr
+
+
+def test_a_resumed_run_is_not_finished_until_it_ends(tmp_path):
+    """qa4: `train --resume R --epochs more` left the old run.json (status finished) in place
+    while it trained, so `analyze --follow R` started meanwhile stopped at once."""
+    from alignctl.runs.config import config_from_dict
+    from alignctl.train.trainer import Trainer
+
+    run = tmp_path / "r"
+    run.mkdir()
+    Trainer(run, config_from_dict(TINY, run), "cpu").fit(2)
+    assert RunWatcher(run).finished()  # finished, nobody training it
+    resumed = Trainer(run, config_from_dict(TINY, run), "cpu")
+    resumed.restore()
+    seen = []
+
+    def during(_event):  # at each evaluation of the resumed run: follow starting now
+        seen.append((run / "run.json").exists() or RunWatcher(run).finished())
+
+    summary = resumed.fit(4, callback=during)
+    assert seen and not any(seen)
+    assert summary["status"] == "finished" and RunWatcher(run).finished()
+    assert json.loads((run / "run.json").read_text())["epochs_completed"] == 4

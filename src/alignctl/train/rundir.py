@@ -165,6 +165,17 @@ class RunDirMixin:
         except OSError as e:
             raise self._write_failed(path, e) from None
 
+    def clear_summary(self) -> None:
+        """Remove a finished run's ``run.json`` as training starts again (``--resume``): the
+        run is not finished until ``write_summary``, and ``analyze --follow`` must not take
+        the old file for the end. Rank 0 alone writes the folder."""
+        path = self.dir / "run.json"
+        if self.rank == 0 and path.exists():
+            try:
+                path.unlink()
+            except OSError as e:
+                raise self._write_failed(path, e) from None
+
     def write_summary(self, epochs: int, interrupted: bool) -> dict:
         ev, d = self.last_eval, self.diverged
         status = "diverged" if d else "interrupted" if interrupted else "finished"

@@ -62,6 +62,7 @@ class ScheduleMixin:
             return self.diverged is not None and on_nan == "stop"
 
         saves = save_epochs(epochs, save_every, save_schedule)
+        self.clear_summary()
         if self.step == 0 and self.batch_index == 0 and self.epoch == 0:
             self._evaluate()
             if not halted():
