@@ -259,3 +259,20 @@ def test_measuring_inside_inference_mode(tmp_path):
     assert got["metrics"] == want
     mean = float(direct["jacobian_alignment"].double().mean())  # one metric: another path
     assert mean == pytest.approx(want["jacobian_alignment"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--split", "test"], ["--samples", "5"], ["--robustness"], ["--sketch", "4"],
+     ["--metrics", "jacobian_norm"], ["--weights", "ema"], ["--keep-samples"]],
+)  # fmt: skip
+def test_measurement_options_on_a_log_only_run_are_errors(tmp_path, option):
+    """qa4: a log-only run ignored --split, --samples, --robustness, --sketch, --metrics
+    it does not hold...: exit 0 with a report that did not do what was asked."""
+    fit_mlp(tmp_path, every=10)
+    r = runner.invoke(app, ["analyze", str(tmp_path / "m"), *option, "--json", "-"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1
+    assert option[0] in r.stderr
+    ok = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--metrics", "fast", "--json", "-"])
+    assert ok.exit_code == 0, ok.output

@@ -157,7 +157,7 @@ def analyze(
         raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt is not None and stdout_taken:  # two of --json/--csv/--markdown -: check_outputs
         raise InputError("only one of --format, --json -, --csv -, --markdown - can use stdout")
-    from alignctl.report.monitor_log import is_monitor_run, report_from_log
+    from alignctl.report.monitor_log import check_log_options, is_monitor_run, report_from_log
 
     def opened():
         run = open_run(
@@ -179,6 +179,14 @@ def analyze(
         report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken)
     elif is_monitor_run(path) and not (config or model or data):
         report = report_from_log(path)  # a run made only of the monitor's alignment.jsonl
+        check_log_options(report, {
+            "--split": split != "train", "--samples": samples is not None,
+            "--robustness": robustness, "--eps": eps is not None, "--alpha": alpha is not None,
+            "--pgd-steps": pgd_steps != 10, "--sketch": sketch is not None,
+            "--keep-samples": keep_samples, "--dist": dist is not None,
+            "--weights": weights is not None, "--state-key": state_key is not None,
+            "--output": output is not None,
+        }, None if metrics == "standard" else names)  # fmt: skip
     else:
         run = opened()
         console = err_console()

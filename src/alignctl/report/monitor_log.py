@@ -155,3 +155,20 @@ def report_from_log(path: Path) -> dict:
         "recommendation": recommendation(entries, t), "gates": [], "passed": True,
         "pgd": None, "notes": notes,
     }  # fmt: skip
+
+
+def check_log_options(report: dict, given: dict[str, bool], metrics: list[str] | None) -> None:
+    """InputError when the options ask for what a log cannot give: the measurements were made
+    inside the training loop, on its probe, with its metrics; ``given`` maps each measurement
+    option (``--split``, ``--robustness``, ...) to whether it was set, ``metrics`` are the
+    metrics asked for explicitly (None: the default)."""
+    asked = [name for name, on in given.items() if on]
+    missing = [m for m in metrics or [] if m not in report["metric_names"]]
+    if missing:
+        asked.append(f"--metrics ({', '.join(missing)} not in the log)")
+    if asked:
+        raise InputError(
+            f"{report['path']} holds only the monitor's {LOG_NAME} (measured during training, "
+            f"on its probe), so {', '.join(asked)} cannot apply; analyse checkpoints for that "
+            "(Monitor(save_checkpoints=True))"
+        )
