@@ -276,3 +276,17 @@ def test_measurement_options_on_a_log_only_run_are_errors(tmp_path, option):
     assert option[0] in r.stderr
     ok = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--metrics", "fast", "--json", "-"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_monitor_run_folder_can_be_moved(tmp_path):
+    """qa4: alignctl.yaml named the probe by its absolute path, so a moved or copied run (a CI
+    artifact) failed to analyse, or read another run's probe once the old folder was reused."""
+    import shutil
+
+    first = fit_mlp(tmp_path, every=15, save_checkpoints=True, model_config=MLP)
+    shutil.copytree(tmp_path / "m", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "m")
+    r = runner.invoke(app, ["analyze", str(tmp_path / "moved"), "--metrics", "fast", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    got = [c["train_accuracy"] for c in json.loads(r.stdout)["checkpoints"]]
+    assert got == pytest.approx([e["train_accuracy"] for e in first.entries])

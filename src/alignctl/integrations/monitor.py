@@ -168,8 +168,10 @@ class Monitor:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _write_run_config(self, model_config: dict | None) -> None:
-        from alignctl.runs.atomic import atomic_write
-        from alignctl.runs.config import _absolute_paths, config_from_dict, save_config
+        import yaml
+
+        from alignctl.runs.atomic import atomic_write, atomic_write_text
+        from alignctl.runs.config import _absolute_paths, config_from_dict
 
         raw: dict = {}
         missing = []
@@ -196,7 +198,11 @@ class Monitor:
             raw["data"] = {"path": PROBE_FILE}
         else:
             missing.append("labelled data (pass probe_y, or analyze with --data FILE)")
-        save_config(config_from_dict(raw, self.out, source="Monitor"), self.out / "alignctl.yaml")
+        resolved = config_from_dict(raw, self.out, source="Monitor").to_dict()
+        if "data" in resolved:  # the probe is in the folder: it moves (a CI artifact) with it
+            resolved["data"]["path"] = PROBE_FILE
+        text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
+        atomic_write_text(self.out / "alignctl.yaml", text)
         if missing:
             warnings.warn(
                 f"Monitor: checkpoints go to {self.out / 'checkpoints'}, but `alignctl analyze "
