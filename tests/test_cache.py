@@ -198,3 +198,35 @@ def test_a_cached_run_repeats_the_checkpoints_notes_in_order(tmp_path):
     assert again["cache"]["hits"] == 3 and again["notes"] == first["notes"]
     assert again["notes"] == analyze(run, "--no-cache")["notes"]
     assert all("_notes" not in c for c in again["checkpoints"] + first["checkpoints"])
+
+
+def test_a_factory_helper_is_part_of_the_key(tmp_path):
+    """qa4: only the factory file's bytes were keyed, so a change to a module it imports from
+    beside it (`from helpers import x`, which factories support) reused the old numbers."""
+    import types
+
+    from alignctl.report.cache_keys import model_material
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "qa4_helpers.py").write_text("WIDTH = 12\n")
+    (lib / "nets.py").write_text(
+        "import torch\nfrom qa4_helpers import WIDTH\n\n\ndef make():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(5, WIDTH), torch.nn.Linear(WIDTH, 3))\n"
+    )
+    spec = {"factory": f"{lib / 'nets.py'}:make"}
+    config = types.SimpleNamespace(model=spec, base_dir=tmp_path)
+    run = types.SimpleNamespace(config=config)
+    try:
+        first = model_material(run)
+        assert first["factory_sha256"] == model_material(run)["factory_sha256"]
+        (lib / "qa4_helpers.py").write_text("WIDTH = 12  # the same width, other code\n")
+        assert model_material(run)["factory_sha256"] != first["factory_sha256"]
+        # an installed package is keyed by its version, not by reading its files
+        installed = model_material(types.SimpleNamespace(config=types.SimpleNamespace(
+            model={"factory": "numpy:zeros"}, base_dir=tmp_path)))  # fmt: skip
+        assert installed["factory_sha256"] == f"numpy=={np.__version__}"
+    finally:
+        import sys
+
+        sys.modules.pop("qa4_helpers", None)

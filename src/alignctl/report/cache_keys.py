@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -82,11 +83,47 @@ def code_fingerprint() -> str:
 
 
 def model_material(run) -> dict:
+    """The model section, with the SHA-256 of the factory's source: its file or module and
+    every module it imported from beside it (``from helpers import x``, the package's other
+    modules), so a changed helper never reads numbers the old code computed."""
     spec = dict(run.config.model or {})
     factory = spec.get("factory")
     if isinstance(factory, str) and ":" in factory:
-        target = Path(factory.rsplit(":", 1)[0]).expanduser()
-        target = target if target.is_absolute() else Path(run.config.base_dir) / target
-        if target.is_file():
-            spec["factory_sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+        spec["factory_sha256"] = _factory_sources(factory, Path(run.config.base_dir))
     return spec
+
+
+def _factory_sources(factory: str, base_dir: Path) -> str | None:
+    import sys
+
+    from alignctl.errors import InputError
+    from alignctl.runs.factories import load_callable
+
+    try:
+        fn = load_callable(factory, base_dir)  # imported already when the run was opened
+    except InputError:
+        return None
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    top = sys.modules.get((getattr(module, "__package__", None) or "").split(".")[0])
+    origin = getattr(top or module, "__file__", None)
+    if origin is None:
+        return None
+    # a package: its folder above __init__.py; a file or module: the folder it is in
+    folder = os.path.dirname(os.path.abspath(origin)).rstrip(os.sep)
+    version = getattr(top, "__version__", None)
+    if top is not None and isinstance(version, str) and "-packages" + os.sep in folder + os.sep:
+        return f"{top.__name__}=={version}"  # installed: its version says which code it is
+    files = set()
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)  # torch._classes says "_classes.py": relative
+        if isinstance(f, str) and f.endswith(".py") and os.path.isabs(f):
+            if os.path.abspath(f).startswith(folder + os.sep) and os.path.isfile(f):
+                files.add(os.path.abspath(f))
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(os.path.relpath(f, folder).encode() + b"\0")
+        try:
+            _hash_file(h, f)
+        except OSError:
+            h.update(b"unreadable")
+    return h.hexdigest()
