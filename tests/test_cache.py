@@ -222,10 +222,13 @@ def test_a_factory_helper_is_part_of_the_key(tmp_path):
         assert first["factory_sha256"] == model_material(run)["factory_sha256"]
         (lib / "qa4_helpers.py").write_text("WIDTH = 12  # the same width, other code\n")
         assert model_material(run)["factory_sha256"] != first["factory_sha256"]
+        # and the installed libraries its code uses: their upgrade changes the model too
+        assert first["factory_libraries"] == [f"torch=={torch.__version__}"]
         # an installed package is keyed by its version, not by reading its files
         installed = model_material(types.SimpleNamespace(config=types.SimpleNamespace(
             model={"factory": "numpy:zeros"}, base_dir=tmp_path)))  # fmt: skip
         assert installed["factory_sha256"] == f"numpy=={np.__version__}"
+        assert installed["factory_libraries"] == []
     finally:
         import sys
 

@@ -163,7 +163,8 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
 
     names = resolve_metrics(options.get("metrics"))
     context = {
-        "alignctl": __version__, "code": code_fingerprint(), "data": data_digest(run.load_data()),
+        "alignctl": __version__, "code": code_fingerprint(), "torch": torch.__version__,
+        "data": data_digest(run.load_data()),
         "model": model_material(run), "metrics": names,
         # which weights are read (raw / EMA copy / a state key) changes every number
         "weights": getattr(run, "weights", None), "state_key": getattr(run, "state_key", None),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -83,17 +84,31 @@ def code_fingerprint() -> str:
 
 
 def model_material(run) -> dict:
-    """The model section, with the SHA-256 of the factory's source: its file or module and
-    every module it imported from beside it (``from helpers import x``, the package's other
-    modules), so a changed helper never reads numbers the old code computed."""
+    """The model section, with the SHA-256 of the factory's source (its file or module and
+    every module it imported from beside it: ``from helpers import x``, the package's other
+    modules) and the versions of the installed libraries those modules use (``transformers``),
+    so changed code never reads numbers the old code computed."""
     spec = dict(run.config.model or {})
     factory = spec.get("factory")
     if isinstance(factory, str) and ":" in factory:
-        spec["factory_sha256"] = _factory_sources(factory, Path(run.config.base_dir))
+        spec["factory_sha256"], spec["factory_libraries"] = _factory_sources(
+            factory, Path(run.config.base_dir)
+        )
     return spec
 
 
-def _factory_sources(factory: str, base_dir: Path) -> str | None:
+def _installed(name: str) -> str | None:
+    """``name==version`` for an installed top-level package (site-/dist-packages), else None."""
+    import sys
+
+    top = sys.modules.get(name.split(".")[0])
+    version, origin = getattr(top, "__version__", None), getattr(top, "__file__", None)
+    if isinstance(version, str) and isinstance(origin, str) and "-packages" in origin:
+        return f"{top.__name__}=={version}"
+    return None
+
+
+def _factory_sources(factory: str, base_dir: Path) -> tuple[str | None, list[str]]:
     import sys
 
     from alignctl.errors import InputError
@@ -102,28 +117,31 @@ def _factory_sources(factory: str, base_dir: Path) -> str | None:
     try:
         fn = load_callable(factory, base_dir)  # imported already when the run was opened
     except InputError:
-        return None
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+        return None, []
+    name = getattr(fn, "__module__", None) or ""
+    if _installed(name):
+        return _installed(name), []  # installed: its version says which code it is
+    module = sys.modules.get(name)
     top = sys.modules.get((getattr(module, "__package__", None) or "").split(".")[0])
     origin = getattr(top or module, "__file__", None)
     if origin is None:
-        return None
+        return None, []
     # a package: its folder above __init__.py; a file or module: the folder it is in
     folder = os.path.dirname(os.path.abspath(origin)).rstrip(os.sep)
-    version = getattr(top, "__version__", None)
-    if top is not None and isinstance(version, str) and "-packages" + os.sep in folder + os.sep:
-        return f"{top.__name__}=={version}"  # installed: its version says which code it is
-    files = set()
+    local = {}
     for m in list(sys.modules.values()):
         f = getattr(m, "__file__", None)  # torch._classes says "_classes.py": relative
         if isinstance(f, str) and f.endswith(".py") and os.path.isabs(f):
             if os.path.abspath(f).startswith(folder + os.sep) and os.path.isfile(f):
-                files.add(os.path.abspath(f))
-    h = hashlib.sha256()
-    for f in sorted(files):
+                local[os.path.abspath(f)] = m
+    h, libraries = hashlib.sha256(), set()
+    for f in sorted(local):
         h.update(os.path.relpath(f, folder).encode() + b"\0")
         try:
             _hash_file(h, f)
         except OSError:
             h.update(b"unreadable")
-    return h.hexdigest()
+        for v in list(vars(local[f]).values()):  # `import transformers`, `from torch import nn`
+            used = v.__name__ if inspect.ismodule(v) else getattr(v, "__module__", None)
+            libraries.add(_installed(used) if isinstance(used, str) else None)
+    return h.hexdigest(), sorted(lib for lib in libraries if lib)
