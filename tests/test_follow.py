@@ -193,3 +193,30 @@ def test_a_resumed_run_is_not_finished_until_it_ends(tmp_path):
     assert seen and not any(seen)
     assert summary["status"] == "finished" and RunWatcher(run).finished()
     assert json.loads((run / "run.json").read_text())["epochs_completed"] == 4
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads the lock from /proc/locks")
+def test_a_trainer_killed_before_run_json_ends_the_follow(tmp_path, monkeypatch):
+    """qa4: `alignctl train` stopped by SIGTERM, kill -9 or the OOM killer never writes
+    run.json, and `analyze --follow` waited for it forever. Its folder lock (held from the
+    first write to the last) tells a live trainer from a dead one."""
+    from alignctl.train.lock import RunLock
+
+    run = make_run(tmp_path / "r", n_checkpoints=2)
+    (run / "train_log.jsonl").write_text("{}\n")  # written by alignctl train, under its lock
+    now = [0.0]
+    lock = RunLock(run).acquire()
+    try:
+        watcher = RunWatcher(run, clock=lambda: now[0], gone_after=5.0)
+        for now[0] in (0.0, 10.0, 20.0):
+            assert not watcher.finished()  # a live trainer: however long it takes
+    finally:
+        lock.release()
+    assert not watcher.finished()  # free for a moment: a resume takes it at its start
+    now[0] = 26.0
+    assert watcher.finished() and watcher.gone
+    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    r = CliRunner().invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
+    assert r.exit_code == 0, r.stderr
+    assert sum(ln.startswith("step=") for ln in r.stdout.splitlines()) == 2
+    assert "without writing run.json" in r.stderr

@@ -8,10 +8,12 @@ modification time have not changed for ``settle`` seconds and it opens as a chec
 made only of ``alignment.jsonl`` (the monitor's log) is re-read whenever it grows.
 
 The run is finished when ``run.json`` says so: it appears, or changes, after following began,
-or was already there for a run that was not interrupted. The watching uses ``watchdog``
-(file-system events wake the loop) when it is installed, else polling; either way the loop
-also wakes every ``poll`` seconds, so nothing depends on an event being delivered. The
-library never prints: each new report goes to the caller's ``on_report``.
+or was already there for a run that was not interrupted; or, without a run.json, when an
+``alignctl train`` run's folder lock (held from its first write to its last) has been free
+for ``GONE_AFTER`` seconds: its trainer was killed before it could write one. The watching
+uses ``watchdog`` (file-system events wake the loop) when it is installed, else polling;
+either way the loop also wakes every ``poll`` seconds, so nothing depends on an event being
+delivered. The library never prints: each new report goes to the caller's ``on_report``.
 """
 
 from __future__ import annotations
@@ -57,14 +59,20 @@ def _signature(path: Path) -> tuple:
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
+GONE_AFTER = 5.0  # seconds a trained run's lock must stay free: a resume takes it at start
+
+
 class RunWatcher:
     """Which checkpoints of ``root`` are completely written, and whether the run finished."""
 
-    def __init__(self, root: Path, *, settle: float = 0.5, clock=time.monotonic) -> None:
+    def __init__(self, root: Path, *, settle: float = 0.5, clock=time.monotonic,
+                 gone_after: float | None = None) -> None:  # fmt: skip
         self.root, self.settle, self.clock = Path(root), settle, clock
         self._seen: dict[Path, tuple[tuple, float]] = {}  # path -> (signature, since)
         self._complete: set[Path] = set()
         self._start_summary = self._summary()
+        self.gone_after = GONE_AFTER if gone_after is None else gone_after
+        self._unlocked_since, self.gone = None, False
 
     def _summary(self) -> str | None:
         try:
@@ -75,7 +83,8 @@ class RunWatcher:
     def finished(self) -> bool:
         text = self._summary()
         if text is None:
-            return False
+            self.gone = self._writer_gone()
+            return self.gone
         try:
             summary = json.loads(text)
         except ValueError:
@@ -83,6 +92,22 @@ class RunWatcher:
         if text != self._start_summary:
             return True
         return not summary.get("interrupted", False)  # a run that had already finished
+
+    def _writer_gone(self) -> bool:
+        """An `alignctl train` run (its log and resume state are written under the folder's
+        lock) whose lock nobody has held for ``gone_after`` seconds: the trainer was killed
+        (SIGTERM, kill -9, out of memory) before it could write run.json."""
+        from alignctl.train.lock import lock_held
+
+        trained = (self.root / "train_log.jsonl").exists() or (
+            self.root / "checkpoints" / "state"
+        ).is_dir()
+        if not trained or lock_held(self.root) is not False:
+            self._unlocked_since = None
+            return False
+        now = self.clock()
+        self._unlocked_since = self._unlocked_since if self._unlocked_since is not None else now
+        return now - self._unlocked_since >= self.gone_after
 
     def ready(self, final: bool = False) -> list:
         """The checkpoints known to be complete, ordered by step; ``final`` (the run has
@@ -200,6 +225,11 @@ def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[
                     shown, report = state, analyse(run)
                     on_report(report)
             if done or (timeout is not None and time.monotonic() - start > timeout):
+                if watcher.gone and report is not None:
+                    report.setdefault("notes", []).append(
+                        f"the training of {root} stopped without writing run.json (killed?): "
+                        "the report covers the checkpoints it wrote"
+                    )
                 return report
             waker.wait()
     finally:

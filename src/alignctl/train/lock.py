@@ -84,3 +84,17 @@ except ImportError:  # Windows: directories cannot be opened, lock a file inside
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         except OSError:
             pass
+
+
+def lock_held(run_dir: Path) -> bool | None:
+    """Whether a process holds ``run_dir``'s lock, read from ``/proc/locks`` without taking
+    it (taking it, even for a moment, could refuse a trainer starting then); None where that
+    cannot be told (no ``/proc/locks``: not Linux)."""
+    try:
+        st = os.stat(run_dir)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(f" {ident} " in line and "FLOCK" in line for line in text.splitlines())
