@@ -290,3 +290,13 @@ def test_a_monitor_run_folder_can_be_moved(tmp_path):
     assert r.exit_code == 0, r.output
     got = [c["train_accuracy"] for c in json.loads(r.stdout)["checkpoints"]]
     assert got == pytest.approx([e["train_accuracy"] for e in first.entries])
+
+
+@pytest.mark.parametrize(
+    "probe", [{"input_ids": torch.zeros(2, 3)}, "abc", [[1.0, 2.0], [3.0]]], ids=str
+)
+def test_a_probe_that_is_not_an_array_is_an_input_error(probe):
+    """qa4: a tokenizer's dict, a string or a ragged list raised RuntimeError / TypeError /
+    ValueError from torch instead of the library's InputError."""
+    with pytest.raises(InputError, match="probe_x"):
+        alignctl.Monitor(torch.nn.Linear(3, 2), probe, out=None)

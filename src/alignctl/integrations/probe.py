@@ -59,7 +59,13 @@ def positive_int(value, name: str) -> int:
 def _as_tensor(x, what: str) -> torch.Tensor:
     if x is None:
         return None
-    t = torch.as_tensor(x).detach()
+    if isinstance(x, dict):  # a tokenizer's BatchEncoding
+        raise InputError(f"{what} is a mapping ({', '.join(map(str, x))}): pass one tensor, "
+                         "e.g. its input_ids (sequences of one length, no padding)")  # fmt: skip
+    try:
+        t = torch.as_tensor(x).detach()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{what} is not a tensor or array of numbers: {e}") from None
     if t.ndim < 1 or t.shape[0] < 1:
         raise InputError(f"{what} has no samples (shape {tuple(t.shape)})")
     return t
