@@ -300,3 +300,49 @@ def test_a_probe_that_is_not_an_array_is_an_input_error(probe):
     ValueError from torch instead of the library's InputError."""
     with pytest.raises(InputError, match="probe_x"):
         alignctl.Monitor(torch.nn.Linear(3, 2), probe, out=None)
+
+
+def test_a_probe_without_labels_gives_a_recommendation(tmp_path):
+    """qa4: probe_y=None (allowed) made mon.recommendation() and `alignctl analyze` of the
+    log fail with a TypeError (the recommendation subtracted missing train accuracies)."""
+    torch.manual_seed(0)
+    net = alignctl.MODELS.get("mlp")(6, [16], 3)
+    x, y = data()
+    with alignctl.Monitor(net, x[:32], every=1, out=tmp_path / "m") as mon:
+        for step in range(4):
+            mon.step(step)
+    assert mon.recommendation()["action"] == "investigate"
+    assert "labels" in mon.recommendation()["reason"]
+    r = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["recommendation"] == mon.recommendation()
+    with pytest.raises(InputError, match="probe_y"):  # could never stop: said at once
+        alignctl.Monitor(net, x[:32], out=None, stop_when="stop", test=(x, y))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"step": "abc", "metrics": {}}',
+        '{"step": true, "metrics": {}}',
+        '{"step": 1e300, "metrics": {}}',
+        '{"step": 5, "metrics": {"centroid_alignment": "x"}}',
+        '{"step": 5, "metrics": {"centroid_alignment": 1e999}}',
+        '{"step": 5, "metrics": {"centroid_alignment": NaN}}',
+        '{"step": 5, "metrics": {"centroid_alignment": 0.1}, "train_accuracy": "0.5"}',
+        '{"step": 5, "metrics": {"centroid_alignment": 0.1}, "train_accuracy": 5}',
+        '{"step": 5, "metrics": {}, "n_classes": 0}',
+        '{"step": 5, "metrics": {}, "diverged": "no"}',
+    ],
+)  # fmt: skip
+def test_a_log_line_of_the_wrong_shape_is_skipped_with_a_note(tmp_path, line):
+    """qa4: lines that parse as JSON but are not measurements were taken (a string metric, an
+    infinite one, an accuracy of 5) or crashed analyze with an internal error."""
+    mon = fit_mlp(tmp_path, every=10)
+    with open(tmp_path / "m" / "alignment.jsonl", "a") as fh:
+        fh.write(line + "\n")
+    r = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(c))
+    assert [c["step"] for c in report["checkpoints"]] == [e["step"] for e in mon.entries]
+    assert "not a measurement" in r.stderr

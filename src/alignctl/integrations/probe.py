@@ -114,6 +114,9 @@ class Probe:
         if test is not None:
             tx, ty = test
             self.test = (_as_tensor(tx, "test x"), _as_tensor(ty, "test y"))
+        if stop_when is not None and self.y is None:  # it could never fire: say so now
+            raise InputError("stop_when='stop' needs probe labels (probe_y): the "
+                             "recommendation reads the probe accuracy")  # fmt: skip
         self.names = resolve_metrics(metrics)
         if self.y is None and any(METRICS.get(n).needs == "label" for n in self.names):
             raise InputError("these metrics need probe labels: pass probe_y")

@@ -70,9 +70,10 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            e = json.loads(line)
-            int(e["step"]), dict(e["metrics"])  # noqa: B018  (shape check)
-        except (ValueError, KeyError, TypeError):
+            e = json.loads(line, parse_constant=_reject)
+        except ValueError:
+            e = None
+        if not _is_measurement(e):
             notes.append(f"{path.name} line {i} is not a measurement; skipped")
             continue
         e.setdefault("metrics_std", {})
@@ -84,6 +85,39 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
         entries.append(e)
     entries.sort(key=lambda e: e["step"])
     return entries, notes
+
+
+def _reject(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def _number(v, lo=-math.inf, hi=math.inf, *, integer=False) -> bool:
+    """A finite JSON number in [lo, hi] (1e999 parses as inf: not one)."""
+    kinds = int if integer else (int, float)
+    ok = isinstance(v, kinds) and not isinstance(v, bool)
+    return ok and math.isfinite(v) and lo <= v <= hi
+
+
+def _is_measurement(e) -> bool:
+    """A line as :func:`make_entry` writes it: an integer step, metrics (and their spreads)
+    that are finite numbers or null, accuracies in [0, 1] or null; other keys optional."""
+    if not isinstance(e, dict) or not _number(e.get("step"), 0, 2**63 - 1, integer=True):
+        return False
+    for key in ("metrics", "metrics_std"):
+        m = e.get(key, {})
+        if not isinstance(m, dict) or not all(v is None or _number(v) for v in m.values()):
+            return False
+    optional = {"train_accuracy": (0, 1), "test_accuracy": (0, 1), "seconds": (0, math.inf),
+                "time": (-math.inf, math.inf)}  # fmt: skip
+    return (
+        "metrics" in e
+        and isinstance(e.get("diverged", False), bool)
+        and isinstance(e.get("name", ""), str)
+        and all(e.get(k) is None or _number(e[k], *r) for k, r in optional.items())
+        and all(
+            e.get(k) is None or _number(e[k], 1, integer=True) for k in ("n_samples", "n_classes")
+        )
+    )
 
 
 def annotate(entries: list[dict], *, t: dict, grokked: dict | None = None) -> None:

@@ -82,6 +82,11 @@ def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
             f"{last['step']}): the run diverged; lower the learning rate or check the data."
         )}  # fmt: skip
     live = [c for c in checkpoints if c["verdict"] != "diverged"]
+    if not _finite(last.get("train_accuracy")):  # a monitor's probe without labels
+        return {"action": "investigate", "reason": (
+            f"no train accuracy at step {last['step']} (data without labels): whether the "
+            "network fits, memorises or generalises needs labelled data (the monitor's "
+            "probe_y).")}  # fmt: skip
     reg = regularisation(config_train)
     tests = [c.get("test_accuracy") for c in live]
     if all(_finite(v) for v in tests):
@@ -90,7 +95,7 @@ def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
 
 
 def _fitting(live: list[dict], t: dict) -> dict:
-    trains = [c["train_accuracy"] for c in live]
+    trains = [c["train_accuracy"] for c in live if _finite(c.get("train_accuracy"))]
     before, now = _third(trains)
     if now - before > t["plateau"]:
         return {"action": "keep-training", "reason": (
