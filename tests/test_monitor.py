@@ -346,3 +346,14 @@ def test_a_log_line_of_the_wrong_shape_is_skipped_with_a_note(tmp_path, line):
     report = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(c))
     assert [c["step"] for c in report["checkpoints"]] == [e["step"] for e in mon.entries]
     assert "not a measurement" in r.stderr
+
+
+def test_overwrite_replaces_the_tensorboard_events_too(tmp_path):
+    """qa4: overwrite=True removed the log, checkpoints and run.json but kept the old run's
+    TensorBoard event files, which TensorBoard then drew mixed with the new run's."""
+    fit_mlp(tmp_path, every=10, tensorboard=True)
+    old = set((tmp_path / "m" / "tensorboard").iterdir())
+    with pytest.raises(InputError, match="tensorboard"):
+        alignctl.Monitor(torch.nn.Linear(6, 3), data()[0], out=tmp_path / "m" / ".." / "m")
+    fit_mlp(tmp_path, every=10, tensorboard=True, overwrite=True)
+    assert not old & set((tmp_path / "m" / "tensorboard").iterdir())

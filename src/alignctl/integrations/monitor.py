@@ -153,8 +153,8 @@ class Monitor:
 
         found = [self.out / f for f in OWN_FILES if (self.out / f).exists()]
         ckpts = self.out / "checkpoints"
-        if ckpts.is_dir():
-            found.append(ckpts)
+        # the TensorBoard folder too: an old run's event files would show as this run's curves
+        found += [d for d in (ckpts, self.out / "tensorboard") if d.is_dir()]
         if found and not overwrite:
             # any of them, not only a log: an `alignctl train` run's checkpoints, run.json and
             # alignctl.yaml would otherwise be deleted without being asked
