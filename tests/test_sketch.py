@@ -378,7 +378,7 @@ def test_t_quantile():
         assert abs(t975(df) - want) < 5e-3, df
 
 
-@pytest.mark.parametrize("width, rank, k", [(6, None, 8), (6, None, 40), (20, 1, 8)])
+@pytest.mark.parametrize("width, rank, k", [(6, None, 8), (6, None, 39), (20, 1, 8)])
 def test_float32_errors_of_a_captured_jacobian_hold_without_slack(width, rank, k):
     """A captured Jacobian (rank <= K, here also K >= min(C, s)) measured in float32: every
     reported error covers the float64 exact value as it is, with no extra slack. The effective
@@ -403,13 +403,13 @@ def test_float32_errors_of_a_captured_jacobian_hold_without_slack(width, rank, k
 
 
 def test_k_beyond_the_row_space_is_clamped_not_allocated():
-    """K >= min(C, d) probes already span J's row space: a huge K (--sketch 1000000000) is
-    clamped to min(C, d) (the note says so) instead of allocating (n, C, K) Gaussians."""
+    """K >= min(C, d) probes already span J's row space: a K below C but above d is clamped
+    to min(C, d) (the note says so) instead of allocating (n, C, K) Gaussians."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 300))
     x = torch.randn(4, 7)
     notes, errors = [], {}
-    got = alignctl.measure(net, x, sketch=10**9, notes=notes, errors=errors)
+    got = alignctl.measure(net, x, sketch=299, notes=notes, errors=errors)
     assert any("K=7 random probes" in n for n in notes)
     ref = alignctl.measure(net, x, sketch=0, dtype=torch.float64)
     for m, err in errors.items():
@@ -545,3 +545,22 @@ def test_the_centred_stop_rule_costs_nothing_when_the_rows_differ(monkeypatch):
     spent.clear()
     alignctl.measure(alike, xa, metrics=["jacobian_norm"])
     assert spent == [(1, sk.DEFAULT_K)]
+
+
+@pytest.mark.parametrize("classes", [1, 3, 10, 300])
+@pytest.mark.parametrize("k", [None, 300, 10**9])
+def test_k_not_below_the_class_count_is_the_exact_path(classes, k):
+    """--sketch K with K >= C (a huge K included): the exact path's C products are no more
+    than the sketch's first block and exact, so it is taken: the same values bit for bit as
+    sketch=0, no error bounds, no note calling them estimates (they said 'estimated')."""
+    if k is None:
+        k = classes
+    torch.manual_seed(classes)
+    net = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, classes))
+    x = torch.randn(6, 5)
+    notes, errors = [], {}
+    got = alignctl.measure(net, x, sketch=k, notes=notes, errors=errors)
+    ref = alignctl.measure(net, x, sketch=0)
+    assert errors == {} and not any("estimated" in n for n in notes)
+    for m in ref:
+        assert torch.equal(got[m], ref[m]), m

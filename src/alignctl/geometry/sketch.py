@@ -51,7 +51,9 @@ FRO_TOL = 0.015  # add probes until |J|_F^2's (and |J_c|_F^2's) 95% half-width i
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
     """K for this measurement, or None for the exact path. ``sketch``: None (sketch with
-    :data:`DEFAULT_K` above :data:`MIN_CLASSES` classes), 0 (never) or K >= 1 (always)."""
+    :data:`DEFAULT_K` above :data:`MIN_CLASSES` classes), 0 (never) or K >= 1 (whenever
+    K < C: the exact path's C products are then no more than the sketch's first block of
+    K, and exact)."""
     if sketch is None:
         return DEFAULT_K if n_classes > MIN_CLASSES else None
     try:  # int('abc') and int(nan) raise ValueError: input errors like any other
@@ -62,7 +64,8 @@ def resolve(sketch: int | None, n_classes: int) -> int | None:
         from alignctl.errors import InputError
 
         raise InputError(f"sketch must be 0 (exact) or a number of probes K >= 1, not {sketch!r}")
-    return int(sketch) or None
+    k = int(sketch)
+    return k if 0 < k < n_classes else None
 
 
 def op_width(op: Operator) -> int:
