@@ -128,8 +128,9 @@ def _corrupt_number(text: str) -> str:
         lambda t: t.replace('"diverged":false', '"diverged":NaN'),  # not strict JSON
         lambda t: "",
         lambda t: json.dumps({**json.loads(t), "key": "0" * 64}),  # another key's entry
+        lambda t: t.rstrip() + " " * (64 << 20) + "\n",  # valid, but beyond any entry's size
     ],
-    ids=["changed number", "truncated", "NaN", "empty", "wrong key"],
+    ids=["changed number", "truncated", "NaN", "empty", "wrong key", "oversized"],
 )
 def test_corrupt_entries_are_recomputed(tmp_path, corrupt):
     run = make_run(tmp_path / "r")

@@ -45,6 +45,9 @@ from alignctl.report.cache_keys import (
 
 CACHE_DIR = ".alignctl-cache"
 FORMAT = 2  # 2: entries carry their checkpoint's notes (_notes)
+# An entry is one checkpoint's summary (per-sample values only with keep_samples: ~20 bytes a
+# value); a file far beyond that was not written here and is recomputed, not parsed.
+MAX_ENTRY_BYTES = 64 << 20
 
 
 def default_cache(run) -> Cache | None:
@@ -96,6 +99,8 @@ class Cache:
         if not path.is_file():
             return None
         try:
+            if path.stat().st_size > MAX_ENTRY_BYTES:  # not ours: never read into memory
+                raise ValueError("too large")
             doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject)
             entry = doc["entry"]
             ok = (doc.get("format") == FORMAT and doc.get("key") == key
