@@ -220,3 +220,26 @@ def test_a_trainer_killed_before_run_json_ends_the_follow(tmp_path, monkeypatch)
     assert r.exit_code == 0, r.stderr
     assert sum(ln.startswith("step=") for ln in r.stdout.splitlines()) == 2
     assert "without writing run.json" in r.stderr
+
+
+def test_lock_held_says_unknown_where_proc_locks_names_files_otherwise(tmp_path, monkeypatch):
+    """On btrfs subvolumes and overlayfs /proc/locks can name a file by other device numbers
+    than stat gives: a live trainer's lock would be missed and --follow would stop 5 s into
+    its run. "Free" is said only after a probe lock shows up under the predicted name."""
+    from alignctl.train import lock as lk
+
+    run = make_run(tmp_path / "r", n_checkpoints=1)
+    assert lk.lock_held(run) is False
+    held = lk.RunLock(run).acquire()
+    try:
+        assert lk.lock_held(run) is True
+    finally:
+        held.release()
+    real = lk._ident
+    monkeypatch.setattr(lk, "_ident", lambda p: "ff:ff:" + real(p).rsplit(":", 1)[1])
+    assert lk.lock_held(run) is None  # the probe lock is not found under its predicted name
+    (run / "train_log.jsonl").write_text("{}\n")
+    now = [0.0]
+    watcher = RunWatcher(run, clock=lambda: now[0], gone_after=1.0)
+    for now[0] in (0.0, 10.0, 100.0):
+        assert not watcher.finished()  # unknown is never "gone"

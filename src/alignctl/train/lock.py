@@ -86,15 +86,43 @@ except ImportError:  # Windows: directories cannot be opened, lock a file inside
             pass
 
 
+def _ident(path: Path) -> str:
+    """How ``/proc/locks`` names a file: MAJOR:MINOR:INODE (hex device numbers)."""
+    st = os.stat(path)
+    return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+
+
+def _flocks() -> list[str]:
+    with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+        return [line for line in fh.read().splitlines() if " FLOCK " in f" {line} "]
+
+
+def _listed(ident: str, lines: list[str], pid: int | None = None) -> bool:
+    return any(f" {ident} " in ln and (pid is None or f" {pid} " in ln) for ln in lines)
+
+
 def lock_held(run_dir: Path) -> bool | None:
     """Whether a process holds ``run_dir``'s lock, read from ``/proc/locks`` without taking
-    it (taking it, even for a moment, could refuse a trainer starting then); None where that
-    cannot be told (no ``/proc/locks``: not Linux)."""
+    it (taking it, even for a moment, could refuse a trainer starting then). None where that
+    cannot be told: no ``/proc/locks`` (not Linux), or a file system whose locks it names by
+    other device numbers than ``stat`` gives (btrfs subvolumes, overlayfs): before answering
+    "free", a shared lock on the run's ``checkpoints`` folder (never a run's lock) must show
+    up under the name ``stat`` predicts, else "free" could be a live trainer's lock missed."""
     try:
-        st = os.stat(run_dir)
-        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
+        if _listed(_ident(run_dir), _flocks()):
+            return True
+        probe = Path(run_dir) / "checkpoints"
+        fd = os.open(probe, os.O_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: os.major, fcntl absent
         return None
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    return any(f" {ident} " in line and "FLOCK" in line for line in text.splitlines())
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        seen = _listed(_ident(probe), _flocks(), os.getpid())
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except (OSError, ImportError):
+        return None
+    finally:
+        os.close(fd)
+    return False if seen else None
