@@ -157,12 +157,17 @@ def _regularisers(v, where: str) -> list[dict]:
         return []
     if not isinstance(v, list):
         raise InputError(f"{where} must be a list of {{name: ..., params...}} mappings")
+    from alignctl.runs.regspec import parse_reg_spec, read_spec_values
+
     out = []
     for i, r in enumerate(v):
-        r = {"name": r} if isinstance(r, str) else r
+        try:  # a string is the command line's NAME[:key=value,...], read as --reg reads it
+            r = parse_reg_spec(r) if isinstance(r, str) else r
+        except InputError as e:
+            raise InputError(f"{where}[{i}]: {e}") from None
         if not isinstance(r, dict) or not isinstance(r.get("name"), str):
             raise InputError(f"{where}[{i}] must be a mapping with a 'name', got {short(r)}")
-        out.append(dict(r))
+        out.append(read_spec_values(r))
     return out
 
 

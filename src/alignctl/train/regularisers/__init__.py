@@ -18,10 +18,15 @@ import math
 
 from alignctl.errors import InputError
 from alignctl.registry import Registry
+from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this API)
+    ALIASES,
+    canonical_params,
+    parse_reg_spec,
+    read_spec_values,
+)
 
 REGULARISERS: Registry = Registry("regulariser")
 register_regulariser = REGULARISERS.register
-ALIASES = {"lambda": "lam"}  # spec names that are Python keywords
 # Integer parameters count things done or kept per step (PGD steps, projections, a gradient
 # window): past this they only exhaust time or memory.
 MAX_INT_PARAM = 10_000
@@ -66,42 +71,6 @@ class Regulariser:
         pass
 
 
-def _value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_reg_spec(text: str) -> dict:
-    """``"grokalign:lambda=0.01,n_proj=2"`` ->
-    ``{"name": "grokalign", "lambda": 0.01, "n_proj": 2}``. A parameter given twice (or as
-    both spellings, ``lambda`` and ``lam``; ``name`` is given before the colon) is an
-    InputError: which value was meant cannot be told."""
-    name, _, params = str(text).strip().partition(":")
-    name = name.strip()
-    if not name:
-        raise InputError(f"empty regulariser in {text!r}; expected NAME or NAME:key=value,...")
-    spec: dict = {"name": name}
-    for item in filter(None, (p.strip() for p in params.split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not value.strip():
-            raise InputError(
-                f"malformed regulariser parameter {item!r} in {text!r}; expected key=value"
-            )
-        if key in spec:
-            raise InputError(f"regulariser {name}: {key} given twice in {text!r}")
-        spec[key] = _value(value.strip())
-    canonical_params({k: v for k, v in spec.items() if k != "name"}, name, f" in {text!r}")
-    return spec
-
-
 def split_reg_list(text: str) -> list[str]:
     """The entries of a list of regulariser specs (``alignctl race --regs``): separated by
     ``;`` when there is one, else by commas, where a comma piece ``key=value`` continues the
@@ -123,21 +92,6 @@ def split_reg_list(text: str) -> list[str]:
     return out
 
 
-def canonical_params(params: dict, name, where: str = "") -> dict:
-    """``params`` keyed by constructor names (``lambda`` -> ``lam``); one parameter under
-    both spellings is an InputError naming it."""
-    out: dict = {}
-    given: dict = {}
-    for k, v in params.items():
-        c = ALIASES.get(k, k)
-        if c in out:
-            raise InputError(
-                f"regulariser {name}: {given[c]} given twice (as {given[c]} and {k}){where}"
-            )
-        out[c], given[c] = v, k
-    return out
-
-
 def with_defaults(spec: dict, defaults: dict | None) -> dict:
     """``defaults`` overridden by ``spec``, whichever spelling of a parameter each uses."""
     mine = set(canonical_params(spec, spec.get("name")))
@@ -149,11 +103,17 @@ def with_defaults(spec: dict, defaults: dict | None) -> dict:
 def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:
     """A regulariser from a spec; unknown names or parameters are InputErrors listing the
     valid, a parameter under both spellings (``lambda``, ``lam``) an InputError naming it."""
-    spec = parse_reg_spec(spec) if isinstance(spec, str) else dict(spec)
+    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
     name = spec.pop("name", None)
     cls = REGULARISERS.get(str(name))
+    canonical_params(spec, name)  # a parameter under both spellings, named as the user did
     params = canonical_params(with_defaults(spec, defaults), name)
-    valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+    signature = inspect.signature(cls).parameters
+    valid = [p for p in signature if p != "self"]
+    for k, v in params.items():  # 2.0 or 1e1 where a count is expected (as config integers)
+        default = signature[k].default if k in signature else None
+        if isinstance(v, float) and v.is_integer() and type(default) is int:
+            params[k] = int(v)
     for k, v in params.items():
         if isinstance(v, bool):  # True is an int to Python, not a number to a user
             raise InputError(f"regulariser {name}: {k} must be a number or a name, not {v}")
