@@ -200,3 +200,19 @@ def test_race_takes_parameters_after_a_comma(tmp_path):
     r = run_race(config=cfg, regs=split_reg_list("none,grokalign:lambda=0.1,n_proj=2"), seeds=1,
                  max_epochs=1, out=tmp_path / "o")  # fmt: skip
     assert [row["reg"] for row in r["rows"]] == ["none", "grokalign:lambda=0.1,n_proj=2"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "none,grokalign:subsample=0.0625,every=2",
+        "none, grokalign:subsample=0.0625, every=2",
+        "none;grokalign:subsample=0.0625, every=2",
+        " none ; grokalign : subsample = 0.0625 , every=2 ,",
+        "none;grokalign:subsample=0.0625,,every=2",
+    ],
+)
+def test_one_setting_spelled_several_ways_is_one_race_entry(text):
+    """qa5: ', b=2' after a comma and after a semicolon gave two labels and two folders, so
+    the same setting would have been trained twice."""
+    assert split_reg_list(text) == ["none", "grokalign:subsample=0.0625,every=2"]
