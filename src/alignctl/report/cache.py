@@ -42,6 +42,7 @@ from alignctl.report.cache_keys import (
     model_material,
     sha,
 )
+from alignctl.train.jsonio import loads_strict
 
 CACHE_DIR = ".alignctl-cache"
 FORMAT = 2  # 2: entries carry their checkpoint's notes (_notes)
@@ -101,7 +102,7 @@ class Cache:
         try:
             if path.stat().st_size > MAX_ENTRY_BYTES:  # not ours: never read into memory
                 raise ValueError("too large")
-            doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject)
+            doc = loads_strict(path.read_text(encoding="utf-8"))
             entry = doc["entry"]
             ok = (doc.get("format") == FORMAT and doc.get("key") == key
                   and doc.get("sha256") == sha(canonical(entry))
@@ -128,10 +129,6 @@ class Cache:
             if not self.quiet:
                 self.notes.append(f"cache off: cannot write {self.folder} ({e.strerror or e})")
             self.folder = None
-
-
-def _reject(name: str):
-    raise ValueError(f"non-finite number {name} in a cache entry")
 
 
 def _number_or_none(v, lo=-math.inf, hi=math.inf) -> bool:

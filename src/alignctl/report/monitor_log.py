@@ -23,6 +23,7 @@ from pathlib import Path
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
+from alignctl.train.jsonio import loads_strict
 
 LOG_NAME = "alignment.jsonl"
 
@@ -70,7 +71,7 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            e = json.loads(line, parse_constant=_reject)
+            e = loads_strict(line)
         except ValueError:
             e = None
         if not _is_measurement(e):
@@ -85,10 +86,6 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
         entries.append(e)
     entries.sort(key=lambda e: e["step"])
     return entries, notes
-
-
-def _reject(name: str):
-    raise ValueError(f"{name} is not strict JSON")
 
 
 def _number(v, lo=-math.inf, hi=math.inf, *, integer=False) -> bool:

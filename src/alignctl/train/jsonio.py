@@ -1,4 +1,5 @@
-"""Strict JSON for everything a run writes (``train_log.jsonl``, ``run.json``, race results).
+"""Strict JSON for everything a run writes (``train_log.jsonl``, ``run.json``, race results)
+and reads back (cache entries, a monitor's log, race results).
 
 Python's ``json`` writes ``NaN``/``Infinity`` by default, which is not JSON: other parsers
 (``jq``, JavaScript, Go) refuse the file. Every non-finite float becomes ``null`` here and the
@@ -26,3 +27,12 @@ def finite_or_none(obj):
 def dumps_strict(obj, **kwargs) -> str:
     """``json.dumps`` of :func:`finite_or_none` (``obj``) with ``allow_nan=False``."""
     return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
+
+
+def loads_strict(text: str):
+    """``json.loads`` refusing ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON): ValueError."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")

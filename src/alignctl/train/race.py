@@ -25,6 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.train.jsonio import dumps_strict, loads_strict
 
 
 def slug(reg: str) -> str:
@@ -52,16 +53,12 @@ def load_result(path) -> dict:
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        result = json.loads(text, parse_constant=_no_constant)
+        result = loads_strict(text)
     except ValueError as e:
         raise InputError(f"{path}: not a race result (invalid JSON: {e})") from None
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise InputError(f"{path}: not a race result (no 'rows' list)")
     return result
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
 
 
 def _ignore_sigint() -> None:
@@ -76,7 +73,6 @@ def train_pair(job: dict) -> dict:
     from alignctl.runs.atomic import atomic_write_text
     from alignctl.runs.config import save_config
     from alignctl.train.build import build_config
-    from alignctl.train.jsonio import dumps_strict
     from alignctl.train.lock import RunLock
     from alignctl.train.trainer import Trainer, prepare_run_dir, set_threads
 
