@@ -40,18 +40,32 @@ def parse_reg_spec(text: str) -> dict:
     if not name:
         raise InputError(f"empty regulariser in {text!r}; expected NAME or NAME:key=value,...")
     spec: dict = {"name": name}
-    for item in filter(None, (p.strip() for p in params.split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not value.strip():
+    for item, key, sep, value in _pieces(params):
+        if not sep or not key or not value:
             raise InputError(
                 f"malformed regulariser parameter {item!r} in {text!r}; expected key=value"
             )
         if key in spec:
             raise InputError(f"regulariser {name}: {key} given twice in {text!r}")
-        spec[key] = spec_value(value.strip())
+        spec[key] = spec_value(value)
     canonical_params({k: v for k, v in spec.items() if k != "name"}, name, f" in {text!r}")
     return spec
+
+
+def tidy_spec(text: str) -> str:
+    """One spelling per setting (a race's row label and folder): blanks around the name, the
+    pieces and their ``=`` dropped, empty pieces left out (``"grokalign: a = 1, b=2,"`` ->
+    ``"grokalign:a=1,b=2"``), so a setting spelled two ways is not trained twice."""
+    name, _, params = text.strip().partition(":")
+    pieces = [key + sep + value for _, key, sep, value in _pieces(params)]
+    return name.strip() + (":" + ",".join(pieces) if pieces else "")
+
+
+def _pieces(params: str):
+    """(piece, key, "=" or "", value) of each non-empty comma piece, blanks stripped."""
+    for item in filter(None, (p.strip() for p in params.split(","))):
+        key, sep, value = item.partition("=")
+        yield item, key.strip(), sep, value.strip()
 
 
 def read_spec_values(spec: dict) -> dict:

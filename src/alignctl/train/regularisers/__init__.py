@@ -23,6 +23,7 @@ from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this 
     canonical_params,
     parse_reg_spec,
     read_spec_values,
+    tidy_spec,
 )
 
 REGULARISERS: Registry = Registry("regulariser")
@@ -77,7 +78,7 @@ def split_reg_list(text: str) -> list[str]:
     entry before it (a regulariser's name has no ``=``): ``"none,grokalign:lambda=0.1,n_proj=2"``
     -> ``["none", "grokalign:lambda=0.1,n_proj=2"]``."""
     if ";" in text:
-        return [_tidy(r) for r in text.split(";") if r.strip()]
+        return [tidy_spec(r) for r in text.split(";") if r.strip()]
     out: list[str] = []
     for piece in filter(None, (p.strip() for p in text.split(","))):
         name = piece.partition(":")[0]
@@ -89,19 +90,7 @@ def split_reg_list(text: str) -> list[str]:
             out[-1] += "," + piece
         else:
             out.append(piece)
-    return [_tidy(r) for r in out]
-
-
-def _tidy(entry: str) -> str:
-    """One spelling per setting (the race's row label and folder): blanks around the name,
-    the pieces and their ``=`` dropped, empty pieces left out (``"grokalign: a = 1, b=2,"`` ->
-    ``"grokalign:a=1,b=2"``), so a setting spelled two ways is not trained twice."""
-    name, _, params = entry.strip().partition(":")
-    pieces = []
-    for piece in filter(None, (p.strip() for p in params.split(","))):
-        key, sep, value = piece.partition("=")
-        pieces.append(key.strip() + sep + value.strip())
-    return name.strip() + (":" + ",".join(pieces) if pieces else "")
+    return [tidy_spec(r) for r in out]
 
 
 def with_defaults(spec: dict, defaults: dict | None) -> dict:
