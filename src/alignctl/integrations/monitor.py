@@ -151,6 +151,8 @@ class Monitor:
     def _prepare(self, overwrite: bool) -> None:
         import shutil
 
+        from alignctl.train.rundir import is_train_run
+
         found = [self.out / f for f in OWN_FILES if (self.out / f).exists()]
         ckpts = self.out / "checkpoints"
         # the TensorBoard folder too: an old run's event files would show as this run's curves
@@ -160,7 +162,7 @@ class Monitor:
             # alignctl.yaml would otherwise be deleted without being asked
             names = ", ".join(p.name for p in found)
             raise InputError(f"{self.out} already holds a run ({names}); pass overwrite=True")
-        if overwrite and ((self.out / "train_log.jsonl").exists() or (ckpts / "state").is_dir()):
+        if overwrite and is_train_run(self.out):
             raise InputError(f"{self.out} holds an `alignctl train` run, not a monitor's: "
                              "choose another out")  # fmt: skip
         for p in found:

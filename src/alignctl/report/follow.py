@@ -98,11 +98,9 @@ class RunWatcher:
         lock) whose lock nobody has held for ``gone_after`` seconds: the trainer was killed
         (SIGTERM, kill -9, out of memory) before it could write run.json."""
         from alignctl.train.lock import lock_held
+        from alignctl.train.rundir import is_train_run
 
-        trained = (self.root / "train_log.jsonl").exists() or (
-            self.root / "checkpoints" / "state"
-        ).is_dir()
-        if not trained or lock_held(self.root) is not False:
+        if not is_train_run(self.root) or lock_held(self.root) is not False:
             self._unlocked_since = None
             return False
         now = self.clock()

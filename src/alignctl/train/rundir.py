@@ -25,6 +25,7 @@ from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text, remove_stale_temporaries
 from alignctl.train.jsonio import dumps_strict
 from alignctl.train.state import (
+    STATE_DIR,
     capture_rng,
     restore_rng,
     save_state,
@@ -34,6 +35,13 @@ from alignctl.train.state import (
 )
 
 RUN_FILES = ("alignctl.yaml", "checkpoints", "train_log.jsonl", "run.json")
+
+
+def is_train_run(folder: Path) -> bool:
+    """Whether ``alignctl train`` has written ``folder``: its log or its resume state (written
+    under the folder's lock, :mod:`alignctl.train.lock`)."""
+    folder = Path(folder)
+    return (folder / "train_log.jsonl").exists() or (folder / "checkpoints" / STATE_DIR).is_dir()
 
 
 class RunWriteError(InputError):
