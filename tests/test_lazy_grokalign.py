@@ -92,3 +92,36 @@ def test_resume_continues_the_cycle_bit_for_bit(tmp_path):
     resumed.fit(5, save_every=1)
     a, b = weights(ref), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("spec", ["every=3", "every=2,subsample=0.5"])
+def test_a_step_without_the_penalty_forwards_without_an_input_graph(spec):
+    """The autograd path (``path=autograd``; a tanh net has no ReLU chain either): the batch's
+    forward is differentiated at the input only on the steps the lazy penalty is due, and the
+    losses are those of a step that always differentiates (the penalty is None in between)."""
+    from alignctl.geometry.inputs import ModelFront
+    from alignctl.train.step import step_loss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 4)).double()
+    x, y = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 4, (8,))
+    front = ModelFront(model, x)
+    seen = []
+
+    def forward(xb, input_grad):
+        seen.append(input_grad)
+        return front.forward_train(xb, input_grad)
+
+    reg = build_regulariser(f"grokalign:lambda=0.3,n_proj=exact,path=autograd,{spec}")
+    loss_fn = nn.CrossEntropyLoss()
+    plain = loss_fn(model(x), y)
+    for step in range(6):
+        torch.manual_seed(step)  # the same subset either way
+        loss = step_loss(model, front, [reg], loss_fn, x, y, forward=forward)
+        due = step % reg.every == 0
+        whole = due and reg.subsample == 1.0
+        assert seen[-1] is whole, (step, seen)
+        if not due:
+            torch.testing.assert_close(loss, plain, rtol=0, atol=0)
+        else:
+            assert loss > plain

@@ -91,7 +91,11 @@ def step_loss(model, front, regs, loss_fn, xb, yb, *, forward=None, chain=None) 
 
 
 def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward) -> torch.Tensor:
-    whole = any(_overrides(r, "penalty") and i is None for r, i in zip(regs, rows, strict=True))
+    # a step on which no whole-batch penalty is due (GrokAlign's every=k) needs no input graph
+    whole = any(
+        _overrides(r, "penalty") and i is None and r.penalty_due()
+        for r, i in zip(regs, rows, strict=True)
+    )
     inp, out = forward(xb, whole)
     loss = loss_fn(out, yb)
     for r, idx in zip(regs, rows, strict=True):

@@ -56,6 +56,11 @@ class Regulariser:
         returns those rows forwarded on their own, differentiable at the input."""
         raise NotImplementedError
 
+    def penalty_due(self) -> bool:
+        """Whether ``penalty`` returns a value on this step (asked before it is called): when
+        no penalty is due, the step's forward pass is not differentiated at the input."""
+        return True
+
     def penalty_rows(self, n: int, device):
         """Which of the batch's n rows ``penalty`` is computed on this step: None for all of
         them (it gets the step's own x and out), else an index tensor: the training step

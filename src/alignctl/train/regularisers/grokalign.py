@@ -146,6 +146,9 @@ class GrokAlign(Regulariser):
         m = max(1, math.floor(self.subsample * n + 0.5))
         return None if m >= n else torch.randperm(n, device=device)[:m]
 
+    def penalty_due(self) -> bool:
+        return self.calls % self.every == 0
+
     def _due(self) -> bool:
         due = self.calls % self.every == 0
         self.calls += 1
