@@ -20,6 +20,10 @@ measurement as ``OUT/checkpoints/step_XXXXXXXX.safetensors`` (step in the metada
 ``{"factory": "file.py:fn"}`` section) and the probe as data, so ``alignctl analyze OUT``
 analyses the checkpoints afterwards; what it would lack is said in a warning. ``close()``
 writes ``OUT/run.json`` (``finished: true``), which ends ``alignctl analyze --follow OUT``.
+The monitor also records its process in ``OUT/.alignctl-writer.json``
+(:mod:`alignctl.runs.writer`), so a follow knows when that process died without closing
+(killed, crashed); a second monitor on the same folder (a notebook cell run again) takes the
+folder over, and the first then neither writes there nor ends the second's run.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.integrations.probe import Probe, positive_int
 from alignctl.report.monitor_log import LOG_NAME, to_line
+from alignctl.runs.writer import WRITER_FILE, read_record, record_writer, release_writer
 
 log = logging.getLogger("alignctl")
 PROBE_FILE = "probe.npz"
-OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE)
+OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE, WRITER_FILE)
 
 
 class Monitor:
@@ -68,10 +73,15 @@ class Monitor:
         if self.out is None and (tensorboard or save_checkpoints):
             raise InputError("tensorboard and save_checkpoints need an out folder")
         self._last: int | None = None
-        self._writer = None
+        self._writer, self._token = None, None
         self._closed = self._stop_logged = False
         if self.out is not None:
-            self._prepare(overwrite)
+            try:
+                self._prepare(overwrite)
+                self._token = record_writer(self.out)
+            except OSError as e:  # a file in the way, no permission, a read-only disk
+                raise InputError(f"cannot write the monitor's run in {self.out}: "
+                                 f"{e.strerror or e}") from None  # fmt: skip
             if save_checkpoints:
                 self._write_run_config(model_config)
             if tensorboard:
@@ -92,6 +102,9 @@ class Monitor:
         """Measure now, whatever the step; returns the log entry (with its verdict)."""
         if self._closed:
             raise InputError("the monitor is closed")
+        if self._superseded():
+            raise InputError(f"{self.out} is now written by a Monitor created after this one; "
+                             "this one can no longer write there")  # fmt: skip
         entry = self.probe.measure(self.model, step)
         self._last = step
         if self.out is not None:
@@ -131,7 +144,7 @@ class Monitor:
         self._closed = True
         if self._writer is not None:
             self._writer.close()
-        if self.out is not None:
+        if self.out is not None and not self._superseded():  # else: the folder is another's
             from alignctl.runs.atomic import atomic_write_text
 
             summary = {
@@ -140,6 +153,7 @@ class Monitor:
                 "stopped": self.stop_reason,
             }  # fmt: skip
             atomic_write_text(self.out / "run.json", json.dumps(summary, indent=2) + "\n")
+            release_writer(self.out, self._token)  # closed: no process writes this run now
 
     def __enter__(self) -> Monitor:
         return self
@@ -148,11 +162,20 @@ class Monitor:
         self.close(interrupted=exc_type is not None)
 
     # -- files -----------------------------------------------------------------------------
+    def _superseded(self) -> bool:
+        """Another monitor took the folder over (its record replaced this one's)."""
+        if self._token is None:
+            return False
+        rec = read_record(self.out)
+        return rec is not None and rec.get("token") != self._token
+
     def _prepare(self, overwrite: bool) -> None:
         import shutil
 
         from alignctl.train.rundir import is_train_run
 
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"out {self.out} is a file, not a folder")
         found = [self.out / f for f in OWN_FILES if (self.out / f).exists()]
         ckpts = self.out / "checkpoints"
         # the TensorBoard folder too: an old run's event files would show as this run's curves

@@ -7,10 +7,15 @@ safetensors header names ``alignctl_version``); any other file is taken once its
 modification time have not changed for ``settle`` seconds and it opens as a checkpoint. A run
 made only of ``alignment.jsonl`` (the monitor's log) is re-read whenever it grows.
 
-The run is finished when ``run.json`` says so: it appears, or changes, after following began,
-or was already there for a run that was not interrupted; or, without a run.json, when an
-``alignctl train`` run's folder lock (held from its first write to its last) has been free
-for ``GONE_AFTER`` seconds: its trainer was killed before it could write one. The watching
+The run is finished when ``run.json`` appears, or changes, after following began. A run.json
+that was already there (a run finished earlier; or the old one of a run that ``train
+--resume`` is about to continue, which it removes as it starts) is believed only once nothing
+has written the run for ``GONE_AFTER`` seconds: no writer alive and run.json unchanged. The
+writer is an ``alignctl train`` run's folder lock (held from its first write to its last;
+:mod:`alignctl.train.lock`), or the process a monitor records in the folder
+(:mod:`alignctl.runs.writer`); a writer known to be gone for ``GONE_AFTER`` seconds also ends
+a run without a run.json (killed, crashed) and an interrupted one, with a note. A writer that
+cannot be told (no record, another host, no ``/proc``) is never taken for gone. The watching
 uses ``watchdog`` (file-system events wake the loop) when it is installed, else polling;
 either way the loop also wakes every ``poll`` seconds, so nothing depends on an event being
 delivered. The library never prints: each new report goes to the caller's ``on_report``.
@@ -54,16 +59,34 @@ def _opens(path: Path) -> bool:
         return False
 
 
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _ended(text: str) -> bool:
+    """run.json says the run ended (not interrupted part way: a resume may continue it)."""
+    try:
+        summary = json.loads(text)
+    except ValueError:
+        return False  # being written by another tool
+    return isinstance(summary, dict) and not summary.get("interrupted", False)
+
+
 def _signature(path: Path) -> tuple:
     files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
-GONE_AFTER = 5.0  # seconds a trained run's lock must stay free: a resume takes it at start
+GONE_AFTER = 5.0  # seconds nothing may write a run before it is taken as over
 
 
 class RunWatcher:
-    """Which checkpoints of ``root`` are completely written, and whether the run finished."""
+    """Which checkpoints of ``root`` are completely written, and whether the run finished
+    (:meth:`finished`; then :attr:`note` says why when no run.json said so)."""
 
     def __init__(self, root: Path, *, settle: float = 0.5, clock=time.monotonic,
                  gone_after: float | None = None) -> None:  # fmt: skip
@@ -72,7 +95,11 @@ class RunWatcher:
         self._complete: set[Path] = set()
         self._start_summary = self._summary()
         self.gone_after = GONE_AFTER if gone_after is None else gone_after
-        self._unlocked_since, self.gone = None, False
+        self._quiet_since, self.note = None, None
+
+    @property
+    def gone(self) -> bool:
+        return self.note is not None
 
     def _summary(self) -> str | None:
         try:
@@ -82,30 +109,37 @@ class RunWatcher:
 
     def finished(self) -> bool:
         text = self._summary()
+        if text is not None and text != self._start_summary:
+            return _parses(text)  # written while we watched (else: being written; look again)
+        alive = self._writer_alive()
+        ended = text is not None and _ended(text)
+        # an earlier run.json saying the run ended is believed once nothing writes the run (a
+        # resume starting now takes the lock, then removes it); without one, or for a run
+        # stopped part way, only a writer known to be gone ends it (unknown may still write)
+        if not (alive is False or (ended and alive is None)):
+            self._quiet_since = None
+            return False
+        now = self.clock()
+        self._quiet_since = now if self._quiet_since is None else self._quiet_since
+        if now - self._quiet_since < self.gone_after:
+            return False
         if text is None:
-            self.gone = self._writer_gone()
-            return self.gone
-        try:
-            summary = json.loads(text)
-        except ValueError:
-            return False  # being written by another tool: look again later
-        if text != self._start_summary:
-            return True
-        return not summary.get("interrupted", False)  # a run that had already finished
+            self.note = (f"the training of {self.root} stopped without writing run.json "
+                         "(killed?): the report covers the checkpoints it wrote")  # fmt: skip
+        elif not ended:
+            self.note = (f"the run in {self.root} was interrupted and nothing is writing it: "
+                         "the report covers the checkpoints it wrote")  # fmt: skip
+        return True
 
-    def _writer_gone(self) -> bool:
-        """An `alignctl train` run (its log and resume state are written under the folder's
-        lock) whose lock nobody has held for ``gone_after`` seconds: the trainer was killed
-        (SIGTERM, kill -9, out of memory) before it could write run.json."""
+    def _writer_alive(self) -> bool | None:
+        """True while a writer holds the run, False once it is known to be gone, None when
+        that cannot be told: an `alignctl train` run by its folder lock (its log and resume
+        state are written under it), any other by the process its writer record names."""
+        from alignctl.runs.writer import writer_alive
         from alignctl.train.lock import lock_held
         from alignctl.train.rundir import is_train_run
 
-        if not is_train_run(self.root) or lock_held(self.root) is not False:
-            self._unlocked_since = None
-            return False
-        now = self.clock()
-        self._unlocked_since = self._unlocked_since if self._unlocked_since is not None else now
-        return now - self._unlocked_since >= self.gone_after
+        return lock_held(self.root) if is_train_run(self.root) else writer_alive(self.root)
 
     def ready(self, final: bool = False) -> list:
         """The checkpoints known to be complete, ordered by step; ``final`` (the run has
@@ -223,11 +257,8 @@ def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[
                     shown, report = state, analyse(run)
                     on_report(report)
             if done or (timeout is not None and time.monotonic() - start > timeout):
-                if watcher.gone and report is not None:
-                    report.setdefault("notes", []).append(
-                        f"the training of {root} stopped without writing run.json (killed?): "
-                        "the report covers the checkpoints it wrote"
-                    )
+                if watcher.note and report is not None:
+                    report.setdefault("notes", []).append(watcher.note)
                 return report
             waker.wait()
     finally:
