@@ -76,6 +76,16 @@ def _ended(text: str) -> bool:
     return isinstance(summary, dict) and not summary.get("interrupted", False)
 
 
+def _log_state(root: Path) -> tuple | None:
+    """The monitor log's identity and size (a monitor re-created with ``overwrite`` starts a
+    new file), or None when there is none."""
+    try:
+        st = (root / LOG_NAME).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _signature(path: Path) -> tuple:
     files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
@@ -92,7 +102,7 @@ class RunWatcher:
                  gone_after: float | None = None) -> None:  # fmt: skip
         self.root, self.settle, self.clock = Path(root), settle, clock
         self._seen: dict[Path, tuple[tuple, float]] = {}  # path -> (signature, since)
-        self._complete: set[Path] = set()
+        self._complete: dict[Path, tuple] = {}  # path -> its signature when taken
         self._start_summary = self._summary()
         self.gone_after = GONE_AFTER if gone_after is None else gone_after
         self._quiet_since, self.note = None, None
@@ -154,23 +164,31 @@ class RunWatcher:
         now, out = self.clock(), []
         for ref in refs:
             p = ref.path
-            if p in self._complete or _is_own_file(p):
-                self._complete.add(p)
-                out.append(ref)
-                continue
             try:
                 sig = _signature(p)
             except OSError:
+                continue  # removed meanwhile (a trainer keeping only its last checkpoints)
+            # taken before and unchanged, or alignctl's own (whole once visible): complete. A
+            # file rewritten in place since it was taken (Lightning's last.ckpt) is new again.
+            if self._complete.get(p) == sig or _is_own_file(p):
+                self._complete[p] = sig
+                out.append(ref)
                 continue
+            self._complete.pop(p, None)
             prev = self._seen.get(p)
             if prev is None or prev[0] != sig:
                 self._seen[p] = prev = (sig, now)
             # once the run has finished nothing is being written: a file that still does not
             # open is analysed anyway, so its error is reported rather than skipped
             if final or (now - prev[1] >= self.settle and _opens(p)):
-                self._complete.add(p)
+                self._complete[p] = sig
                 out.append(ref)
         return out
+
+    def state(self, refs: list) -> list:
+        """What a report of ``refs`` (from :meth:`ready`) covers: each path and its signature
+        when taken, so a checkpoint rewritten under the same name is analysed again."""
+        return [(r.path, self._complete.get(r.path)) for r in refs]
 
 
 class _Waker:
@@ -243,18 +261,28 @@ def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[
         while True:
             done = watcher.finished()  # before the scan: the last scan sees every checkpoint
             if is_monitor_run(root):
-                log = root / LOG_NAME
-                state = log.stat().st_size
-                if state != shown and read_log(log)[0]:  # created, maybe no line yet
-                    shown, report = state, report_from_log(root)
-                    on_report(report)
+                state = _log_state(root)
+                try:
+                    if state not in (shown, None) and read_log(root / LOG_NAME)[0]:
+                        shown, report = state, report_from_log(root)  # maybe no line yet
+                        on_report(report)
+                except InputError:
+                    if _log_state(root) == state:
+                        raise
+                    # else removed or replaced while read (a monitor re-created): look again
             else:
                 refs = watcher.ready(final=done)
-                state = [r.path for r in refs]
+                state = watcher.state(refs)
                 if refs and state != shown:
                     run = run or open_run()
                     run.checkpoints = refs
-                    shown, report = state, analyse(run)
+                    try:
+                        report = analyse(run)
+                    except InputError:
+                        if all(r.path.exists() for r in refs):
+                            raise
+                        continue  # one was removed while it was read: look again at once
+                    shown = state
                     on_report(report)
             if done or (timeout is not None and time.monotonic() - start > timeout):
                 if watcher.note and report is not None:
