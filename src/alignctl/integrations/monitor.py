@@ -37,7 +37,7 @@ import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Probe, positive_int
+from alignctl.integrations.probe import Every, Probe, as_step
 from alignctl.report.monitor_log import LOG_NAME, to_line
 from alignctl.runs.writer import WRITER_FILE, read_record, record_writer, release_writer
 
@@ -66,13 +66,14 @@ class Monitor:
                  save_checkpoints: bool = False, stop_when: str | None = None, test=None,
                  model_config: dict | None = None, batch_size: int | None = None,
                  verdict: dict | None = None, overwrite: bool = False) -> None:  # fmt: skip
-        self.model, self.every = model, positive_int(every, "every")
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        self.model, self._every = model, Every(every)
         self.probe = Probe(probe_x, probe_y, metrics=metrics, test=test, stop_when=stop_when,
                            batch_size=batch_size, verdict=verdict)  # fmt: skip
         self.out = None if out is None else Path(out)
         if self.out is None and (tensorboard or save_checkpoints):
             raise InputError("tensorboard and save_checkpoints need an out folder")
-        self._last: int | None = None
         self._writer, self._token = None, None
         self._closed = self._stop_logged = False
         if self.out is not None:
@@ -92,21 +93,27 @@ class Monitor:
 
     # -- the loop's side -------------------------------------------------------------------
     def step(self, step: int) -> bool:
-        """Measure when ``step`` is a multiple of ``every`` (once per step); returns
-        :attr:`should_stop`."""
-        if step % self.every == 0 and step != self._last:
+        """Measure when ``step`` reaches a multiple of ``every`` (step 0 included; a step that
+        jumps past one measures too; a step seen again does not); returns
+        :attr:`should_stop`. Steps are integers that never go back (InputError)."""
+        step = self._check(step)
+        if self._every.due(step):
             self.measure(step)
         return self.should_stop
 
     def measure(self, step: int) -> dict:
-        """Measure now, whatever the step; returns the log entry (with its verdict)."""
+        """Measure now, whatever ``every`` says; returns the log entry (with its verdict).
+        ``step`` must be later than the last one measured (InputError)."""
+        step = self._check(step)
+        if step == self._last:
+            raise InputError(f"step {step} is measured already")
         if self._closed:
             raise InputError("the monitor is closed")
         if self._superseded():
             raise InputError(f"{self.out} is now written by a Monitor created after this one; "
                              "this one can no longer write there")  # fmt: skip
         entry = self.probe.measure(self.model, step)
-        self._last = step
+        self._every.last = step
         if self.out is not None:
             with open(self.out / LOG_NAME, "a", encoding="utf-8") as fh:
                 fh.write(to_line(entry))  # one write per line: readers never see half a line
@@ -120,6 +127,23 @@ class Monitor:
             log.warning(self.probe.stop_reason)  # the reason, once, through `logging`
             self._stop_logged = True
         return entry
+
+    def _check(self, step) -> int:
+        step = as_step(step)
+        if self._last is not None and step < self._last:
+            raise InputError(
+                f"step {step} after step {self._last}: steps must not go back (pass the global "
+                "step, not the batch index within an epoch)"
+            )
+        return step
+
+    @property
+    def every(self) -> int:
+        return self._every.every
+
+    @property
+    def _last(self) -> int | None:
+        return self._every.last
 
     @property
     def entries(self) -> list[dict]:
