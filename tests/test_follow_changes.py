@@ -112,3 +112,11 @@ def test_a_copy_that_keeps_size_and_mtime_is_measured_again(tmp_path):
     assert again["checkpoints"][0]["metrics"] != first["checkpoints"][0]["metrics"]
     assert again["checkpoints"][0]["metrics"] == fresh(run, tmp_path)[0]["metrics"]
     assert b.exists()
+
+
+def test_cache_dir_and_no_cache_together_are_an_error(tmp_path):
+    """Both given: --no-cache won silently, so the DIR asked for stayed empty."""
+    run = make_run(tmp_path / "r", n_checkpoints=1)
+    r = runner.invoke(app, ["analyze", str(run), "--cache", str(tmp_path / "c"), "--no-cache"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "contradict" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()

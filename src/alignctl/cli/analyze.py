@@ -153,6 +153,8 @@ def analyze(
         append=("GITHUB_STEP_SUMMARY",), files_only=("--plot",),
     )  # fmt: skip
     stdout_taken = "-" in (json_out, csv_out, markdown)
+    if no_cache and cache is not None:  # which one was meant cannot be told
+        raise InputError("--cache DIR and --no-cache contradict each other; give one")
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt is not None and stdout_taken:  # two of --json/--csv/--markdown -: check_outputs
