@@ -120,3 +120,13 @@ def test_cache_dir_and_no_cache_together_are_an_error(tmp_path):
     r = runner.invoke(app, ["analyze", str(run), "--cache", str(tmp_path / "c"), "--no-cache"])
     assert r.exit_code == 2 and r.stderr.startswith("error: ") and "contradict" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_a_run_folder_removed_while_followed_ends_with_one_error_line(tmp_path, monkeypatch):
+    """qa7: `rm -rf RUN` (or `mv RUN`) during --follow left it waiting forever."""
+    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    run = make_run(tmp_path / "r", n_checkpoints=1)
+    threading.Timer(1.5, shutil.rmtree, (run,)).start()
+    r = runner.invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.strip() == f"error: {run} was removed or moved while it was followed"

@@ -105,7 +105,7 @@ class RunWatcher:
         self._complete: dict[Path, tuple] = {}  # path -> its signature when taken
         self._start_summary = self._summary()
         self.gone_after = GONE_AFTER if gone_after is None else gone_after
-        self._quiet_since, self.note = None, None
+        self._quiet_since, self._missing_since, self.note = None, None, None
 
     @property
     def gone(self) -> bool:
@@ -118,6 +118,15 @@ class RunWatcher:
             return None
 
     def finished(self) -> bool:
+        """Whether the run is over (see the module docstring); InputError once the run folder
+        has been gone for ``gone_after`` seconds (removed or moved while followed)."""
+        if not self.root.is_dir():
+            now = self.clock()
+            self._missing_since = now if self._missing_since is None else self._missing_since
+            if now - self._missing_since >= self.gone_after:
+                raise InputError(f"{self.root} was removed or moved while it was followed")
+            return False
+        self._missing_since = None
         text = self._summary()
         if text is not None and text != self._start_summary:
             return _parses(text)  # written while we watched (else: being written; look again)
