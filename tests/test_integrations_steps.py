@@ -209,3 +209,28 @@ def test_hf_token_ids_the_model_cannot_embed_are_an_input_error(tmp_path):
     cb = AlignmentCallback(ids[:16] + 100, labels[:16], every_n_steps=3)  # vocabulary: 32
     with pytest.raises(InputError, match="cannot be applied to the probe"):
         hf_trainer(tmp_path, tiny_gpt2(), rows, [cb], max_steps=3).train()
+
+
+@pytest.mark.parametrize("failure", ["no tensorboard", "wrong model_config"])
+def test_a_monitor_that_cannot_start_leaves_the_earlier_run_as_it_was(tmp_path, monkeypatch,
+                                                                      failure):  # fmt: skip
+    """qa7: with overwrite=True the earlier run was deleted first, then TensorBoard missing (a
+    raw ModuleNotFoundError) or a model_config that does not fit failed, leaving an empty
+    folder and a writer record of a monitor that never ran."""
+    import sys
+
+    out = tmp_path / "m"
+    x, y = toy(n=16)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    alignctl.Monitor(net, x, y, every=1, out=out).close()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    kwargs = {"overwrite": True}
+    if failure == "no tensorboard":
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+        kwargs["tensorboard"] = True
+    else:
+        wrong = {"arch": "mlp", "in_features": 8, "hidden": [5], "out_features": 3}
+        kwargs.update(save_checkpoints=True, model_config=wrong)
+    with pytest.raises(InputError, match="TensorBoard|does not describe"):
+        alignctl.Monitor(net, x, y, every=1, out=out, **kwargs)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -46,6 +46,15 @@ PROBE_FILE = "probe.npz"
 OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE, WRITER_FILE)
 
 
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("tensorboard=True needs TensorBoard: pip install "
+                         "'alignctl[tensorboard]'") from None  # fmt: skip
+    return SummaryWriter
+
+
 class Monitor:
     """Measure ``model`` on ``probe_x`` (labels ``probe_y``) every ``every`` steps.
 
@@ -77,18 +86,23 @@ class Monitor:
         self._writer, self._token = None, None
         self._closed = self._stop_logged = False
         if self.out is not None:
+            # everything that can fail is checked before an earlier run is replaced
+            writer_class = _summary_writer() if tensorboard else None
+            if save_checkpoints and model_config is not None:
+                self._check_model_config(model_config)
             try:
                 self._prepare(overwrite)
                 self._token = record_writer(self.out)
-            except OSError as e:  # a file in the way, no permission, a read-only disk
-                raise InputError(f"cannot write the monitor's run in {self.out}: "
-                                 f"{e.strerror or e}") from None  # fmt: skip
-            if save_checkpoints:
-                self._write_run_config(model_config)
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(log_dir=str(self.out / "tensorboard"))
+                if save_checkpoints:
+                    self._write_run_config(model_config)
+                if writer_class is not None:
+                    self._writer = writer_class(log_dir=str(self.out / "tensorboard"))
+            except BaseException as e:  # no record of a writer that never started
+                release_writer(self.out, self._token)
+                if isinstance(e, OSError):  # a file in the way, no permission, a full disk
+                    raise InputError(f"cannot write the monitor's run in {self.out}: "
+                                     f"{e.strerror or e}") from None  # fmt: skip
+                raise
         self.save_checkpoints = save_checkpoints
 
     # -- the loop's side -------------------------------------------------------------------
@@ -224,8 +238,7 @@ class Monitor:
 
         raw: dict = {}
         missing = []
-        if model_config is not None:
-            self._check_model_config(model_config)
+        if model_config is not None:  # checked against the model before anything was written
             raw["model"] = _absolute_paths(model_config, Path.cwd())  # factory paths: cwd
         else:
             missing.append("the model (pass model_config={'arch': ...} or {'factory': "

@@ -91,7 +91,7 @@ def read_record(folder: Path) -> dict | None:
 
 def owns(folder: Path, token: str) -> bool:
     """Whether the record in ``folder`` is still the one written with ``token``."""
-    rec = read_record(folder)
+    rec = read_record(folder) if token is not None else None
     return rec is not None and rec.get("token") == token
 
 
