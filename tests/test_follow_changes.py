@@ -130,3 +130,20 @@ def test_a_run_folder_removed_while_followed_ends_with_one_error_line(tmp_path, 
     r = runner.invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
     assert r.exit_code == 2, r.stderr
     assert r.stderr.strip() == f"error: {run} was removed or moved while it was followed"
+
+
+def test_follow_of_a_monitor_log_refuses_what_the_log_cannot_give(tmp_path):
+    """qa7: `analyze LOGDIR --split test` is an error (the log was measured on the probe), but
+    with --follow the option was silently ignored and the probe's numbers reported."""
+    import alignctl
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x = torch.randn(16, 4)
+    with alignctl.Monitor(net, x, (x[:, 0] > 0).long(), every=1, out=tmp_path / "m") as mon:
+        mon.step(0)
+    for extra in (["--split", "test"], ["--metrics", "jacobian_alignment"], ["--samples", "4"]):
+        r = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--follow", *extra])
+        assert r.exit_code == 2 and r.stderr.startswith("error: "), (extra, r.stderr)
+        assert "cannot apply" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--follow", "--metrics", "fast"])
+    assert r.exit_code == 0, r.stderr
