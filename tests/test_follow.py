@@ -128,7 +128,7 @@ def test_follow_a_monitor_log(tmp_path):
 
 
 def test_a_finished_run_is_analysed_and_followed_no_further(tmp_path, monkeypatch):
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)  # no resume is coming
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)  # no resume is coming
     run = make_run(tmp_path / "r", n_checkpoints=2)
     (run / "run.json").write_text('{"interrupted": false}')
     r = CliRunner().invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
@@ -155,7 +155,7 @@ def test_follow_waits_for_a_run_folder_that_training_has_not_made_yet(tmp_path, 
     """`alignctl train --out R & alignctl analyze --follow R`: training needs a moment (torch
     imports) before R exists; --follow waits for it instead of failing; a path that is a file
     is still an error at once."""
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     staged = make_run(tmp_path / "staged", n_checkpoints=2)
     (staged / "run.json").write_text('{"interrupted": false}')
     target = tmp_path / "later" / "run"
@@ -219,7 +219,7 @@ def test_a_trainer_killed_before_run_json_ends_the_follow(tmp_path, monkeypatch)
     assert not watcher.finished()  # free for a moment: a resume takes it at its start
     now[0] = 26.0
     assert watcher.finished() and watcher.gone
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     r = CliRunner().invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
     assert r.exit_code == 0, r.stderr
     assert sum(ln.startswith("step=") for ln in r.stdout.splitlines()) == 2

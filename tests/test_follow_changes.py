@@ -34,7 +34,7 @@ def fresh(run, tmp_path):
 def test_a_checkpoint_rewritten_in_place_is_analysed_again(tmp_path, monkeypatch):
     """qa7: a checkpoint torch.save'd again under its name while --follow ran kept its first
     numbers in the live table and the final report (a fresh analyze disagreed)."""
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     run = make_run(tmp_path / "r", n_checkpoints=1)
     last = run / "checkpoints" / "step_00000005.pt"
 
@@ -124,7 +124,7 @@ def test_cache_dir_and_no_cache_together_are_an_error(tmp_path):
 
 def test_a_run_folder_removed_while_followed_ends_with_one_error_line(tmp_path, monkeypatch):
     """qa7: `rm -rf RUN` (or `mv RUN`) during --follow left it waiting forever."""
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     run = make_run(tmp_path / "r", n_checkpoints=1)
     threading.Timer(1.5, shutil.rmtree, (run,)).start()
     r = runner.invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])

@@ -53,7 +53,7 @@ def steps(out: str) -> list[int]:
 def test_a_monitor_whose_process_is_killed_ends_the_follow(tmp_path, monkeypatch):
     """qa7: a run written only by alignctl.Monitor (no folder lock) kept `analyze --follow`
     waiting forever once the training process died."""
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.5)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.5)
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": SRC}
     loop = subprocess.Popen([sys.executable, "-c", LOOP, str(out)], env=env, text=True,
@@ -149,13 +149,13 @@ def test_an_old_run_json_waits_out_a_resume_that_is_starting(tmp_path):
 def test_an_interrupted_run_that_nothing_writes_ends_with_a_note(tmp_path, monkeypatch):
     """An interrupted run (Ctrl-C'd train) that no resume continues: the follow waited
     forever; now it ends once the lock has been free for GONE_AFTER seconds."""
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     run = make_run(tmp_path / "r", n_checkpoints=2)
     (run / "train_log.jsonl").write_text("{}\n")
     (run / "run.json").write_text('{"status": "interrupted", "interrupted": true}')
     r = CliRunner().invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
     assert r.exit_code == 0, r.stderr
-    assert steps(r.stdout) == [0, 1] and "interrupted and nothing is writing it" in r.stderr
+    assert steps(r.stdout) == [0, 1] and "interrupted and nothing is continuing it" in r.stderr
 
 
 @LINUX
@@ -198,3 +198,20 @@ def test_any_writer_file_reads_as_a_record_or_none(tmp_path_factory, blob):
     rec = writer.read_record(folder)
     assert rec is None or (type(rec["pid"]) is int and rec["pid"] > 0)
     assert writer.writer_alive(folder) in (True, False, None)
+
+
+def test_a_monitor_closed_by_an_exception_is_over_once_nothing_writes(tmp_path, monkeypatch):
+    """A monitor's run.json saying interrupted (the loop raised inside `with Monitor(...)`)
+    kept a later follow waiting for a resume that monitors do not have."""
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x = torch.randn(16, 4)
+    with pytest.raises(KeyboardInterrupt):
+        with alignctl.Monitor(net, x, (x[:, 0] > 0).long(), every=1, out=tmp_path / "m") as mon:
+            mon.step(0)
+            mon.step(1)
+            raise KeyboardInterrupt
+    assert json.loads((tmp_path / "m" / "run.json").read_text())["interrupted"] is True
+    r = CliRunner().invoke(app, ["analyze", str(tmp_path / "m"), "--follow"])
+    assert r.exit_code == 0, r.stderr
+    assert steps(r.stdout) == [0, 1] and "was interrupted" in r.stderr
