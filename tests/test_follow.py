@@ -127,7 +127,8 @@ def test_follow_a_monitor_log(tmp_path):
     assert seen[-1] == 3 and seen == sorted(seen)
 
 
-def test_a_finished_run_is_analysed_and_followed_no_further(tmp_path):
+def test_a_finished_run_is_analysed_and_followed_no_further(tmp_path, monkeypatch):
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)  # no resume is coming
     run = make_run(tmp_path / "r", n_checkpoints=2)
     (run / "run.json").write_text('{"interrupted": false}')
     r = CliRunner().invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
@@ -150,10 +151,11 @@ def test_ctrl_c_exits_130(tmp_path):
     assert p.returncode == 130
 
 
-def test_follow_waits_for_a_run_folder_that_training_has_not_made_yet(tmp_path):
+def test_follow_waits_for_a_run_folder_that_training_has_not_made_yet(tmp_path, monkeypatch):
     """`alignctl train --out R & alignctl analyze --follow R`: training needs a moment (torch
     imports) before R exists; --follow waits for it instead of failing; a path that is a file
     is still an error at once."""
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     staged = make_run(tmp_path / "staged", n_checkpoints=2)
     (staged / "run.json").write_text('{"interrupted": false}')
     target = tmp_path / "later" / "run"
@@ -176,22 +178,24 @@ def test_a_resumed_run_is_not_finished_until_it_ends(tmp_path):
     """qa4: `train --resume R --epochs more` left the old run.json (status finished) in place
     while it trained, so `analyze --follow R` started meanwhile stopped at once."""
     from alignctl.runs.config import config_from_dict
+    from alignctl.train.lock import RunLock
     from alignctl.train.trainer import Trainer
 
     run = tmp_path / "r"
     run.mkdir()
     Trainer(run, config_from_dict(TINY, run), "cpu").fit(2)
-    assert RunWatcher(run).finished()  # finished, nobody training it
-    resumed = Trainer(run, config_from_dict(TINY, run), "cpu")
-    resumed.restore()
-    seen = []
+    assert RunWatcher(run, gone_after=0).finished()  # finished, nobody training it
+    with RunLock(run):  # as `alignctl train --resume` holds it
+        resumed = Trainer(run, config_from_dict(TINY, run), "cpu")
+        resumed.restore()
+        seen = []
 
-    def during(_event):  # at each evaluation of the resumed run: follow starting now
-        seen.append((run / "run.json").exists() or RunWatcher(run).finished())
+        def during(_event):  # at each evaluation of the resumed run: follow starting now
+            seen.append((run / "run.json").exists() or RunWatcher(run, gone_after=0).finished())
 
-    summary = resumed.fit(4, callback=during)
+        summary = resumed.fit(4, callback=during)
     assert seen and not any(seen)
-    assert summary["status"] == "finished" and RunWatcher(run).finished()
+    assert summary["status"] == "finished" and RunWatcher(run, gone_after=0).finished()
     assert json.loads((run / "run.json").read_text())["epochs_completed"] == 4
 
 
@@ -215,7 +219,7 @@ def test_a_trainer_killed_before_run_json_ends_the_follow(tmp_path, monkeypatch)
     assert not watcher.finished()  # free for a moment: a resume takes it at its start
     now[0] = 26.0
     assert watcher.finished() and watcher.gone
-    monkeypatch.setattr("alignctl.report.follow.GONE_AFTER", 0.3)
+    monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.3)
     r = CliRunner().invoke(app, ["analyze", str(run), "--follow", "--metrics", "fast"])
     assert r.exit_code == 0, r.stderr
     assert sum(ln.startswith("step=") for ln in r.stdout.splitlines()) == 2

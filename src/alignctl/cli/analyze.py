@@ -153,6 +153,8 @@ def analyze(
         append=("GITHUB_STEP_SUMMARY",), files_only=("--plot",),
     )  # fmt: skip
     stdout_taken = "-" in (json_out, csv_out, markdown)
+    if no_cache and cache is not None:  # which one was meant cannot be told
+        raise InputError("--cache DIR and --no-cache contradict each other; give one")
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt is not None and stdout_taken:  # two of --json/--csv/--markdown -: check_outputs
@@ -175,18 +177,23 @@ def analyze(
                    steps=pgd_steps, output=output, max_memory=max_memory,
                    threads=threads, keep_samples=keep_samples or dist is not None,
                    sketch=sketch)  # fmt: skip
+    given = {
+        "--split": split != "train", "--samples": samples is not None,
+        "--robustness": robustness, "--eps": eps is not None, "--alpha": alpha is not None,
+        "--pgd-steps": pgd_steps != 10, "--sketch": sketch is not None,
+        "--keep-samples": keep_samples, "--dist": dist is not None,
+        "--weights": weights is not None, "--state-key": state_key is not None,
+        "--output": output is not None, "--config": config is not None,
+        "--model": model is not None, "--data": data is not None,
+    }  # fmt: skip
+    log_names = None if metrics == "standard" else names  # what a monitor's log cannot give:
+    check_log = lambda r: check_log_options(r, given, log_names)  # noqa: E731 (followed too)
     if follow:
-        report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken)
+        report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken,
+                         check_log)  # fmt: skip
     elif is_monitor_run(path) and not (config or model or data):
         report = report_from_log(path)  # a run made only of the monitor's alignment.jsonl
-        check_log_options(report, {
-            "--split": split != "train", "--samples": samples is not None,
-            "--robustness": robustness, "--eps": eps is not None, "--alpha": alpha is not None,
-            "--pgd-steps": pgd_steps != 10, "--sketch": sketch is not None,
-            "--keep-samples": keep_samples, "--dist": dist is not None,
-            "--weights": weights is not None, "--state-key": state_key is not None,
-            "--output": output is not None,
-        }, None if metrics == "standard" else names)  # fmt: skip
+        check_log(report)
     else:
         run = opened()
         console = err_console()
@@ -257,7 +264,7 @@ def _print_table(report: dict, wide: bool) -> None:
     out.print(render.rich_panel(report, width=out.width))
 
 
-def _follow(path, opened, options, cache_at, no_cache, quiet):
+def _follow(path, opened, options, cache_at, no_cache, quiet, check_log):
     """``--follow``: a live table on a terminal (rich Live), one line per new checkpoint when
     piped; returns the final report."""
     from rich.console import Console
@@ -278,6 +285,8 @@ def _follow(path, opened, options, cache_at, no_cache, quiet):
         return run_analysis(run, **options, cache=caches["c"])
 
     def show(report):
+        if report.get("device") == "monitor":
+            check_log(report)
         if quiet:
             return
         if live is not None:

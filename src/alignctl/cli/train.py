@@ -161,9 +161,11 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
         if not (resume / "alignctl.yaml").exists():  # killed before its config was written
             raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
                              "run again with --out")  # fmt: skip
+        # the lock first (it changes nothing): `analyze --follow` started with the resume
+        # sees a writer at once, not only the old run.json (finished) this removes later
+        lock.acquire()
         cfg = load_config(resume / "alignctl.yaml")
         trainer = make(resume, cfg, device)
-        lock.acquire()
         trainer.restore()
         return trainer, cfg
     if out is None:

@@ -3,7 +3,8 @@
     from alignctl.integrations.lightning import AlignmentCallback
     trainer = lightning.Trainer(callbacks=[AlignmentCallback(probe_x, probe_y, every_n_steps=100)])
 
-At the start of training and every ``every_n_steps`` optimizer steps (``trainer.global_step``)
+At the start of training and each time ``trainer.global_step`` reaches a multiple of
+``every_n_steps`` (or jumps past one: manual optimization counts every optimizer's step)
 the LightningModule is measured on the probe set (:class:`alignctl.integrations.probe.Probe`:
 eval mode, RNG states restored, training unchanged) on the global-zero process only, and the
 means go to every logger of the module (``pl_module.loggers``: TensorBoard, CSV, W&B,
@@ -26,7 +27,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "alignctl.integrations.lightning needs Lightning: pip install 'alignctl[lightning]'"
     ) from e
 
-from alignctl.integrations.probe import Probe, positive_int
+from alignctl.errors import InputError
+from alignctl.integrations.probe import Every, Probe
 
 log = logging.getLogger("alignctl")
 
@@ -44,12 +46,18 @@ class AlignmentCallback(L.Callback):
 
     def __init__(self, probe_x, probe_y=None, every_n_steps: int = 100, metrics="fast",
                  stop_when: str | None = None, **probe_options) -> None:  # fmt: skip
-        self.every = positive_int(every_n_steps, "every_n_steps")
+        self._every = Every(every_n_steps, "every_n_steps")
+        self.every = self._every.every
         self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
-        self._last: int | None = None
         self.stop_reason: str | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if type(pl_module).forward is L.LightningModule.forward:
+            raise InputError(f"{type(pl_module).__name__} defines no forward(): the callback "
+                             "measures pl_module(x); define forward(x) -> logits")  # fmt: skip
+        # a new training (the callback reused), or a resume: measurements at its first step
+        # or later are another run's
+        self._every.last, self.stop_reason = self.probe.rewind(int(trainer.global_step)), None
         self._maybe_measure(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -57,9 +65,9 @@ class AlignmentCallback(L.Callback):
 
     def _maybe_measure(self, trainer, pl_module) -> None:
         step = int(trainer.global_step)
-        if step % self.every or step == self._last:
+        if not self._every.due(step):  # accumulation: several batches share a global step
             return
-        self._last = step  # gradient accumulation: several batches share a global step
+        self._every.last = step
         stop = False
         if trainer.is_global_zero:
             entry = self.probe.measure(pl_module, step)

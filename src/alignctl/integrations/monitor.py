@@ -20,6 +20,10 @@ measurement as ``OUT/checkpoints/step_XXXXXXXX.safetensors`` (step in the metada
 ``{"factory": "file.py:fn"}`` section) and the probe as data, so ``alignctl analyze OUT``
 analyses the checkpoints afterwards; what it would lack is said in a warning. ``close()``
 writes ``OUT/run.json`` (``finished: true``), which ends ``alignctl analyze --follow OUT``.
+The monitor also records its process in ``OUT/.alignctl-writer.json``
+(:mod:`alignctl.runs.writer`), so a follow knows when that process died without closing
+(killed, crashed); a second monitor on the same folder (a notebook cell run again) takes the
+folder over, and the first then neither writes there nor ends the second's run.
 """
 
 from __future__ import annotations
@@ -33,12 +37,22 @@ import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Probe, positive_int
+from alignctl.integrations.probe import Every, Probe, as_step
 from alignctl.report.monitor_log import LOG_NAME, to_line
+from alignctl.runs.writer import WRITER_FILE, read_record, record_writer, release_writer
 
 log = logging.getLogger("alignctl")
 PROBE_FILE = "probe.npz"
-OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE)
+OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE, WRITER_FILE)
+
+
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("tensorboard=True needs TensorBoard: pip install "
+                         "'alignctl[tensorboard]'") from None  # fmt: skip
+    return SummaryWriter
 
 
 class Monitor:
@@ -61,39 +75,59 @@ class Monitor:
                  save_checkpoints: bool = False, stop_when: str | None = None, test=None,
                  model_config: dict | None = None, batch_size: int | None = None,
                  verdict: dict | None = None, overwrite: bool = False) -> None:  # fmt: skip
-        self.model, self.every = model, positive_int(every, "every")
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        self.model, self._every = model, Every(every)
         self.probe = Probe(probe_x, probe_y, metrics=metrics, test=test, stop_when=stop_when,
                            batch_size=batch_size, verdict=verdict)  # fmt: skip
         self.out = None if out is None else Path(out)
         if self.out is None and (tensorboard or save_checkpoints):
             raise InputError("tensorboard and save_checkpoints need an out folder")
-        self._last: int | None = None
-        self._writer = None
+        self._writer, self._token = None, None
         self._closed = self._stop_logged = False
         if self.out is not None:
-            self._prepare(overwrite)
-            if save_checkpoints:
-                self._write_run_config(model_config)
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(log_dir=str(self.out / "tensorboard"))
+            # everything that can fail is checked before an earlier run is replaced
+            writer_class = _summary_writer() if tensorboard else None
+            if save_checkpoints and model_config is not None:
+                self._check_model_config(model_config)
+            try:
+                self._prepare(overwrite)
+                self._token = record_writer(self.out)
+                if save_checkpoints:
+                    self._write_run_config(model_config)
+                if writer_class is not None:
+                    self._writer = writer_class(log_dir=str(self.out / "tensorboard"))
+            except BaseException as e:  # no record of a writer that never started
+                release_writer(self.out, self._token)
+                if isinstance(e, OSError):  # a file in the way, no permission, a full disk
+                    raise InputError(f"cannot write the monitor's run in {self.out}: "
+                                     f"{e.strerror or e}") from None  # fmt: skip
+                raise
         self.save_checkpoints = save_checkpoints
 
     # -- the loop's side -------------------------------------------------------------------
     def step(self, step: int) -> bool:
-        """Measure when ``step`` is a multiple of ``every`` (once per step); returns
-        :attr:`should_stop`."""
-        if step % self.every == 0 and step != self._last:
+        """Measure when ``step`` reaches a multiple of ``every`` (step 0 included; a step that
+        jumps past one measures too; a step seen again does not); returns
+        :attr:`should_stop`. Steps are integers that never go back (InputError)."""
+        step = self._check(step)
+        if self._every.due(step):
             self.measure(step)
         return self.should_stop
 
     def measure(self, step: int) -> dict:
-        """Measure now, whatever the step; returns the log entry (with its verdict)."""
+        """Measure now, whatever ``every`` says; returns the log entry (with its verdict).
+        ``step`` must be later than the last one measured (InputError)."""
+        step = self._check(step)
+        if step == self._last:
+            raise InputError(f"step {step} is measured already")
         if self._closed:
             raise InputError("the monitor is closed")
+        if self._superseded():
+            raise InputError(f"{self.out} is now written by a Monitor created after this one; "
+                             "this one can no longer write there")  # fmt: skip
         entry = self.probe.measure(self.model, step)
-        self._last = step
+        self._every.last = step
         if self.out is not None:
             with open(self.out / LOG_NAME, "a", encoding="utf-8") as fh:
                 fh.write(to_line(entry))  # one write per line: readers never see half a line
@@ -107,6 +141,23 @@ class Monitor:
             log.warning(self.probe.stop_reason)  # the reason, once, through `logging`
             self._stop_logged = True
         return entry
+
+    def _check(self, step) -> int:
+        step = as_step(step)
+        if self._last is not None and step < self._last:
+            raise InputError(
+                f"step {step} after step {self._last}: steps must not go back (pass the global "
+                "step, not the batch index within an epoch)"
+            )
+        return step
+
+    @property
+    def every(self) -> int:
+        return self._every.every
+
+    @property
+    def _last(self) -> int | None:
+        return self._every.last
 
     @property
     def entries(self) -> list[dict]:
@@ -131,7 +182,7 @@ class Monitor:
         self._closed = True
         if self._writer is not None:
             self._writer.close()
-        if self.out is not None:
+        if self.out is not None and not self._superseded():  # else: the folder is another's
             from alignctl.runs.atomic import atomic_write_text
 
             summary = {
@@ -140,6 +191,7 @@ class Monitor:
                 "stopped": self.stop_reason,
             }  # fmt: skip
             atomic_write_text(self.out / "run.json", json.dumps(summary, indent=2) + "\n")
+            release_writer(self.out, self._token)  # closed: no process writes this run now
 
     def __enter__(self) -> Monitor:
         return self
@@ -148,11 +200,20 @@ class Monitor:
         self.close(interrupted=exc_type is not None)
 
     # -- files -----------------------------------------------------------------------------
+    def _superseded(self) -> bool:
+        """Another monitor took the folder over (its record replaced this one's)."""
+        if self._token is None:
+            return False
+        rec = read_record(self.out)
+        return rec is not None and rec.get("token") != self._token
+
     def _prepare(self, overwrite: bool) -> None:
         import shutil
 
         from alignctl.train.rundir import is_train_run
 
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"out {self.out} is a file, not a folder")
         found = [self.out / f for f in OWN_FILES if (self.out / f).exists()]
         ckpts = self.out / "checkpoints"
         # the TensorBoard folder too: an old run's event files would show as this run's curves
@@ -177,8 +238,7 @@ class Monitor:
 
         raw: dict = {}
         missing = []
-        if model_config is not None:
-            self._check_model_config(model_config)
+        if model_config is not None:  # checked against the model before anything was written
             raw["model"] = _absolute_paths(model_config, Path.cwd())  # factory paths: cwd
         else:
             missing.append("the model (pass model_config={'arch': ...} or {'factory': "

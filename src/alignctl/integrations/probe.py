@@ -56,6 +56,40 @@ def positive_int(value, name: str) -> int:
     return value
 
 
+MAX_STEP = 2**63 - 1  # what a log line may hold (monitor_log reads steps in [0, 2**63 - 1])
+
+
+def as_step(value) -> int:
+    """A training step: an integer (a Python, NumPy or 0-d torch integer) in [0, 2**63 - 1];
+    else InputError (a log line with another step would be skipped by every reader)."""
+    import operator
+
+    try:
+        step = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        step = None
+    if step is None or not 0 <= step <= MAX_STEP:
+        raise InputError(f"step must be an integer in [0, 2**63 - 1], not {value!r}")
+    return step
+
+
+class Every:
+    """When to measure: at a first step that is a multiple of ``every`` (step 0 included), then
+    whenever the step reaches the next multiple, even if it jumps past it (Lightning's
+    ``global_step`` counts each optimizer of a manual-optimization step; a loop may count
+    samples). A step seen again is not due (gradient accumulation)."""
+
+    def __init__(self, every: int, name: str = "every") -> None:
+        self.every = positive_int(every, name)
+        self.last: int | None = None  # the last step measured
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is due; the caller sets :attr:`last` when it measures."""
+        if self.last is None:
+            return step % self.every == 0
+        return step // self.every > self.last // self.every
+
+
 def _as_tensor(x, what: str) -> torch.Tensor:
     if x is None:
         return None
@@ -68,6 +102,9 @@ def _as_tensor(x, what: str) -> torch.Tensor:
         raise InputError(f"{what} is not a tensor or array of numbers: {e}") from None
     if t.ndim < 1 or t.shape[0] < 1:
         raise InputError(f"{what} has no samples (shape {tuple(t.shape)})")
+    if t.is_complex() or t.is_meta:
+        kind = "complex numbers" if t.is_complex() else "a meta tensor (no data)"
+        raise InputError(f"{what} holds {kind}: pass real numbers or token ids")
     return t
 
 
@@ -112,8 +149,9 @@ class Probe:
             raise InputError(f"{self.y.numel()} probe labels for {self.x.shape[0]} probe inputs")
         self.test = None
         if test is not None:
-            tx, ty = test
-            self.test = (_as_tensor(tx, "test x"), _as_tensor(ty, "test y"))
+            if not isinstance(test, (tuple, list)) or len(test) != 2 or test[1] is None:
+                raise InputError("test must be a pair (x, y) of held-out inputs and labels")
+            self.test = (_as_tensor(test[0], "test x"), _as_tensor(test[1], "test y"))
         if stop_when is not None and self.y is None:  # it could never fire: say so now
             raise InputError("stop_when='stop' needs probe labels (probe_y): the "
                              "recommendation reads the probe accuracy")  # fmt: skip
@@ -127,12 +165,45 @@ class Probe:
 
     def measure(self, model: torch.nn.Module, step: int) -> dict:
         """Measure ``model`` (mapping probe inputs to (n, C) or (n,)) at ``step``; returns the
-        log entry with its verdict, and decides whether to stop."""
+        log entry with its verdict, and decides whether to stop. A model that fails on the
+        probe (shapes, token ids out of range): InputError naming the probe."""
+        t0 = time.perf_counter()
+        try:
+            values, accs, n_classes = self._measure(model)
+        except (InputError, MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 (the model does not take the probe: say so)
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(
+                f"the model cannot be applied to the probe (probe_x of shape "
+                f"{tuple(self.x.shape)}, {self.x.dtype}): {text}"
+            ) from e
+        means = {k: float(v.double().mean()) for k, v in values.items()}
+        stds = {k: float(v.double().std(unbiased=False)) for k, v in values.items()}
+        entry = monitor_log.make_entry(
+            step, means, stds, train_accuracy=accs[0], test_accuracy=accs[1],
+            n_samples=len(self.x), n_classes=n_classes,
+            time=time.time(), seconds=time.perf_counter() - t0,
+        )  # fmt: skip
+        self.entries.append(entry)
+        monitor_log.annotate(self.entries, t=self.t)
+        self._decide()
+        return entry
+
+    def rewind(self, step: int) -> int | None:
+        """Training (re)starts at ``step``: forget the measurements at it or after (another run's,
+        or a future a resume abandons), which the verdicts and the stop decision must not read;
+        returns the last step kept (None: none)."""
+        self.entries = [e for e in self.entries if e["step"] < step]
+        self.stop_reason = None
+        return self.entries[-1]["step"] if self.entries else None
+
+    def _measure(self, model: torch.nn.Module):
+        """(per-sample metric values, [probe accuracy, held-out accuracy], C)."""
         from alignctl.evaluation.losses import accuracy
         from alignctl.geometry.measure import measure
         from alignctl.geometry.vjp import check_labels
 
-        t0 = time.perf_counter()
         dev = _device_of(model)
         seen: list[torch.Tensor] = []
         with preserved_state(model):
@@ -153,17 +224,7 @@ class Probe:
                     tout = _logits(model, self.test[0].to(dev))
                     ty = check_labels(self.test[1], len(self.test[0]), n_classes)
                     accs[1] = accuracy(tout, ty.to(tout.device))
-        means = {k: float(v.double().mean()) for k, v in values.items()}
-        stds = {k: float(v.double().std(unbiased=False)) for k, v in values.items()}
-        entry = monitor_log.make_entry(
-            step, means, stds, train_accuracy=accs[0], test_accuracy=accs[1],
-            n_samples=len(self.x), n_classes=n_classes,
-            time=time.time(), seconds=time.perf_counter() - t0,
-        )  # fmt: skip
-        self.entries.append(entry)
-        monitor_log.annotate(self.entries, t=self.t)
-        self._decide()
-        return entry
+        return values, accs, n_classes
 
     def recommendation(self) -> dict:
         return monitor_log.recommendation(self.entries, self.t)

@@ -40,7 +40,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Probe, positive_int
+from alignctl.integrations.probe import Every, Probe
 
 log = logging.getLogger("alignctl")
 
@@ -121,10 +121,10 @@ class AlignmentCallback(transformers.TrainerCallback):
 
     def __init__(self, probe_x, probe_y=None, every_n_steps: int = 100, metrics="fast",
                  stop_when: str | None = None, trainer=None, **probe_options) -> None:  # fmt: skip
-        self.every = positive_int(every_n_steps, "every_n_steps")
+        self._every = Every(every_n_steps, "every_n_steps")
+        self.every = self._every.every
         self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
-        self.trainer = trainer
-        self._last: int | None = None
+        self.trainer, self._given = trainer, trainer is not None
         self.stop_reason: str | None = None
 
     def _view(self, model) -> torch.nn.Module:
@@ -135,10 +135,13 @@ class AlignmentCallback(transformers.TrainerCallback):
         return TokenModel(model)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.trainer is None:
+        if not self._given:  # found anew each time: the callback may serve another Trainer now
             self.trainer = _find_trainer()
         if self.trainer is None:
             raise InputError("AlignmentCallback cannot find its Trainer: pass trainer=")
+        # a new training (the callback reused), or a resume: measurements at its first step
+        # or later are another run's
+        self._every.last, self.stop_reason = self.probe.rewind(int(state.global_step)), None
         return self._maybe_measure(state, control, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -146,9 +149,9 @@ class AlignmentCallback(transformers.TrainerCallback):
 
     def _maybe_measure(self, state, control, model):
         step = int(state.global_step)
-        if step % self.every or step == self._last:
+        if not self._every.due(step):
             return control
-        self._last = step
+        self._every.last = step
         stop = False
         if state.is_world_process_zero:
             entry = self.probe.measure(self._view(model), step)

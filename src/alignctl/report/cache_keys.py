@@ -2,9 +2,10 @@
 data, of the model section (with a factory file's bytes) and of alignctl's own source
 (:mod:`alignctl.report.cache` combines them with the metric set and the options).
 
-A checkpoint's digest is memoised on (path, size, mtime), so a ``--follow`` loop or a
-re-run in the same process hashes each file once; a Hugging Face folder is hashed file by
-file in name order, each name included, so renaming a file inside it changes the key.
+A checkpoint's digest is memoised on its path and each file's size, mtime, ctime and inode,
+so a ``--follow`` loop or a re-run in the same process hashes each file once; a Hugging
+Face folder is hashed file by file in name order, each name included, so renaming a file
+inside it changes the key.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _hash_file(h, path: Path) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
+def _digest_cached(path: str, *_identity) -> str:
     h = hashlib.sha256()
     p = Path(path)
     if p.is_dir():  # a Hugging Face folder: every file, by relative name
@@ -48,12 +49,24 @@ def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def _identity(stats: list) -> tuple:
+    """What says a file is unchanged: size, mtime, and ctime and inode, which no copy that keeps
+    the mtime (``cp -p``, ``rsync -t``, ``touch -r``) and no rename into place keeps."""
+    return tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
+
+
 def content_digest(path: Path) -> str:
-    """SHA-256 of a checkpoint's bytes (memoised on path, size and mtime)."""
+    """SHA-256 of a checkpoint's bytes (memoised on its path and its files' identities);
+    InputError when it cannot be read (removed after it was found: a trainer that keeps only
+    its last checkpoints)."""
+    from alignctl.errors import InputError
+
     p = Path(path)
-    stats = [p.stat()] + ([q.stat() for q in p.rglob("*")] if p.is_dir() else [])
-    return _digest_cached(str(p.resolve()), sum(s.st_size for s in stats),
-                          max(s.st_mtime_ns for s in stats))  # fmt: skip
+    try:
+        stats = [p.stat()] + ([q.stat() for q in sorted(p.rglob("*"))] if p.is_dir() else [])
+        return _digest_cached(str(p.resolve()), *_identity(stats))
+    except OSError as e:
+        raise InputError(f"cannot read checkpoint {p}: {e.strerror or e}") from None
 
 
 def _tensor_digest(h, t) -> None:

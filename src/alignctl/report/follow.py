@@ -7,10 +7,16 @@ safetensors header names ``alignctl_version``); any other file is taken once its
 modification time have not changed for ``settle`` seconds and it opens as a checkpoint. A run
 made only of ``alignment.jsonl`` (the monitor's log) is re-read whenever it grows.
 
-The run is finished when ``run.json`` says so: it appears, or changes, after following began,
-or was already there for a run that was not interrupted; or, without a run.json, when an
-``alignctl train`` run's folder lock (held from its first write to its last) has been free
-for ``GONE_AFTER`` seconds: its trainer was killed before it could write one. The watching
+The run is finished when ``run.json`` appears, or changes, after following began. A run.json
+that was already there (a run finished earlier; or the old one of a run that ``train
+--resume`` is about to continue, which it removes as it starts) is believed only once nothing
+has written the run for ``GONE_AFTER`` seconds: no writer alive and run.json unchanged. The
+writer is an ``alignctl train`` run's folder lock (held from its first write to its last;
+:mod:`alignctl.train.lock`), or the process a monitor records in the folder
+(:mod:`alignctl.runs.writer`); a writer known to be gone for ``GONE_AFTER`` seconds also ends
+a run without a run.json (killed, crashed) and an interrupted ``alignctl train`` run (which a
+resume could continue), with a note. A writer that cannot be told (no record, another host,
+no ``/proc``) is never taken for gone. The watching
 uses ``watchdog`` (file-system events wake the loop) when it is installed, else polling;
 either way the loop also wakes every ``poll`` seconds, so nothing depends on an event being
 delivered. The library never prints: each new report goes to the caller's ``on_report``.
@@ -18,7 +24,6 @@ delivered. The library never prints: each new report goes to the caller's ``on_r
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -26,117 +31,19 @@ from pathlib import Path
 
 from alignctl.errors import InputError
 from alignctl.report.monitor_log import LOG_NAME, is_monitor_run, read_log, report_from_log
+from alignctl.report.run_watcher import GONE_AFTER, RunWatcher
+
+__all__ = ["APPEAR", "GONE_AFTER", "RunWatcher", "follow_run", "plain_line"]
 
 
-def _is_own_file(path: Path) -> bool:
-    """A safetensors file that alignctl wrote (atomically: complete once visible)."""
-    if path.suffix != ".safetensors" or not path.is_file():
-        return False
+def _log_state(root: Path) -> tuple | None:
+    """The monitor log's identity and size (a monitor re-created with ``overwrite`` starts a
+    new file), or None when there is none."""
     try:
-        with open(path, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if n <= 0 or n > 100_000_000:
-                return False
-            header = json.loads(fh.read(n))
-        return "alignctl_version" in (header.get("__metadata__") or {})
-    except (OSError, ValueError):
-        return False
-
-
-def _opens(path: Path) -> bool:
-    """The file (or Hugging Face folder) reads as a checkpoint."""
-    from alignctl.runs.checkpoints import CheckpointRef, read_checkpoint
-
-    try:
-        read_checkpoint(CheckpointRef(path, path.name, None))
-        return True
-    except InputError:
-        return False
-
-
-def _signature(path: Path) -> tuple:
-    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
-    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-
-
-GONE_AFTER = 5.0  # seconds a trained run's lock must stay free: a resume takes it at start
-
-
-class RunWatcher:
-    """Which checkpoints of ``root`` are completely written, and whether the run finished."""
-
-    def __init__(self, root: Path, *, settle: float = 0.5, clock=time.monotonic,
-                 gone_after: float | None = None) -> None:  # fmt: skip
-        self.root, self.settle, self.clock = Path(root), settle, clock
-        self._seen: dict[Path, tuple[tuple, float]] = {}  # path -> (signature, since)
-        self._complete: set[Path] = set()
-        self._start_summary = self._summary()
-        self.gone_after = GONE_AFTER if gone_after is None else gone_after
-        self._unlocked_since, self.gone = None, False
-
-    def _summary(self) -> str | None:
-        try:
-            return (self.root / "run.json").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def finished(self) -> bool:
-        text = self._summary()
-        if text is None:
-            self.gone = self._writer_gone()
-            return self.gone
-        try:
-            summary = json.loads(text)
-        except ValueError:
-            return False  # being written by another tool: look again later
-        if text != self._start_summary:
-            return True
-        return not summary.get("interrupted", False)  # a run that had already finished
-
-    def _writer_gone(self) -> bool:
-        """An `alignctl train` run (its log and resume state are written under the folder's
-        lock) whose lock nobody has held for ``gone_after`` seconds: the trainer was killed
-        (SIGTERM, kill -9, out of memory) before it could write run.json."""
-        from alignctl.train.lock import lock_held
-        from alignctl.train.rundir import is_train_run
-
-        if not is_train_run(self.root) or lock_held(self.root) is not False:
-            self._unlocked_since = None
-            return False
-        now = self.clock()
-        self._unlocked_since = self._unlocked_since if self._unlocked_since is not None else now
-        return now - self._unlocked_since >= self.gone_after
-
-    def ready(self, final: bool = False) -> list:
-        """The checkpoints known to be complete, ordered by step; ``final`` (the run has
-        finished, nothing is being written) takes every file that opens."""
-        from alignctl.runs.checkpoints import discover_checkpoints
-
-        folder = self.root / "checkpoints"
-        try:
-            refs = discover_checkpoints(folder if folder.is_dir() else self.root)
-        except InputError:
-            return []  # nothing yet
-        now, out = self.clock(), []
-        for ref in refs:
-            p = ref.path
-            if p in self._complete or _is_own_file(p):
-                self._complete.add(p)
-                out.append(ref)
-                continue
-            try:
-                sig = _signature(p)
-            except OSError:
-                continue
-            prev = self._seen.get(p)
-            if prev is None or prev[0] != sig:
-                self._seen[p] = prev = (sig, now)
-            # once the run has finished nothing is being written: a file that still does not
-            # open is analysed anyway, so its error is reported rather than skipped
-            if final or (now - prev[1] >= self.settle and _opens(p)):
-                self._complete.add(p)
-                out.append(ref)
-        return out
+        st = (root / LOG_NAME).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class _Waker:
@@ -209,25 +116,32 @@ def follow_run(root: Path, *, open_run: Callable[[], object], analyse: Callable[
         while True:
             done = watcher.finished()  # before the scan: the last scan sees every checkpoint
             if is_monitor_run(root):
-                log = root / LOG_NAME
-                state = log.stat().st_size
-                if state != shown and read_log(log)[0]:  # created, maybe no line yet
-                    shown, report = state, report_from_log(root)
-                    on_report(report)
+                state = _log_state(root)
+                try:
+                    if state not in (shown, None) and read_log(root / LOG_NAME)[0]:
+                        shown, report = state, report_from_log(root)  # maybe no line yet
+                        on_report(report)
+                except InputError:
+                    if _log_state(root) == state:
+                        raise
+                    # else removed or replaced while read (a monitor re-created): look again
             else:
                 refs = watcher.ready(final=done)
-                state = [r.path for r in refs]
+                state = watcher.state(refs)
                 if refs and state != shown:
                     run = run or open_run()
                     run.checkpoints = refs
-                    shown, report = state, analyse(run)
+                    try:
+                        report = analyse(run)
+                    except InputError:
+                        if all(r.path.exists() for r in refs):
+                            raise
+                        continue  # one was removed while it was read: look again at once
+                    shown = state
                     on_report(report)
             if done or (timeout is not None and time.monotonic() - start > timeout):
-                if watcher.gone and report is not None:
-                    report.setdefault("notes", []).append(
-                        f"the training of {root} stopped without writing run.json (killed?): "
-                        "the report covers the checkpoints it wrote"
-                    )
+                if watcher.note and report is not None:
+                    report.setdefault("notes", []).append(watcher.note)
                 return report
             waker.wait()
     finally:
