@@ -189,8 +189,10 @@ def analyze(
     log_names = None if metrics == "standard" else names  # what a monitor's log cannot give:
     check_log = lambda r: check_log_options(r, given, log_names)  # noqa: E731 (followed too)
     if follow:
-        report = _follow(path, opened, options, cache_at, no_cache, quiet or stdout_taken,
-                         check_log)  # fmt: skip
+        from alignctl.cli.live import follow as live_follow
+
+        report = live_follow(path, opened, options, cache_at, no_cache,
+                             quiet or stdout_taken, check_log)  # fmt: skip
     elif is_monitor_run(path) and not (config or model or data):
         report = report_from_log(path)  # a run made only of the monitor's alignment.jsonl
         check_log(report)
@@ -262,53 +264,3 @@ def _print_table(report: dict, wide: bool) -> None:
         out.width = max(out.width, render.natural_width(report, wide=True))
     out.print(table)
     out.print(render.rich_panel(report, width=out.width))
-
-
-def _follow(path, opened, options, cache_at, no_cache, quiet, check_log):
-    """``--follow``: a live table on a terminal (rich Live), one line per new checkpoint when
-    piped; returns the final report."""
-    from rich.console import Console
-    from rich.live import Live
-
-    from alignctl.report import render
-    from alignctl.report.analysis import analyze as run_analysis
-    from alignctl.report.cache import Cache
-    from alignctl.report.follow import follow_run, plain_line
-
-    out, printed, caches = Console(), set(), {}
-    live = Live(console=out, auto_refresh=False) if out.is_terminal and not quiet else None
-
-    def analyse(run):
-        if "c" not in caches:  # in memory at least: each pass measures only new checkpoints
-            caches["c"] = None if no_cache else cache_at(run)
-            caches["c"] = caches["c"] if isinstance(caches["c"], Cache) else Cache(caches["c"])
-        return run_analysis(run, **options, cache=caches["c"])
-
-    def show(report):
-        if report.get("device") == "monitor":
-            check_log(report)
-        if quiet:
-            return
-        if live is not None:
-            live.update(render.rich_table(report), refresh=True)
-            return
-        for ck in report["checkpoints"]:
-            if ck["name"] not in printed:
-                printed.add(ck["name"])
-                typer.echo(plain_line(ck, report["metric_names"]))
-
-    if not quiet and not Path(path).exists():
-        from alignctl.report.follow import APPEAR
-
-        err_console().print(f"note: waiting for {path} to appear (up to {APPEAR:g} s)",
-                            highlight=False)  # fmt: skip
-    if live is not None:
-        live.start()
-    try:
-        report = follow_run(path, open_run=opened, analyse=analyse, on_report=show)
-    finally:
-        if live is not None:
-            live.stop()
-    if report is None:
-        raise InputError(f"the run in {path} finished without a checkpoint to analyse")
-    return report
