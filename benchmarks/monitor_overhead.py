@@ -14,7 +14,9 @@ steps, as the README recommends.
                with ``alignctl.Monitor(every=100)`` / the same without, run back to back;
                the median of the per-pair ratios and its 90% bootstrap interval; target <=
                1.02. Also the in-run ratio (the monitored run's time over the same run's time
-               less what ``Monitor.step`` spent), and one measurement alone, as training steps.
+               less what ``Monitor.step`` spent), one measurement alone, as training steps, and
+               its floor (the probe's forward and input-gradient backward alone) in time and
+               in multiply-adds.
   Lightning    ``lightning.Trainer.fit`` for ``--steps`` steps with the AlignmentCallback
                (every_n_steps=100, a CSVLogger receiving the metrics): the run's CPU time over
                the same run's CPU time less the callback's (timed inside the run: separate
@@ -84,6 +86,24 @@ class Loop:
                 t0 = time.process_time()
                 self.mon.step(self.step)
                 self.inside += time.process_time() - t0
+
+
+def floor(net, x) -> None:
+    """What any exact measurement of the centroid metrics costs: the probe's forward pass and
+    one backward pass to its input (mu = J^T 1 for every sample at once)."""
+    xg = x.clone().requires_grad_(True)
+    torch.autograd.grad(net(xg).sum(), xg)
+
+
+def macs(net) -> tuple[int, int]:
+    """Multiply-adds of (one training step, the floor) for a stack of Linear layers: the step
+    forwards BATCH rows, then takes weight gradients (one product per layer) and input
+    gradients for every layer but the first; the floor forwards PROBE rows and takes input
+    gradients for every layer."""
+    sizes = [m.in_features * m.out_features for m in net.modules()
+             if isinstance(m, torch.nn.Linear)]  # fmt: skip
+    fwd = sum(sizes)
+    return BATCH * (3 * fwd - sizes[0]), PROBE * 2 * fwd
 
 
 def paired(plain, watched, segment: int, reps: int) -> tuple[list[float], float]:
@@ -254,12 +274,21 @@ def main() -> None:
         print(f"  in-run ratio (monitored time / the same less Monitor.step): {in_run:.4f}")
         probe = Probe(plain.x[:PROBE], plain.y[:PROBE], metrics="fast")
         t = interleaved({"plain": lambda: plain.segment(EVERY),
-                         "measurement": lambda: probe.measure(plain.net, 0)}, a.reps)  # fmt: skip
-        print(
-            f"  one measurement alone: {t['measurement'] * 1e3:.2f} ms = "
-            f"{t['measurement'] / t['plain'] * EVERY:.2f} training steps; "
-            f"1 + measurement / {EVERY} steps = {1 + t['measurement'] / t['plain']:.4f}"
-        )
+                         "measurement": lambda: probe.measure(plain.net, 0),
+                         "floor": lambda: floor(plain.net, plain.x[:PROBE])}, a.reps)  # fmt: skip
+        for case, what in (
+            ("measurement", "one measurement alone"),
+            ("floor", "its floor (forward + input-gradient backward alone)"),
+        ):
+            print(
+                f"  {what}: {t[case] * 1e3:.2f} ms = {t[case] / t['plain'] * EVERY:.2f} "
+                f"training steps; 1 + that / {EVERY} = {1 + t[case] / t['plain']:.4f}"
+            )
+        step, probe_macs = macs(plain.net)
+        print(f"  multiply-adds: a training step {step / 1e6:.1f}M, the floor "
+              f"{probe_macs / 1e6:.1f}M = {probe_macs / step:.2f} steps: at every={EVERY} "
+              f"the overhead cannot be under {1 + probe_macs / step / EVERY:.4f} on a device "
+              f"where time follows multiply-adds")  # fmt: skip
         if a.no_frameworks:
             return
         for name, fit in (("Lightning", lightning_fit), ("Hugging Face", hf_train)):
