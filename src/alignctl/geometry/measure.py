@@ -112,8 +112,8 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
             never prints.
         sketch: the whole-Jacobian metrics from K random probes per sample instead of C
             products (:mod:`alignctl.geometry.sketch`): None (default) does so above
-            ``MIN_CLASSES`` = 256 classes with K = 16, 0 never, K >= 1 always. A note says when
-            it was used; ``seed`` seeds the probes.
+            ``MIN_CLASSES`` = 256 classes with K = 16, 0 never, K >= 1 when C > max(2K, 16).
+            A note says when it was used; ``seed`` seeds the probes.
         errors: a dict that receives ``{metric: tensor (n,)}``, the per-sample standard error
             or error bound of every estimated (sketched) metric; exact metrics are absent.
         outputs: a list that receives the logits (n, C) or (n,) of the forward passes the
