@@ -13,7 +13,7 @@ def _net(classes, where, value):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, classes))
     with torch.no_grad():
-        getattr(net[where], "weight")[0, 0] = value
+        net[where].weight[0, 0] = value
     return net
 
 
