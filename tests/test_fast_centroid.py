@@ -68,7 +68,8 @@ def test_measure_hands_back_the_logits_of_its_forward_pass():
     assert len(outs) == 1  # the whole Jacobian's forward passes too (issue 17, item 6)
     torch.testing.assert_close(outs[0], model(x).detach())
     outs.append("stale")  # the list is cleared, then filled or left empty
-    alignctl.measure(model, x, metrics=["jacobian_norm"], sketch=2, outputs=outs)
+    many = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 40))  # C > 2K: sketched
+    alignctl.measure(many, x, metrics=["jacobian_norm"], sketch=2, outputs=outs)
     assert outs == []  # the sketch takes no plain forward pass
 
 

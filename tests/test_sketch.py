@@ -165,14 +165,13 @@ def test_analyze_json_has_metrics_error_only_when_sketched(tmp_path):
     run = user_run(tmp_path / "r")
     plain = json.loads(invoke(run, "--json", "-", "--no-cache").stdout)
     assert all("metrics_error" not in c for c in plain["checkpoints"])  # the schema as it was
+    # 3 classes, K = 2: the exact path (C <= max(2K, 16)); a sketched run's metrics_error:
+    # tests/test_sketch_edges.py::test_analyze_json_reports_errors_only_where_sketched
     r = invoke(run, "--json", "-", "--no-cache", "--sketch", "2", "--metrics", "full")
     assert r.exit_code == 0, r.stderr
     report = json.loads(r.stdout)
-    ck = report["checkpoints"][0]
-    assert set(ck["metrics_error"]) == set(ck["metrics"])
-    assert ck["metrics_error"]["jacobian_norm"] > 0
-    assert ck["metrics_error"]["centroid_alignment"] is None  # exact at any C
-    assert any("random probes" in n and "not exact" in n for n in report["notes"])
+    assert all("metrics_error" not in c for c in report["checkpoints"])
+    assert not any("random probes" in n for n in report["notes"])
     bad = invoke(run, "--sketch", "-3", "--no-cache")
     assert bad.exit_code == 2 and "sketch" in bad.stderr
 
@@ -315,9 +314,9 @@ def test_a_low_rank_jacobian_stops_after_one_block_and_is_exact(name, monkeypatc
 
 
 def test_full_rank_jacobians_grow_until_certified(monkeypatch):
-    """A full-rank J (rank 24 > K = 4) takes more than one block and some probes; its
-    reported errors of |J|_F and PC1 are within the tolerances the sketch stops at, and
-    cover the float64 exact values."""
+    """A full-rank J (rank 20 > K = 4) takes more than one block and some probes; its
+    reported 95% errors of |J|_F and PC1 cover the float64 exact values on at least 7 of
+    the 8 samples."""
     net, x, y = _case("mlp", n=8, seed=4)
     spent = _spent(monkeypatch)
     errors = {}
@@ -326,7 +325,7 @@ def test_full_rank_jacobians_grow_until_certified(monkeypatch):
     ((blocks, probes),) = spent
     assert blocks > 1 and probes > 0
     for m in ("jacobian_norm", "jacobian_pc1"):
-        assert bool(((got[m] - ref[m]).abs() <= errors[m] + 1e-12).all()), m
+        assert int(((got[m] - ref[m]).abs() > errors[m] + 1e-12).sum()) <= 1, m
 
 
 def test_reported_errors_cover_95_percent_of_samples():
@@ -378,7 +377,7 @@ def test_t_quantile():
         assert abs(t975(df) - want) < 5e-3, df
 
 
-@pytest.mark.parametrize("width, rank, k", [(6, None, 8), (6, None, 39), (20, 1, 8)])
+@pytest.mark.parametrize("width, rank, k", [(6, None, 8), (6, None, 19), (20, 1, 8)])
 def test_float32_errors_of_a_captured_jacobian_hold_without_slack(width, rank, k):
     """A captured Jacobian (rank <= K, here also K >= min(C, s)) measured in float32: every
     reported error covers the float64 exact value as it is, with no extra slack. The effective
@@ -409,7 +408,7 @@ def test_k_beyond_the_row_space_is_clamped_not_allocated():
     net = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 300))
     x = torch.randn(4, 7)
     notes, errors = [], {}
-    got = alignctl.measure(net, x, sketch=299, notes=notes, errors=errors)
+    got = alignctl.measure(net, x, sketch=149, notes=notes, errors=errors)  # C > 2K: sketched
     assert any("K=7 random probes" in n for n in notes)
     ref = alignctl.measure(net, x, sketch=0, dtype=torch.float64)
     for m, err in errors.items():
@@ -510,22 +509,35 @@ def _alike(c=300, eps=0.05, seed=0):
     return net, torch.randn(48, 20)
 
 
+# K for the nearly-alike model: with K = 16 its 20 directions take one partial block more and
+# are exact (no probe); with K = 8, 12 > K are left and the Hutchinson part is what is tested
+ALIKE_K = 8
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_centred_metrics_are_within_2_percent_when_the_rows_are_nearly_alike(seed, monkeypatch):
     """The probes stopped on |J|_F^2's half-width alone, reached long before the centred
     one's: centred_alignment_full was within 2% on 79-81% of the 48 samples (max 4.6%),
     centred_norm up to 2.4%. Now the probes also stop on |J_c|_F^2's 1.5% half-width (here
-    they reach the cap): 100% within 2% (max 1.7%), the reported errors cover 94-98%."""
+    they reach the cap): 100% within 2% (max 1.7%), the reported errors cover 94-98%.
+    (qa6: at the default K = 16 this model's 20 directions are now completed by one partial
+    block, exact; at K = 8 the centred stop rule still takes more than one round of probes,
+    and their errors cover >= 85%.)"""
     net, x = _alike(seed=seed)
     names = ["centred_norm", "centred_alignment_full"]
     ref = alignctl.measure(_double(net), x.double(), dtype=torch.float64, sketch=0,
                            metrics=names)  # fmt: skip
     spent, errors = _spent(monkeypatch), {}
     got = alignctl.measure(net, x, errors=errors, metrics=names)
-    assert spent[0][1] > sk.DEFAULT_K  # more than the one round |J|_F^2 alone needs
+    assert spent == [(2, 0)]  # a block and a partial one: the whole row space, no probe
     for m in names:
         miss = (got[m].double() - ref[m]).abs()
         assert float((miss <= 0.02 * ref[m].abs()).double().mean()) >= 0.95, m
+        assert float((miss <= errors[m].double() * (1 + 1e-9)).double().mean()) >= 0.85, m
+    got = alignctl.measure(net, x, errors=errors, metrics=names, sketch=ALIKE_K)
+    assert spent[1][1] > sk.MIN_ROUND  # more than the one round |J|_F^2 alone needs
+    for m in names:
+        miss = (got[m].double() - ref[m]).abs()
         assert float((miss <= errors[m].double() * (1 + 1e-9)).double().mean()) >= 0.85, m
 
 
@@ -543,8 +555,8 @@ def test_the_centred_stop_rule_costs_nothing_when_the_rows_differ(monkeypatch):
     assert spent[0] == spent[1]
     alike, xa = _alike()
     spent.clear()
-    alignctl.measure(alike, xa, metrics=["jacobian_norm"])
-    assert spent == [(1, sk.DEFAULT_K)]
+    alignctl.measure(alike, xa, metrics=["jacobian_norm"], sketch=ALIKE_K)
+    assert spent == [(1, sk.MIN_ROUND)]
 
 
 @pytest.mark.parametrize("classes", [1, 3, 10, 300])

@@ -107,7 +107,7 @@ def analyze(
         int | None,
         Opt(
             help="Whole-Jacobian metrics from K random probes per sample (default: K=16 above "
-            "256 classes; 0, or K >= the classes: exact); errors go to metrics_error."
+            "256 classes; 0, or classes <= max(2K, 16): exact); errors go to metrics_error."
         ),
     ] = None,  # fmt: skip
     follow: Annotated[

@@ -74,9 +74,11 @@ class Krylov:
         """Whether one more block fits under ``rank`` >= rank(A) (past it, nothing is new)."""
         return self.size + self.qs[0].shape[2] <= self.rank
 
-    def grow(self) -> None:
-        """One more block, A^T A times the last one: K VJPs and K JVPs."""
-        y = self.op.vjp(orth(self.bs[-1])).transpose(1, 2)  # (n, s, K)
+    def grow(self, cols: int | None = None) -> None:
+        """One more block, A^T A times the last one: K VJPs and K JVPs (``cols`` < K: its
+        first ``cols`` directions, to complete a space of ``rank`` directions)."""
+        last = orth(self.bs[-1])
+        y = self.op.vjp(last if cols is None else last[:, :, :cols]).transpose(1, 2)  # (n, s, K)
         basis = torch.cat(self.qs, 2)
         # the new block from a Householder QR of [basis, y]: orthonormal to the basis even when
         # y lies (numerically) in its span, as it does once the space holds J's numerical rank
@@ -104,8 +106,9 @@ class Krylov:
         m = self.gram.shape[-1]
         rel = max((c + s) ** 0.5 * torch.finfo(self.b.dtype).eps / 2, 4 * (m * 2.0**-52) ** 0.5)
         self.floor = rel * self.sv[:, :1]
-        # a basis vector A maps to noise: the space holds A's row space (see the docstring)
-        self.captured = (self.sv <= self.floor).any(1) | (self.sv[:, 0] == 0)
+        # a basis vector A maps to noise, or rank >= rank(A) of them, all taken as A^T u: the
+        # space holds A's row space (see the docstring)
+        self.captured = (self.sv <= self.floor).any(1) | (self.sv[:, 0] == 0) | (m >= self.rank)
         pairs = min(2, self.sv.shape[1])
         top = self.sv[:, :pairs].clamp_min(1e-300)  # (n, p)
         u = (bd @ vb[:, :, :pairs]) / top.unsqueeze(1)  # (n, C, p) left Ritz vectors

@@ -30,7 +30,7 @@ from alignctl.geometry.devices import (
     outside_inference,
     twice_differentiable,
 )
-from alignctl.geometry.finite import all_finite
+from alignctl.geometry.finite import blank_undefined
 from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
 from alignctl.geometry.placement import copy_model, prepare
@@ -112,8 +112,8 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
             never prints.
         sketch: the whole-Jacobian metrics from K random probes per sample instead of C
             products (:mod:`alignctl.geometry.sketch`): None (default) does so above
-            ``MIN_CLASSES`` = 256 classes with K = 16, 0 never, K >= 1 always. A note says when
-            it was used; ``seed`` seeds the probes.
+            ``MIN_CLASSES`` = 256 classes with K = 16, 0 never, K >= 1 when C > max(2K, 16).
+            A note says when it was used; ``seed`` seeds the probes.
         errors: a dict that receives ``{metric: tensor (n,)}``, the per-sample standard error
             or error bound of every estimated (sketched) metric; exact metrics are absent.
         outputs: a list that receives the logits (n, C) or (n,) of the forward passes the
@@ -161,21 +161,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         opts["outputs"] = None  # the float32 logits stay: the model's, not its copy's
         values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
                           max_memory, notes, opts)  # fmt: skip
-    return _blank_nonfinite_inputs(x, values, errors, notes)
-
-
-def _blank_nonfinite_inputs(x, values, errors, notes):
-    """NaN for every metric of a sample whose input is not finite: its Jacobian is undefined,
-    and a ratio of NaNs guarded by ``den > 0`` would otherwise read 0 (a wrong number)."""
-    if x.shape[0] == 0 or all_finite(x):  # one sum, no boolean copies: the common case
-        return values
-    blank = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1).cpu()
-    if bool(blank.any()):
-        _note(notes, f"{int(blank.sum())} sample(s) with non-finite inputs: every metric NaN")
-        values = {k: v.masked_fill(blank.to(v.device), float("nan")) for k, v in values.items()}
-        for k, v in (errors or {}).items():
-            errors[k] = v.masked_fill(blank.to(v.device), float("nan"))
-    return values
+    return blank_undefined(x, values, errors, lambda text: _note(notes, text))
 
 
 def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts):

@@ -10,7 +10,7 @@ J_h R_w^T with the same singular values for the linear-input shortcut):
   NeurIPS 2015), grown block by block (K VJPs + K JVPs each) until the top Ritz value is
   certified by the Kato-Temple residual bound (:mod:`.krylov`); Ritz values are lower bounds;
 - |A|_F^2 by Hutch++ (Meyer, Musco, Musco & Woodruff, SOSA 2021): |A Q|_F^2 exactly, plus a
-  Hutchinson (Rademacher) estimate of the rest from VJPs, added K at a time until its 95%
+  Hutchinson (Rademacher) estimate of the rest from VJPs, added max(K, 16) at a time until its 95%
   half-width is small enough (:mod:`.hutchpp`), and that of |(I - 11^T / C) A|_F^2 too when
   a centred metric is asked for (rows nearly alike leave J_c almost all outside Q);
 - a Jacobian of rank < K is captured by the first block and measured exactly up to rounding,
@@ -44,16 +44,20 @@ __all__ = ["Operator", "Sketch", "erank", "norm", "pc1", "ratio_error", "resolve
 MIN_CLASSES = 256  # above this many classes the spectrum metrics are sketched by default
 DEFAULT_K = 16  # products per block (VJPs and JVPs) when sketching by default
 MAX_BLOCKS = 5  # Krylov blocks at most (K VJPs + K JVPs each)
-MAX_ROUNDS = 6  # rounds of K Hutch++ probes at most (K VJPs each)
+MAX_ROUNDS = 6  # rounds of max(K, MIN_ROUND) Hutch++ probes at most (one VJP each)
 SV_TOL = 0.01  # grow the Krylov space until sigma_1^2 is certified to this, relative
 FRO_TOL = 0.015  # add probes until |J|_F^2's (and |J_c|_F^2's) 95% half-width is this, relative
+# Hutch++ probes per round at least (K when larger): a 95% half-width from the spread of 1-8
+# probes of a low-rank tail (skewed terms) held on 81-88% of samples (K = 1-4), 92-99% with 16
+MIN_ROUND = 16
 
 
 def resolve(sketch: int | None, n_classes: int) -> int | None:
     """K for this measurement, or None for the exact path. ``sketch``: None (sketch with
     :data:`DEFAULT_K` above :data:`MIN_CLASSES` classes), 0 (never) or K >= 1 (whenever
-    K < C: the exact path's C products are then no more than the sketch's first block of
-    K, and exact)."""
+    C > max(2K, :data:`MIN_ROUND`): else the exact path's C products are no more than the
+    sketch's first block, K VJPs + K JVPs, or its first round of probes, and exact; with
+    C <= 16 Rademacher probes also tie, and a zero spread read as a zero error)."""
     if sketch is None:
         return DEFAULT_K if n_classes > MIN_CLASSES else None
     try:  # int('abc') and int(nan) raise ValueError: input errors like any other
@@ -65,7 +69,7 @@ def resolve(sketch: int | None, n_classes: int) -> int | None:
 
         raise InputError(f"sketch must be 0 (exact) or a number of probes K >= 1, not {sketch!r}")
     k = int(sketch)
-    return k if 0 < k < n_classes else None
+    return k if 0 < k and n_classes > max(2 * k, MIN_ROUND) else None
 
 
 def op_width(op: Operator) -> int:
@@ -83,11 +87,13 @@ class Sketch:
 
     First a block Krylov space (:class:`~alignctl.geometry.krylov.Krylov`) of K-column blocks,
     grown while some sample's certified relative error of sigma_1^2 exceeds :data:`SV_TOL`
-    (at most :data:`MAX_BLOCKS` blocks), then Hutch++ probes (:mod:`.hutchpp`) in rounds of K
-    while some sample's 95% half-width of |J|_F^2 (or, ``centred``, of |J_c|_F^2) exceeds
-    :data:`FRO_TOL` relative (at most :data:`MAX_ROUNDS` rounds; past the cap the half-width
-    reported is the one reached). A sample whose row space the space holds (rank <= K - 1 after
-    the first block) is exact: a chunk of them stops after one block and no probe.
+    (at most :data:`MAX_BLOCKS` blocks; then one partial block when fewer than K directions of
+    min(C, s) are left: the whole row space, exact), then Hutch++ probes (:mod:`.hutchpp`) in
+    rounds of max(K, :data:`MIN_ROUND`) while some sample's 95% half-width of |J|_F^2 (or,
+    ``centred``, of |J_c|_F^2) exceeds :data:`FRO_TOL` relative (at most :data:`MAX_ROUNDS`
+    rounds; past the cap the half-width reported is the one reached). A sample whose row
+    space the space holds (rank <= K - 1 after the first block) is exact: a chunk of them
+    stops after one block and no probe.
 
     Attributes, float64 (n,) unless said: ``sv`` (n, m) Ritz values, ``fro2`` / ``cfro2``
     (|A|_F^2 and |(I - 11^T / C) A|_F^2) with their 95% half-widths ``fro2_half`` /
@@ -103,13 +109,16 @@ class Sketch:
         kr = Krylov(op, omega, min(c, s))
         while len(kr.qs) < MAX_BLOCKS and kr.can_grow() and not bool((kr.bound <= SV_TOL).all()):
             kr.grow()
+        rest = kr.rank - kr.size
+        if 0 < rest <= k and not bool(kr.captured.all()):
+            kr.grow(rest)  # the whole row space for less than a round of probes: exact
         terms, cterms = [], []
         need = ~kr.captured
         cb2 = sum_squares(_centre(kr.b), (1, 2))
         while bool(need.any()) and len(terms) < MAX_ROUNDS:
             if ones_row is None:  # A^T 1, for the centred probes: one VJP
                 ones_row = op.vjp(torch.ones_like(out).unsqueeze(-1))[:, 0]
-            t, ct = probe_terms(op, kr.q, ones_row, k, generator)
+            t, ct = probe_terms(op, kr.q, ones_row, max(k, MIN_ROUND), generator)
             terms.append(t)
             cterms.append(ct)
             wide = Estimate(kr.b2, torch.cat(terms, 1), c, s, dt).relative() > FRO_TOL
@@ -132,7 +141,7 @@ class Sketch:
         self.sv_floor, self.rank_bound = kr.floor, min(c, s)
         self.captured = kr.captured
         self.sv_bound = kr.capped(fro.tail + fro.half)
-        self.blocks, self.probes = len(kr.qs), k * len(terms)
+        self.blocks, self.probes = len(kr.qs), max(k, MIN_ROUND) * len(terms)
         self.rounding = rounding_rel(c, s, dt)  # of the float products, relative
 
 

@@ -18,7 +18,8 @@ One checkpoint to measure (one huge checkpoint, or the one new checkpoint of a c
 its samples are dealt instead, in contiguous blocks; rank 0 concatenates the per-sample values
 in order and takes means and stds over them as one process does (each value comes from a
 smaller batch, so equal up to the rounding of batched kernels). Accuracies and PGD stay on
-rank 0.
+rank 0. Not when its whole-Jacobian metrics are sketched (many classes): the sketch's random
+probes depend on the chunks, so rank 0 measures such a checkpoint alone, as one process.
 
 race: the (regulariser, seed) pairs not finished on disk are dealt the same way; each rank
 trains its pairs (``--workers`` processes each) and rank 0 tabulates them all.
@@ -136,7 +137,11 @@ def _measure_over_samples(group: Group, light, refs, opts, model, xs, ys, **kwar
 
     notes = kwargs.pop("notes", None)
     errors = kwargs.pop("errors", None)  # sketched metrics' per-sample errors, joined likewise
-    if len(xs) < group.size:  # not a sample for every rank: not worth a round trip
+    if len(xs) < group.size or _sketched(model, xs, kwargs):
+        # not a sample for every rank (not worth a round trip), or sketched estimates: their
+        # random probes are drawn chunk after chunk and stop on a chunk's widest half-width,
+        # so a rank's block of samples would get other probes than one process gives them
+        # (values 0.05-0.5% apart, within their errors, but not one process's report)
         return measure(model, xs, ys, **kwargs, notes=notes, errors=errors)
     bounds = [len(xs) * r // group.size for r in range(group.size + 1)]
     blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
@@ -159,6 +164,22 @@ def _measure_over_samples(group: Group, light, refs, opts, model, xs, ys, **kwar
         for k in parts[0][2]:
             errors[k] = torch.cat([errs[k] for _, _, errs in parts]).to(dev)
     return {k: torch.cat([values[k] for values, _, _ in parts]).to(dev) for k in parts[0][0]}
+
+
+def _sketched(model, xs, kwargs) -> bool:
+    """Whether measure(model, xs, **kwargs) sketches: a whole-Jacobian metric is asked for
+    and :func:`~alignctl.geometry.sketch.resolve` gives a K for the logits' width C (one
+    sample predicted; the plan then only lowers K)."""
+    from alignctl.evaluation.accuracy import predict
+    from alignctl.geometry.metrics import METRICS
+    from alignctl.geometry.sketch import resolve
+
+    names = kwargs.get("metrics")
+    names = METRICS.names() if names is None else names
+    if kwargs.get("sketch") == 0 or all(METRICS.get(m).needs != "jacobian" for m in names):
+        return False
+    out = predict(model, xs[:1], kwargs.get("device"), output=kwargs.get("output"))
+    return resolve(kwargs.get("sketch"), 1 if out.dim() == 1 else int(out.shape[1])) is not None
 
 
 def _measure_slice(share) -> tuple[dict, list[str], dict]:

@@ -28,6 +28,7 @@ from alignctl.geometry.finite import all_finite
 from alignctl.runs.atomic import atomic_save_safetensors
 from alignctl.runs.checkpoints.safe_unpickle import find_inert, torch_load
 from alignctl.runs.checkpoints.select import STATE_DICT_KEYS, select_state
+from alignctl.runs.checkpoints.st_header import tensor_problem
 from alignctl.runs.limits import check_budget, check_zip, read_text_capped
 
 __all__ = ["HF_FILES", "STATE_DICT_KEYS", "Checkpoint", "read_checkpoint", "read_weights"]
@@ -91,7 +92,8 @@ def parse_metadata(raw: dict[str, str] | None) -> dict:
 
 def safetensors_header(path: Path, what: str = "checkpoint") -> dict:
     """The JSON header of a safetensors file, after checking that the sizes it declares are the
-    file's own (a truncated, padded or sparse-extended file is refused here, unread)."""
+    file's own (a truncated, padded or sparse-extended file is refused here, unread) and that
+    its tensors tile the data as the format requires (:mod:`.st_header`)."""
     size = check_budget(path, what)
     try:
         with open(path, "rb") as fh:
@@ -100,10 +102,13 @@ def safetensors_header(path: Path, what: str = "checkpoint") -> dict:
             if n < 2 or n > min(_MAX_HEADER, size - 8):
                 raise ValueError("header length out of range")
             header = json.loads(fh.read(n))
+        problem = tensor_problem(header) if isinstance(header, dict) else "not a JSON object"
+        if problem:
+            raise ValueError(problem)
         ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise InputError(f"cannot read safetensors {what} {path}: {_first_line(e)}") from None
-    if not isinstance(header, dict) or 8 + n + max(ends, default=0) != size:
+    if 8 + n + max(ends, default=0) != size:
         raise InputError(
             f"cannot read safetensors {what} {path}: its header does not describe the file's "
             f"{size} bytes (truncated or padded)"
