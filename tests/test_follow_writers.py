@@ -215,3 +215,40 @@ def test_a_monitor_closed_by_an_exception_is_over_once_nothing_writes(tmp_path, 
     r = CliRunner().invoke(app, ["analyze", str(tmp_path / "m"), "--follow"])
     assert r.exit_code == 0, r.stderr
     assert steps(r.stdout) == [0, 1] and "was interrupted" in r.stderr
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from alignctl.train.lock import RunLock
+    RunLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(600)  # a trainer at work; killed with the lock held
+    """
+)
+
+
+@LINUX
+def test_a_killed_trainer_is_gone_where_the_lock_cannot_be_read(tmp_path, monkeypatch):
+    """qa7's remaining case: on btrfs subvolumes and overlayfs ``lock_held`` cannot tell (None),
+    so a killed `alignctl train` kept the follow waiting forever. The lock's holder also keeps
+    a writer record; released cleanly, it leaves nothing behind."""
+    run = make_run(tmp_path / "r", n_checkpoints=1)
+    (run / "train_log.jsonl").write_text("{}\n")  # an `alignctl train` run
+    before = sorted(p.name for p in run.iterdir())
+    RunLock(run).acquire().release()
+    assert sorted(p.name for p in run.iterdir()) == before  # no record left by a clean exit
+    monkeypatch.setattr("alignctl.train.lock.lock_held", lambda folder: None)  # btrfs-like
+    env = {**os.environ, "PYTHONPATH": SRC}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        assert not RunWatcher(run, gone_after=0).finished()  # alive, however long
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        watcher = RunWatcher(run, gone_after=0)
+        assert watcher.finished() and "without writing run.json" in watcher.note
+    finally:
+        holder.kill()
+        holder.wait()

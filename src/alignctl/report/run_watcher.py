@@ -128,11 +128,13 @@ class RunWatcher:
     def _writer_alive(self, train: bool) -> bool | None:
         """True while a writer holds the run, False once it is known to be gone, None when
         that cannot be told: an `alignctl train` run by its folder lock (its log and resume
-        state are written under it), any other by the process its writer record names."""
+        state are written under it) and, where the lock cannot be read (btrfs, overlayfs), by
+        the writer record the lock's holder keeps; any other by its writer record."""
         from alignctl.runs.writer import writer_alive
         from alignctl.train.lock import lock_held
 
-        return lock_held(self.root) if train else writer_alive(self.root)
+        held = lock_held(self.root) if train else None
+        return held if held is not None else writer_alive(self.root)
 
     def ready(self, final: bool = False) -> list:
         """The checkpoints known to be complete, ordered by step; ``final`` (the run has

@@ -7,6 +7,11 @@ folder, and the kernel drops it when the process exits, however it exits (``kill
 included): a killed run never leaves a stale lock behind. A second writer is refused at once,
 never queued. Where ``fcntl`` does not exist (Windows) the lock is ``msvcrt.locking`` on a
 hidden ``.alignctl.lock`` file in the folder.
+
+While it holds the lock the process also names itself in the folder's writer record
+(:mod:`alignctl.runs.writer`, removed on release): where ``/proc/locks`` cannot say whether
+the lock is held (btrfs subvolumes, overlayfs: :func:`lock_held` answers None), ``analyze
+--follow`` still learns from the record that a killed trainer is gone.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
         self._fd: int | None = None
+        self._token: str | None = None
 
     def acquire(self) -> RunLock:
         try:
@@ -43,10 +49,20 @@ class RunLock:
                 "wait for it to finish or use another folder"
             ) from None
         self._fd = fd
+        from alignctl.runs.writer import record_writer
+
+        try:
+            self._token = record_writer(self.dir)
+        except OSError:  # the lock is what keeps writers apart; the record only informs
+            self._token = None
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            from alignctl.runs.writer import release_writer
+
+            if self._token is not None:
+                release_writer(self.dir, self._token)
             fd, self._fd = self._fd, None
             _unlock(fd)
             os.close(fd)
