@@ -260,7 +260,8 @@ def _print_table(report: dict, wide: bool) -> None:
     table = render.rich_table(
         report, width=None if wide else out.width, wide=wide, hint="--wide shows all"
     )
-    if wide:  # wider than the terminal when it must: nothing is cut
-        out.width = max(out.width, render.natural_width(report, wide=True))
+    # wider than the terminal when it must (--wide, or one too narrow for step and verdict):
+    # nothing is cut
+    out.width = max(out.width, render.table_width(report, None if wide else out.width, wide))
     out.print(table)
     out.print(render.rich_panel(report, width=out.width))

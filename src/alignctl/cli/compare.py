@@ -102,18 +102,19 @@ def _panels(text: str | None) -> list[str] | None:
 
 
 def _print_table(result: dict) -> None:
+    """The table fitted to the terminal (``COLUMNS`` when piped, else 80), as analyze's: no
+    number cut, columns that do not fit named below it; --json has everything."""
     from rich.console import Console
-    from rich.table import Table
 
     from alignctl.report.compare import table_rows
+    from alignctl.report.fit_table import fit_table
 
     header, rows = table_rows(result)
-    table = Table(title="alignctl compare (differences from the first run in parentheses)")
-    for h in header:
-        table.add_column(h, justify="left" if h in ("run", "verdict") else "right")
-    for row in rows:
-        table.add_row(*row, end_section=row is rows[-1])
-    out = Console()
-    if not out.is_terminal:
-        out.width = max(out.width, 160)
+    out = Console(highlight=False)
+    table, need, _ = fit_table(
+        header, rows, out.width, keep=("step", "run", "verdict"), wraps=("run", "verdict"),
+        title="alignctl compare (differences from the first run in parentheses)",
+        hint="--json has all",
+    )  # fmt: skip
+    out.width = max(out.width, need)  # step, run and verdict alone may need more: cut nothing
     out.print(table)

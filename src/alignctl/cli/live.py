@@ -37,7 +37,8 @@ def follow(path, opened, options, cache_at, no_cache, quiet, check_log):
         if quiet:
             return
         if live is not None:
-            live.update(render.rich_table(report), refresh=True)
+            # fitted to the terminal like the final table: rich would fold wider numbers
+            live.update(render.rich_table(report, width=out.width), refresh=True)
             return
         for ck in report["checkpoints"]:
             if ck["name"] not in printed:

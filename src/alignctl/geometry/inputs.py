@@ -26,6 +26,7 @@ from torch import nn
 from alignctl.errors import InputError
 from alignctl.geometry.outputs import check_spec, select_output
 from alignctl.geometry.transfer import to_device
+from alignctl.geometry.wrappers import unwrap  # torch.compile, DataParallel, DDP
 
 OPT_IN = (
     "implement embed(tokens) and forward_embedded(e) on the model to say where its Jacobian "
@@ -35,12 +36,6 @@ OPT_IN = (
 
 class _Stop(Exception):
     """Ends a probe forward pass as soon as the hook has seen what it needs."""
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module behind ``torch.compile`` (``OptimizedModule._orig_mod``), else the model."""
-    orig = getattr(model, "_orig_mod", None)
-    return orig if isinstance(orig, nn.Module) else model
 
 
 def is_integer(x: torch.Tensor) -> bool:

@@ -203,7 +203,11 @@ class Probe:
         from alignctl.evaluation.losses import accuracy
         from alignctl.geometry.measure import measure
         from alignctl.geometry.vjp import check_labels
+        from alignctl.geometry.wrappers import unwrap
 
+        # the wrapped module: DDP's own forward broadcasts buffers, a collective that a
+        # probe measured on one rank would wait in forever (geometry/wrappers.py)
+        model = unwrap(model)
         dev = _device_of(model)
         seen: list[torch.Tensor] = []
         with preserved_state(model):

@@ -138,7 +138,9 @@ def gate_text(g) -> str:
     baseline value and the drop (so a failure shows the quantity that failed)."""
     rule = clean(field(g, "rule", "?"))
     parts = [f"value {num(field(g, 'value'))}"]
-    if field(g, "drop") is not None or field(g, "baseline") is not None:
+    # a drop gate shows its baseline even when null (its last checkpoint diverged, or had
+    # no test split): "value 2.2" alone would not say why the gate failed
+    if any(field(g, k) is not None for k in ("drop", "baseline", "max_drop")):
         parts += [f"baseline {num(field(g, 'baseline'))}", f"drop {num(field(g, 'drop'))}"]
     elif field(g, "threshold") is not None:
         parts.append(f"threshold {num(field(g, 'threshold'))}")

@@ -8,30 +8,38 @@ adversarial_accuracy; an unknown name is a usage error (exit 2).
 
 from __future__ import annotations
 
-import json
 import math
 import operator
-from pathlib import Path
+import re
 
 from alignctl.errors import InputError
+from alignctl.report.baseline import ACCURACIES, baseline_notes, baseline_value, load_baseline
 from alignctl.report.verdict import ORDER, rank
 from alignctl.runs.validate import short
 
-ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy")
+__all__ = ["ACCURACIES", "check_gate_options", "evaluate_gates", "load_baseline"]
+
+
+# a plain decimal number: Python's float() also takes "1_0" (10), "١" (Arabic-Indic 1) and
+# "infinity", which a CI config would only hold by mistake
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
 def parse_assignment(text: str, option: str) -> tuple[str, float]:
-    """``METRIC=VALUE`` with a finite VALUE (``nan`` would make the gate fail whatever the
-    metric, an input error dressed as a failed gate)."""
+    """``METRIC=VALUE`` with VALUE a finite decimal number (``nan`` would make the gate fail
+    whatever the metric, an input error dressed as a failed gate); ``--max-drop``'s DELTA is
+    a drop, so at least 0 (a negative one would demand a rise, failing every unchanged run)."""
     name, sep, value = text.partition("=")
     try:
-        if not sep or not name.strip():
-            raise ValueError
-        number = float(value)
+        number = float(value) if sep and name.strip() else None
     except ValueError:
-        raise InputError(f"{option} expects METRIC=VALUE, got {short(text)}") from None
-    if not math.isfinite(number):
+        number = None
+    if number is not None and not math.isfinite(number):  # nan, inf, 1e400
         raise InputError(f"{option} {short(text)}: VALUE must be a finite number")
+    if number is None or not _NUMBER.fullmatch(value.strip()):
+        raise InputError(f"{option} expects METRIC=VALUE, got {short(text)}")
+    if option == "--max-drop" and number < 0:
+        raise InputError(f"{option} {short(text)}: DELTA is the largest drop allowed, >= 0")
     return name.strip(), number
 
 
@@ -51,17 +59,9 @@ def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), 
         base = load_baseline(baseline)["checkpoints"][-1]
         for text in max_drop:
             name, _ = parse_assignment(text, "--max-drop")
-            _baseline_value(base, name, baseline)
+            baseline_value(base, name, baseline)
     if require_verdict is not None and require_verdict not in ORDER:
         raise InputError(f"unknown verdict {short(require_verdict)}; valid: {', '.join(ORDER)}")
-
-
-def _baseline_value(base: dict, name: str, path) -> float | None:
-    """The baseline's last value of ``name``: a number or null (an InputError otherwise)."""
-    b = base.get(name) if name in ACCURACIES else (base.get("metrics") or {}).get(name)
-    if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))):
-        raise InputError(f"baseline {path}: {name} is {short(b)}, not a number")
-    return b
 
 
 def value_of(entry: dict, name: str, known: list[str]) -> float | None:
@@ -79,38 +79,14 @@ def _ok(v) -> bool:
     return v is not None and math.isfinite(v)
 
 
-MAX_BASELINE_BYTES = 64 << 20  # a report is kilobytes; more is not one
-
-
-def load_baseline(path: Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"baseline report {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"baseline report {path} is not a regular file")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BASELINE_BYTES + 1)
-        if len(data) > MAX_BASELINE_BYTES:
-            raise ValueError
-        report = json.loads(data)
-        last = report["checkpoints"][-1]
-        if not isinstance(last, dict) or not isinstance(last["metrics"], dict):
-            raise TypeError
-        return report
-    except OSError as e:
-        raise InputError(f"baseline report {path}: cannot read: {e.strerror or e}") from None
-    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
-        raise InputError(f"{path} is not an alignctl analyze JSON report") from None
-
-
 def _gate(rule: str, value, threshold, passed: bool) -> dict:
     return {"rule": rule, "value": value, "threshold": threshold, "passed": bool(passed)}
 
 
 def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, max_drop=(),
                    require_verdict=None) -> list[dict]:  # fmt: skip
-    """Gates on the last checkpoint; validates every rule before judging any."""
+    """Gates on the last checkpoint; validates every rule before judging any. With
+    ``max_drop``, what the baseline measured differently is added to ``report["notes"]``."""
     if not report["checkpoints"]:
         raise InputError("no checkpoint to gate on")
     last, known = report["checkpoints"][-1], report.get("metric_names") or []
@@ -124,11 +100,15 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
     if max_drop and baseline is None:
         raise InputError("--max-drop needs --baseline REPORT.json")
     if baseline is not None:
-        base = load_baseline(baseline)["checkpoints"][-1]
+        whole = load_baseline(baseline)
+        base = whole["checkpoints"][-1]
+        names = [parse_assignment(text, "--max-drop")[0] for text in max_drop]
+        notes = report.setdefault("notes", []) if names else []
+        notes += [n for n in baseline_notes(report, whole, baseline, names) if n not in notes]
         for text in max_drop:
             name, delta = parse_assignment(text, "--max-drop")
             v = value_of(last, name, known)
-            b = _baseline_value(base, name, baseline)
+            b = baseline_value(base, name, baseline)
             ok = _ok(v) and _ok(b) and b - v <= delta
             thr = None if b is None else b - delta
             gate = _gate(f"{name} drop from baseline <= {delta:g}", v, thr, ok)

@@ -24,12 +24,13 @@ from alignctl.report.render_table import (
     rich_panel,
     rich_table,
     sparkline,
+    table_width,
 )
 
 COLUMNS = list(HEADERS.items())  # (metric, header), the table's metric columns
 __all__ = ["COLUMNS", "TRENDS", "escape", "fit_columns", "natural_width", "plot", "rich_panel",
-           "rich_table", "sparkline", "step_summary", "to_csv", "to_json", "to_markdown",
-           "to_rows"]  # fmt: skip
+           "rich_table", "sparkline", "step_summary", "table_width", "to_csv", "to_json",
+           "to_markdown", "to_rows"]  # fmt: skip
 
 
 def to_rows(report: dict) -> tuple[list[str], list[list]]:

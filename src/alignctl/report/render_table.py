@@ -1,9 +1,10 @@
 """The terminal table and panel of a report (rich), sized for the terminal they are shown in.
 
 Numbers are never cut: every column is as wide as its widest cell, and what does not fit the
-width is dropped instead, key columns last: step, the accuracies and the verdict always stay,
-then the metrics in the order of :data:`PRIORITY`. Headers wrap at spaces (a column is never
-narrower than a header word); the verdict wraps when it must. ``wide=True`` keeps every
+width is dropped instead, key columns last: step and the verdict always stay, the accuracies
+unless the terminal is too narrow for them, then the metrics in the order of
+:data:`PRIORITY`. Headers wrap at spaces (a column is never narrower than a header word); the
+verdict wraps when it must. ``wide=True`` keeps every
 column and every metric of the report.
 """
 
@@ -87,11 +88,16 @@ def _width(columns: list[dict], widths: list[int]) -> int:
 
 
 def fit_columns(report: dict, width: int | None, wide: bool = False) -> tuple[list, list, list]:
-    """(columns, widths, hidden headers) of the table for ``width`` terminal columns."""
+    """(columns, widths, hidden headers) of the table for ``width`` terminal columns.
+
+    Step and verdict always stay; the accuracies next (left out only on a terminal too narrow
+    for them, where folding them would cut numbers), then the metrics by :data:`PRIORITY`.
+    A terminal narrower than step and verdict gets a table wider than it (:func:`table_width`)
+    rather than a cut step."""
     cks = checkpoints(report)
     fixed = [_column("step", [step(c) for c in cks])]
-    fixed += [_column(ACCURACIES[k], [pct(field(c, k)) for c in cks])
-              for k in accuracy_keys(report, wide)]  # fmt: skip
+    accs = {k: _column(ACCURACIES[k], [pct(field(c, k)) for c in cks])
+            for k in accuracy_keys(report, wide)}  # fmt: skip
     cols = metric_columns(report, wide)
     metric_cols = {k: _column(h, [num(metric(c, k)) for c in cks]) for k, h in cols}
     last = _column("verdict", [verdict(c) for c in cks], wraps=True)
@@ -100,14 +106,14 @@ def fit_columns(report: dict, width: int | None, wide: bool = False) -> tuple[li
     chosen: list[str] = []
 
     def layout(keys, verdict_width):
-        keep = [metric_cols[k] for k, _ in cols if k in keys]
+        keep = [accs[k] for k in accs if k in keys] + [metric_cols[k] for k, _ in cols if k in keys]
         columns = fixed + keep + [last]
         return columns, [c["full"] for c in fixed + keep] + [verdict_width]
 
     if wide or width is None:
-        chosen = list(metric_cols)
+        chosen = list(accs) + list(metric_cols)
     else:
-        for k in order:  # greedy by priority: a column that fits stays
+        for k in list(accs) + order:  # greedy by priority: a column that fits stays
             if _width(*layout(chosen + [k], last["min"])) <= width:
                 chosen.append(k)
     columns, widths = layout(chosen, last["min"])
@@ -116,14 +122,21 @@ def fit_columns(report: dict, width: int | None, wide: bool = False) -> tuple[li
         widths[-1] = max(last["min"], min(last["full"], widths[-1] + max(spare, 0)))
     else:
         widths[-1] = last["full"]
-    hidden = [h for k, h in cols if k not in chosen]
+    hidden = [accs[k]["header"] for k in accs if k not in chosen]
+    hidden += [h for k, h in cols if k not in chosen]
     return columns, widths, hidden
+
+
+def table_width(report: dict, width: int | None, wide: bool = False) -> int:
+    """Columns the table fitted to ``width`` takes: at most ``width`` unless step and verdict
+    alone need more (the console must then be that wide, or rich would fold numbers)."""
+    columns, widths, _ = fit_columns(report, width, wide)
+    return _width(columns, widths)
 
 
 def natural_width(report: dict, wide: bool = False) -> int:
     """Columns the table needs to show every column (with ``wide``, every metric) uncut."""
-    columns, widths, _ = fit_columns(report, None, wide)
-    return _width(columns, widths)
+    return table_width(report, None, wide)
 
 
 def rich_table(report: dict, width: int | None = None, wide: bool = False, hint: str = ""):

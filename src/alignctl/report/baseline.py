@@ -1,0 +1,86 @@
+"""The baseline report of ``--max-drop``: read strictly, each gated value found or refused.
+
+A baseline is another ``alignctl analyze --json`` report (usually main's nightly one). It is
+input: a file that is not strict JSON (alignctl never writes ``NaN``/``Infinity``), holds no
+checkpoint, or lacks a gated value (measured with another metric set, or without
+``--robustness``) is an :class:`InputError` (exit 2), never a failed gate (exit 1), which
+would report a regression that nobody can act on. A value the baseline holds as ``null`` (its
+last checkpoint diverged, or had no test split) is data: that gate fails, saying so. Where
+the two reports were measured differently (another split, sample count or alignctl version),
+:func:`baseline_notes` says so; the comparison still runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alignctl.errors import InputError
+from alignctl.runs.validate import short
+
+ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy")
+MAX_BASELINE_BYTES = 64 << 20  # a report is kilobytes; more is not one
+
+
+def _no_constant(token: str):
+    raise ValueError(f"{token} is not JSON")
+
+
+def load_baseline(path: Path) -> dict:
+    """The report at ``path``: strict JSON whose last checkpoint is a mapping with metrics."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"baseline report {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"baseline report {path} is not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BASELINE_BYTES + 1)
+        if len(data) > MAX_BASELINE_BYTES:
+            raise ValueError
+        report = json.loads(data, parse_constant=_no_constant)
+        last = report["checkpoints"][-1]
+        if not isinstance(last, dict) or not isinstance(last["metrics"], dict):
+            raise TypeError
+        return report
+    except OSError as e:
+        raise InputError(f"baseline report {path}: cannot read: {e.strerror or e}") from None
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        raise InputError(f"{path} is not an alignctl analyze JSON report") from None
+
+
+def baseline_value(base: dict, name: str, path) -> float | None:
+    """The baseline's last value of ``name``: a number, or None where it holds null.
+
+    InputError when the baseline lacks ``name`` altogether or holds something else."""
+    holder = base if name in ACCURACIES else base.get("metrics") or {}
+    if name not in holder:
+        has = [short(k)[1:-1] for k in (base.get("metrics") or {}) if isinstance(k, str)]
+        has += [k for k in ACCURACIES if k in base]
+        listed = ", ".join(has[:12]) + (", ..." if len(has) > 12 else "")
+        hint = " (analysed without --robustness)" if name == "adversarial_accuracy" else ""
+        raise InputError(
+            f"baseline {path} has no {short(name)} at its last checkpoint{hint}; "
+            f"it has: {listed or 'nothing to compare'}"
+        )
+    b = holder[name]
+    if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))):
+        raise InputError(f"baseline {path}: {name} is {short(b)}, not a number")
+    return b
+
+
+def baseline_notes(report: dict, base: dict, path, names: list[str]) -> list[str]:
+    """What differs between how ``report`` and the baseline ``base`` were measured, for the
+    gated ``names``: metric means depend on the split and the samples; every value on the
+    version that computed it."""
+    notes = []
+    metrics = [n for n in names if n not in ACCURACIES]
+    fields = (("split", "split"), ("n_samples", "samples")) if metrics else ()
+    for key, label in (*fields, ("alignctl_version", "alignctl version")):
+        mine, theirs = report.get(key), base.get(key)
+        if theirs is not None and mine is not None and mine != theirs:
+            notes.append(
+                f"baseline {path} was measured with {label} {short(theirs)}, this report with "
+                f"{short(mine)}: --max-drop compares values measured differently"
+            )
+    return notes

@@ -1,0 +1,78 @@
+"""The terminal table on any width, narrow ones included: numbers are never cut. Below the
+width of step + accuracies + verdict the accuracies are left out (named below the table);
+below step + verdict the table is wider than the terminal and the CLI widens its console,
+rather than fold a step number. The live view of --follow fits the terminal the same way."""
+
+import io
+import json
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from typer.testing import CliRunner
+
+from alignctl.report import cells, render
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/checkpoints/sparse-parity-baseline"
+VERDICTS = ["learning", "memorising", "generalising", "robust", "diverged", "uncertain"]
+
+
+def rendered(report, width) -> str:
+    table = render.rich_table(report, width=width)
+    console = Console(width=max(width, render.table_width(report, width)), no_color=True,
+                      highlight=False, file=io.StringIO())  # fmt: skip
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()
+
+
+acc = st.one_of(st.none(), st.floats(0, 1))
+checkpoint = st.fixed_dictionaries({
+    "step": st.integers(0, 10**12), "train_accuracy": acc, "test_accuracy": acc,
+    "adversarial_accuracy": acc, "verdict": st.sampled_from(VERDICTS),
+    "metrics": st.fixed_dictionaries({k: st.one_of(st.none(), st.floats()) for k in cells.HEADERS}),
+})  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(checkpoint, min_size=1, max_size=5), st.integers(1, 220))
+def test_no_number_is_cut_at_any_width(cks, width):
+    report = {"path": "runs/x", "metric_names": list(cells.HEADERS), "checkpoints": cks}
+    columns, widths, hidden = render.fit_columns(report, width)
+    need = render.table_width(report, width)
+    out = rendered(report, width)
+    assert max(len(line) for line in out.splitlines()) <= max(width, need)
+    tokens = set(out.split())
+    for col in columns[:-1]:  # every number whole (the verdict alone may wrap, at spaces)
+        assert set(col["cells"]) <= tokens, col["header"]
+    headers = [c["header"] for c in columns]
+    assert headers[0] == "step" and headers[-1] == "verdict"
+    # step + verdict always; anything beyond only when the width holds it
+    assert need <= width or len(columns) == 2
+    shown_accs = [h for h in headers if h.endswith("acc")]
+    assert shown_accs == [h for h in ("train acc", "test acc", "adv. acc") if h in shown_accs]
+    if any(h.endswith("acc") for h in hidden):  # accuracies go only after every metric went
+        assert not any(h in headers for h in cells.HEADERS.values())
+
+
+def test_accuracies_left_out_only_when_the_terminal_is_narrow():
+    report = json.loads((Path(__file__).parent / "golden/sparse-parity-grokalign.json").read_text())
+    for width in (40, 60, 80):
+        headers = [c["header"] for c in render.fit_columns(report, width)[0]]
+        assert headers[:3] == ["step", "train acc", "test acc"], width
+    _, _, hidden = render.fit_columns(report, 26)
+    assert "test acc" in hidden
+
+
+def test_cli_on_a_20_column_terminal_cuts_no_step(monkeypatch):
+    from alignctl.cli.assemble import app
+
+    monkeypatch.setenv("COLUMNS", "20")
+    r = CliRunner().invoke(app, ["analyze", str(EXAMPLE), "--no-cache"])
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = [ln.split() for ln in lines if ln.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["0", "1", "2", "6", "13", "31", "72", "170", "400"]
+    assert max(len(ln) for ln in lines) <= 20
+    assert "train acc, test acc" in " ".join(r.stdout.split())  # named as not shown
