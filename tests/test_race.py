@@ -4,6 +4,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from alignctl.cli.assemble import app
@@ -189,3 +191,34 @@ def test_paper_numbers_beside_ours_only_for_table_1_rows():
     assert {"xor-cluster", "sparse-parity", "mnist", "mnist-mse", "modular-addition"} <= set(TABLE1)
     own = {"task": None, "seeds": 1, "seed_offset": 0, "max_epochs": 5, "rows": []}
     assert "paper" not in markdown_table(own).lower()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 220))
+def test_race_terminal_table_fits_any_width_and_cuts_no_number(width):
+    """qa9: the race table was rich's own squeeze: on a narrow terminal numbers were folded
+    or cropped. Now it is fitted as analyze's and compare's: regulariser, mean epochs and
+    speed-up always whole, the other columns while they fit, the rest named below."""
+    from rich.console import Console
+
+    from alignctl.report.render_race import fitted, head, rows
+
+    results = {("none", 0): _run("none", 0, None), ("none", 1): _run("none", 1, 1800),
+               ("grokalign:lambda=0.1", 0): _run("g", 0, 90),
+               ("grokalign:lambda=0.1", 1): _run("g", 1, 85)}  # fmt: skip
+    regs = ["none", "grokalign:lambda=0.1"]
+    res = {"task": "sparse-parity", "seeds": 2, "seed_offset": 0, "max_epochs": 6000,
+           "rows": table(results, regs, [0, 1], max_epochs=6000)}  # fmt: skip
+    renderable, need = fitted(res, width)
+    console = Console(width=max(width, need), no_color=True, record=True)
+    with console.capture() as cap:
+        console.print(renderable)
+    out = cap.get()
+    lines = out.splitlines()
+    assert max(len(x) for x in lines) <= max(width, need) and "…" not in out
+    cols = head(res)
+    for row in rows(res):
+        for i in (1, 2):  # mean epochs, speed-up: whole, on one line
+            assert any(row[i] in line for line in lines), (row[i], out)
+    if width >= 200:
+        assert "not shown" not in out and all(c.split()[0] in out for c in cols)

@@ -105,6 +105,8 @@ def _emit(result: dict, outputs, json_out, markdown, quiet: bool) -> None:
 
         out = Console(highlight=False)
         if out.is_terminal:  # a table for people; Markdown for files and pipes
-            out.print(render_race.rich_table(result))
+            table, need = render_race.fitted(result, out.width)
+            out.width = max(out.width, need)  # the kept columns alone may need more: cut nothing
+            out.print(table)
         else:
             typer.echo(markdown_table(result), nl=False)

@@ -88,24 +88,25 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(result: dict):
-    """The terminal table: numbers keep their width (a column is never narrower than its
-    widest number or header word); headers and the regulariser names wrap."""
-    from rich import box
-    from rich.cells import cell_len
-    from rich.table import Table
+def rich_table(result: dict, width: int | None = None):
+    """The terminal table (:func:`fitted`) at ``width`` columns (None: every column)."""
+    return fitted(result, width)[0]
+
+
+def fitted(result: dict, width: int | None):
+    """(the terminal table with its footnote, the width it takes): fitted to ``width`` as
+    analyze's and compare's are (:func:`alignctl.report.fit_table.fit_table`): numbers are
+    never cut or folded; the regulariser, mean epochs and speed-up always stay, regulariser
+    names and the test wrap, the other columns are taken in order while they fit and the rest
+    are named below the table (``--markdown -`` and ``--json`` have them all)."""
+    from rich.console import Group
     from rich.text import Text
 
+    from alignctl.report.fit_table import fit_table
+
+    table, need, _ = fit_table(head(result), rows(result), width,
+                               keep=("regulariser", "mean epochs", "speed-up"),
+                               wraps=("regulariser", "test"), title=heading(result),
+                               hint="--markdown - has all")  # fmt: skip
     note = footnote(result)
-    body = rows(result)
-    t = Table(title=Text(heading(result)), caption=Text(note) if note else None,
-              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-              title_justify="left", caption_justify="left")  # fmt: skip
-    for i, h in enumerate(head(result)):
-        words = [cell_len(w) for w in h.split()]
-        cells = [cell_len(r[i]) for r in body] if i not in (0, 4) else []
-        t.add_column(h, justify="left" if i in (0, 4) else "right",
-                     min_width=max(words + cells), overflow="fold")  # fmt: skip
-    for row in body:
-        t.add_row(*(Text(c) for c in row))
-    return t
+    return (Group(table, Text(note)) if note else table), need
