@@ -92,18 +92,21 @@ def test_every_pair_grokked_keeps_the_paired_t_test():
     assert ga["p_value"] == pytest.approx(ttest_rel([100, 150, 90], [10, 20, 12]).pvalue)
 
 
+def _censored_race(reg: str) -> dict:
+    """Sparse parity, 2 seeds: one baseline run censored, the regulariser's both grokked."""
+    results = {("none", 0): _run("none", 0, None), ("none", 1): _run("none", 1, 1800),
+               (reg, 0): _run("g", 0, 90), (reg, 1): _run("g", 1, 85)}  # fmt: skip
+    return {"task": "sparse-parity", "seeds": 2, "seed_offset": 0, "max_epochs": 6000,
+            "rows": table(results, ["none", reg], [0, 1], max_epochs=6000)}  # fmt: skip
+
+
 def test_race_tables_say_which_test_and_fit_the_terminal():
     from markdown_it import MarkdownIt
     from rich.console import Console
 
     from alignctl.report.render_race import markdown_table, rich_table
 
-    results = {("none", 0): _run("none", 0, None), ("none", 1): _run("none", 1, 1800),
-               ("grokalign:lambda=0.1|x", 0): _run("g", 0, 90),
-               ("grokalign:lambda=0.1|x", 1): _run("g", 1, 85)}  # fmt: skip
-    regs = ["none", "grokalign:lambda=0.1|x"]
-    res = {"task": "sparse-parity", "seeds": 2, "seed_offset": 0, "max_epochs": 6000,
-           "rows": table(results, regs, [0, 1], max_epochs=6000)}  # fmt: skip
+    res = _censored_race("grokalign:lambda=0.1|x")
     toks = MarkdownIt("commonmark").enable("table").parse(markdown_table(res))
     cells = [t.children[0].content if t.children else "" for t in toks if t.type == "inline"]
     n = 9  # 8 columns and the paper's epochs: sparse parity is a row of Table 1
@@ -203,12 +206,7 @@ def test_race_terminal_table_fits_any_width_and_cuts_no_number(width):
 
     from alignctl.report.render_race import fitted, head, rows
 
-    results = {("none", 0): _run("none", 0, None), ("none", 1): _run("none", 1, 1800),
-               ("grokalign:lambda=0.1", 0): _run("g", 0, 90),
-               ("grokalign:lambda=0.1", 1): _run("g", 1, 85)}  # fmt: skip
-    regs = ["none", "grokalign:lambda=0.1"]
-    res = {"task": "sparse-parity", "seeds": 2, "seed_offset": 0, "max_epochs": 6000,
-           "rows": table(results, regs, [0, 1], max_epochs=6000)}  # fmt: skip
+    res = _censored_race("grokalign:lambda=0.1")
     renderable, need = fitted(res, width)
     console = Console(width=max(width, need), no_color=True, record=True)
     with console.capture() as cap:
