@@ -107,6 +107,20 @@ def test_integers_that_fail_both_ways_name_both_errors():
     assert "as floats" in err and "num_classes" in err, err
 
 
+def test_a_failure_alike_for_floats_and_integers_is_left_as_it_is():
+    class Shape(nn.Module):  # wants (n, 2, 2) whatever the dtype
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(x.view(len(x), 4).float())
+
+    with pytest.raises(RuntimeError, match="shape") as e:
+        alignctl.measure(Shape(), torch.randint(0, 5, (4, 3)), metrics=["centroid_alignment"])
+    assert "as floats" not in str(e.value)
+
+
 def test_in_range_tokens_and_integer_images_still_measure():
     torch.manual_seed(0)
     x = torch.randint(0, 10, (5, 4))

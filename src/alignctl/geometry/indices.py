@@ -112,7 +112,7 @@ def explain_integer_failure(model: nn.Module, tokens: torch.Tensor, error: Excep
     integers, it reads them without an embedding (``F.one_hot``, indexing) and must implement
     the token protocol; when it fails both ways, both errors are named (the integer one is
     often the real problem, e.g. ids beyond ``one_hot``'s classes). None when it runs as
-    floats there (the error is the later samples'; it stands)."""
+    floats there (the error is the later samples'), or fails alike both ways: it stands."""
     if isinstance(error, InputError) or tokens.is_floating_point() or tokens.dtype == torch.bool:
         return None
     device = next((p.device for p in model.parameters()), tokens.device)
@@ -129,6 +129,8 @@ def explain_integer_failure(model: nn.Module, tokens: torch.Tensor, error: Excep
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 (it fails on the integers too: both are named)
+        if _first(e) == as_float:  # the same failure: not the dtype's (the error stands)
+            return None
         return InputError(
             f"the model fails on its integer inputs ({str(tokens.dtype).removeprefix('torch.')})"
             f" given as floats ({as_float}) and as they are ({_first(e)})"
