@@ -24,14 +24,11 @@ import torch
 from torch import nn
 
 from alignctl.errors import InputError
+from alignctl.geometry.indices import PROTOCOL as OPT_IN
+from alignctl.geometry.indices import checked, embeddings, explain_integer_failure
 from alignctl.geometry.outputs import check_spec, select_output
 from alignctl.geometry.transfer import to_device
 from alignctl.geometry.wrappers import unwrap  # torch.compile, DataParallel, DDP
-
-OPT_IN = (
-    "implement embed(tokens) and forward_embedded(e) on the model to say where its Jacobian "
-    "is taken (README, Python API)"
-)
 
 
 class _Stop(Exception):
@@ -53,9 +50,10 @@ def _reads(arg, x: torch.Tensor) -> bool:
 
 def find_token_embedding(model: nn.Module, tokens: torch.Tensor) -> tuple[nn.Module, int] | None:
     """(the ``nn.Embedding`` that reads ``tokens``, which of its calls in a forward pass), or
-    None when no embedding reads them. Several embeddings reading the tokens: InputError."""
-    embeddings = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-    if not embeddings:
+    None when no embedding reads them. An embedding given ids out of its range: InputError
+    (:mod:`.indices`; not "the model fails on integers", which would make them floats)."""
+    found_embeddings = embeddings(model)
+    if not found_embeddings:
         return None
     probe = tokens.clone()
     calls: dict[nn.Module, int] = {}
@@ -67,12 +65,13 @@ def find_token_embedding(model: nn.Module, tokens: torch.Tensor) -> tuple[nn.Mod
             found.append((mod, calls[mod] - 1))
             raise _Stop
 
-    handles = [m.register_forward_hook(hook) for m in embeddings]
+    handles = [m.register_forward_hook(hook) for _, m in found_embeddings]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), checked(model, probe, found_embeddings):
             model(probe)
-    except _Stop:
-        pass
+    except (_Stop, InputError) as e:
+        if isinstance(e, InputError):
+            raise
     except Exception:  # the model fails on integers before any embedding: not tokens
         return None
     finally:
@@ -97,6 +96,7 @@ class ModelFront:
         self.model = unwrap(model)
         self.output = check_spec(output)
         self.embedding, self.call = None, 0
+        self.embeddings = embeddings(self.model)  # each checks its indices (.indices)
         if hasattr(self.model, "embed") and hasattr(self.model, "forward_embedded"):
             self.kind = "protocol"
         elif is_integer(x) and x.dtype != torch.bool:
@@ -132,7 +132,22 @@ class ModelFront:
 
     def __call__(self, xb: torch.Tensor, device=None, copy: bool = True) -> torch.Tensor:
         """Logits for raw inputs (no gradient bookkeeping of its own); ``copy``: see raw."""
-        return self.logits(self.model(self.raw(xb, device, copy)))
+        return self._run(xb, lambda: self.model(self.raw(xb, device, copy)))
+
+    def _run(self, xb: torch.Tensor, call):
+        """The logits of ``call()`` (a forward pass on inputs made from the raw xb) with every
+        embedding's indices checked; a model that fails on integer data cast to floats but
+        runs on the integers: InputError saying so (:mod:`.indices`)."""
+        try:
+            with checked(self.model, xb, self.embeddings):
+                return self.logits(call())
+        except Exception as e:
+            why = None
+            if self.kind == "plain" and is_integer(xb):
+                why = explain_integer_failure(self.model, xb, e, float_dtype(self.model))
+            if why is None:
+                raise
+            raise why from e
 
     def _hook(self, replace: torch.Tensor | None, held: list):
         """A forward hook on the token embedding: at its ``self.call``-th call, record its
@@ -157,11 +172,13 @@ class ModelFront:
         tokens = to_device(xb, device, copy=True)
         with torch.no_grad():
             if self.kind == "protocol":
-                return self.model.embed(tokens).detach().to(dtype)
+                with checked(self.model, tokens, self.embeddings):
+                    return self.model.embed(tokens).detach().to(dtype)
             held: list = []
             handle = self._hook(None, held)
             try:
-                self.model(tokens)
+                with checked(self.model, tokens, self.embeddings):
+                    self.model(tokens)
             finally:
                 handle.remove()
         if not held:
@@ -172,15 +189,15 @@ class ModelFront:
         """f(inp) -> logits, differentiable in inp (what :meth:`lift` returned); the model only
         sees copies of inp, so in-place operations in its forward are harmless."""
         if self.kind == "plain":
-            return lambda inp: self.logits(self.model(inp.clone()))
+            return lambda inp: self._run(xb, lambda: self.model(inp.clone()))
         if self.kind == "protocol":
-            return lambda inp: self.logits(self.model.forward_embedded(inp.clone()))
+            return lambda inp: self._run(xb, lambda: self.model.forward_embedded(inp.clone()))
         tokens = to_device(xb, device, copy=True)
 
         def f(inp):
             handle = self._hook(inp, [])
             try:
-                return self.logits(self.model(tokens.clone()))
+                return self._run(tokens, lambda: self.model(tokens.clone()))
             finally:
                 handle.remove()
 
@@ -191,13 +208,14 @@ class ModelFront:
         models (it stays in the graph, so the embedding is trained), else the float input
         (a leaf requiring grad when ``input_grad``)."""
         if self.kind == "protocol":
-            e = self.model.embed(xb)
-            return e, self.logits(self.model.forward_embedded(e))
+            with checked(self.model, xb, self.embeddings):
+                e = self.model.embed(xb)
+            return e, self._run(xb, lambda: self.model.forward_embedded(e))
         if self.kind == "embedding":
             held: list = []
             handle = self._hook(None, held)
             try:
-                out = self.logits(self.model(xb.clone()))
+                out = self._run(xb, lambda: self.model(xb.clone()))
             finally:
                 handle.remove()
             return held[0], out

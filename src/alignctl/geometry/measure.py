@@ -33,6 +33,7 @@ from alignctl.geometry.devices import (
 from alignctl.geometry.finite import blank_undefined
 from alignctl.geometry.linear_input import layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
+from alignctl.geometry.metrics.sets import resolve_metrics
 from alignctl.geometry.placement import copy_model, prepare
 from alignctl.geometry.plan import Plan
 from alignctl.geometry.sketched import CENTRED_SKETCHED, sketch_quantities
@@ -50,7 +51,7 @@ def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
     if metrics is None:
         return [m for m in METRICS.names() if not METRICS.get(m).opt_in
                 and (has_labels or not METRICS.get(m).needs_labels)]  # fmt: skip
-    names = list(metrics)
+    names = resolve_metrics(metrics)  # a string was read letter by letter: 'unknown metric j'
     for name in names:
         if METRICS.get(name).needs_labels and not has_labels:
             raise InputError(f"metric {name} needs labels (y)")
@@ -99,7 +100,8 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         x: inputs (n, ...); y: integer labels (n,), needed by the label-row metrics. Integer
             inputs that no ``nn.Embedding`` reads (e.g. ``uint8`` images) are cast to float.
         metrics: names from ``alignctl.metrics.METRICS`` (default: all that the inputs allow,
-            except the opt-in ones such as ``local_complexity``).
+            except the opt-in ones such as ``local_complexity``), or one string: a name, a
+            set (``fast``, ``standard``, ``full``) or a comma-separated list of both.
         batch_size: samples per chunk (default: sized to ``max_memory``, at most 1024).
         device: ``auto`` (CUDA, then MPS, else CPU), ``cpu``, ``cuda`` or ``mps``.
         dtype: e.g. ``torch.float64`` for reference-grade values (the model is copied).

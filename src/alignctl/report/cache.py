@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from alignctl._version import __version__
+from alignctl.errors import InputError
 from alignctl.report.cache_keys import (
     canonical,
     code_fingerprint,
@@ -195,8 +196,10 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
 
     sub = dataclasses.replace(run, checkpoints=[ref for ref, _, _ in missing])
     report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True)
-    for (_, key, material), entry in zip(missing, report["checkpoints"], strict=True):
-        cache.put(key, entry, material)
+    for (ref, key, material), entry in zip(missing, report["checkpoints"], strict=True):
+        # rewritten since it was keyed: the numbers may be the new bytes', not the key's
+        if _unchanged(ref.path, material["checkpoint"]):
+            cache.put(key, entry, material)
         entries[key] = {
             k: v for k, v in entry.items() if k not in ("verdict", "inferred", "evidence")
         }
@@ -216,6 +219,15 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
 
     report["step_unit"] = run_step_unit([e.get("step_unit") for e in merged])
     return _finish(report, run, merged, cache.stats(since), cache.notes, options.get("output"))
+
+
+def _unchanged(path, digest: str) -> bool:
+    """Whether the checkpoint at ``path`` still has the content ``digest`` (memoised on its
+    identity: free when unchanged); False when it cannot be read any more."""
+    try:
+        return content_digest(path) == digest
+    except InputError:
+        return False
 
 
 def _n_classes(run, output=None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,19 +56,10 @@ class Run:
         """Read ``ref`` and load its weights into ``model``; returns (the model's state dict as
         loaded, the checkpoint's metadata). What was chosen or ignored becomes notes (of the
         run, once each; ``notes`` receives this checkpoint's, repeated or not)."""
-        from alignctl.runs.checkpoints.stream import stream_checkpoint
+        from alignctl.runs.checkpoints.stable import read_stably
 
-        # safetensors: tensor by tensor into the model; the rest: a state dict, then loaded.
-        streamed = stream_checkpoint(model, ref, weights=self.weights, state_key=self.state_key)
-        if streamed is not None:
-            meta, texts = streamed
-        else:
-            ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
-            texts = ck.notes + load_weights(
-                model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
-                prefix=ck.prefix,
-            )  # fmt: skip
-            meta = ck.meta
+        # a writer rewriting the file in place during the read: read again (.stable)
+        meta, texts = read_stably(ref.path, lambda: self._read_into(model, ref))
         for text in texts:
             self.note(text)
             if notes is not None and text not in notes:
@@ -75,6 +67,21 @@ class Run:
         # The weights as loaded: an ignored EMA copy or loss buffer never marks a checkpoint
         # diverged.
         return model.state_dict(), meta
+
+    def _read_into(self, model: torch.nn.Module, ref: CheckpointRef):
+        """(metadata, notes) of ``ref``, its weights loaded into ``model``."""
+        from alignctl.runs.checkpoints.stream import stream_checkpoint
+
+        # safetensors: tensor by tensor into the model; the rest: a state dict, then loaded.
+        streamed = stream_checkpoint(model, ref, weights=self.weights, state_key=self.state_key)
+        if streamed is not None:
+            return streamed
+        ck = read_weights(ref, weights=self.weights, state_key=self.state_key)
+        texts = ck.notes + load_weights(
+            model, ck.state, Path(ref.path).name, aliases=ck.aliases, mode=ck.mode,
+            prefix=ck.prefix,
+        )  # fmt: skip
+        return ck.meta, texts
 
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""
@@ -131,7 +138,13 @@ def _open_run(path, config, model, data, weights, state_key) -> Run:
     # folder is itself the checkpoint folder. Checkpoints first: an empty folder says so.
     sub = path / CHECKPOINT_FOLDER
     notes: list[str] = []
-    checkpoints = discover_checkpoints(sub if path.is_dir() and sub.is_dir() else path, notes)
+    try:
+        checkpoints = discover_checkpoints(sub if path.is_dir() and sub.is_dir() else path, notes)
+    except InputError as e:  # none beside the config: say what checkpoints/ is instead
+        if not path.is_dir() or sub.is_dir() or not os.path.lexists(sub):
+            raise
+        what = "a broken link" if not sub.exists() else kind_of(sub.stat().st_mode) or "a file"
+        raise InputError(f"{sub} is {what}, not a folder of checkpoints ({e})") from None
     found = _find_config(folder)
     root = found.parent if found is not None else folder
     cfg = _resolve_config(config or found, folder, model, data)
