@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 
+import pytest
 import torch
 from test_cache import MODEL, add_checkpoint, make_run
 from typer.testing import CliRunner
@@ -147,3 +148,22 @@ def test_follow_of_a_monitor_log_refuses_what_the_log_cannot_give(tmp_path):
         assert "cannot apply" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = runner.invoke(app, ["analyze", str(tmp_path / "m"), "--follow", "--metrics", "fast"])
     assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["file", "broken link"])
+def test_a_checkpoints_entry_that_is_no_folder_ends_the_follow(tmp_path, kind):
+    """qa8: `analyze --follow` on a run whose checkpoints entry is a file (or a broken link)
+    waited forever: nothing can land there. One error line, exit 2, the entry untouched."""
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text("{}\n")
+    entry = run / "checkpoints"
+    if kind == "file":
+        entry.write_text("not a folder")
+    else:
+        entry.symlink_to(tmp_path / "nowhere")
+    r = CliRunner().invoke(app, ["analyze", str(run), "--follow"])
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not a folder" in lines[0]
+    assert os.path.lexists(entry) and (kind != "file" or entry.read_text() == "not a folder")

@@ -12,6 +12,7 @@ changed for ``settle`` seconds and it opens as a checkpoint; a checkpoint rewrit
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -142,6 +143,8 @@ class RunWatcher:
         from alignctl.runs.checkpoints import discover_checkpoints
 
         folder = self.root / "checkpoints"
+        if os.path.lexists(folder) and not folder.is_dir():  # nothing will ever land in it
+            raise InputError(f"{folder} is not a folder: checkpoints cannot land in it")
         try:
             refs = discover_checkpoints(folder if folder.is_dir() else self.root)
         except InputError:
