@@ -1,0 +1,81 @@
+"""`alignctl train` on the user's own data and models: what a run accepts must be what
+`alignctl analyze` reads back, and everything else is one `error:` line before any write."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from alignctl import Trainer
+from alignctl.cli.assemble import app
+from alignctl.errors import InputError
+from alignctl.runs.config import config_from_dict
+
+X = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+
+
+def _config(folder: Path, y_train, y_test, n_out: int, loss: str) -> dict:
+    arrays = {"x_train": X[: len(y_train)], "y_train": np.asarray(y_train, "int64")}
+    if y_test is not None:
+        arrays.update(x_test=X[: len(y_test)], y_test=np.asarray(y_test, "int64"))
+    np.savez(folder / "d.npz", **arrays)
+    return {
+        "model": {"arch": "mlp", "in_features": 4, "hidden": [3], "out_features": n_out},
+        "data": {"path": "d.npz"},
+        "train": {"epochs": 1, "loss": loss},
+    }
+
+
+def _valid(y, n_out: int) -> bool:
+    """The oracle: labels a model with n_out outputs can predict."""
+    return all(v in (-1, 0, 1) for v in y) if n_out == 1 else all(0 <= v < n_out for v in y)
+
+
+labels = st.lists(st.integers(-3, 5), min_size=2, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(y_train=labels, y_test=st.none() | labels, n_out=st.integers(1, 4),
+       loss=st.sampled_from(["cross_entropy", "mse", "logistic", "stablemax"]))  # fmt: skip
+def test_a_run_accepts_exactly_the_labels_its_model_can_output(y_train, y_test, n_out, loss):
+    """Train and test labels are both checked against the model's outputs (a test label out of
+    range once trained to the end, and analyze then refused the run); a loss that does not fit
+    the outputs (logistic on C >= 2 once crashed with a broadcasting RuntimeError) too."""
+    fits_loss = (n_out == 1) == (loss == "logistic") or (n_out == 1 and loss == "mse")
+    ok = _valid(y_train, n_out) and _valid(y_test or [], n_out) and fits_loss
+    with tempfile.TemporaryDirectory() as d:
+        cfg = config_from_dict(_config(Path(d), y_train, y_test, n_out, loss), Path(d))
+        if ok:
+            Trainer(Path(d) / "run", cfg, device="cpu")
+        else:
+            with pytest.raises(InputError):
+                Trainer(Path(d) / "run", cfg, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("y_test", "n_out", "loss", "fragment"),
+    [
+        ([0, 1, 5], 2, "cross_entropy", "y_test: label 5 is out of range"),
+        ([0, 1, 1], 2, "logistic", "loss logistic needs a scalar output"),
+        ([0, 2, 3], 1, "mse", "y_test: label 2 is not binary"),
+    ],
+)
+def test_the_cli_refuses_labels_or_losses_that_do_not_fit_in_one_line(
+    tmp_path, y_test, n_out, loss, fragment
+):
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump(_config(tmp_path, [0, 1, 0], y_test, n_out, loss))
+    )
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"),
+                                 "--out", str(tmp_path / "run"), "-q"])  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and fragment in r.stderr
+    assert not (tmp_path / "run").exists()
