@@ -79,3 +79,40 @@ def test_the_cli_refuses_labels_or_losses_that_do_not_fit_in_one_line(
     assert r.exit_code == 2, r.output
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and fragment in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+# (regulariser, parameter, the oracle: whether a value is in the parameter's documented range)
+RANGES = [
+    ("grokalign", "lambda", lambda v: v >= 0),
+    ("grokunalign", "lambda", lambda v: v >= 0),
+    ("grokalign", "eps", lambda v: v > 0),
+    ("grokfast", "alpha", lambda v: 0 <= v <= 1),
+    ("grokfast", "lamb", lambda v: True),
+    ("adversarial", "eps", lambda v: v >= 0),
+    ("adversarial", "alpha", lambda v: v >= 0),
+    ("adversarial", "steps", lambda v: float(v).is_integer() and v >= 0),
+    ("grokfast", "window", lambda v: float(v).is_integer() and v >= 1),
+    ("grokalign", "every", lambda v: float(v).is_integer() and v >= 1),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    which=st.sampled_from(RANGES),
+    value=st.integers(-5, 5) | st.floats(-3, 3, allow_nan=False) | st.sampled_from([0.0, 1.0]),
+    as_text=st.booleans(),
+)
+def test_a_regulariser_accepts_exactly_its_parameters_range(which, value, as_text):
+    """lambda -1, eps 0, Grokfast alpha 2, PGD eps -1 or steps 2.5 once trained (a penalty
+    rewarding a large Jacobian, an infinite gradient at J = 0, an EMA growing 2^t, an attack
+    descending the loss, steps silently rounded down); each is now one InputError, and every
+    value in range still builds."""
+    from alignctl.train.regularisers import build_regulariser
+
+    name, param, ok = which
+    spec = f"{name}:{param}={value}" if as_text else {"name": name, param: value}
+    if ok(value):
+        build_regulariser(spec)
+    else:
+        with pytest.raises(InputError, match=param):
+            build_regulariser(spec)

@@ -77,6 +77,28 @@ class Regulariser:
         pass
 
 
+def real(name: str, value, low: float, high: float = math.inf, *, open_low: bool = False) -> float:
+    """``value`` as a float in [low, high] ((low, high] with ``open_low``); ValueError
+    (reported as one line by :func:`build_regulariser`) for anything else: a parameter
+    outside its range makes the method something else (an EMA with alpha 2 explodes,
+    a negative PGD step descends the loss), never a variant of it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    v = float(value)
+    if not (low < v if open_low else low <= v) or not v <= high:
+        left = "(" if open_low else "["
+        right = "]" if math.isfinite(high) else ")"
+        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, not {value!r}")
+    return v
+
+
+def count(name: str, value, low: int) -> int:
+    """``value`` as an integer >= ``low`` (2.5 steps is an error, not 2)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, not {value!r}")
+    return value
+
+
 def split_reg_list(text: str) -> list[str]:
     """The entries of a list of regulariser specs (``alignctl race --regs``): separated by
     ``;`` when there is one, else by commas, where a comma piece ``key=value`` continues the
