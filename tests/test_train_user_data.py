@@ -116,3 +116,53 @@ def test_a_regulariser_accepts_exactly_its_parameters_range(which, value, as_tex
     else:
         with pytest.raises(InputError, match=param):
             build_regulariser(spec)
+
+
+NETS = """
+import torch
+def make(dtype="float32"):
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+                               torch.nn.Linear(8, 3)).to(getattr(torch, dtype))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_model_trains_and_is_analysed_in_float32(tmp_path, dtype):
+    """A bfloat16/float16 factory model trained (SGD: Adam's eps 1e-8 is 0 in float16) and
+    then analysed: analyze once refused the run ("geqrf_cpu not implemented for 'BFloat16'",
+    worded as the model not fitting the data); it now measures a float32 copy, and its metrics
+    equal those of the same weights upcast by hand."""
+    import json
+
+    import torch
+    import yaml
+
+    from alignctl.geometry.measure import measure
+
+    (tmp_path / "nets.py").write_text(NETS)
+    np.savez(tmp_path / "d.npz", x_train=X, y_train=np.arange(6) % 3)
+    cfg = {"model": {"factory": "nets.py:make", "kwargs": {"dtype": dtype}},
+           "data": {"path": "d.npz"},
+           "train": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1}}}  # fmt: skip
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    r = CliRunner().invoke(
+        app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(run), "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(
+        app, ["analyze", str(run), "--json", "-", "--no-cache", "--metrics", "full"]
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    last, names = report["checkpoints"][-1], report["metric_names"]
+    trainer = Trainer(tmp_path / "twin", config_from_dict(cfg, tmp_path), device="cpu")
+    from safetensors.torch import load_file
+
+    ckpt = sorted((run / "checkpoints").glob("step_*.safetensors"))[-1]
+    trainer.model.load_state_dict(load_file(str(ckpt)))
+    want = measure(trainer.model.float(), torch.from_numpy(X), torch.arange(6) % 3, metrics=names)
+    for name, values in want.items():
+        assert last["metrics"][name] == pytest.approx(
+            float(values.double().mean()), rel=1e-5, abs=1e-6
+        ), name
