@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from alignctl.cli.assemble import app
@@ -98,3 +100,49 @@ def test_a_race_never_reports_another_configurations_pairs(tmp_path):
     mine.write_bytes(b"weights")
     r = race(TINY, "none,grokfast", epochs=4)
     assert r.exit_code == 2 and "did not write" in r.stderr and mine.read_bytes() == b"weights"
+
+
+DEFAULTS = {"lambda": 0.01, "n_proj": 1, "every": 1, "norm": "fro", "subsample": 1.0}
+CHOICES = {"lambda": [0.01, 0.1, 0.5], "n_proj": [1, 2, "exact"], "every": [1, 3],
+           "norm": ["fro", "fro2"], "subsample": [1.0, 0.5]}  # fmt: skip
+
+
+def _spelling(params: dict, draw) -> str:
+    """One way of writing ``params``: any order, lambda or lam, 2 or 2.0, defaults explicit
+    or not, blanks around the pieces."""
+    pieces = []
+    for k, v in params.items():
+        if v == DEFAULTS[k] and draw(st.booleans()):
+            continue  # a default left out
+        key = draw(st.sampled_from(["lambda", "lam"])) if k == "lambda" else k
+        text = f"{float(v)}" if isinstance(v, int) and draw(st.booleans()) else f"{v}"
+        pieces.append(f"{key}={text}" if draw(st.booleans()) else f" {key} = {text} ")
+    pieces = draw(st.permutations(pieces))
+    return "grokalign" + (":" + ",".join(pieces) if pieces else "")
+
+
+@settings(max_examples=80, deadline=None)
+@given(a=st.fixed_dictionaries({k: st.sampled_from(v) for k, v in CHOICES.items()}),
+       b=st.fixed_dictionaries({k: st.sampled_from(v) for k, v in CHOICES.items()}),
+       data=st.data())  # fmt: skip
+def test_a_race_trains_each_setting_once_however_it_is_spelled(a, b, data):
+    """`none,baseline`, `grokalign:lambda=0.1,n_proj=2` and `grokalign:n_proj=2,lambda=0.1`,
+    `lambda` and `lam`, `n_proj=2.0`: once trained twice and shown as two rows; two
+    spellings are refused before anything trains exactly when they are one setting."""
+    import tempfile
+
+    from alignctl.errors import InputError
+    from alignctl.train.race import run_race
+    from alignctl.train.regularisers import setting
+
+    first, second = _spelling(a, data.draw), _spelling(b, data.draw)
+    same = a == b
+    assert (setting(first) == setting(second)) == same
+    if not same:
+        return  # distinct settings would train: the refusal is what is checked here
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "c.yaml").write_text(yaml.safe_dump(TINY))
+        for regs in (["none", first, second], ["none", "baseline"]):
+            with pytest.raises(InputError, match="one setting twice"):
+                run_race(config=Path(d) / "c.yaml", regs=regs, seeds=1, out=Path(d) / "o")
+        assert not (Path(d) / "o").exists()

@@ -217,14 +217,20 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
 
     if len(regs) < 1:
         raise InputError("--regs needs at least one entry (the first is the baseline)")
-    if len(set(regs)) != len(regs):
-        raise InputError("--regs lists a regulariser twice")
-    from alignctl.train.regularisers import build_regulariser
+    from alignctl.train.regularisers import build_regulariser, setting
 
+    seen: dict = {}
     for r in regs:  # validate names and parameters before starting any worker
         cfg = build_config(config, task, _reg_list(r), seed_offset, max_epochs)
-        for spec in cfg.train.get("regularisers") or []:
+        specs = cfg.train.get("regularisers") or []
+        for spec in specs:
             build_regulariser(dict(spec))  # an unknown name fails here, not after other pairs
+        key = [setting(dict(spec)) for spec in specs]  # one setting spelled two ways: one row
+        twin = next((other for other, k in seen.items() if k == key), None)
+        if twin is not None:
+            raise InputError(f"--regs lists one setting twice: {twin!r} and {r!r} train the "
+                             "same regularisers")  # fmt: skip
+        seen[r] = key
     max_epochs = max_epochs or int(
         build_config(config, task, [], seed_offset, None).train["epochs"]
     )

@@ -128,6 +128,20 @@ def with_defaults(spec: dict, defaults: dict | None) -> dict:
     return {**other, **spec}
 
 
+def setting(spec: dict | str) -> tuple:
+    """What a spec trains, whatever its spelling: (name, parameters under their constructor
+    names with the constructor's defaults filled in, sorted): ``grokalign:n_proj=2,lambda=0.1``,
+    ``grokalign:lam=0.1,n_proj=2`` and ``grokalign:lambda=1e-1,n_proj=2,norm=fro`` are one
+    setting (values compare as numbers: 2.0 == 2)."""
+    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
+    name = str(spec.pop("name", None))
+    params = canonical_params(spec, name)
+    for k, p in inspect.signature(REGULARISERS.get(name)).parameters.items():
+        if p.default is not inspect.Parameter.empty:
+            params.setdefault(k, p.default)
+    return name, tuple(sorted(params.items()))
+
+
 def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:
     """A regulariser from a spec; unknown names or parameters are InputErrors listing the
     valid, a parameter under both spellings (``lambda``, ``lam``) an InputError naming it."""
