@@ -89,7 +89,15 @@ def stablemax(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @LOSSES.register("logistic")
 def logistic(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """mean softplus(-y f) for scalar outputs and labels +-1 (or {0, 1})."""
+    """mean softplus(-y f) for scalar outputs and labels +-1 (or {0, 1}); InputError for an
+    (n, C) output with C >= 2 (one score per class has no sign to compare)."""
+    if not _scalar(out):
+        from alignctl.errors import InputError
+
+        raise InputError(
+            f"loss logistic needs a scalar output (n,) or (n, 1); the model has {out.shape[-1]} "
+            "outputs: use cross_entropy, stablemax or mse"
+        )
     return F.softplus(-signed_labels(y).to(out) * out.reshape(-1)).mean()
 
 

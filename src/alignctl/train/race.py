@@ -76,8 +76,8 @@ def train_pair(job: dict) -> dict:
     from alignctl.train.lock import RunLock
     from alignctl.train.trainer import Trainer, prepare_run_dir, set_threads
 
-    regs = [] if job["reg"] in ("none", "baseline") else [job["reg"]]
-    cfg = build_config(job["config"], job["task"], regs, job["seed"], job["max_epochs"])
+    cfg = build_config(job["config"], job["task"], _reg_list(job["reg"]), job["seed"],
+                       job["max_epochs"])  # fmt: skip
     run = Path(job["dir"])
     trainer = Trainer(run, cfg, job["device"])
     set_threads(trainer, job.get("threads"), limit=job.get("max_threads"))
@@ -95,6 +95,24 @@ def train_pair(job: dict) -> dict:
         except OSError as e:
             raise InputError(f"cannot write {run / 'run.json'}: {e.strerror or e}") from None
     return summary
+
+
+def _reg_list(reg: str) -> list[str]:
+    return [] if reg in ("none", "baseline") else [reg]
+
+
+def _check_pair(d: Path, cfg) -> None:
+    """A pair folder holding files alignctl did not write, or another race's pair (another
+    task, config or setting: its results would be reported as this one's), is an InputError
+    before anything trains; only this race's own pairs are reused or retrained."""
+    from alignctl.train.owned import refuse_foreign, same_config
+    from alignctl.train.rundir import RUN_FILES
+
+    refuse_foreign(d, RUN_FILES)
+    if (d / "alignctl.yaml").exists() and not same_config(d, cfg):
+        raise InputError(f"{d} holds a pair trained with another configuration (task, "
+                         "config or regulariser settings); nothing was changed: use another "
+                         "--out")  # fmt: skip
 
 
 PAIRED_T = "paired t-test"
@@ -199,16 +217,20 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
 
     if len(regs) < 1:
         raise InputError("--regs needs at least one entry (the first is the baseline)")
-    if len(set(regs)) != len(regs):
-        raise InputError("--regs lists a regulariser twice")
-    from alignctl.train.regularisers import build_regulariser
+    from alignctl.train.regularisers import build_regulariser, setting
 
+    seen: dict = {}
     for r in regs:  # validate names and parameters before starting any worker
-        cfg = build_config(
-            config, task, [] if r in ("none", "baseline") else [r], seed_offset, max_epochs
-        )
-        for spec in cfg.train.get("regularisers") or []:
+        cfg = build_config(config, task, _reg_list(r), seed_offset, max_epochs)
+        specs = cfg.train.get("regularisers") or []
+        for spec in specs:
             build_regulariser(dict(spec))  # an unknown name fails here, not after other pairs
+        key = [setting(dict(spec)) for spec in specs]  # one setting spelled two ways: one row
+        twin = next((other for other, k in seen.items() if k == key), None)
+        if twin is not None:
+            raise InputError(f"--regs lists one setting twice: {twin!r} and {r!r} train the "
+                             "same regularisers")  # fmt: skip
+        seen[r] = key
     max_epochs = max_epochs or int(
         build_config(config, task, [], seed_offset, None).train["epochs"]
     )
@@ -217,6 +239,7 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
     for s in seed_list:  # seed-major: an interrupted race still has whole matched seeds
         for r in regs:
             d = pair_dir(out, r, s)
+            _check_pair(d, build_config(config, task, _reg_list(r), s, max_epochs))
             done = finished(d)
             if done is not None and done.get("epochs") == max_epochs:
                 results[(r, s)] = done

@@ -49,8 +49,12 @@ class RunWriteError(InputError):
 
 
 def prepare_run_dir(out: Path, force: bool) -> None:
-    """Refuse to overwrite a run unless ``force``; then remove only alignctl's own files.
+    """Refuse to overwrite a run unless ``force``, and files alignctl did not write always
+    (:mod:`alignctl.train.owned`); then remove only alignctl's own files.
     The caller holds the folder's :class:`alignctl.train.lock.RunLock`."""
+    from alignctl.train.owned import refuse_foreign
+
+    refuse_foreign(out, RUN_FILES)  # even with force: only alignctl's own run is replaced
     existing = [out / f for f in RUN_FILES if (out / f).exists()]
     if existing and not force:
         raise InputError(f"{out} already holds a run; use --resume to continue it or --force")

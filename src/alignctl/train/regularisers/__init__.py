@@ -77,6 +77,28 @@ class Regulariser:
         pass
 
 
+def real(name: str, value, low: float, high: float = math.inf, *, open_low: bool = False) -> float:
+    """``value`` as a float in [low, high] ((low, high] with ``open_low``); ValueError
+    (reported as one line by :func:`build_regulariser`) for anything else: a parameter
+    outside its range makes the method something else (an EMA with alpha 2 explodes,
+    a negative PGD step descends the loss), never a variant of it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    v = float(value)
+    if not (low < v if open_low else low <= v) or not v <= high:
+        left = "(" if open_low else "["
+        right = "]" if math.isfinite(high) else ")"
+        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, not {value!r}")
+    return v
+
+
+def count(name: str, value, low: int) -> int:
+    """``value`` as an integer >= ``low`` (2.5 steps is an error, not 2)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, not {value!r}")
+    return value
+
+
 def split_reg_list(text: str) -> list[str]:
     """The entries of a list of regulariser specs (``alignctl race --regs``): separated by
     ``;`` when there is one, else by commas, where a comma piece ``key=value`` continues the
@@ -104,6 +126,20 @@ def with_defaults(spec: dict, defaults: dict | None) -> dict:
     other = {k: v for k, v in (defaults or {}).items()
              if k in spec or ALIASES.get(k, k) not in mine}  # fmt: skip
     return {**other, **spec}
+
+
+def setting(spec: dict | str) -> tuple:
+    """What a spec trains, whatever its spelling: (name, parameters under their constructor
+    names with the constructor's defaults filled in, sorted): ``grokalign:n_proj=2,lambda=0.1``,
+    ``grokalign:lam=0.1,n_proj=2`` and ``grokalign:lambda=1e-1,n_proj=2,norm=fro`` are one
+    setting (values compare as numbers: 2.0 == 2)."""
+    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
+    name = str(spec.pop("name", None))
+    params = canonical_params(spec, name)
+    for k, p in inspect.signature(REGULARISERS.get(name)).parameters.items():
+        if p.default is not inspect.Parameter.empty:
+            params.setdefault(k, p.default)
+    return name, tuple(sorted(params.items()))
 
 
 def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:

@@ -6,7 +6,7 @@ current (training) mode, as in Madry et al.
 
 from __future__ import annotations
 
-from alignctl.train.regularisers import Regulariser, register_regulariser
+from alignctl.train.regularisers import Regulariser, count, real, register_regulariser
 
 
 @register_regulariser("adversarial")
@@ -14,7 +14,9 @@ class Adversarial(Regulariser):
     name = "adversarial"
 
     def __init__(self, eps: float = 0.1, alpha: float = 0.025, steps: int = 10):
-        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        # a negative radius or step size is no attack (it descends the loss or empties the ball)
+        self.eps, self.alpha = real("eps", eps, 0.0), real("alpha", alpha, 0.0)
+        self.steps = count("steps", steps, 0)
         self.input_range: tuple[float, float] | None = None  # set by the trainer from the data
         self.output = None  # set by the trainer: the logits of tuple/dict outputs
 

@@ -61,7 +61,7 @@ import math
 
 import torch
 
-from alignctl.train.regularisers import Regulariser, register_regulariser
+from alignctl.train.regularisers import Regulariser, real, register_regulariser
 
 PATHS = ("auto", "autograd")
 
@@ -133,7 +133,10 @@ class GrokAlign(Regulariser):
             raise ValueError(f"norm must be fro or fro2, not {norm!r}")
         if n_proj != "exact" and (not isinstance(n_proj, int) or n_proj < 1):
             raise ValueError(f"n_proj must be a positive integer or 'exact', not {n_proj!r}")
-        self.lam, self.n_proj, self.norm, self.eps = float(lam), n_proj, norm, float(eps)
+        # lambda is the magnitude (grokunalign negates the penalty); eps > 0 keeps the square
+        # root's gradient finite at J = 0, what it is for
+        self.lam, self.n_proj, self.norm = real("lambda", lam, 0.0), n_proj, norm
+        self.eps = real("eps", eps, 0.0, open_low=True)
         self.every, self.subsample = every, float(subsample)
         self.calls = 0  # penalty calls so far: which steps carry the lazy penalty
         self.path = path

@@ -12,11 +12,12 @@ Applied between ``backward()`` and ``step()``, per parameter tensor:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import torch
 
-from alignctl.train.regularisers import Regulariser, register_regulariser
+from alignctl.train.regularisers import Regulariser, count, real, register_regulariser
 
 
 @register_regulariser("grokfast")
@@ -28,14 +29,9 @@ class Grokfast(Regulariser):
     ):
         if filter not in ("ema", "ma"):
             raise ValueError(f"filter must be ema or ma, not {filter!r}")
-        if int(window) < 1:
-            raise ValueError(f"window must be a positive number of steps, not {window}")
-        self.alpha, self.lamb, self.filter, self.window = (
-            float(alpha),
-            float(lamb),
-            filter,
-            int(window),
-        )
+        # alpha outside [0, 1] is no average (the filter grows geometrically)
+        self.alpha, self.lamb = real("alpha", alpha, 0.0, 1.0), real("lamb", lamb, -math.inf)
+        self.filter, self.window = filter, count("window", window, 1)
         self.m: dict[str, torch.Tensor] = {}
         self.hist: dict[str, deque] = {}
 
