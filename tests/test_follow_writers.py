@@ -45,6 +45,15 @@ LOOP = textwrap.dedent(
 )
 
 
+def start_loop(out: Path) -> subprocess.Popen:
+    """A process running LOOP's monitor on ``out``, returned once it has measured."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    loop = subprocess.Popen([sys.executable, "-c", LOOP, str(out)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert loop.stdout.readline().strip() == "measured", loop.stderr.read()
+    return loop
+
+
 def steps(out: str) -> list[int]:
     return [int(ln.split()[0][5:]) for ln in out.splitlines() if ln.startswith("step=")]
 
@@ -55,11 +64,8 @@ def test_a_monitor_whose_process_is_killed_ends_the_follow(tmp_path, monkeypatch
     waiting forever once the training process died."""
     monkeypatch.setattr("alignctl.report.run_watcher.GONE_AFTER", 0.5)
     out = tmp_path / "m"
-    env = {**os.environ, "PYTHONPATH": SRC}
-    loop = subprocess.Popen([sys.executable, "-c", LOOP, str(out)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    loop = start_loop(out)
     try:
-        assert loop.stdout.readline().strip() == "measured", loop.stderr.read()
         assert RunWatcher(out, gone_after=0).finished() is False  # alive: however long
         threading.Timer(1.5, loop.send_signal, (signal.SIGKILL,)).start()  # kill -9 mid-run
         r = CliRunner().invoke(app, ["analyze", str(out), "--follow"])  # a zombie until reaped

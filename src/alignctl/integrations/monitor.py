@@ -210,6 +210,7 @@ class Monitor:
     def _prepare(self, overwrite: bool) -> None:
         import shutil
 
+        from alignctl.train.owned import refuse_replacing
         from alignctl.train.rundir import is_train_run
 
         if self.out.exists() and not self.out.is_dir():
@@ -226,6 +227,8 @@ class Monitor:
         if overwrite and is_train_run(self.out):
             raise InputError(f"{self.out} holds an `alignctl train` run, not a monitor's: "
                              "choose another out")  # fmt: skip
+        if found:  # a live writer's files and files alignctl did not write are never replaced
+            refuse_replacing(self.out, "choose another out")
         for p in found:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.out.mkdir(parents=True, exist_ok=True)

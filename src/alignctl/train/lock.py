@@ -48,8 +48,16 @@ class RunLock:
                 f"{self.dir} is in use by another alignctl process (it holds the folder's lock); "
                 "wait for it to finish or use another folder"
             ) from None
-        self._fd = fd
         from alignctl.runs.writer import record_writer
+        from alignctl.train.owned import refuse_live_writer
+
+        try:  # a Monitor holds no lock: its record says it writes the folder
+            refuse_live_writer(self.dir)
+        except InputError:
+            _unlock(fd)
+            os.close(fd)
+            raise
+        self._fd = fd
 
         try:
             self._token = record_writer(self.dir)

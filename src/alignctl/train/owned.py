@@ -12,6 +12,7 @@ someone else's.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from alignctl.errors import InputError
@@ -21,20 +22,43 @@ MAX_RUN_JSON = 1 << 20  # alignctl's run.json is ~1 KiB; a larger one is not our
 
 def foreign_files(folder: Path, run_files: tuple[str, ...]) -> list[str]:
     """The run files of ``folder`` (names among ``run_files``) that alignctl did not write."""
-    from alignctl.train.resume import _only_alignctl_files
-
     folder = Path(folder)
     present = [f for f in run_files if (folder / f).exists()]
     if not present:
         return []
     if "alignctl.yaml" not in present:  # written first: every alignctl run has it
         return [f for f in present if f != "alignctl.yaml"]
-    out = []
-    if "checkpoints" in present and not _only_alignctl_files(folder / "checkpoints"):
+    return foreign_outputs(folder)
+
+
+def foreign_outputs(folder: Path) -> list[str]:
+    """``checkpoints/`` and ``run.json`` of ``folder`` that alignctl did not write, whatever
+    else the folder holds (``Monitor(overwrite=True)`` replaces only its own too)."""
+    from alignctl.train.resume import _only_alignctl_files
+
+    folder, out = Path(folder), []
+    if (folder / "checkpoints").exists() and not _only_alignctl_files(folder / "checkpoints"):
         out.append("checkpoints/ (files alignctl did not write)")
-    if "run.json" in present and not _ours(folder / "run.json"):
+    if (folder / "run.json").exists() and not _ours(folder / "run.json"):
         out.append("run.json")
     return out
+
+
+def refuse_live_writer(folder: Path) -> None:
+    """InputError when another process that still runs writes ``folder`` now (its writer
+    record, :mod:`alignctl.runs.writer`: an ``alignctl.Monitor``, which holds no lock, or a
+    trainer whose lock ``flock`` cannot see): taking the folder over would delete or mix its
+    files and stop that training at its next measurement. A record of this process, or of a
+    process that is gone or cannot be told about, does not refuse."""
+    from alignctl.runs.writer import read_record, writer_alive
+
+    rec = read_record(folder)
+    if rec is None or rec["pid"] == os.getpid() or writer_alive(folder) is not True:
+        return
+    raise InputError(
+        f"{folder} is being written by process {rec['pid']} (an alignctl.Monitor or trainer "
+        "that still runs); nothing was changed: wait for it to finish or use another folder"
+    )
 
 
 def _ours(path: Path) -> bool:
@@ -55,6 +79,16 @@ def refuse_foreign(folder: Path, run_files: tuple[str, ...]) -> None:
             f"{folder} holds {', '.join(foreign)} that alignctl train did not write; nothing "
             "was changed: choose another --out, or move them away"
         )
+
+
+def refuse_replacing(folder: Path, instead: str) -> None:
+    """InputError when ``folder``'s run may not be replaced: another live process writes it
+    (:func:`refuse_live_writer`) or its ``checkpoints/`` or ``run.json`` are not alignctl's."""
+    refuse_live_writer(folder)
+    foreign = foreign_outputs(folder)
+    if foreign:
+        raise InputError(f"{folder} holds {', '.join(foreign)} that alignctl did not write; "
+                         f"nothing was changed: {instead}")  # fmt: skip
 
 
 def same_config(folder: Path, cfg, ignore=("epochs",)) -> bool:

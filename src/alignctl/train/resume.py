@@ -29,7 +29,7 @@ from alignctl.train.state import STATE_DIR
 
 STATE_KEYS = ("optimizer", "regularisers", "rng", "step", "epoch", "batch_index", "perm",
               "train_seconds", "grokked_epoch")  # fmt: skip
-_STEP_FILE = re.compile(r"step_\d{8}\.(safetensors|pt)")
+_STEP_FILE = re.compile(r"step_\d{8,}\.(safetensors|pt)")  # 8 digits, more past 10**8
 
 
 class _Unreadable(Exception):
