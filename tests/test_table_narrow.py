@@ -76,3 +76,17 @@ def test_cli_on_a_20_column_terminal_cuts_no_step(monkeypatch):
     assert [row[0] for row in rows] == ["0", "1", "2", "6", "13", "31", "72", "170", "400"]
     assert max(len(ln) for ln in lines) <= 20
     assert "train acc, test acc" in " ".join(r.stdout.split())  # named as not shown
+
+
+def test_a_hidden_accuracy_is_not_passed_by_a_narrower_metric():
+    """Found by Hypothesis in CI: a 12-digit step left room at 40 columns for a short metric
+    column but not for "adv. acc"; the greedy fit showed the metric, against the rule that
+    the accuracies come before every metric."""
+    blank = dict.fromkeys(cells.HEADERS)
+    cks = [{"step": step, "train_accuracy": None, "test_accuracy": None,
+            "adversarial_accuracy": adv, "verdict": "learning", "metrics": dict(blank)}
+           for step, adv in ((100_000_000_000, None), (0, 0.0))]  # fmt: skip
+    report = {"path": "runs/x", "metric_names": list(cells.HEADERS), "checkpoints": cks}
+    columns, _, hidden = render.fit_columns(report, 40)
+    headers = [c["header"] for c in columns]
+    assert "adv. acc" in hidden and not any(h in headers for h in cells.HEADERS.values())

@@ -116,6 +116,8 @@ def fit_columns(report: dict, width: int | None, wide: bool = False) -> tuple[li
         for k in list(accs) + order:  # greedy by priority: a column that fits stays
             if _width(*layout(chosen + [k], last["min"])) <= width:
                 chosen.append(k)
+            elif k in accs:  # accuracies first: no metric while an accuracy is left out
+                break
     columns, widths = layout(chosen, last["min"])
     if width is not None:  # widen the verdict column into what is left, up to its full text
         spare = width - _width(columns, widths)
