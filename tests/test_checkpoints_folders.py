@@ -235,3 +235,19 @@ def test_deepspeed_layout_and_torchscript(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
     with pytest.raises(InputError, match=r"scripted.pt is a TorchScript archive.*state_dict"):
         discover_checkpoints(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["step_5.safetensors", "epoch=0-step=10.ckpt", "model.pt"])
+def test_a_folder_named_like_a_checkpoint_file_is_named_in_a_note(tmp_path, name):
+    """qa8: a folder named like a checkpoint file (a sharded DeepSpeed save is an
+    ``epoch=0-step=10.ckpt/`` folder) was skipped without a word; the others are analysed,
+    and a folder of nothing else is one error naming it."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "shard_0.bin").write_bytes(b"\0" * 8)
+    torch.save({"model": _state(1), "step": 20}, tmp_path / "ckpt_20.pt")
+    names, notes = _found(tmp_path)
+    assert names == [("ckpt_20.pt", 20)]
+    assert any(f"{name}/ (a folder, not a checkpoint file)" in n for n in notes), notes
+    (tmp_path / "ckpt_20.pt").unlink()
+    with pytest.raises(InputError, match="a folder, not a checkpoint file"):
+        discover_checkpoints(tmp_path)

@@ -100,6 +100,8 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
                 continue
             if hf:
                 refs.append(_ref(p)[0])
+            elif p.suffix in CHECKPOINT_SUFFIXES:  # named like a checkpoint file: say why not
+                skipped.append(f"{p.name}/ (a folder, not a checkpoint file)")
             continue
         if p.suffix not in CHECKPOINT_SUFFIXES:
             continue
