@@ -49,22 +49,18 @@ def _digest_cached(path: str, *_identity) -> str:
     return h.hexdigest()
 
 
-def _identity(stats: list) -> tuple:
-    """What says a file is unchanged: size, mtime, and ctime and inode, which no copy that keeps
-    the mtime (``cp -p``, ``rsync -t``, ``touch -r``) and no rename into place keeps."""
-    return tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in stats)
-
-
 def content_digest(path: Path) -> str:
     """SHA-256 of a checkpoint's bytes (memoised on its path and its files' identities);
     InputError when it cannot be read (removed after it was found: a trainer that keeps only
     its last checkpoints)."""
     from alignctl.errors import InputError
+    from alignctl.runs.checkpoints.stable import identity  # size, mtime, ctime, inode
 
     p = Path(path)
     try:
-        stats = [p.stat()] + ([q.stat() for q in sorted(p.rglob("*"))] if p.is_dir() else [])
-        return _digest_cached(str(p.resolve()), *_identity(stats))
+        # ctime and inode too: no copy that keeps the mtime (cp -p, rsync -t, touch -r) and no
+        # rename into place keeps them
+        return _digest_cached(str(p.resolve()), *identity(p))
     except OSError as e:
         raise InputError(f"cannot read checkpoint {p}: {e.strerror or e}") from None
 
