@@ -144,7 +144,7 @@ class GrokAlign(Regulariser):
 
     def penalty_rows(self, n: int, device):
         """None (the whole batch) or m = round(subsample * n) random rows, drawn when due."""
-        if self.subsample == 1.0 or self.calls % self.every:
+        if self.subsample == 1.0 or not self.penalty_due():
             return None  # a step without the lazy penalty draws nothing
         m = max(1, math.floor(self.subsample * n + 0.5))
         return None if m >= n else torch.randperm(n, device=device)[:m]
@@ -153,7 +153,7 @@ class GrokAlign(Regulariser):
         return self.calls % self.every == 0
 
     def _due(self) -> bool:
-        due = self.calls % self.every == 0
+        due = self.penalty_due()
         self.calls += 1
         return due
 
