@@ -102,11 +102,11 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
     if baseline is not None:
         whole = load_baseline(baseline)
         base = whole["checkpoints"][-1]
-        names = [parse_assignment(text, "--max-drop")[0] for text in max_drop]
+        drops = [parse_assignment(text, "--max-drop") for text in max_drop]
+        names = [name for name, _ in drops]
         notes = report.setdefault("notes", []) if names else []
         notes += [n for n in baseline_notes(report, whole, baseline, names) if n not in notes]
-        for text in max_drop:
-            name, delta = parse_assignment(text, "--max-drop")
+        for name, delta in drops:
             v = value_of(last, name, known)
             b = baseline_value(base, name, baseline)
             ok = _ok(v) and _ok(b) and b - v <= delta
