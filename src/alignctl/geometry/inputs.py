@@ -48,11 +48,15 @@ def _reads(arg, x: torch.Tensor) -> bool:
     return arg.numel() == x.numel() and torch.equal(arg.reshape(-1).to(x.dtype), x.reshape(-1))
 
 
-def find_token_embedding(model: nn.Module, tokens: torch.Tensor) -> tuple[nn.Module, int] | None:
+def find_token_embedding(
+    model: nn.Module, tokens: torch.Tensor, found_embeddings: list | None = None
+) -> tuple[nn.Module, int] | None:
     """(the ``nn.Embedding`` that reads ``tokens``, which of its calls in a forward pass), or
     None when no embedding reads them. An embedding given ids out of its range: InputError
-    (:mod:`.indices`; not "the model fails on integers", which would make them floats)."""
-    found_embeddings = embeddings(model)
+    (:mod:`.indices`; not "the model fails on integers", which would make them floats).
+    ``found_embeddings``: :func:`~.indices.embeddings` of the model, when the caller has it."""
+    if found_embeddings is None:
+        found_embeddings = embeddings(model)
     if not found_embeddings:
         return None
     probe = tokens.clone()
@@ -101,7 +105,7 @@ class ModelFront:
             self.kind = "protocol"
         elif is_integer(x) and x.dtype != torch.bool:
             with eval_mode(self.model):  # no dropout draws, no batch-norm statistics moved
-                found = find_token_embedding(self.model, x[:2])
+                found = find_token_embedding(self.model, x[:2], self.embeddings)
             self.kind = "embedding" if found else "plain"
             if found:
                 self.embedding, self.call = found
