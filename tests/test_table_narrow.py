@@ -4,9 +4,12 @@ below step + verdict the table is wider than the terminal and the CLI widens its
 rather than fold a step number. The live view of --follow fits the terminal the same way."""
 
 import io
+import itertools
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -65,14 +68,25 @@ def test_accuracies_left_out_only_when_the_terminal_is_narrow():
     assert "test acc" in hidden
 
 
-def test_cli_on_a_20_column_terminal_cuts_no_step(monkeypatch):
+@pytest.mark.parametrize("pad", [None, 1, 6])
+def test_cli_on_a_20_column_terminal_cuts_no_step(monkeypatch, tmp_path, pad):
     from alignctl.cli.assemble import app
 
+    run = EXAMPLE
+    if pad is not None:  # paths of other lengths wrap the title elsewhere
+        run = tmp_path / ("r" * pad)
+        shutil.copytree(EXAMPLE, run)
     monkeypatch.setenv("COLUMNS", "20")
-    r = CliRunner().invoke(app, ["analyze", str(EXAMPLE), "--no-cache"])
+    r = CliRunner().invoke(app, ["analyze", str(run), "--no-cache"])
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
-    rows = [ln.split() for ln in lines if ln.strip()[:1].isdigit()]
+    # The title above the table wraps where the checkout's path puts it (a CI clone wrapped
+    # "1000 samples" onto a line of its own), so the rows are read from the rule down.
+    rule = next(i for i, ln in enumerate(lines) if ln.startswith("─"))
+    rows = [
+        ln.split()
+        for ln in itertools.takewhile(lambda ln: ln.strip()[:1].isdigit(), lines[rule + 1 :])
+    ]
     assert [row[0] for row in rows] == ["0", "1", "2", "6", "13", "31", "72", "170", "400"]
     assert max(len(ln) for ln in lines) <= 20
     assert "train acc, test acc" in " ".join(r.stdout.split())  # named as not shown

@@ -223,7 +223,7 @@ def _terminate(signum, frame):
 def main() -> None:
     """The console script. Under torchrun (several ranks, :mod:`alignctl.report.distributed`)
     rank 0 runs the command and the other ranks serve it; every rank exits with rank 0's code."""
-    from alignctl.report.distributed import StartFailed, join
+    from alignctl.report.distributed import StartFailed, join, leave
 
     FREEZE_IMPORTS["on"] = True  # this process is alignctl's: imported objects stay frozen
     try:
@@ -234,7 +234,7 @@ def main() -> None:
         sys.exit(2)
     if group is not None and group.rank != 0:
         configure_warnings(verbose_requested())  # a serving rank prints nothing
-        sys.exit(group.serve())
+        leave(group.serve())
     code = 2  # unless the app says otherwise
     try:
         _run_app()
@@ -245,6 +245,7 @@ def main() -> None:
     finally:
         if group is not None:
             group.finish(code)
+            leave(code)
 
 
 def _run_app() -> None:

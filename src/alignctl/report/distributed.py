@@ -9,11 +9,11 @@ rank; every rank (rank 0 too) applies the function to its share; one ``gather_ob
 the results, or each rank's exception, back to rank 0, which raises the failure of the
 earliest work item (``exception.at``, else the lowest rank): the same one-line error a single
 process gives, exit 2. At the end rank 0 broadcasts its exit code (:meth:`Group.finish`) and
-every rank exits with it, deaf to SIGTERM from then on: torchrun sends it to the other ranks
-as soon as one has exited with a code other than 0 (and itself exits 1, with its own
-``ChildFailedError`` summary, whatever the ranks' codes). A failing share is data, not a
-different path through the code, so the ranks always meet in the same collectives: no error
-makes them hang.
+every rank exits with it (:func:`leave`), deaf to SIGTERM from then on: torchrun sends it
+to the other ranks as soon as one has exited with a code other than 0 (and itself exits 1,
+with its own ``ChildFailedError`` summary, whatever the ranks' codes). A failing share is
+data, not a different path through the code, so the ranks always meet in the same
+collectives: no error makes them hang.
 
 The environment is torchrun's (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``); without it, or with
@@ -33,9 +33,10 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from alignctl.errors import InputError
 
@@ -193,6 +194,22 @@ class Group:
         _ACTIVE.clear()
         if dist.is_initialized():
             dist.destroy_process_group()
+        self.objects = None  # the group's last reference: its backend goes now, not at exit
+
+
+def leave(code: int) -> NoReturn:
+    """End this rank's process with ``code`` once every rank knows it: the standard streams
+    flushed, then ``os._exit``, skipping the interpreter's finalisation. That finalisation
+    is where a rank could still die with SIGABRT ("terminate called without an active
+    exception", seen once in CI on rank 0 after the group was closed): C++ threads of the
+    backend meeting a half torn-down interpreter. Nothing is left to do by then: every
+    output was written and closed by the command itself."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code)
 
 
 def _settled() -> None:
