@@ -186,7 +186,7 @@ class Probe:
             time=time.time(), seconds=time.perf_counter() - t0,
         )  # fmt: skip
         self.entries.append(entry)
-        monitor_log.annotate(self.entries, t=self.t)
+        monitor_log.annotate(self.entries, t=self.t, since=len(self.entries) - 1)
         self._decide()
         return entry
 

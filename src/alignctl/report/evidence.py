@@ -30,6 +30,7 @@ Anything else, or signals that disagree, is ``uncertain``: no signal never means
 
 from __future__ import annotations
 
+import itertools
 import math
 
 SIGNALS = ("alignment_gain", "norm_growth")
@@ -69,10 +70,12 @@ def infer(ck: dict, history: list[dict], t: dict) -> tuple[str, list[dict]]:
     test split; ``t`` holds the thresholds ``growth``, ``no_gain``, ``settle`` and ``fit``."""
     s = signals(ck, history)
     gain, growth = s["alignment_gain"], s["norm_growth"]
-    fitted = [h["step"] for h in history + [ck] if (h.get("train_accuracy") or 0) >= t["fit"]]
-    if fitted and ck["step"] < t["settle"] * max(fitted[0], 1):
-        why = f"nothing yet: fitted at step {fitted[0]}; read from step {t['settle']:g}x that"
-        return "uncertain", [_item("steps_since_fit", ck["step"], t["settle"] * max(fitted[0], 1),
+    # the first fitted step only: a scan that stops there, not a list of the whole run
+    fitted = next((h["step"] for h in itertools.chain(history, [ck])
+                   if (h.get("train_accuracy") or 0) >= t["fit"]), None)  # fmt: skip
+    if fitted is not None and ck["step"] < t["settle"] * max(fitted, 1):
+        why = f"nothing yet: fitted at step {fitted}; read from step {t['settle']:g}x that"
+        return "uncertain", [_item("steps_since_fit", ck["step"], t["settle"] * max(fitted, 1),
                                    why)]  # fmt: skip
     if gain is None or growth is None:
         missing = ",".join(k for k, v in s.items() if v is None)

@@ -117,15 +117,17 @@ def _is_measurement(e) -> bool:
     )
 
 
-def annotate(entries: list[dict], *, t: dict, grokked: dict | None = None) -> None:
+def annotate(entries: list[dict], *, t: dict, grokked: dict | None = None,
+             since: int = 0) -> None:  # fmt: skip
     """Set each entry's ``verdict`` and ``inferred`` in order (the inferred verdict reads the
-    entries before it), as ``analyze`` does for checkpoints."""
+    entries before it), as ``analyze`` does for checkpoints; only ``entries[since:]`` (the
+    monitor annotates its newest entry alone)."""
     from alignctl.report.verdict import judge_entries
 
-    for e in entries:
+    for e in entries[since:]:
         if "verdict" not in e and e.get("diverged"):
             e["metrics"] = {k: None for k in e["metrics"]}
-    judge_entries(entries, t=t, grokked=grokked, keep_judged=True, evidence=False,
+    judge_entries(entries, t=t, grokked=grokked, keep_judged=True, evidence=False, since=since,
                   n_classes=lambda e: int(e.get("n_classes") or 2))  # fmt: skip
 
 

@@ -149,16 +149,20 @@ def checkpoint_verdict(ck: dict, *, n_classes: int, grokked: dict | None, t: dic
 
 
 def judge_entries(entries: list[dict], *, t: dict, grokked: dict | None, n_classes,
-                  keep_judged: bool = False, evidence: bool = True) -> None:  # fmt: skip
+                  keep_judged: bool = False, evidence: bool = True,
+                  since: int = 0) -> None:  # fmt: skip
     """The verdict pass over a report's entries (checkpoints in step order), in place: entry i
     gets :func:`judge`'s fields with ``entries[:i]`` as its history (the inferred verdict reads
     the entries before it). ``n_classes``: C, or a function of an entry giving its C;
     ``keep_judged``: entries that have a verdict keep it (a report growing one entry at a
-    time); ``evidence=False`` sets only ``verdict`` and ``inferred``.
+    time); ``evidence=False`` sets only ``verdict`` and ``inferred``; ``since``: judge only
+    ``entries[since:]`` (the others are judged already: a log growing by one entry costs one
+    judgement, not a pass over the whole run).
 
     The one pass of ``analyze`` (each checkpoint as it is measured), the cache (every entry
     again: thresholds or C may have changed) and the monitor's log."""
-    for i, e in enumerate(entries):
+    for i in range(max(since, 0), len(entries)):
+        e = entries[i]
         if keep_judged and "verdict" in e:
             continue
         c = n_classes(e) if callable(n_classes) else n_classes
