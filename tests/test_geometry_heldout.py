@@ -180,3 +180,13 @@ def test_a_jacobian_that_is_zero_stays_zero_and_float32():
     got = alignctl.measure(model, torch.randn(5, 8), torch.randint(0, 3, (5,)))
     for v in got.values():
         assert v.dtype == torch.float32 and bool((v == 0).all())
+
+
+def test_a_zero_jacobian_adds_no_underflow_note():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)
+    notes = []
+    alignctl.measure(model, torch.randn(5, 8), torch.randint(0, 3, (5,)), notes=notes)
+    assert notes == []

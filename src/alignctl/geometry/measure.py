@@ -182,8 +182,13 @@ def _underflowed(model, x, y, names, dev, output, batch_size, max_memory, notes,
     opts = {"sketch": 0, "seed": 0, "errors": None, "outputs": None, "tiny": None}
     again = _measure(model64, x[idx], sub_y, names, dev, torch.float64, output, batch_size,
                      max_memory, notes, opts)  # fmt: skip
+    changed = [
+        k for k, v in again.items() if not torch.equal(v.to(values[k].dtype), values[k][idx])
+    ]
+    if not changed:  # J = 0 in float64 too (dead units): nothing underflowed
+        return values
     _note(notes, f"{len(idx)} sample(s) with a float32 Jacobian of 0 or below 2^-100 "
-                 "(a dead network, or underflow): measured again in float64")  # fmt: skip
+                 "(underflow): measured again in float64")  # fmt: skip
     return splice(values, idx, again)
 
 
