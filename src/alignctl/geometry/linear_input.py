@@ -8,14 +8,20 @@ W (k x d) in every one of them: for an MLP 784-196-... that is two thirds of the
 The shortcut is taken only when it is provably exact (:func:`find_input_linear`):
 
 - the layer computes exactly ``F.linear(x, layer.weight, layer.bias)``: its class's
-  ``forward`` and ``__call__`` are ``nn.Linear``'s own (a subclass that masks or rescales its
-  weight in ``forward`` is not), it has no forward or forward-pre hooks (``weight_norm`` and
+  ``forward``, ``__call__`` and ``_call_impl`` are ``nn.Linear``'s own (a subclass that masks
+  or rescales its weight in ``forward`` is not) and the instance overrides none of them (a
+  ``layer.forward = ...`` patch, as LoRA and offloading libraries do), it is not compiled in
+  place (``layer.compile()``), it has no forward or forward-pre hooks (``weight_norm`` and
   ``spectral_norm`` are pre-hooks), no global module hooks are registered, and it is not
   parametrized (``torch.nn.utils.parametrize``);
+- the weight and bias it is called with are the ones it holds, with the same values, after
+  the forward pass too (``torch.func.functional_call`` swaps in other tensors for the call:
+  hypernetworks, MAML);
 - it is called exactly once per forward pass (a layer applied twice is not), on the whole
   input as one row per sample (not on tokens or patches);
 - on the autograd graph, x reaches the layer's output only through views and copies, each
-  used once, and nothing else takes x (a skip connection, a norm of x, an in-place op).
+  used once, and nothing else takes x (a skip connection, a norm of x, an in-place op);
+  ``as_strided`` is not one of them (it can reorder or repeat elements).
 
 :mod:`alignctl.geometry.verify` then compares it with the generic path on the first batch of
 every measurement, so a case these rules miss falls back instead of giving wrong numbers.
@@ -27,10 +33,12 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
-_PASS = {
-    "ViewBackward0", "ReshapeAliasBackward0", "UnsafeViewBackward0", "AsStridedBackward0",
-    "CloneBackward0",
-}  # fmt: skip
+_PASS = {"ViewBackward0", "ReshapeAliasBackward0", "UnsafeViewBackward0", "CloneBackward0"}
+_CALL = ("forward", "__call__", "_call_impl")
+NOT_TAKEN = (
+    "the linear-input layer was not called exactly once with the weights it holds: "
+    "generic path taken"
+)
 
 
 def _plain_linear(m: nn.Module) -> bool:
@@ -41,6 +49,9 @@ def _plain_linear(m: nn.Module) -> bool:
         isinstance(m, nn.Linear)
         and type(m).forward is nn.Linear.forward
         and type(m).__call__ is nn.Module.__call__
+        and type(m)._call_impl is nn.Module._call_impl
+        and not any(k in vars(m) for k in _CALL)  # an instance's own forward wins the lookup
+        and getattr(m, "_compiled_call_impl", None) is None
         and not m._forward_hooks
         and not m._forward_pre_hooks
         and not parametrize.is_parametrized(m)
@@ -52,6 +63,30 @@ def _global_hooks() -> bool:
         getattr(_module, "_global_forward_hooks", None)
         or getattr(_module, "_global_forward_pre_hooks", None)
     )
+
+
+def _params(m: nn.Module, values: bool = True) -> tuple:
+    """(weight, bias) as the layer holds them during its call, with a copy of their values
+    (``values=False``: their version counters, which in-place writes advance)."""
+    return tuple(
+        (t, None if t is None else t.detach().clone() if values else t._version)
+        for t in (m.weight, m.bias)
+    )
+
+
+def _own_params(m: nn.Module, at_call: tuple) -> bool:
+    """Whether the layer was called with the tensors it holds now, with the values (or
+    versions) they have now (``functional_call`` swaps others in for the call; a forward may
+    write them)."""
+    for (t, val), now in zip(at_call, (m.weight, m.bias), strict=True):
+        if t is not now or now is None:
+            if t is not now:
+                return False
+            continue
+        same = val == now._version if isinstance(val, int) else torch.equal(val, now.detach())
+        if not same:
+            return False
+    return True
 
 
 def _consumers(root) -> dict:
@@ -82,7 +117,7 @@ def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | 
 
     def hook(mod, args, out):
         shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
-        calls.setdefault(mod, []).append((shape, out))
+        calls.setdefault(mod, []).append((shape, out, _params(mod, values=False)))
 
     handles = [m.register_forward_hook(hook) for m in linears]
     try:
@@ -102,22 +137,24 @@ def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | 
             return None
         node = nxt[0]
         for layer, seen in calls.items():
-            if any(o.grad_fn is node for _, o in seen):
+            if any(o.grad_fn is node for _, o, _ in seen):
                 want = (x.shape[0], x[0].numel())  # one row per sample, all of x
                 ok = len(seen) == 1 and seen[0][0] == want and _plain_linear(layer)
-                return layer if ok else None
+                return layer if ok and _own_params(layer, seen[0][2]) else None
         if type(node).__name__ not in _PASS:
             return None
 
 
 def layer_forward(f, layer: nn.Linear, inp: torch.Tensor):
     """(f(inp) (m, C), h (m, k), W x (m, k)) with the graph starting at h = W x + b, a leaf
-    that requires grad; None when the layer was not called exactly once."""
-    held = []
+    that requires grad; None when the layer was not called exactly once, or with other
+    weights than it holds (:func:`_own_params`)."""
+    held, params = [], []
 
     def hook(mod, args, out):
         leaf = out.detach().requires_grad_(True)  # the graph now starts at h
         held.append(leaf)
+        params.append(_params(mod))
         return leaf
 
     handle = layer.register_forward_hook(hook)
@@ -126,7 +163,7 @@ def layer_forward(f, layer: nn.Linear, inp: torch.Tensor):
             out = f(inp)
     finally:
         handle.remove()
-    if len(held) != 1:
+    if len(held) != 1 or not _own_params(layer, params[0]):
         return None
     (h,) = held
     flat = inp.reshape(inp.shape[0], -1)

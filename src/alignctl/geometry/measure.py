@@ -31,12 +31,13 @@ from alignctl.geometry.devices import (
     twice_differentiable,
 )
 from alignctl.geometry.finite import blank_undefined
-from alignctl.geometry.linear_input import layer_jacobian
+from alignctl.geometry.linear_input import NOT_TAKEN, layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
 from alignctl.geometry.metrics.sets import resolve_metrics
 from alignctl.geometry.placement import copy_model, prepare
 from alignctl.geometry.plan import Plan
 from alignctl.geometry.sketched import CENTRED_SKETCHED, sketch_quantities
+from alignctl.geometry.underflow import splice, tiny_samples
 from alignctl.geometry.vjp import (
     check_labels,
     full_jacobian,
@@ -137,7 +138,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     names = _select(metrics, y is not None)
     given = model
     model, dev, dt = prepare(model, device, dtype)
-    opts = {"sketch": sketch, "seed": seed, "errors": errors, "outputs": outputs}
+    opts = {"sketch": sketch, "seed": seed, "errors": errors, "outputs": outputs, "tiny": []}
     try:
         values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts)
     except RuntimeError as e:
@@ -154,6 +155,7 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
             if box is not None:
                 box.clear()  # nothing of the failed attempt is kept
         model, dev, dt = prepare(given, "cpu", dtype)
+        opts["tiny"] = []
         values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                           opts)  # fmt: skip
     bad = [k for k, v in values.items() if not bool(torch.isfinite(v).all())]
@@ -163,7 +165,31 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
         opts["outputs"] = None  # the float32 logits stay: the model's, not its copy's
         values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
                           max_memory, notes, opts)  # fmt: skip
+    elif dt == torch.float32 and opts["tiny"]:
+        values = _underflowed(model, x, y, names, dev, output, batch_size, max_memory, notes,
+                              values, torch.cat(opts["tiny"]))  # fmt: skip
     return blank_undefined(x, values, errors, lambda text: _note(notes, text))
+
+
+def _underflowed(model, x, y, names, dev, output, batch_size, max_memory, notes, values, tiny):
+    """``values`` with the samples whose float32 Jacobian underflowed (:mod:`.underflow`)
+    measured again in float64, on a finite model."""
+    if not bool(tiny.any()) or not _finite_model(model, x):
+        return values
+    idx = tiny.nonzero().squeeze(1)
+    model64 = copy_model(model).to(dtype=torch.float64)
+    sub_y = None if y is None else torch.as_tensor(y)[idx]
+    opts = {"sketch": 0, "seed": 0, "errors": None, "outputs": None, "tiny": None}
+    again = _measure(model64, x[idx], sub_y, names, dev, torch.float64, output, batch_size,
+                     max_memory, notes, opts)  # fmt: skip
+    changed = [
+        k for k, v in again.items() if not torch.equal(v.to(values[k].dtype), values[k][idx])
+    ]
+    if not changed:  # J = 0 in float64 too (dead units): nothing underflowed
+        return values
+    _note(notes, f"{len(idx)} sample(s) with a float32 Jacobian of 0 or below 2^-100 "
+                 "(underflow): measured again in float64")  # fmt: skip
+    return splice(values, idx, again)
 
 
 def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts):
@@ -215,6 +241,8 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                 q, out = _vjp_quantities(f, inp, flat, y, start, needs)
                 q.module = plan.front.model
             logits.append(out)  # None: this chunk's path took no plain forward pass
+            if opts["tiny"] is not None:
+                opts["tiny"].append(tiny_samples(q))
             for name in names:
                 results[name].append(_metric(name, q).detach().cpu())
             for name, err in q.errors.items():
@@ -255,7 +283,7 @@ def _jacobian_parts(plan, xb, f, inp, first, notes, outputs) -> dict:
         got = layer_jacobian(f, plan.layer, inp, vjp_rows, outputs)
         reason = None
         if got is None:
-            reason = "the linear-input layer was not called exactly once: generic path taken"
+            reason = NOT_TAKEN
         elif first:
             k = min(verify.N_CHECK, inp.shape[0])
             generic = full_jacobian(plan.fn(xb[:k]), inp[:k])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 import alignctl.geometry.verify as verify
-from alignctl.geometry.linear_input import layer_forward
+from alignctl.geometry.linear_input import NOT_TAKEN, layer_forward
 from alignctl.geometry.metrics import Quantities
 from alignctl.geometry.products import Operator
 from alignctl.geometry.sketch import Sketch
@@ -28,7 +28,7 @@ def _shortcut(plan, f, inp, first, generator):
     """(Operator at h, W, W x) or a one-line reason why the generic path is taken."""
     got = layer_forward(f, plan.layer, inp)
     if got is None:
-        return "the linear-input layer was not called exactly once: generic path taken"
+        return NOT_TAKEN
     out, h, wx = got
     w = plan.layer.weight.detach()
     op = Operator(out, h, plan.weight_factor(), batched=plan.batched)

@@ -63,7 +63,8 @@ def forward_work(model: nn.Module, xb: torch.Tensor, run=None) -> float:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad(), eval_mode(model):
-            (run or (lambda m, x: m(x)))(model, xb)
+            # a copy: a forward that writes its input (x /= 255) must not change the data
+            (run or (lambda m, x: m(x)))(model, xb.clone())
     except Exception:  # an estimate only: a model that fails here fails visibly later
         pass
     finally:

@@ -112,7 +112,7 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's logits on x (a tensor output, or the logits in a dict/tuple output)."""
     from alignctl.geometry.outputs import select_output
 
-    return select_output(model(x))
+    return select_output(model(x.clone()))  # a forward may write its input (x /= 255)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

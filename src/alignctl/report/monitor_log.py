@@ -152,11 +152,11 @@ def is_monitor_run(path: Path) -> bool:
 def _is_monitor_run(path: Path) -> bool:
     if not path.is_dir() or not (path / LOG_NAME).is_file():
         return False
-    from alignctl.runs.checkpoints import CHECKPOINT_SUFFIXES
+    from alignctl.runs.checkpoints import is_checkpoint_name
 
     folders = [path, path / "checkpoints"]
     return not any(
-        p.suffix in CHECKPOINT_SUFFIXES and not p.name.startswith(".")
+        is_checkpoint_name(p) and not p.name.startswith(".")
         for f in folders if f.is_dir() for p in f.iterdir()
     )  # fmt: skip
 

@@ -19,10 +19,11 @@ import torch
 
 from alignctl.errors import InputError
 from alignctl.runs.checkpoints import (
-    CHECKPOINT_SUFFIXES,
+    ACCEPTED,
     WEIGHTS,
     CheckpointRef,
     discover_checkpoints,
+    is_checkpoint_name,
     load_weights,
     read_weights,
 )
@@ -128,9 +129,9 @@ def _open_run(path, config, model, data, weights, state_key) -> Run:
     if not path.is_dir() and not path.is_file():
         kind = kind_of(path.stat().st_mode)
         raise InputError(f"{path} is {kind}: pass a run directory, a checkpoint folder or file")
-    if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
+    if path.is_file() and not is_checkpoint_name(path):
         raise InputError(
-            f"{path} is not a checkpoint file (accepted: {', '.join(CHECKPOINT_SUFFIXES)}); "
+            f"{path} is not a checkpoint file ({ACCEPTED}); "
             "pass a run directory, a checkpoint folder or a checkpoint file"
         )
     folder = path.parent if path.is_file() else path

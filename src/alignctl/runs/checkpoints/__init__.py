@@ -10,6 +10,7 @@ from alignctl.runs.checkpoints.discovery import (
     STEP_KEYS,
     CheckpointRef,
     discover_checkpoints,
+    is_checkpoint_name,
     sort_checkpoints,
     step_from_metadata,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointRef",
     "discover_checkpoints",
+    "is_checkpoint_name",
     "is_finite_state",
     "load_weights",
     "natural_key",

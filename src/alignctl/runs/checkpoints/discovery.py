@@ -15,13 +15,19 @@ from pathlib import Path
 from alignctl.errors import InputError
 from alignctl.runs.checkpoints.formats import HF_FILES
 from alignctl.runs.checkpoints.order import CheckpointRef, order_checkpoints, sort_checkpoints
-from alignctl.runs.checkpoints.peek import STEP_KEYS, peek, step_from_metadata
+from alignctl.runs.checkpoints.peek import (
+    LONG_SUFFIXES,
+    STEP_KEYS,
+    checkpoint_stem,
+    peek,
+    step_from_metadata,
+)
 from alignctl.runs.limits import kind_of
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 ACCEPTED = (
-    f"accepted: {', '.join(CHECKPOINT_SUFFIXES)} files, or Hugging Face style folders "
-    "holding model.safetensors or pytorch_model.bin"
+    f"accepted: {', '.join(CHECKPOINT_SUFFIXES + LONG_SUFFIXES)} files, or Hugging Face "
+    "style folders holding model.safetensors or pytorch_model.bin"
 )
 # The trainer's resume state (optimizer etc.) lives in checkpoints/state/: not weights to analyse.
 STATE_FOLDER = "state"
@@ -29,8 +35,14 @@ _SHOW = 8
 
 __all__ = [
     "ACCEPTED", "CHECKPOINT_SUFFIXES", "STATE_FOLDER", "STEP_KEYS", "CheckpointRef",
-    "discover_checkpoints", "sort_checkpoints", "step_from_metadata",
+    "checkpoint_stem", "discover_checkpoints", "is_checkpoint_name", "sort_checkpoints",
+    "step_from_metadata",
 ]  # fmt: skip
+
+
+def is_checkpoint_name(path: Path) -> bool:
+    """Whether a file name is one of a checkpoint file (:data:`CHECKPOINT_SUFFIXES`, .pth.tar)."""
+    return path.suffix in CHECKPOINT_SUFFIXES or path.name.endswith(LONG_SUFFIXES)
 
 
 def _is_hf_folder(folder: Path) -> bool:
@@ -39,7 +51,7 @@ def _is_hf_folder(folder: Path) -> bool:
 
 def _ref(path: Path) -> tuple[CheckpointRef, str | None]:
     info = peek(path)
-    name = path.name if path.is_dir() else path.stem
+    name = path.name if path.is_dir() else checkpoint_stem(path)
     return CheckpointRef(path, name, info.step, info.step_from), info.not_weights
 
 
@@ -80,7 +92,7 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
         raise InputError(f"checkpoint path {path} does not exist")
     if kind is not None:
         raise InputError(f"checkpoint path {path} is {kind}, not a checkpoint file or folder")
-    if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
+    if path.is_file() and not is_checkpoint_name(path):
         raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
     if path.is_file() or _is_hf_folder(path):
         ref, why = _ref(path)
@@ -100,10 +112,10 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
                 continue
             if hf:
                 refs.append(_ref(p)[0])
-            elif p.suffix in CHECKPOINT_SUFFIXES:  # named like a checkpoint file: say why not
+            elif is_checkpoint_name(p):  # named like a checkpoint file: say why not
                 skipped.append(f"{p.name}/ (a folder, not a checkpoint file)")
             continue
-        if p.suffix not in CHECKPOINT_SUFFIXES:
+        if not is_checkpoint_name(p):
             continue
         kind = _kind(p)
         if kind is not None:

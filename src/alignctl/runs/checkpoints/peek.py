@@ -32,6 +32,8 @@ from alignctl.runs.checkpoints.select import (
 )
 from alignctl.runs.limits import check_zip, read_text_capped
 
+# timm's CheckpointSaver and PyTorch's ImageNet example write torch.save files as .pth.tar
+LONG_SUFFIXES = (".pth.tar",)
 STEP_KEYS = ("step", "global_step", "global_steps", "iter_num", "iteration", "iter")
 EPOCH_KEY = "epoch"
 TRAINER_STATE = "trainer_state.json"
@@ -126,9 +128,17 @@ def peek(path: Path) -> Peek:
     step, key = _stored_step(meta)
     if step is None and folder is not None:
         step, key = _trainer_state_step(folder), TRAINER_STATE
-    name = path.name if path.is_dir() else path.stem
+    name = path.name if path.is_dir() else checkpoint_stem(path)
     if step is None:
         step, key = number_in_name(name), "name"
     if step is None:
         step, key = as_step(meta.get(EPOCH_KEY)), EPOCH_KEY
     return Peek(step, key if step is not None else None, reason)
+
+
+def checkpoint_stem(path: Path) -> str:
+    """The name without its checkpoint suffix (``checkpoint-9`` of ``checkpoint-9.pth.tar``)."""
+    for long in LONG_SUFFIXES:
+        if path.name.endswith(long) and len(path.name) > len(long):
+            return path.name[: -len(long)]
+    return path.stem
