@@ -66,7 +66,8 @@ def test_a_child_gets_ctrl_c():
 def test_the_suite_is_the_same_under_a_hostile_launcher(tmp_path):
     """The tests above, and one that reads a panel's wrapped words, in a pytest started as CI
     or a script might start it: SIGINT ignored, a 40-column COLUMNS, colour forced, a step
-    summary and alignctl's own variables set. (Each failed a test before tests/conftest.py.)"""
+    summary and alignctl's own variables set, a temporary folder deeper than a socket's path
+    can be. (Each failed a test before tests/conftest.py.)"""
     summary = tmp_path / "summary.md"
     env = {**os.environ, "COLUMNS": "40", "FORCE_COLOR": "1", "ALIGNCTL_VERBOSE": "1",
            "GITHUB_STEP_SUMMARY": str(summary), "CI": "true",
@@ -74,7 +75,9 @@ def test_the_suite_is_the_same_under_a_hostile_launcher(tmp_path):
     tests = [f"{HERE / 'test_hermetic.py'}::test_the_environment_of_the_run_is_kept_out",
              f"{HERE / 'test_hermetic.py'}::test_a_child_gets_ctrl_c",
              f"{HERE / 'test_cli_analyze.py'}::"
-             "test_require_verdict_with_every_output_and_the_step_summary"]  # fmt: skip
+             "test_require_verdict_with_every_output_and_the_step_summary",
+             f"{HERE / 'test_outputs.py'}::test_block_devices_and_sockets_are_refused",
+             f"--basetemp={tmp_path / ('long' * 30)}"]  # fmt: skip
     code = ("import signal, sys, pytest; signal.signal(signal.SIGINT, signal.SIG_IGN); "
             "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *sys.argv[1:]]))")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code, *tests], capture_output=True, text=True,
