@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -55,13 +55,22 @@ def one_error(r, code=2) -> str:
 _PLAIN = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 @settings(max_examples=300, deadline=None)
 @given(value=st.text(max_size=12), option=st.sampled_from(["--fail-under", "--max-drop"]))
+@example(value="0\x1f", option="--fail-under")  # str.strip() drops \x1c-\x1f, float() does not
 def test_threshold_values_are_plain_finite_decimals(value, option):
     """Accepted exactly when VALUE is an ASCII decimal (no '1_0', no other scripts' digits,
     no nan/inf), finite, and for a drop not negative; never any other exception."""
-    plain = _PLAIN.fullmatch(value.strip()) is not None
-    ok = plain and math.isfinite(float(value)) and not (option == "--max-drop" and float(value) < 0)
+    plain, number = _PLAIN.fullmatch(value.strip()) is not None, _float(value)
+    ok = plain and number is not None and math.isfinite(number)
+    ok = ok and not (option == "--max-drop" and number < 0)
     try:
         name, number = parse_assignment(f"test_accuracy={value}", option)
     except InputError:

@@ -16,6 +16,7 @@ from alignctl.cli.common import (
     figure_link,
     heavy_imports,
     note_line,
+    out_console,
     parse_ints,
 )
 from alignctl.errors import GateFailed, InputError
@@ -252,11 +253,9 @@ def _emit(report, outputs, show, wide, figure) -> None:
 def _print_table(report: dict, wide: bool) -> None:
     """The table fitted to the terminal (``COLUMNS`` when piped, 80 without it); rich drops
     colour under NO_COLOR and when not on a terminal."""
-    from rich.console import Console
-
     from alignctl.report import render
 
-    out = Console(highlight=False)
+    out = out_console()
     table = render.rich_table(
         report, width=None if wide else out.width, wide=wide, hint="--wide shows all"
     )

@@ -56,6 +56,20 @@ def err_console():
     return Console(stderr=True)
 
 
+def out_console():
+    """The stdout console for tables and panels: as wide as the terminal when stdout is one,
+    else ``COLUMNS``, else 80. (rich alone measures whichever of stdin, stdout, stderr is a
+    terminal: ``analyze R > report.txt`` typed in a 200-column terminal wrote 200-column
+    lines, and a piped table changed with the window it was started from.)"""
+    from rich.console import Console
+
+    width = None
+    if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        columns = os.environ.get("COLUMNS", "").strip()
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else 80
+    return Console(highlight=False, width=width)
+
+
 def cli_errors(fn):
     """Input errors -> one line on stderr and exit 2; failed gates -> exit 1."""
 

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import check_outputs, cli_errors, err_console, figure_link, parse_ints
+from alignctl.cli.common import (
+    check_outputs,
+    cli_errors,
+    err_console,
+    figure_link,
+    out_console,
+    parse_ints,
+)
 from alignctl.errors import InputError
 
 Opt = typer.Option
@@ -104,13 +111,11 @@ def _panels(text: str | None) -> list[str] | None:
 def _print_table(result: dict) -> None:
     """The table fitted to the terminal (``COLUMNS`` when piped, else 80), as analyze's: no
     number cut, columns that do not fit named below it; --json has everything."""
-    from rich.console import Console
-
     from alignctl.report.compare import table_rows
     from alignctl.report.fit_table import fit_table
 
     header, rows = table_rows(result)
-    out = Console(highlight=False)
+    out = out_console()
     table, need, _ = fit_table(
         header, rows, out.width, keep=("step", "run", "verdict"), wraps=("run", "verdict"),
         title="alignctl compare (differences from the first run in parentheses)",

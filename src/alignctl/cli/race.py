@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from alignctl.cli.common import check_output_folder, check_outputs, cli_errors, err_console
+from alignctl.cli.common import (
+    check_output_folder,
+    check_outputs,
+    cli_errors,
+    err_console,
+    out_console,
+)
 from alignctl.errors import InputError
 from alignctl.report import render_race
 from alignctl.train.jsonio import dumps_strict
@@ -101,9 +107,7 @@ def _emit(result: dict, outputs, json_out, markdown, quiet: bool) -> None:
     outputs.write("--markdown", lambda: markdown_table(result))
     outputs.finish()
     if not quiet and "-" not in (json_out, markdown):
-        from rich.console import Console
-
-        out = Console(highlight=False)
+        out = out_console()
         if out.is_terminal:  # a table for people; Markdown for files and pipes
             table, need = render_race.fitted(result, out.width)
             out.width = max(out.width, need)  # the kept columns alone may need more: cut nothing
