@@ -213,3 +213,37 @@ def test_cached_and_sharded_reports_read_the_class_count_as_analyze_does(
             c["verdict"] for c in want["checkpoints"]
         ]
     assert got["cache"]["hits"] == 2
+
+
+def test_a_tuple_of_several_batch_tensors_says_which_one_was_taken(tmp_path):
+    """(logits, features) and (features, logits) look alike to the convention (the first
+    tensor); taking features for logits would be silent wrong numbers, so the choice is a note
+    in the report (and on stderr), and gone once ``--output`` chooses."""
+    x = np.random.default_rng(4).integers(0, 256, size=(12, 8)).astype(np.uint8)
+    root = make_run(tmp_path / "r", "tuple_in_place", x)
+    r, report = run_cli(root, "--json", "-", "--metrics", "fast")
+    assert r.exit_code == 0, r.stderr
+    said = [n for n in report["notes"] if "taken as the logits" in n]
+    assert len(said) == 1 and "[0] (n, 3), [1] (n, 8)" in said[0] and "--output" in said[0]
+    assert "taken as the logits" in r.stderr
+    r, report = run_cli(root, "--json", "-", "--metrics", "fast", "--output", "0")
+    assert r.exit_code == 0 and not any("taken as the logits" in n for n in report["notes"])
+
+
+@pytest.mark.parametrize(
+    "out, noted",
+    [
+        (lambda z: (z, z[:, :2]), True),  # two (n, .) tensors
+        (lambda z: [z, None, z], True),
+        (lambda z: (z, torch.zeros(())), False),  # a scalar beside the logits (a loss)
+        (lambda z: (z, z[:1]), False),  # not one row per sample
+        (lambda z: (z,), False),
+        (lambda z: {"logits": z, "f": z}, False),  # a named choice, not a convention
+        (lambda z: z, False),
+    ],
+)
+def test_ambiguous_outputs(out, noted):
+    import alignctl.geometry.outputs as outputs
+
+    note = outputs.ambiguous(out(torch.zeros(4, 3)))
+    assert (note is not None) == noted

@@ -26,7 +26,7 @@ from torch import nn
 from alignctl.errors import InputError
 from alignctl.geometry.indices import PROTOCOL as OPT_IN
 from alignctl.geometry.indices import checked, embeddings, explain_integer_failure
-from alignctl.geometry.outputs import check_spec, select_output
+from alignctl.geometry.outputs import ambiguous, check_spec, select_output
 from alignctl.geometry.transfer import to_device
 from alignctl.geometry.wrappers import unwrap  # torch.compile, DataParallel, DDP
 
@@ -100,6 +100,7 @@ class ModelFront:
         self.model = unwrap(model)
         self.output = check_spec(output)
         self.embedding, self.call = None, 0
+        self.output_note: str | None = None  # outputs.ambiguous, from the first forward pass
         self.embeddings = embeddings(self.model)  # each checks its indices (.indices)
         if hasattr(self.model, "embed") and hasattr(self.model, "forward_embedded"):
             self.kind = "protocol"
@@ -118,6 +119,8 @@ class ModelFront:
         return self.kind != "plain"
 
     def logits(self, out) -> torch.Tensor:
+        if self.output_note is None:
+            self.output_note = ambiguous(out, self.output) or ""
         return select_output(out, self.output)
 
     def raw(self, xb: torch.Tensor, device=None, copy: bool = True) -> torch.Tensor:

@@ -92,6 +92,28 @@ def _by_convention(out):
     raise InputError(f"the model returned {describe(out)}, not a tensor of logits; {HOW}")
 
 
+def ambiguous(out, spec=None) -> str | None:
+    """A note when the convention chose among several candidates: no ``spec`` and a plain
+    tuple or list (no ``logits`` field) holding more than one tensor with the chosen one's
+    number of rows, as ``(features, logits)`` does; None otherwise. The first tensor is taken
+    by convention; features taken for logits would give wrong numbers silently, so the choice
+    is said."""
+    if spec is not None or isinstance(out, (torch.Tensor, str, Mapping)):
+        return None
+    if not isinstance(out, Sequence) or isinstance(getattr(out, "logits", None), torch.Tensor):
+        return None
+    tensors = [v for v in out if isinstance(v, torch.Tensor) and v.dim() >= 1]
+    if len(tensors) < 2 or sum(t.shape[0] == tensors[0].shape[0] for t in tensors) < 2:
+        return None
+    first = next(i for i, v in enumerate(out) if v is tensors[0])
+    rows = lambda v: ", ".join(["n", *map(str, v.shape[1:])])  # noqa: E731 (any batch size)
+    items = [f"[{i}] " + (f"({rows(v)})" if v is not None and any(v is t for t in tensors)
+                          else type(v).__name__) for i, v in enumerate(list(out)[:8])]  # fmt: skip
+    return (f"the model returned a {type(out).__name__} of {len(out)} ({', '.join(items)}): "
+            f"element {first} taken as the logits (the first tensor, by convention); if "
+            f"another one is, {HOW}")  # fmt: skip
+
+
 def select_output(out, spec=None) -> torch.Tensor:
     """The logits tensor of a model's output ``out`` (see the module docstring)."""
     if isinstance(out, torch.Tensor):
