@@ -83,6 +83,24 @@ class Run:
         )  # fmt: skip
         return ck.meta, texts
 
+    def input_files(self) -> list[Path]:
+        """Every file an analysis of this run reads: its checkpoints (each file of a folder
+        checkpoint), its config, its data file and factory files. A command's outputs must
+        name none of them (the CLI refuses one that does: it would replace an input)."""
+        from alignctl.runs.config import _absolute_paths
+
+        files = [Path(self.config.path)] if getattr(self.config, "path", None) else []
+        for ref in self.checkpoints:
+            p = Path(ref.path)
+            files += list(p.iterdir()) if p.is_dir() else [p]
+        for section in (self.config.model, self.config.data):
+            resolved = _absolute_paths(section or {}, Path(self.config.base_dir))
+            if isinstance(resolved.get("path"), str):
+                files.append(Path(resolved["path"]))
+            if isinstance(resolved.get("factory"), str):
+                files.append(Path(resolved["factory"].rsplit(":", 1)[0]))
+        return files
+
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""
         from alignctl.runs.models import build_model

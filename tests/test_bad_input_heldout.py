@@ -1,0 +1,132 @@
+"""Held-out fuzz cases (a checker's pass after issue 16) that broke a promise: each is the
+smallest case of its kind. Every case: exit 2, one ``error:`` line, no traceback, every file
+that was there unchanged (bytes and kind)."""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alignctl.cli.assemble import app
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_bad_input import make_run  # noqa: E402
+
+
+def _state(root: Path) -> dict:
+    """Path -> (kind, content hash or link target) of everything under ``root``."""
+    out = {}
+    for p in root.rglob("*"):
+        st = p.lstat()
+        body = os.readlink(p) if p.is_symlink() else None
+        if body is None and p.is_file():
+            body = hashlib.sha256(p.read_bytes()).hexdigest()
+        out[p] = (st.st_mode & 0o170000, body)
+    return out
+
+
+def refused(tmp_path: Path, argv: list[str], *fragments: str, env=None) -> str:
+    before = _state(tmp_path)
+    r = CliRunner().invoke(app, argv, env=env)
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr, r.exception)
+    assert "Traceback" not in r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    assert _state(tmp_path) == before, "a file that was there changed"
+    return lines[0]
+
+
+# ---- an output naming a file the command reads would replace its input ----------------------
+
+FIRST = "checkpoints/step_0.safetensors"
+INPUTS = {
+    "a checkpoint": lambda r, t: r / "checkpoints" / "step_10.safetensors",
+    "the data file": lambda r, t: r / "data.npz",
+    "alignctl.yaml": lambda r, t: r / "alignctl.yaml",
+    "a link to a checkpoint": lambda r, t: _link(t / "x.json", r / FIRST),
+}  # fmt: skip
+OUTPUTS = ["--json", "--csv", "--markdown", "GITHUB_STEP_SUMMARY"]
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+@pytest.mark.parametrize("label", OUTPUTS)
+@pytest.mark.parametrize("which", sorted(INPUTS))
+def test_analyze_outputs_never_name_an_input(tmp_path, label, which):
+    run = make_run(tmp_path / "r")
+    dest = str(INPUTS[which](run, tmp_path))
+    args = ["analyze", str(run), "--quiet", "--no-cache"]
+    env = {"GITHUB_STEP_SUMMARY": dest} if label == "GITHUB_STEP_SUMMARY" else None
+    refused(tmp_path, args + ([] if env else [label, dest]), label, "input", env=env)
+
+
+def test_plot_onto_a_link_to_a_checkpoint_is_refused(tmp_path):
+    run = make_run(tmp_path / "r")
+    link = _link(tmp_path / "fig.png", run / "checkpoints" / "step_0.safetensors")
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", "--plot", str(link)], "input")
+
+
+def test_baseline_and_config_are_inputs_too(tmp_path):
+    run = make_run(tmp_path / "r")
+    base = tmp_path / "base.json"
+    r = CliRunner().invoke(app, ["analyze", str(run), "--quiet", "--no-cache", "--json", str(base)])
+    assert r.exit_code == 0, r.stderr
+    drop = ["--baseline", str(base), "--max-drop", "test_accuracy=0.5"]
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", *drop, "--json", str(base)],
+            "--json", "input")  # fmt: skip
+    cfg = run / "alignctl.yaml"
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", "--config", str(cfg),
+                       "--markdown", str(cfg)], "--markdown", "input")  # fmt: skip
+
+
+def test_compare_and_geometry_outputs_never_name_an_input(tmp_path):
+    run = make_run(tmp_path / "r")
+    report = tmp_path / "a.json"
+    r = CliRunner().invoke(
+        app, ["analyze", str(run), "--quiet", "--no-cache", "--json", str(report)]
+    )
+    assert r.exit_code == 0, r.stderr
+    other = tmp_path / "b.json"
+    other.write_bytes(report.read_bytes())
+    refused(tmp_path, ["compare", str(report), str(other), "--quiet", "--json", str(other)],
+            "--json", "input")  # fmt: skip
+    refused(tmp_path, ["compare", str(report), str(run), "--quiet", "--markdown",
+                       str(run / "data.npz")], "--markdown", "input")  # fmt: skip
+    ckpt = run / "checkpoints" / "step_10.safetensors"
+    refused(tmp_path, ["geometry", str(run), "--out", str(tmp_path / "g.png"), "--resolution",
+                       "16", "--json", str(ckpt)], "--json", "input")  # fmt: skip
+
+
+def test_race_outputs_never_name_its_config(tmp_path):
+    cfg = tmp_path / "race.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": {"arch": "mlp", "in_features": 4, "hidden": [4], "out_features": 2},
+                "data": {"task": "sparse-parity"},
+            }
+        )
+    )
+    refused(tmp_path, ["race", "--config", str(cfg), "--out", str(tmp_path / "o"), "--seeds", "1",
+                       "--json", str(cfg)], "--json", "input")  # fmt: skip
+
+
+# ---- a name ending in / names a folder: Path() would drop the slash and write a file ---------
+
+
+@pytest.mark.parametrize("label", ["--json", "--csv", "--markdown", "--plot"])
+def test_a_trailing_slash_is_a_folder_not_a_file(tmp_path, label):
+    run = make_run(tmp_path / "r")
+    name = {"--plot": "fig.png"}.get(label, "out.txt")
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", label, f"{tmp_path}/{name}/"],
+            label, "folder")  # fmt: skip
+    assert not (tmp_path / name).exists()
