@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -130,3 +131,45 @@ def test_a_trailing_slash_is_a_folder_not_a_file(tmp_path, label):
     refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", label, f"{tmp_path}/{name}/"],
             label, "folder")  # fmt: skip
     assert not (tmp_path / name).exists()
+
+
+# ---- numbers that pass a check as one type and break it as another -------------------------
+
+X = np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4)
+Y = np.arange(6) % 3
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        # finite in float64, inf once cast to the float32 the model reads
+        ({"x_train": X.astype(np.float64) * 1e300, "y_train": Y}, "float32's range"),
+        # .long() wrapped these into -1 and -2**63: the message named a label nobody wrote
+        ({"x_train": X, "y_train": np.full(6, 2**64 - 1, dtype=np.uint64)}, "1.84467e+19"),
+        ({"x_train": X, "y_train": np.full(6, 1e20)}, "1e+20"),
+    ],
+    ids=["x float64 1e300", "y uint64 max", "y float 1e20"],
+)
+def test_data_values_that_change_under_a_cast(tmp_path, arrays, fragment):
+    run = make_run(tmp_path / "r", data=arrays)
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache"], fragment)
+
+
+@pytest.mark.parametrize("bound", [".nan", ".inf", "true"])
+def test_input_range_bounds_are_finite_numbers(tmp_path, bound):
+    """``[.nan, 1]`` passed ``low < high`` (every comparison with NaN is False)."""
+    cfg = (f"model: {{arch: mlp, in_features: 4, hidden: [8], out_features: 3}}\n"
+           f"data: {{path: data.npz, input_range: [{bound}, 2]}}\n")  # fmt: skip
+    run = make_run(tmp_path / "r", config=cfg)
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache"], "input_range")
+
+
+def test_a_seed_torch_cannot_take_is_an_input_error(tmp_path):
+    """train.seed 2**70 reached torch.manual_seed: "internal error ... this is a bug"."""
+    cfg = ("model: {arch: mlp, in_features: 4, hidden: [8], out_features: 3}\n"
+           "data: {path: data.npz}\n"
+           "train: {seed: 1180591620717411303424, epochs: 1}\n")  # fmt: skip
+    run = make_run(tmp_path / "r", config=cfg)
+    line = refused(tmp_path, ["train", "--config", str(run / "alignctl.yaml"), "--out",
+                              str(tmp_path / "out"), "--quiet"], "train.seed")  # fmt: skip
+    assert "internal error" not in line
