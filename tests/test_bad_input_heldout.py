@@ -173,3 +173,48 @@ def test_a_seed_torch_cannot_take_is_an_input_error(tmp_path):
     line = refused(tmp_path, ["train", "--config", str(run / "alignctl.yaml"), "--out",
                               str(tmp_path / "out"), "--quiet"], "train.seed")  # fmt: skip
     assert "internal error" not in line
+
+
+# ---- resources: what torch would take that the checks could not see --------------------------
+
+
+def _zip64_patched(raw: bytes, how: str) -> bytes:
+    """A torch.save zip (which carries zip64 records) that torch still reads but
+    :mod:`zipfile` refuses: a zip64 locator naming disk 1, or a broken zip64 record."""
+    raw = bytearray(raw)
+    if how == "locator on disk 1":
+        at = raw.rfind(b"PK\x06\x07")
+        raw[at + 4 : at + 8] = (1).to_bytes(4, "little")
+    else:
+        at = raw.rfind(b"PK\x06\x06")
+        raw[at : at + 4] = b"XXXX"
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("how", ["locator on disk 1", "zip64 record broken"])
+def test_a_zip_whose_directory_only_torch_reads_is_refused(tmp_path, how):
+    """The bomb checks read the zip directory with zipfile; a zip it could not parse was left to
+    torch's more lenient reader, so a 1 MiB bomb patched this way inflated 1 GiB unchecked."""
+    import io
+    import zipfile
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, buf)
+    raw = _zip64_patched(buf.getvalue(), how)
+    assert torch.load(io.BytesIO(raw), weights_only=True)["w"].shape == (4,)  # torch reads it
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(io.BytesIO(raw))
+    run = make_run(tmp_path / "r")
+    (run / "checkpoints" / "step_5.pt").write_bytes(raw)
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache"], "step_5.pt", "zip directory")
+
+
+@pytest.mark.parametrize("n", ["0", "100000"])
+def test_threads_beyond_what_torch_survives(tmp_path, n):
+    """--threads 100000 killed analyze with SIGSEGV (libgomp could not create the threads)."""
+    run = make_run(tmp_path / "r")
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", "--threads", n], "threads")
+    refused(tmp_path, ["train", "--task", "sparse-parity", "--epochs", "1", "--threads", n,
+                       "--out", str(tmp_path / "t"), "--quiet"], "threads")  # fmt: skip

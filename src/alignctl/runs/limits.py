@@ -114,15 +114,21 @@ def read_text_capped(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
 def check_zip(path: Path, what: str) -> None:
     """Refuse a zip whose members declare more than the budget, or inflate past the ratio.
 
-    Reads only the central directory (at the end of the file). A zip that cannot be parsed is
-    left to the reader, which reports it as corrupt.
+    Reads only the central directory (at the end of the file). A file that does not start as
+    a zip (a legacy torch pickle, a ``.npy``) is left to its reader. One that does (torch and
+    NumPy then read it as a zip) but whose directory :mod:`zipfile` cannot parse is refused:
+    torch's reader is more lenient (a zip64 locator naming another disk, a broken zip64
+    record), so leaving it to the reader let a bomb inflate unchecked.
     """
     size = check_budget(path, what)
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return
+        raise InputError(f"{what} {path}: its zip directory cannot be read ({e})") from None
     budget = read_budget()
     declared = sum(i.file_size for i in infos)
     packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
