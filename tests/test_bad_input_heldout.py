@@ -218,3 +218,37 @@ def test_threads_beyond_what_torch_survives(tmp_path, n):
     refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache", "--threads", n], "threads")
     refused(tmp_path, ["train", "--task", "sparse-parity", "--epochs", "1", "--threads", n,
                        "--out", str(tmp_path / "t"), "--quiet"], "threads")  # fmt: skip
+
+
+# ---- JSON nested past the recursion limit is malformed JSON, not an internal error ------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _st_with_header(header: str) -> bytes:
+    raw = header.encode()
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def test_a_safetensors_header_nested_100000_deep(tmp_path):
+    run = make_run(tmp_path / "r", ckpts={"step_5.safetensors": _st_with_header(DEEP)})
+    line = refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache"], "step_5")
+    assert "internal error" not in line
+
+
+def test_a_safetensors_metadata_value_nested_100000_deep(tmp_path):
+    """Metadata values are decoded as JSON when they are JSON (the step): RecursionError."""
+    header = json.dumps({"__metadata__": {"step": DEEP}, "w": {"dtype": "F32", "shape": [1],
+                                                              "data_offsets": [0, 4]}})  # fmt: skip
+    header += " " * (-len(header) % 8)
+    run = make_run(tmp_path / "r", ckpts={"step_5.safetensors": _st_with_header(header) + bytes(4)})
+    line = refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache"], "step_5")
+    assert "internal error" not in line
+
+
+def test_a_compared_report_nested_100000_deep(tmp_path):
+    (tmp_path / "a.json").write_text(DEEP)
+    (tmp_path / "b.json").write_text("{}")
+    argv = ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--quiet"]
+    line = refused(tmp_path, argv, "a.json", "not a readable JSON report")
+    assert "internal error" not in line

@@ -16,6 +16,7 @@ from pathlib import Path
 from alignctl.errors import InputError
 from alignctl.report.figures import COLORS
 from alignctl.report.figures.trajectories import Series
+from alignctl.runs.limits import loads_json
 
 ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy", "noise_accuracy")
 SHOWN = {"train_accuracy": "train acc", "test_accuracy": "test acc",
@@ -33,7 +34,7 @@ def load_report(spec, **analyze_kwargs) -> dict:
         return report_from_log(path)
     if path.is_file() and path.suffix == ".json":
         try:
-            report = json.loads(path.read_text())
+            report = loads_json(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{path}: not a readable JSON report ({e})") from None
         cks = report.get("checkpoints") if isinstance(report, dict) else None

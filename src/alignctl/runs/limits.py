@@ -15,6 +15,7 @@ documented budget allows (docs/config.md, "Reading limits").
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import zipfile
@@ -109,6 +110,17 @@ def read_text_capped(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
         raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def loads_json(text: str | bytes, **kwargs):
+    """``json.loads`` for files alignctl did not write: nesting deeper than Python's recursion
+    limit (``[[[...]]]`` 100,000 deep) is a :class:`json.JSONDecodeError` (a ValueError), as
+    any other malformed JSON, not a RecursionError that no caller expects."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        doc = text if isinstance(text, str) else ""
+        raise json.JSONDecodeError("nested too deeply", doc, 0) from None
 
 
 def check_zip(path: Path, what: str) -> None:

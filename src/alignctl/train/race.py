@@ -17,7 +17,6 @@ re-raises ``KeyboardInterrupt``; finished pairs are on disk and are skipped next
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,6 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import loads_json
 from alignctl.train.jsonio import dumps_strict, loads_strict
 
 
@@ -38,7 +38,7 @@ def pair_dir(out: Path, reg: str, seed: int) -> Path:
 
 def finished(path: Path) -> dict | None:
     try:
-        summary = json.loads((path / "run.json").read_text())
+        summary = loads_json((path / "run.json").read_text())
     except (OSError, ValueError):
         return None
     return summary if summary.get("race_done") else None

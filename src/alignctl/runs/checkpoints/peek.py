@@ -30,7 +30,7 @@ from alignctl.runs.checkpoints.select import (
     refuse_pickled_module,
     scalar_value,
 )
-from alignctl.runs.limits import check_zip, read_text_capped
+from alignctl.runs.limits import check_zip, loads_json, read_text_capped
 
 STEP_KEYS = ("step", "global_step", "global_steps", "iter_num", "iteration", "iter")
 EPOCH_KEY = "epoch"
@@ -77,7 +77,7 @@ def _trainer_state_step(folder: Path) -> int | None:
     if not file.is_file():
         return None
     try:
-        state = json.loads(read_text_capped(file, "trainer state"))
+        state = loads_json(read_text_capped(file, "trainer state"))
     except (InputError, json.JSONDecodeError):
         return None
     return as_step(state.get("global_step")) if isinstance(state, dict) else None
