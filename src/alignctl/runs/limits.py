@@ -112,6 +112,11 @@ def read_text_capped(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
         raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
+class UnreadableZip(InputError):
+    """A file that starts as a zip but whose directory cannot be parsed (corrupt, truncated,
+    still being written, or made for a lenient reader): :func:`check_zip` refuses it."""
+
+
 def loads_json(text: str | bytes, **kwargs):
     """``json.loads`` for files alignctl did not write: nesting deeper than Python's recursion
     limit (``[[[...]]]`` 100,000 deep) is a :class:`json.JSONDecodeError` (a ValueError), as
@@ -140,7 +145,7 @@ def check_zip(path: Path, what: str) -> None:
         with open(path, "rb") as fh:
             if fh.read(4) != b"PK\x03\x04":
                 return
-        raise InputError(f"{what} {path}: its zip directory cannot be read ({e})") from None
+        raise UnreadableZip(f"{what} {path}: its zip directory cannot be read ({e})") from None
     budget = read_budget()
     declared = sum(i.file_size for i in infos)
     packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]

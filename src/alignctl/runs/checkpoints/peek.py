@@ -30,7 +30,7 @@ from alignctl.runs.checkpoints.select import (
     refuse_pickled_module,
     scalar_value,
 )
-from alignctl.runs.limits import check_zip, loads_json, read_text_capped
+from alignctl.runs.limits import UnreadableZip, check_zip, loads_json, read_text_capped
 
 STEP_KEYS = ("step", "global_step", "global_steps", "iter_num", "iteration", "iter")
 EPOCH_KEY = "epoch"
@@ -87,7 +87,10 @@ def _file_meta(path: Path) -> tuple[dict, str | None]:
     """(metadata, reason it is not weights) of one file; InputError for hostile files."""
     if path.suffix == ".safetensors":
         return parse_metadata(safetensors_header(path).get("__metadata__")), None
-    check_zip(path, "checkpoint")
+    try:
+        check_zip(path, "checkpoint")
+    except UnreadableZip:  # broken, or still being written: reported in full when read
+        return {}, None
     try:
         obj, _ = torch_load(path, mmap=True)
     except InputError:
