@@ -24,8 +24,9 @@ def _state(root: Path) -> dict:
     for p in root.rglob("*"):
         st = p.lstat()
         body = os.readlink(p) if p.is_symlink() else None
-        if body is None and p.is_file():
-            body = hashlib.sha256(p.read_bytes()).hexdigest()
+        if body is None and p.is_file():  # a sparse 64 GiB file: its size and time
+            big = st.st_size > 16 << 20
+            body = (st.st_size, st.st_mtime_ns) if big else hashlib.sha256(p.read_bytes()).digest()
         out[p] = (st.st_mode & 0o170000, body)
     return out
 
@@ -252,3 +253,49 @@ def test_a_compared_report_nested_100000_deep(tmp_path):
     argv = ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--quiet"]
     line = refused(tmp_path, argv, "a.json", "not a readable JSON report")
     assert "internal error" not in line
+
+
+# ---- inputs that reached an "internal error" (a bug line) instead of an input error ----------
+
+
+@pytest.mark.parametrize(
+    ("report", "fragment"),
+    [
+        ('{"checkpoints": [{"step": "x", "metrics": {}}]}', "integer step"),  # TypeError
+        ('{"checkpoints": [{"step": 0, "metrics": [1]}]}', "integer step"),
+        (None, "64 MiB"),  # a sparse 64 GiB report: read whole, MemoryError
+    ],
+    ids=["step a string", "metrics a list", "sparse 64 GiB"],
+)
+def test_compare_refuses_reports_it_cannot_use(tmp_path, report, fragment):
+    bad, good = tmp_path / "bad.json", tmp_path / "good.json"
+    good.write_text('{"checkpoints": [{"step": 0, "metrics": {"jacobian_norm": 1.0}}]}')
+    if report is None:
+        bad.write_text("{}")
+        os.truncate(bad, 64 << 30)
+    else:
+        bad.write_text(report)
+    line = refused(tmp_path, ["compare", str(good), str(bad), "--quiet"], "bad.json", fragment)
+    assert "internal error" not in line
+
+
+FREEZE_CFG = {
+    "model": {"arch": "mlp", "in_features": 10, "hidden": [16], "out_features": 2},
+    "data": {"task": "sparse-parity", "n": 120, "n_bits": 10, "k": 3},
+    "train": {"epochs": 1},
+}
+
+
+@pytest.mark.parametrize(("freeze", "fragment"), [(["nope."], "no parameter"), ([""], "every")])
+def test_a_freeze_that_freezes_nothing_or_everything(tmp_path, freeze, fragment):
+    """A typo froze nothing, silently (exit 0); "" froze all: torch's "empty parameter list"."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({**FREEZE_CFG, "train": {"epochs": 1, "freeze": freeze}}))
+    argv = ["train", "--config", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]
+    assert "internal error" not in refused(tmp_path, argv, "train.freeze", fragment)
+
+
+def test_a_race_of_a_trillion_seeds_is_refused_before_listing_them(tmp_path):
+    argv = ["race", "--task", "sparse-parity", "--out", str(tmp_path / "o"), "--seeds",
+            str(10**12), "--quiet"]  # fmt: skip
+    assert "internal error" not in refused(tmp_path, argv, "100,000")
