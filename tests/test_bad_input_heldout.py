@@ -299,3 +299,11 @@ def test_a_race_of_a_trillion_seeds_is_refused_before_listing_them(tmp_path):
     argv = ["race", "--task", "sparse-parity", "--out", str(tmp_path / "o"), "--seeds",
             str(10**12), "--quiet"]  # fmt: skip
     assert "internal error" not in refused(tmp_path, argv, "100,000")
+
+
+def test_train_out_onto_a_broken_link_says_so_before_any_work(tmp_path):
+    """It passed the up-front check (nothing there) and failed after building the run with
+    "cannot create ...: File exists"."""
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    argv = ["train", "--task", "sparse-parity", "--epochs", "1", "--out", str(tmp_path / "out")]
+    refused(tmp_path, [*argv, "--quiet"], "--out", "broken symbolic link")

@@ -103,6 +103,8 @@ def check_writable_folder(path: str | os.PathLike[str]) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if os.path.islink(path):  # mkdir would fail late with "File exists"
+            raise FileExistsError(errno.EEXIST, "it is a broken symbolic link") from None
         folder = _existing_ancestor(path)
         if not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder") from None
