@@ -216,8 +216,23 @@ def _main(
     configure_warnings(_STATE["verbose"])
 
 
+_TERMINATED: list[int] = []  # set when SIGTERM arrives, in case its exception is swallowed
+
+
 def _terminate(signum, frame):
+    _TERMINATED.append(signum)
     raise Terminated()
+
+
+def _quiet_terminated(default):
+    """An unraisable-exception hook that drops our own Terminated: raised inside a callback
+    (importlib's module-lock weakref) it was printed as "Exception ignored ... Traceback"."""
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, Terminated):
+            default(unraisable)
+
+    return hook
 
 
 def main() -> None:
@@ -252,10 +267,21 @@ def _run_app() -> None:
     """The app, with SIGTERM turned into an exception (temporary files are removed on the way
     out) and any unexpected error shown as one line, exit 2."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        # torch's C initialisation imports numpy and swallows any exception that import
+        # raises: a SIGTERM (or Ctrl-C) landing there was lost and the command ran to the end
+        # with exit 0. Import it first (SIGTERM's default action covers that time: nothing is
+        # written yet).
+        import numpy  # noqa: F401
+
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate)
+            sys.unraisablehook = _quiet_terminated(sys.unraisablehook)
+        try:
+            app()
+        finally:
+            if _TERMINATED:  # raised where it was swallowed (a callback): still terminated
+                raise Terminated()
     except Terminated:
         typer.echo("terminated", err=True)
         sys.exit(143)
