@@ -343,3 +343,66 @@ def test_a_sigterm_swallowed_by_a_library_still_exits_143(monkeypatch, capsys):
     hook(types.SimpleNamespace(exc_value=Terminated()))  # dropped: no "Exception ignored"
     hook(types.SimpleNamespace(exc_value=ValueError("x")))  # anything else: as before
     assert len(seen) == 1
+
+
+# ---- files alignctl may not read, names it cannot expand, files too big to read ---------------
+
+
+def test_resume_of_a_run_whose_checkpoints_may_not_be_listed(tmp_path):
+    """train --resume on a mode-000 checkpoints/ (root's bypass dropped): PermissionError as
+    an internal error."""
+    import subprocess
+
+    from test_checkpoints_hostile import _drop_caps
+
+    prefix = _drop_caps()
+    run = tmp_path / "run"
+    argv = ["train", "--task", "sparse-parity", "--epochs", "1", "--out", str(run), "--quiet"]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    (run / "checkpoints").chmod(0)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        cmd = [*prefix, sys.executable, "-m", "alignctl", "train", "--resume", str(run), "-q"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        (run / "checkpoints").chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: cannot read") and "internal" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_home_folder_that_does_not_exist(tmp_path):
+    cfg = ("model: {arch: mlp, in_features: 4, hidden: [8], out_features: 3}\n"
+           "data: {path: ~no_such_user_qa13/data.npz}\n")  # fmt: skip
+    run = make_run(tmp_path / "r", config=cfg)
+    refused(tmp_path, ["analyze", str(run), "--quiet", "--no-cache"], "~no_such_user_qa13")
+
+
+def test_a_sparse_64_gib_monitor_log_is_not_read(tmp_path):
+    (tmp_path / "m").mkdir()
+    log = tmp_path / "m" / "alignment.jsonl"
+    log.write_text('{"step": 1}\n')
+    os.truncate(log, 64 << 30)
+    refused(tmp_path, ["analyze", str(tmp_path / "m"), "--quiet"], "alignment.jsonl", "64 GiB")
+
+
+def test_a_run_json_that_does_not_parse_does_not_stop_a_follow():
+    from alignctl.report.run_watcher import _interrupted
+
+    assert _interrupted("[" * 100_000) is False and _interrupted("{") is False
+
+
+def test_the_figure_link_in_markdown_is_the_figure(tmp_path):
+    """``--plot "a b) ![x](y.png"``: the Markdown image pointed at y.png."""
+    from urllib.parse import unquote
+
+    from markdown_it import MarkdownIt
+
+    run = make_run(tmp_path / "r")
+    name = "a b) ![x](y.png"
+    argv = ["analyze", str(run), "-q", "--no-cache", "--plot", str(tmp_path / name),
+            "--markdown", str(tmp_path / "r.md")]  # fmt: skip
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    tokens = MarkdownIt("commonmark").parse((tmp_path / "r.md").read_text())
+    images = [c for t in tokens for c in (t.children or []) if c.type == "image"]
+    assert [unquote(i.attrs["src"]) for i in images] == [name]

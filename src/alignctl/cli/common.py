@@ -236,9 +236,12 @@ def figure_link(plot: Path, markdown: str) -> str:
     """The figure's path relative to the Markdown file's folder (or the current directory when
     the Markdown goes to stdout), as a Markdown link target."""
     import os
+    from urllib.parse import quote
 
     base = Path.cwd() if markdown == "-" else Path(markdown).resolve().parent
-    return Path(os.path.relpath(Path(plot).resolve(), base)).as_posix()
+    # percent-encoded: a name holding ") ![x](y.png" or spaces made another (or no) image
+    rel = Path(os.path.relpath(Path(plot).resolve(), base)).as_posix()
+    return quote(os.fsencode(rel), safe="/")  # bytes: a name that is not UTF-8 stays itself
 
 
 # set by the console script (assemble.main): the process is alignctl's own, so what the

@@ -55,7 +55,10 @@ def _parses(text: str) -> bool:
 
 def _interrupted(text: str) -> bool:
     """run.json (which parses) says the run stopped part way."""
-    summary = loads_json(text)
+    try:  # a run.json that does not parse (garbage, nested too deep) says nothing
+        summary = loads_json(text)
+    except ValueError:
+        return False
     return isinstance(summary, dict) and bool(summary.get("interrupted", False))
 
 

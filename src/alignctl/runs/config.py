@@ -18,7 +18,7 @@ import yaml
 
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text
-from alignctl.runs.limits import read_text_capped
+from alignctl.runs.limits import expand_user, read_text_capped
 from alignctl.runs.validate import short
 
 TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
@@ -70,13 +70,13 @@ def _absolute_paths(section: dict, base_dir: Path) -> dict:
     out = copy.deepcopy(section)
     for key in ("path", "root"):
         if isinstance(out.get(key), str):
-            p = Path(out[key]).expanduser()
+            p = expand_user(out[key])
             out[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
     spec = out.get("factory")
     if isinstance(spec, str) and ":" in spec:
         target, name = spec.rsplit(":", 1)
         if target.endswith(".py") or "/" in target or "\\" in target:
-            p = Path(target).expanduser()
+            p = expand_user(target)
             out["factory"] = f"{p if p.is_absolute() else (base_dir / p).resolve()}:{name}"
     return out
 

@@ -117,6 +117,15 @@ class UnreadableZip(InputError):
     still being written, or made for a lenient reader): :func:`check_zip` refuses it."""
 
 
+def expand_user(text: str) -> Path:
+    """``Path(text).expanduser()``; ``~nosuchuser/x`` is an InputError (pathlib raises a
+    RuntimeError: "Could not determine home directory")."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise InputError(f"cannot expand {text!r}: no such user's home folder") from None
+
+
 def loads_json(text: str | bytes, **kwargs):
     """``json.loads`` for files alignctl did not write: nesting deeper than Python's recursion
     limit (``[[[...]]]`` 100,000 deep) is a :class:`json.JSONDecodeError` (a ValueError), as
@@ -141,7 +150,9 @@ def check_zip(path: Path, what: str) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except OSError as e:  # mode 000: as the reader would say, on one line
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
         with open(path, "rb") as fh:
             if fh.read(4) != b"PK\x03\x04":
                 return

@@ -26,7 +26,7 @@ from alignctl.runs.checkpoints import (
     load_weights,
     read_weights,
 )
-from alignctl.runs.limits import kind_of
+from alignctl.runs.limits import expand_user, kind_of
 
 CONFIG_NAME = "alignctl.yaml"
 CHECKPOINT_FOLDER = "checkpoints"
@@ -232,14 +232,14 @@ def _absolute_factory(spec: str) -> str:
     # The config's base_dir is the run directory, but --model paths are relative to the cwd.
     target, name = spec.rsplit(":", 1)
     if target.endswith(".py") or "/" in target or "\\" in target:
-        target = str(Path(target).expanduser().resolve())
+        target = str(expand_user(target).resolve())
     return f"{target}:{name}"
 
 
 def _data_spec(data: str, cfg) -> dict:
     """``--data``: a data file (.npz/.safetensors/.pt) or a task name (its parameters from the
     config's section of the same task)."""
-    file = Path(data).expanduser()
+    file = expand_user(data)
     if file.suffix in DATA_SUFFIXES or "/" in data or file.is_file():
         if not file.is_file():
             raise InputError(f"data file {data} not found")

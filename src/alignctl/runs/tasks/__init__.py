@@ -21,6 +21,7 @@ from alignctl.errors import InputError
 from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_kwargs
+from alignctl.runs.limits import expand_user
 from alignctl.runs.validate import check_data_size
 
 TASKS: Registry = Registry("task")
@@ -172,7 +173,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
         _check_types(fn, params, what)
         check_data_size(fn, params, what)  # the data budget, before anything is drawn
         if "root" in inspect.signature(fn).parameters and params.get("root") is not None:
-            params["root"] = base_dir / Path(params["root"]).expanduser()
+            params["root"] = base_dir / expand_user(params["root"])
         try:
             ds = fn(**params)
         except InputError:
@@ -188,7 +189,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
             f"valid: {', '.join(valid)}"
         )
     if kind == "path":
-        path = Path(spec["path"]).expanduser()
+        path = expand_user(spec["path"])
         path = path if path.is_absolute() else base_dir / path
         arrays = read_data_file(path)
         return make_dataset(
