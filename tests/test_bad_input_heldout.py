@@ -406,3 +406,30 @@ def test_the_figure_link_in_markdown_is_the_figure(tmp_path):
     tokens = MarkdownIt("commonmark").parse((tmp_path / "r.md").read_text())
     images = [c for t in tokens for c in (t.children or []) if c.type == "image"]
     assert [unquote(i.attrs["src"]) for i in images] == [name]
+
+
+# ---- the environment ------------------------------------------------------------------------
+
+
+def test_a_read_budget_of_1e400_is_a_usage_error(tmp_path):
+    run = make_run(tmp_path / "r")
+    argv = ["analyze", str(run), "--quiet", "--no-cache"]
+    line = refused(
+        tmp_path, argv, "ALIGNCTL_MAX_READ_BYTES", env={"ALIGNCTL_MAX_READ_BYTES": "1e400"}
+    )
+    assert "internal error" not in line
+
+
+def test_stdout_that_cannot_encode_the_table(tmp_path):
+    """PYTHONIOENCODING=ascii: the table's characters raised UnicodeEncodeError after the whole
+    analysis: "internal error", exit 2, --json never written."""
+    import subprocess
+
+    run = make_run(tmp_path / "r")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+           "PYTHONIOENCODING": "ascii"}  # fmt: skip
+    cmd = [sys.executable, "-m", "alignctl", "analyze", str(run), "--no-cache", "--json",
+           str(tmp_path / "r.json")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.json").is_file() and "step" in done.stdout

@@ -11,6 +11,7 @@ Heavy modules (torch) are imported inside the commands so ``--help`` starts fast
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -263,10 +264,21 @@ def main() -> None:
             leave(code)
 
 
+def _tolerant_stdout() -> None:
+    """Under PYTHONIOENCODING=ascii (or latin-1) the table's "≥" or a checkpoint named "é"
+    raised UnicodeEncodeError after the whole analysis ("internal error", exit 2, the files
+    not written): what stdout's encoding cannot show is written as a backslash escape."""
+    enc = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "")
+    if enc != "utf8":
+        with contextlib.suppress(AttributeError, ValueError):  # replaced or closed: leave it
+            sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def _run_app() -> None:
     """The app, with SIGTERM turned into an exception (temporary files are removed on the way
     out) and any unexpected error shown as one line, exit 2."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _tolerant_stdout()
     try:
         # torch's C initialisation imports numpy and swallows any exception that import
         # raises: a SIGTERM (or Ctrl-C) landing there was lost and the command ran to the end

@@ -43,7 +43,7 @@ def read_budget() -> int:
     if raw:
         try:
             value = int(float(raw))
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", or 1e400 (inf) / nan
             raise InputError(f"{READ_BUDGET_ENV} must be a number of bytes, got {raw!r}") from None
         if value < 1:
             raise InputError(f"{READ_BUDGET_ENV} must be positive, got {raw!r}")
