@@ -338,6 +338,19 @@ def test_a_sigterm_swallowed_by_a_library_still_exits_143(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         assemble._run_app()
     assert e.value.code == 143 and capsys.readouterr().err.strip() == "terminated"
+
+    def handled():  # a command that reports it itself (cli_errors): said once, not twice
+        try:
+            assemble._terminate(signal.SIGTERM, None)
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            raise SystemExit(143) from None
+
+    monkeypatch.setattr(assemble, "app", handled)
+    monkeypatch.setattr(assemble, "_TERMINATED", [])
+    with pytest.raises(SystemExit) as e:
+        assemble._run_app()
+    assert e.value.code == 143 and capsys.readouterr().err.strip() == "terminated"
     seen = []
     hook = assemble._quiet_terminated(seen.append)
     hook(types.SimpleNamespace(exc_value=Terminated()))  # dropped: no "Exception ignored"

@@ -291,9 +291,12 @@ def _run_app() -> None:
             sys.unraisablehook = _quiet_terminated(sys.unraisablehook)
         try:
             app()
-        finally:
-            if _TERMINATED:  # raised where it was swallowed (a callback): still terminated
-                raise Terminated()
+        except SystemExit as e:  # 143: a command said "terminated" itself (cli_errors)
+            if _TERMINATED and e.code != 143:  # swallowed somewhere: still terminated
+                raise Terminated() from None
+            raise
+        if _TERMINATED:
+            raise Terminated()
     except Terminated:
         typer.echo("terminated", err=True)
         sys.exit(143)
