@@ -446,3 +446,12 @@ def test_stdout_that_cannot_encode_the_table(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.json").is_file() and "step" in done.stdout
+
+
+@pytest.mark.parametrize("value", ["nan", "1e309", "true"])
+def test_a_regulariser_parameter_is_named_as_the_user_wrote_it(tmp_path, value):
+    """``--reg grokalign:lambda=nan`` said "lam must be a finite number" (the internal name)."""
+    argv = ["train", "--task", "sparse-parity", "--epochs", "1", "--reg",
+            f"grokalign:lambda={value}", "--out", str(tmp_path / "o"), "--quiet"]  # fmt: skip
+    line = refused(tmp_path, argv, "grokalign: lambda must be")
+    assert " lam " not in line
