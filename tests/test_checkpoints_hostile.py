@@ -203,11 +203,11 @@ def _drop_caps() -> list[str]:
 def test_mode_000_is_one_line(tmp_path):
     prefix = _drop_caps()
     cases = {}
-    for what in ("run", "checkpoints", "file", "config"):
+    for what in ("run", "checkpoints", "file", "config", "data"):  # data: was internal error
         root = make_run(tmp_path / what)
         ck = root / "checkpoints"
         target = {"run": root, "checkpoints": ck, "config": root / "alignctl.yaml",
-                  "file": ck / "step_1.safetensors"}[what]  # fmt: skip
+                  "file": ck / "step_1.safetensors", "data": root / "data.npz"}[what]  # fmt: skip
         target.chmod(0)
         cases[what] = (root, target)
     try:

@@ -57,7 +57,8 @@ def analyze(
     csv_out: Annotated[str | None, Opt("--csv", help="Write a CSV table (- = stdout).")] = None,
     markdown: Annotated[str | None, Opt(help="Write a Markdown summary (- = stdout).")] = None,
     plot: Annotated[
-        Path | None, Opt(help="Write metric trajectories as .png, .svg or .pdf.")
+        # str, not Path: Path("out.png/") would drop the slash that makes it a folder
+        str | None, Opt(help="Write metric trajectories as .png, .svg or .pdf.")
     ] = None,
     keep_samples: Annotated[
         bool, Opt(help="Keep per-sample values in the JSON (under samples).")
@@ -167,6 +168,7 @@ def analyze(
             path, config=config, model=model, data=data, weights=weights, state_key=state_key
         )
         check_run_labels(run)
+        outputs.refuse_inputs([*run.input_files(), *([baseline] if baseline else [])])
         return run
 
     from alignctl.report.cache import default_cache

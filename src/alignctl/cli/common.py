@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,28 @@ class Outputs:
                                  "give each output its own file")  # fmt: skip
             seen[real] = label
 
+    def refuse_inputs(self, files) -> None:
+        """InputError (exit 2) if a destination is one of ``files`` (the command's inputs), or
+        a link to one: writing it would replace or extend what the command reads."""
+        inputs = {}
+        for f in files:
+            try:
+                st = os.stat(f)
+            except (OSError, ValueError):  # gone, or a name no file can have
+                continue
+            if stat.S_ISREG(st.st_mode):  # devices and pipes may be shared (/dev/stdin)
+                inputs.setdefault((st.st_dev, st.st_ino), f)
+        for label, dest in self.dests.items():
+            try:
+                st = os.stat(dest) if dest != "-" else None
+            except (OSError, ValueError):
+                continue
+            source = inputs.get((st.st_dev, st.st_ino)) if st is not None else None
+            if source is not None:
+                also = "" if str(source) == dest else f" ({source})"
+                raise InputError(f"cannot write {label} {dest}: it is an input of this command"
+                                 f"{also}; give another file")  # fmt: skip
+
     def _guard(self, label: str, action: Callable[[str], None]) -> None:
         dest = self.dests.get(label)
         if dest is None:
@@ -227,9 +250,12 @@ def figure_link(plot: Path, markdown: str) -> str:
     """The figure's path relative to the Markdown file's folder (or the current directory when
     the Markdown goes to stdout), as a Markdown link target."""
     import os
+    from urllib.parse import quote
 
     base = Path.cwd() if markdown == "-" else Path(markdown).resolve().parent
-    return Path(os.path.relpath(Path(plot).resolve(), base)).as_posix()
+    # percent-encoded: a name holding ") ![x](y.png" or spaces made another (or no) image
+    rel = Path(os.path.relpath(Path(plot).resolve(), base)).as_posix()
+    return quote(os.fsencode(rel), safe="/")  # bytes: a name that is not UTF-8 stays itself
 
 
 # set by the console script (assemble.main): the process is alignctl's own, so what the

@@ -31,7 +31,7 @@ def compare(
         str | None, Opt("--json", help="Write the comparison as JSON (- = stdout).")
     ] = None,
     markdown: Annotated[str | None, Opt(help="Write a Markdown table (- = stdout).")] = None,
-    plot: Annotated[Path | None, Opt(help="Write the figure: .png, .svg or .pdf.")] = None,
+    plot: Annotated[str | None, Opt(help="Write the figure: .png, .svg or .pdf.")] = None,
     panels: Annotated[
         str | None,
         Opt(
@@ -70,6 +70,7 @@ def compare(
         raise InputError("--dist needs --plot")
     outputs = check_outputs({"--json": json_out, "--markdown": markdown, "--plot": plot},
                             files_only=("--plot",))  # fmt: skip
+    outputs.refuse_inputs(_input_files(runs))
     kwargs = {"metrics": metrics, "samples": samples, "device": device,
               "keep_samples": dist is not None}  # fmt: skip
     reports, console = [], err_console()
@@ -94,6 +95,15 @@ def compare(
     outputs.write("--json", lambda: json.dumps(result, indent=2, allow_nan=False) + "\n")
     outputs.write("--markdown", lambda: cmp.to_markdown(result, link))
     outputs.finish()
+
+
+def _input_files(runs) -> list[Path]:
+    """The reports given and every file of the run folders given (what compare reads)."""
+    files: list[Path] = []
+    for spec in runs:
+        p = Path(spec)
+        files += [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+    return files
 
 
 def _panels(text: str | None) -> list[str] | None:

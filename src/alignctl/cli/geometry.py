@@ -19,7 +19,7 @@ MAX_RESOLUTION = 2000  # 4 million grid points: the outputs (N, classes) stay in
 @cli_errors
 def geometry_cmd(
     path: Annotated[Path, typer.Argument(help="Run directory, checkpoint folder or file.")],
-    out: Annotated[Path, Opt(metavar="FILE", help="The figure: .png, .svg or .pdf.")],
+    out: Annotated[str, Opt(metavar="FILE", help="The figure: .png, .svg or .pdf.")],
     step: Annotated[
         int | None, Opt(metavar="S", help="Checkpoint step (default: the last).")
     ] = None,
@@ -82,6 +82,7 @@ def geometry_cmd(
         )
     outputs = check_outputs({"--out": out, "--json": json_out}, files_only=("--out",))
     run = open_run(path, config=config)
+    outputs.refuse_inputs(run.input_files())
     summary: list = []
     outputs.call("--out", lambda p: summary.extend(
         geometry_figure(run, p, steps=chosen, samples=idx, split=split, resolution=resolution,

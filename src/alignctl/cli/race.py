@@ -72,12 +72,14 @@ def race(
                              "--task or --config)")  # fmt: skip
         result = load_result(render)
         outputs = check_outputs({"--json": json_out, "--markdown": markdown})
+        outputs.refuse_inputs([render])
         _emit(result, outputs, json_out, markdown, quiet)
         return
     if out is None:
         raise InputError("--out DIR is needed: the folder for the runs")
     check_output_folder(out, "--out")
     outputs = check_outputs({"--json": json_out, "--markdown": markdown})  # before any run
+    outputs.refuse_inputs([config] if config else [])
     check_threads(threads)
 
     reg_list = split_reg_list(regs)

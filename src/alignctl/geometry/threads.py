@@ -103,12 +103,17 @@ def num_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
+# torch.set_num_threads(100000) kills the process (SIGSEGV, or libgomp's "Thread creation
+# failed" abort) the first time work runs; 4096 threads still ran on a 2-core machine
+MAX_THREADS = 1024
+
+
 def check_threads(n) -> int | None:
-    """None, or a positive integer; InputError otherwise."""
+    """None, or an integer in 1..:data:`MAX_THREADS`; InputError otherwise."""
     from alignctl.errors import InputError
 
     if n is None:
         return None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"threads must be a positive integer, not {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise InputError(f"threads must be an integer from 1 to {MAX_THREADS}, not {n!r}")
     return n

@@ -16,11 +16,23 @@ from pathlib import Path
 from alignctl.errors import InputError
 from alignctl.report.figures import COLORS
 from alignctl.report.figures.trajectories import Series
+from alignctl.runs.limits import loads_json, read_text_capped
 
 ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy", "noise_accuracy")
 SHOWN = {"train_accuracy": "train acc", "test_accuracy": "test acc",
          "centroid_alignment": "cent. align", "jacobian_norm": "‖J‖_F",
          "jacobian_erank": "erank"}  # fmt: skip
+
+
+MAX_REPORT_BYTES = 64 << 20  # as a --baseline report (report/baseline.py)
+
+
+def _is_entry(c) -> bool:
+    """A report's checkpoint entry as analyze writes it: an integer (or null) step, metrics a
+    mapping (or null); a step of "x" reached the step arithmetic as a TypeError."""
+    step, metrics = (c.get("step", ""), c.get("metrics", "")) if isinstance(c, dict) else ("", "")
+    step_ok = step is None or (isinstance(step, int) and not isinstance(step, bool))
+    return step_ok and (metrics is None or isinstance(metrics, dict))
 
 
 def load_report(spec, **analyze_kwargs) -> dict:
@@ -32,15 +44,14 @@ def load_report(spec, **analyze_kwargs) -> dict:
     if is_monitor_run(path):
         return report_from_log(path)
     if path.is_file() and path.suffix == ".json":
-        try:
-            report = json.loads(path.read_text())
+        try:  # a report is kilobytes: a 64 GiB (sparse) file is refused unread
+            report = loads_json(read_text_capped(path, "report", limit=MAX_REPORT_BYTES))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{path}: not a readable JSON report ({e})") from None
         cks = report.get("checkpoints") if isinstance(report, dict) else None
-        if not isinstance(cks, list) or not all(
-            isinstance(c, dict) and "step" in c and "metrics" in c for c in cks
-        ):
-            raise InputError(f"{path}: not an alignctl analyze report (no checkpoints list)")
+        if not isinstance(cks, list) or not all(_is_entry(c) for c in cks):
+            raise InputError(f"{path}: not an alignctl analyze report (a checkpoints list "
+                             "whose entries have an integer step and metrics)")  # fmt: skip
         return report
     from alignctl.report.analysis import analyze
     from alignctl.runs.run import open_run

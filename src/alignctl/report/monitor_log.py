@@ -23,6 +23,7 @@ from pathlib import Path
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
+from alignctl.runs.limits import check_budget
 from alignctl.train.jsonio import loads_strict
 
 LOG_NAME = "alignment.jsonl"
@@ -61,6 +62,7 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
     """(entries in step order, notes). A last line without its newline (being written) is
     left for the next read; a malformed complete line is skipped with a note."""
     path = Path(path)
+    check_budget(path, "monitor log")  # a regular file within the read budget (not 64 GiB)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

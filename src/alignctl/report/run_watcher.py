@@ -11,12 +11,12 @@ changed for ``settle`` seconds and it opens as a checkpoint; a checkpoint rewrit
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import loads_json
 
 
 def _is_own_file(path: Path) -> bool:
@@ -28,7 +28,7 @@ def _is_own_file(path: Path) -> bool:
             n = int.from_bytes(fh.read(8), "little")
             if n <= 0 or n > 100_000_000:
                 return False
-            header = json.loads(fh.read(n))
+            header = loads_json(fh.read(n))
         return "alignctl_version" in (header.get("__metadata__") or {})
     except (OSError, ValueError):
         return False
@@ -47,7 +47,7 @@ def _opens(path: Path) -> bool:
 
 def _parses(text: str) -> bool:
     try:
-        json.loads(text)
+        loads_json(text)
         return True
     except ValueError:
         return False
@@ -55,7 +55,10 @@ def _parses(text: str) -> bool:
 
 def _interrupted(text: str) -> bool:
     """run.json (which parses) says the run stopped part way."""
-    summary = json.loads(text)
+    try:  # a run.json that does not parse (garbage, nested too deep) says nothing
+        summary = loads_json(text)
+    except ValueError:
+        return False
     return isinstance(summary, dict) and bool(summary.get("interrupted", False))
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text
-from alignctl.runs.limits import read_text_capped
+from alignctl.runs.limits import expand_user, read_text_capped
 from alignctl.runs.validate import short
 
 TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
@@ -33,6 +33,8 @@ TRAIN_DEFAULTS = {
     "regularisers": [], "seed": 0, "eval_every": 1, "save_every": None, "save_schedule": None,
     "freeze": [], "on_nan": "stop",
 }  # fmt: skip
+# what torch.manual_seed and torch.Generator.manual_seed accept (outside: an OverflowError)
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 ON_NAN = ("stop", "continue")  # what a run does when its loss or weights become NaN/inf
 GROKKED_DEFAULTS = {"train_acc": None, "test_acc": None, "noise_acc": None}
 
@@ -68,13 +70,13 @@ def _absolute_paths(section: dict, base_dir: Path) -> dict:
     out = copy.deepcopy(section)
     for key in ("path", "root"):
         if isinstance(out.get(key), str):
-            p = Path(out[key]).expanduser()
+            p = expand_user(out[key])
             out[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
     spec = out.get("factory")
     if isinstance(spec, str) and ":" in spec:
         target, name = spec.rsplit(":", 1)
         if target.endswith(".py") or "/" in target or "\\" in target:
-            p = Path(target).expanduser()
+            p = expand_user(target)
             out["factory"] = f"{p if p.is_absolute() else (base_dir / p).resolve()}:{name}"
     return out
 
@@ -96,7 +98,8 @@ def _number(v, where: str, *, lo: float | None = None, strict_lo: bool = False) 
     return float(v)
 
 
-def _int(v, where: str, lo: int | None = None, optional: bool = False) -> int | None:
+def _int(v, where: str, lo: int | None = None, optional: bool = False,
+         hi: int | None = None) -> int | None:  # fmt: skip
     if v is None and optional:
         return None
     if isinstance(v, str):
@@ -112,6 +115,8 @@ def _int(v, where: str, lo: int | None = None, optional: bool = False) -> int | 
         )
     if lo is not None and v < lo:
         raise InputError(f"{where} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise InputError(f"{where} must be <= {hi}, got {short(v)}")
     return v
 
 
@@ -177,7 +182,7 @@ def _train(v, where: str) -> dict:
     t = {**copy.deepcopy(TRAIN_DEFAULTS), **d}
     t["epochs"] = _int(t["epochs"], f"{where}.epochs", lo=1)
     t["batch_size"] = _int(t["batch_size"], f"{where}.batch_size", lo=1, optional=True)
-    t["seed"] = _int(t["seed"], f"{where}.seed")
+    t["seed"] = _int(t["seed"], f"{where}.seed", lo=SEED_MIN, hi=SEED_MAX)
     t["eval_every"] = _int(t["eval_every"], f"{where}.eval_every", lo=1)
     t["save_every"] = _int(t["save_every"], f"{where}.save_every", lo=1, optional=True)
     if t["loss"] not in LOSSES:

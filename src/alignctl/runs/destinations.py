@@ -38,7 +38,10 @@ def destination_kind(path: str | os.PathLike[str]) -> tuple[str, Path]:
 
     "new": nothing there yet (a dangling symlink: its target is created); "file": a regular
     file, the returned path is its real location (symlinks followed); "stream": a character
-    device, a FIFO or a descriptor view, written in place at ``path``."""
+    device, a FIFO or a descriptor view, written in place at ``path``. A name ending in ``/``
+    names a folder (``Path`` would silently drop the slash and write a file)."""
+    if str(path).endswith(("/", os.sep)):
+        raise IsADirectoryError(errno.EISDIR, "a name ending in / names a folder, not a file")
     path = Path(path)
     try:
         st = os.stat(path)
@@ -100,6 +103,8 @@ def check_writable_folder(path: str | os.PathLike[str]) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if os.path.islink(path):  # mkdir would fail late with "File exists"
+            raise FileExistsError(errno.EEXIST, "it is a broken symbolic link") from None
         folder = _existing_ancestor(path)
         if not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import expand_user
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -62,7 +63,7 @@ def load_callable(spec: str, base_dir: Path) -> Callable:
     """Resolve ``spec`` to a callable; file paths are relative to ``base_dir`` unless absolute."""
     target, name = _split(spec)
     if target.endswith(".py") or "/" in target or "\\" in target:
-        path = Path(target).expanduser()
+        path = expand_user(target)
         if not path.is_absolute():
             path = Path(base_dir) / path
         module = _import_file(path)

@@ -15,6 +15,7 @@ documented budget allows (docs/config.md, "Reading limits").
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import zipfile
@@ -42,7 +43,7 @@ def read_budget() -> int:
     if raw:
         try:
             value = int(float(raw))
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", or 1e400 (inf) / nan
             raise InputError(f"{READ_BUDGET_ENV} must be a number of bytes, got {raw!r}") from None
         if value < 1:
             raise InputError(f"{READ_BUDGET_ENV} must be positive, got {raw!r}")
@@ -111,18 +112,51 @@ def read_text_capped(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
         raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
+class UnreadableZip(InputError):
+    """A file that starts as a zip but whose directory cannot be parsed (corrupt, truncated,
+    still being written, or made for a lenient reader): :func:`check_zip` refuses it."""
+
+
+def expand_user(text: str) -> Path:
+    """``Path(text).expanduser()``; ``~nosuchuser/x`` is an InputError (pathlib raises a
+    RuntimeError: "Could not determine home directory")."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise InputError(f"cannot expand {text!r}: no such user's home folder") from None
+
+
+def loads_json(text: str | bytes, **kwargs):
+    """``json.loads`` for files alignctl did not write: nesting deeper than Python's recursion
+    limit (``[[[...]]]`` 100,000 deep) is a :class:`json.JSONDecodeError` (a ValueError), as
+    any other malformed JSON, not a RecursionError that no caller expects."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        doc = text if isinstance(text, str) else ""
+        raise json.JSONDecodeError("nested too deeply", doc, 0) from None
+
+
 def check_zip(path: Path, what: str) -> None:
     """Refuse a zip whose members declare more than the budget, or inflate past the ratio.
 
-    Reads only the central directory (at the end of the file). A zip that cannot be parsed is
-    left to the reader, which reports it as corrupt.
+    Reads only the central directory (at the end of the file). A file that does not start as
+    a zip (a legacy torch pickle, a ``.npy``) is left to its reader. One that does (torch and
+    NumPy then read it as a zip) but whose directory :mod:`zipfile` cannot parse is refused:
+    torch's reader is more lenient (a zip64 locator naming another disk, a broken zip64
+    record), so leaving it to the reader let a bomb inflate unchecked.
     """
     size = check_budget(path, what)
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return
+    except OSError as e:  # mode 000: as the reader would say, on one line
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return
+        raise UnreadableZip(f"{what} {path}: its zip directory cannot be read ({e})") from None
     budget = read_budget()
     declared = sum(i.file_size for i in infos)
     packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]

@@ -27,7 +27,7 @@ from alignctl.runs.checkpoints import (
     load_weights,
     read_weights,
 )
-from alignctl.runs.limits import kind_of
+from alignctl.runs.limits import expand_user, kind_of
 
 CONFIG_NAME = "alignctl.yaml"
 CHECKPOINT_FOLDER = "checkpoints"
@@ -83,6 +83,24 @@ class Run:
             prefix=ck.prefix,
         )  # fmt: skip
         return ck.meta, texts
+
+    def input_files(self) -> list[Path]:
+        """Every file an analysis of this run reads: its checkpoints (each file of a folder
+        checkpoint), its config, its data file and factory files. A command's outputs must
+        name none of them (the CLI refuses one that does: it would replace an input)."""
+        from alignctl.runs.config import _absolute_paths
+
+        files = [Path(self.config.path)] if getattr(self.config, "path", None) else []
+        for ref in self.checkpoints:
+            p = Path(ref.path)
+            files += list(p.iterdir()) if p.is_dir() else [p]
+        for section in (self.config.model, self.config.data):
+            resolved = _absolute_paths(section or {}, Path(self.config.base_dir))
+            if isinstance(resolved.get("path"), str):
+                files.append(Path(resolved["path"]))
+            if isinstance(resolved.get("factory"), str):
+                files.append(Path(resolved["factory"].rsplit(":", 1)[0]))
+        return files
 
     def build_model(self) -> torch.nn.Module:
         """A fresh, untrained network of the run's architecture (weights come from checkpoints)."""
@@ -215,14 +233,14 @@ def _absolute_factory(spec: str) -> str:
     # The config's base_dir is the run directory, but --model paths are relative to the cwd.
     target, name = spec.rsplit(":", 1)
     if target.endswith(".py") or "/" in target or "\\" in target:
-        target = str(Path(target).expanduser().resolve())
+        target = str(expand_user(target).resolve())
     return f"{target}:{name}"
 
 
 def _data_spec(data: str, cfg) -> dict:
     """``--data``: a data file (.npz/.safetensors/.pt) or a task name (its parameters from the
     config's section of the same task)."""
-    file = Path(data).expanduser()
+    file = expand_user(data)
     if file.suffix in DATA_SUFFIXES or "/" in data or file.is_file():
         if not file.is_file():
             raise InputError(f"data file {data} not found")

@@ -25,6 +25,8 @@ import socket
 import uuid
 from pathlib import Path
 
+from alignctl.runs.limits import loads_json
+
 WRITER_FILE = ".alignctl-writer.json"
 MAX_RECORD_BYTES = 4096  # a record is ~150 bytes; anything far larger was not written here
 
@@ -80,7 +82,7 @@ def read_record(folder: Path) -> dict | None:
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             return None
-        rec = json.loads(path.read_text(encoding="utf-8"))
+        rec = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     pid = rec.get("pid") if isinstance(rec, dict) else None

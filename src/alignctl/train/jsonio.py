@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 
+from alignctl.runs.limits import loads_json
+
 
 def finite_or_none(obj):
     """``obj`` with every float that is NaN or +-inf replaced by ``None``, recursively through
@@ -31,7 +33,7 @@ def dumps_strict(obj, **kwargs) -> str:
 
 def loads_strict(text: str):
     """``json.loads`` refusing ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON): ValueError."""
-    return json.loads(text, parse_constant=_no_constant)
+    return loads_json(text, parse_constant=_no_constant)
 
 
 def _no_constant(name: str):

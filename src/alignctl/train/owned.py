@@ -11,11 +11,11 @@ someone else's.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import loads_json
 
 MAX_RUN_JSON = 1 << 20  # alignctl's run.json is ~1 KiB; a larger one is not ours
 
@@ -65,7 +65,7 @@ def _ours(path: Path) -> bool:
     try:
         if not path.is_file() or path.stat().st_size > MAX_RUN_JSON:
             return False
-        summary = json.loads(path.read_text())
+        summary = loads_json(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(summary, dict) and "alignctl_version" in summary

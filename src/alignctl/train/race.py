@@ -17,7 +17,6 @@ re-raises ``KeyboardInterrupt``; finished pairs are on disk and are skipped next
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,6 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import loads_json
 from alignctl.train.jsonio import dumps_strict, loads_strict
 
 
@@ -38,7 +38,7 @@ def pair_dir(out: Path, reg: str, seed: int) -> Path:
 
 def finished(path: Path) -> dict | None:
     try:
-        summary = json.loads((path / "run.json").read_text())
+        summary = loads_json((path / "run.json").read_text())
     except (OSError, ValueError):
         return None
     return summary if summary.get("race_done") else None
@@ -206,6 +206,11 @@ def bound(base_censored: bool, reg_censored: bool) -> str | None:
     return "lower" if base_censored else "upper" if reg_censored else None
 
 
+# the pairs are listed (and their folders checked) before training: --seeds 1e12 was a
+# MemoryError; a real race is 25 seeds x a few settings
+MAX_PAIRS = 100_000
+
+
 def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset: int = 0,
              max_epochs: int | None = None, workers: int = 1, out: Path, device: str = "cpu",
              on_update=None, threads: int | None = None, runner=None) -> dict:  # fmt: skip
@@ -217,6 +222,9 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
 
     if len(regs) < 1:
         raise InputError("--regs needs at least one entry (the first is the baseline)")
+    if not isinstance(seeds, int) or not 1 <= seeds * len(regs) <= MAX_PAIRS:
+        raise InputError(f"a race trains at most {MAX_PAIRS:,} (regulariser, seed) pairs; "
+                         f"--seeds {seeds} x {len(regs)} settings asks for more")  # fmt: skip
     from alignctl.train.regularisers import build_regulariser, setting
 
     seen: dict = {}

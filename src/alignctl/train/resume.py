@@ -51,7 +51,11 @@ def find_resume_point(ckpt_dir: Path, model: torch.nn.Module) -> ResumePoint:
     Raises :class:`InputError` when nothing is usable and the folder holds files that are not
     alignctl's own (it is not a run that ``alignctl train`` created)."""
     notes = []
-    for step, weights, state in _pairs(ckpt_dir):
+    try:
+        pairs = _pairs(ckpt_dir)
+    except OSError as e:  # a folder we may not list (mode 000): one line, not a crash
+        raise InputError(f"cannot read {e.filename or ckpt_dir}: {e.strerror or e}") from None
+    for step, weights, state in pairs:
         try:
             sd = _read_weights(weights, model)
             st = _read_state(state, step)

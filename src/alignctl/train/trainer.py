@@ -51,6 +51,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
             p.requires_grad_(not name.startswith(frozen) if frozen else True)
             if p.requires_grad:
                 params.append(p)
+        _check_freeze(frozen, [name for name, _ in self.model.named_parameters()], params)
         self.params = params
         self.opt = build_optimizer(params, t["optimizer"])
         self.loss_fn = get_loss(t["loss"])
@@ -145,3 +146,15 @@ def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = No
     n = min(n, limit) if limit else n
     torch.set_num_threads(n)
     return n
+
+
+def _check_freeze(frozen: tuple[str, ...], names: list[str], trainable: list) -> None:
+    """InputError for a ``train.freeze`` prefix that names no parameter (a typo froze nothing,
+    silently) or one that leaves nothing to train (torch: "empty parameter list")."""
+    unknown = [f for f in frozen if not any(n.startswith(f) for n in names)]
+    if unknown:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise InputError(f"train.freeze: {unknown[0]!r} is the start of no parameter name; "
+                         f"the model's are {shown}")  # fmt: skip
+    if not trainable:
+        raise InputError(f"train.freeze {list(frozen)!r} freezes every parameter: nothing to train")

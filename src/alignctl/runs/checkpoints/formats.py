@@ -29,7 +29,7 @@ from alignctl.runs.atomic import atomic_save_safetensors
 from alignctl.runs.checkpoints.safe_unpickle import find_inert, torch_load
 from alignctl.runs.checkpoints.select import STATE_DICT_KEYS, select_state
 from alignctl.runs.checkpoints.st_header import tensor_problem
-from alignctl.runs.limits import check_budget, check_zip, read_text_capped
+from alignctl.runs.limits import check_budget, check_zip, loads_json, read_text_capped
 
 __all__ = ["HF_FILES", "STATE_DICT_KEYS", "Checkpoint", "read_checkpoint", "read_weights"]
 
@@ -84,7 +84,7 @@ def parse_metadata(raw: dict[str, str] | None) -> dict:
     out: dict[str, Any] = {}
     for key, value in (raw or {}).items():
         try:
-            out[key] = json.loads(value)
+            out[key] = loads_json(value)
         except (json.JSONDecodeError, TypeError):
             out[key] = value
     return out
@@ -101,7 +101,7 @@ def safetensors_header(path: Path, what: str = "checkpoint") -> dict:
             n = int.from_bytes(head, "little") if len(head) == 8 else -1
             if n < 2 or n > min(_MAX_HEADER, size - 8):
                 raise ValueError("header length out of range")
-            header = json.loads(fh.read(n))
+            header = loads_json(fh.read(n))
         problem = tensor_problem(header) if isinstance(header, dict) else "not a JSON object"
         if problem:
             raise ValueError(problem)
@@ -204,7 +204,7 @@ def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkp
     if not main.name.endswith(".index.json"):
         return _read_file(main, weights, state_key)
     try:
-        index = json.loads(read_text_capped(main, "shard index"))
+        index = loads_json(read_text_capped(main, "shard index"))
     except json.JSONDecodeError as e:
         raise InputError(f"malformed shard index {main}: {_first_line(e)}") from None
     shards = _shard_names(index, main)

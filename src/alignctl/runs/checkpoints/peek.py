@@ -30,7 +30,7 @@ from alignctl.runs.checkpoints.select import (
     refuse_pickled_module,
     scalar_value,
 )
-from alignctl.runs.limits import check_zip, read_text_capped
+from alignctl.runs.limits import UnreadableZip, check_zip, loads_json, read_text_capped
 
 # timm's CheckpointSaver and PyTorch's ImageNet example write torch.save files as .pth.tar
 LONG_SUFFIXES = (".pth.tar",)
@@ -79,7 +79,7 @@ def _trainer_state_step(folder: Path) -> int | None:
     if not file.is_file():
         return None
     try:
-        state = json.loads(read_text_capped(file, "trainer state"))
+        state = loads_json(read_text_capped(file, "trainer state"))
     except (InputError, json.JSONDecodeError):
         return None
     return as_step(state.get("global_step")) if isinstance(state, dict) else None
@@ -89,7 +89,10 @@ def _file_meta(path: Path) -> tuple[dict, str | None]:
     """(metadata, reason it is not weights) of one file; InputError for hostile files."""
     if path.suffix == ".safetensors":
         return parse_metadata(safetensors_header(path).get("__metadata__")), None
-    check_zip(path, "checkpoint")
+    try:
+        check_zip(path, "checkpoint")
+    except UnreadableZip:  # broken, or still being written: reported in full when read
+        return {}, None
     try:
         obj, _ = torch_load(path, mmap=True)
     except InputError:

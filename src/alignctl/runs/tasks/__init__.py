@@ -10,6 +10,7 @@ the data is the same on every machine.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from alignctl.errors import InputError
 from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_kwargs
+from alignctl.runs.limits import expand_user
 from alignctl.runs.validate import check_data_size
 
 TASKS: Registry = Registry("task")
@@ -65,7 +67,10 @@ def _check_x(x, source: str, key: str) -> torch.Tensor:
     if x.is_floating_point():
         if not all_finite(x):
             raise InputError(f"{source}: {key} contains NaN or infinite values")
-        return x.float()
+        x32 = x.float()  # float64 beyond float32's range would become inf here: check again
+        if not all_finite(x32):
+            raise InputError(f"{source}: {key} holds values beyond float32's range (3.4e38)")
+        return x32
     if x.is_complex():
         raise InputError(f"{source}: {key} is complex; inputs must be real")
     # integer inputs are tokens for token models; bool becomes 0/1 floats
@@ -86,6 +91,9 @@ def _check_y(y, n: int, source: str, key: str) -> torch.Tensor:
             raise InputError(f"{source}: {key} must be integer class labels, got fractional values")
     elif y.dtype == torch.bool or y.is_complex():
         raise InputError(f"{source}: {key} must be integer class labels, got {y.dtype}")
+    if y.numel() and y.double().abs().max() >= 2.0**62:  # .long() would wrap it (uint64, 1e20)
+        big = y[y.double().abs().argmax()].item()
+        raise InputError(f"{source}: {key}: label {big:.6g} is far beyond any number of classes")
     return y.long()
 
 
@@ -119,9 +127,13 @@ def _user_extras(spec: dict, source: str) -> dict:
     if spec.get("input_range") is not None:
         r = spec["input_range"]
         ok = isinstance(r, (list, tuple)) and len(r) == 2
-        if not ok or not all(isinstance(v, (int, float)) for v in r) or r[0] >= r[1]:
+        numbers = ok and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r
+        )  # a NaN bound passed `low < high` (every comparison with NaN is False)
+        if not numbers or r[0] >= r[1]:
             raise InputError(
-                f"{source}: input_range must be [low, high] with low < high, got {r!r}"
+                f"{source}: input_range must be [low, high], finite numbers with low < high, "
+                f"got {r!r}"
             )
         out["input_range"] = (float(r[0]), float(r[1]))
     return out
@@ -161,7 +173,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
         _check_types(fn, params, what)
         check_data_size(fn, params, what)  # the data budget, before anything is drawn
         if "root" in inspect.signature(fn).parameters and params.get("root") is not None:
-            params["root"] = base_dir / Path(params["root"]).expanduser()
+            params["root"] = base_dir / expand_user(params["root"])
         try:
             ds = fn(**params)
         except InputError:
@@ -177,7 +189,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
             f"valid: {', '.join(valid)}"
         )
     if kind == "path":
-        path = Path(spec["path"]).expanduser()
+        path = expand_user(spec["path"])
         path = path if path.is_absolute() else base_dir / path
         arrays = read_data_file(path)
         return make_dataset(

@@ -156,11 +156,16 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
         default = signature[k].default if k in signature else None
         if isinstance(v, float) and v.is_integer() and type(default) is int:
             params[k] = int(v)
+    inverse = {v: k for k, v in ALIASES.items()}  # messages use the user's names (lambda)
     for k, v in params.items():
         if isinstance(v, bool):  # True is an int to Python, not a number to a user
-            raise InputError(f"regulariser {name}: {k} must be a number or a name, not {v}")
+            raise InputError(
+                f"regulariser {name}: {inverse.get(k, k)} must be a number or a name, not {v}"
+            )
         if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"regulariser {name}: {k} must be a finite number, not {v}")
+            raise InputError(
+                f"regulariser {name}: {inverse.get(k, k)} must be a finite number, not {v}"
+            )
         if isinstance(v, int) and abs(v) > MAX_INT_PARAM:  # counts: steps, draws, a window
             raise InputError(
                 f"regulariser {name}: {k}={v:.3g} is over the limit of {MAX_INT_PARAM} "
@@ -168,7 +173,6 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
             )
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        inverse = {v: k for k, v in ALIASES.items()}
         shown = [inverse.get(p, p) for p in valid]
         raise InputError(
             f"regulariser {name}: unknown parameter(s) {', '.join(unknown)}; "
