@@ -321,18 +321,18 @@ def test_a_sigterm_swallowed_by_a_library_still_exits_143(monkeypatch, capsys):
     import signal
     import types
 
-    from alignctl.cli import assemble
+    from alignctl.cli import assemble, process
     from alignctl.cli.common import Terminated
 
     def app():
         try:  # a library that swallows whatever its import raised
-            assemble._terminate(signal.SIGTERM, None)
+            process.terminate(signal.SIGTERM, None)
         except BaseException:  # noqa: BLE001, S110
             pass
         raise SystemExit(0)  # click's normal end
 
     monkeypatch.setattr(assemble, "app", app)
-    monkeypatch.setattr(assemble, "_TERMINATED", [])
+    monkeypatch.setattr(process, "TERMINATED", [])
     monkeypatch.setattr(signal, "signal", lambda *a: None)  # the test process keeps its own
     monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
     with pytest.raises(SystemExit) as e:
@@ -341,18 +341,18 @@ def test_a_sigterm_swallowed_by_a_library_still_exits_143(monkeypatch, capsys):
 
     def handled():  # a command that reports it itself (cli_errors): said once, not twice
         try:
-            assemble._terminate(signal.SIGTERM, None)
+            process.terminate(signal.SIGTERM, None)
         except Terminated:
             print("terminated", file=sys.stderr)
             raise SystemExit(143) from None
 
     monkeypatch.setattr(assemble, "app", handled)
-    monkeypatch.setattr(assemble, "_TERMINATED", [])
+    monkeypatch.setattr(process, "TERMINATED", [])
     with pytest.raises(SystemExit) as e:
         assemble._run_app()
     assert e.value.code == 143 and capsys.readouterr().err.strip() == "terminated"
     seen = []
-    hook = assemble._quiet_terminated(seen.append)
+    hook = process.quiet_terminated(seen.append)
     hook(types.SimpleNamespace(exc_value=Terminated()))  # dropped: no "Exception ignored"
     hook(types.SimpleNamespace(exc_value=ValueError("x")))  # anything else: as before
     assert len(seen) == 1

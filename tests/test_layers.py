@@ -69,7 +69,7 @@ def test_imports_go_down_only(path):
 
 
 # shared by the commands, not commands themselves: options and errors, the live --follow view
-CLI_HELPERS = ("common", "live")
+CLI_HELPERS = ("common", "live", "process")
 
 
 @pytest.mark.parametrize("path", sorted((SRC / "cli").glob("*.py")), ids=lambda p: p.name)

@@ -11,9 +11,7 @@ Heavy modules (torch) are imported inside the commands so ``--help`` starts fast
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import warnings
 from typing import Annotated
@@ -22,7 +20,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from alignctl._version import __version__
-from alignctl.cli.common import FREEZE_IMPORTS, Terminated, error_line, printable
+from alignctl.cli.common import FREEZE_IMPORTS, error_line, printable
 from alignctl.errors import InputError
 
 VERBOSE_ENV = "ALIGNCTL_VERBOSE"
@@ -217,25 +215,6 @@ def _main(
     configure_warnings(_STATE["verbose"])
 
 
-_TERMINATED: list[int] = []  # set when SIGTERM arrives, in case its exception is swallowed
-
-
-def _terminate(signum, frame):
-    _TERMINATED.append(signum)
-    raise Terminated()
-
-
-def _quiet_terminated(default):
-    """An unraisable-exception hook that drops our own Terminated: raised inside a callback
-    (importlib's module-lock weakref) it was printed as "Exception ignored ... Traceback"."""
-
-    def hook(unraisable):
-        if not isinstance(unraisable.exc_value, Terminated):
-            default(unraisable)
-
-    return hook
-
-
 def main() -> None:
     """The console script. Under torchrun (several ranks, :mod:`alignctl.report.distributed`)
     rank 0 runs the command and the other ranks serve it; every rank exits with rank 0's code."""
@@ -264,55 +243,11 @@ def main() -> None:
             leave(code)
 
 
-def _tolerant_stdout() -> None:
-    """Under PYTHONIOENCODING=ascii (or latin-1) the table's "≥" or a checkpoint named "é"
-    raised UnicodeEncodeError after the whole analysis ("internal error", exit 2, the files
-    not written): what stdout's encoding cannot show is written as a backslash escape."""
-    enc = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "")
-    if enc != "utf8":
-        with contextlib.suppress(AttributeError, ValueError):  # replaced or closed: leave it
-            sys.stdout.reconfigure(errors="backslashreplace")
-
-
 def _run_app() -> None:
-    """The app, with SIGTERM turned into an exception (temporary files are removed on the way
-    out) and any unexpected error shown as one line, exit 2."""
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    _tolerant_stdout()
-    try:
-        # torch's C initialisation imports numpy and swallows any exception that import
-        # raises: a SIGTERM (or Ctrl-C) landing there was lost and the command ran to the end
-        # with exit 0. Import it first (SIGTERM's default action covers that time: nothing is
-        # written yet).
-        import numpy  # noqa: F401
+    """The app under :func:`alignctl.cli.process.run_guarded` (signals, stdout, last resort)."""
+    from alignctl.cli.process import run_guarded
 
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _terminate)
-            sys.unraisablehook = _quiet_terminated(sys.unraisablehook)
-        try:
-            app()
-        except SystemExit as e:  # 143: a command said "terminated" itself (cli_errors)
-            if _TERMINATED and e.code != 143:  # swallowed somewhere: still terminated
-                raise Terminated() from None
-            raise
-        if _TERMINATED:
-            raise Terminated()
-    except Terminated:
-        typer.echo("terminated", err=True)
-        sys.exit(143)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except (Exception, RecursionError, MemoryError) as e:  # noqa: BLE001  the last resort
-        if _STATE["verbose"] or verbose_requested():
-            import traceback
-
-            traceback.print_exc()
-        error_line(
-            f"internal error: {type(e).__name__}: {e}; this is a bug in alignctl, please "
-            f"report it (--verbose shows the traceback)"
-        )
-        sys.exit(2)
+    run_guarded(lambda: app(), lambda: _STATE["verbose"] or verbose_requested())
 
 
 def _assemble() -> None:

@@ -23,6 +23,7 @@ import torch
 
 import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
+from alignctl.geometry.chunk import jacobian_parts, vjp_quantities
 from alignctl.geometry.devices import (
     eval_mode,
     exact_float32,
@@ -31,7 +32,6 @@ from alignctl.geometry.devices import (
     twice_differentiable,
 )
 from alignctl.geometry.finite import blank_undefined
-from alignctl.geometry.linear_input import NOT_TAKEN, layer_jacobian
 from alignctl.geometry.metrics import METRICS, Quantities
 from alignctl.geometry.metrics.sets import resolve_metrics
 from alignctl.geometry.placement import copy_model, prepare
@@ -41,8 +41,6 @@ from alignctl.geometry.underflow import splice, tiny_samples
 from alignctl.geometry.vjp import (
     check_labels,
     full_jacobian,
-    label_cotangent,
-    vjp_rows,
 )
 
 log = logging.getLogger("alignctl")
@@ -218,7 +216,7 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                                           lambda text: _note(notes, text), centred)  # fmt: skip
             elif full:
                 seen: list[torch.Tensor] = []
-                parts = _jacobian_parts(plan, xb, f, inp, first, notes, seen)
+                parts = jacobian_parts(plan, xb, f, inp, first, lambda t: _note(notes, t), seen)
                 out = seen[0] if seen else None
                 yb = None
                 if y is not None:
@@ -238,7 +236,7 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
             elif needs <= {"model"}:  # no derivative needed
                 q = Quantities(flat, f=f, inp=inp, module=plan.front.model)
             else:
-                q, out = _vjp_quantities(f, inp, flat, y, start, needs)
+                q, out = vjp_quantities(f, inp, flat, y, start, needs)
                 q.module = plan.front.model
             logits.append(out)  # None: this chunk's path took no plain forward pass
             if opts["tiny"] is not None:
@@ -276,41 +274,3 @@ def _metric(name: str, q: Quantities) -> torch.Tensor:
             f"metric {name} needs the whole Jacobian and has no sketched "
             "estimate; measure it with sketch=0 (--sketch 0)"
         ) from None
-
-
-def _jacobian_parts(plan, xb, f, inp, first, notes, outputs) -> dict:
-    """The Jacobian of a chunk: J_h and W through the shortcut (checked against the generic
-    path on the first chunk), else J itself; ``outputs`` receives the chunk's logits."""
-    if plan.layer is not None:
-        got = layer_jacobian(f, plan.layer, inp, vjp_rows, outputs)
-        reason = None
-        if got is None:
-            reason = NOT_TAKEN
-        elif first:
-            k = min(verify.N_CHECK, inp.shape[0])
-            generic = full_jacobian(plan.fn(xb[:k]), inp[:k])
-            reason = verify.check_shortcut(generic, got[0][:k], plan.layer.weight.detach())
-        if reason is None:
-            w = plan.layer.weight.detach()
-            return {"jh": got[0], "w": w, "wx": got[1], "rw": plan.weight_factor()}
-        _note(notes, reason)
-        plan.layer = None
-    outputs.clear()  # the shortcut's forward pass, if it took one, is not this chunk's
-    return {"jac": full_jacobian(f, inp, outputs)}  # (m, C, d)
-
-
-def _vjp_quantities(f, inp, flat, y, start, needs) -> Quantities:
-    """Centroid (v = 1) and label-row (v = e_y) vector-Jacobian products of a chunk."""
-    m = inp.shape[0]
-    inp = inp.detach().requires_grad_(True)
-    out = f(inp)
-    cots, keys = [], []
-    if "centroid" in needs:
-        cots.append(torch.ones_like(out))
-        keys.append("mu")
-    if "label" in needs:
-        yb = check_labels(torch.as_tensor(y)[start : start + m], m, out.shape[1])
-        cots.append(label_cotangent(yb.to(out.device), out.shape[1], out))
-        keys.append("jy")
-    rows = dict(zip(keys, vjp_rows(out, inp, cots), strict=True))
-    return Quantities(flat, f=f, inp=inp.detach(), **rows), out.detach()
