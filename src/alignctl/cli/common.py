@@ -225,11 +225,13 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
 
 def figure_link(plot: Path, markdown: str) -> str:
     """The figure's path relative to the Markdown file's folder (or the current directory when
-    the Markdown goes to stdout), as a Markdown link target."""
+    the Markdown goes to stdout), as a Markdown link target: percent-encoded, since spaces,
+    brackets, parentheses or ``<>`` in a file name end the link or make it text."""
     import os
+    from urllib.parse import quote
 
     base = Path.cwd() if markdown == "-" else Path(markdown).resolve().parent
-    return Path(os.path.relpath(Path(plot).resolve(), base)).as_posix()
+    return quote(Path(os.path.relpath(Path(plot).resolve(), base)).as_posix(), safe="/")
 
 
 # set by the console script (assemble.main): the process is alignctl's own, so what the

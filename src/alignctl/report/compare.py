@@ -178,15 +178,22 @@ def table_rows(cmp: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def to_markdown(cmp: dict, figure: str | None = None) -> str:
+    """GitHub-flavoured Markdown; labels, paths and verdicts come from run folders' names
+    and report files, so every piece of text is escaped (a ``|`` would split a cell)."""
+    from alignctl.report.cells import num
+    from alignctl.report.render_markdown import escape, table
+
     header, rows = table_rows(cmp)
-    names = " vs ".join(f"{r['label']} (`{Path(str(r['path'])).name}`)" for r in cmp["runs"])
+    names = " vs ".join(f"{escape(r['label'])} ({escape(Path(str(r['path'])).name)})"
+                        for r in cmp["runs"])  # fmt: skip
     out = [f"### alignctl compare: {names}", ""]
     if figure:
         out += [f"![alignctl compare]({figure})", ""]
-    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    out += ["", f"Differences (in parentheses) are from {cmp['reference']}, at the nearest "
-            "checkpoint of each run; `last` rows compare the last checkpoints."]  # fmt: skip
+    out += table(header, rows)
+    ref = escape(cmp["reference"])
+    out += ["", f"Differences (in parentheses) are from {ref}, at the nearest checkpoint "
+            "of each run; `last` rows compare the last checkpoints."]  # fmt: skip
     for r in cmp["runs"]:
-        out.append(f"- {r['label']}: {r['verdict']}, recommendation `{r['recommendation']}`")
+        out.append(f"- {escape(r['label'])}: {escape(num(r['verdict']))}, recommendation "
+                   f"{escape(num(r['recommendation']))}")  # fmt: skip
     return "\n".join(out) + "\n"
