@@ -1,4 +1,4 @@
-"""Markdown that names runs and files: compare's tables keep their cells whatever the run
+"""compare on held-out reports: its Markdown tables keep their cells whatever the run
 folders are called, and the figure link of ``--markdown`` + ``--plot`` stays an image for any
 file name (spaces, brackets, parentheses)."""
 
@@ -39,3 +39,16 @@ def test_figure_link_is_an_image_for_any_file_name(tmp_path):
         tokens = md.parseInline(f"![fig]({link})")[0].children
         (image,) = [t for t in tokens if t.type == "image"]
         assert Path(unquote(image.attrs["src"])) == Path("out") / name
+
+
+def test_compare_reads_metrics_of_reports_without_metric_names():
+    """A hand-made or older report without ``metric_names``: its checkpoints' metrics are
+    compared and drawn (they were dropped: accuracies only, empty panels refused)."""
+    from alignctl.report.figures.trajectories import available
+
+    a, b = report("/r/a", [0, 10]), report("/r/b", [0, 10], seed=1)
+    for r in (a, b):
+        del r["metric_names"]
+    cmp = comparison(series([a, b]))
+    assert cmp["quantities"][2:] == ["centroid_alignment", "jacobian_norm", "jacobian_erank"]
+    assert "jacobian_norm" in available(series([a, b]))

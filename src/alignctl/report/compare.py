@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.report.cells import metric_names
 from alignctl.report.figures import COLORS
 from alignctl.report.figures.trajectories import Series
 
@@ -114,8 +115,10 @@ def _value(ck: dict, key: str):
 def _keys(reports: list[dict]) -> list[str]:
     accs = [k for k in ACCURACIES if all(any(_value(c, k) is not None for c in r["checkpoints"])
                                          for r in reports)]  # fmt: skip
-    common = set.intersection(*(set(r.get("metric_names") or []) for r in reports))
-    return accs + [m for m in reports[0].get("metric_names") or [] if m in common]
+    # a report without metric_names (hand-made, older): the metrics its checkpoints hold
+    names = [metric_names(r) for r in reports]
+    common = set.intersection(*map(set, names))
+    return accs + [m for m in names[0] if m in common]
 
 
 def _row(cks: list[dict], keys: list[str], step) -> dict:

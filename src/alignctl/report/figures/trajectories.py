@@ -53,7 +53,9 @@ class Series:
 def available(runs: list[Series], wanted=None) -> list[str]:
     """The panels to draw, among those some run has: ``wanted``; by default the story for
     several runs, every metric for one."""
-    names = [n for s in runs for n in s.report.get("metric_names") or []]
+    from alignctl.report.cells import metric_names  # without metric_names: those held
+
+    names = [n for s in runs for n in metric_names(s.report)]
     if wanted:
         keys = list(wanted)
         missing = [k for k in keys if k != "accuracy" and k not in names]
