@@ -1,6 +1,5 @@
-"""The per-class panel tells its steps apart by line style only: each legend key must be long
-enough to show a whole dash period on each side of its marker (keys of 2 font sizes at 6 pt
-drew '--', ':' and '-.' as the same solid stub)."""
+"""Figure keys and titles that stay readable: the per-class panel's legend keys show each
+step's dash pattern, and long run names wrap inside the figure above the panels."""
 
 import matplotlib
 
@@ -30,5 +29,30 @@ def test_per_class_legend_keys_show_each_steps_dash_pattern():
             side = (x.max() - x.min()) / 2 - key.get_markersize() / 2
             _, dashes = key._dash_pattern  # scaled by the line width; None when solid
             assert dashes is None or side >= sum(dashes), (key.get_linestyle(), side, dashes)
+    finally:
+        plt.close(fig)
+
+
+def test_long_run_names_wrap_inside_the_figure_above_the_panels():
+    """Three runs with long folder names: the legend and the title are no wider than the
+    panels (one line each made the saved figure grow around narrow panels), the legend sits
+    above every panel title and the title above the legend."""
+    from test_figures import report
+
+    from alignctl.report.compare import series
+    from alignctl.report.figures.trajectories import trajectories_figure
+
+    names = ["a-very-long-experiment-name-for-the-baseline-run-with-seed-0000",
+             "another-very-long-experiment-name-baseline-run-with-seed-0001", "third"]  # fmt: skip
+    runs = series([report(f"/runs/{n}", [0, 10, 100]) for n in names])
+    fig, _ = trajectories_figure(runs, title=" vs ".join(s.label for s in runs))
+    try:
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        title, lbox = fig._suptitle.get_window_extent(r), legend.get_window_extent(r)
+        assert lbox.width <= fig.bbox.width and title.width <= fig.bbox.width
+        assert title.y0 >= lbox.y1
+        assert all(lbox.y0 >= ax.title.get_window_extent(r).y1 for ax in fig.axes)
     finally:
         plt.close(fig)
