@@ -148,7 +148,7 @@ def analyze(
         parse_bytes(max_memory)
     check_gate_options(names, fail_under=fail_under or (), fail_over=fail_over or (),
                        baseline=baseline, max_drop=max_drop or (),
-                       require_verdict=require_verdict)  # fmt: skip
+                       require_verdict=require_verdict, robustness=robustness)  # fmt: skip
     outputs = check_outputs(
         {"--json": json_out, "--csv": csv_out, "--markdown": markdown, "--plot": plot,
          "GITHUB_STEP_SUMMARY": os.environ.get("GITHUB_STEP_SUMMARY")},

@@ -248,7 +248,8 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
 
 def figure_link(plot: Path, markdown: str) -> str:
     """The figure's path relative to the Markdown file's folder (or the current directory when
-    the Markdown goes to stdout), as a Markdown link target."""
+    the Markdown goes to stdout), as a Markdown link target: percent-encoded, since spaces,
+    brackets, parentheses or ``<>`` in a file name end the link or make it text."""
     import os
     from urllib.parse import quote
 

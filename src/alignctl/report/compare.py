@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.report.cells import metric_names
 from alignctl.report.figures import COLORS
 from alignctl.report.figures.trajectories import Series
 from alignctl.runs.limits import loads_json, read_text_capped
@@ -125,8 +126,10 @@ def _value(ck: dict, key: str):
 def _keys(reports: list[dict]) -> list[str]:
     accs = [k for k in ACCURACIES if all(any(_value(c, k) is not None for c in r["checkpoints"])
                                          for r in reports)]  # fmt: skip
-    common = set.intersection(*(set(r.get("metric_names") or []) for r in reports))
-    return accs + [m for m in reports[0].get("metric_names") or [] if m in common]
+    # a report without metric_names (hand-made, older): the metrics its checkpoints hold
+    names = [metric_names(r) for r in reports]
+    common = set.intersection(*map(set, names))
+    return accs + [m for m in names[0] if m in common]
 
 
 def _row(cks: list[dict], keys: list[str], step) -> dict:
@@ -189,15 +192,22 @@ def table_rows(cmp: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def to_markdown(cmp: dict, figure: str | None = None) -> str:
+    """GitHub-flavoured Markdown; labels, paths and verdicts come from run folders' names
+    and report files, so every piece of text is escaped (a ``|`` would split a cell)."""
+    from alignctl.report.cells import num
+    from alignctl.report.render_markdown import escape, table
+
     header, rows = table_rows(cmp)
-    names = " vs ".join(f"{r['label']} (`{Path(str(r['path'])).name}`)" for r in cmp["runs"])
+    names = " vs ".join(f"{escape(r['label'])} ({escape(Path(str(r['path'])).name)})"
+                        for r in cmp["runs"])  # fmt: skip
     out = [f"### alignctl compare: {names}", ""]
     if figure:
         out += [f"![alignctl compare]({figure})", ""]
-    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    out += ["", f"Differences (in parentheses) are from {cmp['reference']}, at the nearest "
-            "checkpoint of each run; `last` rows compare the last checkpoints."]  # fmt: skip
+    out += table(header, rows)
+    ref = escape(cmp["reference"])
+    out += ["", f"Differences (in parentheses) are from {ref}, at the nearest checkpoint "
+            "of each run; `last` rows compare the last checkpoints."]  # fmt: skip
     for r in cmp["runs"]:
-        out.append(f"- {r['label']}: {r['verdict']}, recommendation `{r['recommendation']}`")
+        out.append(f"- {escape(r['label'])}: {escape(num(r['verdict']))}, recommendation "
+                   f"{escape(num(r['recommendation']))}")  # fmt: skip
     return "\n".join(out) + "\n"

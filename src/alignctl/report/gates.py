@@ -44,15 +44,18 @@ def parse_assignment(text: str, option: str) -> tuple[str, float]:
 
 
 def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), baseline=None,
-                       max_drop=(), require_verdict=None) -> None:  # fmt: skip
+                       max_drop=(), require_verdict=None, robustness=None) -> None:  # fmt: skip
     """Every gate option validated before the analysis: syntax, finite values, known metric
-    names, a readable baseline with numbers for the gated metrics, a known verdict."""
+    names, a readable baseline with numbers for the gated metrics, a known verdict. With
+    ``robustness=False`` a gate on ``adversarial_accuracy`` is a usage error: nothing measures
+    it, so the gate could only fail (exit 1 for a CI config mistake)."""
     known = list(metric_names)
-    for texts, option in ((fail_under, "--fail-under"), (fail_over, "--fail-over"),
-                          (max_drop, "--max-drop")):  # fmt: skip
-        for text in texts:
-            name, _ = parse_assignment(text, option)
-            value_of({}, name, known)  # InputError for an unknown metric
+    gated = [(parse_assignment(text, option)[0], option)
+             for texts, option in ((fail_under, "--fail-under"), (fail_over, "--fail-over"),
+                                   (max_drop, "--max-drop"))
+             for text in texts]  # fmt: skip
+    for name, _ in gated:
+        value_of({}, name, known)  # InputError for an unknown metric
     if max_drop and baseline is None:
         raise InputError("--max-drop needs --baseline REPORT.json")
     if baseline is not None:
@@ -60,6 +63,9 @@ def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), 
         for text in max_drop:
             name, _ = parse_assignment(text, "--max-drop")
             baseline_value(base, name, baseline)
+    for name, option in gated:  # after the baseline's own message for what it lacks
+        if name == "adversarial_accuracy" and robustness is False:
+            raise InputError(f"{option} adversarial_accuracy needs --robustness (PGD)")
     if require_verdict is not None and require_verdict not in ORDER:
         raise InputError(f"unknown verdict {short(require_verdict)}; valid: {', '.join(ORDER)}")
 

@@ -158,12 +158,12 @@ def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> 
     the test that gave it (:func:`compare`), mean seconds, wall-clock speed-up, how many runs
     grokked."""
 
-    def grokked_flags(r):
-        return [results[(r, s)]["grokked_epoch"] is not None for s in seeds]
-
     def grokked_at(r, s):  # a diverged pair did not grok, whatever it logged before
         res = results[(r, s)]
         return None if res.get("status") == "diverged" else res["grokked_epoch"]
+
+    def grokked_flags(r):  # the same rule: a diverged run is censored for the test too
+        return [grokked_at(r, s) is not None for s in seeds]
 
     def epochs(r):
         return [max_epochs if grokked_at(r, s) is None else grokked_at(r, s) for s in seeds]

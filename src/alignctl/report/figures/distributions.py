@@ -91,4 +91,6 @@ def draw_distribution(ax_violin, ax_class, runs: list[Series], metric: str, at: 
     ax_class.set_title("mean per class", loc="left")
     ax_class.set_xlabel("class")
     ax_class.xaxis.get_major_locator().set_params(integer=True)
-    ax_class.legend(handles=keys, frameon=False, fontsize=6, loc="best")
+    # keys long enough to show each step's dash pattern on both sides of the marker (the
+    # default 2 font sizes at 6 pt drew "--" and ":" as solid lines, all steps alike)
+    ax_class.legend(handles=keys, frameon=False, fontsize=6, loc="best", handlelength=6)

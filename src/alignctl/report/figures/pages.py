@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alignctl.report.figures import COLORS, check_format, save
 from alignctl.report.figures.distributions import check_dist, draw_distribution
-from alignctl.report.figures.trajectories import Series, trajectories_figure
+from alignctl.report.figures.trajectories import Series, finish_layout, trajectories_figure
 
 
 def default_at(report: dict) -> list[int]:
@@ -26,7 +26,7 @@ def plot_runs(runs: list[Series], path, *, panels=None, title: str = "", dist: s
     fig, spare = trajectories_figure(runs, panels, title, extra_rows=1 if dist else 0)
     if dist:
         draw_distribution(*spare[0], runs, dist, at or default_at(runs[0].report))
-        fig.tight_layout()
+        finish_layout(fig, title)
     save(fig, path)
 
 

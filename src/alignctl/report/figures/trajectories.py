@@ -7,6 +7,7 @@ A run is a :class:`Series`: the ``analyze`` report dict and its legend label. Us
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 from alignctl.errors import InputError
@@ -53,7 +54,9 @@ class Series:
 def available(runs: list[Series], wanted=None) -> list[str]:
     """The panels to draw, among those some run has: ``wanted``; by default the story for
     several runs, every metric for one."""
-    names = [n for s in runs for n in s.report.get("metric_names") or []]
+    from alignctl.report.cells import metric_names  # without metric_names: those held
+
+    names = [n for s in runs for n in metric_names(s.report)]
     if wanted:
         keys = list(wanted)
         missing = [k for k in keys if k != "accuracy" and k not in names]
@@ -203,12 +206,31 @@ def trajectories_figure(runs: list[Series], panels=None, title: str = "", extra_
     label = step_label(runs)
     for ax in axes[-ncols:]:
         ax.set_xlabel(label)
-    # above the panels, where it covers no curve and no verdict label
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False,
-               bbox_to_anchor=(0.5, 1.0))  # fmt: skip
     spare = [(fig.add_subplot(grid[nrows + r, : ncols - 1]), fig.add_subplot(grid[nrows + r, -1]))
              for r in range(extra_rows)]  # fmt: skip
-    fig.suptitle(title, y=1.0 + 0.25 / fig.get_figheight(), fontsize=10)  # above the legend
-    fig.tight_layout()
+    finish_layout(fig, title)
     return fig, spare
+
+
+def finish_layout(fig, title: str) -> None:
+    """Panels laid out tight, then above them (where they cover no curve and no verdict label)
+    the legend of the first panel and the title, each in as many columns or lines as fit the
+    panels' width: long run names on one line made the saved figure grow around narrow
+    panels. Call again after drawing into more axes (it replaces both)."""
+    for legend in list(fig.legends):
+        legend.remove()
+    fig.suptitle("")  # laid out without the old title
+    fig.tight_layout()
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    renderer, width_px = fig.canvas.get_renderer(), fig.bbox.width
+    top = max(ax.get_tightbbox(renderer).y1 for ax in fig.axes) / fig.bbox.height
+    for ncol in range(min(4, len(labels)), 0, -1):
+        legend = fig.legend(handles, labels, loc="lower center", frameon=False,
+                            bbox_to_anchor=(0.5, top), ncol=ncol)  # fmt: skip
+        if ncol == 1 or legend.get_window_extent(renderer).width <= width_px:
+            top = legend.get_window_extent(renderer).transformed(fig.transFigure.inverted()).y1
+            break
+        legend.remove()
+    chars = int(fig.get_figwidth() * 72 // (0.6 * 10))  # 10 pt characters per line, about
+    title = textwrap.fill(title, max(20, chars), break_long_words=False, break_on_hyphens=False)
+    fig.suptitle(title, y=top + 0.05 / fig.get_figheight(), va="bottom", fontsize=10)
