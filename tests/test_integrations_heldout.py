@@ -2,6 +2,7 @@
 a Hugging Face training resumed from its checkpoint."""
 
 import pytest
+import torch
 from test_integrations import tiny_gpt2, token_rows
 
 KEY = "alignment/centroid_alignment"
@@ -36,3 +37,22 @@ def test_hf_resume_from_checkpoint_logs_the_checkpoint_step_once(tmp_path):
     assert [e["step"] for e in cb.probe.entries] == [0, 2, 4, 6, 8]
     at4 = [h[KEY] for h in history if KEY in h and h["step"] == 4]
     assert at4[0] == pytest.approx(cb.probe.entries[2]["metrics"]["centroid_alignment"])
+
+
+def test_a_monitor_stepped_inside_autocast_measures_in_full_precision():
+    """qa15: ``mon.step`` called inside the loop's ``torch.autocast(bfloat16)`` block measured
+    under it: the log's values were bf16 ones, not those of the weights (``alignctl.measure``,
+    ``alignctl analyze`` of the same checkpoint, a Lightning ``bf16-mixed`` callback)."""
+    import alignctl
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    mon = alignctl.Monitor(net, x, y, every=1, out=None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mon.step(0)
+        assert torch.is_autocast_enabled("cpu")  # the caller's context is left as it was
+    want = alignctl.measure(net, x, y, metrics="fast")
+    for name, values in want.items():
+        assert mon.entries[0]["metrics"][name] == float(values.double().mean()), name
