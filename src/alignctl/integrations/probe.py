@@ -120,6 +120,18 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+@contextlib.contextmanager
+def _no_autocast(dev: torch.device) -> Iterator[None]:
+    """Full precision inside a caller's ``torch.autocast`` (a loop calling ``mon.step`` in its
+    mixed-precision block): the measurement is the one ``alignctl analyze`` makes of the same
+    weights, whatever context the loop calls it from."""
+    if not torch.amp.is_autocast_available(dev.type):
+        yield
+        return
+    with torch.autocast(dev.type, enabled=False):
+        yield
+
+
 class Probe:
     """A fixed probe set, the metrics to take on it, and the measurements so far.
 
@@ -210,7 +222,7 @@ class Probe:
         model = unwrap(model)
         dev = _device_of(model)
         seen: list[torch.Tensor] = []
-        with preserved_state(model):
+        with preserved_state(model), _no_autocast(dev):
             model.eval()
             values = measure(model, self.x, self.y, metrics=self.names,
                              batch_size=self.batch_size, device=dev, outputs=seen)  # fmt: skip

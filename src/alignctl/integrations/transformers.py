@@ -43,6 +43,7 @@ from alignctl.errors import InputError
 from alignctl.integrations.probe import Every, Probe
 
 log = logging.getLogger("alignctl")
+PREFIX = "alignment/"  # of the scalars reported
 
 
 def _logits(out) -> torch.Tensor:
@@ -141,13 +142,21 @@ class AlignmentCallback(transformers.TrainerCallback):
             raise InputError("AlignmentCallback cannot find its Trainer: pass trainer=")
         # a new training (the callback reused), or a resume: measurements at its first step
         # or later are another run's
-        self._every.last, self.stop_reason = self.probe.rewind(int(state.global_step)), None
-        return self._maybe_measure(state, control, model)
+        step = int(state.global_step)
+        self._every.last, self.stop_reason = self.probe.rewind(step), None
+        # resume_from_checkpoint restores state.log_history, which holds the measurement made
+        # at the checkpoint's step when it was saved: measure (the verdicts need the entry)
+        # but do not log that step a second time
+        logged = step > 0 and any(
+            h.get("step") == step and any(str(k).startswith(PREFIX) for k in h)
+            for h in state.log_history
+        )
+        return self._maybe_measure(state, control, model, report=not logged)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         return self._maybe_measure(state, control, model)
 
-    def _maybe_measure(self, state, control, model):
+    def _maybe_measure(self, state, control, model, report: bool = True):
         step = int(state.global_step)
         if not self._every.due(step):
             return control
@@ -157,9 +166,10 @@ class AlignmentCallback(transformers.TrainerCallback):
             entry = self.probe.measure(self._view(model), step)
             # Trainer.log ends in on_log, which clears should_log: keep the Trainer's own
             # decision to log the loss at this step.
-            pending = control.should_log
-            self.trainer.log(self.probe.scalars(entry))
-            control.should_log = self.trainer.control.should_log = pending
+            if report:
+                pending = control.should_log
+                self.trainer.log(self.probe.scalars(entry, prefix=PREFIX))
+                control.should_log = self.trainer.control.should_log = pending
             stop = self.probe.should_stop
         if self.probe.stop_when is not None and _broadcast(stop):
             self.stop_reason = self.probe.stop_reason or "alignctl: stop (from the main process)"
