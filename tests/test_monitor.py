@@ -172,14 +172,15 @@ def test_a_log_only_run_renders_as_a_report_with_gates(tmp_path):
 
 def test_stop_when_stop_stops_with_the_reason_logged(tmp_path, caplog):
     # Thresholds under which any network with a held-out split is "generalising" with flat
-    # test accuracy: the real recommend() then says stop at the first measurement.
+    # test accuracy: the real recommend() then says stop from the first measurement, and the
+    # monitor stops at the second (one point shows no trend).
     x, y = data()
     easy = {"fit": 0.0, "skill": -10.0, "plateau": 1e9, "chance_skill": -10.0}
     with caplog.at_level(logging.WARNING, logger="alignctl"):
         mon = fit_mlp(tmp_path, every=10, stop_when="stop", verdict=easy, test=(x[48:], y[48:]))
     assert mon.entries[0]["verdict"] == "generalising"
-    assert mon.should_stop and [e["step"] for e in mon.entries] == [0]
-    assert "stopping at step 0" in mon.stop_reason and mon.stop_reason in caplog.text
+    assert mon.should_stop and [e["step"] for e in mon.entries] == [0, 10]
+    assert "stopping at step 10" in mon.stop_reason and mon.stop_reason in caplog.text
     assert json.loads((tmp_path / "m" / "run.json").read_text())["stopped"] == mon.stop_reason
     # without stop_when the same recommendation never stops training
     again = fit_mlp(tmp_path, every=10, verdict=easy, test=(x[48:], y[48:]), overwrite=True)

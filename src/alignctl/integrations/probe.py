@@ -246,7 +246,9 @@ class Probe:
         return monitor_log.recommendation(self.entries, self.t)
 
     def _decide(self) -> None:
-        if self.stop_when is None or self.stop_reason is not None:
+        # never on the first measurement: a trend needs two points, and one point read as
+        # "flat" would end a run that starts generalised (fine-tuning) before it trained
+        if self.stop_when is None or self.stop_reason is not None or len(self.entries) < 2:
             return
         rec = self.recommendation()
         if rec["action"] == self.stop_when:
