@@ -70,9 +70,59 @@ def train(
     """Train a network (optionally with GrokAlign or its peers), writing checkpoints that
     `alignctl analyze` reads. Exit codes: 0 done, 2 input/write error, 3 diverged, 130
     interrupted."""
+    from alignctl.train.lock import RunLock
+
+    run_dir = resume if resume is not None else out
+    lock = RunLock(run_dir) if run_dir is not None else None
+    if resume is not None:
+        # the lock before torch's import (seconds on a loaded machine): `analyze --follow`
+        # started with the resume sees a writer at once, not only the old run.json
+        _check_resume(resume, config, task, reg, seed, out)
+        lock.acquire()
+    try:
+        _train(out, config, task, reg, epochs, seed, device, save_every, save_schedule,
+               eval_every, stop_when_grokked, on_nan, resume, force, quiet, threads, run_dir,
+               lock)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_resume(resume: Path, config, task, reg, seed, out) -> None:
+    """What ``--resume`` needs, checked before its lock: no options of a new run, a folder
+    that holds a run."""
+    if config or task or reg or seed is not None or out:
+        raise InputError("--resume takes only --epochs, --device, --on-nan and the schedule "
+                         "options")  # fmt: skip
+    if not resume.is_dir():
+        raise InputError(f"--resume {resume}: no such run directory")
+    if not (resume / "alignctl.yaml").exists():  # killed before its config was written
+        raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
+                         "run again with --out")  # fmt: skip
+
+
+def _train(
+    out,
+    config,
+    task,
+    reg,
+    epochs,
+    seed,
+    device,
+    save_every,
+    save_schedule,
+    eval_every,
+    stop_when_grokked,
+    on_nan,
+    resume,
+    force,
+    quiet,
+    threads,
+    run_dir,
+    lock,
+) -> None:
     from alignctl.runs.config import ON_NAN
     from alignctl.train.jsonio import dumps_strict
-    from alignctl.train.lock import RunLock
     from alignctl.train.schedule import save_epochs
 
     save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
@@ -82,8 +132,6 @@ def train(
 
     if on_nan is not None and on_nan not in ON_NAN:
         raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
-    run_dir = resume if resume is not None else out
-    lock = RunLock(run_dir) if run_dir is not None else None
     group = _group()
     try:
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
@@ -153,16 +201,9 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
             return trainer
 
     if resume is not None:
-        if config or task or reg or seed is not None or out:
-            raise InputError("--resume takes only --epochs, --device, --on-nan and the schedule "
-                             "options")  # fmt: skip
-        if not resume.is_dir():
-            raise InputError(f"--resume {resume}: no such run directory")
-        if not (resume / "alignctl.yaml").exists():  # killed before its config was written
-            raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
-                             "run again with --out")  # fmt: skip
-        # the lock first (it changes nothing): `analyze --follow` started with the resume
-        # sees a writer at once, not only the old run.json (finished) this removes later
+        _check_resume(resume, config, task, reg, seed, out)
+        # the lock first (it changes nothing; train() took it already): `analyze --follow`
+        # started with the resume sees a writer at once, not the old run.json this removes
         lock.acquire()
         cfg = load_config(resume / "alignctl.yaml")
         trainer = make(resume, cfg, device)

@@ -35,6 +35,8 @@ class RunLock:
         self._token: str | None = None
 
     def acquire(self) -> RunLock:
+        if self._fd is not None:  # held already (train --resume takes it before its imports)
+            return self
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = _open(self.dir)
