@@ -16,6 +16,7 @@ from alignctl.cli.assemble import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bad_input import make_run  # noqa: E402
+from test_outputs import one_error  # noqa: E402
 
 
 def _state(root: Path) -> dict:
@@ -33,15 +34,9 @@ def _state(root: Path) -> dict:
 
 def refused(tmp_path: Path, argv: list[str], *fragments: str, env=None) -> str:
     before = _state(tmp_path)
-    r = CliRunner().invoke(app, argv, env=env)
-    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr, r.exception)
-    assert "Traceback" not in r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
+    line = one_error(CliRunner().invoke(app, argv, env=env), *fragments)
     assert _state(tmp_path) == before, "a file that was there changed"
-    return lines[0]
+    return line
 
 
 # ---- an output naming a file the command reads would replace its input ----------------------
