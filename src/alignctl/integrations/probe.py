@@ -27,6 +27,7 @@ from alignctl.errors import InputError
 from alignctl.report import monitor_log
 
 STOP_WHEN = (None, "stop")
+PREFIX = "alignment/"  # of the scalars the integrations report
 
 
 @contextlib.contextmanager
@@ -259,7 +260,7 @@ class Probe:
     def should_stop(self) -> bool:
         return self.stop_reason is not None
 
-    def scalars(self, entry: dict, prefix: str = "alignment/") -> dict[str, float]:
+    def scalars(self, entry: dict, prefix: str = PREFIX) -> dict[str, float]:
         """The entry's finite means and accuracies as ``{prefix + name: value}``."""
         out = {f"{prefix}{k}": v for k, v in entry["metrics"].items() if v is not None}
         for key, name in (("train_accuracy", "probe_accuracy"), ("test_accuracy", "test_accuracy")):

@@ -40,10 +40,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Every, Probe
+from alignctl.integrations.probe import PREFIX, Every, Probe
 
 log = logging.getLogger("alignctl")
-PREFIX = "alignment/"  # of the scalars reported
 
 
 def _logits(out) -> torch.Tensor:
@@ -168,7 +167,7 @@ class AlignmentCallback(transformers.TrainerCallback):
             # decision to log the loss at this step.
             if report:
                 pending = control.should_log
-                self.trainer.log(self.probe.scalars(entry, prefix=PREFIX))
+                self.trainer.log(self.probe.scalars(entry))
                 control.should_log = self.trainer.control.should_log = pending
             stop = self.probe.should_stop
         if self.probe.stop_when is not None and _broadcast(stop):
