@@ -126,7 +126,8 @@ def _no_autocast(dev: torch.device) -> Iterator[None]:
     """Full precision inside a caller's ``torch.autocast`` (a loop calling ``mon.step`` in its
     mixed-precision block): the measurement is the one ``alignctl analyze`` makes of the same
     weights, whatever context the loop calls it from."""
-    if not torch.amp.is_autocast_available(dev.type):
+    available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4
+    if available is not None and not available(dev.type):
         yield
         return
     with torch.autocast(dev.type, enabled=False):
