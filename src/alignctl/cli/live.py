@@ -7,14 +7,13 @@ from pathlib import Path
 
 import typer
 
-from alignctl.cli.common import err_console
+from alignctl.cli.common import err_console, out_console
 from alignctl.errors import InputError
 
 
 def follow(path, opened, options, cache_at, no_cache, quiet, check_log):
     """``--follow``: a live table on a terminal (rich Live), one line per new checkpoint when
     piped; returns the final report."""
-    from rich.console import Console
     from rich.live import Live
 
     from alignctl.report import render
@@ -22,7 +21,7 @@ def follow(path, opened, options, cache_at, no_cache, quiet, check_log):
     from alignctl.report.cache import Cache
     from alignctl.report.follow import follow_run, plain_line
 
-    out, printed, caches = Console(), set(), {}
+    out, printed, caches = out_console(), set(), {}
     live = Live(console=out, auto_refresh=False) if out.is_terminal and not quiet else None
 
     def analyse(run):
