@@ -80,60 +80,18 @@ def train(
         _check_resume(resume, config, task, reg, seed, out)
         lock.acquire()
     try:
-        _train(out, config, task, reg, epochs, seed, device, save_every, save_schedule,
-               eval_every, stop_when_grokked, on_nan, resume, force, quiet, threads, run_dir,
-               lock)  # fmt: skip
-    finally:
-        if lock is not None:
-            lock.release()
+        from alignctl.runs.config import ON_NAN
+        from alignctl.train.jsonio import dumps_strict
+        from alignctl.train.schedule import save_epochs
 
+        save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
+        from alignctl.geometry.threads import check_threads
 
-def _check_resume(resume: Path, config, task, reg, seed, out) -> None:
-    """What ``--resume`` needs, checked before its lock: no options of a new run, a folder
-    that holds a run."""
-    if config or task or reg or seed is not None or out:
-        raise InputError("--resume takes only --epochs, --device, --on-nan and the schedule "
-                         "options")  # fmt: skip
-    if not resume.is_dir():
-        raise InputError(f"--resume {resume}: no such run directory")
-    if not (resume / "alignctl.yaml").exists():  # killed before its config was written
-        raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
-                         "run again with --out")  # fmt: skip
+        check_threads(threads)
 
-
-def _train(
-    out,
-    config,
-    task,
-    reg,
-    epochs,
-    seed,
-    device,
-    save_every,
-    save_schedule,
-    eval_every,
-    stop_when_grokked,
-    on_nan,
-    resume,
-    force,
-    quiet,
-    threads,
-    run_dir,
-    lock,
-) -> None:
-    from alignctl.runs.config import ON_NAN
-    from alignctl.train.jsonio import dumps_strict
-    from alignctl.train.schedule import save_epochs
-
-    save_epochs(epochs or 1, save_every, save_schedule)  # a bad schedule fails before any write
-    from alignctl.geometry.threads import check_threads
-
-    check_threads(threads)
-
-    if on_nan is not None and on_nan not in ON_NAN:
-        raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
-    group = _group()
-    try:
+        if on_nan is not None and on_nan not in ON_NAN:
+            raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
+        group = _group()
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
                                      resume, on_nan, lock, group)  # fmt: skip
         from alignctl.train.trainer import set_threads
@@ -168,6 +126,19 @@ def _train(
             err=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _check_resume(resume: Path, config, task, reg, seed, out) -> None:
+    """What ``--resume`` needs, checked before its lock: no options of a new run, a folder
+    that holds a run."""
+    if config or task or reg or seed is not None or out:
+        raise InputError("--resume takes only --epochs, --device, --on-nan and the schedule "
+                         "options")  # fmt: skip
+    if not resume.is_dir():
+        raise InputError(f"--resume {resume}: no such run directory")
+    if not (resume / "alignctl.yaml").exists():  # killed before its config was written
+        raise InputError(f"{resume} holds no alignctl.yaml, so no run to resume; start the "
+                         "run again with --out")  # fmt: skip
 
 
 def _group():
