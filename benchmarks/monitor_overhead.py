@@ -152,9 +152,9 @@ def timed(cb):
     """Count the CPU seconds the callback spends (its measurements) in ``cb.cpu``."""
     inner, cb.cpu = cb._maybe_measure, 0.0
 
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
         t0 = time.process_time()
-        out = inner(*args)
+        out = inner(*args, **kwargs)
         cb.cpu += time.process_time() - t0
         return out
 
