@@ -275,3 +275,33 @@ def test_judge_entries_is_judge_in_order_with_the_entries_before_as_history():
     assert [(e["verdict"], e["inferred"]) for e in got if e is not got[1]] == [
         (e["verdict"], e["inferred"]) for e in want if e is not want[1]
     ] and not any("evidence" in e for e in got)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "train, test, verdict, action",
+    [
+        (0.4, 0.35, "learning", "keep-training"),  # one point: no underfit is "flat" yet
+        (0.4, None, "learning", "keep-training"),
+        (1.0, 0.95, "generalising", "stop"),
+        (1.0, 0.30, "memorising", "try-grokalign"),
+        (1.0, 0.10, "memorising", "investigate"),  # 10 classes: test accuracy at chance
+        (1.0, None, "memorising", "try-grokalign"),
+        (1.0, None, "generalising", "stop"),
+        (1.0, None, "uncertain", "investigate"),
+    ],
+)
+def test_one_checkpoint_has_a_verdict_but_no_trend(train, test, verdict, action):
+    one = [{**ck(train, test, step=500), "verdict": verdict}]
+    r = recommend(one, T, n_classes=10)
+    assert r["action"] == action
+    # a single point is neither flat nor rising: the reason says so instead
+    assert not re.search(r"\b(flat|rising|rises)\b", r["reason"]), r["reason"]
+    assert "only checkpoint" in r["reason"] and "step 500" in r["reason"]
+    if test is not None:
+        assert f"{test:.3f}" in r["reason"]
+
+
+def test_one_checkpoint_beside_diverged_ones_is_judged_alone():
+    two = [{**ck(1.0, 0.95, step=1), "verdict": "generalising"},
+           {**ck(1.0, None, step=2, diverged=True), "verdict": "diverged"}]  # fmt: skip
+    assert recommend(two, T, n_classes=10)["action"] == "investigate"  # the last diverged

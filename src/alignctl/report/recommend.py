@@ -25,6 +25,10 @@ over the last third of the checkpoints, and only since the network fitted the tr
 Without a test split the (inferred) verdicts decide: memorising -> try-grokalign /
 increase-lambda; generalising or robust -> stop; uncertain -> investigate (evaluate on held-out
 data: the geometry alone does not tell).
+
+One analysable checkpoint has a verdict but no trend: nothing is called flat or rising. Still
+fitting -> keep-training; fitted with the test accuracy at chance -> investigate; otherwise the
+verdict's action, its reason saying that later checkpoints would show the trend.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
             "network fits, memorises or generalises needs labelled data (the monitor's "
             "probe_y).")}  # fmt: skip
     reg = regularisation(config_train)
+    if len(live) == 1:
+        return _single(live[0], t, reg, n_classes)
     tests = [c.get("test_accuracy") for c in live]
     if all(_finite(v) for v in tests):
         return _with_test(live, tests, t, reg, n_classes)
@@ -107,9 +113,45 @@ def _fitting(live: list[dict], t: dict) -> dict:
         "learning rate, or check the labels.")}  # fmt: skip
 
 
+def _chance(n_classes: int | None) -> float:
+    return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
+
+
+def _single(c: dict, t: dict, reg: dict, n_classes: int | None) -> dict:
+    """The recommendation from one checkpoint: its verdict, and no trend (one point is
+    neither flat nor rising)."""
+    where = f"step {c['step']}, the only checkpoint analysed (no trend yet)"
+    test, chance = c.get("test_accuracy"), _chance(n_classes)
+    if c["verdict"] == "learning":
+        also = f" (test accuracy {test:.3f})" if _finite(test) else ""
+        return {"action": "keep-training", "reason": (
+            f"train accuracy {c['train_accuracy']:.3f}{also} at {where}, below the "
+            f"{t['fit']:.2f} fit threshold: the network is still fitting; later checkpoints "
+            "will show whether it still improves.")}  # fmt: skip
+    if _finite(test):
+        seen = f"test accuracy {test:.3f} at {where}"
+        if (test - chance) / (1 - chance) <= t["chance_skill"] and test >= chance / 2:
+            return {"action": "investigate", "reason": (
+                f"train accuracy {c['train_accuracy']:.3f} but {seen} is at chance "
+                f"({chance:.3f}): labels that carry no signal or data that cannot generalise; "
+                "check them before regularising.")}  # fmt: skip
+    else:
+        seen = f"{where}; inferred without a test split"
+    if c["verdict"] == "memorising":
+        return _change(reg, f"memorising ({seen})")
+    if c["verdict"] in ("generalising", "robust"):
+        confirm = "later checkpoints" if _finite(test) else "held-out data"
+        return {"action": "stop", "reason": (
+            f"{c['verdict']} ({seen}): confirm on {confirm} that more training would not "
+            "help.")}  # fmt: skip
+    return {"action": "investigate", "reason": (
+        f"the geometry at {where} does not tell memorising from generalising (verdict "
+        f"{c['verdict']}): evaluate on held-out data.")}  # fmt: skip
+
+
 def _with_test(live, tests, t, reg, n_classes) -> dict:
     last = live[-1]
-    chance = 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
+    chance = _chance(n_classes)
     skill = lambda acc: (acc - chance) / (1 - chance)  # noqa: E731
     best_i = max(range(len(tests)), key=lambda i: (tests[i], -i))
     best, now = tests[best_i], tests[-1]
