@@ -248,9 +248,43 @@ def test_every_reason_cites_its_numbers(trains, tests):
 
 
 def test_regularisation_is_read_from_the_config():
-    assert regularisation(None) == {"grokalign": None, "weight_decay": 0.0}
+    assert regularisation(None) == {"grokalign": False, "lambda": None, "weight_decay": 0.0}
     cfg = {"optimizer": {"weight_decay": 0.1}, "regularisers": ["grokalign"]}
-    assert regularisation(cfg) == {"grokalign": 0.001, "weight_decay": 0.1}
+    # no lambda recorded: none invented (the default depends on the preset trained)
+    assert regularisation(cfg) == {"grokalign": True, "lambda": None, "weight_decay": 0.1}
+    cfg["regularisers"] = [{"name": "grokalign", "lam": 0.05}]  # the other spelling
+    assert regularisation(cfg)["lambda"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "spec, cited",
+    [
+        ({"name": "grokalign", "lambda": 0.05}, "lambda 0.05"),
+        ({"name": "grokalign", "lam": "5e-2"}, "lambda 0.05"),  # YAML 1.1 reads 5e-2 as text
+        ("grokalign:lambda=0.05", "lambda 0.05"),
+        ("grokalign", "not in the run config"),
+        ({"name": "grokalign", "lambda": 0}, "a positive lambda"),
+    ],
+)
+def test_the_lambda_cited_is_the_configs(spec, cited):
+    from alignctl.runs.config import _regularisers
+
+    train = {"regularisers": _regularisers([spec], "train.regularisers")}
+    trains, tests = [0.3, 1.0, 1.0, 1.0, 1.0, 1.0], [0.1, 0.2, 0.2, 0.2, 0.2, 0.2]
+    r = recommend(traj(trains, tests), T, n_classes=10, config_train=train)
+    assert r["action"] == "increase-lambda" and cited in r["reason"], r["reason"]
+    assert "0.001" not in r["reason"]
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", None, -1, float("nan"), float("inf"), [1], {"a": 1}, True]
+)
+@pytest.mark.parametrize("key", ["lambda", "lam"])
+def test_a_lambda_that_is_not_a_number_is_refused_at_load(key, value):
+    from alignctl.runs.config import _regularisers
+
+    with pytest.raises(InputError, match=rf"train.regularisers\[0\]: grokalign: {key} must be"):
+        _regularisers([{"name": "grokalign", key: value}], "train.regularisers")
 
 
 def test_judge_entries_is_judge_in_order_with_the_entries_before_as_history():

@@ -47,23 +47,29 @@ def _third(values: list[float]) -> tuple[float, float]:
 
 
 def regularisation(config_train: dict | None) -> dict:
-    """{"grokalign": lambda or None, "weight_decay": float} from a run's ``train`` config."""
+    """{"grokalign": bool, "lambda": float or None, "weight_decay": float} from a run's
+    validated ``train`` config (:mod:`alignctl.runs.config`); lambda None: GrokAlign without
+    a recorded lambda (a hand-written config: its default depends on the preset trained)."""
     train = config_train or {}
-    lam = None
+    used, lam = False, None
     for reg in train.get("regularisers") or []:
-        name = reg if isinstance(reg, str) else reg.get("name")
-        if name == "grokalign":
-            lam = 0.001 if isinstance(reg, str) else float(reg.get("lambda", 0.001))
+        reg = {"name": reg} if isinstance(reg, str) else reg
+        if reg.get("name") == "grokalign":
+            used, lam = True, reg.get("lambda", reg.get("lam"))
     wd = float((train.get("optimizer") or {}).get("weight_decay") or 0.0)
-    return {"grokalign": lam, "weight_decay": wd}
+    return {"grokalign": used, "lambda": None if lam is None else float(lam), "weight_decay": wd}
 
 
 def _change(reg: dict, why: str) -> dict:
-    if reg["grokalign"] is not None:
+    if reg["grokalign"]:
+        lam = reg["lambda"]
+        used = "GrokAlign (its lambda is not in the run config)" if lam is None else (
+            f"GrokAlign with lambda {lam:g}")  # fmt: skip
+        larger = ("a larger lambda" if lam is None else f"a larger lambda (e.g. {10 * lam:g})"
+                  if lam > 0 else "a positive lambda (e.g. 0.01, the default)")  # fmt: skip
         return {"action": "increase-lambda", "reason": (
-            f"{why}; the run already uses GrokAlign with lambda {reg['grokalign']:g}, too weak "
-            f"to induce alignment here: retrain with a larger lambda (e.g. "
-            f"{10 * reg['grokalign']:g}) (paper section 4).")}  # fmt: skip
+            f"{why}; the run already uses {used}, too weak to induce alignment here: retrain "
+            f"with {larger} (paper section 4).")}  # fmt: skip
     wd = reg["weight_decay"]
     alt = "or add weight decay" if wd == 0 else f"or raise weight decay above {wd:g}"
     return {"action": "try-grokalign", "reason": (

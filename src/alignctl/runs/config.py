@@ -172,7 +172,13 @@ def _regularisers(v, where: str) -> list[dict]:
             raise InputError(f"{where}[{i}]: {e}") from None
         if not isinstance(r, dict) or not isinstance(r.get("name"), str):
             raise InputError(f"{where}[{i}] must be a mapping with a 'name', got {short(r)}")
-        out.append(read_spec_values(r))
+        r = read_spec_values(r)
+        # the penalty's weight, under either spelling, is read outside training too (the
+        # recommendation cites it): a number >= 0 here; the rest is the regulariser's own
+        for key in ("lambda", "lam"):
+            if key in r:
+                r[key] = _number(r[key], f"{where}[{i}]: {short(r['name'])[1:-1]}: {key}", lo=0.0)
+        out.append(r)
     return out
 
 
