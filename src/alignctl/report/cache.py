@@ -37,6 +37,7 @@ from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.report.cache_keys import (
     canonical,
+    key_text,
     code_fingerprint,
     content_digest,
     data_digest,
@@ -122,8 +123,10 @@ class Cache:
             return
         from alignctl.runs.atomic import atomic_write_text
 
+        # what the key digested, for a reader; strict JSON (a factory's .inf as "Infinity")
+        shown = json.loads(key_text(material), parse_constant=str)
         doc = {"format": FORMAT, "key": key, "sha256": sha(canonical(entry)),
-               "material": material, "entry": entry}  # fmt: skip
+               "material": shown, "entry": entry}  # fmt: skip
         try:
             atomic_write_text(self.folder / f"{key}.json", canonical(doc) + "\n")
         except OSError as e:
@@ -179,7 +182,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
     keyed, entries, missing = [], {}, []
     for ref in run.checkpoints:
         material = {**context, "checkpoint": content_digest(ref.path)}
-        key = sha(canonical(material))
+        key = sha(key_text(material))
         keyed.append(key)
         hit = entries.get(key) or cache.get(key, names)
         if hit is None:

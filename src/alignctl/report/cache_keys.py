@@ -23,7 +23,15 @@ _CHUNK = 1 << 20
 
 
 def canonical(obj) -> str:
+    """Strict JSON (what the cache's files hold): a non-finite float is a ValueError."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=repr)
+
+
+def key_text(obj) -> str:
+    """The text a key digests: :func:`canonical`, but a non-finite float (a factory's
+    ``scale: .inf``, a data set's meta) is written as ``Infinity``/``NaN`` instead of raising:
+    the text is only hashed, never read back."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True, default=repr)
 
 
 def sha(text: str) -> str:
@@ -78,7 +86,7 @@ def data_digest(data) -> str:
     h = hashlib.sha256()
     for t in (data.x_train, data.y_train, data.x_test, data.y_test):
         _tensor_digest(h, t)
-    h.update(canonical([data.num_classes, data.input_range, data.meta]).encode())
+    h.update(key_text([data.num_classes, data.input_range, data.meta]).encode())
     return h.hexdigest()
 
 

@@ -114,3 +114,20 @@ def check_kwargs(fn, kwargs: dict, what: str) -> None:
     ]
     if missing:
         raise InputError(f"{what}: missing required parameter(s) {', '.join(missing)}")
+
+
+def check_finite(params: dict, what: str) -> None:
+    """InputError naming the first non-finite float (YAML's ``.inf``/``.nan``), nested lists and
+    mappings included, in a built-in task's or architecture's parameters: no size, fraction,
+    seed or scale of theirs means anything infinite (a user factory's kwargs are its own)."""
+    import math
+
+    def walk(v, name):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"{what}: {name} must be a finite number, got {v!r}")
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, sub in items:
+            walk(sub, f"{name}[{k!r}]" if isinstance(v, dict) else f"{name}[{k}]")
+
+    for name, v in params.items():
+        walk(v, name)

@@ -13,7 +13,7 @@ import torch
 
 from alignctl.errors import InputError
 from alignctl.registry import Registry
-from alignctl.runs.factories import call_factory, check_kwargs
+from alignctl.runs.factories import call_factory, check_finite, check_kwargs
 from alignctl.runs.validate import check_model_size
 
 MODELS: Registry = Registry("architecture")
@@ -48,13 +48,14 @@ def build_model(spec: dict, base_dir: Path) -> torch.nn.Module:
     kwargs = {k: v for k, v in spec.items() if k != "arch"}
     fn = MODELS.get(str(spec["arch"]))
     what = f"model arch {spec['arch']!r}"
+    check_finite(kwargs, what)
     check_kwargs(fn, kwargs, what)
     check_model_size(fn, kwargs, what)  # sizes and the parameter budget, nothing allocated
     try:
         return fn(**kwargs)
     except InputError:
         raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:
         raise InputError(f"{what}: {e}") from e
 
 

@@ -20,7 +20,7 @@ import torch
 from alignctl.errors import InputError
 from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
-from alignctl.runs.factories import call_factory, check_kwargs
+from alignctl.runs.factories import call_factory, check_finite, check_kwargs
 from alignctl.runs.limits import expand_user
 from alignctl.runs.validate import check_data_size
 
@@ -169,6 +169,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
         fn = TASKS.get(str(spec["task"]))
         params = {k: v for k, v in spec.items() if k != "task"}
         what = f"task {spec['task']!r}"
+        check_finite(params, what)
         check_kwargs(fn, params, what)
         _check_types(fn, params, what)
         check_data_size(fn, params, what)  # the data budget, before anything is drawn
@@ -178,7 +179,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
             ds = fn(**params)
         except InputError:
             raise
-        except (TypeError, ValueError, RuntimeError) as e:
+        except (TypeError, ValueError, RuntimeError, ArithmeticError) as e:
             raise InputError(f"{what}: {e}") from e
         return ds
     valid = (kind, "kwargs", *_USER_KEYS) if kind == "factory" else (kind, *_USER_KEYS)
