@@ -37,10 +37,10 @@ from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.report.cache_keys import (
     canonical,
-    key_text,
     code_fingerprint,
     content_digest,
     data_digest,
+    key_text,
     model_material,
     sha,
 )
