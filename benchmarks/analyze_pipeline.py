@@ -132,7 +132,7 @@ def main() -> None:
     flops = 2 * (784 * 196 + 196 * 196 * 2 + 196 * 10)  # multiply-adds of one forward pass
     gflops = rows * flops / max(parts.get("predict", 0), 1e-9) / 1e9
     print(f"  predicted {rows} rows at {gflops:.0f} GFLOP/s (train accuracy from measure()'s "
-          "logits after the first checkpoint: 50 x 10000 + 1024)")  # fmt: skip
+          f"logits after the first checkpoint: {args.checkpoints} x 10000 + 1024)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ subprocess so that nothing earlier counts. Prints peak RSS (``ru_maxrss``) minus
 after the imports, over the checkpoint's size: the model's own weights are 1.0 of it, so
 1.0 means loading added nothing. The file is deleted afterwards.
 
-    python benchmarks/checkpoint_memory.py --big
+    python benchmarks/checkpoint_memory.py --big [WIDTH]
+
+``WIDTH`` (default 8192) is the layers' width: a small one (256) checks the script in seconds.
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ def main(n: int = 1000) -> None:
 BIG_WIDTH, BIG_LAYERS = 8192, 4  # 4 x 8192^2 float32 = 1 GiB
 
 
-def big_model() -> torch.nn.Module:
-    layers = [torch.nn.Linear(BIG_WIDTH, BIG_WIDTH, bias=False) for _ in range(BIG_LAYERS)]
+def big_model(width: int = BIG_WIDTH) -> torch.nn.Module:
+    layers = [torch.nn.Linear(width, width, bias=False) for _ in range(BIG_LAYERS)]
     return torch.nn.Sequential(*layers)
 
 
@@ -98,14 +100,14 @@ def rss_now_mib() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def big_child(mode: str, path: str) -> None:
+def big_child(mode: str, path: str, width: int) -> None:
     """One measurement in this (fresh) process: prints 'ratio load_only seconds'."""
     from alignctl.runs.checkpoints import CheckpointRef
     from alignctl.runs.run import Run
 
     base = rss_now_mib()
     with torch.device("meta"):
-        model = big_model()
+        model = big_model(width)
     model = model.to_empty(device="cpu")  # uninitialised: the weights come from the file
     for p in model.parameters():
         p.detach().zero_()  # touch every page, as a model that was built would have
@@ -125,18 +127,18 @@ def big_child(mode: str, path: str) -> None:
           f"{seconds:.2f}")  # fmt: skip
 
 
-def big() -> None:
+def big(width: int = BIG_WIDTH) -> None:
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "step_0.safetensors"
         torch.manual_seed(0)
-        write_checkpoint(path, big_model().state_dict(), {"step": 0})
+        write_checkpoint(path, big_model(width).state_dict(), {"step": 0})
         size = path.stat().st_size
-        print(f"checkpoint: {size / 2**30:.2f} GiB ({BIG_LAYERS} x {BIG_WIDTH}^2 float32)")
+        print(f"checkpoint: {size / 2**30:.2f} GiB ({BIG_LAYERS} x {width}^2 float32)")
         for mode in ("stream", "state-dict"):
             out = subprocess.run(
-                [sys.executable, __file__, "--big-child", mode, str(path)],
+                [sys.executable, __file__, "--big-child", mode, str(path), str(width)],
                 check=True, capture_output=True, text=True,
             ).stdout.split()  # fmt: skip
             ratio, load_only, seconds = map(float, out[-3:])
@@ -146,8 +148,8 @@ def big() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--big"]:
-        big()
+        big(int(sys.argv[2]) if len(sys.argv) > 2 else BIG_WIDTH)
     elif sys.argv[1:2] == ["--big-child"]:
-        big_child(sys.argv[2], sys.argv[3])
+        big_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

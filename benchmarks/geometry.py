@@ -1,6 +1,6 @@
 """Geometry engine benchmark: ratios measured in one run (interleaved repetitions, medians).
 
-    python benchmarks/geometry.py [--reps 7] [--device auto] [--skip-memory]
+    python benchmarks/geometry.py [--reps 7] [--device auto] [--skip-memory] [--smoke]
 
 Prints
   1. all metrics / one batched Jacobian (C vector-Jacobian products: the floor),
@@ -13,6 +13,9 @@ on an MLP 784-196-196-196-10 without bias and 1024 samples, and
   5. the same for --metrics fast and standard on 2048 STL-shaped samples (3x96x96),
   6. what the run-time verification of the fast paths costs: all metrics on the MLP with the
      checks / with the checks switched off.
+
+``--smoke``: every size cut to a few samples (one repetition): checks that the script runs;
+its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import alignctl
 from alignctl.geometry.devices import resolve_device
 
 CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
+# samples: the MLP's, the per-sample loop's slice, the CNN's; the memory cases' (n, side)
+SIZES = {"mlp": 1024, "loop": 128, "cnn": 512, "cifar": (10_000, 32), "stl": (2048, 96)}
+SMOKE = {"mlp": 32, "loop": 4, "cnn": 16, "cifar": (64, 32), "stl": (8, 96)}
 
 
 def mlp() -> nn.Module:
@@ -143,12 +149,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a figure")
     args = ap.parse_args()
+    size = SMOKE if args.smoke else SIZES
+    args.reps = 1 if args.smoke else args.reps
     device = resolve_device(args.device)
     torch.manual_seed(0)
     model = mlp().to(device).eval()
-    x = torch.randn(1024, 784, device=device)
-    y = torch.randint(0, 10, (1024,), device=device)
+    n = size["mlp"]
+    x = torch.randn(n, 784, device=device)
+    y = torch.randint(0, 10, (n,), device=device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     t = interleaved(
         {
@@ -160,10 +170,10 @@ def main() -> None:
         args.reps,
         device,
     )
-    n_loop = 128  # the per-sample loop is slow: time a slice and scale to 1024 samples
+    n_loop = size["loop"]  # the per-sample loop is slow: time a slice and scale to n samples
     loop = statistics.median(
         timed(lambda: per_sample_loop(model, x[:n_loop], y[:n_loop]), device) for _ in range(3)
-    ) * (1024 / n_loop)
+    ) * (n / n_loop)
     for k, v in t.items():
         print(f"  {k:<9} {v * 1e3:8.2f} ms")
     print(f"  per-sample loop (reference code) {loop * 1e3:8.1f} ms (from {n_loop} samples)")
@@ -177,29 +187,32 @@ def main() -> None:
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(16 * 14 * 14, 128), nn.ReLU(), nn.Linear(128, 10),
     ).to(device)  # fmt: skip
-    xc = torch.rand(512, 1, 28, 28, device=device)
-    yc = torch.randint(0, 10, (512,), device=device)
+    xc = torch.rand(size["cnn"], 1, 28, 28, device=device)
+    yc = torch.randint(0, 10, (size["cnn"],), device=device)
     cases = {
         "jacobian": lambda: alignctl.jacobian(cnn, xc, device=device),
         "all": lambda: alignctl.measure(cnn, xc, yc, device=device),
     }
     tc = interleaved(cases, args.reps, device)
     print(
-        "generic path (CNN, 512 MNIST-shaped samples): all metrics / one batched Jacobian: "
+        f"generic path (CNN, {size['cnn']} MNIST-shaped samples): all metrics / one batched "
+        "Jacobian: "
         f"{tc['all'] / tc['jacobian']:.3f}"
     )
     ratio = verification_cost(model, x, y, args.reps, device)
     print(f"run-time verification of the fast paths: all metrics with / without it: {ratio:.3f}")
     if not args.skip_memory:
-        peak, chunk = peak_memory(device)
-        full = 10_000 * 10 * 3 * 32 * 32 * 4
+        n_cifar, side = size["cifar"]
+        peak, chunk = peak_memory(device, n=n_cifar, side=side)
+        full = n_cifar * 10 * 3 * side * side * 4
         print(
-            f"peak memory, 10,000 CIFAR-shaped samples, C=10, default chunk {chunk}: "
+            f"peak memory, {n_cifar:,} CIFAR-shaped samples, C=10, default chunk {chunk}: "
             f"{peak / 2**20:.0f} MiB (the full Jacobian would be {full / 2**20:.0f} MiB)"
         )
         for name, metrics in (("fast", CENTROID), ("standard", None)):
-            peak, chunk = peak_memory(device, n=2048, side=96, metrics=metrics)
-            print(f"peak memory, 2048 x 3x96x96, {name} metrics, chunk {chunk}: "
+            n_stl, side = size["stl"]
+            peak, chunk = peak_memory(device, n=n_stl, side=side, metrics=metrics)
+            print(f"peak memory, {n_stl} x 3x{side}x{side}, {name} metrics, chunk {chunk}: "
                   f"{peak / 2**20:.0f} MiB")  # fmt: skip
 
 

@@ -14,11 +14,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
-mkdir -p "$OUT"
 if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "no CUDA device: the GPU check needs one"
     exit 0
 fi
+mkdir -p "$OUT"  # only where there is something to write: no empty folder left behind
 export PYTHONUNBUFFERED=1
 status=0
 part() {  # part NAME SECONDS COMMAND...: run it, tee its output, remember a failure

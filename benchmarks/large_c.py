@@ -1,6 +1,6 @@
 """Many classes: cost and accuracy of the whole-Jacobian metrics as C grows (issue 17, items 1, 5).
 
-    nice -n 10 python benchmarks/large_c.py [--samples 64] [--reps 3] [--threads 1]
+    nice -n 10 python benchmarks/large_c.py [--samples 64] [--reps 3] [--threads 1] [--smoke]
 
 Prints, measured in this run (best of --reps, CPU time of one thread, one torch thread by default):
   1. per model (MLP 3072-256-256-C; CNN 3x32x32 -> conv16 -> conv32 -> 256 -> C), random init
@@ -16,6 +16,9 @@ Prints, measured in this run (best of --reps, CPU time of one thread, one torch 
      and a rank-2 last layer, before (float64 recompute of near rank-deficient samples, the
      previous algorithm, patched in) and after (float32 QR + SVD), and the largest error of
      PC1 and the effective rank against float64.
+
+``--smoke``: one sample, one repetition, C = 300 (still sketched) in place of 1000 and 1000 in
+place of 50,000: checks that the script runs; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import alignctl.geometry.sketch as sk
 import alignctl.geometry.svd as svd
 
 CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
+BIG, HUGE = 1000, 50_000  # the many-class C of the tables and of the centroid metrics
 
 
 def mlp(c: int) -> nn.Module:
@@ -105,7 +109,7 @@ def _spy():
 def accuracy(net, x, y, got, errs, reps) -> str:
     """Per-sample relative error of the sketch against the exact path (16 samples), the
     reported 95% error and its coverage (share of samples whose true error is within it)."""
-    m = min(x.shape[0], 16)  # the exact path costs 1000 products a sample: 16 samples
+    m = min(x.shape[0], 16)  # the exact path costs C products a sample: 16 samples
     xm, ym = x[:m], y[:m]
     te, _, ref = run(lambda: alignctl.measure(net, xm, ym, sketch=0), 1)
     line = f" | exact {te / m * 1e3:8.1f} ms | per sample: error mean/max (reported max, coverage)"
@@ -118,7 +122,8 @@ def accuracy(net, x, y, got, errs, reps) -> str:
     return line
 
 
-def classes_table(name, make, shape, n, reps, kinds=("random", "rank-4"), cs=(10, 100, 1000)):
+def classes_table(name, make, shape, n, reps, kinds=("random", "rank-4"), cs=(10, 100, None)):
+    cs = tuple(BIG if c is None else c for c in cs)
     for kind in kinds:
         costs = {}
         for c in cs:
@@ -130,12 +135,12 @@ def classes_table(name, make, shape, n, reps, kinds=("random", "rank-4"), cs=(10
             t, mem, got = run(lambda: alignctl.measure(net, x, y, errors=errs), reps)  # noqa: B023
             costs[c] = t
             line = f"{name:9s} {kind:8s} C={c:5d}: {t / n * 1e3:7.2f} ms {mem / n / 2**20:6.2f} MiB"
-            if c == 1000:
+            if c == BIG:
                 blocks = sorted({b for b, _ in SPENT})
                 probes = sorted({p for _, p in SPENT})
                 line += f" blocks {blocks} probes {probes}" + accuracy(net, x, y, got, errs, reps)
             print(line, flush=True)
-        print(f"{name:9s} {kind:8s} cost(C=1000) / cost(C=10): {costs[1000] / costs[10]:.2f}"
+        print(f"{name:9s} {kind:8s} cost(C={BIG}) / cost(C=10): {costs[BIG] / costs[10]:.2f}"
               + (f"  (C=100: {costs[100] / costs[10]:.2f})" if 100 in costs else ""),
               flush=True)  # fmt: skip
 
@@ -176,12 +181,12 @@ HELD_OUT = (("GELU-MLP", gelu_mlp, (3072,)), ("BN-CNN", bn_cnn, (3, 32, 32)),
 
 def centroid_table(name, make, shape, n, reps) -> None:
     t = {}
-    for c in (10, 50_000):
+    for c in (10, HUGE):
         torch.manual_seed(0)
         net, x = make(c), torch.randn(n, *shape)
         t[c] = run(lambda: alignctl.measure(net, x, metrics=CENTROID), reps)[0]  # noqa: B023
-    print(f"{name:4s} centroid metrics: C=10 {t[10] / n * 1e3:.3f} ms, C=50000 "
-          f"{t[50_000] / n * 1e3:.3f} ms per sample, ratio {t[50_000] / t[10]:.2f}")  # fmt: skip
+    print(f"{name:4s} centroid metrics: C=10 {t[10] / n * 1e3:.3f} ms, C={HUGE} "
+          f"{t[HUGE] / n * 1e3:.3f} ms per sample, ratio {t[HUGE] / t[10]:.2f}")  # fmt: skip
 
 
 def legacy_from_gram(gram, factor, exact=False):
@@ -233,13 +238,13 @@ def centred_stop(n, reps) -> None:
     """The centred stop rule: its cost on the random MLP (C = 1000; all metrics against all
     but the two centred ones, which stop on |J|_F^2 alone) and its errors on nearly alike rows."""
     torch.manual_seed(0)
-    net, x, t = mlp(1000), torch.randn(n, 3072), {}
+    net, x, t = mlp(BIG), torch.randn(n, 3072), {}
     names = list(alignctl.measure(net, x[:2]))
     for label, ms in (("centred", names), ("|J| only", [m for m in names if "centred_" not in m
                       or m.startswith("centred_label")])):  # fmt: skip
         SPENT.clear()
         t[label] = run(lambda: alignctl.measure(net, x, metrics=ms), reps)[0]  # noqa: B023
-        print(f"MLP C=1000 random, {label}: {t[label] / n * 1e3:.2f} ms, probes {SPENT[-1][1]}")
+        print(f"MLP C={BIG} random, {label}: {t[label] / n * 1e3:.2f} ms, probes {SPENT[-1][1]}")
     print(f"  cost ratio centred / |J| only: {t['centred'] / t['|J| only']:.3f}")
     cen = ["centred_norm", "centred_alignment_full"]
     for seed in (0, 1):
@@ -267,7 +272,11 @@ def main() -> None:
     ap.add_argument(
         "--only", choices=["classes", "held-out", "centroid", "item5", "centred"], default=None
     )
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: a check, not a figure")
     args = ap.parse_args()
+    if args.smoke:
+        global BIG, HUGE
+        BIG, HUGE, args.samples, args.reps = 300, 1000, 1, 1
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.samples} samples")
     n, reps = args.samples, args.reps
@@ -278,7 +287,7 @@ def main() -> None:
     if args.only in (None, "held-out"):
         print("held-out models (not used to choose the sketch's constants):")
         for name, make, shape in HELD_OUT:
-            classes_table(name, make, shape, n, reps, kinds=("held-out",), cs=(10, 1000))
+            classes_table(name, make, shape, n, reps, kinds=("held-out",), cs=(10, None))
     if args.only in (None, "centroid"):
         for name, make, shape in (("MLP", mlp, (3072,)), ("CNN", cnn, (3, 32, 32))):
             centroid_table(name, make, shape, n, reps)

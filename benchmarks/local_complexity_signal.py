@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verdict_corpus import chance_of, truth_label  # noqa: E402
+from verdict_corpus import chance_of, truth_files, truth_label  # noqa: E402
 
 from alignctl.errors import InputError  # noqa: E402
 from alignctl.report.analysis import analyze  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=256)
     args = ap.parse_args()
     rows, smooth = [], []
-    for truth_file in sorted(args.corpus.glob("*/truth.json")):
+    for truth_file in truth_files(args.corpus):
         got = measure_run(truth_file.parent, args.samples)
         if got is None:
             smooth.append(truth_file.parent.name)

@@ -1,7 +1,8 @@
 """What watching alignment costs a training run: ratios measured in one run (interleaved
 repetitions, medians).
 
-    nice -n 10 python benchmarks/monitor_overhead.py [--reps 7] [--steps 300] [--frameworks]
+    nice -n 10 python benchmarks/monitor_overhead.py [--reps 21] [--segment 500] [--steps 200]
+        [--framework-reps 3] [--no-frameworks]
 
 The MNIST preset's network (MLP 784-196-196-196-10 without bias, weights x8), AdamW 1e-3 wd
 0.01, cross-entropy, batch 128, one CPU thread (CPU time of the process), on synthetic

@@ -1,6 +1,7 @@
 """GrokAlign training-step overhead: ratios measured in one run (interleaved repetitions, medians).
 
     python benchmarks/train_step.py [--reps 30] [--threads 1] [--subsample 32] [--fractions F,...]
+        [--smoke]
 
 The MNIST preset's network (MLP 784-196-196-196-10, no bias, weights x8), AdamW, cross-entropy,
 batch 128, on the CPU. Both required cases are alignctl's own ``Trainer.train_step`` on real
@@ -43,6 +44,10 @@ in src/). Their amortised cost is timed as 8 consecutive real ``Trainer.train_st
 Then, for each estimator, over many draws on one batch: mean of the norm(J)_F^2 estimate / exact
 (unbiasedness), relative spread of the batch penalty, and E[sqrt(estimate)] / norm(J)_F (the
 ``fro`` penalty's expectation: the square root makes every estimator biased, each differently).
+
+Exit status 1 when the GrokAlign step exceeds 2.2x the plain one. ``--smoke``: one repetition,
+2 draws, one k and one f: checks that the script runs; its figures mean nothing, so the 2.2x
+target is not judged (exit 0).
 """
 
 from __future__ import annotations
@@ -204,7 +209,10 @@ def main() -> None:
     ap.add_argument("--paths", default="auto,autograd",
                     help="GrokAlign's paths for every=k / subsample=f: auto (the ReLU chain), "
                     "autograd")  # fmt: skip
+    ap.add_argument("--smoke", action="store_true", help="tiny settings: a check, not a figure")
     args = ap.parse_args()
+    if args.smoke:
+        args.reps, args.draws, args.every, args.fractions = 1, 2, "2", "0.25"
     torch.set_num_threads(args.threads)
     names = ["grokalign", "params-only", "subsample", "func-jvp", "fused-jvp", "fused-sub"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,7 +262,7 @@ def main() -> None:
         model, x, args.draws, args.subsample
     ).items():
         print(f"  {name:<32} {unbiased:6.3f}  {spread:6.3f}  {sqrt_bias:6.3f}")
-    sys.exit(0 if ratio <= 2.2 else 1)
+    sys.exit(0 if ratio <= 2.2 or args.smoke else 1)
 
 
 if __name__ == "__main__":

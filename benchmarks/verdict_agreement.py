@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verdict_corpus import chance_of, truth_label  # noqa: E402
+from verdict_corpus import chance_of, truth_files, truth_label  # noqa: E402
 
 from alignctl.report.analysis import analyze  # noqa: E402
 from alignctl.report.evidence import infer  # noqa: E402
@@ -50,7 +50,7 @@ COST = 85 / 15  # a wrong decision costs 85/15 right ones: break-even at 85% acc
 
 def load(corpus: Path, samples: int, fresh: bool) -> list[dict]:
     runs = []
-    for truth_file in sorted(corpus.glob("*/truth.json")):
+    for truth_file in truth_files(corpus):
         folder = truth_file.parent
         cache = folder / "agreement-report.json"
         if fresh or not cache.exists():
@@ -169,7 +169,8 @@ def main() -> None:
     wrong = sum(p[2] for p in per_family)
     fitted = sum(p[3] for p in per_family)
     decided = right + wrong
-    print(f"fitted checkpoints {fitted}; decided {decided} (coverage {decided / fitted:.0%}); "
+    coverage = decided / max(fitted, 1)  # a tiny corpus may have no fitted checkpoint
+    print(f"fitted checkpoints {fitted}; decided {decided} (coverage {coverage:.0%}); "
           f"right {right} of {decided} ({right / max(decided, 1):.0%})")  # fmt: skip
     for fam, r_, w_, f_ in per_family:
         t = fitted_t[fam]

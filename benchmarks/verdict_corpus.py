@@ -4,6 +4,11 @@ and recommendations on runs it was not tuned on (issue 13).
     nice -n 10 python benchmarks/verdict_corpus.py --out corpus/            # all runs
     python benchmarks/verdict_corpus.py --out corpus/ --only digits-mlp-adamw
     python benchmarks/verdict_corpus.py --list
+    python benchmarks/verdict_corpus.py --out /tmp/c --only gmm-tanh --max-steps 20   # a check
+
+``--max-steps N`` caps every run's steps (epochs for ``alignctl train`` runs) at N: a quick
+check that the builder and the scripts reading the corpus run, not the corpus (a run built
+with another cap than asked, or none, is built again).
 
 Every run is seeded and cached: a finished run (its ``truth.json`` exists) is skipped, so an
 interrupted build loses one run at most. One CPU thread: the 26 runs took 1705 s of wall-clock
@@ -187,6 +192,17 @@ def make_data(spec: dict):
     return DATA[spec["data"]](kw.pop("seed", spec["seed"]), **kw)
 
 
+def truth_files(corpus: Path) -> list[Path]:
+    """The corpus's runs (their truth.json files, sorted); without any, an ``error:`` line and
+    exit 2 (the scripts that read a corpus have nothing to measure)."""
+    found = sorted(corpus.glob("*/truth.json"))
+    if not found:
+        print(f"error: no corpus runs (*/truth.json) in {corpus}: build them with "
+              f"python benchmarks/verdict_corpus.py --out {corpus}", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    return found
+
+
 def chance_of(n_classes: int) -> float:
     return 0.5 if n_classes <= 2 else 1.0 / n_classes
 
@@ -196,7 +212,9 @@ def build(spec: dict, out: Path) -> dict:
     folder = out / spec["name"]
     done = folder / "truth.json"
     if done.exists():
-        return json.loads(done.read_text())
+        truth = json.loads(done.read_text())
+        if truth.get("max_steps") == spec.get("max_steps"):
+            return truth
     import torch
 
     torch.set_num_threads(1)
@@ -213,6 +231,8 @@ def build(spec: dict, out: Path) -> dict:
     for r in rows:
         r["truth"] = truth_label(r["train"], r["test"], chance_of(n_classes))
     truth = {k: spec[k] for k in ("name", "family", "loop", "accept", "note")}
+    if spec.get("max_steps"):
+        truth["max_steps"] = spec["max_steps"]
     truth.update(n_classes=n_classes, seconds=round(time.perf_counter() - t0, 1), checkpoints=rows)
     done.write_text(json.dumps(truth, indent=1))
     return truth
@@ -224,13 +244,22 @@ def _n_classes(spec: dict) -> int:
     return int(spec["config"]["model"]["out_features"])
 
 
+def capped(spec: dict, cap: int | None) -> dict:
+    """The run with its steps (plain loop) or epochs (``alignctl train``) capped at ``cap``."""
+    if not cap:
+        return spec
+    key = "steps" if spec["loop"] == "plain" else "epochs"
+    return {**spec, key: min(spec[key], cap), "max_steps": cap}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("corpus"))
     ap.add_argument("--only", nargs="*", help="run names (default: all)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--max-steps", type=int, help="cap each run's steps/epochs (a quick check)")
     args = ap.parse_args(argv)
-    runs = [r for r in RUNS if not args.only or r["name"] in args.only]
+    runs = [capped(r, args.max_steps) for r in RUNS if not args.only or r["name"] in args.only]
     if args.list or not runs:
         for r in RUNS:
             print(

@@ -2,7 +2,7 @@
 subset of the batch, in CPU time.
 
     nice -n 10 python benchmarks/xor_step.py [--reps 3] [--every 1,4] [--subsample 0.25,0.125]
-        [--combos "subsample=0.0625,every=2"] [--task PRESET] [--epochs BASE,E1,...]
+        [--combos "subsample=0.0625,every=2"] [--task PRESET] [--epochs BASE,E1,...] [--smoke]
 
 The xor-cluster preset (two-layer bias-free MLP 40000-2048-1, squared error, full-batch SGD
 on 400 samples; GrokAlign lambda 1.0), or another preset with ``--task`` (its lambda): 4
@@ -21,7 +21,8 @@ gradient that ReLU's double backward sends back through the subset's first layer
 batch's own weight-gradient product instead of a product and a sum of its own). With
 ``--epochs BASE,OTHER,...`` (a race's mean epochs to grok for the ``--base`` case, plain by
 default, then for each other case in the order printed) it prints the wall-clock speed-up
-those imply: BASE/epochs x base step/step.
+those imply: BASE/epochs x base step/step. ``--smoke``: the XOR cluster shrunk to inputs of
+200 and a hidden layer of 64, one repetition: checks that the script runs, not a figure.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ from alignctl.train.presets import PRESETS, preset_reg_defaults
 from alignctl.train.trainer import Trainer
 
 STEPS = 4
+SHRINK: dict = {}  # --smoke: the XOR cluster's input and hidden widths replaced
 
 
 def trainer(folder: Path, regularisers: list, task: str = "xor-cluster") -> Trainer:
     d = PRESETS.get(task)()
     d["train"]["regularisers"] = regularisers
+    if SHRINK and task == "xor-cluster":
+        d["model"].update(in_features=SHRINK["dim"], hidden=[SHRINK["hidden"]])
+        d["data"]["dim"] = SHRINK["dim"]
     return Trainer(folder, config_from_dict(d, folder), "cpu")
 
 
@@ -117,7 +122,11 @@ def main() -> None:
         "--epochs", default="", help="mean epochs to grok: BASE, then the others (empty: skip)"
     )
     ap.add_argument("--base", default="plain", help="the case --epochs starts with")
+    ap.add_argument("--smoke", action="store_true", help="tiny XOR cluster: a check")
     args = ap.parse_args()
+    if args.smoke:
+        SHRINK.update(dim=200, hidden=64)
+        args.reps = 1
     torch.set_num_threads(1)
     ks = [int(k) for k in args.every.split(",") if k]
     fs = [float(f) for f in args.subsample.split(",") if f]
