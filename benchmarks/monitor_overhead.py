@@ -15,9 +15,10 @@ steps, as the README recommends.
                with ``alignctl.Monitor(every=100)`` / the same without, run back to back;
                the median of the per-pair ratios and its 90% bootstrap interval; target <=
                1.02. Also the in-run ratio (the monitored run's time over the same run's time
-               less what ``Monitor.step`` spent), one measurement alone, as training steps, and
-               its floor (the probe's forward and input-gradient backward alone) in time and
-               in multiply-adds.
+               less what ``Monitor.step`` spent); one measurement right after 100 training
+               steps and the same repeated at once (warm caches), as training steps; and its
+               floor (the probe's forward and input-gradient backward alone) in time and in
+               multiply-adds.
   Lightning    ``lightning.Trainer.fit`` for ``--steps`` steps with the AlignmentCallback
                (every_n_steps=100, a CSVLogger receiving the metrics): the run's CPU time over
                the same run's CPU time less the callback's (timed inside the run: separate
@@ -274,11 +275,15 @@ def main() -> None:
               f"[{lo:.4f}, {hi:.4f}] (target <= 1.02)")  # fmt: skip
         print(f"  in-run ratio (monitored time / the same less Monitor.step): {in_run:.4f}")
         probe = Probe(plain.x[:PROBE], plain.y[:PROBE], metrics="fast")
+        # round-robin: "measurement" runs right after 100 training steps (as in a run), "warm"
+        # repeats it at once (its data and activations still in the caches), then the floor
         t = interleaved({"plain": lambda: plain.segment(EVERY),
                          "measurement": lambda: probe.measure(plain.net, 0),
+                         "warm": lambda: probe.measure(plain.net, 0),
                          "floor": lambda: floor(plain.net, plain.x[:PROBE])}, a.reps)  # fmt: skip
         for case, what in (
-            ("measurement", "one measurement alone"),
+            ("measurement", "one measurement right after 100 training steps"),
+            ("warm", "the same measurement repeated at once (warm caches)"),
             ("floor", "its floor (forward + input-gradient backward alone)"),
         ):
             print(
