@@ -63,7 +63,21 @@ def tied_names(model: torch.nn.Module) -> dict[str, list[str]]:
     return {n: [m for m in g if m != n] for g in groups.values() if len(g) > 1 for n in g}
 
 
-def _fit(state, prefix, target, ties, aliases) -> _Fit:
+def optional_keys(model: torch.nn.Module) -> set[str]:
+    """Keys a checkpoint may lack: batch norms' ``num_batches_tracked``, absent from checkpoints
+    of PyTorch < 0.4.1 and converted ones. ``load_state_dict`` then keeps the model's own (its
+    batch norms fill it in); it only sets the momentum of training with momentum=None, never
+    an eval-mode output."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    return {
+        f"{name}.num_batches_tracked".lstrip(".")
+        for name, m in model.named_modules()
+        if isinstance(m, _NormBase) and m.num_batches_tracked is not None
+    }
+
+
+def _fit(state, prefix, target, ties, aliases, optional=frozenset()) -> _Fit:
     fit = _Fit(prefix)
     names = {k.split(".", 1)[0] for k in target}
     for key in state:
@@ -89,7 +103,7 @@ def _fit(state, prefix, target, ties, aliases) -> _Fit:
         source = next((s for s in stored if s in state), None)
         if source is not None:
             fit.kept[name], fit.source[name] = state[source], source
-        else:
+        elif name not in optional:
             fit.missing.append(name)
     fit.hits = len(fit.kept)
     for name, t in target.items():
@@ -148,7 +162,8 @@ def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefi
     when identical-looking copies must be compared (:class:`NeedValues`)."""
     target = model.state_dict()
     ties, aliases = tied_names(model), aliases or {}
-    fits = [_fit(state_dict, p, target, ties, aliases) for p in _prefixes(state_dict, target)]
+    opt = optional_keys(model)
+    fits = [_fit(state_dict, p, target, ties, aliases, opt) for p in _prefixes(state_dict, target)]
     if mode == "prefix":
         if not any(k.startswith(prefix) for k in state_dict):
             heads = sorted({k.split(".", 1)[0] for k in state_dict})
@@ -156,7 +171,7 @@ def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefi
                 f"checkpoint {source} has no key or prefix {prefix.rstrip('.')!r} "
                 f"(its state dict's first names: {_few(heads)})"
             )
-        fits = [_fit(state_dict, prefix, target, ties, aliases)]
+        fits = [_fit(state_dict, prefix, target, ties, aliases, opt)]
     good = [f for f in fits if f.ok]
     ema = [f for f in good if is_ema_name(f.prefix)]
     raw = [f for f in good if f not in ema]
