@@ -291,3 +291,80 @@ def test_a_state_dict_of_numpy_arrays_is_named(tmp_path):
 
     root, _ = _run(tmp_path / "r", write)
     one_error(_analyze(root), "a dict of numpy arrays", "'0.weight'", "torch.from_numpy")
+
+
+# ---- a factory that wraps the model the checkpoint was saved from --------------------------
+
+WRAPPED = """
+import torch, torch.nn as nn
+from transformers import BertConfig, BertForSequenceClassification
+
+class Logits(nn.Module):  # what the README asks of a factory: return the logits tensor
+    def __init__(self):
+        super().__init__()
+        cfg = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=16,
+                         max_position_embeddings=8, num_labels=3)
+        self.m = BertForSequenceClassification(cfg)
+
+    def forward(self, x):
+        return self.m(input_ids=x).logits
+
+def bert():
+    return Logits()
+"""
+
+
+def test_a_factory_wrapping_a_saved_hugging_face_model_loads_it(tmp_path):
+    """Before: "missing keys m.bert.embeddings...; unexpected keys bert.embeddings..." for a
+    save_pretrained folder of the model the factory wraps."""
+    pytest.importorskip("transformers")
+    root = tmp_path / "r"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "models.py").write_text(WRAPPED)
+    tokens, y = np.random.default_rng(0).integers(1, 40, size=(6, 5)), np.arange(6) % 3
+    np.savez(root / "d.npz", x_train=tokens, y_train=y)
+    cfg = {"model": {"factory": "models.py:bert"}, "data": {"path": "d.npz"}}
+    (root / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    ns: dict = {}
+    exec(WRAPPED, ns)
+    torch.manual_seed(3)
+    model = ns["bert"]()
+    model.m.save_pretrained(root / "checkpoints" / "checkpoint-10")
+    r = _analyze(root)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert any("submodule 'm'" in n for n in report["notes"])
+    want = alignctl.measure(model, torch.tensor(tokens), torch.tensor(y), metrics="fast",
+                            device="cpu")  # fmt: skip
+    for name, value in want.items():
+        got = report["checkpoints"][0]["metrics"][name]
+        assert got == pytest.approx(float(value.mean()), rel=1e-5, abs=1e-7), name
+
+
+class Wrapper(nn.Module):
+    def __init__(self, extra: bool = False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
+        if extra:
+            self.scale = nn.Parameter(torch.ones(()))
+
+
+def test_the_wrapped_submodule_under_a_checkpoint_prefix_and_nothing_looser():
+    from alignctl.runs.checkpoints.loading import choose_weights, load_weights
+
+    inner = Wrapper().net
+    torch.nn.init.normal_(inner[0].weight)
+    lightning = {"model." + k: v for k, v in inner.state_dict().items()}
+    lightning["criterion.weight"] = torch.ones(3)
+    model = Wrapper()
+    notes = load_weights(model, lightning, "c.ckpt")
+    assert torch.equal(model.net[0].weight, inner[0].weight)
+    assert any("submodule 'net'" in n for n in notes)
+    # the wrapper's own parameter is in no checkpoint: refused, never left at its init
+    with pytest.raises(InputError, match=r"missing keys under prefix 'model\.' scale;"):
+        load_weights(Wrapper(extra=True), lightning, "c.ckpt")
+    # saved from the wrapper itself: one fit, chosen from shapes alone (streamed loading)
+    meta = {k: v.to("meta") for k, v in Wrapper().state_dict().items()}
+    fit, notes = choose_weights(Wrapper(), meta, "c.safetensors")
+    assert (fit.prefix, fit.into, notes) == ("", "", [])
