@@ -246,8 +246,9 @@ def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
             for name, err in q.errors.items():
                 errs.setdefault(name, []).append(err.detach().cpu())
             first = False
-    if plan.front.output_note:
-        _note(notes, plan.front.output_note)
+    for text in (plan.front.output_note, plan.note):
+        if text:
+            _note(notes, text)
     if opts["outputs"] is not None:
         opts["outputs"].clear()
         if logits and all(o is not None for o in logits):

@@ -10,6 +10,7 @@ import torch
 
 import alignctl.geometry.memory as memory
 from alignctl.errors import InputError
+from alignctl.geometry.independence import check_independent
 from alignctl.geometry.inputs import ModelFront
 from alignctl.geometry.linear_input import find_input_linear
 from alignctl.geometry.sketch import resolve as sketch_k
@@ -32,6 +33,9 @@ class Plan:
         if x.shape[0] == 0:
             raise InputError("no samples to measure")
         self.front = ModelFront(model, x[:2].to(dev), output)
+        # samples that interact make every batched product wrong (geometry/independence.py)
+        self.note = check_independent(self.front.model, lambda xb: self.fn(xb)(self.lift(xb)),
+                                      x, dt)  # fmt: skip
         probe = self.lift(x[:1])
         self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
         self.n_classes = None  # only the whole-Jacobian paths size anything by C

@@ -41,13 +41,17 @@ def _shape_error(shape: tuple, n: int, inputs: tuple) -> str:
 
 
 _NO_PATH = (
-    "the model's output does not depend on its input through differentiable operations "
-    "(integer inputs that no nn.Embedding reads?); "
+    "the model's output does not depend on its input through differentiable operations: a "
+    "forward that cuts the input off the graph (torch.no_grad() around the layers that read "
+    "it, .detach(), .numpy(), .item()) has no Jacobian to measure; run those layers with "
+    "gradients (parameters may stay frozen). For integer inputs that no nn.Embedding reads, "
 )
 
 
 def no_path_error() -> InputError:
-    """The error for a model whose output has no differentiable path from its input."""
+    """The error for a model whose output has no differentiable path from its input: a
+    forward that detaches it (a frozen backbone under ``torch.no_grad()``: linear probing), or
+    integers read without an embedding."""
     return InputError(_NO_PATH + OPT_IN)
 
 

@@ -40,7 +40,9 @@ HF_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-_ALWAYS_STRIP = ("module.", "_orig_mod.")  # DDP / torch.compile / AveragedModel wrappers
+# Names only wrappers give a submodule, never a user's model: torch.compile, FSDP (and
+# fairscale's flatten-params wrapper), activation checkpointing's checkpoint_wrapper.
+_WRAPPER_NAMES = ("_orig_mod", "_fsdp_wrapped_module", "_fpw_module", "_checkpoint_wrapped_module")
 _MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on its JSON header
 _SHOW = 3
 
@@ -232,12 +234,14 @@ def _first_line(e: BaseException) -> str:
 
 
 def strip_key(key: str) -> str:
-    """Drop DDP's / AveragedModel's leading ``module.`` and torch.compile's ``_orig_mod.``
-    (anywhere: a compiled submodule nests it); neither is ever part of a user's module names."""
-    key = key.replace("._orig_mod.", ".")
-    while key.startswith(_ALWAYS_STRIP):
-        key = key.split(".", 1)[1]
-    return key
+    """Drop DDP's / AveragedModel's leading ``module.`` and, anywhere (a wrapped submodule
+    nests them), the names of :data:`_WRAPPER_NAMES`: torch.compile's ``_orig_mod``, FSDP's
+    ``_fsdp_wrapped_module``, ``checkpoint_wrapper``'s ``_checkpoint_wrapped_module``; none is
+    ever part of a user's module names."""
+    parts = [p for p in key.split(".") if p not in _WRAPPER_NAMES]
+    while len(parts) > 1 and parts[0] == "module":
+        parts.pop(0)
+    return ".".join(parts)
 
 
 def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

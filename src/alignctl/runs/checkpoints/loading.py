@@ -29,6 +29,7 @@ _SHOW = 4  # keys named in a message
 @dataclass
 class _Fit:
     prefix: str
+    into: str = ""  # the model's submodule the checkpoint holds (a factory's wrapper: "m.")
     kept: dict = field(default_factory=dict)  # model key -> tensor
     source: dict = field(default_factory=dict)  # model key -> the state key it comes from
     ignored: list[str] = field(default_factory=list)
@@ -63,16 +64,32 @@ def tied_names(model: torch.nn.Module) -> dict[str, list[str]]:
     return {n: [m for m in g if m != n] for g in groups.values() if len(g) > 1 for n in g}
 
 
-def _fit(state, prefix, target, ties, aliases) -> _Fit:
-    fit = _Fit(prefix)
-    names = {k.split(".", 1)[0] for k in target}
+def optional_keys(model: torch.nn.Module) -> set[str]:
+    """Keys a checkpoint may lack: batch norms' ``num_batches_tracked``, absent from checkpoints
+    of PyTorch < 0.4.1 and converted ones. ``load_state_dict`` then keeps the model's own (its
+    batch norms fill it in); it only sets the momentum of training with momentum=None, never
+    an eval-mode output."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    return {
+        f"{name}.num_batches_tracked".lstrip(".")
+        for name, m in model.named_modules()
+        if isinstance(m, _NormBase) and m.num_batches_tracked is not None
+    }
+
+
+def _fit(state, prefix, target, ties, aliases, optional=frozenset(), into="") -> _Fit:
+    """How ``state`` fits the model when its keys under ``prefix`` are the model's keys
+    under ``into`` (both usually "")."""
+    fit = _Fit(prefix, into)
+    names = {k[len(into) :].split(".", 1)[0] for k in target if k.startswith(into)}
     for key in state:
         if not key.startswith(prefix):
             fit.ignored.append(key)
             continue
         rest = key[len(prefix) :]
-        if rest in target:
-            fit.kept[rest], fit.source[rest] = state[key], key
+        if into + rest in target:
+            fit.kept[into + rest], fit.source[into + rest] = state[key], key
             continue
         head = rest.split(".", 1)[0]
         # Under "" only whole submodules the model lacks may be ignored (criterion.weight);
@@ -85,31 +102,50 @@ def _fit(state, prefix, target, ties, aliases) -> _Fit:
     for name in target:
         if name in fit.kept:
             continue
-        stored = [prefix + t for t in ties.get(name, [])] + [aliases.get(prefix + name, "")]
+        stored = [prefix + t[len(into) :] for t in ties.get(name, []) if t.startswith(into)]
+        if name.startswith(into):
+            stored.append(aliases.get(prefix + name[len(into) :], ""))
         source = next((s for s in stored if s in state), None)
         if source is not None:
             fit.kept[name], fit.source[name] = state[source], source
-        else:
+        elif name not in optional:
             fit.missing.append(name)
     fit.hits = len(fit.kept)
     for name, t in target.items():
         if name in fit.kept and tuple(fit.kept[name].shape) != tuple(t.shape):
             got = tuple(fit.kept[name].shape)
             fit.shapes.append(
-                f"shape mismatch for {prefix}{name}: checkpoint {got} vs model {tuple(t.shape)}"
+                f"shape mismatch for {fit.source[name]}: checkpoint {got} vs model {tuple(t.shape)}"
             )
     return fit
 
 
-def _prefixes(state: dict, target: dict) -> list[str]:
-    """``""`` and each dotted prefix under which at least one model key appears."""
-    found = {""}
+def _intos(target: dict) -> list[str]:
+    """``""`` and each dotted prefix holding more than half of the model's keys: the
+    submodules a factory's wrapper nests the model in (``m.`` of ``m.bert.*``,
+    ``m.classifier.*``). A fit needs every key; a wrapper's own key outside (``scale``) is
+    then named as missing rather than every key of the checkpoint."""
+    counts: dict[str, int] = {}
+    for key in target:
+        parts = key.split(".")[:-1]
+        for i in range(1, len(parts) + 1):
+            p = ".".join(parts[:i]) + "."
+            counts[p] = counts.get(p, 0) + 1
+    return [""] + sorted((p for p, c in counts.items() if 2 * c > len(target)), key=len)
+
+
+def _prefixes(state: dict, target: dict) -> list[tuple[str, str]]:
+    """(prefix, into) pairs: ``("", "")`` and each dotted prefix under which at least one
+    model key appears, as it is or under one of :func:`_intos`."""
+    found, intos = {("", "")}, _intos(target)
     for key in state:
         parts = key.split(".")
-        for i in range(1, len(parts)):
-            if ".".join(parts[i:]) in target:
-                found.add(".".join(parts[:i]) + ".")
-    return sorted(found, key=lambda p: (p.count("."), p))
+        for i in range(len(parts)):
+            rest, prefix = ".".join(parts[i:]), ".".join(parts[:i]) + "." if i else ""
+            for into in intos:  # prefix "a.m." into "m." is the same as "a." into ""
+                if into + rest in target and not (into and prefix.endswith(into)):
+                    found.add((prefix, into))
+    return sorted(found, key=lambda p: (p[0].count("."), len(p[1]), p))
 
 
 class NeedValues(Exception):
@@ -148,7 +184,9 @@ def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefi
     when identical-looking copies must be compared (:class:`NeedValues`)."""
     target = model.state_dict()
     ties, aliases = tied_names(model), aliases or {}
-    fits = [_fit(state_dict, p, target, ties, aliases) for p in _prefixes(state_dict, target)]
+    opt = optional_keys(model)
+    fits = [_fit(state_dict, p, target, ties, aliases, opt, into)
+            for p, into in _prefixes(state_dict, target)]  # fmt: skip
     if mode == "prefix":
         if not any(k.startswith(prefix) for k in state_dict):
             heads = sorted({k.split(".", 1)[0] for k in state_dict})
@@ -156,7 +194,7 @@ def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefi
                 f"checkpoint {source} has no key or prefix {prefix.rstrip('.')!r} "
                 f"(its state dict's first names: {_few(heads)})"
             )
-        fits = [_fit(state_dict, prefix, target, ties, aliases)]
+        fits = [_fit(state_dict, prefix, target, ties, aliases, opt, q) for q in _intos(target)]
     good = [f for f in fits if f.ok]
     ema = [f for f in good if is_ema_name(f.prefix)]
     raw = [f for f in good if f not in ema]
@@ -193,6 +231,9 @@ def _notes(fit: _Fit, ema: list[_Fit], mode: str) -> list[str]:
             f"loaded {kept}; ignored {len(ignored)} other key(s) of {', '.join(groups[:_SHOW])}"
             f"{' ...' if len(groups) > _SHOW else ''} ({_few(ignored)})"
         )
+    if fit.into:
+        notes.append(f"the checkpoint holds the weights of the model's submodule "
+                     f"{fit.into.rstrip('.')!r}: loaded there")  # fmt: skip
     if mode == "ema":
         notes.append(f"analysed the EMA weights under {fit.prefix!r}")
     elif ema:

@@ -152,6 +152,36 @@ def pickled_module(obj: Any) -> str | None:
     return None
 
 
+_NUMBER_CODE = re.compile(r"[biuf][1248]")  # numpy dtype codes of bools, ints and floats
+
+
+def numpy_scalar(obj: Any) -> bool | int | float | None:
+    """The value of a pickled numpy scalar (``np.int64(42)``, a loop's step counter), decoded
+    from the bytes its placeholder recorded: the numpy global is never called; only dtypes of
+    bools, integers and floats are read. None for anything else."""
+    if not isinstance(obj, Inert) or not obj._global.endswith("multiarray.scalar"):
+        return None
+    args = obj.__dict__.get("_args", ())
+    if len(args) != 2 or not isinstance(args[0], Inert) or not isinstance(args[1], bytes):
+        return None
+    dtype_args, state = args[0].__dict__.get("_args", ()), args[0].__dict__.get("_state")
+    code = dtype_args[0] if dtype_args and isinstance(dtype_args[0], str) else ""
+    order = state[1] if isinstance(state, tuple) and len(state) > 1 else "|"
+    if args[0]._global != "numpy.dtype" or not _NUMBER_CODE.fullmatch(code):
+        return None
+    import numpy as np
+
+    dtype = np.dtype((order if order in "<>" else "=") + code)
+    if len(args[1]) != dtype.itemsize:
+        return None
+    return np.frombuffer(args[1], dtype=dtype)[0].item()
+
+
+def numpy_array(obj: Any) -> bool:
+    """Whether ``obj`` is the placeholder of a pickled numpy array (never rebuilt)."""
+    return isinstance(obj, Inert) and obj._global.endswith("multiarray._reconstruct")
+
+
 def describe(obj: Any) -> str:
     """A short name for what a top-level object is (for 'holds no state dict' messages)."""
     if isinstance(obj, Inert):

@@ -22,7 +22,13 @@ from typing import Any
 import torch
 
 from alignctl.errors import InputError
-from alignctl.runs.checkpoints.safe_unpickle import Inert, describe, pickled_module
+from alignctl.runs.checkpoints.safe_unpickle import (
+    Inert,
+    describe,
+    numpy_array,
+    numpy_scalar,
+    pickled_module,
+)
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
 EMA_WORDS = ("ema", "swa", "averaged", "shadow", "polyak")
@@ -71,7 +77,7 @@ def scalar_value(v: Any) -> Any:
         return v
     if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_complex():
         return v.item()  # nanoGPT's best_val_loss, some loops' step counters
-    return None
+    return numpy_scalar(v)  # np.int64(step): read from its bytes, numpy never called
 
 
 def _meta(obj: dict, state: dict) -> dict:
@@ -108,6 +114,12 @@ def not_weights(obj: Any) -> str | None:
             return "a learning-rate scheduler state"
         if {"python", "numpy", "cpu"} & keys:
             return "random-number-generator states"
+        arrays = [k for k, v in obj.items() if numpy_array(v)]
+        if arrays:
+            return (
+                f"a dict of numpy arrays ({_few_keys(arrays)}), never rebuilt from a pickle: save "
+                "torch tensors (torch.from_numpy) or a .safetensors file"
+            )
         other = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
         if len(obj) > 1 and any(isinstance(v, torch.Tensor) for v in obj.values()):
             kind = type(obj[other]).__name__
@@ -115,6 +127,11 @@ def not_weights(obj: Any) -> str | None:
         shown = ", ".join(sorted(map(str, keys))[:5]) or "none"
         return f"a dict without tensors (keys: {shown})"
     return describe(obj)
+
+
+def _few_keys(keys: list) -> str:
+    shown = ", ".join(map(repr, keys[:3]))
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _refuse_module(path: Path, cls: str, where: str = "") -> InputError:
