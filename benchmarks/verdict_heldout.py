@@ -212,7 +212,8 @@ def judged(report: dict, n_classes: int, hide_test: bool) -> list[dict]:
     t, out = thresholds(None), []
     for ck in report["checkpoints"]:
         e = {**ck, **({"test_accuracy": None} if hide_test else {})}
-        e.update(judge(e, n_classes=n_classes, grokked=None, t=t, history=out))
+        ref = report.get("reference")
+        e.update(judge(e, n_classes=n_classes, grokked=None, t=t, history=out, reference=ref))
         out.append(e)
     return out
 
