@@ -48,7 +48,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             steps: int = 10, on_checkpoint: Callable[[dict, int, int], None] | None = None,
             output=None, max_memory=None, threads: int | None = None, cache=None,
             keep_samples: bool = False, _checkpoint_notes: bool = False, sketch=None,
-            _measure=None, _measure_samples=None) -> dict:  # fmt: skip
+            _measure=None, _measure_samples=None,
+            _reference: bool | None = None) -> dict:  # fmt: skip
     """Analyse every checkpoint of ``run`` (an :class:`alignctl.run.Run`).
 
     ``output``: the logits' key or index in tuple/dict outputs (default: the config's
@@ -70,6 +71,9 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     ``_measure`` (report/sharded.py) measures the checkpoints instead of this process alone:
     called as this function would be, it returns the same report; ``_measure_samples``
     replaces :func:`alignctl.geometry.measure.measure` (same arguments and result).
+    ``_reference``: measure a fresh initialisation for the inferred verdict
+    (:mod:`alignctl.report.reference`; default: when no checkpoint is step 0); a caller
+    measuring part of a run (the cache, the ranks) says whether the whole run needs it.
     """
     # every option that changes a number must be in this dict (the cache's key)
     opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
@@ -83,7 +87,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         return cached_analyze(run, cache, _measure or analyze, opts, on_checkpoint)
     if _measure is not None:
         return _measure(run, **opts, on_checkpoint=on_checkpoint, keep_samples=keep_samples,
-                        _checkpoint_notes=_checkpoint_notes)  # fmt: skip
+                        _checkpoint_notes=_checkpoint_notes, _reference=_reference)  # fmt: skip
     import alignctl.geometry.memory as memory
     from alignctl.geometry.devices import resolve_device
     from alignctl.geometry.threads import check_threads
@@ -110,7 +114,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     with _threads(threads, model, data.x_train, dev, tokens):
         report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
                           eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
-                          keep_samples, sketch, _measure_samples)  # fmt: skip
+                          keep_samples, sketch, _measure_samples, _reference)  # fmt: skip
     if not _checkpoint_notes:
         for entry in report["checkpoints"]:
             entry.pop("_notes", None)
@@ -142,8 +146,10 @@ def _threads(threads, model, x, dev, tokens):
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
              steps, on_checkpoint, spec, max_memory, tokens,
-             keep_samples=False, sketch=None, measure_samples=None) -> dict:  # fmt: skip
+             keep_samples=False, sketch=None, measure_samples=None,
+             want_reference=None) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
+    from alignctl.report.reference import measure_reference, needs_reference
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge_entries, thresholds
     from alignctl.runs.checkpoints import is_finite_state
@@ -165,6 +171,11 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
             "reuse": {"ok": None} if xs is data.x_train and not measure_samples else None,
             }  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
+    reference = None
+    if needs_reference(run.checkpoints) if want_reference is None else want_reference:
+        reference = measure_reference(run, xs, ys, names=names, dev=dev, spec=spec,
+                                      batch_size=batch_size, max_memory=max_memory,
+                                      sketch=sketch)  # fmt: skip
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
         # notes: keys ignored, EMA present... (the run's, and this checkpoint's for the cache)
@@ -200,7 +211,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         entry["_notes"] = {"load": load_notes, "measure": ck_notes}
         entries.append(entry)
         judge_entries(entries, t=t, grokked=run.config.grokked, keep_judged=True,
-                      n_classes=data.num_classes or n_classes or 2)  # fmt: skip
+                      n_classes=data.num_classes or n_classes or 2,
+                      reference=reference)  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         if on_checkpoint:
             on_checkpoint(entry, i + 1, len(run.checkpoints))
@@ -217,6 +229,6 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         # run.notes grows while checkpoints load (keys ignored, objects replaced): read it now
         "notes": list(dict.fromkeys([*getattr(run, "notes", []), *notes])),
         "regularisers": list((getattr(run.config, "train", None) or {}).get("regularisers") or []),
-        "thresholds": t,
+        "thresholds": t, "reference": reference,
         **({"samples": _samples(ys, kept, per_sample)} if opts["keep_samples"] else {}),
     }  # fmt: skip

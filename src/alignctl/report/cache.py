@@ -198,7 +198,11 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
             on_checkpoint(entry, done + i, total)
 
     sub = dataclasses.replace(run, checkpoints=[ref for ref, _, _ in missing])
-    report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True)
+    from alignctl.report.reference import needs_reference
+
+    # the whole run's start decides, not the missing checkpoints'
+    report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True,
+                        _reference=needs_reference(run.checkpoints))  # fmt: skip
     for (ref, key, material), entry in zip(missing, report["checkpoints"], strict=True):
         # rewritten since it was keyed: the numbers may be the new bytes', not the key's
         if _unchanged(ref.path, material["checkpoint"]):
@@ -216,7 +220,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         found + [t for n in by_ck for t in n["load"]] + [t for n in by_ck for t in n["measure"]]
     )
     report["notes"] = list(dict.fromkeys(ordered))
-    _reverdict(run, merged, options.get("output"))
+    _reverdict(run, merged, options.get("output"), report.get("reference"))
     report["checkpoints"] = merged
     from alignctl.report.steps import run_step_unit
 
@@ -248,11 +252,12 @@ def _n_classes(run, output=None) -> int:
     return 1 if out.dim() == 1 else int(out.shape[1])
 
 
-def _reverdict(run, entries: list[dict], output=None) -> None:
+def _reverdict(run, entries: list[dict], output=None, reference=None) -> None:
     from alignctl.report.verdict import judge_entries, thresholds
 
     judge_entries(entries, t=thresholds(run.config.verdict), grokked=run.config.grokked,
-                  n_classes=_n_classes(run, output) if entries else 2)  # fmt: skip
+                  n_classes=_n_classes(run, output) if entries else 2,
+                  reference=reference)  # fmt: skip
 
 
 def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],

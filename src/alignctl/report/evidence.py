@@ -25,6 +25,15 @@ Both are read only once the network has stayed fitted for a while: at a step at 
 ``settle`` times the first step with train accuracy >= ``fit``. Right after fitting, networks
 that will generalise often still memorise (grokking's first phase), with bounded slopes.
 
+The start is the run's step-0 checkpoint when it is the initialisation: its step known (not a
+checkpoint's position), not diverged, not already fitting the training data (a "step 0" named
+after the first epoch has trained). Without one (Lightning and Hugging Face Trainers never save
+step 0), ``reference`` stands in: a fresh initialisation of the same model
+(:mod:`alignctl.report.reference`). Only ``norm_growth`` reads against it: between two
+initialisations of each verdict-corpus architecture ``centred_norm`` moved by |log ratio| <=
+0.25 (0.75 for a width-2 network), far inside ``growth``, but ``centred_alignment_full`` by up
+to 1.5, as much as ``no_gain`` itself, so ``alignment_gain`` is shown and reads nothing.
+
 Anything else, or signals that disagree, is ``uncertain``: no signal never means generalising.
 """
 
@@ -46,13 +55,36 @@ def _log_ratio(now, then) -> float | None:
     return math.log(now / then)
 
 
-def signals(ck: dict, history: list[dict]) -> dict[str, float | None]:
-    """The label-free signals of checkpoint ``ck`` given the earlier entries ``history``
-    (None where a metric is missing or the run has no step-0 checkpoint)."""
+INDEX = "checkpoint index"  # alignctl.report.steps.INDEX: a position, not a step
+
+
+def start(history: list[dict], reference: dict | None = None,
+          fit: float = math.inf) -> tuple[dict | None, str | None]:  # fmt: skip
+    """(metrics of the run's start, ``"step 0"`` or ``"fresh initialisation"``), or (None, None):
+    the first entry when it is the initialisation (see the module docstring), else
+    ``reference`` ({"metrics": ...}, :mod:`alignctl.report.reference`) when given."""
     first = history[0] if history else None
-    if first is None or first.get("step") != 0 or first.get("diverged"):
+    if (
+        first is not None
+        and first.get("step") == 0
+        and first.get("step_unit") != INDEX
+        and not first.get("diverged")
+        and not (first.get("train_accuracy") or 0) >= fit
+    ):
+        return first.get("metrics") or {}, "step 0"  # fmt: skip
+    if reference and reference.get("metrics"):
+        return reference["metrics"], "fresh initialisation"
+    return None, None
+
+
+def signals(ck: dict, history: list[dict], reference: dict | None = None,
+            fit: float = math.inf) -> dict[str, float | None]:  # fmt: skip
+    """The label-free signals of checkpoint ``ck`` given the earlier entries ``history``
+    (None where a metric is missing or there is no start to compare with: :func:`start`)."""
+    m0, _ = start(history, reference, fit)
+    if m0 is None:
         return {s: None for s in SIGNALS}
-    m, m0 = ck.get("metrics") or {}, first.get("metrics") or {}
+    m = ck.get("metrics") or {}
     return {
         "alignment_gain": _log_ratio(
             m.get("centred_alignment_full"), m0.get("centred_alignment_full")
@@ -65,10 +97,13 @@ def _item(signal, value, threshold, reads) -> dict:
     return {"signal": signal, "value": value, "threshold": threshold, "reads": reads}
 
 
-def infer(ck: dict, history: list[dict], t: dict) -> tuple[str, list[dict]]:
+def infer(ck: dict, history: list[dict], t: dict,
+          reference: dict | None = None) -> tuple[str, list[dict]]:  # fmt: skip
     """(memorising | generalising | uncertain, evidence) for a fitted checkpoint without a
-    test split; ``t`` holds the thresholds ``growth``, ``no_gain``, ``settle`` and ``fit``."""
-    s = signals(ck, history)
+    test split; ``t`` holds the thresholds ``growth``, ``no_gain``, ``settle`` and ``fit``;
+    ``reference``: a fresh initialisation's metrics, used when the run has no step 0."""
+    s = signals(ck, history, reference, t["fit"])
+    _, kind = start(history, reference, t["fit"])
     gain, growth = s["alignment_gain"], s["norm_growth"]
     # the first fitted step only: a scan that stops there, not a list of the whole run
     fitted = next((h["step"] for h in itertools.chain(history, [ck])
@@ -79,17 +114,20 @@ def infer(ck: dict, history: list[dict], t: dict) -> tuple[str, list[dict]]:
                                    why)]  # fmt: skip
     if gain is None or growth is None:
         missing = ",".join(k for k, v in s.items() if v is None)
-        why = "nothing: not measured (needs the standard metrics) or no step-0 checkpoint"
+        why = ("nothing: not measured (needs the standard metrics) or no initialisation to "
+               "compare with (no step-0 checkpoint, or one that is not the start)")  # fmt: skip
         return "uncertain", [_item(missing, None, None, why)]
-    reads = []
-    if growth <= t["growth"]:
-        reads.append("generalising")
+    fresh = kind == "fresh initialisation"
     g_reads = "generalising" if growth <= t["growth"] else "nothing"
-    if gain <= t["no_gain"]:
-        reads.append("memorising")
     a_reads = "memorising" if gain <= t["no_gain"] else "nothing"
+    if fresh:  # another initialisation's alignment differs by as much as the threshold
+        a_reads = "nothing: compared with a fresh initialisation, not this run's own"
+    reads = [r for r in (g_reads, a_reads) if r in ("generalising", "memorising")]
     evidence = [
         _item("norm_growth", growth, t["growth"], g_reads),
         _item("alignment_gain", gain, t["no_gain"], a_reads),
     ]
+    if fresh:
+        evidence.append(_item("reference", None, None, "a fresh initialisation of the model: "
+                              "the run has no step-0 checkpoint of its start"))  # fmt: skip
     return (reads[0] if len(reads) == 1 else "uncertain"), evidence

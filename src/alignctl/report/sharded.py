@@ -33,6 +33,7 @@ import functools
 from alignctl.report import analysis
 from alignctl.report.checkpoint_measure import _subset
 from alignctl.report.distributed import Group, active, round_robin
+from alignctl.report.reference import needs_reference
 
 
 def analyze(run, **kwargs) -> dict:
@@ -55,8 +56,11 @@ def _sharded(group: Group, run, *, on_checkpoint=None, keep_samples=False,
                                 keep_samples=keep_samples, _checkpoint_notes=_checkpoint_notes,
                                 _measure_samples=over)  # fmt: skip
     deal = round_robin(len(refs), group.size)
-    shares = [(light, [refs[i] for i in idx], idx, {**opts, "keep_samples": keep_samples})
-              for idx in deal]  # fmt: skip
+    # the whole run's start decides; rank 0 alone measures the stand-in (report.reference)
+    want = needs_reference(refs) if opts.get("_reference") is None else opts["_reference"]
+    shares = [(light, [refs[i] for i in idx], idx,
+               {**opts, "keep_samples": keep_samples, "_reference": want and j == 0})
+              for j, idx in enumerate(deal)]  # fmt: skip
 
     def progress(entry, i, n):  # rank 0 sees its own share; the others keep pace with it
         if on_checkpoint:
@@ -114,7 +118,7 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
     loads = [t for e in entries for t in e["_notes"]["load"]]
     measures = [t for e in entries for t in e["_notes"]["measure"]]
     report["notes"] = list(dict.fromkeys([*run.notes, *loads, *measures, *share_notes]))
-    _reverdict(run, entries, output)
+    _reverdict(run, entries, output, report.get("reference"))
     report["checkpoints"] = entries
     report["step_unit"] = run_step_unit([e["step_unit"] for e in entries])
     report["verdict"] = entries[-1]["verdict"]
