@@ -64,6 +64,12 @@ SMOKE = {
     # the corpus fixture builds with it (--max-steps); here its listing (the README quotes no
     # label of it)
     "verdict_corpus.py": [(["--list"], [])],
+    # one cheap held-out run (a Lightning Trainer, ~6 s) built and judged
+    "verdict_heldout.py": [(["--out", "{tmp}", "--only", "imbalance5-mlp-sgdm"],
+                            ["with a test split: right on", "without a test split: fitted",
+                             "recommendation right: with a test split"])],
+    "verdict_no_step0.py": [(["--corpus", "{corpus}", "--samples", "16"],
+                             ["step 0", "stand-in", "fitted"])],
     "xor_step.py": [(["--smoke", "--combos", "subsample=0.0625,every=2", "--epochs", "2,1"],
                      ["every=4", "subsample=0.0625", "subsample=0.125", "autograd", "plain",
                       "wall-clock speed-up"])],
@@ -72,7 +78,13 @@ SMOKE = {
 # gpu_e2e.py --device cpu; gpu_bench.py --device cpu is its dry run, minutes with XOR's step).
 GPU_ONLY = {"gpu_agreement.py", "gpu_bench.py", "gpu_check.sh", "gpu_e2e.py"}
 # Imported by verdict_corpus.py, no command of their own: they must import.
-HELPERS = {"corpus_data.py", "corpus_models.py", "corpus_runs.py"}
+HELPERS = {
+    "corpus_data.py",
+    "corpus_models.py",
+    "corpus_runs.py",
+    "heldout_models.py",
+    "heldout_runs.py",
+}
 CORPUS_RUNS = ["digits-mlp-adamw", "gmm-tanh", "parity01-baseline"]  # 3 families, 1 smooth
 
 
@@ -91,6 +103,11 @@ def corpus(tmp_path_factory) -> Path:
     assert r.returncode == 0, r.stderr[-3000:]
     assert all(name in r.stdout for name in CORPUS_RUNS), r.stdout
     return out
+
+
+@pytest.fixture
+def tmp(tmp_path) -> Path:
+    return tmp_path / "out"
 
 
 @pytest.fixture
@@ -121,8 +138,8 @@ def test_benchmark_runs(name, request):
         return
     assert name in SMOKE, f"benchmarks/{name} has no smoke entry in {Path(__file__).name}"
     for args, labels in SMOKE[name]:
-        args = [str(request.getfixturevalue(a[1:-1])) if a in ("{corpus}", "{race}") else a
-                for a in args]  # fmt: skip
+        args = [str(request.getfixturevalue(a[1:-1]))
+                if a in ("{corpus}", "{race}", "{tmp}") else a for a in args]  # fmt: skip
         r = run([sys.executable, str(BENCH / name), *args])
         what = f"benchmarks/{name} {' '.join(args)}"
         assert r.returncode == 0, f"{what}: exit {r.returncode}\n{r.stderr[-3000:]}"
