@@ -68,6 +68,8 @@ SMOKE = {
     "verdict_heldout.py": [(["--out", "{tmp}", "--only", "imbalance5-mlp-sgdm"],
                             ["with a test split: right on", "without a test split: fitted",
                              "recommendation right: with a test split"])],
+    "verdict_signals.py": [(["--corpus", "{corpus}", "--samples", "16"],
+                            ["shipped rule alone", "+ fit tail long", "== grokking runs"])],
     "verdict_no_step0.py": [(["--corpus", "{corpus}", "--samples", "16"],
                              ["step 0", "stand-in", "fitted"])],
     "xor_step.py": [(["--smoke", "--combos", "subsample=0.0625,every=2", "--epochs", "2,1"],
