@@ -221,6 +221,13 @@ def _model_spec(model: str, cfg) -> dict:
         return dict(section)
     from alignctl.runs.models import MODELS, check_kwargs
 
+    if model not in MODELS:  # a factory file without its callable is the usual slip
+        if model.endswith(".py") or "/" in model or "\\" in model:
+            raise InputError(f"--model {model}: name the function in it that returns the model, "
+                             f"e.g. --model {model}:make_net (FILE.py:CALLABLE)")  # fmt: skip
+        valid = ", ".join(MODELS.names())
+        raise InputError(f"--model {model}: unknown architecture; valid: {valid}, "
+                         "or your own as FILE.py:CALLABLE")  # fmt: skip
     try:
         check_kwargs(MODELS.get(model), {}, f"--model {model}")
     except InputError as e:

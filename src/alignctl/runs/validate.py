@@ -133,6 +133,37 @@ def check_labels(y, n_classes: int, what: str) -> None:
         )
 
 
+def check_declared_classes(num_classes, n_out: int) -> None:
+    """A data section's ``num_classes`` against the model's ``n_out`` outputs: chance, 1/C,
+    decides the verdict, so a C the model cannot have is refused, never used. More outputs
+    than classes are fine (a token model's vocabulary head); a scalar output takes 1 or 2."""
+    if not num_classes or num_classes <= (2 if n_out == 1 else n_out):
+        return
+    raise InputError(
+        f"data num_classes is {num_classes} but the model has {n_out} output"
+        f"{'s' if n_out != 1 else ''}; set num_classes in the data section to the number of "
+        "classes the labels come from"
+    )
+
+
+def check_data_labels(y, num_classes: int, what: str) -> None:
+    """Labels of a data file or factory against its own ``num_classes``: 0..C-1, and -1 too
+    for a binary task (C <= 2: labels -1/+1 of a scalar output)."""
+    import torch
+
+    if y is None or len(y) == 0:
+        return
+    y = torch.as_tensor(y).reshape(-1)
+    low = -1 if num_classes <= 2 else 0
+    bad = (y < low) | (y >= max(num_classes, 2))
+    if bad.any():
+        valid = "0..1, or -1 and +1" if low < 0 else f"0..{num_classes - 1}"
+        raise InputError(
+            f"{what}: label {int(y[bad][0])} is out of range for num_classes {num_classes} "
+            f"(valid: {valid})"
+        )
+
+
 def check_run_labels(run) -> None:
     """Train and test labels of ``run`` against its model's number of outputs (one forward
     pass on one sample); a model that cannot be applied is left to the analysis to report."""
@@ -148,6 +179,7 @@ def check_run_labels(run) -> None:
     if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2):
         return
     n_classes = 1 if out.dim() == 1 else int(out.shape[1])  # as the analysis counts them
+    check_declared_classes(data.num_classes, n_classes)
     check_labels(data.y_train, n_classes, "y_train")
     check_labels(data.y_test, n_classes, "y_test")
 

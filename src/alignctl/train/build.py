@@ -36,7 +36,9 @@ def build_config(config: Path | None, task: str | None, regs: list[str], seed: i
             continue
         resolved.append(with_defaults(spec, defaults.get(spec["name"])))
     d = cfg.to_dict()
-    d["train"]["regularisers"] = (d["train"].get("regularisers") or []) + resolved
+    configured = d["train"].get("regularisers") or []
+    _refuse_restated(configured, resolved, config)
+    d["train"]["regularisers"] = configured + resolved
     if seed is not None:
         d["train"]["seed"] = seed
         if "task" in (d.get("data") or {}):
@@ -46,3 +48,31 @@ def build_config(config: Path | None, task: str | None, regs: list[str], seed: i
     for k, v in (overrides or {}).items():
         d["train"][k] = v
     return config_from_dict(d, cfg.base_dir, source="resolved config")
+
+
+def _refuse_restated(configured: list, resolved: list, config) -> None:
+    """A ``--reg`` naming a regulariser the config file already trains with would add a second
+    penalty on top of the first (GrokAlign at lambda 0.1 plus 0.01), silently; and a race's
+    ``none`` would carry the config's. One line instead, saying where to set it."""
+    have = [c.get("name") for c in configured if isinstance(c, dict)]
+    for spec in resolved:
+        if spec["name"] in have:
+            from alignctl.train.regularisers import build_regulariser
+
+            build_regulariser(dict(spec))  # its own mistakes first (n_proj=true)
+            raise InputError(
+                f"--reg {spec['name']}: {config} already trains with {spec['name']} "
+                "(train.regularisers), and a second would add its penalty to the first; set "
+                "its parameters in the config, or remove it there and give it with --reg"
+            )
+
+
+def refuse_shared_regularisers(base, config) -> None:
+    """A race's settings are its ``--regs`` entries alone: a config whose
+    ``train.regularisers`` is not empty would give them to every entry, ``none`` included."""
+    specs = base.train.get("regularisers") or []
+    if specs:
+        names = ", ".join(str(spec.get("name")) for spec in specs)
+        raise InputError(f"{config} trains with {names} (train.regularisers), which every "
+                         "--regs entry would carry, 'none' included: remove them from the "
+                         "config and list the settings in --regs")  # fmt: skip

@@ -218,7 +218,7 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
     :func:`alignctl.train.trainer.set_threads`'s rule, at most the cores over the workers).
     ``runner(jobs, workers, on_result)`` trains the unfinished pairs (default
     :func:`run_jobs`; over torchrun's ranks: :func:`alignctl.report.sharded.race_runner`)."""
-    from alignctl.train.build import build_config
+    from alignctl.train.build import build_config, refuse_shared_regularisers
 
     if len(regs) < 1:
         raise InputError("--regs needs at least one entry (the first is the baseline)")
@@ -227,6 +227,10 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
                          f"--seeds {seeds} x {len(regs)} settings asks for more")  # fmt: skip
     from alignctl.train.regularisers import build_regulariser, setting
 
+    base = build_config(config, task, [], seed_offset, None)
+    for spec in base.train.get("regularisers") or []:
+        build_regulariser(dict(spec))  # the config's own mistakes first
+    refuse_shared_regularisers(base, config)
     seen: dict = {}
     for r in regs:  # validate names and parameters before starting any worker
         cfg = build_config(config, task, _reg_list(r), seed_offset, max_epochs)
@@ -239,9 +243,7 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
             raise InputError(f"--regs lists one setting twice: {twin!r} and {r!r} train the "
                              "same regularisers")  # fmt: skip
         seen[r] = key
-    max_epochs = max_epochs or int(
-        build_config(config, task, [], seed_offset, None).train["epochs"]
-    )
+    max_epochs = max_epochs or int(base.train["epochs"])
     seed_list = list(range(seed_offset, seed_offset + seeds))
     results, jobs = {}, []
     for s in seed_list:  # seed-major: an interrupted race still has whole matched seeds

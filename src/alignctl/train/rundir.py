@@ -122,11 +122,40 @@ class RunDirMixin:
             raise self._write_failed(target, e) from None
         self.last_saved_step = self.step
 
+    def start_new_run(self) -> None:
+        """Before a new run's first write (``fit`` from step 0, not restored): the folder must
+        not hold a run already (its checkpoints, log or summary would mix with this run's:
+        a 3-epoch run.json over 30 epochs of checkpoints), and gets its ``alignctl.yaml`` when
+        missing, so ``Trainer(dir, cfg).fit(n)`` from the library makes a run ``analyze``
+        reads. ``alignctl train`` prepared the folder already (:func:`prepare_run_dir`)."""
+        from alignctl.runs.config import save_config
+
+        if self.rank != 0 or getattr(self, "_run_started", False):
+            return
+        ckpts = self.ckpt_dir
+        held = [f for f in ("train_log.jsonl", "run.json") if (self.dir / f).exists()]
+        if ckpts.is_dir() and any(p for p in ckpts.iterdir() if p.name != STATE_DIR):
+            held.insert(0, "checkpoints/")
+        if held:
+            raise InputError(
+                f"{self.dir} already holds a run ({', '.join(held)}); continue it with "
+                "Trainer.restore() before fit (alignctl train --resume), or train into a new "
+                "folder"
+            )
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not (self.dir / "alignctl.yaml").exists():
+                save_config(self.cfg, self.dir / "alignctl.yaml")
+        except OSError as e:
+            raise self._write_failed(self.dir / "alignctl.yaml", e) from None
+        self._run_started = True
+
     def restore(self) -> None:
         """Continue from the newest usable checkpoint (:mod:`alignctl.train.resume`); what it
         fell back on is appended to ``notes``. The caller holds the run's lock."""
         from alignctl.train.resume import find_resume_point
 
+        self._run_started = True  # an existing run continues: its files are its own
         remove_stale_temporaries(self.dir)  # a kill -9 inside an atomic write leaves one
         point = find_resume_point(self.ckpt_dir, self.model)
         self.notes += point.notes

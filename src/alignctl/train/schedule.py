@@ -62,8 +62,11 @@ class ScheduleMixin:
             return self.diverged is not None and on_nan == "stop"
 
         saves = save_epochs(epochs, save_every, save_schedule)
+        fresh = self.step == 0 and self.batch_index == 0 and self.epoch == 0
+        if fresh:
+            self.start_new_run()  # before clear_summary: a finished run's run.json is its mark
         self.clear_summary()
-        if self.step == 0 and self.batch_index == 0 and self.epoch == 0:
+        if fresh:
             self._evaluate()
             if not halted():
                 self.save()

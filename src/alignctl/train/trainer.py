@@ -95,9 +95,10 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"the model cannot be applied to the data: {msg}") from None
         as_matrix(out, len(xb), tuple(self.x.shape))  # (n, C) or (n,): named for all the data
-        from alignctl.runs.validate import check_labels
+        from alignctl.runs.validate import check_declared_classes, check_labels
 
         n_out = 1 if out.dim() == 1 else out.shape[-1]
+        check_declared_classes(self.data.num_classes, n_out)
         # both splits, as analyze checks them: test labels are evaluated every epoch
         check_labels(self.data.y_train, n_out, "y_train")
         check_labels(self.data.y_test, n_out, "y_test")

@@ -133,5 +133,17 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
             raise InputError(f"no model checkpoints in {path}: skipped {what}")
         notes.append(f"skipped entries that are not model checkpoints: {what}")
     if not refs:
-        raise InputError(f"no checkpoint files in {path} ({ACCEPTED})")
+        raise InputError(f"no checkpoint files in {path} ({ACCEPTED}){_in_subfolder(entries)}")
     return order_checkpoints(refs, notes)
+
+
+def _in_subfolder(entries: list[Path]) -> str:
+    """A hint when a sub-folder other than ``checkpoints/`` (found on its own) holds checkpoint
+    files by name, as a loop's ``ckpts/`` beside its config does: names only, nothing read."""
+    for p in entries:
+        try:
+            if p.is_dir() and any(is_checkpoint_name(q) and q.is_file() for q in p.iterdir()):
+                return f"; the sub-folder {p.name}/ holds some: pass {p} as the path"
+        except OSError:  # a sub-folder we may not enter gives no hint
+            continue
+    return ""

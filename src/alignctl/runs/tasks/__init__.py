@@ -22,7 +22,7 @@ from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_finite, check_kwargs
 from alignctl.runs.limits import expand_user
-from alignctl.runs.validate import check_data_size
+from alignctl.runs.validate import check_data_labels, check_data_size
 
 TASKS: Registry = Registry("task")
 register_task = TASKS.register
@@ -113,6 +113,9 @@ def make_dataset(x_train, y_train, x_test=None, y_test=None, *, source: str, **e
                 f"{source}: x_test samples have shape {tuple(ds.x_test.shape[1:])}, "
                 f"x_train samples {tuple(xt.shape[1:])}"
             )
+    if ds.num_classes:
+        check_data_labels(ds.y_train, ds.num_classes, f"{source}: y_train")
+        check_data_labels(ds.y_test, ds.num_classes, f"{source}: y_test")
     return ds
 
 
