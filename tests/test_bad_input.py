@@ -223,6 +223,9 @@ CASES = {
         "METRIC=VALUE",
     ),
     "unknown gate metric": (lambda t: [str(make_run(t / "r")), "--fail-under", "nope=1"], "nope"),
+    "baseline without a --max-drop gate": (
+        lambda t: [str(make_run(t / "r")), "--baseline", str(_baseline(t, _BASE))],
+        "--max-drop"),
     "baseline missing": (
         lambda t: [
             str(make_run(t / "r")),

@@ -46,18 +46,29 @@ def train(
     reg: Annotated[
         list[str] | None, Opt(help="Regulariser, e.g. grokalign:lambda=0.01 (repeat).")
     ] = None,
-    epochs: Annotated[int | None, Opt(help="Total epochs.", min=0)] = None,
+    epochs: Annotated[
+        int | None,
+        Opt(help="Total epochs (default: the config's or preset's train.epochs).", min=0),
+    ] = None,  # fmt: skip
     seed: Annotated[int | None, Opt(help="Seed of the initialisation, data and order.")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda | mps")] = "auto",
-    save_every: Annotated[int | None, Opt(help="Checkpoint every N epochs.", min=1)] = None,
+    save_every: Annotated[
+        int | None,
+        Opt(
+            help="Checkpoint every N epochs (default: the config's, else max(1, epochs // 20), "
+            "plus the last).",
+            min=1,
+        ),
+    ] = None,  # fmt: skip
     save_schedule: Annotated[str | None, Opt(help="log:K = K log-spaced checkpoints.")] = None,
     eval_every: Annotated[int, Opt(help="Evaluate every N epochs.", min=1)] = 1,
     stop_when_grokked: Annotated[bool, Opt(help="Stop at the grokked criterion.")] = False,
     on_nan: Annotated[
         str | None,
         Opt(
+            metavar="stop|continue",
             help="When a loss or weight becomes NaN/inf: stop (default; exit 3) or continue "
-            "(train on; still exit 3). Default: the config's train.on_nan."
+            "(train on; still exit 3). Default: the config's train.on_nan.",
         ),
     ] = None,  # fmt: skip
     force: Annotated[bool, Opt(help="Overwrite an existing run in --out.")] = False,

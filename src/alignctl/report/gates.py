@@ -58,6 +58,9 @@ def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), 
         value_of({}, name, known)  # InputError for an unknown metric
     if max_drop and baseline is None:
         raise InputError("--max-drop needs --baseline REPORT.json")
+    if baseline is not None and not max_drop:  # a CI gate that could never fire: say so
+        raise InputError("--baseline is read only by --max-drop METRIC=DELTA gates: add one "
+                         "(e.g. --max-drop test_accuracy=0.02) or drop --baseline")  # fmt: skip
     if baseline is not None:
         base = load_baseline(baseline)["checkpoints"][-1]
         for text in max_drop:
@@ -105,6 +108,9 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
             gates.append(_gate(f"{name} {sign} {thr:g}", v, thr, _ok(v) and op(v, thr)))
     if max_drop and baseline is None:
         raise InputError("--max-drop needs --baseline REPORT.json")
+    if baseline is not None and not max_drop:  # a CI gate that could never fire: say so
+        raise InputError("--baseline is read only by --max-drop METRIC=DELTA gates: add one "
+                         "(e.g. --max-drop test_accuracy=0.02) or drop --baseline")  # fmt: skip
     if baseline is not None:
         whole = load_baseline(baseline)
         base = whole["checkpoints"][-1]
