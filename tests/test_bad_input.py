@@ -225,7 +225,8 @@ CASES = {
     "unknown gate metric": (lambda t: [str(make_run(t / "r")), "--fail-under", "nope=1"], "nope"),
     "baseline without a --max-drop gate": (
         lambda t: [str(make_run(t / "r")), "--baseline", str(_baseline(t, _BASE))],
-        "--max-drop"),
+        "--max-drop",
+    ),
     "baseline missing": (
         lambda t: [
             str(make_run(t / "r")),
