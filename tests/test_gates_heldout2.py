@@ -208,3 +208,15 @@ def test_a_baseline_that_is_not_a_report_says_why(tmp_path, base):
 
 def math_nan() -> float:
     return float("nan")
+
+
+@pytest.mark.parametrize("written", ["data\\d.npz", "C:\\ci\\d.npz"])
+def test_a_windows_path_in_a_config_says_so(tmp_path, no_test_split, written):
+    """A config committed from Windows, run on a Linux CI runner: not found, and why."""
+    run = tmp_path / "run"
+    shutil.copytree(no_test_split, run)
+    model = (run / "alignctl.yaml").read_text().splitlines()[0]
+    (run / "alignctl.yaml").write_text(f"{model}\ndata:\n  path: {written}\n")  # YAML plain
+    msg = one_error(invoke(run=run))
+    assert msg.startswith("error: data file ") and written in msg
+    assert msg.endswith("(a Windows path? here \\ is part of a file name; write folders with /)")
