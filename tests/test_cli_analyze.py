@@ -138,7 +138,9 @@ def test_json_means_equal_float64_reference(tmp_path):
         (["--fail-under", "centroid_norm=1e9"], 1, "centroid_norm >= 1e+09"),
         (["--fail-over", "jacobian_norm=0"], 1, "jacobian_norm <= 0"),
         (["--require-verdict", "learning"], 0, None),
-        (["--require-verdict", "robust"], 1, "verdict at least robust"),
+        # robust needs a measured adversarial accuracy: a usage error without --robustness
+        (["--require-verdict", "robust"], 2, "robust needs --robustness"),
+        (["--require-verdict", "generalising"], 1, "verdict at least generalising"),
         (["--fail-under", "bogus=1"], 2, "unknown metric"),
         (["--require-verdict", "awesome"], 2, "unknown verdict"),
     ],

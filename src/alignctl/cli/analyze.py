@@ -227,13 +227,14 @@ def analyze(
 
     for g in failed:
         note_line(gate_text(g), prefix="gate failed")
+    outputs.finish()  # an output that failed is exit 2, after the gates have been said
     if failed:
         raise GateFailed()
 
 
 def _emit(report, outputs, show, wide, figure) -> None:
     """Outputs: ``show`` (table | markdown | csv | json | None) on stdout, then the files; each
-    file is written even if another fails, then one error names the failed ones."""
+    file is written even if another fails (the caller's ``outputs.finish()`` names them)."""
     from alignctl.report import render
 
     plot, dist, at, markdown = figure
@@ -249,7 +250,6 @@ def _emit(report, outputs, show, wide, figure) -> None:
     outputs.write("--markdown", lambda: render.to_markdown(report) + link)
     outputs.call("--plot", lambda path: render.plot(report, path, dist=dist, at=at))
     outputs.append("GITHUB_STEP_SUMMARY", lambda: "\n" + render.step_summary(report))
-    outputs.finish()
 
 
 def _print_table(report: dict, wide: bool) -> None:

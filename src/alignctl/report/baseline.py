@@ -18,12 +18,15 @@ from pathlib import Path
 from alignctl.errors import InputError
 from alignctl.runs.validate import short
 
+__all__ = ["ACCURACIES", "baseline_notes", "baseline_value", "last_checkpoint", "load_baseline"]
+
 ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy")
 MAX_BASELINE_BYTES = 64 << 20  # a report is kilobytes; more is not one
 
 
 def _no_constant(token: str):
-    raise ValueError(f"{token} is not JSON")
+    # Python's json.dump writes NaN by default: say so, and what alignctl writes instead
+    raise ValueError(f"{token} is not JSON (alignctl writes null for a missing value)")
 
 
 def load_baseline(path: Path) -> dict:
@@ -38,15 +41,33 @@ def load_baseline(path: Path) -> dict:
             data = fh.read(MAX_BASELINE_BYTES + 1)
         if len(data) > MAX_BASELINE_BYTES:
             raise ValueError
-        report = json.loads(data, parse_constant=_no_constant)
-        last = report["checkpoints"][-1]
+        report = json.loads(data, parse_constant=_no_constant)  # UTF-8/16/32
+        last = last_checkpoint(report)
         if not isinstance(last, dict) or not isinstance(last["metrics"], dict):
             raise TypeError
         return report
     except OSError as e:
         raise InputError(f"baseline report {path}: cannot read: {e.strerror or e}") from None
-    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
-        raise InputError(f"{path} is not an alignctl analyze JSON report") from None
+    except UnicodeDecodeError:
+        raise InputError(f"baseline report {path} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:  # says where: a hand edit, or another tool's NaN
+        raise InputError(f"baseline report {path} is not strict JSON: {e.msg} (line "
+                         f"{e.lineno}, column {e.colno})") from None  # fmt: skip
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
+        what = f": {e}" if isinstance(e, ValueError) and "JSON" in str(e) else ""
+        raise InputError(f"{path} is not an alignctl analyze JSON report{what}") from None
+
+
+def last_checkpoint(report: dict) -> dict:
+    """The checkpoint with the highest step (the list's last among equals): alignctl writes
+    them in step order, a hand-edited or merged baseline need not be."""
+    entries = report["checkpoints"]
+    if not isinstance(entries, list) or not entries:
+        raise IndexError
+    steps = [e.get("step") if isinstance(e, dict) else None for e in entries]
+    if all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
+        return entries[max(range(len(entries)), key=lambda i: (steps[i], i))]
+    return entries[-1]
 
 
 def baseline_value(base: dict, name: str, path) -> float | None:
@@ -66,6 +87,8 @@ def baseline_value(base: dict, name: str, path) -> float | None:
     b = holder[name]
     if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))):
         raise InputError(f"baseline {path}: {name} is {short(b)}, not a number")
+    if b is not None and name in ACCURACIES and not 0 <= b <= 1:
+        raise InputError(f"baseline {path}: {name} is {b:g}, not a fraction in [0, 1]")
     return b
 
 

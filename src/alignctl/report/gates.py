@@ -13,7 +13,13 @@ import operator
 import re
 
 from alignctl.errors import InputError
-from alignctl.report.baseline import ACCURACIES, baseline_notes, baseline_value, load_baseline
+from alignctl.report.baseline import (
+    ACCURACIES,
+    baseline_notes,
+    baseline_value,
+    last_checkpoint,
+    load_baseline,
+)
 from alignctl.report.verdict import ORDER, rank
 from alignctl.runs.validate import short
 
@@ -40,7 +46,20 @@ def parse_assignment(text: str, option: str) -> tuple[str, float]:
         raise InputError(f"{option} expects METRIC=VALUE, got {short(text)}")
     if option == "--max-drop" and number < 0:
         raise InputError(f"{option} {short(text)}: DELTA is the largest drop allowed, >= 0")
+    if name.strip() in ACCURACIES and not 0 <= number <= 1:
+        # the table shows 96.8%: "=90" is a gate nothing passes (or, as a drop, none fails)
+        raise InputError(
+            f"{option} {short(text)}: accuracies are fractions in [0, 1] (0.9 for 90%)"
+        )
     return name.strip(), number
+
+
+def _gated(fail_under, fail_over, max_drop) -> list[tuple[str, str]]:
+    """(metric, option) of every threshold and drop gate, each checked for syntax."""
+    return [(parse_assignment(text, option)[0], option)
+            for texts, option in ((fail_under, "--fail-under"), (fail_over, "--fail-over"),
+                                  (max_drop, "--max-drop"))
+            for text in texts]  # fmt: skip
 
 
 def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), baseline=None,
@@ -50,10 +69,7 @@ def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), 
     ``robustness=False`` a gate on ``adversarial_accuracy`` is a usage error: nothing measures
     it, so the gate could only fail (exit 1 for a CI config mistake)."""
     known = list(metric_names)
-    gated = [(parse_assignment(text, option)[0], option)
-             for texts, option in ((fail_under, "--fail-under"), (fail_over, "--fail-over"),
-                                   (max_drop, "--max-drop"))
-             for text in texts]  # fmt: skip
+    gated = _gated(fail_under, fail_over, max_drop)
     for name, _ in gated:
         value_of({}, name, known)  # InputError for an unknown metric
     if max_drop and baseline is None:
@@ -62,7 +78,7 @@ def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), 
         raise InputError("--baseline is read only by --max-drop METRIC=DELTA gates: add one "
                          "(e.g. --max-drop test_accuracy=0.02) or drop --baseline")  # fmt: skip
     if baseline is not None:
-        base = load_baseline(baseline)["checkpoints"][-1]
+        base = last_checkpoint(load_baseline(baseline))
         for text in max_drop:
             name, _ = parse_assignment(text, "--max-drop")
             baseline_value(base, name, baseline)
@@ -71,17 +87,35 @@ def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), 
             raise InputError(f"{option} adversarial_accuracy needs --robustness (PGD)")
     if require_verdict is not None and require_verdict not in ORDER:
         raise InputError(f"unknown verdict {short(require_verdict)}; valid: {', '.join(ORDER)}")
+    if require_verdict == ORDER[-1] and robustness is False:  # robust needs a measured PGD
+        raise InputError(f"--require-verdict {ORDER[-1]} needs --robustness (PGD): without "
+                         "a measured adversarial accuracy no run is robust")  # fmt: skip
 
 
 def value_of(entry: dict, name: str, known: list[str]) -> float | None:
     if name in ACCURACIES:
         return entry.get(name)
     if name not in known:
-        raise InputError(
-            f"unknown metric {short(name)} in a gate; "
-            f"valid: {', '.join(list(known) + list(ACCURACIES))}"
-        )
+        from alignctl.geometry.metrics import METRICS
+
+        valid = ", ".join(list(known) + list(ACCURACIES))
+        if name in METRICS:  # a real metric, just not among those measured
+            raise InputError(
+                f"a gate on {name}: it is not measured here (measured: {valid}); "
+                f"analysing checkpoints, add it: --metrics standard,{name}"
+            )
+        raise InputError(f"unknown metric {short(name)} in a gate; valid: {valid}")
     return (entry.get("metrics") or {}).get(name)
+
+
+def check_measured(report: dict, names: list[str]) -> None:
+    """InputError when an accuracy gated is in no checkpoint of the report (the data has no
+    test split): the gate could only fail, exit 1 for what no retraining changes."""
+    alive = [c for c in report["checkpoints"] if not c.get("diverged")]
+    for name in dict.fromkeys(n for n in names if n in ACCURACIES):
+        if alive and all(c.get(name) is None for c in alive):
+            why = " (the data has no test split)" if name == "test_accuracy" else ""
+            raise InputError(f"a gate on {name}: no checkpoint of this run has one{why}")
 
 
 def _ok(v) -> bool:
@@ -99,6 +133,7 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
     if not report["checkpoints"]:
         raise InputError("no checkpoint to gate on")
     last, known = report["checkpoints"][-1], report.get("metric_names") or []
+    check_measured(report, [name for name, _ in _gated(fail_under, fail_over, max_drop)])
     gates = []
     for texts, option, op, sign in ((fail_under, "--fail-under", operator.ge, ">="),
                                     (fail_over, "--fail-over", operator.le, "<=")):  # fmt: skip
@@ -113,7 +148,7 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
                          "(e.g. --max-drop test_accuracy=0.02) or drop --baseline")  # fmt: skip
     if baseline is not None:
         whole = load_baseline(baseline)
-        base = whole["checkpoints"][-1]
+        base = last_checkpoint(whole)
         drops = [parse_assignment(text, "--max-drop") for text in max_drop]
         names = [name for name, _ in drops]
         notes = report.setdefault("notes", []) if names else []

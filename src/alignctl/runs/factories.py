@@ -18,6 +18,7 @@ from typing import Any
 
 from alignctl.errors import InputError
 from alignctl.runs.limits import expand_user
+from alignctl.runs.validate import not_found
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -32,7 +33,7 @@ def _split(spec: str) -> tuple[str, str]:
 
 def _import_file(path: Path) -> Any:
     if not path.is_file():
-        raise InputError(f"factory file {path} not found")
+        raise not_found("factory file", path)
     # a unique name per absolute path: two configs with a `model.py` must not collide
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     mod_name = f"_alignctl_user_{path.stem}_{digest}"

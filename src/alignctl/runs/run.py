@@ -28,6 +28,7 @@ from alignctl.runs.checkpoints import (
     read_weights,
 )
 from alignctl.runs.limits import expand_user, kind_of
+from alignctl.runs.validate import not_found
 
 CONFIG_NAME = "alignctl.yaml"
 CHECKPOINT_FOLDER = "checkpoints"
@@ -250,7 +251,7 @@ def _data_spec(data: str, cfg) -> dict:
     file = expand_user(data)
     if file.suffix in DATA_SUFFIXES or "/" in data or file.is_file():
         if not file.is_file():
-            raise InputError(f"data file {data} not found")
+            raise not_found("data file", data)
         return {"path": str(file.resolve())}
     section = getattr(cfg, "data", None) or {}
     return dict(section) if section.get("task") == data else {"task": data}

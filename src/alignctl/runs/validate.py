@@ -31,6 +31,18 @@ def short(value: object) -> str:
     return text if len(text) <= REPR_CHARS else text[: REPR_CHARS - 3] + "..."
 
 
+def not_found(what: str, path: object) -> InputError:
+    """``WHAT PATH not found``; for a path written the Windows way (``data\\x.npz``,
+    ``C:\\data``), which a config committed from Windows holds, it says that ``\\`` is part of a
+    file name here, not a folder separator."""
+    text = str(path)
+    windows = "\\" in text or (len(text) > 1 and text[1] == ":" and text[0].isalpha())
+    hint = (
+        " (a Windows path? here \\ is part of a file name; write folders with /)" if windows else ""
+    )
+    return InputError(f"{what} {text} not found{hint}")
+
+
 def finite(value, what: str, *, lo: float | None = None, strict: bool = False) -> float:
     """``value`` as a float: a real, finite number (not a bool, not a string), ``>= lo``
     (``> lo`` if ``strict``)."""

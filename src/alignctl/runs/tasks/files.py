@@ -16,6 +16,7 @@ import torch
 
 from alignctl.errors import InputError
 from alignctl.runs.limits import check_zip
+from alignctl.runs.validate import not_found
 
 DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
 SUFFIXES = (".npz", ".safetensors", ".pt", ".pth")
@@ -54,7 +55,7 @@ def read_data_file(path: Path) -> dict:
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported data file type; use one of {', '.join(SUFFIXES)}")
     if not path.exists():
-        raise InputError(f"data file {path} not found")
+        raise not_found("data file", path)
     if suffix == ".safetensors":
         from alignctl.runs.checkpoints.formats import safetensors_header
 
