@@ -75,9 +75,15 @@ def analyze(
     fail_over: Annotated[
         list[str] | None, Opt(help="Gate: METRIC=VALUE, last mean <= VALUE.")
     ] = None,
-    baseline: Annotated[Path | None, Opt(help="Baseline JSON report for --max-drop.")] = None,
+    baseline: Annotated[
+        Path | None, Opt(help="Baseline JSON report for the drop and rise gates.")
+    ] = None,
     max_drop: Annotated[
         list[str] | None, Opt(help="Gate: METRIC=DELTA drop from baseline.")
+    ] = None,
+    max_rise: Annotated[
+        list[str] | None,
+        Opt(help="Gate: METRIC=DELTA rise from baseline (e.g. jacobian_norm)."),
     ] = None,
     require_verdict: Annotated[
         str | None, Opt(help="Gate: learning|memorising|generalising|robust.")
@@ -147,7 +153,7 @@ def analyze(
 
         parse_bytes(max_memory)
     check_gate_options(names, fail_under=fail_under or (), fail_over=fail_over or (),
-                       baseline=baseline, max_drop=max_drop or (),
+                       baseline=baseline, max_drop=max_drop or (), max_rise=max_rise or (),
                        require_verdict=require_verdict, robustness=robustness)  # fmt: skip
     outputs = check_outputs(
         {"--json": json_out, "--csv": csv_out, "--markdown": markdown, "--plot": plot,
@@ -214,7 +220,7 @@ def analyze(
             )  # fmt: skip
     report["gates"] = evaluate_gates(
         report, fail_under=fail_under or (), fail_over=fail_over or (), baseline=baseline,
-        max_drop=max_drop or (), require_verdict=require_verdict,
+        max_drop=max_drop or (), require_verdict=require_verdict, max_rise=max_rise or (),
     )  # fmt: skip
     report["passed"] = all(g["passed"] for g in report["gates"])
     if not quiet:

@@ -89,7 +89,8 @@ METAVARS = {
     "epochs": "N", "max_epochs": "N", "workers": "N", "pgd_steps": "N", "eps": "E",
     "alpha": "A", "json_out": "FILE|-", "csv_out": "FILE|-", "markdown": "FILE|-",
     "plot": "FILE.png", "fail_under": "METRIC=VALUE", "fail_over": "METRIC=VALUE",
-    "max_drop": "METRIC=DELTA", "baseline": "REPORT.json", "require_verdict": "VERDICT",
+    "max_drop": "METRIC=DELTA", "max_rise": "METRIC=DELTA", "baseline": "REPORT.json",
+    "require_verdict": "VERDICT",
     "reg": "NAME[:k=v,...]", "save_every": "N", "eval_every": "N", "save_schedule": "log:K",
 }  # fmt: skip
 

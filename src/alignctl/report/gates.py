@@ -1,7 +1,8 @@
 """CI gates on an analysis report: thresholds, baseline comparison, required verdict.
 
 Each gate yields ``{"rule", "value", "threshold", "passed"}`` (a drop from a baseline also
-``baseline``, ``drop`` and ``max_drop``); the CLI exits 1 when
+``baseline``, ``drop`` and ``max_drop``; a rise ``baseline``, ``rise`` and ``max_rise``: for
+metrics where larger is the regression, e.g. ``jacobian_norm``); the CLI exits 1 when
 any fails. Metric names are the report's metrics plus train_accuracy, test_accuracy and
 adversarial_accuracy; an unknown name is a usage error (exit 2).
 """
@@ -44,8 +45,9 @@ def parse_assignment(text: str, option: str) -> tuple[str, float]:
         raise InputError(f"{option} {short(text)}: VALUE must be a finite number")
     if number is None or not _NUMBER.fullmatch(value.strip()):
         raise InputError(f"{option} expects METRIC=VALUE, got {short(text)}")
-    if option == "--max-drop" and number < 0:
-        raise InputError(f"{option} {short(text)}: DELTA is the largest drop allowed, >= 0")
+    if option in ("--max-drop", "--max-rise") and number < 0:
+        what = option[6:]  # drop / rise
+        raise InputError(f"{option} {short(text)}: DELTA is the largest {what} allowed, >= 0")
     if name.strip() in ACCURACIES and not 0 <= number <= 1:
         # the table shows 96.8%: "=90" is a gate nothing passes (or, as a drop, none fails)
         raise InputError(
@@ -54,34 +56,41 @@ def parse_assignment(text: str, option: str) -> tuple[str, float]:
     return name.strip(), number
 
 
-def _gated(fail_under, fail_over, max_drop) -> list[tuple[str, str]]:
-    """(metric, option) of every threshold and drop gate, each checked for syntax."""
+def _gated(fail_under, fail_over, max_drop, max_rise=()) -> list[tuple[str, str]]:
+    """(metric, option) of every threshold, drop and rise gate, each checked for syntax."""
     return [(parse_assignment(text, option)[0], option)
             for texts, option in ((fail_under, "--fail-under"), (fail_over, "--fail-over"),
-                                  (max_drop, "--max-drop"))
+                                  (max_drop, "--max-drop"), (max_rise, "--max-rise"))
             for text in texts]  # fmt: skip
 
 
+def _baseline_needed(baseline, max_drop, max_rise) -> None:
+    if (max_drop or max_rise) and baseline is None:
+        option = "--max-drop" if max_drop else "--max-rise"
+        raise InputError(f"{option} needs --baseline REPORT.json")
+    if baseline is not None and not (max_drop or max_rise):  # a gate that could never fire
+        raise InputError("--baseline is read only by --max-drop / --max-rise METRIC=DELTA "
+                         "gates: add one (e.g. --max-drop test_accuracy=0.02) or drop "
+                         "--baseline")  # fmt: skip
+
+
 def check_gate_options(metric_names: list[str], *, fail_under=(), fail_over=(), baseline=None,
-                       max_drop=(), require_verdict=None, robustness=None) -> None:  # fmt: skip
+                       max_drop=(), require_verdict=None, robustness=None,
+                       max_rise=()) -> None:  # fmt: skip
     """Every gate option validated before the analysis: syntax, finite values, known metric
     names, a readable baseline with numbers for the gated metrics, a known verdict. With
     ``robustness=False`` a gate on ``adversarial_accuracy`` is a usage error: nothing measures
     it, so the gate could only fail (exit 1 for a CI config mistake)."""
     known = list(metric_names)
-    gated = _gated(fail_under, fail_over, max_drop)
+    gated = _gated(fail_under, fail_over, max_drop, max_rise)
     for name, _ in gated:
         value_of({}, name, known)  # InputError for an unknown metric
-    if max_drop and baseline is None:
-        raise InputError("--max-drop needs --baseline REPORT.json")
-    if baseline is not None and not max_drop:  # a CI gate that could never fire: say so
-        raise InputError("--baseline is read only by --max-drop METRIC=DELTA gates: add one "
-                         "(e.g. --max-drop test_accuracy=0.02) or drop --baseline")  # fmt: skip
+    _baseline_needed(baseline, max_drop, max_rise)
     if baseline is not None:
         base = last_checkpoint(load_baseline(baseline))
-        for text in max_drop:
-            name, _ = parse_assignment(text, "--max-drop")
-            baseline_value(base, name, baseline)
+        for name, option in gated:
+            if option in ("--max-drop", "--max-rise"):
+                baseline_value(base, name, baseline)
     for name, option in gated:  # after the baseline's own message for what it lacks
         if name == "adversarial_accuracy" and robustness is False:
             raise InputError(f"{option} adversarial_accuracy needs --robustness (PGD)")
@@ -127,13 +136,13 @@ def _gate(rule: str, value, threshold, passed: bool) -> dict:
 
 
 def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, max_drop=(),
-                   require_verdict=None) -> list[dict]:  # fmt: skip
+                   require_verdict=None, max_rise=()) -> list[dict]:  # fmt: skip
     """Gates on the last checkpoint; validates every rule before judging any. With
     ``max_drop``, what the baseline measured differently is added to ``report["notes"]``."""
     if not report["checkpoints"]:
         raise InputError("no checkpoint to gate on")
     last, known = report["checkpoints"][-1], report.get("metric_names") or []
-    check_measured(report, [name for name, _ in _gated(fail_under, fail_over, max_drop)])
+    check_measured(report, [n for n, _ in _gated(fail_under, fail_over, max_drop, max_rise)])
     gates = []
     for texts, option, op, sign in ((fail_under, "--fail-under", operator.ge, ">="),
                                     (fail_over, "--fail-over", operator.le, "<=")):  # fmt: skip
@@ -141,31 +150,38 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
             name, thr = parse_assignment(text, option)
             v = value_of(last, name, known)
             gates.append(_gate(f"{name} {sign} {thr:g}", v, thr, _ok(v) and op(v, thr)))
-    if max_drop and baseline is None:
-        raise InputError("--max-drop needs --baseline REPORT.json")
-    if baseline is not None and not max_drop:  # a CI gate that could never fire: say so
-        raise InputError("--baseline is read only by --max-drop METRIC=DELTA gates: add one "
-                         "(e.g. --max-drop test_accuracy=0.02) or drop --baseline")  # fmt: skip
+    _baseline_needed(baseline, max_drop, max_rise)
     if baseline is not None:
-        whole = load_baseline(baseline)
-        base = last_checkpoint(whole)
-        drops = [parse_assignment(text, "--max-drop") for text in max_drop]
-        names = [name for name, _ in drops]
-        notes = report.setdefault("notes", []) if names else []
-        notes += [n for n in baseline_notes(report, whole, baseline, names) if n not in notes]
-        for name, delta in drops:
-            v = value_of(last, name, known)
-            b = baseline_value(base, name, baseline)
-            ok = _ok(v) and _ok(b) and b - v <= delta
-            thr = None if b is None else b - delta
-            gate = _gate(f"{name} drop from baseline <= {delta:g}", v, thr, ok)
-            # the quantity gated is the drop: a failure shows it beside the two values
-            gate.update(baseline=b, drop=b - v if _ok(v) and _ok(b) else None, max_drop=delta)
-            gates.append(gate)
+        gates += _baseline_gates(report, baseline, max_drop, max_rise, known)
     if require_verdict is not None:
         if require_verdict not in ORDER:
             raise InputError(f"unknown verdict {short(require_verdict)}; valid: {', '.join(ORDER)}")
         v = report["verdict"]
         ok = rank(v) >= rank(require_verdict)
         gates.append(_gate(f"verdict at least {require_verdict}", v, require_verdict, ok))
+    return gates
+
+
+def _baseline_gates(report, baseline, max_drop, max_rise, known) -> list[dict]:
+    """Drop gates (b - v <= DELTA) and rise gates (v - b <= DELTA) of the last checkpoint
+    against the baseline's last (highest-step) checkpoint."""
+    whole, last = load_baseline(baseline), report["checkpoints"][-1]
+    base = last_checkpoint(whole)
+    pairs = [(parse_assignment(t, "--max-drop"), -1) for t in max_drop]
+    pairs += [(parse_assignment(t, "--max-rise"), 1) for t in max_rise]
+    names = [name for (name, _), _ in pairs]
+    notes = report.setdefault("notes", []) if names else []
+    notes += [n for n in baseline_notes(report, whole, baseline, names) if n not in notes]
+    gates = []
+    for (name, delta), sign in pairs:
+        v = value_of(last, name, known)
+        b = baseline_value(base, name, baseline)
+        change = sign * (v - b) if _ok(v) and _ok(b) else None  # the drop, or the rise
+        word = "drop" if sign < 0 else "rise"
+        thr = None if b is None else b + sign * delta
+        gate = _gate(f"{name} {word} from baseline <= {delta:g}", v, thr,
+                     change is not None and change <= delta)  # fmt: skip
+        # the quantity gated is the change: a failure shows it beside the two values
+        gate.update({"baseline": b, word: change, f"max_{word}": delta})
+        gates.append(gate)
     return gates
