@@ -76,3 +76,56 @@ def test_cli_rise_gate_fails_with_exit_1(tmp_path):
                                  "-q"])  # fmt: skip
     assert r.exit_code == 1, r.stderr
     assert "jacobian_norm rise from baseline <= 0.5" in r.stderr and "rise " in r.stderr
+
+
+# --- declared metric ranges (Metric.bounds), generated from the registry -------------------
+from alignctl.geometry.metrics import METRICS  # noqa: E402
+
+BOUNDED = [m for m in METRICS.names() if METRICS.get(m).bounds != (-float("inf"), float("inf"))]
+
+
+def test_the_registry_declares_ranges():
+    assert {"centroid_alignment", "jacobian_norm", "jacobian_pc1"} <= set(BOUNDED)
+
+
+@pytest.mark.parametrize("name", BOUNDED)
+def test_a_threshold_outside_a_metrics_range_is_a_usage_error(name):
+    lo, hi = METRICS.get(name).bounds
+    outside = [v for v in (lo - 0.5, hi + 0.5) if abs(v) != float("inf")]
+    for v in outside:
+        for option in ("fail_under", "fail_over"):
+            with pytest.raises(InputError, match=f"{name} lies in"):
+                check_gate_options([name], **{option: [f"{name}={v}"]})
+    for v in (lo, hi):  # the ends themselves are thresholds a value can meet
+        if abs(v) != float("inf"):
+            check_gate_options([name], fail_under=[f"{name}={v}"], fail_over=[f"{name}={v}"])
+    if hi - lo < float("inf"):
+        with pytest.raises(InputError, match="never fails"):
+            check_gate_options([name], max_rise=[f"{name}={hi - lo + 0.5}"], baseline=None)
+
+
+def test_measured_values_lie_in_the_declared_ranges():
+    """The ranges are claims about the metrics: every value measured on random networks of
+    three shapes (and an all-zero one) lies inside them."""
+    import torch
+
+    import alignctl
+
+    torch.manual_seed(0)
+    nets = [
+        torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 4)),
+        torch.nn.Sequential(torch.nn.Linear(6, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1)),
+        torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 7)),
+    ]
+    zero = torch.nn.Linear(6, 4)
+    torch.nn.init.zeros_(zero.weight)
+    for net in [*nets, zero]:
+        x = torch.randn(32, 6)
+        c = net(x[:1]).shape[-1]
+        y = torch.randint(0, max(c, 2), (32,))
+        values = alignctl.measure(
+            net, x, y, metrics=[m for m in BOUNDED if not METRICS.get(m).opt_in]
+        )
+        for name, v in values.items():
+            lo, hi = METRICS.get(name).bounds
+            assert bool(((v >= lo - 1e-6) & (v <= hi + 1e-6)).all()), (name, v)

@@ -53,7 +53,26 @@ def parse_assignment(text: str, option: str) -> tuple[str, float]:
         raise InputError(
             f"{option} {short(text)}: accuracies are fractions in [0, 1] (0.9 for 90%)"
         )
+    _within_bounds(name.strip(), number, option, text)
     return name.strip(), number
+
+
+def _within_bounds(name: str, number: float, option: str, text: str) -> None:
+    """A threshold outside the metric's declared range (a cosine's [-1, 1]) could only fail
+    or never fail, and a drop or rise larger than the range never fails: a CI config mistake,
+    not a gate (:attr:`alignctl.geometry.metrics.Metric.bounds`)."""
+    from alignctl.geometry.metrics import METRICS
+
+    if name not in METRICS:
+        return  # unknown names are reported by value_of, accuracies above
+    lo, hi = METRICS.get(name).bounds
+    span = f"[{lo:g}, {hi:g}]"
+    if option in ("--fail-under", "--fail-over") and not lo <= number <= hi:
+        raise InputError(f"{option} {short(text)}: {name} lies in {span}, so this gate could "
+                         "only fail or never fail")  # fmt: skip
+    if option in ("--max-drop", "--max-rise") and number > hi - lo:
+        raise InputError(f"{option} {short(text)}: {name} lies in {span}, so it cannot change "
+                         f"by more than {hi - lo:g} and this gate never fails")  # fmt: skip
 
 
 def _gated(fail_under, fail_over, max_drop, max_rise=()) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ requires a brute-force reference for it (``tests/test_geometry.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class Metric:
     doc: str
     labels: bool = False
     opt_in: bool = False
+    # the values the metric can take (a cosine: [-1, 1]): a CI gate outside them could only
+    # fail or never fail (report.gates refuses it)
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
     @property
     def needs_labels(self) -> bool:
@@ -47,15 +51,17 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(
-    name: str, needs: str, labels: bool = False, *, opt_in: bool = False
-) -> Callable:
-    """Decorator: ``@register_metric("centroid_alignment", needs="centroid")``."""
+    name: str, needs: str, labels: bool = False, *, opt_in: bool = False,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> Callable:  # fmt: skip
+    """Decorator: ``@register_metric("centroid_alignment", needs="centroid",
+    bounds=(-1, 1))``; ``bounds``: the closed range of its values (default: any real)."""
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {NEEDS}")
 
     def deco(fn: Callable[[Quantities], torch.Tensor]) -> Callable:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METRICS.register(name)(Metric(name, needs, fn, doc, labels, opt_in))
+        METRICS.register(name)(Metric(name, needs, fn, doc, labels, opt_in, tuple(bounds)))
         return fn
 
     return deco

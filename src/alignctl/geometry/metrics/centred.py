@@ -19,6 +19,8 @@ Scalar-output models (C = 1) have no invisible direction: there J_c = J and the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import alignctl.geometry.sketch as sketch
@@ -61,7 +63,7 @@ def _centred(q: Quantities) -> dict[str, torch.Tensor]:
     return out
 
 
-@register_metric("centred_label_alignment", needs="jacobian", labels=True)
+@register_metric("centred_label_alignment", needs="jacobian", labels=True, bounds=(-1, 1))
 def centred_label_alignment(q: Quantities):
     """cos(x, J_c,y) with J_c,y = J_y - mu / C, the label row of the centred Jacobian
     (= cos(x, J_y - mean_{k != y} J_k), the mean-margin gradient); 0 when a norm is 0.
@@ -70,14 +72,14 @@ def centred_label_alignment(q: Quantities):
     return ratio((q.xs * c["row"]).sum(-1), q._xs_norm * c["row"].norm(dim=-1))
 
 
-@register_metric("centred_label_norm", needs="jacobian", labels=True)
+@register_metric("centred_label_norm", needs="jacobian", labels=True, bounds=(0, math.inf))
 def centred_label_norm(q: Quantities):
     """|J_c,y|_2 = |J_y - mu / C|, (C - 1) / C times the mean-margin gradient's norm."""
     c = _centred(q)
     return q._real(c["row"].norm(dim=-1), c["scale"])
 
 
-@register_metric("centred_alignment_full", needs="jacobian")
+@register_metric("centred_alignment_full", needs="jacobian", bounds=(0, 1))
 def centred_alignment_full(q: Quantities):
     """|J_c x_hat|^2 / |J_c|_F^2 in [0, 1], x_hat = x / |x|: ``jacobian_alignment_full`` of the
     centred Jacobian (every centred row parallel to x gives 1). 0 when x = 0 or J_c = 0.
@@ -89,7 +91,7 @@ def centred_alignment_full(q: Quantities):
     return ratio(c["jcx"].pow(2).sum(-1), q._xs_norm.pow(2) * c["fro2"]).clamp(0, 1)
 
 
-@register_metric("centred_norm", needs="jacobian")
+@register_metric("centred_norm", needs="jacobian", bounds=(0, math.inf))
 def centred_norm(q: Quantities):
     """|J_c|_F, the part of the Jacobian's norm that the softmax sees.
     Sketched: the square root of the Hutch++ estimate of |J_c|_F^2 (with its error)."""

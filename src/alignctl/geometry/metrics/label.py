@@ -7,7 +7,7 @@ times +1 for the positive label and -1 for the other. Its alignment with x marks
 from alignctl.geometry.metrics import Quantities, register_metric
 
 
-@register_metric("jacobian_alignment", needs="label")
+@register_metric("jacobian_alignment", needs="label", bounds=(-1, 1))
 def jacobian_alignment(q: Quantities):
     """cos(x, J_y) = <x, J_y> / (|x| |J_y|), 0 when a norm is 0 (Figure 5)."""
     return q.label_cos

@@ -24,6 +24,8 @@ must be affine, f(x + r u) + f(x - r u) = 2 f(x); if it is not, InputError.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from alignctl.errors import InputError
@@ -99,7 +101,7 @@ def _check_affine(out: torch.Tensor, count: torch.Tensor, p: int) -> None:
         )
 
 
-@register_metric("local_complexity", needs="model", opt_in=True)
+@register_metric("local_complexity", needs="model", opt_in=True, bounds=(0, math.inf))
 def local_complexity_metric(q: Quantities):
     """Linear-region boundaries crossing a cross-polytope of radius 0.05|x| around x
     (Humayun et al. 2024; 8 random directions, seeded). Opt-in."""

@@ -2,13 +2,15 @@
 (Appendix A.2, Figure 3). They need the full Jacobian J (n, C, d), or, with many classes,
 its sketch (:mod:`alignctl.geometry.sketch`): then each is an estimate with an error."""
 
+import math
+
 import torch
 
 import alignctl.geometry.sketch as sketch
 from alignctl.geometry.metrics import Quantities, ratio, register_metric
 
 
-@register_metric("jacobian_alignment_full", needs="jacobian")
+@register_metric("jacobian_alignment_full", needs="jacobian", bounds=(0, 1))
 def jacobian_alignment_full(q: Quantities):
     """|J x_hat|^2 / |J|_F^2 with x_hat = x / |x|, in [0, 1]; 1 exactly when J = c x^T
     (Definition 5: every row parallel to x). 0 when x = 0 or J = 0.
@@ -19,7 +21,7 @@ def jacobian_alignment_full(q: Quantities):
     return q.alignment_full
 
 
-@register_metric("jacobian_norm", needs="jacobian")
+@register_metric("jacobian_norm", needs="jacobian", bounds=(0, math.inf))
 def jacobian_norm(q: Quantities):
     """|J|_F, the quantity GrokAlign penalises (section 4.1).
     Sketched: the square root of the Hutch++ (Hutchinson, Rademacher) estimate of |J|_F^2;
@@ -29,7 +31,7 @@ def jacobian_norm(q: Quantities):
     return q.fro
 
 
-@register_metric("jacobian_pc1", needs="jacobian")
+@register_metric("jacobian_pc1", needs="jacobian", bounds=(0, 1))
 def jacobian_pc1(q: Quantities):
     """sigma_1^2 / sum_i sigma_i^2, the explained variance of the first principal
     component (Appendix A.2; 1 means rank one). 0 for an all-zero Jacobian.
@@ -41,7 +43,7 @@ def jacobian_pc1(q: Quantities):
     return ratio(s2[:, 0], s2.sum(-1)).to(q.x.dtype)
 
 
-@register_metric("jacobian_erank", needs="jacobian")
+@register_metric("jacobian_erank", needs="jacobian", bounds=(0, math.inf))
 def jacobian_erank(q: Quantities):
     """exp(-sum_i p_i log p_i) with p_i = sigma_i / sum_j sigma_j (Roy & Vetterli's
     effective rank), in [1, min(C, d)]. 0 for an all-zero Jacobian.
