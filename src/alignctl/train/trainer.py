@@ -48,7 +48,8 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         frozen = tuple(t.get("freeze") or ())
         params = []
         for name, p in self.model.named_parameters():
-            p.requires_grad_(not name.startswith(frozen) if frozen else True)
+            # a factory's requires_grad=False is frozen too (PyTorch's meaning), never thawed
+            p.requires_grad_(p.requires_grad and not (frozen and name.startswith(frozen)))
             if p.requires_grad:
                 params.append(p)
         _check_freeze(frozen, [name for name, _ in self.model.named_parameters()], params)
@@ -83,17 +84,30 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
 
     def _check_fit(self) -> None:
         """The model must take the data and the loss its outputs: a one-line error now, not a
-        traceback in the first step."""
+        traceback in the first step. The checks run the model in training mode and leave no
+        trace: the RNG (dropout), the buffers (BatchNorm's running statistics: they once
+        reached the step-0 checkpoint, "the initial weights", moved by two training samples)
+        and the mode are restored."""
+        from alignctl.train.step import buffers_kept
+
+        mode = self.model.training
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda), buffers_kept(self.model), torch.no_grad():
+                self._check_outputs()
+                self._check_smallest_batch()
+        finally:
+            self.model.train(mode)
+
+    def _check_outputs(self) -> None:
         from alignctl.evaluation.losses import accuracy
         from alignctl.geometry.vjp import as_matrix
 
         xb, yb = self.x[:2], self.y[:2]
         try:
-            with torch.no_grad():
-                out = self.front(xb)
+            out = self.front(xb)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"the model cannot be applied to the data: {msg}") from None
+            raise InputError(f"the model cannot be applied to the data: {_first_line(e)}") from None
         as_matrix(out, len(xb), tuple(self.x.shape))  # (n, C) or (n,): named for all the data
         from alignctl.runs.validate import check_labels
 
@@ -103,6 +117,23 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         check_labels(self.data.y_test, n_out, "y_test")
         self.loss_fn(out, yb)  # InputError if the loss does not fit the outputs
         accuracy(out, yb)
+
+    def _check_smallest_batch(self) -> None:
+        """The model must take, in training mode, the fewest rows a step forwards (an epoch's
+        last batch, a penalty's subset): BatchNorm refuses one row, and mid-run that was an
+        "internal error" after checkpoints were written."""
+        n, bs = len(self.x), int(self.cfg.train.get("batch_size") or len(self.x))
+        sizes = {min(bs, n), n % bs or min(bs, n)}
+        sizes |= {r.penalty_size(s) for r in self.regs for s in tuple(sizes)}
+        k = min(sizes)
+        try:
+            self.model.train()
+            self.front(self.x[:k])
+        except (RuntimeError, ValueError) as e:
+            raise InputError(
+                f"the model cannot train on a batch of {k} row{'s' if k > 1 else ''} ({n} "
+                f"samples, batch_size {bs}, and the regularisers' subsets): {_first_line(e)}"
+            ) from None
 
     def _eval_metrics(self) -> dict:
         """Accuracies and loss of the current model on the run's data, with the counters."""
@@ -122,6 +153,10 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.last_eval = ev
         self.append_log(ev)
         return ev
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = None) -> int:
@@ -157,4 +192,9 @@ def _check_freeze(frozen: tuple[str, ...], names: list[str], trainable: list) ->
         raise InputError(f"train.freeze: {unknown[0]!r} is the start of no parameter name; "
                          f"the model's are {shown}")  # fmt: skip
     if not trainable:
-        raise InputError(f"train.freeze {list(frozen)!r} freezes every parameter: nothing to train")
+        why = (
+            f"train.freeze {list(frozen)!r} freezes"
+            if frozen
+            else "the model has requires_grad off for"
+        )
+        raise InputError(f"{why} every parameter: nothing to train")
