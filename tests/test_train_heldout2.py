@@ -194,3 +194,26 @@ def test_the_smallest_batch_check_leaves_no_trace(tmp_path):
     )
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, tr.model.state_dict()[k]), k
+
+
+def test_a_resume_takes_the_thread_count_the_run_trained_with(tmp_path):
+    """A run trained with --threads 2 and resumed without --threads took the automatic count
+    (1 for a small model): its weights then differed in the last bits from the uninterrupted
+    run's (measured: from the first resumed checkpoint on, BatchNorm + dropout, AdamW)."""
+    from alignctl.train.trainer import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        cfg = _cfg(tmp_path, "tied", 5)
+        (tmp_path / "run").mkdir()
+        tr = Trainer(tmp_path / "run", cfg, device="cpu")
+        assert set_threads(tr, 2) == 2
+        tr.fit(1)
+        resumed = Trainer(tmp_path / "run", cfg, device="cpu")
+        resumed.restore()
+        assert set_threads(resumed, None) == 2 == torch.get_num_threads()
+        assert not resumed.notes
+        assert set_threads(resumed, 1) == 1
+        assert "trained with 2 threads" in resumed.notes[-1]
+    finally:
+        torch.set_num_threads(before)

@@ -80,6 +80,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.last_eval: dict = {}
         self.diverged: dict | None = None  # {"step", "reason"} once a loss or weight is not finite
         self.last_saved_step: int | None = None
+        self.resumed_threads: int | None = None  # the CPU thread count a resumed run had
         self.notes: list[str] = []  # what restore() fell back on; the CLI prints them
 
     def _check_fit(self) -> None:
@@ -162,8 +163,9 @@ def _first_line(e: Exception) -> str:
 def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = None) -> int:
     """Set torch's CPU thread count for training (process-wide; the CLI's choice): ``threads``
     if given, else :func:`alignctl.geometry.threads.auto_threads` of one step's work, not
-    load-aware (a resumed run must choose the same count: it changes the weights' last bits),
-    at most ``limit``. Returns it."""
+    load-aware, at most ``limit``; a resumed run (``trainer.resumed_threads``, saved with each
+    checkpoint) takes the count it trained with unless ``threads`` says otherwise (a note):
+    it changes the weights' last bits. Returns it."""
     from alignctl.geometry.threads import (
         TRAIN_SMALL_WORK,
         auto_threads,
@@ -172,6 +174,14 @@ def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = No
     )
 
     n = check_threads(threads)
+    saved = getattr(trainer, "resumed_threads", None) if trainer.device.type == "cpu" else None
+    if n is None and saved is not None:
+        n = saved  # a resumed run continues bit for bit only with the count it trained with
+    elif n is not None and saved is not None and n != saved:
+        trainer.notes.append(
+            f"--threads {n}: this run trained with {saved} threads so far; the weights will "
+            "differ in their last bits from an uninterrupted run"
+        )
     if n is None:
         if trainer.device.type != "cpu":
             return torch.get_num_threads()
