@@ -96,6 +96,8 @@ class RunDirMixin:
             "train_seconds": self.train_seconds,
             "grokked_epoch": -1 if self.grokked_epoch is None else self.grokked_epoch,
             "diverged_step": d.get("step", -1), "diverged_reason": d.get("reason", ""),
+            # CPU threads change the last bits of the weights: a resume takes the same count
+            "threads": torch.get_num_threads(),
         }  # fmt: skip
 
     def save(self) -> None:
@@ -197,6 +199,7 @@ class RunDirMixin:
         if int(st.get("diverged_step", -1)) >= 0:  # a run that trained on with on_nan continue
             self.diverged = {"step": int(st["diverged_step"]), "reason": st["diverged_reason"]}
         self.last_saved_step = self.step
+        self.resumed_threads = int(st.get("threads", 0)) or None  # older states: unknown
 
     def append_log(self, ev: dict) -> None:
         path = self.dir / "train_log.jsonl"

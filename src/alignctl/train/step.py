@@ -7,6 +7,8 @@ Regularisers hook in at three points (``transform_batch``, ``penalty``, ``after_
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from alignctl.errors import InputError
@@ -102,11 +104,29 @@ def _penalised_loss(model, front, regs, loss_fn, xb, yb, rows, forward) -> torch
         if idx is None:
             pen = r.penalty(model, inp, out, yb)
         else:
-            sub_inp, sub_out = front.forward_train(xb[idx], True)
+            with buffers_kept(model):
+                sub_inp, sub_out = front.forward_train(xb[idx], True)
             pen = r.penalty(model, sub_inp, sub_out, yb[idx])
         if pen is not None:
             loss = loss + pen
     return loss
+
+
+@contextmanager
+def buffers_kept(model):
+    """A forward pass whose writes to the model's buffers are discarded: the penalty's own pass
+    over a subset of the batch is no training step, so BatchNorm's running statistics (and
+    ``num_batches_tracked``) must move once per step, by the batch, as without the penalty.
+    Writes go to copies (in place or by assignment); the module keeps its own tensors, which
+    the batch's graph may have saved. Costs one copy of the buffers per penalised step."""
+    saved = [(m, k, b) for m in model.modules() for k, b in m._buffers.items() if b is not None]
+    for m, k, b in saved:
+        m._buffers[k] = b.clone()
+    try:
+        yield
+    finally:
+        for m, k, b in saved:
+            m._buffers[k] = b
 
 
 def _chain_loss(chain, front, regs, loss_fn, xb, yb, rows) -> torch.Tensor:

@@ -48,7 +48,8 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         frozen = tuple(t.get("freeze") or ())
         params = []
         for name, p in self.model.named_parameters():
-            p.requires_grad_(not name.startswith(frozen) if frozen else True)
+            # a factory's requires_grad=False is frozen too (PyTorch's meaning), never thawed
+            p.requires_grad_(p.requires_grad and not (frozen and name.startswith(frozen)))
             if p.requires_grad:
                 params.append(p)
         _check_freeze(frozen, [name for name, _ in self.model.named_parameters()], params)
@@ -79,21 +80,35 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.last_eval: dict = {}
         self.diverged: dict | None = None  # {"step", "reason"} once a loss or weight is not finite
         self.last_saved_step: int | None = None
+        self.resumed_threads: int | None = None  # the CPU thread count a resumed run had
         self.notes: list[str] = []  # what restore() fell back on; the CLI prints them
 
     def _check_fit(self) -> None:
         """The model must take the data and the loss its outputs: a one-line error now, not a
-        traceback in the first step."""
+        traceback in the first step. The checks run the model in training mode and leave no
+        trace: the RNG (dropout), the buffers (BatchNorm's running statistics: they once
+        reached the step-0 checkpoint, "the initial weights", moved by two training samples)
+        and the mode are restored."""
+        from alignctl.train.step import buffers_kept
+
+        mode = self.model.training
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda), buffers_kept(self.model), torch.no_grad():
+                self._check_outputs()
+                self._check_smallest_batch()
+        finally:
+            self.model.train(mode)
+
+    def _check_outputs(self) -> None:
         from alignctl.evaluation.losses import accuracy
         from alignctl.geometry.vjp import as_matrix
 
         xb, yb = self.x[:2], self.y[:2]
         try:
-            with torch.no_grad():
-                out = self.front(xb)
+            out = self.front(xb)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"the model cannot be applied to the data: {msg}") from None
+            raise InputError(f"the model cannot be applied to the data: {_first_line(e)}") from None
         as_matrix(out, len(xb), tuple(self.x.shape))  # (n, C) or (n,): named for all the data
         from alignctl.runs.validate import check_declared_classes, check_labels
 
@@ -104,6 +119,23 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         check_labels(self.data.y_test, n_out, "y_test")
         self.loss_fn(out, yb)  # InputError if the loss does not fit the outputs
         accuracy(out, yb)
+
+    def _check_smallest_batch(self) -> None:
+        """The model must take, in training mode, the fewest rows a step forwards (an epoch's
+        last batch, a penalty's subset): BatchNorm refuses one row, and mid-run that was an
+        "internal error" after checkpoints were written."""
+        n, bs = len(self.x), int(self.cfg.train.get("batch_size") or len(self.x))
+        sizes = {min(bs, n), n % bs or min(bs, n)}
+        sizes |= {r.penalty_size(s) for r in self.regs for s in tuple(sizes)}
+        k = min(sizes)
+        try:
+            self.model.train()
+            self.front(self.x[:k])
+        except (RuntimeError, ValueError) as e:
+            raise InputError(
+                f"the model cannot train on a batch of {k} row{'s' if k > 1 else ''} ({n} "
+                f"samples, batch_size {bs}, and the regularisers' subsets): {_first_line(e)}"
+            ) from None
 
     def _eval_metrics(self) -> dict:
         """Accuracies and loss of the current model on the run's data, with the counters."""
@@ -125,11 +157,16 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         return ev
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = None) -> int:
     """Set torch's CPU thread count for training (process-wide; the CLI's choice): ``threads``
     if given, else :func:`alignctl.geometry.threads.auto_threads` of one step's work, not
-    load-aware (a resumed run must choose the same count: it changes the weights' last bits),
-    at most ``limit``. Returns it."""
+    load-aware, at most ``limit``; a resumed run (``trainer.resumed_threads``, saved with each
+    checkpoint) takes the count it trained with unless ``threads`` says otherwise (a note):
+    it changes the weights' last bits. Returns it."""
     from alignctl.geometry.threads import (
         TRAIN_SMALL_WORK,
         auto_threads,
@@ -138,6 +175,14 @@ def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = No
     )
 
     n = check_threads(threads)
+    saved = getattr(trainer, "resumed_threads", None) if trainer.device.type == "cpu" else None
+    if n is None and saved is not None:
+        n = saved  # a resumed run continues bit for bit only with the count it trained with
+    elif n is not None and saved is not None and n != saved:
+        trainer.notes.append(
+            f"--threads {n}: this run trained with {saved} threads so far; the weights will "
+            "differ in their last bits from an uninterrupted run"
+        )
     if n is None:
         if trainer.device.type != "cpu":
             return torch.get_num_threads()
@@ -158,4 +203,9 @@ def _check_freeze(frozen: tuple[str, ...], names: list[str], trainable: list) ->
         raise InputError(f"train.freeze: {unknown[0]!r} is the start of no parameter name; "
                          f"the model's are {shown}")  # fmt: skip
     if not trainable:
-        raise InputError(f"train.freeze {list(frozen)!r} freezes every parameter: nothing to train")
+        why = (
+            f"train.freeze {list(frozen)!r} freezes"
+            if frozen
+            else "the model has requires_grad off for"
+        )
+        raise InputError(f"{why} every parameter: nothing to train")

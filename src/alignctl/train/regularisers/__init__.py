@@ -67,6 +67,10 @@ class Regulariser:
         forwards those rows on their own and passes their x, out and y."""
         return None
 
+    def penalty_size(self, n: int) -> int:
+        """How many of a batch's n rows ``penalty_rows`` selects (without drawing them)."""
+        return n
+
     def after_backward(self, model) -> None:
         pass
 

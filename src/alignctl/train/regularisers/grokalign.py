@@ -146,8 +146,11 @@ class GrokAlign(Regulariser):
         """None (the whole batch) or m = round(subsample * n) random rows, drawn when due."""
         if self.subsample == 1.0 or not self.penalty_due():
             return None  # a step without the lazy penalty draws nothing
-        m = max(1, math.floor(self.subsample * n + 0.5))
+        m = self.penalty_size(n)
         return None if m >= n else torch.randperm(n, device=device)[:m]
+
+    def penalty_size(self, n: int) -> int:
+        return min(n, max(1, math.floor(self.subsample * n + 0.5)))
 
     def penalty_due(self) -> bool:
         return self.calls % self.every == 0
