@@ -48,7 +48,7 @@ def train(
     ] = None,
     epochs: Annotated[
         int | None,
-        Opt(help="Total epochs (default: the config's or preset's train.epochs).", min=0),
+        Opt(help="Total epochs (default: the config's or preset's train.epochs).", min=1),
     ] = None,  # fmt: skip
     seed: Annotated[int | None, Opt(help="Seed of the initialisation, data and order.")] = None,
     device: Annotated[str, Opt(help="auto | cpu | cuda | mps")] = "auto",
