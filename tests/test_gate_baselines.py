@@ -72,12 +72,13 @@ def test_threshold_values_are_plain_finite_decimals(value, option):
     ok = plain and number is not None and math.isfinite(number)
     ok = ok and not (option == "--max-drop" and number < 0)
     try:
-        # a metric, not an accuracy: accuracies must also lie in [0, 1] (test_gates_heldout2)
-        name, number = parse_assignment(f"jacobian_norm={value}", option)
+        # a metric without a range (an inner product): accuracies must also lie in [0, 1]
+        # (test_gates_heldout2), bounded metrics in theirs (test_gate_rise)
+        name, number = parse_assignment(f"centroid_inner={value}", option)
     except InputError:
         assert not ok
     else:
-        assert ok and name == "jacobian_norm" and number == float(value)
+        assert ok and name == "centroid_inner" and number == float(value)
 
 
 @pytest.mark.parametrize("text", ["x=1_0", "x=١", "x=0x10", "x=infinity", "x=1e400", "x=--1"])
