@@ -280,3 +280,53 @@ def test_the_callers_model_in_train_mode_with_frozen_parts_is_left_as_it_was():
     assert _same(before, _state(model)) and model.training and handle.id in model[3]._forward_hooks
     ref = alignctl.measure(twin, X, Y, metrics="standard")
     assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+# ---- alignment.jsonl lines (the monitor's log) with any JSON values ----
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(width=64),
+              st.text(max_size=12)),
+    lambda kids: st.one_of(st.lists(kids, max_size=3),
+                           st.dictionaries(st.text(max_size=6), kids, max_size=3)),
+    max_leaves=8,
+)  # fmt: skip
+VERDICTS = ("learning", "memorising", "generalising", "robust", "uncertain", "diverged")
+KNOWN = ["step", "metrics", "metrics_std", "name", "train_accuracy", "test_accuracy",
+         "n_samples", "n_classes", "diverged", "seconds", "time", "verdict", "inferred",
+         "evidence", "reason"]  # fmt: skip
+good_line = st.fixed_dictionaries({
+    "step": st.integers(0, 10**6), "metrics": st.dictionaries(
+        st.sampled_from(["centroid_alignment", "jacobian_norm", "\x1b[2Jx", "[red]y"]),
+        st.one_of(st.none(), st.floats(-1e6, 1e6)), max_size=3),
+})  # fmt: skip
+lines = st.one_of(
+    good_line,
+    st.builds(lambda base, extra: {**base, **extra}, good_line,
+              st.dictionaries(st.sampled_from(KNOWN), json_values, max_size=4)),
+    json_values,
+)  # fmt: skip
+
+
+@FAST
+@given(entries=st.lists(lines, min_size=1, max_size=5))
+def test_any_log_lines_give_a_report_with_recomputed_verdicts_or_one_input_error(entries):
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from alignctl.report import render
+    from alignctl.report.monitor_log import report_from_log
+
+    with tempfile.TemporaryDirectory() as d:
+        log = Path(d) / "alignment.jsonl"
+        log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        try:
+            report = report_from_log(Path(d))
+        except InputError as e:
+            assert "\n" not in str(e)
+            return
+    for e in report["checkpoints"]:  # the line's own verdict fields never survive
+        assert e["verdict"] in VERDICTS and isinstance(e["inferred"], bool)
+    for text in (render.to_markdown(report), render.to_csv(report), render.to_json(report)):
+        assert "\x1b" not in text
