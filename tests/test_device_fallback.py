@@ -96,8 +96,10 @@ def test_an_explicit_device_is_one_input_error(accelerator):
 
 def test_other_runtime_errors_pass_through(accelerator):
     model = CpuOnly("mat1 and mat2 shapes cannot be multiplied (4x6 and 5x8)")
-    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+    # not retried on the CPU: the model's own error, named (geometry/plan.py: applied)
+    with pytest.raises(InputError, match="cannot be applied to x.*shapes cannot be") as e:
         alignctl.measure(model, torch.randn(3, 6))
+    assert isinstance(e.value.__cause__, RuntimeError)
 
 
 def test_the_callers_model_is_not_moved(accelerator):

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import torch
 
+import alignctl.geometry.arguments as arguments
 import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
 from alignctl.geometry.chunk import jacobian_parts, vjp_quantities
@@ -71,8 +72,10 @@ def jacobian(model, x, *, batch_size=None, device="auto", dtype=None, output=Non
     sequence); computed with C batched vector-Jacobian products per chunk of samples, the
     model in eval mode. ``output``: which part of a tuple/dict output is the logits.
     """
+    model, dtype = arguments.model(model), arguments.dtype(dtype)
+    x = outside_inference(arguments.as_inputs(x))
+    batch_size = arguments.count(batch_size, "batch size")
     model, dev, dt = prepare(model, device, dtype)
-    x = outside_inference(torch.as_tensor(x))
     parts = []
     with torch.inference_mode(False), torch.enable_grad(), exact_float32(), eval_mode(model):
         plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
@@ -129,10 +132,19 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     the float32 ones overflowed on a finite model (a note says so).
 
     Raises:
-        InputError: unknown metric, labels missing or out of range, outputs that are not
-            (n, C) logits, inputs the output does not depend on differentiably.
+        InputError: unknown metric, labels missing, out of range or not one per sample,
+            outputs that are not (n, C) logits, inputs the output does not depend on
+            differentiably, arguments of the wrong kind (complex, meta, sparse or nested
+            inputs, a batch size that is not a positive integer, a dtype other than float32
+            or float64: :mod:`alignctl.geometry.arguments`), a model that cannot be applied
+            to x.
     """
-    x = outside_inference(torch.as_tensor(x))
+    model, dtype = arguments.model(model), arguments.dtype(dtype)
+    x = outside_inference(arguments.as_inputs(x))
+    y = arguments.as_labels(y, x.shape[0])
+    batch_size = arguments.count(batch_size, "batch size")
+    arguments.seed(seed)
+    arguments.boxes(notes, errors, outputs)
     names = _select(metrics, y is not None)
     given = model
     model, dev, dt = prepare(model, device, dtype)

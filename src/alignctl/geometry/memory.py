@@ -44,7 +44,7 @@ def default_budget(device=None) -> int:
 
 def budget(max_memory, device=None) -> int:
     """``max_memory`` parsed (:func:`parse_bytes`), else :func:`default_budget` of ``device``."""
-    return parse_bytes(max_memory) if max_memory else default_budget(device)
+    return parse_bytes(max_memory) if max_memory is not None else default_budget(device)
 
 
 def parse_bytes(value) -> int:

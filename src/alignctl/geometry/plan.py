@@ -4,12 +4,16 @@ whether the whole-Jacobian metrics are sketched (:mod:`.sketch`)."""
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 
 import torch
 
 import alignctl.geometry.memory as memory
 from alignctl.errors import InputError
+from alignctl.geometry.arguments import NotApplicable
+from alignctl.geometry.devices import is_device_mismatch
 from alignctl.geometry.independence import check_independent
 from alignctl.geometry.inputs import ModelFront
 from alignctl.geometry.linear_input import find_input_linear
@@ -23,6 +27,22 @@ from alignctl.geometry.vjp import as_matrix
 _SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@contextlib.contextmanager
+def applied(x: torch.Tensor) -> Iterator[None]:
+    """The model's first forward passes on x: an exception of the model's own (a shape or
+    dtype it cannot take) becomes one InputError naming x; out of memory, tensors on two
+    devices (:func:`alignctl.geometry.measure.measure` falls back to the CPU) and alignctl's
+    own InputErrors pass through."""
+    try:
+        yield
+    except (InputError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 (whatever the user's forward raises)
+        if is_device_mismatch(e):
+            raise
+        raise NotApplicable(x, (str(e).strip().splitlines() or [type(e).__name__])[0]) from e
+
+
 class Plan:
     """How one model is measured on x: the front (where J is taken), the chunk size and the
     linear layer of the shortcut, if any."""
@@ -32,16 +52,21 @@ class Plan:
         self.shape = tuple(x.shape)  # the caller's input, which a bad output's error names
         if x.shape[0] == 0:
             raise InputError("no samples to measure")
+        with applied(x):  # the first forward passes: a model that does not take x says so
+            self._setup(model, x, output, batch_size, max_memory, full, sketch)
+
+    def _setup(self, model, x, output, batch_size, max_memory, full, sketch) -> None:
+        dev, dt = self.dev, self.dt
         self.front = ModelFront(model, x[:2].to(dev), output)
         # samples that interact make every batched product wrong (geometry/independence.py)
         self.note = check_independent(self.front.model, lambda xb: self.fn(xb)(self.lift(xb)),
                                       x, dt)  # fmt: skip
         probe = self.lift(x[:1])
+        with torch.no_grad():  # one sample through the model here, where `applied` names x
+            first = self.fn(x[:1])(probe)
         self.layer = find_input_linear(self.front.model, self.fn(x[:1]), probe) if full else None
-        self.n_classes = None  # only the whole-Jacobian paths size anything by C
-        if full:
-            with torch.no_grad():
-                self.n_classes = self.fn(x[:1])(probe).shape[1]
+        # only the whole-Jacobian paths size anything by C
+        self.n_classes = first.shape[1] if full else None
         # K random probes per sample instead of C products (many classes; geometry/sketch.py)
         self.k = sketch_k(sketch, self.n_classes) if full else None
         if self.k:  # K >= min(C, d) probes already span J's row space: more only cost memory
@@ -49,10 +74,8 @@ class Plan:
         # the sketch's K products in one batched autograd call (geometry/products.py) only
         # when their K-fold activation gradients fit the budget at the chunk size chosen
         self.batched = True
-        if batch_size is not None:
-            if int(batch_size) < 1:
-                raise InputError(f"batch size must be positive, not {batch_size}")
-            self.size = int(batch_size)
+        if batch_size is not None:  # a positive int (geometry/arguments.py)
+            self.size = batch_size
             return
         key = (tuple(x.shape[1:]), x.dtype, dt, str(dev), full, output, max_memory, self.k)
         cached = _SIZES.get(self.front.model, {}).get(key)

@@ -91,22 +91,10 @@ class Every:
         return step // self.every > self.last // self.every
 
 
-def _as_tensor(x, what: str) -> torch.Tensor:
-    if x is None:
-        return None
-    if isinstance(x, dict):  # a tokenizer's BatchEncoding
-        raise InputError(f"{what} is a mapping ({', '.join(map(str, x))}): pass one tensor, "
-                         "e.g. its input_ids (sequences of one length, no padding)")  # fmt: skip
-    try:
-        t = torch.as_tensor(x).detach()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise InputError(f"{what} is not a tensor or array of numbers: {e}") from None
-    if t.ndim < 1 or t.shape[0] < 1:
-        raise InputError(f"{what} has no samples (shape {tuple(t.shape)})")
-    if t.is_complex() or t.is_meta:
-        kind = "complex numbers" if t.is_complex() else "a meta tensor (no data)"
-        raise InputError(f"{what} holds {kind}: pass real numbers or token ids")
-    return t
+def _as_tensor(x, what: str) -> torch.Tensor | None:
+    from alignctl.geometry.arguments import as_inputs
+
+    return None if x is None else as_inputs(x, what)
 
 
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -151,6 +139,7 @@ class Probe:
 
     def __init__(self, probe_x, probe_y=None, *, metrics="fast", test=None, stop_when=None,
                  batch_size: int | None = None, verdict: dict | None = None) -> None:  # fmt: skip
+        from alignctl.geometry.arguments import count
         from alignctl.geometry.metrics import METRICS
         from alignctl.report.analysis import resolve_metrics
         from alignctl.report.verdict import thresholds
@@ -172,7 +161,7 @@ class Probe:
         self.names = resolve_metrics(metrics)
         if self.y is None and any(METRICS.get(n).needs == "label" for n in self.names):
             raise InputError("these metrics need probe labels: pass probe_y")
-        self.stop_when, self.batch_size = stop_when, batch_size
+        self.stop_when, self.batch_size = stop_when, count(batch_size, "batch_size")
         self.t = thresholds(verdict)
         self.entries: list[dict] = []
         self.stop_reason: str | None = None
@@ -182,12 +171,17 @@ class Probe:
         log entry with its verdict, and decides whether to stop. A model that fails on the
         probe (shapes, token ids out of range): InputError naming the probe."""
         t0 = time.perf_counter()
+        from alignctl.geometry.arguments import NotApplicable
+
         try:
             values, accs, n_classes = self._measure(model)
-        except (InputError, MemoryError, torch.OutOfMemoryError):
+        except (MemoryError, torch.OutOfMemoryError):
             raise
         except Exception as e:  # noqa: BLE001 (the model does not take the probe: say so)
-            text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if isinstance(e, InputError) and not isinstance(e, NotApplicable):
+                raise
+            text = e.why if isinstance(e, NotApplicable) else (
+                str(e).strip().splitlines() or [type(e).__name__])[0]  # fmt: skip
             raise InputError(
                 f"the model cannot be applied to the probe (probe_x of shape "
                 f"{tuple(self.x.shape)}, {self.x.dtype}): {text}"

@@ -75,6 +75,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     (:mod:`alignctl.report.reference`; default: when no checkpoint is step 0); a caller
     measuring part of a run (the cache, the ranks) says whether the whole run needs it.
     """
+    _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint)
     # every option that changes a number must be in this dict (the cache's key)
     opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                 metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,
@@ -119,6 +120,24 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
         for entry in report["checkpoints"]:
             entry.pop("_notes", None)
     return report
+
+
+def _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint) -> None:
+    """The options that no checkpoint changes, before any work: a bad one is one InputError,
+    not every checkpoint ``diverged`` (a NaN batch size failed inside each measurement) nor a
+    silent subset (``samples=-1`` measured all but one sample)."""
+    from alignctl.geometry.arguments import count
+    from alignctl.runs.validate import check_pgd
+
+    if not all(hasattr(run, a) for a in ("config", "load_data", "build_model")):  # a Run
+        raise InputError(f"analyze takes a run from alignctl.open_run(path), not "
+                         f"{type(run).__name__}")  # fmt: skip
+    count(samples, "samples")
+    count(batch_size, "batch size")
+    count(steps, "PGD steps", optional=False)
+    check_pgd(eps, alpha)
+    if on_checkpoint is not None and not callable(on_checkpoint):
+        raise InputError(f"on_checkpoint must be callable, not {type(on_checkpoint).__name__}")
 
 
 def _tokens(model, x, dev, spec) -> bool:

@@ -27,6 +27,7 @@ from alignctl.runs.limits import check_budget
 from alignctl.train.jsonio import loads_strict
 
 LOG_NAME = "alignment.jsonl"
+JUDGED = ("verdict", "inferred", "evidence")  # report/verdict.judge's fields
 
 
 def finite_or_none(v):
@@ -54,7 +55,7 @@ def make_entry(step: int, means: dict, stds: dict, *, train_accuracy=None, test_
 
 def to_line(entry: dict) -> str:
     """The strict-JSON line (verdict fields, which are recomputed on reading, left out)."""
-    keep = {k: v for k, v in entry.items() if k not in ("verdict", "inferred")}
+    keep = {k: v for k, v in entry.items() if k not in JUDGED}
     return json.dumps(keep, allow_nan=False) + "\n"
 
 
@@ -79,6 +80,8 @@ def read_log(path: Path) -> tuple[list[dict], list[str]]:
         if not _is_measurement(e):
             notes.append(f"{path.name} line {i} is not a measurement; skipped")
             continue
+        for k in JUDGED:  # recomputed, never read: a line's own would be trusted as judged
+            e.pop(k, None)
         e.setdefault("metrics_std", {})
         e.setdefault("name", f"step_{int(e['step']):08d}")
         for k in ("train_accuracy", "test_accuracy"):
@@ -98,13 +101,16 @@ def _number(v, lo=-math.inf, hi=math.inf, *, integer=False) -> bool:
 
 
 def _is_measurement(e) -> bool:
-    """A line as :func:`make_entry` writes it: an integer step, metrics (and their spreads)
-    that are finite numbers or null, accuracies in [0, 1] or null; other keys optional."""
+    """A line as :func:`make_entry` writes it: an integer step, metrics (and their spreads,
+    named by printable text) that are finite numbers or null, accuracies in [0, 1] or null;
+    other keys optional."""
     if not isinstance(e, dict) or not _number(e.get("step"), 0, 2**63 - 1, integer=True):
         return False
     for key in ("metrics", "metrics_std"):
         m = e.get(key, {})
         if not isinstance(m, dict) or not all(v is None or _number(v) for v in m.values()):
+            return False
+        if not all(k.isprintable() and k.strip() for k in m):  # names reach every output
             return False
     optional = {"train_accuracy": (0, 1), "test_accuracy": (0, 1), "seconds": (0, math.inf),
                 "time": (-math.inf, math.inf)}  # fmt: skip

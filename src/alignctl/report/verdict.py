@@ -49,11 +49,20 @@ DEFAULTS = {
 
 
 def thresholds(overrides: dict | None) -> dict:
+    """The defaults with ``overrides`` (a mapping of names to finite numbers) applied."""
     t = dict(DEFAULTS)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise InputError(f"verdict thresholds must be a mapping of names to numbers, not "
+                         f"{type(overrides).__name__}")  # fmt: skip
     for k, v in (overrides or {}).items():
         if k not in DEFAULTS:
             raise InputError(f"unknown verdict threshold {k!r}; valid: {', '.join(DEFAULTS)}")
-        t[k] = float(v)
+        try:
+            t[k] = None if isinstance(v, bool | str) else float(v)
+        except (TypeError, ValueError, OverflowError):
+            t[k] = None
+        if t[k] is None or not math.isfinite(t[k]):
+            raise InputError(f"verdict threshold {k} must be a finite number, not {v!r}")
     return t
 
 

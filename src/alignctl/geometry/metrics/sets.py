@@ -24,7 +24,14 @@ def resolve_metrics(spec: str | list[str] | None) -> list[str]:
     if spec is None:
         return list(STANDARD)
     sets = {**METRIC_SETS, "full": [m for m in METRICS.names() if not METRICS.get(m).opt_in]}
-    parts = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if isinstance(spec, str):
+        parts = [s.strip() for s in spec.split(",")]
+    elif isinstance(spec, list | tuple | set | frozenset):
+        parts = list(spec)
+    else:  # an int is not iterable; a tensor or a dict would be read element by element
+        from alignctl.errors import InputError
+
+        raise InputError(f"metrics must be a name, a set name or a list of names, not {spec!r}")
     names: list[str] = []
     for part in parts:
         for n in sets.get(part) or [part]:
