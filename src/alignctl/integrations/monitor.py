@@ -39,6 +39,7 @@ from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.integrations.probe import Every, Probe, as_step
 from alignctl.report.monitor_log import LOG_NAME, to_line
+from alignctl.runs.limits import as_path
 from alignctl.runs.writer import WRITER_FILE, read_record, record_writer, release_writer
 
 log = logging.getLogger("alignctl")
@@ -80,7 +81,7 @@ class Monitor:
         self.model, self._every = model, Every(every)
         self.probe = Probe(probe_x, probe_y, metrics=metrics, test=test, stop_when=stop_when,
                            batch_size=batch_size, verdict=verdict)  # fmt: skip
-        self.out = None if out is None else Path(out)
+        self.out = None if out is None else as_path(out, "out")
         if self.out is None and (tensorboard or save_checkpoints):
             raise InputError("tensorboard and save_checkpoints need an out folder")
         self._writer, self._token = None, None

@@ -84,7 +84,10 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     if cache is not None and not keep_samples:
         from alignctl.report.cache import Cache, cached_analyze
 
-        cache = cache if isinstance(cache, Cache) else Cache(cache)
+        if not isinstance(cache, Cache):
+            from alignctl.runs.limits import as_path
+
+            cache = Cache(as_path(cache, "cache"))
         return cached_analyze(run, cache, _measure or analyze, opts, on_checkpoint)
     if _measure is not None:
         return _measure(run, **opts, on_checkpoint=on_checkpoint, keep_samples=keep_samples,

@@ -126,6 +126,16 @@ def expand_user(text: str) -> Path:
         raise InputError(f"cannot expand {text!r}: no such user's home folder") from None
 
 
+def as_path(value, name: str) -> Path:
+    """``value`` (a str or os.PathLike) as a Path; anything else (None, a number) is an
+    InputError naming the argument, not pathlib's TypeError."""
+    import os
+
+    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+        return Path(value)
+    raise InputError(f"{name} must be a path (str or pathlib.Path), not {type(value).__name__}")
+
+
 def loads_json(text: str | bytes, **kwargs):
     """``json.loads`` for files alignctl did not write: nesting deeper than Python's recursion
     limit (``[[[...]]]`` 100,000 deep) is a :class:`json.JSONDecodeError` (a ValueError), as

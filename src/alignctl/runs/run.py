@@ -132,8 +132,12 @@ def open_run(
     ``weights``: ``"raw"`` or ``"ema"`` (an EMA copy); ``state_key``: the checkpoint key
     (``net``, ``model_ema``) or state-dict prefix holding the model's weights. Both default to
     the config's ``checkpoint:`` section, else raw weights found automatically."""
+    from alignctl.runs.limits import as_path
+
+    path = as_path(path, "path")
+    config = None if config is None else as_path(config, "config")
     try:
-        return _open_run(Path(path), config, model, data, weights, state_key)
+        return _open_run(path, config, model, data, weights, state_key)
     except OSError as e:  # a folder we may not enter (mode 000), a file we may not read
         raise InputError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
 

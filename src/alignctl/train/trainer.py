@@ -32,11 +32,17 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
 
     def __init__(self, run_dir: Path, cfg, device="auto") -> None:
         from alignctl.evaluation.losses import get_loss
+        from alignctl.runs.config import Config
+        from alignctl.runs.limits import as_path
         from alignctl.runs.models import build_model
         from alignctl.runs.tasks import load_data
         from alignctl.train.regularisers import build_regulariser
 
-        self.dir, self.cfg, t = Path(run_dir), cfg, cfg.train
+        if not isinstance(cfg, Config):  # a dict or a path: say how to make one
+            raise InputError(f"cfg must be an alignctl Config (alignctl.build_config(...) or "
+                             f"alignctl.runs.config.load_config(path)), not "
+                             f"{type(cfg).__name__}")  # fmt: skip
+        self.dir, self.cfg, t = as_path(run_dir, "run_dir"), cfg, cfg.train
         self.rank, self.size = 0, 1  # one process (alignctl.train.ddp: one rank of several)
         self.ckpt_dir = self.dir / "checkpoints"
         self.device = resolve_device(device)
