@@ -12,6 +12,12 @@ class GateFailed(Exception):
     """A CI gate or check failed (exit code 1)."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (what a one-line error quotes of a torch or
+    library failure), or its type's name when the message is empty."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def install_command(extra: str, *, module_file=None, dist=None) -> str:
     """The pip command that adds the optional ``extra`` to alignctl the way it is installed.
 

@@ -14,7 +14,7 @@ import operator
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 
 # dtypes a measurement can run in: the CPU has no half-precision QR/SVD, and 3-4 significant
 # digits would make every metric an estimate (a half model is measured as a float32 copy)
@@ -57,8 +57,7 @@ def as_inputs(x, what: str = "x") -> torch.Tensor:
     try:
         t = torch.as_tensor(x).detach()
     except (TypeError, ValueError, RuntimeError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise InputError(f"{what} is not a tensor or array of numbers: {why}") from None
+        raise InputError(f"{what} is not a tensor or array of numbers: {first_line(e)}") from None
     bad = layout_problem(t)
     if bad:
         raise InputError(f"{what} {bad}")

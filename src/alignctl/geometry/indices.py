@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 
@@ -102,10 +102,6 @@ def checked(model: nn.Module, tokens: torch.Tensor | None = None, found=None):
             h.remove()
 
 
-def _first(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def explain_integer_failure(model: nn.Module, tokens: torch.Tensor, error: Exception, dtype):
     """An InputError for a model that failed (``error``) on integer data given to it as floats
     (``dtype``), run again on their first two samples both ways: when it runs on the
@@ -122,18 +118,18 @@ def explain_integer_failure(model: nn.Module, tokens: torch.Tensor, error: Excep
             model(two.to(dtype))
         return None
     except Exception as e:  # noqa: BLE001 (the failure this explains)
-        as_float = _first(e)
+        as_float = first_line(e)
     try:
         with torch.no_grad(), checked(model, two):
             model(two.clone())
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 (it fails on the integers too: both are named)
-        if _first(e) == as_float:  # the same failure: not the dtype's (the error stands)
+        if first_line(e) == as_float:  # the same failure: not the dtype's (the error stands)
             return None
         return InputError(
             f"the model fails on its integer inputs ({str(tokens.dtype).removeprefix('torch.')})"
-            f" given as floats ({as_float}) and as they are ({_first(e)})"
+            f" given as floats ({as_float}) and as they are ({first_line(e)})"
         )
     return InputError(
         f"the model reads its integer inputs without an nn.Embedding (it runs on them as "

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 
 import alignctl.geometry.memory as memory
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 from alignctl.geometry.arguments import NotApplicable
 from alignctl.geometry.devices import is_device_mismatch
 from alignctl.geometry.independence import check_independent
@@ -40,7 +40,7 @@ def applied(x: torch.Tensor) -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 (whatever the user's forward raises)
         if is_device_mismatch(e):
             raise
-        raise NotApplicable(x, (str(e).strip().splitlines() or [type(e).__name__])[0]) from e
+        raise NotApplicable(x, first_line(e)) from e
 
 
 class Plan:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 from alignctl.report import monitor_log
 
 STOP_WHEN = (None, "stop")
@@ -180,8 +180,7 @@ class Probe:
         except Exception as e:  # noqa: BLE001 (the model does not take the probe: say so)
             if isinstance(e, InputError) and not isinstance(e, NotApplicable):
                 raise
-            text = e.why if isinstance(e, NotApplicable) else (
-                str(e).strip().splitlines() or [type(e).__name__])[0]  # fmt: skip
+            text = e.why if isinstance(e, NotApplicable) else first_line(e)
             raise InputError(
                 f"the model cannot be applied to the probe (probe_x of shape "
                 f"{tuple(self.x.shape)}, {self.x.dtype}): {text}"

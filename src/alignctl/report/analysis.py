@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from alignctl._version import __version__
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 from alignctl.geometry.metrics.sets import (  # noqa: F401 (the report's API, re-exported)
     CENTROID,
     METRIC_SETS,
@@ -20,7 +20,6 @@ from alignctl.geometry.metrics.sets import (  # noqa: F401 (the report's API, re
     resolve_metrics,
 )
 from alignctl.report.checkpoint_measure import (
-    _first_line,
     _measure_checkpoint,
     _model_error,
     _numeric,
@@ -222,7 +221,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
                 if not measured and not _numeric(e):  # the model cannot be measured at all
                     raise _model_error(e) from None
                 entry["diverged"] = True
-                entry["reason"] = f"the measurement failed: {_first_line(e)}"
+                entry["reason"] = f"the measurement failed: {first_line(e)}"
         per_sample.append(None if entry["diverged"] else entry.pop("_per_sample", None))
         entry.pop("_per_sample", None)
         if entry["diverged"]:

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 
 
 def _subset(x, y, samples: int | None):
@@ -31,12 +31,7 @@ def _stats(values: dict[str, torch.Tensor]) -> tuple[dict, dict]:
 
 
 def _model_error(e: Exception) -> InputError:
-    return InputError(f"the model cannot be applied to the data: {_first_line(e)}")
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return InputError(f"the model cannot be applied to the data: {first_line(e)}")
 
 
 def _numeric(e: Exception) -> bool:

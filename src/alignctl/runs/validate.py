@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import reprlib
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 
 MAX_PARAMETERS = 2**30  # ~1.07e9 parameters: 4 GiB of float32 weights, 3x that to train
 MAX_DATA_ELEMENTS = 2**30  # ~1.07e9 elements: 4 GiB of float32 inputs
@@ -197,6 +197,5 @@ def check_run_labels(run) -> None:
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
+    line = first_line(e)
     return line if len(line) <= 200 else line[:197] + "..."

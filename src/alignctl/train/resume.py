@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 from alignctl.train.state import STATE_DIR
 
 STATE_KEYS = ("optimizer", "regularisers", "rng", "step", "epoch", "batch_index", "perm",
@@ -82,8 +82,7 @@ def _pairs(ckpt_dir: Path) -> list[tuple[int, Path, Path]]:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0][:160] if text else "") or type(e).__name__
+    return first_line(e)[:160]
 
 
 def _read_weights(path: Path, model: torch.nn.Module) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, first_line
 from alignctl.evaluation.accuracy import evaluate, is_grokked
 from alignctl.geometry.devices import resolve_device
 from alignctl.geometry.transfer import to_device
@@ -114,7 +114,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         try:
             out = self.front(xb)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
-            raise InputError(f"the model cannot be applied to the data: {_first_line(e)}") from None
+            raise InputError(f"the model cannot be applied to the data: {first_line(e)}") from None
         as_matrix(out, len(xb), tuple(self.x.shape))  # (n, C) or (n,): named for all the data
         from alignctl.runs.validate import check_declared_classes, check_labels
 
@@ -140,7 +140,7 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         except (RuntimeError, ValueError) as e:
             raise InputError(
                 f"the model cannot train on a batch of {k} row{'s' if k > 1 else ''} ({n} "
-                f"samples, batch_size {bs}, and the regularisers' subsets): {_first_line(e)}"
+                f"samples, batch_size {bs}, and the regularisers' subsets): {first_line(e)}"
             ) from None
 
     def _eval_metrics(self) -> dict:
@@ -161,10 +161,6 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.last_eval = ev
         self.append_log(ev)
         return ev
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = None) -> int:
