@@ -22,16 +22,17 @@ import torch
 _CHUNK = 1 << 20
 
 
-def canonical(obj) -> str:
+def canonical(obj, *, allow_nan: bool = False) -> str:
     """Strict JSON (what the cache's files hold): a non-finite float is a ValueError."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=repr)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=allow_nan,
+                      default=repr)  # fmt: skip
 
 
 def key_text(obj) -> str:
     """The text a key digests: :func:`canonical`, but a non-finite float (a factory's
     ``scale: .inf``, a data set's meta) is written as ``Infinity``/``NaN`` instead of raising:
     the text is only hashed, never read back."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True, default=repr)
+    return canonical(obj, allow_nan=True)
 
 
 def sha(text: str) -> str:

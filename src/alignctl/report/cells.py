@@ -140,10 +140,9 @@ def gate_text(g) -> str:
     parts = [f"value {num(field(g, 'value'))}"]
     # a drop gate shows its baseline even when null (its last checkpoint diverged, or had
     # no test split): "value 2.2" alone would not say why the gate failed
-    if any(field(g, k) is not None for k in ("rise", "max_rise")):  # a rise gate
-        parts += [f"baseline {num(field(g, 'baseline'))}", f"rise {num(field(g, 'rise'))}"]
-    elif any(field(g, k) is not None for k in ("drop", "baseline", "max_drop")):
-        parts += [f"baseline {num(field(g, 'baseline'))}", f"drop {num(field(g, 'drop'))}"]
+    change = "rise" if any(field(g, k) is not None for k in ("rise", "max_rise")) else "drop"
+    if change == "rise" or any(field(g, k) is not None for k in ("drop", "baseline", "max_drop")):
+        parts += [f"baseline {num(field(g, 'baseline'))}", f"{change} {num(field(g, change))}"]
     elif field(g, "threshold") is not None:
         parts.append(f"threshold {num(field(g, 'threshold'))}")
     return f"{rule}: " + ", ".join(parts)
