@@ -1,5 +1,5 @@
 """Held-out users' inputs of issue 11, second round (qa11): models, checkpoints and data as
-real training code makes them, against a float64 torch.func.jacrev reference.
+real training code makes them, against the float64 brute-force reference of tests/test_geometry.py.
 
 Defects this file pins: models whose samples interact in eval mode gave numbers that changed
 with the chunk size (now refused); checkpoints without batch norms' ``num_batches_tracked``,
@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 import yaml
-from test_geometry import REFERENCE
+from test_geometry import brute_force
 from test_outputs import one_error
 from torch import nn
 from typer.testing import CliRunner
@@ -30,20 +30,6 @@ from alignctl.errors import InputError
 from alignctl.geometry.independence import RANDOM
 
 ALL = [m for m in alignctl.METRICS.names() if not alignctl.METRICS.get(m).opt_in]
-
-
-def jacrev_reference(model, x, y) -> dict[str, np.ndarray]:
-    """Per-sample float64 Jacobians (torch.func.jacrev on a float64 copy), metrics from the
-    definitions of tests/test_geometry.py."""
-    m = copy.deepcopy(model).double().eval()
-    out = {k: [] for k in REFERENCE}
-    for i in range(x.shape[0]):
-        xi = x[i].double()
-        J = torch.func.jacrev(lambda a: m(a.unsqueeze(0)).reshape(-1))(xi)
-        J = J.reshape(-1, xi.numel()).detach().numpy()
-        for k, fn in REFERENCE.items():
-            out[k].append(fn(J, xi.reshape(-1).numpy(), int(y[i])))
-    return {k: np.array(v) for k, v in out.items()}
 
 
 # ---- models: every metric, default and full sets, against the reference -------------------
@@ -115,7 +101,7 @@ def test_models_as_users_write_them_match_the_float64_reference(case):
     torch.manual_seed(0)
     model = make()
     x, y = data(torch.Generator().manual_seed(1)), torch.arange(6) % 3
-    ref = jacrev_reference(model, x, y)
+    ref = brute_force(copy.deepcopy(model), x, y)  # float64 on a copy: the model stays
     for metrics, dtype, tol in ((None, None, 1e-3), ("full", None, 1e-3),
                                 ("full", torch.float64, 1e-9)):  # fmt: skip
         got = alignctl.measure(model, x, y, metrics=metrics, device="cpu", dtype=dtype)
