@@ -78,7 +78,18 @@ def test_a_race_where_the_baseline_never_grokked_uses_the_log_rank_test():
     assert ga["p_value"] == pytest.approx(want)
     # no run of either grokked: no test can say anything
     results = {(r, s): _run(r, s, None) for r in ("none", "ga") for s in (0, 1)}
-    assert table(results, ["none", "ga"], [0, 1], max_epochs=200)[1]["p_value"] is None
+    ga = table(results, ["none", "ga"], [0, 1], max_epochs=200)[1]
+    # and no test is named beside the missing p (the table said "log-rank" beside "-")
+    assert ga["p_value"] is None and ga["test"] is None
+
+
+def test_a_race_where_nothing_grokked_names_no_test_in_its_tables():
+    from alignctl.report.render_race import markdown_table
+
+    results = {(r, s): _run(r, s, None) for r in ("none", "ga") for s in (0, 1)}
+    res = {"task": "sparse-parity", "seeds": 2, "seed_offset": 0, "max_epochs": 200,
+           "rows": table(results, ["none", "ga"], [0, 1], max_epochs=200)}  # fmt: skip
+    assert "log-rank" not in markdown_table(res).split("\n\n")[1]  # the table, not its note
 
 
 def test_every_pair_grokked_keeps_the_paired_t_test():

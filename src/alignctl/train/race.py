@@ -128,7 +128,7 @@ def compare(
     (``scipy.stats.ttest_rel``; undefined, None, with one seed or when every difference is
     equal). Otherwise the epochs of runs that did not grok are right-censored at max_epochs,
     and a t-test on them means little: the log-rank test (``scipy.stats.logrank`` on
-    ``CensoredData``), valid under censoring, unpaired; None when no run of either grokked.
+    ``CensoredData``), valid under censoring, unpaired; (None, None) when no run grokked.
     """
     import math
 
@@ -143,20 +143,21 @@ def compare(
             return float(ttest_rel(base, other).pvalue), PAIRED_T
         return None, PAIRED_T
 
+    if not any(base_grokked) and not any(other_grokked):
+        return None, None
+
     def censored(epochs, grokked):
         pairs = list(zip(epochs, grokked, strict=True))
-        return CensoredData(
-            uncensored=[e for e, g in pairs if g], right=[e for e, g in pairs if not g]
-        )
+        return CensoredData([e for e, g in pairs if g], right=[e for e, g in pairs if not g])
 
     p = float(logrank(censored(base, base_grokked), censored(other, other_grokked)).pvalue)
     return (p if math.isfinite(p) else None), LOGRANK
 
 
 def table(results: dict, regs: list[str], seeds: list[int], max_epochs: int) -> list[dict]:
-    """Per regulariser: mean/std epochs, speed-up over the first entry, p-value against it and
-    the test that gave it (:func:`compare`), mean seconds, wall-clock speed-up, how many runs
-    grokked."""
+    """Per regulariser: mean/std (population, ``pstdev``) epochs, speed-up over the first
+    entry, p-value against it and the test that gave it (:func:`compare`), mean seconds,
+    wall-clock speed-up, how many runs grokked."""
 
     def grokked_at(r, s):  # a diverged pair did not grok, whatever it logged before
         res = results[(r, s)]
