@@ -340,3 +340,20 @@ def test_step_unit_says_what_the_step_counts(tmp_path):
     assert [c["step"] for c in report["checkpoints"]] == [0, 5, 50]
     header = invoke(root, "--format", "csv").stdout.splitlines()[0].split(",")
     assert "step_unit" in header
+
+
+def test_the_title_and_json_name_the_path_analysed_not_only_the_run(tmp_path, monkeypatch):
+    """`analyze RUN/checkpoints/step_2.safetensors` was titled with the config's folder, the
+    same as the whole run: the JSON's `target` is the path given, `path` stays the run."""
+    run = tmp_path / "run"
+    shutil.copytree(EXAMPLE, run)
+    monkeypatch.chdir(tmp_path)
+    one = Path("run") / "checkpoints" / "step_00000002.safetensors"
+    for target in (one, Path("run") / "checkpoints", Path("run")):
+        res = runner.invoke(app, ["analyze", str(target), "--json", "-", "--samples", "8"])
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.stdout)
+        assert report["target"] == str(target) and report["path"] == "run"
+        res = runner.invoke(app, ["analyze", str(target), "--samples", "8"],
+                            env={"COLUMNS": "200"})  # fmt: skip
+        assert res.exit_code == 0 and f"alignctl analyze {target}  (" in res.stdout

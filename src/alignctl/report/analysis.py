@@ -239,6 +239,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
             on_checkpoint(entry, i + 1, len(run.checkpoints))
     return {
         "alignctl_version": __version__, "path": str(run.root), "device": str(dev),
+        "target": str(getattr(run, "source", None) or run.root),  # the path typed
         "split": split, "n_samples": int(len(xs)), "metric_names": names,
         "step_unit": run_step_unit([e["step_unit"] for e in entries]),
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,

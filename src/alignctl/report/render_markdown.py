@@ -63,7 +63,8 @@ def to_markdown(report: dict, wide: bool = False) -> str:
     where = ", ".join(f"{what}: {num(field(report, k))}"  # a label first: never a list marker
                       for k, what in (("split", "split"), ("n_samples", "samples"),
                                       ("device", "device")))  # fmt: skip
-    out = [f"### alignctl analyze {escape(field(report, 'path', ''))}", "", escape(where), ""]
+    target = field(report, "target", field(report, "path", ""))  # older reports: the run
+    out = [f"### alignctl analyze {escape(target)}", "", escape(where), ""]
     out += table(head, rows, right=[True] * (len(head) - 1) + [False]) if rows else [
         "No checkpoint was analysed."]  # fmt: skip
     rec = field(report, "recommendation")

@@ -145,9 +145,10 @@ def rich_table(report: dict, width: int | None = None, wide: bool = False, hint:
     """The per-checkpoint table, fitted to ``width`` columns (None: no limit)."""
     columns, widths, hidden = fit_columns(report, width, wide)
     unit = step_unit(report)
+    target = field(report, "target", field(report, "path", ""))  # older reports: the run
     title = (
-        f"alignctl analyze {clean(field(report, 'path', ''))}  ({num(field(report, 'split'))}"
-        f" split, {num(field(report, 'n_samples'))} samples, "
+        f"alignctl analyze {clean(target)}  ({num(field(report, 'split'))} split,"
+        f" {num(field(report, 'n_samples'))} samples, "
         f"{num(field(report, 'device'))}" + (f"; step: {unit}" if unit else "") + ")"
     )
     caption = (f"not shown, to fit {width} columns: {', '.join(hidden)}" + (f" ({hint})" if hint

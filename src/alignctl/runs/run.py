@@ -47,6 +47,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     weights: str = "raw"  # raw | ema: which copy of the weights (the config's checkpoint.weights)
     state_key: str | None = None  # a checkpoint key or state-dict prefix (checkpoint.state_key)
+    source: Path | None = None  # the path open_run was given (a file, a folder, the run)
 
     def note(self, text: str) -> None:
         """Record a note once (the same fact about every checkpoint is one line)."""
@@ -137,9 +138,11 @@ def open_run(
     path = as_path(path, "path")
     config = None if config is None else as_path(config, "config")
     try:
-        return _open_run(path, config, model, data, weights, state_key)
+        run = _open_run(path, config, model, data, weights, state_key)
     except OSError as e:  # a folder we may not enter (mode 000), a file we may not read
         raise InputError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
+    run.source = path  # what the report's title names: root is the config's folder
+    return run
 
 
 def _open_run(path, config, model, data, weights, state_key) -> Run:
