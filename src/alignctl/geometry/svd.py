@@ -19,7 +19,12 @@ A backward-stable float32 algorithm returns the exact singular values of M + E w
 rounding errors in dot products and Householder updates; Higham, Accuracy and Stability of
 Numerical Algorithms, 2nd ed., 3.5 and 19.3) and returns that bound per sample; samples whose
 bound exceeds :data:`BOUND_TOL` sigma_1 are recomputed in float64 (only those samples).
-Singular values under the bound cannot be told from 0 and are set to 0.
+Singular values under the bound cannot be told from 0 and are set to 0. That is harmless for
+PC1 but not for the effective rank: p log p has an unbounded slope at 0, so a tail of many
+singular values near the bound (a rank-r layer plus a tail of 1e-6 sigma_1, C = 200: erank off
+by 1e-3) moves it far more than sigma_i / sigma_1 moves. :func:`erank_error` bounds that from
+the tail's energy, taken in float64 as |M - M V_r V_r^T|_F^2 (V_r the kept right singular
+vectors), and samples over :data:`BOUND_TOL` go to float64 too.
 """
 
 from __future__ import annotations
@@ -42,14 +47,45 @@ def _tall_r(m: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(tall, mode="r")[1]
 
 
-def stable_singular_values(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def stable_singular_values(m: torch.Tensor, vectors: bool = False):
     """(singular values of every M in float64, descending, (n, min(C, k)); their error bound
     sqrt(max(C, k)) u |M|_F per sample, (n,)), from the float32 QR + SVD of the module
-    docstring. M: (n, C, k), finite."""
-    sv = torch.linalg.svdvals(_tall_r(m)).double()
+    docstring. M: (n, C, k), finite. ``vectors``: also the right singular vectors of M's
+    tall orientation, (n, s, s) with rows the vectors (V^T)."""
+    r = _tall_r(m)
+    if vectors:
+        _, sv, vh = torch.linalg.svd(r)
+    else:
+        sv, vh = torch.linalg.svdvals(r), None
     u = torch.finfo(m.dtype).eps / 2
     bound = max(m.shape[1], m.shape[2]) ** 0.5 * u * m.double().flatten(1).norm(dim=1)
-    return sv, bound
+    return (sv.double(), bound, vh) if vectors else (sv.double(), bound)
+
+
+def erank_error(m: torch.Tensor, sv: torch.Tensor, bound: torch.Tensor, vh: torch.Tensor):
+    """A first-order bound (n,) on the relative error of the effective rank exp(H) from the
+    kept singular values ``sv`` (those over ``bound``, the rest 0): each kept sigma_i is
+    within b (``bound``) and moves H by at most (b / S) (|log p_i| + 1 + H) (dH/dsigma_i =
+    -(log p_i + H) / S, S = sum sigma); the t dropped ones, holding the energy
+    T = |M - M V_r V_r^T|_F^2 (float64; V_r the kept rows of ``vh``), add at most what T spread
+    evenly over them adds: t h(sqrt(T / t) / S) + sqrt(t T) (1 + H) / S, h(p) = -p log p."""
+    tall = (m if m.shape[1] >= m.shape[2] else m.transpose(1, 2)).double()
+    kept = (sv > bound[:, None]).double()  # (n, s), a leading run (descending)
+    v = vh.double() * kept[:, :, None]  # the kept rows only
+    resid = tall - (tall @ v.transpose(1, 2)) @ v
+    tail = resid.pow(2).flatten(1).sum(1)
+    total = (sv * kept).sum(1)
+    safe = torch.where(total > 0, total, 1)
+    p = sv * kept / safe[:, None]
+    logp = torch.where(p > 0, p.log(), 0)
+    h = -(p * logp).sum(1)
+    first = (bound / safe)[:, None] * (logp.abs() + 1 + h[:, None]) * kept
+    t = (1 - kept).sum(1) + max(min(m.shape[1], m.shape[2]) - sv.shape[1], 0)
+    t = t.clamp_min(1)
+    q = (tail / t).sqrt() / safe
+    dropped = t * q * torch.where(q > 0, -q.clamp_min(1e-300).log(), 0)
+    dropped = dropped + (t * tail).sqrt() / safe * (1 + h)
+    return torch.where(total > 0, first.sum(1) + dropped, 0)
 
 
 def from_gram(gram: torch.Tensor, factor, exact: bool = False) -> torch.Tensor:
@@ -72,11 +108,13 @@ def from_gram(gram: torch.Tensor, factor, exact: bool = False) -> torch.Tensor:
         risky = (ok & (eig[:, 0] < RISKY * eig[:, -1])).nonzero().squeeze(-1)
         slow = risky[:0]
         if risky.numel():
-            got, bound = stable_singular_values(factor(risky))
+            m = factor(risky)
+            got, bound, vh = stable_singular_values(m, vectors=True)
             s = got.shape[1]
+            far = erank_error(m, got, bound, vh) > BOUND_TOL  # a tail erank cannot drop
             got = torch.where(got > bound[:, None], got, 0)
             sv[risky] = torch.nn.functional.pad(got, (0, k - s)) if s < k else got[:, :k]
-            slow = risky[bound > BOUND_TOL * got[:, 0]]
+            slow = risky[(bound > BOUND_TOL * got[:, 0]) | far]
     for idx in slow.split(64):  # small float64 copies: big ones cost page faults
         j = factor(idx, exact=True)  # (m, C, d)
         s = torch.linalg.svdvals(j)
