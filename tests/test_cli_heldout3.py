@@ -1,0 +1,117 @@
+"""Held-out CI gate and report checks (third QA pass on issues 4, 12 and 15): gates at their
+exact boundaries (a drop equal to --max-drop in decimal passes, whatever binary rounding
+makes of the subtraction), rule texts that state the threshold compared, failure lines whose
+numbers tell the value from its limit."""
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from alignctl.cli.assemble import app
+from alignctl.report.cells import gate_text
+from alignctl.report.gates import evaluate_gates
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples/checkpoints/sparse-parity-grokalign"
+FAST = ["--metrics", "fast", "--samples", "64", "--no-cache"]
+runner = CliRunner()
+
+
+def invoke(*args, run=EXAMPLE):
+    return runner.invoke(app, ["analyze", str(run), "-q", *FAST, *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("base") / "base.json"
+    r = invoke("--json", out)
+    assert r.exit_code == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def _report(value: float) -> dict:
+    ck = {"name": "c", "step": 1, "metrics": {"centroid_alignment": 0.0},
+          "train_accuracy": 1.0, "test_accuracy": value, "verdict": "generalising"}  # fmt: skip
+    return {"checkpoints": [ck], "metric_names": ["centroid_alignment"],
+            "verdict": "generalising"}  # fmt: skip
+
+
+thousandths = st.integers(0, 1000).map(lambda i: Decimal(i) / 1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(now=thousandths, delta=thousandths)
+def test_a_change_equal_to_the_limit_in_decimal_passes(tmp_path_factory, now, delta):
+    """--max-drop / --max-rise METRIC=DELTA pass when the change is DELTA as written (0.988 ->
+    0.968 with 0.02 failed: binary 0.988 - 0.968 = 0.020000000000000018) and fail one
+    thousandth beyond."""
+    folder = tmp_path_factory.mktemp("b")
+    for sign, option in ((1, "max_drop"), (-1, "max_rise")):
+        before = now + sign * delta
+        if not 0 <= before <= 1:
+            continue
+        path = folder / f"{option}.json"
+        path.write_text(json.dumps(_report(float(before))))
+        passed = evaluate_gates(_report(float(now)), baseline=path,
+                                **{option: [f"test_accuracy={delta}"]})  # fmt: skip
+        assert passed[0]["passed"], passed
+        assert passed[0]["drop" if sign > 0 else "rise"] == float(delta)
+        if delta >= Decimal("0.001"):
+            tighter = delta - Decimal("0.001")
+            failed = evaluate_gates(_report(float(now)), baseline=path,
+                                    **{option: [f"test_accuracy={tighter}"]})  # fmt: skip
+            assert not failed[0]["passed"], failed
+            rule, shown = gate_text(failed[0]).split(": ", 1)
+            limit, change = rule.split()[-1], shown.split(", ")[-1].split()[-1]
+            assert float(limit) == float(tighter) and float(change) == float(delta), shown
+
+
+def test_max_drop_at_its_boundary_from_the_cli(tmp_path, base):
+    """The CLI on a real run: a baseline exactly 0.02 above this run's test accuracy."""
+    now = base["checkpoints"][-1]["test_accuracy"]
+    before = dict(base)
+    before["checkpoints"] = [dict(c) for c in base["checkpoints"]]
+    before["checkpoints"][-1]["test_accuracy"] = float(Decimal(repr(now)) + Decimal("0.02"))
+    path = tmp_path / "before.json"
+    path.write_text(json.dumps(before))
+    r = invoke("--baseline", path, "--max-drop", "test_accuracy=0.02")
+    assert r.exit_code == 0, r.stderr
+    r = invoke("--baseline", path, "--max-drop", "test_accuracy=0.019")
+    assert r.exit_code == 1 and "drop 0.02" in r.stderr, r.stderr
+
+
+def test_the_rule_states_the_threshold_compared(base):
+    """%g cut --fail-under jacobian_norm=2.2084874037504196 to the rule 'jacobian_norm >=
+    2.20849', which a value of 2.208487 then passed."""
+    v = base["checkpoints"][-1]["metrics"]["centroid_norm"]
+    r = invoke("--fail-under", f"centroid_norm={v!r}", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    (gate,) = json.loads(r.stdout)["gates"]
+    assert gate["rule"] == f"centroid_norm >= {v!r}" and gate["passed"]
+    assert float(gate["rule"].split()[-1]) == gate["threshold"] == v
+
+
+@pytest.mark.parametrize("option, nudge", [("--fail-under", 1e-9), ("--fail-over", -1e-9)])
+def test_a_failure_line_tells_value_from_threshold(base, option, nudge):
+    """'value 2.208, threshold 2.208' for a gate that failed: the line must show digits that
+    differ."""
+    v = base["checkpoints"][-1]["metrics"]["centroid_norm"]
+    r = invoke(option, f"centroid_norm={v * (1 + nudge)!r}")
+    assert r.exit_code == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    value, threshold = (part.split()[-1] for part in line.split(": ", 1)[1].split(", "))
+    assert value != threshold, line
+    assert float(value) != float(threshold)
+
+
+@given(a=st.floats(-1e6, 1e6), b=st.floats(-1e6, 1e6), near=st.booleans())
+def test_gate_text_numbers_differ_when_the_numbers_do(a, b, near):
+    if near:  # a limit a rounding away from the value: what %.4g showed as equal
+        b = a * (1 + 1e-7) + 1e-12
+    text = gate_text({"rule": "r", "value": a, "threshold": b, "passed": False})
+    shown = [p.split()[-1] for p in text.split(": ", 1)[1].split(", ")]
+    assert (shown[0] == shown[1]) == (a == b), text
