@@ -115,3 +115,48 @@ def test_gate_text_numbers_differ_when_the_numbers_do(a, b, near):
     text = gate_text({"rule": "r", "value": a, "threshold": b, "passed": False})
     shown = [p.split()[-1] for p in text.split(": ", 1)[1].split(", ")]
     assert (shown[0] == shown[1]) == (a == b), text
+
+
+# ---- compare's table with runs named by long folder names ----
+
+long_word = st.text(st.sampled_from("abc_|`-019λ"), min_size=20, max_size=120)
+
+
+@settings(max_examples=80, deadline=None)
+@given(labels=st.lists(long_word, min_size=2, max_size=4), width=st.integers(40, 200))
+def test_compare_table_with_long_run_names_fits_the_terminal(labels, width):
+    """A run column never narrower than its longest word made the table 116 wide at
+    COLUMNS=40 for a run whose folder name is one 90-character word: the word folds."""
+    import io
+
+    from rich.console import Console
+
+    from alignctl.report.fit_table import fit_table
+
+    header = ["step", "run", "verdict", "train acc", "test acc"]
+    rows = [["last 400" if i == 0 else "", f"grokalign λ=0.1 ({lab})", "generalising",
+             "100.0%", "96.8% (+38.5 pt)"] for i, lab in enumerate(labels)]  # fmt: skip
+    table, need, hidden = fit_table(header, rows, width, keep=("step", "run", "verdict"),
+                                    wraps=("run", "verdict"))  # fmt: skip
+    assert need <= width
+    console = Console(width=width, no_color=True, highlight=False, file=io.StringIO())
+    with console.capture() as cap:
+        console.print(table)
+    lines = cap.get().splitlines()
+    assert max(len(line) for line in lines) <= width
+    folded = "".join(line.strip() for line in lines)
+    for lab in labels:  # every character of every name is still there, in order
+        assert lab in folded or all(ch in folded for ch in lab)
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80])
+def test_compare_cli_with_a_long_run_name_fits(tmp_path, monkeypatch, columns):
+    import shutil
+
+    run = tmp_path / ("a|very`long`run_name_" + "x" * 70)
+    shutil.copytree(EXAMPLE, run, ignore=shutil.ignore_patterns(".alignctl-cache"))
+    monkeypatch.setenv("COLUMNS", str(columns))
+    r = runner.invoke(app, ["compare", str(EXAMPLE), str(run), "--metrics", "fast",
+                            "--samples", "64"])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert max(len(line) for line in r.stdout.splitlines()) <= columns, r.stdout
