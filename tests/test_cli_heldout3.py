@@ -160,3 +160,63 @@ def test_compare_cli_with_a_long_run_name_fits(tmp_path, monkeypatch, columns):
                             "--samples", "64"])  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert max(len(line) for line in r.stdout.splitlines()) <= columns, r.stdout
+
+
+# ---- distributions at a checkpoint without values ----
+
+
+@pytest.fixture(scope="module")
+def diverged_last(tmp_path_factory) -> dict:
+    """The GrokAlign example with its last checkpoint's weights set to inf, analysed with
+    per-sample values kept."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path_factory.mktemp("div") / "run"
+    shutil.copytree(EXAMPLE, run, ignore=shutil.ignore_patterns(".alignctl-cache"))
+    last = sorted((run / "checkpoints").glob("*.safetensors"))[-1]
+    with safe_open(str(last), "pt") as f:
+        meta = f.metadata()
+    weights = load_file(str(last))
+    weights["1.weight"].fill_(float("inf"))
+    save_file(weights, str(last), metadata=meta)
+    out = run.parent / "r.json"
+    r = invoke("--json", out, "--keep-samples", run=run)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["checkpoints"][-1]["verdict"] == "diverged"
+    return report
+
+
+def test_a_distribution_at_a_diverged_checkpoint_says_so(diverged_last):
+    """--dist at a diverged step drew an empty slot, and the per-class panel's key named a
+    step with no curve: the figure now says 'diverged: no values' there and keys only the
+    steps drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignctl.report.figures.distributions import draw_distribution
+    from alignctl.report.figures.trajectories import Series
+
+    fig, (ax_v, ax_c) = plt.subplots(1, 2)
+    last = diverged_last["checkpoints"][-1]["step"]
+    first = diverged_last["checkpoints"][0]["step"]
+    draw_distribution(ax_v, ax_c, [Series("r", diverged_last)], "centroid_alignment",
+                      [first, last])  # fmt: skip
+    texts = [t.get_text() for t in ax_v.texts]
+    assert any("diverged" in t for t in texts), texts
+    keyed = [t.get_text() for t in ax_c.get_legend().get_texts()]
+    assert keyed == [f"step {first}"], keyed
+    assert len(ax_c.get_lines()) == 1  # one curve, one key
+    plt.close(fig)
+
+
+def test_the_default_distribution_steps_skip_a_diverged_end(diverged_last):
+    from alignctl.report.figures.pages import default_at
+
+    steps = [c["step"] for c in diverged_last["checkpoints"]]
+    assert default_at(diverged_last) == [steps[0], steps[-2]]
