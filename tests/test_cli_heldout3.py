@@ -220,3 +220,42 @@ def test_the_default_distribution_steps_skip_a_diverged_end(diverged_last):
 
     steps = [c["step"] for c in diverged_last["checkpoints"]]
     assert default_at(diverged_last) == [steps[0], steps[-2]]
+
+
+# ---- the step axis of evenly spaced checkpoints ----
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=st.integers(0, 1000), every=st.integers(1, 1000), n=st.integers(2, 300))
+def test_evenly_spaced_checkpoints_get_a_linear_step_axis(start, every, n):
+    """200 checkpoints one step apart (0..199), or a monitor every 100 steps for 10,000
+    steps, span two decades: the axis was logarithmic, their later half squeezed."""
+    from alignctl.report.figures.trajectories import log_spaced
+
+    assert not log_spaced([start + every * i for i in range(n)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(ratio=st.floats(1.5, 10), n=st.integers(2, 40), zero=st.booleans())
+def test_log_spaced_checkpoints_over_decades_get_a_log_step_axis(ratio, n, zero):
+    from alignctl.report.figures.trajectories import log_spaced
+
+    steps = sorted({round(ratio**i) for i in range(n)})
+    if steps[-1] < 100 * steps[0] or len(steps) < 3:
+        return  # under two decades: linear either way
+    assert log_spaced([0] * zero + steps)
+
+
+def test_plot_of_200_evenly_spaced_checkpoints_is_linear(tmp_path):
+    """The CLI figure on a monitor-style report (steps 0..199)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from alignctl.report.figures.trajectories import Series, trajectories_figure
+
+    cks = [{"name": f"s{i}", "step": i, "metrics": {"centroid_alignment": 0.01 * i},
+            "metrics_std": {}, "train_accuracy": 0.5, "test_accuracy": 0.5,
+            "verdict": "learning"} for i in range(200)]  # fmt: skip
+    report = {"path": "r", "checkpoints": cks, "metric_names": ["centroid_alignment"]}
+    fig, _ = trajectories_figure([Series("r", report)])
+    assert {ax.get_xscale() for ax in fig.axes} == {"linear"}
