@@ -259,3 +259,20 @@ def test_plot_of_200_evenly_spaced_checkpoints_is_linear(tmp_path):
     report = {"path": "r", "checkpoints": cks, "metric_names": ["centroid_alignment"]}
     fig, _ = trajectories_figure([Series("r", report)])
     assert {ax.get_xscale() for ax in fig.axes} == {"linear"}
+
+
+def test_compare_markdown_heading_names_each_folder_once(tmp_path):
+    """Two GrokAlign runs: their labels already end in the folder's name, which the heading
+    added again ('grokalign λ=0.1 (a) (a)')."""
+    from alignctl.report.compare import comparison, series, to_markdown
+
+    cks = [{"name": "s", "step": 0, "metrics": {}, "train_accuracy": 1.0,
+            "test_accuracy": 1.0, "verdict": "generalising"}]  # fmt: skip
+    regs = [{"name": "grokalign", "lambda": 0.1}]
+    reports = [{"path": f"/r/{n}", "checkpoints": cks, "regularisers": regs, "verdict": "x",
+                "recommendation": {"action": "stop"}} for n in ("a", "b")]  # fmt: skip
+    heading = to_markdown(comparison(series(reports))).splitlines()[0]
+    assert heading == "### alignctl compare: grokalign λ=0.1 (a) vs grokalign λ=0.1 (b)"
+    reports[1]["regularisers"] = []
+    heading = to_markdown(comparison(series(reports))).splitlines()[0]
+    assert heading == "### alignctl compare: grokalign λ=0.1 (a) vs baseline (b)"
