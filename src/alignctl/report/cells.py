@@ -72,9 +72,9 @@ def is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def num(v) -> str:
-    """A value as text: 4 significant digits for reals, ``nan``/``inf``, ``-`` for None,
-    ``yes``/``no`` for booleans, anything else as clean text."""
+def num(v, digits: int = 4) -> str:
+    """A value as text: ``digits`` significant digits for reals, ``nan``/``inf``, ``-`` for
+    None, ``yes``/``no`` for booleans, anything else as clean text."""
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -87,7 +87,7 @@ def num(v) -> str:
             return "nan"
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
-        return f"{v:.4g}"
+        return f"{v:.{digits}g}"
     return clean(v)
 
 
@@ -137,15 +137,29 @@ def gate_text(g) -> str:
     """A gate as one line: the rule, the value gated and, for a drop from a baseline, the
     baseline value and the drop (so a failure shows the quantity that failed)."""
     rule = clean(field(g, "rule", "?"))
-    parts = [f"value {num(field(g, 'value'))}"]
     # a drop gate shows its baseline even when null (its last checkpoint diverged, or had
     # no test split): "value 2.2" alone would not say why the gate failed
     change = "rise" if any(field(g, k) is not None for k in ("rise", "max_rise")) else "drop"
     if change == "rise" or any(field(g, k) is not None for k in ("drop", "baseline", "max_drop")):
-        parts += [f"baseline {num(field(g, 'baseline'))}", f"{change} {num(field(g, change))}"]
-    elif field(g, "threshold") is not None:
-        parts.append(f"threshold {num(field(g, 'threshold'))}")
-    return f"{rule}: " + ", ".join(parts)
+        digits = _digits(field(g, change), field(g, f"max_{change}"))
+        parts = [("value", field(g, "value")), ("baseline", field(g, "baseline")),
+                 (change, field(g, change))]  # fmt: skip
+    else:
+        digits = _digits(field(g, "value"), field(g, "threshold"))
+        parts = [("value", field(g, "value"))]
+        if field(g, "threshold") is not None:
+            parts.append(("threshold", field(g, "threshold")))
+    return f"{rule}: " + ", ".join(f"{k} {num(v, digits)}" for k, v in parts)
+
+
+def _digits(a, b) -> int:
+    """Significant digits that tell the gated quantity from its limit: 4, or as many as make
+    two different numbers read differently ("value 2.208, threshold 2.208" explained no
+    failure; 2.208487 vs 2.20849 does)."""
+    if not (is_real(a) and is_real(b)) or float(a) == float(b):
+        return 4
+    a, b = float(a), float(b)
+    return next((p for p in range(4, 17) if f"{a:.{p}g}" != f"{b:.{p}g}"), 17)
 
 
 def gate_passed(g) -> bool:

@@ -191,6 +191,16 @@ def table_rows(cmp: dict) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
+def _named(run: dict) -> str:
+    """A run's label with its folder's name, unless the label already holds it (labels made
+    unique by :func:`series` end in the folder: it was written twice)."""
+    import re
+
+    label, name = str(run["label"]), Path(str(run["path"])).name
+    held = re.search(rf"[(/]{re.escape(name)}(, \d+)?\)$", label)
+    return label if held else f"{label} ({name})"
+
+
 def to_markdown(cmp: dict, figure: str | None = None) -> str:
     """GitHub-flavoured Markdown; labels, paths and verdicts come from run folders' names
     and report files, so every piece of text is escaped (a ``|`` would split a cell)."""
@@ -198,8 +208,7 @@ def to_markdown(cmp: dict, figure: str | None = None) -> str:
     from alignctl.report.render_markdown import escape, table
 
     header, rows = table_rows(cmp)
-    names = " vs ".join(f"{escape(r['label'])} ({escape(Path(str(r['path'])).name)})"
-                        for r in cmp["runs"])  # fmt: skip
+    names = " vs ".join(escape(_named(r)) for r in cmp["runs"])
     out = [f"### alignctl compare: {names}", ""]
     if figure:
         out += [f"![alignctl compare]({figure})", ""]

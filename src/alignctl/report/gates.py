@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from decimal import Decimal
 
 from alignctl.errors import InputError
 from alignctl.report.baseline import (
@@ -150,6 +151,25 @@ def _ok(v) -> bool:
     return v is not None and math.isfinite(v)
 
 
+def exact(x: float) -> str:
+    """A threshold as text that reads back as the number compared: ``%g`` when that is
+    exact (``0.9``, ``5``), else the shortest round-trip form (``2.2084874037504196``, which
+    ``%g`` showed as 2.20849: a rule that a value of 2.208487 passed)."""
+    short_form = f"{x:g}"
+    return short_form if float(short_form) == x else repr(float(x))
+
+
+def _decimal(x: float) -> Decimal:
+    """The decimal a float is written as (its shortest round-trip form, what JSON holds)."""
+    return Decimal(repr(float(x)))
+
+
+def _change(v: float, b: float, sign: int) -> Decimal:
+    """``sign * (v - b)`` on the numbers as written, exactly: in binary, 0.988 - 0.968 is
+    0.020000000000000018, so a drop of exactly 0.02 failed ``--max-drop ...=0.02``."""
+    return sign * (_decimal(v) - _decimal(b))
+
+
 def _gate(rule: str, value, threshold, passed: bool) -> dict:
     return {"rule": rule, "value": value, "threshold": threshold, "passed": bool(passed)}
 
@@ -168,7 +188,7 @@ def evaluate_gates(report: dict, *, fail_under=(), fail_over=(), baseline=None, 
         for text in texts:
             name, thr = parse_assignment(text, option)
             v = value_of(last, name, known)
-            gates.append(_gate(f"{name} {sign} {thr:g}", v, thr, _ok(v) and op(v, thr)))
+            gates.append(_gate(f"{name} {sign} {exact(thr)}", v, thr, _ok(v) and op(v, thr)))
     _baseline_needed(baseline, max_drop, max_rise)
     if baseline is not None:
         gates += _baseline_gates(report, baseline, max_drop, max_rise, known)
@@ -195,11 +215,12 @@ def _baseline_gates(report, baseline, max_drop, max_rise, known) -> list[dict]:
     for (name, delta), sign in pairs:
         v = value_of(last, name, known)
         b = baseline_value(base, name, baseline)
-        change = sign * (v - b) if _ok(v) and _ok(b) else None  # the drop, or the rise
+        exact_change = _change(v, b, sign) if _ok(v) and _ok(b) else None  # drop, or rise
+        change = None if exact_change is None else float(exact_change)
         word = "drop" if sign < 0 else "rise"
-        thr = None if b is None else b + sign * delta
-        gate = _gate(f"{name} {word} from baseline <= {delta:g}", v, thr,
-                     change is not None and change <= delta)  # fmt: skip
+        thr = None if not _ok(b) else float(_decimal(b) + sign * _decimal(delta))
+        gate = _gate(f"{name} {word} from baseline <= {exact(delta)}", v, thr,
+                     exact_change is not None and exact_change <= _decimal(delta))  # fmt: skip
         # the quantity gated is the change: a failure shows it beside the two values
         gate.update({"baseline": b, word: change, f"max_{word}": delta})
         gates.append(gate)

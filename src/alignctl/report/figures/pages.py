@@ -11,8 +11,11 @@ from alignctl.report.figures.trajectories import Series, finish_layout, trajecto
 
 
 def default_at(report: dict) -> list[int]:
-    """The steps a distribution is shown at by default: the first and last checkpoints."""
-    steps = [c["step"] for c in report["checkpoints"]]
+    """The steps a distribution is shown at by default: the first and last checkpoints that
+    have values (a run whose last checkpoint diverged has none there), else first and last."""
+    cks = report["checkpoints"]
+    alive = [c for c in cks if not c.get("diverged") and c.get("verdict") != "diverged"]
+    steps = [c["step"] for c in (alive or cks)]
     return sorted({steps[0], steps[-1]}) if steps else []
 
 

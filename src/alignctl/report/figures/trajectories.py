@@ -162,6 +162,23 @@ def _threshold(ax, name: str, value: float) -> None:
         ax.set_ylim(lo, hi)
 
 
+def log_spaced(steps: list) -> bool:
+    """Whether checkpoints read best on a log step axis: they span two decades or more and
+    are spread evenly in log(step) rather than in step (their median step is nearer, in
+    log terms, to the geometric than to the arithmetic middle of the span). Evenly spaced
+    ones (a monitor every 100 steps, 200 checkpoints one step apart) stay linear: on a log
+    axis their later half was squeezed into a fifth of the width."""
+    import math
+    import statistics
+
+    positive = sorted(st for st in steps if st > 0)
+    if not positive or min(steps) < 0 or positive[-1] < 100 * positive[0]:
+        return False
+    lo, hi, median = positive[0], positive[-1], statistics.median(positive)
+    geometric, arithmetic = math.sqrt(lo * hi), (lo + hi) / 2
+    return abs(math.log(median / geometric)) < abs(math.log(median / arithmetic))
+
+
 def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
     """Fill one axis per panel key."""
     one = len(runs) == 1
@@ -179,11 +196,7 @@ def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
                                 color=s.color)  # fmt: skip
         title, tkey = PANELS.get(key, (key, None))
         ax.set_title(title, loc="left")
-        steps = [st for s in runs for st in s.steps]
-        positive = [st for st in steps if st > 0]
-        # log-spaced checkpoints (two decades or more) read on a log axis; evenly spaced ones
-        # (a monitor every 100 steps) on a linear one
-        if positive and max(positive) >= 100 * min(positive) and min(steps) >= 0:
+        if log_spaced([st for s in runs for st in s.steps]):
             ax.set_xscale("symlog", linthresh=1)
             ax.set_xlim(left=0)
         thresholds = _thresholds(runs[0].report)
