@@ -90,3 +90,25 @@ def test_lightning_resume_with_another_probe_measures_afresh(tmp_path):
     other = AlignmentCallback(x[32:], y[32:], every_n_steps=4)  # not the checkpoint's series
     _fit(tmp_path, [other], 12, ckpt_path=tmp_path / "ck" / "epoch=0-step=8.ckpt")
     assert [e["step"] for e in other.probe.entries] == [8, 12]
+
+
+def test_hf_token_probe_holding_the_pad_id_is_an_input_error(tmp_path):
+    """qa_live: a GPT-2 sequence classifier pools its logits at the last token that is not
+    pad_token_id when given input_ids, but at the last position when given inputs_embeds (the
+    path the Jacobian is taken on): a probe drawn over the whole vocabulary (pad id included)
+    was measured, and its probe accuracy taken, as another function than the model's."""
+    pytest.importorskip("transformers")
+    from test_integrations import hf_trainer, tiny_gpt2, token_rows
+
+    from alignctl.errors import InputError
+    from alignctl.integrations.transformers import AlignmentCallback
+
+    ids, labels, rows = token_rows()
+    padded = ids[:16].clone()
+    padded[:4, -2:] = 0  # tiny_gpt2's pad_token_id
+    cb = AlignmentCallback(padded, labels[:16], every_n_steps=3)
+    with pytest.raises(InputError, match="pad_token_id 0"):
+        hf_trainer(tmp_path, tiny_gpt2(), rows, [cb], max_steps=3).train()
+    ok = AlignmentCallback(ids[:16], labels[:16], every_n_steps=3)  # no pad id: measured
+    hf_trainer(tmp_path / "b", tiny_gpt2(), rows, [ok], max_steps=3).train()
+    assert [e["step"] for e in ok.probe.entries] == [0, 3]
