@@ -37,6 +37,17 @@ from alignctl.integrations.probe import Every, Probe
 log = logging.getLogger("alignctl")
 
 
+def _probe_digest(probe: Probe) -> str:
+    """What a saved series was measured on: the probe's tensors and the metric names."""
+    h = hashlib.sha256(repr(probe.names).encode())
+    for t in (probe.x, probe.y, *(probe.test or ())):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class AlignmentCallback(L.Callback):
     """Log alignment metrics of the LightningModule on a fixed probe set.
 
@@ -55,32 +66,22 @@ class AlignmentCallback(L.Callback):
         self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
         self.stop_reason: str | None = None
         self._restored: list[dict] | None = None
+        self._digest = _probe_digest(self.probe)
 
     @property
     def state_key(self) -> str:  # two callbacks (other probes or periods) keep their own state
-        return self._generate_state_key(every_n_steps=self.every, probe=self._probe_digest())
-
-    def _probe_digest(self) -> str:
-        h = hashlib.sha256(repr(self.probe.names).encode())
-        for t in (self.probe.x, self.probe.y, *(self.probe.test or ())):
-            if t is not None:
-                t = t.detach().cpu().contiguous()
-                h.update(
-                    f"{t.dtype}{tuple(t.shape)}".encode()
-                    + t.reshape(-1).view(torch.uint8).numpy().tobytes()
-                )
-        return h.hexdigest()[:16]
+        return self._generate_state_key(every_n_steps=self.every, probe=self._digest)
 
     def state_dict(self) -> dict:
         """The series so far (JSON text: a checkpoint loads with ``weights_only``), saved in
         Lightning checkpoints: a training resumed from one (``fit(ckpt_path=...)``) judges
         the whole series and does not measure and log the checkpoint's own step again."""
-        return {"probe": self._probe_digest(), "entries": json.dumps(self.probe.entries)}
+        return {"probe": self._digest, "entries": json.dumps(self.probe.entries)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = None
         try:
-            if state_dict.get("probe") == self._probe_digest():  # else another probe's series
+            if state_dict.get("probe") == self._digest:  # else another probe's series
                 entries = json.loads(state_dict["entries"])
                 if all(isinstance(e, dict) and isinstance(e.get("step"), int) for e in entries):
                     self._restored = entries
