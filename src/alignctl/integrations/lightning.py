@@ -32,7 +32,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Every, Probe
+from alignctl.integrations.probe import Every, Probe, keeps_rng
 
 log = logging.getLogger("alignctl")
 
@@ -109,6 +109,7 @@ class AlignmentCallback(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._maybe_measure(trainer, pl_module)
 
+    @keeps_rng  # the loggers and report_to integrations it feeds too
     def _maybe_measure(self, trainer, pl_module) -> None:
         step = int(trainer.global_step)
         if not self._every.due(step):  # accumulation: several batches share a global step

@@ -41,7 +41,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
-from alignctl.integrations.probe import PREFIX, Every, Probe, preserved_state
+from alignctl.integrations.probe import PREFIX, Every, Probe, keeps_rng, preserved_state
 
 log = logging.getLogger("alignctl")
 
@@ -186,6 +186,7 @@ class AlignmentCallback(transformers.TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         return self._maybe_measure(state, control, model)
 
+    @keeps_rng  # the loggers and report_to integrations it feeds too
     def _maybe_measure(self, state, control, model, report: bool = True):
         step = int(state.global_step)
         if not self._every.due(step):
