@@ -82,7 +82,14 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
 
 
 def forward(package: str, old_module: str, target_module: str, name: str):
-    """For a package's ``__getattr__``: ``name`` from ``target_module``, with a warning."""
+    """For a package's ``__getattr__``: ``name`` from ``target_module``, with a warning.
+
+    A name that is one of the package's own submodules is not looked up there: ``from
+    alignctl.report import monitor_log`` asks the package for ``monitor_log`` before it imports
+    the submodule, and importing ``target_module`` then (the renderers: rich, whose import
+    draws from Python's ``random``) would change a training loop's random numbers."""
+    if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
     module = importlib.import_module(target_module)
     if not hasattr(module, name):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

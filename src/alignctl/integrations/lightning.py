@@ -11,11 +11,15 @@ means go to every logger of the module (``pl_module.loggers``: TensorBoard, CSV,
 MLflow, ...) as ``alignment/centroid_alignment`` etc. at that step; they are also put in
 ``trainer.callback_metrics``, so ``EarlyStopping`` or ``ModelCheckpoint`` can watch them.
 With ``stop_when="stop"`` a ``stop`` recommendation sets ``trainer.should_stop`` (the decision
-is broadcast from global zero, so every process stops) and the reason is logged.
+is broadcast from global zero, so every process stops) and the reason is logged. The series
+is saved in Lightning checkpoints (the callback's ``state_dict``): ``fit(ckpt_path=...)``
+continues it, without measuring and logging the checkpoint's own step a second time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import torch
@@ -28,9 +32,20 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Every, Probe
+from alignctl.integrations.probe import Every, Probe, keeps_rng
 
 log = logging.getLogger("alignctl")
+
+
+def _probe_digest(probe: Probe) -> str:
+    """What a saved series was measured on: the probe's tensors and the metric names."""
+    h = hashlib.sha256(repr(probe.names).encode())
+    for t in (probe.x, probe.y, *(probe.test or ())):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class AlignmentCallback(L.Callback):
@@ -50,6 +65,28 @@ class AlignmentCallback(L.Callback):
         self.every = self._every.every
         self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
         self.stop_reason: str | None = None
+        self._restored: list[dict] | None = None
+        self._digest = _probe_digest(self.probe)
+
+    @property
+    def state_key(self) -> str:  # two callbacks (other probes or periods) keep their own state
+        return self._generate_state_key(every_n_steps=self.every, probe=self._digest)
+
+    def state_dict(self) -> dict:
+        """The series so far (JSON text: a checkpoint loads with ``weights_only``), saved in
+        Lightning checkpoints: a training resumed from one (``fit(ckpt_path=...)``) judges
+        the whole series and does not measure and log the checkpoint's own step again."""
+        return {"probe": self._digest, "entries": json.dumps(self.probe.entries)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = None
+        try:
+            if state_dict.get("probe") == self._digest:  # else another probe's series
+                entries = json.loads(state_dict["entries"])
+                if all(isinstance(e, dict) and isinstance(e.get("step"), int) for e in entries):
+                    self._restored = entries
+        except (AttributeError, KeyError, TypeError, ValueError):
+            pass  # a state this callback did not write: measured afresh
 
     def on_train_start(self, trainer, pl_module) -> None:
         if type(pl_module).forward is L.LightningModule.forward:
@@ -57,12 +94,22 @@ class AlignmentCallback(L.Callback):
                              "measures pl_module(x); define forward(x) -> logits")  # fmt: skip
         # a new training (the callback reused), or a resume: measurements at its first step
         # or later are another run's
-        self._every.last, self.stop_reason = self.probe.rewind(int(trainer.global_step)), None
+        step, restored, self._restored = int(trainer.global_step), self._restored, None
+        if restored is not None:
+            self.probe.entries = restored
+        # resumed from a checkpoint holding the measurement at its own step (the same weights):
+        # kept, not measured and logged a second time
+        kept = restored is not None and any(e["step"] == step for e in restored)
+        self._every.last, self.stop_reason = self.probe.rewind(step + 1 if kept else step), None
+        if kept and trainer.is_global_zero:
+            for k, v in self.probe.scalars(self.probe.entries[-1]).items():
+                trainer.callback_metrics[k] = torch.tensor(v)
         self._maybe_measure(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._maybe_measure(trainer, pl_module)
 
+    @keeps_rng  # the loggers and report_to integrations it feeds too
     def _maybe_measure(self, trainer, pl_module) -> None:
         step = int(trainer.global_step)
         if not self._every.due(step):  # accumulation: several batches share a global step

@@ -37,8 +37,9 @@ import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
-from alignctl.integrations.probe import Every, Probe, as_step
+from alignctl.integrations.probe import Every, Probe, as_step, keeps_rng
 from alignctl.report.monitor_log import LOG_NAME, to_line
+from alignctl.runs.atomic import atomic_write, atomic_write_text
 from alignctl.runs.limits import as_path
 from alignctl.runs.writer import WRITER_FILE, read_record, record_writer, release_writer
 
@@ -71,6 +72,7 @@ class Monitor:
     ``out`` that already holds a monitor log.
     """
 
+    @keeps_rng
     def __init__(self, model: torch.nn.Module, probe_x, probe_y=None, *, every: int = 100,
                  metrics="fast", out: str | Path | None = "runs/x", tensorboard: bool = False,
                  save_checkpoints: bool = False, stop_when: str | None = None, test=None,
@@ -116,6 +118,7 @@ class Monitor:
             self.measure(step)
         return self.should_stop
 
+    @keeps_rng
     def measure(self, step: int) -> dict:
         """Measure now, whatever ``every`` says; returns the log entry (with its verdict).
         ``step`` must be later than the last one measured (InputError)."""
@@ -176,6 +179,7 @@ class Monitor:
     def recommendation(self) -> dict:
         return self.probe.recommendation()
 
+    @keeps_rng
     def close(self, interrupted: bool = False) -> None:
         """Flush TensorBoard and write ``run.json`` (the run is finished)."""
         if self._closed:
@@ -184,8 +188,6 @@ class Monitor:
         if self._writer is not None:
             self._writer.close()
         if self.out is not None and not self._superseded():  # else: the folder is another's
-            from alignctl.runs.atomic import atomic_write_text
-
             summary = {
                 "alignctl_version": __version__, "finished": True, "interrupted": interrupted,
                 "steps": self._last, "measurements": len(self.entries),
@@ -237,7 +239,6 @@ class Monitor:
     def _write_run_config(self, model_config: dict | None) -> None:
         import yaml
 
-        from alignctl.runs.atomic import atomic_write, atomic_write_text
         from alignctl.runs.config import _absolute_paths, config_from_dict
 
         raw: dict = {}

@@ -31,23 +31,47 @@ PREFIX = "alignment/"  # of the scalars the integrations report
 
 
 @contextlib.contextmanager
-def preserved_state(model: torch.nn.Module) -> Iterator[None]:
-    """Restore the RNGs and every submodule's mode on exit, whatever happens inside."""
+def preserved_rng() -> Iterator[None]:
+    """Restore the global RNGs on exit (torch CPU, every CUDA device once CUDA is initialised,
+    Python ``random``, NumPy's global generator), whatever happens inside."""
     import numpy as np
 
-    modes = [(m, m.training) for m in model.modules()]
     cpu, py, npy = torch.get_rng_state(), random.getstate(), np.random.get_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         yield
     finally:
-        for m, training in modes:
-            m.training = training
         torch.set_rng_state(cpu)
         random.setstate(py)
         np.random.set_state(npy)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def keeps_rng(fn):
+    """``fn`` run under :func:`preserved_rng`: a call into the monitor or a callback (its
+    construction too: a model built to check ``model_config`` draws its initial weights, a
+    lazy import may draw) never changes the random numbers the training loop draws next."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with preserved_rng():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def preserved_state(model: torch.nn.Module) -> Iterator[None]:
+    """Restore the RNGs and every submodule's mode on exit, whatever happens inside."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with preserved_rng():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def positive_int(value, name: str) -> int:
@@ -137,6 +161,7 @@ class Probe:
         verdict: threshold overrides (the config's ``verdict:`` section).
     """
 
+    @keeps_rng
     def __init__(self, probe_x, probe_y=None, *, metrics="fast", test=None, stop_when=None,
                  batch_size: int | None = None, verdict: dict | None = None) -> None:  # fmt: skip
         from alignctl.geometry.arguments import count

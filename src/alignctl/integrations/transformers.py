@@ -12,7 +12,8 @@ and every ``report_to`` integration (TensorBoard, W&B, MLflow, ...).
 
 Probe inputs: integer token ids (n, L), all of one length without padding, for which the
 Jacobian is taken at the output of the input embeddings (``model.get_input_embeddings()``; the
-model is then run with ``inputs_embeds=``, paper appendix E), or continuous inputs (n, ...)
+model is then run with ``inputs_embeds=``, paper appendix E; checked once per model to give its
+logits from ``input_ids=``, else InputError), or continuous inputs (n, ...)
 passed to the model as its first argument. The model's output must hold ``logits`` (n, C)
 (sequence classification) or be such a tensor.
 
@@ -40,7 +41,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
-from alignctl.integrations.probe import PREFIX, Every, Probe
+from alignctl.integrations.probe import PREFIX, Every, Probe, keeps_rng, preserved_state
 
 log = logging.getLogger("alignctl")
 
@@ -125,6 +126,7 @@ class AlignmentCallback(transformers.TrainerCallback):
         self.every = self._every.every
         self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
         self.trainer, self._given = trainer, trainer is not None
+        self._checked = None  # the model whose embedding path was checked (_check_embedded)
         self.stop_reason: str | None = None
 
     def _view(self, model) -> torch.nn.Module:
@@ -132,7 +134,36 @@ class AlignmentCallback(transformers.TrainerCallback):
             return ContinuousModel(model)
         if not hasattr(model, "get_input_embeddings"):
             raise InputError("integer probe inputs need a model with get_input_embeddings()")
-        return TokenModel(model)
+        view = TokenModel(model)
+        if self._checked is not model:  # how a model reads ids is its code: checked once
+            self._check_embedded(view)
+            self._checked = model
+        return view
+
+    def _check_embedded(self, view: TokenModel) -> None:
+        """InputError unless the logits from ``inputs_embeds=embed(ids)`` are the model's
+        logits from ``input_ids=ids`` on the probe: the Jacobian is taken on the first, and a
+        model that reads some ids apart from their embeddings (``*ForSequenceClassification``
+        pooling at the last token that is not ``pad_token_id``) would otherwise be measured,
+        and its probe accuracy taken, as another function than the one it computes."""
+        ids = self.probe.x
+        with preserved_state(view), torch.no_grad():
+            view.eval()
+            try:
+                ids = ids.to(next(view.parameters()).device)
+                direct, embedded = view(ids), view.forward_embedded(view.embed(ids))
+            except Exception:  # noqa: BLE001 (the measurement names what the model cannot take)
+                return
+        if direct.shape == embedded.shape and torch.allclose(direct, embedded, 1e-4, 1e-5):
+            return
+        pad = getattr(getattr(view.model, "config", None), "pad_token_id", None)
+        why = "it reads some ids apart from their embeddings"
+        if pad is not None and bool((ids == pad).any()):
+            why = f"the probe holds pad_token_id {pad}: use probe ids without it"
+        raise InputError(
+            "the model's logits from input_ids differ from those from inputs_embeds on the "
+            f"probe, so its Jacobian at the embedding output is not that of its logits ({why})"
+        )
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not self._given:  # found anew each time: the callback may serve another Trainer now
@@ -155,6 +186,7 @@ class AlignmentCallback(transformers.TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         return self._maybe_measure(state, control, model)
 
+    @keeps_rng  # the loggers and report_to integrations it feeds too
     def _maybe_measure(self, state, control, model, report: bool = True):
         step = int(state.global_step)
         if not self._every.due(step):

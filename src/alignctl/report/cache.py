@@ -6,9 +6,10 @@ An entry is keyed by the SHA-256 of everything its numbers depend on:
 - the checkpoint's bytes (a file, or every file of a Hugging Face folder, by name);
 - the data (the bytes, dtypes and shapes of x/y train/test, ``num_classes``, ``input_range``,
   the task's ``meta``);
-- the model section of the config (and the bytes of a factory's file);
-- the metric set and the options (split, samples, batch size, resolved device, robustness
-  and its PGD parameters);
+- the model section of the config (and the bytes of a factory's file, or of the module that
+  registered a user's architecture);
+- the metric set (with the bytes of the module that registered a user's metric) and the
+  options (split, samples, batch size, resolved device, robustness and its PGD parameters);
 - alignctl's version and a fingerprint of its source files (a changed metric never reads
   numbers computed by the old code).
 
@@ -41,6 +42,7 @@ from alignctl.report.cache_keys import (
     content_digest,
     data_digest,
     key_text,
+    metrics_material,
     model_material,
     sha,
 )
@@ -172,6 +174,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         "alignctl": __version__, "code": code_fingerprint(), "torch": torch.__version__,
         "data": data_digest(run.load_data()),
         "model": model_material(run), "metrics": names,
+        "metric_sources": metrics_material(names),
         # which weights are read (raw / EMA copy / a state key) changes every number
         "weights": getattr(run, "weights", None), "state_key": getattr(run, "state_key", None),
         "options": {**{k: v for k, v in options.items() if k != "metrics"},

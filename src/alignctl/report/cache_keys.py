@@ -112,7 +112,29 @@ def model_material(run) -> dict:
         spec["factory_sha256"], spec["factory_libraries"] = _factory_sources(
             factory, Path(run.config.base_dir)
         )
+    elif isinstance(spec.get("arch"), str):  # an architecture a user registered: its code
+        from alignctl.runs.models import MODELS
+
+        if spec["arch"] in MODELS.names():
+            spec["arch_sources"] = registered_sources(MODELS.get(spec["arch"]))
     return spec
+
+
+def metrics_material(names: list[str]) -> dict:
+    """For each metric a user registered (``register_metric`` outside alignctl, whose own
+    source is :func:`code_fingerprint`'s): the SHA-256 of its code, as for a factory, so a
+    metric whose code changed never reads the numbers the old code computed."""
+    from alignctl.geometry.metrics import METRICS
+
+    return {n: registered_sources(METRICS.get(n).fn) for n in names if n in METRICS.names()}
+
+
+def registered_sources(fn) -> list | None:
+    """The sources of a registered callable from outside alignctl (None for alignctl's own)."""
+    module = getattr(fn, "__module__", None) or ""
+    if module == "alignctl" or module.startswith("alignctl."):
+        return None
+    return list(_sources(fn))
 
 
 def _installed(name: str) -> str | None:
@@ -127,7 +149,6 @@ def _installed(name: str) -> str | None:
 
 
 def _factory_sources(factory: str, base_dir: Path) -> tuple[str | None, list[str]]:
-    import sys
 
     from alignctl.errors import InputError
     from alignctl.runs.factories import load_callable
@@ -136,14 +157,23 @@ def _factory_sources(factory: str, base_dir: Path) -> tuple[str | None, list[str
         fn = load_callable(factory, base_dir)  # imported already when the run was opened
     except InputError:
         return None, []
+    return _sources(fn)
+
+
+def _sources(fn) -> tuple[str | None, list[str]]:
+    """SHA-256 of the source of ``fn``'s module and the local modules beside it, and the
+    installed libraries they use (an installed module: its version instead)."""
+    import sys
+
     name = getattr(fn, "__module__", None) or ""
     if _installed(name):
         return _installed(name), []  # installed: its version says which code it is
     module = sys.modules.get(name)
     top = sys.modules.get((getattr(module, "__package__", None) or "").split(".")[0])
     origin = getattr(top or module, "__file__", None)
-    if origin is None:
-        return None, []
+    if origin is None:  # defined in a notebook or `python -c`: the function's own code
+        code = getattr(fn, "__code__", None)
+        return (None if code is None else sha(repr((code.co_code, code.co_consts)))), []
     # a package: its folder above __init__.py; a file or module: the folder it is in
     folder = os.path.dirname(os.path.abspath(origin)).rstrip(os.sep)
     local = {}
