@@ -111,3 +111,52 @@ def test_metric_digits_in_names_never_order_the_run(tmp_path):
     assert report["checkpoints"][-1]["name"] == "step=300-val_loss=0.65"
     assert any("same weights" in n and "200" in n for n in report["notes"]), report["notes"]
     _assert_weights(report["checkpoints"], [_net(s) for s in seeds.values()])
+
+
+# ---- Lightning's WeightAveraging callbacks -------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_lightning_ema_weight_averaging_raw_by_default_ema_when_asked(tmp_path):
+    """Lightning 2.6's ``EMAWeightAveraging`` saves the averaged weights as ``state_dict`` and
+    the raw ones as ``current_model_state``: the default (raw) analysed the EMA weights,
+    silently, and ``--weights ema`` was refused ("no EMA copy found")."""
+    L = pytest.importorskip("lightning")
+    callbacks = pytest.importorskip("lightning.pytorch.callbacks")
+    if not hasattr(callbacks, "EMAWeightAveraging"):
+        pytest.skip("Lightning without WeightAveraging callbacks")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Lit(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = _net(0)
+
+        def training_step(self, batch, i):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    run = _run_dir(tmp_path / "run")
+    save = callbacks.ModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=2,
+                                     save_top_k=-1)  # fmt: skip
+    trainer = L.Trainer(max_steps=4, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+                        callbacks=[save, callbacks.EMAWeightAveraging(decay=0.5)])  # fmt: skip
+    x, y = _data()
+    trainer.fit(Lit(), DataLoader(TensorDataset(torch.tensor(x), torch.tensor(y)), batch_size=6))
+    raw, ema = [], []
+    for f in sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: number_in_name(p.stem)):
+        ck = torch.load(f, weights_only=False)  # our own file, written just above
+        for out, key in ((raw, "current_model_state"), (ema, "state_dict")):
+            out.append(_net(0))
+            out[-1].load_state_dict({k.removeprefix("model."): v for k, v in ck[key].items()})
+    pairs = zip(raw[-1].parameters(), ema[-1].parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    report = _analyze(run)
+    assert [c["step"] for c in report["checkpoints"]] == [2, 4]
+    _assert_weights(report["checkpoints"], raw)
+    assert any("EMA weights under 'state_dict'" in n for n in report["notes"]), report["notes"]
+    _assert_weights(_analyze(run, "--weights", "ema")["checkpoints"], ema)
