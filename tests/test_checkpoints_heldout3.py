@@ -7,6 +7,7 @@ loaded by hand."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 import alignctl
 from alignctl.cli.assemble import app
+from alignctl.runs.checkpoints import discover_checkpoints
 from alignctl.runs.checkpoints.peek import number_in_name
 
 MODEL = {"arch": "mlp", "in_features": 6, "hidden": [8, 8], "out_features": 3}
@@ -160,3 +162,88 @@ def test_lightning_ema_weight_averaging_raw_by_default_ema_when_asked(tmp_path):
     _assert_weights(report["checkpoints"], raw)
     assert any("EMA weights under 'state_dict'" in n for n in report["notes"]), report["notes"]
     _assert_weights(_analyze(run, "--weights", "ema")["checkpoints"], ema)
+
+
+# ---- a Hugging Face output folder: checkpoint-N folders and the final model ------------------
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_hugging_face_output_folder_keeps_its_checkpoints_and_final_model(tmp_path):
+    """``trainer.save_model()`` puts the final model.safetensors beside the ``checkpoint-N``
+    folders: the output folder was then read as one checkpoint (the final model), every
+    ``checkpoint-N`` dropped without a word."""
+    pytest.importorskip("transformers")
+    from transformers import Trainer, TrainingArguments
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _net(0)
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    x, y = _data()
+    rows = [{"x": torch.tensor(x[i]), "labels": int(y[i])} for i in range(len(x))]
+    out = tmp_path / "out"
+    args = TrainingArguments(output_dir=str(out), max_steps=5, save_steps=2, learning_rate=0.5,
+                             per_device_train_batch_size=6, report_to=[], use_cpu=True,
+                             logging_strategy="no", disable_tqdm=True, seed=0)  # fmt: skip
+    model = Net()
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    trainer.save_model()
+    trainer.save_state()
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
+    (out / "alignctl.yaml").write_text(
+        yaml.safe_dump({"model": MODEL, "data": {"path": str(tmp_path / "run" / "d.npz")}})
+    )
+    _run_dir(tmp_path / "run")
+    final = _net(0)
+    final.load_state_dict(model.net.state_dict())
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    want = []
+    for step in steps:
+        m = _net(0)
+        state = safetensors.torch.load_file(out / f"checkpoint-{step}" / "model.safetensors")
+        m.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+        want.append(m)
+    report = _analyze(out)
+    got = [(c["name"], c["step"]) for c in report["checkpoints"]]
+    assert got == [(f"checkpoint-{s}", s) for s in steps] and steps[-1] == 5
+    assert any("left out model.safetensors: a copy" in n for n in report["notes"]), report["notes"]
+    _assert_weights(report["checkpoints"], want)
+    # Without the last checkpoint folder, the final model is step 5 (trainer_state.json).
+    shutil.rmtree(out / "checkpoint-5")
+    report = _analyze(out)
+    assert [(c["name"], c["step"]) for c in report["checkpoints"]] == [
+        ("checkpoint-2", 2), ("checkpoint-4", 4), ("model", 5)
+    ]  # fmt: skip
+    _assert_weights(report["checkpoints"], [*want[:2], final])
+    # Without the final model: the checkpoint folders, as before.
+    (out / "model.safetensors").unlink()
+    found = discover_checkpoints(out)
+    assert [r.name for r in found] == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_a_sharded_final_model_beside_checkpoint_folders_is_named_not_split(tmp_path):
+    """Its shards are not checkpoints of their own (each would miss half the keys)."""
+    out = tmp_path / "out"
+    for step in (2, 4):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        safetensors.torch.save_file(
+            _net(step).state_dict(), out / f"checkpoint-{step}" / "model.safetensors"
+        )
+    state = _net(9).state_dict()
+    names = sorted(state)
+    weight_map = {}
+    for i, part in enumerate((names[:3], names[3:]), 1):
+        shard = f"model-0000{i}-of-00002.safetensors"
+        safetensors.torch.save_file({k: state[k] for k in part}, out / shard)
+        weight_map.update(dict.fromkeys(part, shard))
+    (out / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    notes: list[str] = []
+    found = discover_checkpoints(out, notes)
+    assert [(r.name, r.step) for r in found] == [("checkpoint-2", 2), ("checkpoint-4", 4)]
+    assert any("left out the sharded model model.safetensors.index.json" in n for n in notes)

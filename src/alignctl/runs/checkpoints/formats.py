@@ -201,15 +201,24 @@ def _shard_names(index: Any, main: Path) -> list[str]:
     return sorted(names, key=natural_key)
 
 
-def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
-    main = hf_main_file(folder)
-    if not main.name.endswith(".index.json"):
-        return _read_file(main, weights, state_key)
+def _load_index(main: Path) -> tuple[dict, list[str]]:
     try:
         index = loads_json(read_text_capped(main, "shard index"))
     except json.JSONDecodeError as e:
         raise InputError(f"malformed shard index {main}: {_first_line(e)}") from None
-    shards = _shard_names(index, main)
+    return index, _shard_names(index, main)
+
+
+def shard_names(main: Path) -> list[str]:
+    """The shard files a Hugging Face index file names (checked as :func:`_shard_names`)."""
+    return _load_index(main)[1]
+
+
+def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
+    main = hf_main_file(folder)
+    if not main.name.endswith(".index.json"):
+        return _read_file(main, weights, state_key)
+    index, shards = _load_index(main)
     out = Checkpoint({}, {})
     for shard in shards:
         shard_path = folder / shard
