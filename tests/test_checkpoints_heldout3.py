@@ -247,3 +247,60 @@ def test_a_sharded_final_model_beside_checkpoint_folders_is_named_not_split(tmp_
     found = discover_checkpoints(out, notes)
     assert [(r.name, r.step) for r in found] == [("checkpoint-2", 2), ("checkpoint-4", 4)]
     assert any("left out the sharded model model.safetensors.index.json" in n for n in notes)
+
+
+# ---- a model's own child named "module" ----------------------------------------------------
+
+WRAPPER = """
+import torch.nn as nn
+class Wrapped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.module = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+        self.head = nn.Linear(8, 3)
+    def forward(self, x):
+        return self.head(self.module(x))
+"""
+
+
+def _wrapped(seed: int) -> torch.nn.Module:
+    ns: dict = {}
+    exec(WRAPPER, ns)
+    torch.manual_seed(seed)
+    return ns["Wrapped"]()
+
+
+@pytest.mark.parametrize(
+    ("rename", "suffix"),
+    [
+        (lambda k: k, ".pt"),
+        (lambda k: k, ".safetensors"),
+        (lambda k: "module." + k, ".pt"),  # the wrapper model under DDP
+        (lambda k: "_orig_mod.module." + k, ".safetensors"),  # ... compiled
+    ],
+)
+def test_a_models_own_child_named_module_keeps_its_name(tmp_path, rename, suffix):
+    """Every key's leading ``module.`` was dropped as if DDP's: the model's own
+    ``state_dict()`` was refused ("missing keys head.weight ...; unexpected keys head.weight")."""
+    run = _run_dir(tmp_path / "run")
+    (run / "models.py").write_text(WRAPPER + "def make():\n    return Wrapped()\n")
+    cfg = {"model": {"factory": "models.py:make"}, "data": {"path": "d.npz"}}
+    (run / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    state = {rename(k): v for k, v in _wrapped(1).state_dict().items()}
+    if suffix == ".pt":
+        torch.save(state, run / "checkpoints" / "step_1.pt")
+    else:
+        safetensors.torch.save_file(state, run / "checkpoints" / "step_1.safetensors")
+    _assert_weights(_analyze(run)["checkpoints"], [_wrapped(1)])
+
+
+def test_plain_keys_beside_a_ddp_copy_are_a_choice_not_a_merge(tmp_path):
+    """``0.weight`` and ``module.0.weight`` both stripped to ``0.weight``: one silently won."""
+    run = _run_dir(tmp_path / "run")
+    state = {**_net(1).state_dict(), **{"module." + k: v for k, v in _net(2).state_dict().items()}}
+    torch.save(state, run / "checkpoints" / "step_1.pt")
+    r = CliRunner().invoke(app, ["analyze", str(run), "--metrics", "fast", "--no-cache"])
+    assert r.exit_code == 2 and "several different copies" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    got = _analyze(run, "--state-key", "module")
+    _assert_weights(got["checkpoints"], [_net(2)])
