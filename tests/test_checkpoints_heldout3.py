@@ -304,3 +304,28 @@ def test_plain_keys_beside_a_ddp_copy_are_a_choice_not_a_merge(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     got = _analyze(run, "--state-key", "module")
     _assert_weights(got["checkpoints"], [_net(2)])
+
+
+# ---- a data file that pickles objects --------------------------------------------------------
+
+
+class _Payload:
+    def __reduce__(self):
+        return (eval, ("open('PWNED', 'w')",))
+
+
+def test_a_pickled_object_in_a_data_file_is_named_without_torchs_advice(tmp_path, monkeypatch):
+    """The error was torch's 1000-character text, which advises loading with
+    weights_only=False (running the payload)."""
+    monkeypatch.chdir(tmp_path)
+    run = _run_dir(tmp_path / "run")
+    torch.save(_net(1).state_dict(), run / "checkpoints" / "step_1.pt")
+    x, y = _data()
+    torch.save({"x_train": torch.tensor(x), "y_train": torch.tensor(y), "z": _Payload()},
+               run / "d.pt")  # fmt: skip
+    (run / "alignctl.yaml").write_text(yaml.safe_dump({"model": MODEL, "data": {"path": "d.pt"}}))
+    r = CliRunner().invoke(app, ["analyze", str(run), "--metrics", "fast", "--no-cache"])
+    assert r.exit_code == 2 and not (tmp_path / "PWNED").exists()
+    (line,) = r.stderr.strip().splitlines()
+    assert "refused" in line and "pickled eval object" in line and len(line) < 300, line
+    assert "weights_only" not in line and "False" not in line
