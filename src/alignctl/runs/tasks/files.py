@@ -44,10 +44,10 @@ def _read_pt(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
-        if "weights only" not in str(e).lower():
-            raise  # a corrupt file: reported by read_data_file
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
-        what = f"a pickled {found.group(1)} object" if found else "pickled objects"
+        if found is None:
+            raise  # a corrupt file: reported by read_data_file
+        what = f"a pickled {found.group(1)} object"
         raise InputError(
             f"{path} refused: not a plain tensors file: it holds {what} (weights-only "
             "loading; nothing was executed); save a dict of tensors or an .npz"
