@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from alignctl.errors import InputError
-from alignctl.runs.checkpoints.formats import HF_FILES
+from alignctl.runs.checkpoints.formats import HF_FILES, hf_main_file, shard_names
 from alignctl.runs.checkpoints.order import CheckpointRef, order_checkpoints, sort_checkpoints
 from alignctl.runs.checkpoints.peek import (
     LONG_SUFFIXES,
@@ -47,6 +47,33 @@ def is_checkpoint_name(path: Path) -> bool:
 
 def _is_hf_folder(folder: Path) -> bool:
     return any((folder / f).is_file() for f in HF_FILES)
+
+
+def _is_hf_subfolder(p: Path) -> bool:
+    try:
+        return p.is_dir() and p.name != STATE_FOLDER and _is_hf_folder(p)
+    except OSError:  # unreadable: named when the folder is listed
+        return False
+
+
+def _own_model(folder: Path, refs: list, notes: list[str]) -> set[Path]:
+    """A Hugging Face output folder holds ``checkpoint-N/`` folders and, after
+    ``trainer.save_model()``, its final model beside them: that model joins ``refs`` as one
+    more checkpoint (its step from ``trainer_state.json``; else an alias, placed or left out
+    by :mod:`.order`). Returns its files, which are not checkpoints of their own."""
+    if not _is_hf_folder(folder):
+        return set()
+    main = hf_main_file(folder)
+    if main.name.endswith(".index.json"):  # sharded: a ref is one file or a whole folder
+        notes.append(
+            f"left out the sharded model {main.name} beside the checkpoint folders of {folder}; "
+            "analyse it alone from a folder holding only its files"
+        )
+        return {folder / n for n in shard_names(main)} | {main}
+    ref, why = _ref(main)
+    if why is None:
+        refs.append(ref)
+    return {main}
 
 
 def _ref(path: Path) -> tuple[CheckpointRef, str | None]:
@@ -94,16 +121,19 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
         raise InputError(f"checkpoint path {path} is {kind}, not a checkpoint file or folder")
     if path.is_file() and not is_checkpoint_name(path):
         raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
-    if path.is_file() or _is_hf_folder(path):
+    entries = [] if path.is_file() else _entries(path)
+    if path.is_file() or _is_hf_folder(path) and not any(map(_is_hf_subfolder, entries)):
         ref, why = _ref(path)
         if why is not None:
             raise InputError(f"{path} is not a model checkpoint: it holds {why}")
         return [ref]
-    entries = _entries(path)
     if not entries:
         raise InputError(f"checkpoint folder {path} is empty")
     refs, skipped = [], []
+    own = _own_model(path, refs, notes)
     for p in entries:
+        if p in own:
+            continue
         if p.is_dir():
             try:
                 hf = p.name != STATE_FOLDER and _is_hf_folder(p)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -71,7 +72,7 @@ def read_weights(ref, *, weights: str = "raw", state_key: str | None = None) -> 
     ck = reader(path, weights, state_key)
     if not ck.state:
         raise InputError(f"checkpoint {path} holds no tensors")
-    ck.state, ck.aliases = _strip_wrappers(ck.state), _strip_aliases(ck.aliases)
+    _strip_wrappers(ck)
     return ck
 
 
@@ -201,15 +202,24 @@ def _shard_names(index: Any, main: Path) -> list[str]:
     return sorted(names, key=natural_key)
 
 
-def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
-    main = hf_main_file(folder)
-    if not main.name.endswith(".index.json"):
-        return _read_file(main, weights, state_key)
+def _load_index(main: Path) -> tuple[dict, list[str]]:
     try:
         index = loads_json(read_text_capped(main, "shard index"))
     except json.JSONDecodeError as e:
         raise InputError(f"malformed shard index {main}: {_first_line(e)}") from None
-    shards = _shard_names(index, main)
+    return index, _shard_names(index, main)
+
+
+def shard_names(main: Path) -> list[str]:
+    """The shard files a Hugging Face index file names (checked as :func:`_shard_names`)."""
+    return _load_index(main)[1]
+
+
+def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
+    main = hf_main_file(folder)
+    if not main.name.endswith(".index.json"):
+        return _read_file(main, weights, state_key)
+    index, shards = _load_index(main)
     out = Checkpoint({}, {})
     for shard in shards:
         shard_path = folder / shard
@@ -233,23 +243,32 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0]
 
 
-def strip_key(key: str) -> str:
-    """Drop DDP's / AveragedModel's leading ``module.`` and, anywhere (a wrapped submodule
-    nests them), the names of :data:`_WRAPPER_NAMES`: torch.compile's ``_orig_mod``, FSDP's
-    ``_fsdp_wrapped_module``, ``checkpoint_wrapper``'s ``_checkpoint_wrapped_module``; none is
-    ever part of a user's module names."""
-    parts = [p for p in key.split(".") if p not in _WRAPPER_NAMES]
-    while len(parts) > 1 and parts[0] == "module":
-        parts.pop(0)
-    return ".".join(parts)
+def wrapper_strip(keys) -> Callable[[str], str]:
+    """The renaming that drops wrapper names from the keys of one state dict: anywhere (a
+    wrapped submodule nests them), the names of :data:`_WRAPPER_NAMES` (torch.compile's
+    ``_orig_mod``, FSDP's ``_fsdp_wrapped_module``, ``checkpoint_wrapper``'s
+    ``_checkpoint_wrapped_module``), never part of a user's module names; and the leading
+    ``module.`` of DDP / AveragedModel only when every key has it (``n_averaged`` aside), as a
+    wrapper gives it: a model's own child named ``module`` (``self.module``, ``self.head``)
+    keeps its name. Any other ``module.`` prefix is found by :mod:`.loading`'s prefix search."""
+    split = {k: [p for p in k.split(".") if p not in _WRAPPER_NAMES] for k in keys}
+    own = [parts for k, parts in split.items() if k != "n_averaged"]
+    depth = 0
+    while own and all(len(p) > depth + 1 and p[depth] == "module" for p in own):
+        depth += 1
+
+    def strip(key: str) -> str:
+        parts = split.get(key) or [p for p in key.split(".") if p not in _WRAPPER_NAMES]
+        wrapped = len(parts) > depth and parts[:depth] == ["module"] * depth
+        return ".".join(parts[depth:] if wrapped else parts)
+
+    return strip
 
 
-def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {strip_key(k): v for k, v in state.items()}
-
-
-def _strip_aliases(aliases: dict[str, str]) -> dict[str, str]:
-    return {strip_key(k): strip_key(v) for k, v in aliases.items()}
+def _strip_wrappers(ck: Checkpoint) -> None:
+    strip = wrapper_strip(ck.state)
+    ck.state = {strip(k): v for k, v in ck.state.items()}
+    ck.aliases = {strip(k): strip(v) for k, v in ck.aliases.items()}
 
 
 def write_checkpoint(path: Path, state_dict: dict, metadata: dict) -> None:

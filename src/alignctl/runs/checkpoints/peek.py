@@ -4,8 +4,8 @@ torch file, ``trainer_state.json``): its step and whether it holds model weights
 The step is read where training code puts it: ``step``, ``global_step`` (Lightning, Hugging
 Face), ``global_steps`` (DeepSpeed), ``iter_num`` (nanoGPT), ``iteration``, ``iter``; for a
 Hugging Face ``checkpoint-N`` folder, ``global_step`` of its ``trainer_state.json``; else the
-last number in the name; else ``epoch``, labelled as such (an epoch is not a step:
-:mod:`.order` never mixes the two).
+name's step (:func:`number_in_name`: never a metric's digits); else ``epoch``, labelled as
+such (an epoch is not a step: :mod:`.order` never mixes the two).
 """
 
 from __future__ import annotations
@@ -69,8 +69,28 @@ def _stored_step(meta: dict) -> tuple[int | None, str | None]:
     return None, None
 
 
+# A number a name labels as a step: Lightning's ``step=1500``, ``step_1500``, DeepSpeed's
+# ``global_step1500``, Megatron's ``iter_0001500``, ``iteration-3``.
+_LABELLED = re.compile(
+    r"(?<![a-z])(?:global_?)?(?:steps?|iters?|iterations?)[=_\-]?(\d+)(?!\d)", re.I
+)
+# Numbers in a name that are not its place in training: decimals and exponents of metrics
+# (``val_loss=0.35``, ``loss8.1``, ``lr1e-3``), other ``key=value`` metrics of Lightning's
+# filename templates (``val_acc=95``; ``epoch=3`` stays) and the ``-v1`` that Lightning
+# appends to a name already taken.
+_FLOAT = r"\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]\d+"
+_METRIC = r"(?<![a-z])(?!epoch=)[a-z][a-z_]*=-?(?:\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]\d+|\d+)"
+_NOT_STEPS = re.compile(rf"{_METRIC}|{_FLOAT}|-v\d+$", re.I)
+
+
 def number_in_name(name: str) -> int | None:
-    nums = re.findall(r"\d+", name)
+    """The step a name gives: the last number labelled as a step (``epoch=3-step=1500``:
+    1500), else the last number that is not part of a metric or version tag
+    (``model_step100_loss8.1`` -> 100; ``epoch=0-step=20-v1`` -> 20), else None."""
+    labelled = _LABELLED.findall(name)
+    if labelled:
+        return int(labelled[-1])
+    nums = re.findall(r"\d+", _NOT_STEPS.sub(" ", name))
     return int(nums[-1]) if nums else None
 
 

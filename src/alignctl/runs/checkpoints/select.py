@@ -2,7 +2,8 @@
 
 A checkpoint is a flat state dict, or a dict holding one: under ``state_dict`` / ``model`` /
 ``model_state_dict`` (Lightning, nanoGPT, most loops), under any single other key (``net``,
-with a note), or as an EMA copy under a key such as ``ema``, ``model_ema``,
+with a note), under ``current_model_state`` (Lightning's ``WeightAveraging`` callbacks, whose
+``state_dict`` is the averaged copy), or as an EMA copy under a key such as ``ema``, ``model_ema``,
 ``state_dict_ema``, ``ema_state_dict``, ``ema_model`` (any key whose ``_``/``.``-separated
 words include ``ema``, ``swa``, ``averaged``, ``shadow`` or ``polyak``). ``weights="raw"``
 (default) takes the raw weights and notes that an EMA copy exists; ``weights="ema"`` takes
@@ -88,8 +89,21 @@ def _meta(obj: dict, state: dict) -> dict:
     }
 
 
+def _weight_averaging(obj: dict) -> bool:
+    """A checkpoint of Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging``): its
+    ``state_dict`` holds the *averaged* weights, ``current_model_state`` the raw ones and
+    ``averaging_state`` the ``AveragedModel``'s ``n_averaged``."""
+    return (
+        "averaging_state" in obj
+        and _unwrap(obj.get("current_model_state"), strict=False) is not None
+        and _unwrap(obj.get("state_dict"), strict=False) is not None
+    )
+
+
 def candidates(obj: dict) -> tuple[list[str], list[str]]:
     """(raw keys, EMA keys) of ``obj`` holding a tensor dict, in order of preference."""
+    if _weight_averaging(obj):
+        return ["current_model_state"], ["state_dict"]
     raw = [k for k in STATE_DICT_KEYS if _unwrap(obj.get(k), strict=False) is not None]
     others = [k for k in obj if isinstance(k, str) and k not in raw and _unwrap(obj[k]) is not None]
     ema = [k for k in others if is_ema_name(k)]

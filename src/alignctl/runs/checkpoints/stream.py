@@ -36,7 +36,7 @@ from alignctl.runs.checkpoints.formats import (
     hf_main_file,
     parse_metadata,
     safetensors_header,
-    strip_key,
+    wrapper_strip,
 )
 from alignctl.runs.checkpoints.loading import NeedValues, choose_weights
 
@@ -96,15 +96,16 @@ def stream_checkpoint(model, ref, *, weights="raw", state_key=None):
     if sys.byteorder != "little" or not all(map(_consistent, header.values())):
         return None
     stored, state = {}, {}
+    strip = wrapper_strip(header)
     # In file order, as safetensors.torch.load returns them (the notes list keys in order).
     for key, v in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        name = strip_key(key)
+        name = strip(key)
         stored[name] = key
         state[name] = torch.empty(v["shape"], dtype=_DTYPES[v["dtype"]], device="meta")
     if not state:
         raise InputError(f"checkpoint {path} holds no tensors")
     aliases = {
-        strip_key(k): strip_key(v)
+        strip(k): strip(v)
         for k, v in raw_meta.items()
         if isinstance(v, str) and v in header and k not in header
     }

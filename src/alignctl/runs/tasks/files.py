@@ -9,6 +9,8 @@ budget or inflate like a zip bomb, a safetensors header must describe the file's
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,17 @@ def _read_npz(path: Path) -> dict:
 
 
 def _read_pt(path: Path) -> dict:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if found is None:
+            raise  # a corrupt file: reported by read_data_file
+        what = f"a pickled {found.group(1)} object"
+        raise InputError(
+            f"{path} refused: not a plain tensors file: it holds {what} (weights-only "
+            "loading; nothing was executed); save a dict of tensors or an .npz"
+        ) from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     for k, v in obj.items():
