@@ -329,3 +329,22 @@ def test_a_pickled_object_in_a_data_file_is_named_without_torchs_advice(tmp_path
     (line,) = r.stderr.strip().splitlines()
     assert "refused" in line and "pickled eval object" in line and len(line) < 300, line
     assert "weights_only" not in line and "False" not in line
+
+
+def test_a_named_optimizer_state_with_one_parameter_is_skipped_not_read_as_weights(tmp_path):
+    """An optimizer's state_dict keyed by parameter name (named optimizers) with one parameter
+    (`{'state': {'0.weight': {...}}, 'param_groups': [...]}`) was taken for weights: exit 2
+    instead of skipping the file beside the model's checkpoints."""
+    run = _run_dir(tmp_path / "run")
+    net = _net(0)
+    torch.save(net.state_dict(), run / "checkpoints" / "step_5.pt")
+    t = torch.zeros(8, 6)
+    optim = {"state": {"0.weight": {"step": torch.tensor(5.0), "exp_avg": t, "exp_avg_sq": t}},
+             "param_groups": [{"lr": 1e-3, "params": ["0.weight"]}]}  # fmt: skip
+    torch.save(optim, run / "checkpoints" / "optim_step_5.pt")
+    report = _analyze(run)
+    assert [c["step"] for c in report["checkpoints"]] == [5]
+    assert any("optim_step_5.pt" in n and "optimizer" in n for n in report["notes"])
+    assert report["checkpoints"][0]["metrics"]["centroid_norm"] == pytest.approx(
+        _want(net)["centroid_norm"], rel=1e-5
+    )

@@ -116,6 +116,10 @@ def not_weights(obj: Any) -> str | None:
     A whole pickled module is a model: it is refused when read, not skipped."""
     if pickled_module(obj) or isinstance(obj, dict) and any(map(pickled_module, obj.values())):
         return None
+    # an optimizer's own state_dict first: its per-parameter states keyed by parameter name
+    # (named optimizers, torch >= 2.5 `named_parameters`) would read as weights
+    if isinstance(obj, dict) and {"state", "param_groups"} <= set(obj) and len(obj) == 2:
+        return "an optimizer state"
     if isinstance(obj, dict) and (is_tensor_dict(obj) or any(candidates(obj))):
         return None
     if isinstance(obj, dict):
