@@ -79,3 +79,35 @@ def test_saved_bytes_are_unchanged_by_the_detached_pack():
     net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
     got = saved_bytes(net, torch.randn(3, 5))
     assert got == 4 * (3 * 5 + 7 * 5 + 3 * 7 + 2 * 7)
+
+
+def test_a_one_row_tensor_streams_in_slices(tmp_path, monkeypatch):
+    """A (1, 2*10^6) parameter is one row: the streamed load read it whole into its buffer
+    (a (1, 10^8) float32 parameter: analyze peaked at 2.0x its 381 MiB checkpoint). After:
+    slices of at most SLICE_BYTES elements of any contiguous tensor, the values unchanged,
+    from float32, bfloat16 and float64 files."""
+    import tracemalloc
+
+    from safetensors.torch import save_file
+
+    from alignctl.runs.checkpoints import CheckpointRef
+    from alignctl.runs.checkpoints import stream as stream_mod
+    from alignctl.runs.checkpoints.stream import stream_checkpoint
+
+    monkeypatch.setattr(stream_mod, "SLICE_BYTES", 2**16)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        model = nn.Module()
+        model.p = nn.Parameter(torch.zeros(1, 2 * 10**6))
+        model.s = nn.Parameter(torch.zeros(()))
+        want = {"p": torch.randn(1, 2 * 10**6).to(dtype), "s": torch.tensor(3.5, dtype=dtype)}
+        path = tmp_path / f"step_{dtype}.safetensors".replace("torch.", "")
+        save_file(want, str(path))
+        tracemalloc.start()
+        try:
+            assert stream_checkpoint(model, CheckpointRef(path, path.name, 0)) is not None
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2**20, (dtype, peak)  # the file's tensor is 4-16 MiB
+        for k, v in want.items():
+            assert torch.equal(getattr(model, k).detach(), v.float()), (dtype, k)
