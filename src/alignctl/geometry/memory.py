@@ -72,7 +72,10 @@ def saved_bytes(f, inp: torch.Tensor) -> int:
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         except (RuntimeError, NotImplementedError):  # tensors without storage (sparse, ...)
             pass
-        return t
+        # not t itself: an op that saves its own output (tanh, ReLU) would then hold that
+        # output's Python tensor in its own graph, a cycle that Python's gc cannot see, and
+        # the graph kept the model's weights alive after every probe (a model per analyze)
+        return t.detach()
 
     inp = inp.detach().requires_grad_(True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

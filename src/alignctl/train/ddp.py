@@ -79,6 +79,7 @@ class DDPTrainer(Trainer):
     def __init__(self, run_dir, cfg, device="auto", *, rank: int, size: int) -> None:
         from alignctl.geometry.devices import resolve_device
 
+        self.rank, self.size = rank, size  # before Trainer's checks of a share (_rows)
         dev = resolve_device(device)
         # on CUDA: torchrun's LOCAL_RANK, made current by the group's start (Trainer names it)
         if dev.type == "cuda" and dev.index not in (None, torch.cuda.current_device()):
@@ -87,7 +88,6 @@ class DDPTrainer(Trainer):
         elif dev.type not in ("cpu", "cuda"):
             raise InputError(f"training under torchrun runs on cpu or cuda, not {dev.type}")
         super().__init__(run_dir, cfg, dev)
-        self.rank, self.size = rank, size
         self.ddp = self.ctrl = self._pending = None
         self._weight = 1.0
         self.chain = None  # the forward pass must go through the DDP wrapper

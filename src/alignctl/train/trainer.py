@@ -30,6 +30,9 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
     """One run: ``Trainer(run_dir, cfg).fit(epochs)``; the config is a
     :class:`alignctl.config.Config` with model, data, train and grokked sections."""
 
+    # one process (alignctl.train.ddp: one rank of several, set before __init__ checks the data)
+    rank, size = 0, 1
+
     def __init__(self, run_dir: Path, cfg, device="auto") -> None:
         from alignctl.evaluation.losses import get_loss
         from alignctl.runs.config import Config
@@ -43,7 +46,6 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
                              f"alignctl.runs.config.load_config(path)), not "
                              f"{type(cfg).__name__}")  # fmt: skip
         self.dir, self.cfg, t = as_path(run_dir, "run_dir"), cfg, cfg.train
-        self.rank, self.size = 0, 1  # one process (alignctl.train.ddp: one rank of several)
         self.ckpt_dir = self.dir / "checkpoints"
         self.device = resolve_device(device)
         if self.device.type == "cuda" and self.device.index is None:  # "cuda:0" as DDP ranks
@@ -131,17 +133,26 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         last batch, a penalty's subset): BatchNorm refuses one row, and mid-run that was an
         "internal error" after checkpoints were written."""
         n, bs = len(self.x), int(self.cfg.train.get("batch_size") or len(self.x))
-        sizes = {min(bs, n), n % bs or min(bs, n)}
+        sizes = {k for b in {min(bs, n), n % bs or min(bs, n)} for k in self._rows(b)}
         sizes |= {r.penalty_size(s) for r in self.regs for s in tuple(sizes)}
-        k = min(sizes)
+        k, over = min(sizes), f" split over {self.size} processes" if self.size > 1 else ""
         try:
             self.model.train()
             self.front(self.x[:k])
         except (RuntimeError, ValueError) as e:
             raise InputError(
                 f"the model cannot train on a batch of {k} row{'s' if k > 1 else ''} ({n} "
-                f"samples, batch_size {bs}, and the regularisers' subsets): {first_line(e)}"
+                f"samples, batch_size {bs}{over}, and the regularisers' "
+                f"subsets): {first_line(e)}"
             ) from None
+
+    def _rows(self, batch: int) -> set[int]:
+        """The rows a step forwards from a batch of ``batch``: all of it in one process; under
+        DDP each rank's share (:class:`alignctl.train.ddp.DDPTrainer` deals rank r of N rows
+        [B r // N, B (r + 1) // N), an empty share forwarding one row). Every rank checks
+        every share: BatchNorm refuses a share of one row that one process never forwards."""
+        n = self.size
+        return {max(batch * (r + 1) // n - batch * r // n, 1) for r in range(n)}
 
     def _eval_metrics(self) -> dict:
         """Accuracies and loss of the current model on the run's data, with the counters."""

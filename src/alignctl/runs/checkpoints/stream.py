@@ -123,8 +123,9 @@ def stream_checkpoint(model, ref, *, weights="raw", state_key=None):
 
 def _copy(model: nn.Module, path: Path, header: dict, sources: dict[str, str]) -> None:
     """Each tensor's bytes (``data_offsets``, after the header that :func:`safetensors_header`
-    checked against the file's size) read in slices of whole rows into one reused buffer,
-    then copied into the model's tensor (cast to its dtype)."""
+    checked against the file's size) read in slices of at most :data:`SLICE_BYTES` (of
+    elements; of whole rows for a non-contiguous tensor) into one reused buffer, then copied
+    into the model's tensor (cast to its dtype)."""
     target = model.state_dict()
     start = path.stat().st_size - max(v["data_offsets"][1] for v in header.values())
     buf = bytearray()
@@ -133,7 +134,9 @@ def _copy(model: nn.Module, path: Path, header: dict, sources: dict[str, str]) -
             for name, key in sources.items():
                 info, dst = header[key], target[name]
                 dtype, (begin, end) = _DTYPES[info["dtype"]], info["data_offsets"]
-                rows = dst.reshape(1, -1) if dst.dim() == 0 else dst
+                # slices of elements of a contiguous tensor (a (1, 10^8) one is one row:
+                # read whole, it doubled the peak), else of rows
+                rows = dst.view(-1) if dst.is_contiguous() else dst
                 row = max(1, (end - begin) // max(1, rows.shape[0]))
                 step = max(1, SLICE_BYTES // row)
                 fh.seek(start + begin)
