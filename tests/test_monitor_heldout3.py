@@ -101,3 +101,18 @@ def test_no_call_into_the_monitor_draws_from_the_global_generators(tmp_path):
     assert torch.equal(before[0], after[0])
     assert before[1] == after[1]
     assert (before[2] == after[2]).all()
+
+
+def test_the_missing_config_warning_points_at_the_users_monitor_call(tmp_path):
+    """With __init__ wrapped to keep the RNGs, the warning named probe.py (the wrapper), not
+    the line that built the Monitor."""
+    import warnings
+
+    import alignctl
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mon = alignctl.Monitor(torch.nn.Linear(3, 2), torch.randn(4, 3), out=tmp_path / "r",
+                               save_checkpoints=True)  # fmt: skip
+        mon.close()
+    assert [w.filename for w in caught] == [__file__]

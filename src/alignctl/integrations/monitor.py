@@ -30,22 +30,25 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
+from alignctl.integrations.monitor_run import (
+    check_model_config,
+    prepare,
+    save_weights,
+    write_run_config,
+)
 from alignctl.integrations.probe import Every, Probe, as_step, keeps_rng
 from alignctl.report.monitor_log import LOG_NAME, to_line
-from alignctl.runs.atomic import atomic_write, atomic_write_text
+from alignctl.runs.atomic import atomic_write_text
 from alignctl.runs.limits import as_path
-from alignctl.runs.writer import WRITER_FILE, read_record, record_writer, release_writer
+from alignctl.runs.writer import read_record, record_writer, release_writer
 
 log = logging.getLogger("alignctl")
-PROBE_FILE = "probe.npz"
-OWN_FILES = (LOG_NAME, "run.json", "alignctl.yaml", PROBE_FILE, WRITER_FILE)
 
 
 def _summary_writer():
@@ -92,12 +95,12 @@ class Monitor:
             # everything that can fail is checked before an earlier run is replaced
             writer_class = _summary_writer() if tensorboard else None
             if save_checkpoints and model_config is not None:
-                self._check_model_config(model_config)
+                check_model_config(self.model, model_config)
             try:
-                self._prepare(overwrite)
+                prepare(self.out, overwrite)
                 self._token = record_writer(self.out)
                 if save_checkpoints:
-                    self._write_run_config(model_config)
+                    write_run_config(self.out, self.probe, model_config)
                 if writer_class is not None:
                     self._writer = writer_class(log_dir=str(self.out / "tensorboard"))
             except BaseException as e:  # no record of a writer that never started
@@ -140,7 +143,7 @@ class Monitor:
                 self._writer.add_scalar(k, v, step)
             self._writer.flush()
         if self.save_checkpoints:
-            self._save_weights(entry)
+            save_weights(self.out, self.model, entry)
         if self.probe.stop_reason and not self._stop_logged:
             log.warning(self.probe.stop_reason)  # the reason, once, through `logging`
             self._stop_logged = True
@@ -209,92 +212,3 @@ class Monitor:
             return False
         rec = read_record(self.out)
         return rec is not None and rec.get("token") != self._token
-
-    def _prepare(self, overwrite: bool) -> None:
-        import shutil
-
-        from alignctl.train.owned import refuse_replacing
-        from alignctl.train.rundir import is_train_run
-
-        if self.out.exists() and not self.out.is_dir():
-            raise InputError(f"out {self.out} is a file, not a folder")
-        found = [self.out / f for f in OWN_FILES if (self.out / f).exists()]
-        ckpts = self.out / "checkpoints"
-        # the TensorBoard folder too: an old run's event files would show as this run's curves
-        found += [d for d in (ckpts, self.out / "tensorboard") if d.is_dir()]
-        if found and not overwrite:
-            # any of them, not only a log: an `alignctl train` run's checkpoints, run.json and
-            # alignctl.yaml would otherwise be deleted without being asked
-            names = ", ".join(p.name for p in found)
-            raise InputError(f"{self.out} already holds a run ({names}); pass overwrite=True")
-        if overwrite and is_train_run(self.out):
-            raise InputError(f"{self.out} holds an `alignctl train` run, not a monitor's: "
-                             "choose another out")  # fmt: skip
-        if found:  # a live writer's files and files alignctl did not write are never replaced
-            refuse_replacing(self.out, "choose another out")
-        for p in found:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        self.out.mkdir(parents=True, exist_ok=True)
-
-    def _write_run_config(self, model_config: dict | None) -> None:
-        import yaml
-
-        from alignctl.runs.config import _absolute_paths, config_from_dict
-
-        raw: dict = {}
-        missing = []
-        if model_config is not None:  # checked against the model before anything was written
-            raw["model"] = _absolute_paths(model_config, Path.cwd())  # factory paths: cwd
-        else:
-            missing.append("the model (pass model_config={'arch': ...} or {'factory': "
-                           "'file.py:fn'}, or analyze with --model)")  # fmt: skip
-        if self.probe.y is not None:
-            import numpy as np
-
-            arrays = {"x_train": self.probe.x, "y_train": self.probe.y.reshape(-1)}
-            if self.probe.test is not None:
-                arrays.update(x_test=self.probe.test[0], y_test=self.probe.test[1].reshape(-1))
-            arrays = {k: v.cpu().numpy() for k, v in arrays.items()}
-
-            # .npz, not .safetensors: the data must not look like a checkpoint of the run
-            def save(tmp):
-                with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz"
-                    np.savez(fh, **arrays)
-
-            atomic_write(self.out / PROBE_FILE, save)
-            raw["data"] = {"path": PROBE_FILE}
-        else:
-            missing.append("labelled data (pass probe_y, or analyze with --data FILE)")
-        resolved = config_from_dict(raw, self.out, source="Monitor").to_dict()
-        if "data" in resolved:  # the probe is in the folder: it moves (a CI artifact) with it
-            resolved["data"]["path"] = PROBE_FILE
-        text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
-        atomic_write_text(self.out / "alignctl.yaml", text)
-        if missing:
-            warnings.warn(
-                f"Monitor: checkpoints go to {self.out / 'checkpoints'}, but `alignctl analyze "
-                f"{self.out}` also needs " + " and ".join(missing),
-                stacklevel=3,
-            )
-
-    def _check_model_config(self, spec: dict) -> None:
-        """Build the section's model and load the monitored weights into it: the section must
-        describe this model (keys and shapes), or analyze could not read the checkpoints."""
-        from alignctl.runs.checkpoints import load_weights
-        from alignctl.runs.models import build_model
-
-        if not isinstance(spec, dict):
-            raise InputError(f"model_config must be a config model section, not {spec!r}")
-        fresh = build_model(spec, Path.cwd())
-        try:
-            load_weights(fresh, self.model.state_dict(), "the monitored model")
-        except InputError as e:
-            raise InputError(f"model_config does not describe the monitored model: {e}") from None
-
-    def _save_weights(self, entry: dict) -> None:
-        from alignctl.runs.checkpoints import write_checkpoint
-
-        meta = {"step": entry["step"], "alignctl_version": __version__,
-                "train_accuracy": entry["train_accuracy"]}  # fmt: skip
-        path = self.out / "checkpoints" / f"{entry['name']}.safetensors"
-        write_checkpoint(path, self.model.state_dict(), meta)
