@@ -129,3 +129,58 @@ def test_a_setting_of_the_other_optimiser_is_a_note(tmp_path, optimizer, ignored
         # the saved, resolved config (every key listed) reads back with the same note only
         saved = yaml.safe_load((tmp_path / "run" / "alignctl.yaml").read_text())
         assert len(ignored_optimizer_settings(saved["train"]["optimizer"])) == 1
+
+
+# -- a grokked criterion that can never hold --------------------------------------------------
+@pytest.mark.parametrize(
+    "grokked, test_split, fragment",
+    [
+        ({"test_acc": 0.5}, False, "test split"),
+        ({"train_acc": 0.5, "test_acc": 0.5}, False, "test split"),
+        ({"noise_acc": 0.5}, True, "noise"),
+        ({"train_acc": 1.0}, True, "exceed"),
+        ({"test_acc": 1}, True, "exceed"),
+    ],
+)
+def test_a_grokked_criterion_that_can_never_hold_is_one_line_exit_2(
+    tmp_path, grokked, test_split, fragment
+):
+    """It was accepted: the run trained, never grokked whatever it learned (accuracies must
+    exceed the thresholds; no test split or no input noise measures nothing), and a race
+    counted every pair as censored at --max-epochs."""
+    _folder(tmp_path, tokens=False)
+    if not test_split:
+        r = np.random.default_rng(1)
+        np.savez(tmp_path / "d.npz", x_train=r.normal(size=(10, 3)).astype("float32"),
+                 y_train=r.integers(0, 3, 10))  # fmt: skip
+    d = {**_cfg(tmp_path, "mlp"), "grokked": grokked}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: grokked:") and fragment in lines[0]
+    assert not out.exists()
+
+
+def test_a_criterion_that_can_hold_trains(tmp_path):
+    _folder(tmp_path, tokens=False)
+    d = {**_cfg(tmp_path, "mlp"), "grokked": {"train_acc": 0.999, "test_acc": 0.0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(d))
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out",
+                                 str(tmp_path / "run"), "-q"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+
+def test_a_race_on_a_config_without_a_grokked_criterion_is_refused(tmp_path):
+    """Every pair trained to --max-epochs (the default: the config's 1000 epochs, 25 seeds x 4
+    settings) and the table said nothing grokked."""
+    _folder(tmp_path, tokens=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(_cfg(tmp_path, "mlp")))
+    out = tmp_path / "race"
+    r = CliRunner().invoke(app, ["race", "--config", str(tmp_path / "c.yaml"), "--regs",
+                                 "none,grokalign", "--seeds", "2", "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "no grokked criterion" in lines[0]
+    assert not out.exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from alignctl.errors import InputError, first_line
-from alignctl.evaluation.accuracy import evaluate, is_grokked
+from alignctl.evaluation.accuracy import evaluate, grokked_problem, is_grokked
 from alignctl.geometry.devices import resolve_device
 from alignctl.geometry.transfer import to_device
 from alignctl.train.divergence import DivergenceMixin
@@ -49,6 +49,9 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         if self.device.type == "cuda" and self.device.index is None:  # "cuda:0" as DDP ranks
             self.device = torch.device("cuda", torch.cuda.current_device())  # write it
         self.data = load_data(cfg.data, cfg.base_dir)
+        problem = grokked_problem(cfg.grokked, self.data)
+        if problem:
+            raise InputError(f"grokked: {problem}; change or remove it")
         torch.manual_seed(int(t["seed"]))  # the initialisation depends on the seed alone
         self.model = build_model(cfg.model, cfg.base_dir).to(self.device)
         frozen = tuple(t.get("freeze") or ())
