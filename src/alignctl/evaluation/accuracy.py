@@ -76,3 +76,20 @@ def is_grokked(ev: dict, criterion: dict) -> bool:
     if not wanted:
         return False
     return all(ev.get(keys[k]) is not None and ev[keys[k]] > v for k, v in wanted.items())
+
+
+def grokked_problem(criterion: dict, data) -> str | None:
+    """Why the grokked ``criterion`` can never hold on ``data`` (a
+    :class:`alignctl.runs.tasks.Dataset`), or None: a threshold of 1 (an accuracy must exceed
+    it), ``test_acc`` without a test split, ``noise_acc`` on data without the task's input
+    noise (only the XOR cluster has one). Such a run never groks whatever it learns, and a
+    race would count every pair as censored at --max-epochs."""
+    given = {k: v for k, v in (criterion or {}).items() if v is not None}
+    full = [k for k, v in given.items() if v >= 1.0]
+    if full:
+        return f"{full[0]} {given[full[0]]:g}: an accuracy must exceed it, and none exceeds 1"
+    if "test_acc" in given and getattr(data, "x_test", None) is None:
+        return "test_acc needs a test split, and the data has none (x_test, y_test)"
+    if "noise_acc" in given and "noise_std" not in (getattr(data, "meta", None) or {}):
+        return "noise_acc is the XOR cluster's accuracy under input noise; this data has no noise"
+    return None

@@ -232,6 +232,8 @@ def run_race(*, task=None, config=None, regs: list[str], seeds: int, seed_offset
     for spec in base.train.get("regularisers") or []:
         build_regulariser(dict(spec))  # the config's own mistakes first
     refuse_shared_regularisers(base, config)
+    if all(v is None for v in base.grokked.values()):  # every pair would run to max epochs
+        raise InputError(f"{config or task} sets no grokked criterion (grokked:): no pair groks")
     seen: dict = {}
     for r in regs:  # validate names and parameters before starting any worker
         cfg = build_config(config, task, _reg_list(r), seed_offset, max_epochs)

@@ -150,6 +150,24 @@ def _overrides(obj, method: str) -> bool:
     return getattr(type(obj), method) is not getattr(Regulariser, method)
 
 
+def ignored_optimizer_settings(spec: dict) -> list[str]:
+    """Notes for settings of the other optimiser that ``spec`` gives away from their defaults
+    (``momentum`` with AdamW, ``betas`` with SGD): the config accepts both keys for every
+    optimiser (a resolved alignctl.yaml lists them all), but only one of them is used."""
+    from alignctl.runs.config import OPTIMIZER_DEFAULTS
+
+    name = spec.get("name", "adamw").lower()
+    other = {"adamw": "momentum", "sgd": "betas"}.get(name)
+    value = spec.get(other, OPTIMIZER_DEFAULTS.get(other))
+    if other is None or _plain(value) == _plain(OPTIMIZER_DEFAULTS[other]):
+        return []
+    return [f"train.optimizer.{other} = {spec[other]} is not a setting of {name}: it is ignored"]
+
+
+def _plain(v):
+    return [float(b) for b in v] if isinstance(v, (list, tuple)) else float(v)
+
+
 def build_optimizer(params, spec: dict) -> torch.optim.Optimizer:
     name = spec.get("name", "adamw").lower()
     if name == "adamw":

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 from alignctl.errors import InputError, first_line
-from alignctl.evaluation.accuracy import evaluate, is_grokked
+from alignctl.evaluation.accuracy import evaluate, grokked_problem, is_grokked
 from alignctl.geometry.devices import resolve_device
 from alignctl.geometry.transfer import to_device
 from alignctl.train.divergence import DivergenceMixin
 from alignctl.train.rundir import RUN_FILES, RunDirMixin, prepare_run_dir
 from alignctl.train.schedule import ScheduleMixin, save_epochs
-from alignctl.train.step import StepMixin, build_optimizer
+from alignctl.train.step import StepMixin, build_optimizer, ignored_optimizer_settings
 
 __all__ = ["RUN_FILES", "Trainer", "prepare_run_dir", "save_epochs"]
 
@@ -51,6 +51,9 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         if self.device.type == "cuda" and self.device.index is None:  # "cuda:0" as DDP ranks
             self.device = torch.device("cuda", torch.cuda.current_device())  # write it
         self.data = load_data(cfg.data, cfg.base_dir)
+        problem = grokked_problem(cfg.grokked, self.data)
+        if problem:
+            raise InputError(f"grokked: {problem}; change or remove it")
         torch.manual_seed(int(t["seed"]))  # the initialisation depends on the seed alone
         self.model = build_model(cfg.model, cfg.base_dir).to(self.device)
         frozen = tuple(t.get("freeze") or ())
@@ -80,6 +83,11 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         # the dtype the model consumes: uint8 images become floats, tokens stay integers
         self.x = self.front.cast(self.data.x_train, self.device)
         self.y = to_device(self.data.y_train, self.device)
+        for r in self.regs:
+            try:
+                r.check_inputs(self.x)
+            except ValueError as e:
+                raise InputError(f"regulariser {r.name}: {e}") from None
         self._check_fit()
         self.step = self.epoch = self.batch_index = 0
         self.perm: torch.Tensor | None = None
@@ -89,7 +97,8 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.diverged: dict | None = None  # {"step", "reason"} once a loss or weight is not finite
         self.last_saved_step: int | None = None
         self.resumed_threads: int | None = None  # the CPU thread count a resumed run had
-        self.notes: list[str] = []  # what restore() fell back on; the CLI prints them
+        # what restore() fell back on, settings without effect; the CLI prints them
+        self.notes: list[str] = ignored_optimizer_settings(t["optimizer"])
 
     def _check_fit(self) -> None:
         """The model must take the data and the loss its outputs: a one-line error now, not a

@@ -4,7 +4,8 @@ A regulariser implements any of four hooks, which the training loop calls every 
 this order: ``transform_batch`` (e.g. adversarial examples), ``penalty`` (added to the loss;
 ``penalty_rows`` may restrict it to a subset of the batch),
 ``after_backward`` (gradient filters, between ``backward()`` and the optimiser's ``step()``),
-and ``state_dict``/``load_state_dict`` (saved with each checkpoint, restored on resume).
+and ``state_dict``/``load_state_dict`` (saved with each checkpoint, restored on resume);
+``check_inputs`` is asked once, before training, whether it can act on the data at all.
 Weight decay stays in the optimiser, as in the paper, and no regulariser changes it.
 
 On the command line a regulariser is ``NAME`` or ``NAME:key=value,key=value``, e.g.
@@ -73,6 +74,11 @@ class Regulariser:
 
     def after_backward(self, model) -> None:
         pass
+
+    def check_inputs(self, x) -> None:
+        """ValueError (reported as one line by the Trainer, before anything trains) when this
+        regulariser cannot act on inputs like ``x`` (the training inputs as the model gets
+        them): one that would silently do nothing must not let a run pass as regularised."""
 
     def state_dict(self) -> dict:
         return {}

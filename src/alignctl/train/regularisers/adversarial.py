@@ -20,10 +20,15 @@ class Adversarial(Regulariser):
         self.input_range: tuple[float, float] | None = None  # set by the trainer from the data
         self.output = None  # set by the trainer: the logits of tuple/dict outputs
 
+    def check_inputs(self, x) -> None:
+        if not x.is_floating_point():  # the batches would pass unchanged: a plain run
+            raise ValueError(
+                "PGD perturbs floating-point inputs; this model reads integer tokens, and "
+                "there is no l_inf ball around a token (no adversarial training would happen)"
+            )
+
     def transform_batch(self, model, x, y, loss_fn):
         from alignctl.evaluation.attacks import pgd
 
-        if not x.is_floating_point():
-            return x  # token inputs: there is no l_inf ball around a token
         return pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
                    input_range=self.input_range, loss_fn=loss_fn, output=self.output)  # fmt: skip
