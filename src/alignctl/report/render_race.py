@@ -1,6 +1,6 @@
 """Rendering a race result (``alignctl race``): Markdown for files and pipes, a rich table for
 the terminal. Both show the p-value with the test that gave it (paired t-test when every run
-grokked, log-rank under censoring: :func:`alignctl.train.race.compare`)."""
+grokked, log-rank under censoring: :func:`alignctl.train.race_table.compare`)."""
 
 from __future__ import annotations
 
