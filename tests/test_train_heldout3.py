@@ -184,3 +184,19 @@ def test_a_race_on_a_config_without_a_grokked_criterion_is_refused(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "no grokked criterion" in lines[0]
     assert not out.exists()
+
+
+def test_stop_when_grokked_without_a_criterion_is_one_line_exit_2_nothing_written(tmp_path):
+    """`train --stop-when-grokked` on a config with no grokked criterion trained every epoch:
+    the flag could never fire."""
+    _folder(tmp_path, tokens=False)
+    d = _cfg(tmp_path, "mlp")
+    d["train"]["epochs"] = 3
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out),
+                                 "--stop-when-grokked"])  # fmt: skip
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "needs a grokked criterion" in lines[0], lines
+    assert not out.exists()

@@ -104,7 +104,7 @@ def train(
             raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
         group = _group()
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
-                                     resume, on_nan, lock, group)  # fmt: skip
+                                     resume, on_nan, lock, group, stop_when_grokked)  # fmt: skip
         from alignctl.train.trainer import set_threads
 
         n = set_threads(trainer, threads, limit=group and max(1, _cores() // group.local_size))
@@ -165,11 +165,12 @@ def _cores() -> int:
 
 
 def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, on_nan, lock,
-                  group=None):  # fmt: skip
+                  group=None, stop_when_grokked=False):  # fmt: skip
     """(Trainer, config) for a new run in ``out`` or the run in ``resume``; takes ``lock``
     before anything in the folder changes. Under torchrun (``group``), rank 0's
     :class:`alignctl.train.ddp.DDPTrainer`."""
     from alignctl.runs.config import load_config, save_config
+    from alignctl.train.schedule import check_criterion
     from alignctl.train.trainer import Trainer, prepare_run_dir
 
     make = Trainer
@@ -188,6 +189,8 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
         # started with the resume sees a writer at once, not the old run.json this removes
         lock.acquire()
         cfg = load_config(resume / "alignctl.yaml")
+        if stop_when_grokked:
+            check_criterion(cfg)
         trainer = make(resume, cfg, device)
         trainer.restore()
         return trainer, cfg
@@ -199,6 +202,8 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
     cfg = build_config(config, task, reg or [], seed, epochs)
     if on_nan is not None:
         cfg.train["on_nan"] = on_nan
+    if stop_when_grokked:
+        check_criterion(cfg)
     trainer = make(out, cfg, device)  # validates everything before touching files
     lock.acquire()  # creates out; a second process into the same out stops here
     try:

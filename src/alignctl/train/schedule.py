@@ -39,6 +39,14 @@ def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> se
     return {e for e in keep if 0 <= e <= epochs}
 
 
+def check_criterion(cfg) -> None:
+    """Stopping when grokked needs a grokked criterion (InputError): without one the flag
+    could never fire, and the run would train every epoch while its user waits for it."""
+    if not any(v is not None for v in (getattr(cfg, "grokked", None) or {}).values()):
+        raise InputError("--stop-when-grokked needs a grokked criterion (the config's "
+                         "grokked: section, e.g. test_acc: 0.95); this run has none")  # fmt: skip
+
+
 class ScheduleMixin:
     """Needs ``train_step``, ``_batches``, ``batches_per_epoch`` (:class:`StepMixin`),
     ``save``/``write_summary`` (:class:`RunDirMixin`), ``check_divergence``
@@ -57,6 +65,8 @@ class ScheduleMixin:
         on_nan = on_nan or self.cfg.train.get("on_nan") or "stop"
         if on_nan not in ON_NAN:
             raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
+        if stop_when_grokked:
+            check_criterion(self.cfg)
 
         def halted() -> bool:
             return self.diverged is not None and on_nan == "stop"
