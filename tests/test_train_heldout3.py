@@ -200,3 +200,15 @@ def test_stop_when_grokked_without_a_criterion_is_one_line_exit_2_nothing_writte
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "needs a grokked criterion" in lines[0], lines
     assert not out.exists()
+
+
+def test_a_batch_size_over_the_data_is_a_note(tmp_path):
+    """batch_size 64 on 10 samples silently trained full batch."""
+    _folder(tmp_path, tokens=False)
+    d = _cfg(tmp_path, "mlp")
+    d["train"]["batch_size"] = 64
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(d))
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.yaml"), "--out",
+                                 str(tmp_path / "run")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "note: batch_size 64 is more than the 10 training samples" in r.stderr

@@ -99,6 +99,9 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.resumed_threads: int | None = None  # the CPU thread count a resumed run had
         # what restore() fell back on, settings without effect; the CLI prints them
         self.notes: list[str] = ignored_optimizer_settings(t["optimizer"])
+        if t.get("batch_size") and int(t["batch_size"]) > len(self.x):  # said, not silent
+            self.notes.append(f"batch_size {t['batch_size']} is more than the {len(self.x)} "
+                              "training samples: every step is one full batch")  # fmt: skip
 
     def _check_fit(self) -> None:
         """The model must take the data and the loss its outputs: a one-line error now, not a
