@@ -4,8 +4,9 @@ torch file, ``trainer_state.json``): its step and whether it holds model weights
 The step is read where training code puts it: ``step``, ``global_step`` (Lightning, Hugging
 Face), ``global_steps`` (DeepSpeed), ``iter_num`` (nanoGPT), ``iteration``, ``iter``; for a
 Hugging Face ``checkpoint-N`` folder, ``global_step`` of its ``trainer_state.json``; else the
-last number in the name; else ``epoch``, labelled as such (an epoch is not a step:
-:mod:`.order` never mixes the two).
+number in the name (:func:`number_in_name`); else ``epoch``, labelled as such (an epoch is not
+a step: :mod:`.order` never mixes the two). A stored ``epoch`` is kept beside a step read from
+the name, so :mod:`.order` can tell a name whose number is not the training order.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Peek:
     step: int | None
     step_from: str | None  # "global_step", "trainer_state.json", "name", "epoch", ...
     not_weights: str | None = None  # why this is not a model checkpoint (optimizer state...)
+    epoch: int | None = None  # the stored ``epoch``, when the step came from the name
 
 
 def as_step(value: Any) -> int | None:
@@ -69,9 +71,22 @@ def _stored_step(meta: dict) -> tuple[int | None, str | None]:
     return None, None
 
 
+# Numbers as people write them into names: a decimal or exponent (a loss, an accuracy, a
+# learning rate: `ckpt_e12_loss0.0016`, Keras' `weights.06-0.37`) is one token, never a step.
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+# A whole number right after one of these words is the step itself (`step_100_epoch_3`).
+_STEP_WORD = re.compile(r"(?:^|[^a-z])(?:global_step|steps?|iters?|iteration|it)[=_\-]?$", re.I)
+
+
 def number_in_name(name: str) -> int | None:
-    nums = re.findall(r"\d+", name)
-    return int(nums[-1]) if nums else None
+    """The step a name spells: the last whole number after ``step``/``iter``/``it`` if any,
+    else the last whole number; decimals and exponents (``loss0.37``, ``lr1e-3``) are not
+    numbers of the name here. None when the name has no whole number (an alias: ``best``)."""
+    whole = [(m.start(), m.group()) for m in _NUMBER.finditer(name) if m.group().isdigit()]
+    labelled = [int(tok) for start, tok in whole if _STEP_WORD.search(name[:start])]
+    if labelled:
+        return labelled[-1]
+    return int(whole[-1][1]) if whole else None
 
 
 def _trainer_state_step(folder: Path) -> int | None:
@@ -132,11 +147,12 @@ def peek(path: Path) -> Peek:
     if step is None and folder is not None:
         step, key = _trainer_state_step(folder), TRAINER_STATE
     name = path.name if path.is_dir() else checkpoint_stem(path)
+    epoch = as_step(meta.get(EPOCH_KEY))
     if step is None:
         step, key = number_in_name(name), "name"
     if step is None:
-        step, key = as_step(meta.get(EPOCH_KEY)), EPOCH_KEY
-    return Peek(step, key if step is not None else None, reason)
+        step, key = epoch, EPOCH_KEY
+    return Peek(step, key if step is not None else None, reason, epoch if key == "name" else None)
 
 
 def checkpoint_stem(path: Path) -> str:
