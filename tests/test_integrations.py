@@ -227,3 +227,31 @@ def test_readme_snippet_is_the_example_and_runs(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write under runs/
     runpy.run_path(str(ROOT / "examples" / "integrations" / name), run_name="__main__")
     assert (tmp_path / "runs").is_dir()
+
+
+def test_readme_install_lines_cover_what_the_snippets_need():
+    """Each integration heading's `pip install 'alignctl[...]'` installs every third-party
+    module its snippet imports or names in ``report_to`` (the Hugging Face snippet reports to
+    TensorBoard, which `alignctl[transformers]` alone did not install: the snippet failed)."""
+    import re
+    import sys
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    extras = {
+        name: {re.split(r"[<>=!~\[ ]", d.strip().strip('"'))[0] for d in deps.split(",") if d}
+        for name, deps in re.findall(r"^(\w+) = \[([^\]]*)\]", pyproject, re.M)
+    }
+    sections = re.findall(
+        r"^### .*\(`pip install 'alignctl\[([\w,]+)\]'`\)\n(.*?)```python\n(.*?)```",
+        readme,
+        re.M | re.S,
+    )
+    assert sections, "no integration heading with an install line"
+    for wanted, _, code in sections:
+        have = set().union(*(extras[e] for e in wanted.split(",")))
+        mods = {m.split(".")[0] for m in re.findall(r"^\s*(?:from|import) (\w[\w.]*)", code, re.M)}
+        for listed in re.findall(r"report_to=\[([^\]]*)\]", code):
+            mods |= set(re.findall(r"\"(\w+)\"", listed))
+        needs = mods - set(sys.stdlib_module_names) - {"torch", "alignctl", "numpy"}
+        assert needs <= have, f"alignctl[{wanted}] does not install {sorted(needs - have)}"

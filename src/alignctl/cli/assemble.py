@@ -92,6 +92,10 @@ METAVARS = {
     "max_drop": "METRIC=DELTA", "max_rise": "METRIC=DELTA", "baseline": "REPORT.json",
     "require_verdict": "VERDICT",
     "reg": "NAME[:k=v,...]", "save_every": "N", "eval_every": "N", "save_schedule": "log:K",
+    "weights": "raw|ema", "state_key": "KEY", "dist": "METRIC", "at": "S1,S2",
+    "output": "KEY|INDEX", "max_memory": "SIZE", "threads": "N", "sketch": "K", "cache": "DIR",
+    "panels": "P1,P2,...", "title": "TEXT", "seed_offset": "N", "render": "RESULT.json",
+    "regs": "R1,R2,...", "task": "TASK", "seed": "N",
 }  # fmt: skip
 
 
@@ -114,6 +118,12 @@ class Command(TyperCommand):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _whole_placeholders(self.params)
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from alignctl.cli.examples import write_examples
+
+        super().format_epilog(ctx, formatter)
+        write_examples(self.name, formatter)
 
 
 class Group(OneLineErrors):

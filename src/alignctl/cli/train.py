@@ -55,13 +55,20 @@ def train(
     save_every: Annotated[
         int | None,
         Opt(
-            help="Checkpoint every N epochs (default: the config's, else max(1, epochs // 20), "
-            "plus the last).",
+            help="Checkpoint every N epochs (default: the config's train.save_every or "
+            "save_schedule, else max(1, epochs // 20); the first and last epoch always).",
             min=1,
         ),
     ] = None,  # fmt: skip
-    save_schedule: Annotated[str | None, Opt(help="log:K = K log-spaced checkpoints.")] = None,
-    eval_every: Annotated[int, Opt(help="Evaluate every N epochs.", min=1)] = 1,
+    save_schedule: Annotated[
+        str | None, Opt(help="log:K = K log-spaced checkpoints (replaces the config's schedule).")
+    ] = None,
+    eval_every: Annotated[
+        int | None,
+        Opt(
+            help="Evaluate every N epochs (default: the config's train.eval_every, else 1).", min=1
+        ),
+    ] = None,  # fmt: skip
     stop_when_grokked: Annotated[bool, Opt(help="Stop at the grokked criterion.")] = False,
     on_nan: Annotated[
         str | None,

@@ -71,7 +71,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     called as this function would be, it returns the same report; ``_measure_samples``
     replaces :func:`alignctl.geometry.measure.measure` (same arguments and result).
     ``_reference``: measure a fresh initialisation for the inferred verdict
-    (:mod:`alignctl.report.reference`; default: when no checkpoint is step 0); a caller
+    (:mod:`alignctl.report.reference`; default: when no checkpoint is step 0 or step 0
+    already fits the training data); a caller
     measuring part of a run (the cache, the ranks) says whether the whole run needs it.
     """
     _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint)
@@ -170,7 +171,11 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
              keep_samples=False, sketch=None, measure_samples=None,
              want_reference=None) -> dict:  # fmt: skip
     from alignctl.report.recommend import recommend
-    from alignctl.report.reference import measure_reference, needs_reference
+    from alignctl.report.reference import (
+        measure_reference,
+        needs_reference,
+        needs_reference_after,
+    )
     from alignctl.report.steps import run_step_unit, step_unit
     from alignctl.report.verdict import judge_entries, thresholds
     from alignctl.runs.checkpoints import is_finite_state
@@ -193,10 +198,16 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
             }  # fmt: skip
     entries, n_classes, notes, measured = [], None, [], False
     reference = None
-    if needs_reference(run.checkpoints) if want_reference is None else want_reference:
-        reference = measure_reference(run, xs, ys, names=names, dev=dev, spec=spec,
-                                      batch_size=batch_size, max_memory=max_memory,
-                                      sketch=sketch)  # fmt: skip
+    # None: the first checkpoint is step 0, the start unless it already fits (known below)
+    want = needs_reference(run.checkpoints) if want_reference is None else want_reference
+
+    def stand_in():
+        return measure_reference(run, xs, ys, names=names, dev=dev, spec=spec,
+                                 batch_size=batch_size, max_memory=max_memory,
+                                 sketch=sketch)  # fmt: skip
+
+    if want:
+        reference = stand_in()
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
         # notes: keys ignored, EMA present... (the run's, and this checkpoint's for the cache)
@@ -231,6 +242,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         notes.extend(n for n in ck_notes if n not in notes)
         entry["_notes"] = {"load": load_notes, "measure": ck_notes}
         entries.append(entry)
+        if i == 0 and want is None and needs_reference_after(entry, run.config.verdict):
+            reference = stand_in()
         judge_entries(entries, t=t, grokked=run.config.grokked, keep_judged=True,
                       n_classes=data.num_classes or n_classes or 2,
                       reference=reference)  # fmt: skip

@@ -201,11 +201,15 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
             on_checkpoint(entry, done + i, total)
 
     sub = dataclasses.replace(run, checkpoints=[ref for ref, _, _ in missing])
-    from alignctl.report.reference import needs_reference
+    from alignctl.report.reference import needs_reference, needs_reference_after
 
-    # the whole run's start decides, not the missing checkpoints'
+    # the whole run's start decides, not the missing checkpoints'; a cached step 0 says
+    # whether it is the start, a missing one is the sub-run's first and decides there
+    want = needs_reference(run.checkpoints)
+    if want is None and keyed[0] in entries and run.checkpoints[0].step == 0:
+        want = needs_reference_after({**entries[keyed[0]], "step": 0}, run.config.verdict)
     report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True,
-                        _reference=needs_reference(run.checkpoints))  # fmt: skip
+                        _reference=want)  # fmt: skip
     for (ref, key, material), entry in zip(missing, report["checkpoints"], strict=True):
         # rewritten since it was keyed: the numbers may be the new bytes', not the key's
         if _unchanged(ref.path, material["checkpoint"]):

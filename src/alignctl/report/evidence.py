@@ -64,17 +64,22 @@ def start(history: list[dict], reference: dict | None = None,
     the first entry when it is the initialisation (see the module docstring), else
     ``reference`` ({"metrics": ...}, :mod:`alignctl.report.reference`) when given."""
     first = history[0] if history else None
-    if (
-        first is not None
-        and first.get("step") == 0
-        and first.get("step_unit") != INDEX
-        and not first.get("diverged")
-        and not (first.get("train_accuracy") or 0) >= fit
-    ):
+    if first is not None and is_start(first, fit):
         return first.get("metrics") or {}, "step 0"  # fmt: skip
     if reference and reference.get("metrics"):
         return reference["metrics"], "fresh initialisation"
     return None, None
+
+
+def is_start(entry: dict, fit: float = math.inf) -> bool:
+    """Whether a run's first entry is its initialisation: step 0 by a known step (not a
+    checkpoint's position), not diverged, not already fitting the training data."""
+    return (
+        entry.get("step") == 0
+        and entry.get("step_unit") != INDEX
+        and not entry.get("diverged")
+        and not (entry.get("train_accuracy") or 0) >= fit
+    )
 
 
 def signals(ck: dict, history: list[dict], reference: dict | None = None,

@@ -22,11 +22,24 @@ SEED = 0
 NEEDED = ("centred_norm", "centred_alignment_full")
 
 
-def needs_reference(refs) -> bool:
-    """Whether a run with these checkpoint refs (in step order) lacks a step-0 checkpoint
-    whose step is known (a ref without a step is numbered by its position: not evidence that
-    it is the start)."""
-    return bool(refs) and not any(getattr(r, "step", None) == 0 for r in refs)
+def needs_reference(refs) -> bool | None:
+    """Whether a run with these checkpoint refs (in step order) needs the stand-in: True when
+    it has no step-0 checkpoint whose step is known (a ref without a step is numbered by its
+    position: not evidence that it is the start); None when its first checkpoint is step 0,
+    which is the start only if it does not fit the training data yet (a loop that saves
+    ``epoch_0.pt`` after its first epoch): decided by :func:`needs_reference_after` once that
+    checkpoint is measured; False for no checkpoints."""
+    if not refs:
+        return False
+    return None if any(getattr(r, "step", None) == 0 for r in refs) else True
+
+
+def needs_reference_after(first: dict, verdict_config) -> bool:
+    """Whether the stand-in is needed, given the entry of the run's step-0 checkpoint."""
+    from alignctl.report.evidence import is_start
+    from alignctl.report.verdict import thresholds
+
+    return not is_start(first, thresholds(verdict_config)["fit"])
 
 
 def measure_reference(run, xs, ys, *, names, dev, spec, batch_size=None, max_memory=None,

@@ -56,10 +56,11 @@ def _sharded(group: Group, run, *, on_checkpoint=None, keep_samples=False,
                                 keep_samples=keep_samples, _checkpoint_notes=_checkpoint_notes,
                                 _measure_samples=over)  # fmt: skip
     deal = round_robin(len(refs), group.size)
-    # the whole run's start decides; rank 0 alone measures the stand-in (report.reference)
+    # the whole run's start decides; rank 0 alone measures the stand-in (report.reference),
+    # deciding from checkpoint 0 (its first) when that is step 0 (want None)
     want = needs_reference(refs) if opts.get("_reference") is None else opts["_reference"]
     shares = [(light, [refs[i] for i in idx], idx,
-               {**opts, "keep_samples": keep_samples, "_reference": want and j == 0})
+               {**opts, "keep_samples": keep_samples, "_reference": want if j == 0 else False})
               for j, idx in enumerate(deal)]  # fmt: skip
 
     def progress(entry, i, n):  # rank 0 sees its own share; the others keep pace with it

@@ -52,7 +52,7 @@ class ScheduleMixin:
     ``save``/``write_summary`` (:class:`RunDirMixin`), ``check_divergence``
     (:class:`DivergenceMixin`) and ``_evaluate`` (:class:`Trainer`)."""
 
-    def fit(self, epochs: int, *, eval_every=1, save_every=None, save_schedule=None,
+    def fit(self, epochs: int, *, eval_every=None, save_every=None, save_schedule=None,
             stop_when_grokked=False, callback: Callable[[dict], None] | None = None,
             should_stop: Callable[[], bool] = lambda: False,
             on_nan: str | None = None) -> dict:  # fmt: skip
@@ -61,8 +61,16 @@ class ScheduleMixin:
         ``should_stop()`` is asked after every step (Ctrl-C): the run then saves where it is
         (mid-epoch included) and its summary says ``status: interrupted``. ``on_nan``
         (default: the config's ``train.on_nan``): ``stop`` ends a diverged run at the next
-        check point without saving non-finite weights; ``continue`` trains on."""
-        on_nan = on_nan or self.cfg.train.get("on_nan") or "stop"
+        check point without saving non-finite weights; ``continue`` trains on.
+        ``eval_every`` (default: the config's ``train.eval_every``); ``save_every`` and
+        ``save_schedule``: either replaces the config's schedule, neither keeps it (the
+        config's ``train.save_every`` / ``train.save_schedule``, else about 20 checkpoints)."""
+        t = self.cfg.train
+        on_nan = on_nan or t.get("on_nan") or "stop"
+        if eval_every is None:
+            eval_every = t.get("eval_every") or 1
+        if save_every is None and save_schedule is None:
+            save_every, save_schedule = t.get("save_every"), t.get("save_schedule")
         if on_nan not in ON_NAN:
             raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
         if stop_when_grokked:

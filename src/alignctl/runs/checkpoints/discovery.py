@@ -79,7 +79,7 @@ def _own_model(folder: Path, refs: list, notes: list[str]) -> set[Path]:
 def _ref(path: Path) -> tuple[CheckpointRef, str | None]:
     info = peek(path)
     name = path.name if path.is_dir() else checkpoint_stem(path)
-    return CheckpointRef(path, name, info.step, info.step_from), info.not_weights
+    return CheckpointRef(path, name, info.step, info.step_from, info.epoch), info.not_weights
 
 
 def _kind(path: Path) -> str | None:

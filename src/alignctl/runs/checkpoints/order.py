@@ -6,6 +6,9 @@ verdicts and gates judge, is always the last one training wrote.
   name (``step_9`` before ``step_10``).
 - Epochs are steps only when no checkpoint of the folder stores a step or a number in its name;
   otherwise a checkpoint that records only its epoch is treated as recording no step.
+- Numbers in names that contradict the epochs the same checkpoints store (a later epoch with
+  a smaller or equal number: ``acc93``, ``loss37``) are not the training order: those
+  checkpoints are placed by their epochs, with a note.
 - A checkpoint at the same step as another with the same tensors is a copy: left out, with a
   note. The same step with different tensors: both kept, with a note.
 - A checkpoint without a step, when others have one, is never placed by guesswork: it is left
@@ -34,6 +37,7 @@ class CheckpointRef:
     name: str  # file name without suffix, or folder name
     step: int | None  # see alignctl.runs.checkpoints.peek
     step_from: str | None = None  # where the step was read: global_step, name, epoch, ...
+    epoch: int | None = None  # the stored epoch of a checkpoint whose step is its name's number
 
 
 def _is_alias(ref: CheckpointRef) -> bool:
@@ -63,6 +67,7 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
     """The trajectory: ``refs`` ordered, copies and unplaceable aliases left out (noted)."""
     if len(refs) <= 1:
         return list(refs)
+    refs = _names_against_epochs(refs, notes)
     by_epoch = {r.path for r in refs if r.step_from == EPOCH_KEY}
     if by_epoch and any(r.step is not None and r.step_from != EPOCH_KEY for r in refs):
         refs = [dataclasses.replace(r, step=None) if r.path in by_epoch else r for r in refs]
@@ -94,6 +99,29 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
             f"(the last checkpoint is {last}); analyse it alone by passing its path"
         )
     return kept
+
+
+def _names_against_epochs(refs: list[CheckpointRef], notes: list[str]) -> list[CheckpointRef]:
+    """``refs`` with name-read steps replaced by stored epochs where the two orders disagree."""
+    named = sorted(
+        (r for r in refs if r.step_from == "name" and r.epoch is not None),
+        key=lambda r: (r.epoch, r.step),
+    )
+    pairs = zip(named, named[1:], strict=False)  # adjacent pairs suffice once sorted
+    clash = next(((a, b) for a, b in pairs if a.epoch < b.epoch and a.step >= b.step), None)
+    if clash is None:
+        return refs
+    a, b = clash
+    notes.append(
+        f"the numbers in the checkpoint names are not the training order ({a.path.name} stores "
+        f"epoch {a.epoch}, {b.path.name} epoch {b.epoch}): {len(named)} checkpoint(s) are placed "
+        "by their stored epochs"
+    )
+    moved = {r.path for r in named}
+    return [
+        dataclasses.replace(r, step=r.epoch, step_from=EPOCH_KEY) if r.path in moved else r
+        for r in refs
+    ]
 
 
 def _drop_copies(refs: list, notes: list[str], same, comparable) -> list:

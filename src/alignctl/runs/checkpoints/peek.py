@@ -5,7 +5,9 @@ The step is read where training code puts it: ``step``, ``global_step`` (Lightni
 Face), ``global_steps`` (DeepSpeed), ``iter_num`` (nanoGPT), ``iteration``, ``iter``; for a
 Hugging Face ``checkpoint-N`` folder, ``global_step`` of its ``trainer_state.json``; else the
 name's step (:func:`number_in_name`: never a metric's digits); else ``epoch``, labelled as
-such (an epoch is not a step: :mod:`.order` never mixes the two).
+such (an epoch is not a step: :mod:`.order` never mixes the two). A stored ``epoch`` is kept
+beside a step read from the name, so :mod:`.order` can tell a name whose number is not the
+training order.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Peek:
     step: int | None
     step_from: str | None  # "global_step", "trainer_state.json", "name", "epoch", ...
     not_weights: str | None = None  # why this is not a model checkpoint (optimizer state...)
+    epoch: int | None = None  # the stored ``epoch``, when the step came from the name
 
 
 def as_step(value: Any) -> int | None:
@@ -70,9 +73,9 @@ def _stored_step(meta: dict) -> tuple[int | None, str | None]:
 
 
 # A number a name labels as a step: Lightning's ``step=1500``, ``step_1500``, DeepSpeed's
-# ``global_step1500``, Megatron's ``iter_0001500``, ``iteration-3``.
+# ``global_step1500``, Megatron's ``iter_0001500``, ``iteration-3``, ``it_100``.
 _LABELLED = re.compile(
-    r"(?<![a-z])(?:global_?)?(?:steps?|iters?|iterations?)[=_\-]?(\d+)(?!\d)", re.I
+    r"(?<![a-z])(?:global_?)?(?:steps?|iters?|iterations?|it)[=_\-]?(\d+)(?!\d)", re.I
 )
 # Numbers in a name that are not its place in training: decimals and exponents of metrics
 # (``val_loss=0.35``, ``loss8.1``, ``lr1e-3``), other ``key=value`` metrics of Lightning's
@@ -152,11 +155,12 @@ def peek(path: Path) -> Peek:
     if step is None and folder is not None:
         step, key = _trainer_state_step(folder), TRAINER_STATE
     name = path.name if path.is_dir() else checkpoint_stem(path)
+    epoch = as_step(meta.get(EPOCH_KEY))
     if step is None:
         step, key = number_in_name(name), "name"
     if step is None:
-        step, key = as_step(meta.get(EPOCH_KEY)), EPOCH_KEY
-    return Peek(step, key if step is not None else None, reason)
+        step, key = epoch, EPOCH_KEY
+    return Peek(step, key if step is not None else None, reason, epoch if key == "name" else None)
 
 
 def checkpoint_stem(path: Path) -> str:
