@@ -49,7 +49,7 @@ def test_one_checkpoint_over_three_ranks_with_robustness_and_samples(tmp_path):
     """One checkpoint (its samples dealt) over 3 gloo ranks with --robustness (PGD on rank 0)
     and --metrics full: the report of one process."""
     from test_distributed import alignctl as run_alignctl
-    from test_distributed import make_run, rounded, silent, without_timing
+    from test_distributed import assert_close, make_run, silent, without_timing
 
     run = make_run(tmp_path / "run", n_checkpoints=1)
     args = ["analyze", run, "--json", "-", "--threads", "1", "--keep-samples", "--robustness",
@@ -57,4 +57,4 @@ def test_one_checkpoint_over_three_ranks_with_robustness_and_samples(tmp_path):
     one, three = run_alignctl(args, 1, tmp_path), run_alignctl(args, 3, tmp_path)
     assert one.returncode == three.returncode == 0 and silent(three), three.stderr
     a, b = without_timing(json.loads(one.stdout)), without_timing(json.loads(three.stdout))
-    assert rounded(a) == rounded(b)
+    assert_close(a, b)
