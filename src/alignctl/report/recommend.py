@@ -28,7 +28,9 @@ data: the geometry alone does not tell).
 
 One analysable checkpoint has a verdict but no trend: nothing is called flat or rising. Still
 fitting -> keep-training; fitted with the test accuracy at chance -> investigate; otherwise the
-verdict's action, its reason saying that later checkpoints would show the trend.
+verdict's action, its reason saying that later checkpoints would show the trend. The same holds
+with a test split when only the last checkpoint fits the training data (e.g. two checkpoints,
+step 0 and the end): the test accuracy rose with the fit, which is no trend since it.
 """
 
 from __future__ import annotations
@@ -123,10 +125,11 @@ def _chance(n_classes: int | None) -> float:
     return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
 
 
-def _single(c: dict, t: dict, reg: dict, n_classes: int | None) -> dict:
+def _single(c: dict, t: dict, reg: dict, n_classes: int | None,
+            where: str | None = None) -> dict:  # fmt: skip
     """The recommendation from one checkpoint: its verdict, and no trend (one point is
-    neither flat nor rising)."""
-    where = f"step {c['step']}, the only checkpoint analysed (no trend yet)"
+    neither flat nor rising); ``where`` says why this checkpoint stands alone."""
+    where = where or f"step {c['step']}, the only checkpoint analysed (no trend yet)"
     test, chance = c.get("test_accuracy"), _chance(n_classes)
     if c["verdict"] == "learning":
         also = f" (test accuracy {test:.3f})" if _finite(test) else ""
@@ -172,13 +175,20 @@ def _with_test(live, tests, t, reg, n_classes) -> dict:
     # fast the network fitted says nothing about whether it still generalises more), and
     # still there in the second half of that window (not the tail of the fit)
     fitted = next(i for i, c in enumerate(live) if (c["train_accuracy"] or 0) >= t["fit"])
-    start = max(len(tests) - 1 - max(1, len(tests) // 3), min(fitted, len(tests) - 2))
+    if fitted == len(live) - 1:  # every change so far came with the fit: no trend since it
+        prev = live[-2]["train_accuracy"]
+        was = f"; train accuracy {prev:.3f} at step {live[-2]['step']}" if _finite(prev) else ""
+        return _single(last, t, reg, n_classes, where=(
+            f"step {last['step']} (the first checkpoint that fits the training data{was}: no "
+            "trend since the fit yet)"))  # fmt: skip
+    start = max(len(tests) - 1 - max(1, len(tests) // 3), fitted)
     mid = (start + len(tests) - 1) // 2
     before = tests[start]
     if now - before > t["plateau"] and now - tests[mid] > t["plateau"] / 2:
+        seen = [i for i in dict.fromkeys((start, mid)) if i != len(tests) - 1]
+        points = ", ".join(f"{tests[i]:.3f} at step {live[i]['step']}" for i in seen)
         return {"action": "keep-training", "reason": (
-            f"{last['verdict']}, and test accuracy is still rising ({before:.3f} at step "
-            f"{live[start]['step']}, {tests[mid]:.3f} at step {live[mid]['step']}, {now:.3f} "
+            f"{last['verdict']}, and test accuracy is still rising ({points}, {now:.3f} "
             f"at step {last['step']}).")}  # fmt: skip
     flat = f"test accuracy flat at {now:.3f} ({before:.3f} at step {live[start]['step']})"
     # at chance: the labels carry nothing the network can use (shuffled labels) -- unlike a
