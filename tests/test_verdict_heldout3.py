@@ -7,7 +7,7 @@ import re
 import pytest
 
 from alignctl.report.recommend import recommend
-from alignctl.report.verdict import thresholds
+from alignctl.report.verdict import judge, thresholds
 
 T = thresholds(None)
 
@@ -48,3 +48,97 @@ def test_a_rise_over_three_checkpoints_names_each_step_once():
     r = recommend(run, T, n_classes=10)
     assert r["action"] == "keep-training"
     assert r["reason"].count("at step 10") == 1 and "0.600 at step 20" in r["reason"]
+
+
+def test_chance_is_what_a_label_blind_guess_scores():
+    import torch
+
+    from alignctl.report.verdict import chance_level
+
+    balanced = torch.arange(100) % 4
+    assert chance_level(4, balanced, balanced) == 0.25
+    assert chance_level(4, None, None) == 0.25 and chance_level(1, None, None) == 0.5
+    # 93% of one class: always answering it scores its share of the test labels
+    y_train = torch.tensor([1] * 93 + [0] * 7)
+    y_test = torch.tensor([1] * 90 + [0] * 10)
+    assert chance_level(2, y_train, y_test) == 0.9
+    # scalar output, +-1 labels; the majority of the training labels decides, not the test's
+    assert (
+        chance_level(1, torch.tensor([-1] * 8 + [1] * 2), torch.tensor([-1] * 3 + [1] * 7)) == 0.5
+    )
+    # never below a uniform guess
+    assert chance_level(3, torch.tensor([0, 0, 1]), torch.tensor([1, 1, 2, 2])) == 1 / 3
+
+
+def test_learning_the_class_prior_only_is_no_skill():
+    # 2 classes, 94% of one: test accuracy 0.94 is what "always class 1" scores
+    ck = {"step": 9, "train_accuracy": 1.0, "test_accuracy": 0.94, "metrics": {}}
+    j = judge(ck, n_classes=2, grokked=None, t=T, chance=0.94)
+    assert j["verdict"] == "memorising"
+    assert {"signal": "chance", "value": 0.94, "threshold": 0.5} == {
+        k: v for k, v in j["evidence"][-1].items() if k != "reads"
+    }
+    assert judge(ck, n_classes=2, grokked=None, t=T)["verdict"] == "generalising"  # 1/C
+    run = [{**ck, "step": s, "verdict": "memorising", "test_accuracy": a}
+           for s, a in ((100, 0.94), (200, 0.937), (400, 0.94))]  # fmt: skip
+    run[0]["train_accuracy"] = 0.96
+    r = recommend(run, T, n_classes=2, chance=0.94)
+    assert r["action"] == "investigate" and "0.940" in r["reason"], r["reason"]
+
+
+MODEL = """
+import torch
+
+def make_net():
+    return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+"""
+
+
+def test_analyze_an_imbalanced_run_that_learned_only_the_prior(tmp_path):
+    """A real run: 2 classes, 94% of one, inputs that carry no signal; the network memorises the
+    minority of the training set and answers mostly the majority on the test set (test accuracy
+    at most the majority's share, far above 1/2). Before: "generalising" (test accuracy 0.88,
+    skill 0.76 over a chance of 1/2) and "stop"."""
+    import numpy as np
+    import torch
+    import yaml
+
+    from alignctl import analyze, open_run
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8)).astype("float32")
+    y = (rng.random(400) < 0.06).astype("int64")  # class 1 is rare and random
+    np.savez(tmp_path / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:],
+             y_test=y[200:])  # fmt: skip
+    (tmp_path / "models.py").write_text(MODEL)
+    cfg = {"model": {"factory": "models.py:make_net"}, "data": {"path": "data.npz"}}
+    (tmp_path / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "checkpoints").mkdir()
+    torch.manual_seed(0)
+    ns: dict = {}
+    exec(MODEL, ns)
+    net = ns["make_net"]()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.as_tensor(x[:200]), torch.as_tensor(y[:200])
+    for step in range(401):
+        if step in (0, 100, 200, 400):
+            torch.save({"model_state_dict": net.state_dict(), "step": step},
+                       tmp_path / "checkpoints" / f"ckpt-{step}.pt")  # fmt: skip
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    report = analyze(open_run(tmp_path), samples=64, device="cpu")
+    # the cache judges its entries again (all hits the second time): the same chance
+    for _ in range(2):
+        again = analyze(open_run(tmp_path), samples=64, device="cpu", cache=tmp_path / "c")
+        assert [e["verdict"] for e in again["checkpoints"]] == [
+            e["verdict"] for e in report["checkpoints"]
+        ] and again["recommendation"] == report["recommendation"]  # fmt: skip
+    last = report["checkpoints"][-1]
+    majority = float((y[200:] == 0).mean())
+    # fitted the random minority; on the test set no better than always answering the majority
+    assert last["train_accuracy"] == 1.0 and 0.5 < last["test_accuracy"] <= majority
+    assert last["verdict"] == "memorising", last["evidence"]
+    chance = next(e for e in last["evidence"] if e["signal"] == "chance")
+    assert chance["value"] == pytest.approx(majority)
+    assert report["recommendation"]["action"] == "investigate", report["recommendation"]

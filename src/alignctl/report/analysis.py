@@ -172,7 +172,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     from alignctl.report.recommend import recommend
     from alignctl.report.reference import measure_reference, needs_reference
     from alignctl.report.steps import run_step_unit, step_unit
-    from alignctl.report.verdict import judge_entries, thresholds
+    from alignctl.report.verdict import chance_level, judge_entries, thresholds
     from alignctl.runs.checkpoints import is_finite_state
     from alignctl.runs.checkpoints.prefetch import prefetch
 
@@ -231,9 +231,10 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         notes.extend(n for n in ck_notes if n not in notes)
         entry["_notes"] = {"load": load_notes, "measure": ck_notes}
         entries.append(entry)
+        chance = chance_level(data.num_classes or n_classes or 2, data.y_train, data.y_test)
         judge_entries(entries, t=t, grokked=run.config.grokked, keep_judged=True,
                       n_classes=data.num_classes or n_classes or 2,
-                      reference=reference)  # fmt: skip
+                      reference=reference, chance=chance)  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         if on_checkpoint:
             on_checkpoint(entry, i + 1, len(run.checkpoints))
@@ -245,7 +246,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t, n_classes=data.num_classes or n_classes,
-                                    config_train=run.config.train),
+                                    config_train=run.config.train,
+                                    chance=chance_level(data.num_classes or n_classes or 2,
+                                                        data.y_train, data.y_test)),
         "gates": [], "passed": True,
         "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
         # run.notes grows while checkpoints load (keys ignored, objects replaced): read it now

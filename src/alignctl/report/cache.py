@@ -255,12 +255,21 @@ def _n_classes(run, output=None) -> int:
     return 1 if out.dim() == 1 else int(out.shape[1])
 
 
+def _chance(run, n_classes: int) -> float:
+    """The data's chance level (:func:`alignctl.report.verdict.chance_level`)."""
+    from alignctl.report.verdict import chance_level
+
+    data = run.load_data()
+    return chance_level(n_classes, data.y_train, data.y_test)
+
+
 def _reverdict(run, entries: list[dict], output=None, reference=None) -> None:
     from alignctl.report.verdict import judge_entries, thresholds
 
+    c = _n_classes(run, output) if entries else 2
     judge_entries(entries, t=thresholds(run.config.verdict), grokked=run.config.grokked,
-                  n_classes=_n_classes(run, output) if entries else 2,
-                  reference=reference)  # fmt: skip
+                  n_classes=c, reference=reference,
+                  chance=_chance(run, c) if entries else None)  # fmt: skip
 
 
 def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],
@@ -270,11 +279,13 @@ def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str
 
     report["verdict"] = entries[-1]["verdict"] if entries else None
     report["inferred"] = bool(entries and entries[-1]["inferred"])
+    c = _n_classes(run, output) if entries else None
     report["recommendation"] = recommend(
         entries,
         thresholds(run.config.verdict),
-        n_classes=_n_classes(run, output) if entries else None,
+        n_classes=c,
         config_train=run.config.train,
+        chance=_chance(run, c) if entries else None,
     )
     report["cache"] = stats  # this call's hits and misses (the measurements it made)
     report["notes"] = list(report.get("notes", [])) + notes

@@ -80,10 +80,12 @@ def _change(reg: dict, why: str) -> dict:
 
 
 def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
-              config_train: dict | None = None) -> dict:  # fmt: skip
+              config_train: dict | None = None, chance: float | None = None) -> dict:  # fmt: skip
     """{"action", "reason"} for a run (see the module docstring); ``checkpoints`` are the
     report's entries (verdict, step, accuracies), ``t`` the verdict thresholds,
-    ``config_train`` the run config's ``train`` section (its regularisers)."""
+    ``config_train`` the run config's ``train`` section (its regularisers), ``chance`` the
+    test accuracy of a label-blind guess (:func:`alignctl.report.verdict.chance_level`;
+    default 1/C)."""
     if not checkpoints:
         return {"action": "investigate", "reason": "no checkpoint could be analysed."}
     last = checkpoints[-1]
@@ -101,10 +103,10 @@ def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
             "probe_y).")}  # fmt: skip
     reg = regularisation(config_train)
     if len(live) == 1:
-        return _single(live[0], t, reg, n_classes)
+        return _single(live[0], t, reg, _chance(n_classes, chance))
     tests = [c.get("test_accuracy") for c in live]
     if all(_finite(v) for v in tests):
-        return _with_test(live, tests, t, reg, n_classes)
+        return _with_test(live, tests, t, reg, _chance(n_classes, chance))
     return _without_test(live, t, reg)
 
 
@@ -121,16 +123,17 @@ def _fitting(live: list[dict], t: dict) -> dict:
         "learning rate, or check the labels.")}  # fmt: skip
 
 
-def _chance(n_classes: int | None) -> float:
+def _chance(n_classes: int | None, chance: float | None = None) -> float:
+    if chance is not None:
+        return chance
     return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
 
 
-def _single(c: dict, t: dict, reg: dict, n_classes: int | None,
-            where: str | None = None) -> dict:  # fmt: skip
+def _single(c: dict, t: dict, reg: dict, chance: float, where: str | None = None) -> dict:
     """The recommendation from one checkpoint: its verdict, and no trend (one point is
     neither flat nor rising); ``where`` says why this checkpoint stands alone."""
     where = where or f"step {c['step']}, the only checkpoint analysed (no trend yet)"
-    test, chance = c.get("test_accuracy"), _chance(n_classes)
+    test = c.get("test_accuracy")
     if c["verdict"] == "learning":
         also = f" (test accuracy {test:.3f})" if _finite(test) else ""
         return {"action": "keep-training", "reason": (
@@ -139,7 +142,9 @@ def _single(c: dict, t: dict, reg: dict, n_classes: int | None,
             "will show whether it still improves.")}  # fmt: skip
     if _finite(test):
         seen = f"test accuracy {test:.3f} at {where}"
-        if (test - chance) / (1 - chance) <= t["chance_skill"] and test >= chance / 2:
+        if (chance >= 1 or (test - chance) / (1 - chance) <= t["chance_skill"]) and (
+            test >= chance / 2
+        ):
             return {"action": "investigate", "reason": (
                 f"train accuracy {c['train_accuracy']:.3f} but {seen} is at chance "
                 f"({chance:.3f}): labels that carry no signal or data that cannot generalise; "
@@ -158,10 +163,9 @@ def _single(c: dict, t: dict, reg: dict, n_classes: int | None,
         f"{c['verdict']}): evaluate on held-out data.")}  # fmt: skip
 
 
-def _with_test(live, tests, t, reg, n_classes) -> dict:
+def _with_test(live, tests, t, reg, chance) -> dict:
     last = live[-1]
-    chance = _chance(n_classes)
-    skill = lambda acc: (acc - chance) / (1 - chance)  # noqa: E731
+    skill = lambda acc: (acc - chance) / (1 - chance) if chance < 1 else 0.0  # noqa: E731
     best_i = max(range(len(tests)), key=lambda i: (tests[i], -i))
     best, now = tests[best_i], tests[-1]
     if best - now >= t["decline"] and skill(best) > t["chance_skill"]:
@@ -178,7 +182,7 @@ def _with_test(live, tests, t, reg, n_classes) -> dict:
     if fitted == len(live) - 1:  # every change so far came with the fit: no trend since it
         prev = live[-2]["train_accuracy"]
         was = f"; train accuracy {prev:.3f} at step {live[-2]['step']}" if _finite(prev) else ""
-        return _single(last, t, reg, n_classes, where=(
+        return _single(last, t, reg, chance, where=(
             f"step {last['step']} (the first checkpoint that fits the training data{was}: no "
             "trend since the fit yet)"))  # fmt: skip
     start = max(len(tests) - 1 - max(1, len(tests) // 3), fitted)
