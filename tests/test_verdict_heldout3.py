@@ -142,3 +142,23 @@ def test_analyze_an_imbalanced_run_that_learned_only_the_prior(tmp_path):
     chance = next(e for e in last["evidence"] if e["signal"] == "chance")
     assert chance["value"] == pytest.approx(majority)
     assert report["recommendation"]["action"] == "investigate", report["recommendation"]
+
+
+@pytest.mark.parametrize(
+    "steps, trains, said",
+    [
+        # step 0 and the end: the fit happened somewhere in between
+        ([0, 1500], [0.17, 1.0], "fitted by step 1500 (not at step 0)"),
+        # checkpoints saved only after grokking: fitted before the first one
+        ([2400, 2700], [1.0, 1.0], "fitted already at the first checkpoint, step 2400"),
+    ],
+)
+def test_the_settle_reason_says_only_what_the_checkpoints_show(steps, trains, said):
+    from alignctl.report.evidence import infer
+
+    history = [
+        {"step": s, "train_accuracy": a, "metrics": {}} for s, a in zip(steps, trains, strict=True)
+    ]
+    verdict, ev = infer(history[-1], history[:-1], T)
+    assert verdict == "uncertain"
+    assert said in ev[0]["reads"] and "fitted at step" not in ev[0]["reads"], ev[0]["reads"]

@@ -106,10 +106,17 @@ def infer(ck: dict, history: list[dict], t: dict,
     _, kind = start(history, reference, t["fit"])
     gain, growth = s["alignment_gain"], s["norm_growth"]
     # the first fitted step only: a scan that stops there, not a list of the whole run
-    fitted = next((h["step"] for h in itertools.chain(history, [ck])
-                   if (h.get("train_accuracy") or 0) >= t["fit"]), None)  # fmt: skip
+    before, fitted = None, None
+    for h in itertools.chain(history, [ck]):
+        if (h.get("train_accuracy") or 0) >= t["fit"]:
+            fitted = h["step"]
+            break
+        before = h["step"]
     if fitted is not None and ck["step"] < t["settle"] * max(fitted, 1):
-        why = f"nothing yet: fitted at step {fitted}; read from step {t['settle']:g}x that"
+        # checkpoints bound the fit, they do not date it: say only what they show
+        when = (f"fitted already at the first checkpoint, step {fitted}" if before is None else
+                f"fitted by step {fitted} (not at step {before})")  # fmt: skip
+        why = f"nothing yet: {when}; read from step {t['settle']:g}x {fitted}"
         return "uncertain", [_item("steps_since_fit", ck["step"], t["settle"] * max(fitted, 1),
                                    why)]  # fmt: skip
     if gain is None or growth is None:
