@@ -32,7 +32,7 @@ from verdict_corpus import chance_of, truth_files, truth_label  # noqa: E402
 
 from alignctl.report.analysis import analyze  # noqa: E402
 from alignctl.report.evidence import infer  # noqa: E402
-from alignctl.report.recommend import recommend  # noqa: E402
+from alignctl.report.recommend import recommend, recorded_train  # noqa: E402
 from alignctl.report.verdict import judge, thresholds  # noqa: E402
 from alignctl.runs.run import open_run  # noqa: E402
 
@@ -190,10 +190,10 @@ def main() -> None:
         tr, rep = run["truth"], run["report"]
         t = thresholds(run["config"].verdict)
         rec = recommend(rep["checkpoints"], t, n_classes=tr["n_classes"],
-                        config_train=run["config"].train)  # fmt: skip
+                        config_train=recorded_train(run["config"]))  # fmt: skip
         hidden = blind(run, fitted_t[tr["family"]])
         rec_b = recommend(hidden, fitted_t[tr["family"]], n_classes=tr["n_classes"],
-                          config_train=run["config"].train)  # fmt: skip
+                          config_train=recorded_train(run["config"]))  # fmt: skip
         a, b = rec["action"] in tr["accept"], rec_b["action"] in tr["accept"]
         ok_test, ok_blind = ok_test + a, ok_blind + b
         print(f"  {tr['name']:<27} accept {'/'.join(tr['accept']):<30} test split: "

@@ -162,3 +162,24 @@ def test_the_settle_reason_says_only_what_the_checkpoints_show(steps, trains, sa
     verdict, ev = infer(history[-1], history[:-1], T)
     assert verdict == "uncertain"
     assert said in ev[0]["reads"] and "fitted at step" not in ev[0]["reads"], ev[0]["reads"]
+
+
+def test_a_config_without_a_train_section_records_no_weight_decay():
+    """A run trained elsewhere (Lightning, a plain loop) whose alignctl.yaml has no train
+    section: the defaults (weight decay 0) are no record, so the reason does not say "add
+    weight decay" to a run that may have used it."""
+    from pathlib import Path
+
+    from alignctl.report.recommend import recorded_train
+    from alignctl.runs.config import config_from_dict
+
+    bare = config_from_dict({"model": {"arch": "mlp"}, "data": {"task": "digits"}}, Path("."))
+    assert bare.train["loss"] == "cross_entropy"  # the defaults are still filled in
+    assert recorded_train(bare) is None
+    given = config_from_dict({"train": {"loss": "mse"}}, Path("."))
+    assert recorded_train(given)["loss"] == "mse"
+    run = [entry(0, 0.1, 0.1, "learning"), entry(10, 1.0, 0.2, "memorising"),
+           entry(20, 1.0, 0.2, "memorising"), entry(40, 1.0, 0.2, "memorising")]  # fmt: skip
+    r = recommend(run, T, n_classes=10, config_train=recorded_train(bare))
+    assert r["action"] == "try-grokalign" and "add weight decay" not in r["reason"], r["reason"]
+    assert "does not record" in r["reason"]

@@ -26,6 +26,7 @@ from alignctl.report.checkpoint_measure import (
     _samples,
     _subset,
 )
+from alignctl.report.recommend import recorded_train
 
 
 def _attackable(data, tokens: bool) -> bool:
@@ -246,7 +247,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t, n_classes=data.num_classes or n_classes,
-                                    config_train=run.config.train,
+                                    config_train=recorded_train(run.config),
                                     chance=chance_level(data.num_classes or n_classes or 2,
                                                         data.y_train, data.y_test)),
         "gates": [], "passed": True,

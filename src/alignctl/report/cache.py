@@ -46,6 +46,7 @@ from alignctl.report.cache_keys import (
     model_material,
     sha,
 )
+from alignctl.report.recommend import recorded_train
 from alignctl.train.jsonio import loads_strict
 
 CACHE_DIR = ".alignctl-cache"
@@ -284,7 +285,7 @@ def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str
         entries,
         thresholds(run.config.verdict),
         n_classes=c,
-        config_train=run.config.train,
+        config_train=recorded_train(run.config),
         chance=_chance(run, c) if entries else None,
     )
     report["cache"] = stats  # this call's hits and misses (the measurements it made)

@@ -48,11 +48,20 @@ def _third(values: list[float]) -> tuple[float, float]:
     return values[-1 - k], values[-1]
 
 
+def recorded_train(config) -> dict | None:
+    """``config.train`` when the run's config file had a train section, else None: defaults
+    are no record of how a run was trained (a Lightning run with weight decay has none)."""
+    return config.train if getattr(config, "train_recorded", True) else None
+
+
 def regularisation(config_train: dict | None) -> dict:
-    """{"grokalign": bool, "lambda": float or None, "weight_decay": float} from a run's
+    """{"grokalign": bool, "lambda": float or None, "weight_decay": float or None} from a run's
     validated ``train`` config (:mod:`alignctl.runs.config`); lambda None: GrokAlign without
-    a recorded lambda (a hand-written config: its default depends on the preset trained)."""
-    train = config_train or {}
+    a recorded lambda (a hand-written config: its default depends on the preset trained);
+    weight_decay None: no train section recorded (how the run was trained is unknown)."""
+    if config_train is None:
+        return {"grokalign": False, "lambda": None, "weight_decay": None}
+    train = config_train
     used, lam = False, None
     for reg in train.get("regularisers") or []:
         reg = {"name": reg} if isinstance(reg, str) else reg
@@ -73,7 +82,9 @@ def _change(reg: dict, why: str) -> dict:
             f"{why}; the run already uses {used}, too weak to induce alignment here: retrain "
             f"with {larger} (paper section 4).")}  # fmt: skip
     wd = reg["weight_decay"]
-    alt = "or add weight decay" if wd == 0 else f"or raise weight decay above {wd:g}"
+    alt = ("or use weight decay (the run config does not record how it was trained)"
+           if wd is None else "or add weight decay" if wd == 0 else
+           f"or raise weight decay above {wd:g}")  # fmt: skip
     return {"action": "try-grokalign", "reason": (
         f"{why}: retrain with GrokAlign, which controls the Jacobian norms that delay alignment "
         f"(paper sections 3.2, 4), {alt}.")}  # fmt: skip

@@ -33,6 +33,7 @@ import functools
 from alignctl.report import analysis
 from alignctl.report.checkpoint_measure import _subset
 from alignctl.report.distributed import Group, active, round_robin
+from alignctl.report.recommend import recorded_train
 from alignctl.report.reference import needs_reference
 
 
@@ -125,7 +126,7 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
     report["inferred"] = bool(entries[-1]["inferred"])
     c = _n_classes(run, output)
     report["recommendation"] = recommend(entries, thresholds(run.config.verdict), n_classes=c,
-                                         config_train=run.config.train,
+                                         config_train=recorded_train(run.config),
                                          chance=_chance(run, c))  # fmt: skip
 
 
