@@ -235,7 +235,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         chance = chance_level(data.num_classes or n_classes or 2, data.y_train, data.y_test)
         judge_entries(entries, t=t, grokked=run.config.grokked, keep_judged=True,
                       n_classes=data.num_classes or n_classes or 2,
-                      reference=reference, chance=chance)  # fmt: skip
+                      reference=reference, chance=chance,
+                      loss=(recorded_train(run.config) or {}).get("loss"))  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         if on_checkpoint:
             on_checkpoint(entry, i + 1, len(run.checkpoints))

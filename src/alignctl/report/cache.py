@@ -270,7 +270,8 @@ def _reverdict(run, entries: list[dict], output=None, reference=None) -> None:
     c = _n_classes(run, output) if entries else 2
     judge_entries(entries, t=thresholds(run.config.verdict), grokked=run.config.grokked,
                   n_classes=c, reference=reference,
-                  chance=_chance(run, c) if entries else None)  # fmt: skip
+                  chance=_chance(run, c) if entries else None,
+                  loss=(recorded_train(run.config) or {}).get("loss"))  # fmt: skip
 
 
 def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],

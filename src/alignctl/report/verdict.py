@@ -156,12 +156,13 @@ def _robust(ck: dict, t: dict) -> tuple[bool, list]:
 
 def judge(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
           history: list[dict] | None = None, reference: dict | None = None,
-          chance: float | None = None) -> dict:  # fmt: skip
+          chance: float | None = None, loss: str | None = None) -> dict:  # fmt: skip
     """{"verdict", "inferred", "evidence"} for one checkpoint entry of a report (metrics =
     means); ``history`` holds the earlier checkpoints' entries (the inferred verdict compares
     with the first when it is the initialisation, else with ``reference``, a fresh
     initialisation's {"metrics"}: :mod:`alignctl.report.reference`); ``chance``: the data's
-    :func:`chance_level` (default 1/C)."""
+    :func:`chance_level` (default 1/C); ``loss``: the run's recorded training loss (None:
+    unknown; see :func:`alignctl.report.evidence.infer`)."""
     if ck.get("diverged"):
         return {"verdict": "diverged", "inferred": False,
                 "evidence": [_item("finite", False, None, "diverged")]}  # fmt: skip
@@ -171,7 +172,7 @@ def judge(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
     if not _finite(train) or train < t["fit"]:
         return {"verdict": "learning", "inferred": False, "evidence": fit}
     if test is None:
-        verdict, ev = infer(ck, history or [], t, reference)
+        verdict, ev = infer(ck, history or [], t, reference, loss)
         general = verdict == "generalising"
         if not general:
             return {"verdict": verdict, "inferred": True, "evidence": fit + ev}
@@ -194,14 +195,15 @@ def checkpoint_verdict(ck: dict, *, n_classes: int, grokked: dict | None, t: dic
 def judge_entries(entries: list[dict], *, t: dict, grokked: dict | None, n_classes,
                   keep_judged: bool = False, evidence: bool = True,
                   since: int = 0, reference: dict | None = None,
-                  chance: float | None = None) -> None:  # fmt: skip
+                  chance: float | None = None, loss: str | None = None) -> None:  # fmt: skip
     """The verdict pass over a report's entries (checkpoints in step order), in place: entry i
     gets :func:`judge`'s fields with ``entries[:i]`` as its history (the inferred verdict reads
     the entries before it). ``n_classes``: C, or a function of an entry giving its C;
     ``keep_judged``: entries that have a verdict keep it (a report growing one entry at a
     time); ``evidence=False`` sets only ``verdict`` and ``inferred``; ``since``: judge only
     ``entries[since:]`` (the others are judged already: a log growing by one entry costs one
-    judgement, not a pass over the whole run); ``reference``, ``chance``: see :func:`judge`.
+    judgement, not a pass over the whole run); ``reference``, ``chance``, ``loss``: see
+    :func:`judge`.
 
     The one pass of ``analyze`` (each checkpoint as it is measured), the cache (every entry
     again: thresholds or C may have changed) and the monitor's log."""
@@ -211,5 +213,5 @@ def judge_entries(entries: list[dict], *, t: dict, grokked: dict | None, n_class
             continue
         c = n_classes(e) if callable(n_classes) else n_classes
         j = judge(e, n_classes=c, grokked=grokked, t=t, history=entries[:i],
-                  reference=reference, chance=chance)  # fmt: skip
+                  reference=reference, chance=chance, loss=loss)  # fmt: skip
         e.update(j if evidence else {"verdict": j["verdict"], "inferred": j["inferred"]})
