@@ -32,7 +32,7 @@ from verdict_corpus import chance_of, truth_files, truth_label  # noqa: E402
 
 from alignctl.report.analysis import analyze  # noqa: E402
 from alignctl.report.evidence import infer  # noqa: E402
-from alignctl.report.recommend import recommend  # noqa: E402
+from alignctl.report.recommend import recommend, recorded_train  # noqa: E402
 from alignctl.report.verdict import judge, thresholds  # noqa: E402
 from alignctl.runs.run import open_run  # noqa: E402
 
@@ -69,9 +69,14 @@ def load(corpus: Path, samples: int, fresh: bool) -> list[dict]:
             ck["truth"] = truth_label(ck["train_accuracy"], ck["test_accuracy"], chance)
             # the cache holds measurements; verdicts always come from the current rules
             ck.update(judge(ck, n_classes=truth["n_classes"], grokked=config.grokked, t=t,
-                            history=report["checkpoints"][:i]))  # fmt: skip
+                            history=report["checkpoints"][:i], loss=_loss(config)))  # fmt: skip
         runs.append({"truth": truth, "report": report, "config": config})
     return runs
+
+
+def _loss(config) -> str | None:
+    """The run's recorded training loss, as analyze reads it (None: no train section)."""
+    return (recorded_train(config) or {}).get("loss")
 
 
 def blind(run: dict, t: dict) -> list[dict]:
@@ -79,7 +84,8 @@ def blind(run: dict, t: dict) -> list[dict]:
     hidden = []
     for ck in run["report"]["checkpoints"]:
         b = {**ck, "test_accuracy": None, "adversarial_accuracy": None}  # PGD needs a test split
-        b.update(judge(b, n_classes=run["truth"]["n_classes"], grokked=None, t=t, history=hidden))
+        b.update(judge(b, n_classes=run["truth"]["n_classes"], grokked=None, t=t, history=hidden,
+                       loss=_loss(run["config"])))  # fmt: skip
         hidden.append(b)
     return hidden
 
@@ -94,7 +100,7 @@ def score(runs: list[dict], t: dict) -> tuple[int, int, int]:
             if ck["truth"] not in ("memorising", "generalised"):
                 continue
             fitted += 1
-            said = SAY.get(*[infer(ck, cks[:i], t)[0]] * 2)
+            said = SAY.get(*[infer(ck, cks[:i], t, loss=_loss(run["config"]))[0]] * 2)
             if said in ("memorising", "generalised"):
                 right += said == ck["truth"]
                 wrong += said != ck["truth"]
@@ -178,10 +184,12 @@ def main() -> None:
         print(f"  held out {fam:<15} fitted {f_:>3}  decided {r_ + w_:>3}  right {r_:>3}   ({ths})")
     confusion(pairs, ["learning", "memorising", "uncertain", "generalising", "robust",
                       "diverged"])  # fmt: skip
-    all_t = fit(runs)
+    all_t, shipped = fit(runs), thresholds(None)
     print(
-        "thresholds fitted on all families (the shipped defaults): "
+        "thresholds fitted on all families: "
         + ", ".join(f"{k} {all_t[k]:g}" for k in GRID)
+        + "; shipped defaults: "
+        + ", ".join(f"{k} {shipped[k]:g}" for k in GRID)
     )
 
     print("\n== recommendation per run")
@@ -190,10 +198,10 @@ def main() -> None:
         tr, rep = run["truth"], run["report"]
         t = thresholds(run["config"].verdict)
         rec = recommend(rep["checkpoints"], t, n_classes=tr["n_classes"],
-                        config_train=run["config"].train)  # fmt: skip
+                        config_train=recorded_train(run["config"]))  # fmt: skip
         hidden = blind(run, fitted_t[tr["family"]])
         rec_b = recommend(hidden, fitted_t[tr["family"]], n_classes=tr["n_classes"],
-                          config_train=run["config"].train)  # fmt: skip
+                          config_train=recorded_train(run["config"]))  # fmt: skip
         a, b = rec["action"] in tr["accept"], rec_b["action"] in tr["accept"]
         ok_test, ok_blind = ok_test + a, ok_blind + b
         print(f"  {tr['name']:<27} accept {'/'.join(tr['accept']):<30} test split: "

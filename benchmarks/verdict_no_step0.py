@@ -23,17 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from verdict_corpus import chance_of, truth_label  # noqa: E402
 
 from alignctl import analyze, open_run  # noqa: E402
+from alignctl.report.recommend import recorded_train  # noqa: E402
 from alignctl.report.verdict import judge, thresholds  # noqa: E402
 
 SAY = {"generalising": "generalised", "robust": "generalised"}
 
 
-def blind(report: dict, n_classes: int) -> list[str]:
+def blind(report: dict, n_classes: int, loss: str | None = None) -> list[str]:
     t, out = thresholds(None), []
     for ck in report["checkpoints"]:
         e = {**ck, "test_accuracy": None}
         e.update(judge(e, n_classes=n_classes, grokked=None, t=t, history=out,
-                       reference=report.get("reference")))  # fmt: skip
+                       reference=report.get("reference"), loss=loss))  # fmt: skip
         out.append(e)
     return [e["verdict"] for e in out]
 
@@ -59,8 +60,10 @@ def main() -> None:
                 cache.write_text(json.dumps(analyze(sub, samples=args.samples, device="cpu")))
             reports[label] = json.loads(cache.read_text())
         chance = chance_of(truth["n_classes"])
-        said = {k: dict(zip([c["step"] for c in r["checkpoints"]], blind(r, truth["n_classes"]),
-                            strict=True)) for k, r in reports.items()}  # fmt: skip
+        loss = (recorded_train(run.config) or {}).get("loss")  # as analyze reads it
+        said = {k: dict(zip([c["step"] for c in r["checkpoints"]],
+                            blind(r, truth["n_classes"], loss), strict=True))
+                for k, r in reports.items()}  # fmt: skip
         line = []
         for ck in reports["stand-in"]["checkpoints"]:
             tr = truth_label(ck["train_accuracy"], ck["test_accuracy"], chance)

@@ -58,7 +58,7 @@ SMOKE = {
     "verdict_agreement.py": [(["--corpus", "{corpus}", "--samples", "16"],
                               ["== with a test split", "truth / verdict",
                                "== without a test split, leave-one-family-out",
-                               "thresholds fitted on all families (the shipped defaults)",
+                               "thresholds fitted on all families", "shipped defaults",
                                "right action with a test split",
                                "vs adversarial accuracy: Spearman"])],
     # the corpus fixture builds with it (--max-steps); here its listing (the README quotes no

@@ -26,6 +26,7 @@ from alignctl.report.checkpoint_measure import (
     _samples,
     _subset,
 )
+from alignctl.report.recommend import recorded_train
 
 
 def _attackable(data, tokens: bool) -> bool:
@@ -177,7 +178,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         needs_reference_after,
     )
     from alignctl.report.steps import run_step_unit, step_unit
-    from alignctl.report.verdict import judge_entries, thresholds
+    from alignctl.report.verdict import chance_level, judge_entries, thresholds
     from alignctl.runs.checkpoints import is_finite_state
     from alignctl.runs.checkpoints.prefetch import prefetch
 
@@ -244,9 +245,11 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         entries.append(entry)
         if i == 0 and want is None and needs_reference_after(entry, run.config.verdict):
             reference = stand_in()
+        chance = chance_level(data.num_classes or n_classes or 2, data.y_train, data.y_test)
         judge_entries(entries, t=t, grokked=run.config.grokked, keep_judged=True,
                       n_classes=data.num_classes or n_classes or 2,
-                      reference=reference)  # fmt: skip
+                      reference=reference, chance=chance,
+                      loss=(recorded_train(run.config) or {}).get("loss"))  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         if on_checkpoint:
             on_checkpoint(entry, i + 1, len(run.checkpoints))
@@ -258,7 +261,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t, n_classes=data.num_classes or n_classes,
-                                    config_train=run.config.train),
+                                    config_train=recorded_train(run.config),
+                                    chance=chance_level(data.num_classes or n_classes or 2,
+                                                        data.y_train, data.y_test)),
         "gates": [], "passed": True,
         "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
         # run.notes grows while checkpoints load (keys ignored, objects replaced): read it now

@@ -46,6 +46,7 @@ from alignctl.report.cache_keys import (
     model_material,
     sha,
 )
+from alignctl.report.recommend import recorded_train
 from alignctl.train.jsonio import loads_strict
 
 CACHE_DIR = ".alignctl-cache"
@@ -259,12 +260,22 @@ def _n_classes(run, output=None) -> int:
     return 1 if out.dim() == 1 else int(out.shape[1])
 
 
+def _chance(run, n_classes: int) -> float:
+    """The data's chance level (:func:`alignctl.report.verdict.chance_level`)."""
+    from alignctl.report.verdict import chance_level
+
+    data = run.load_data()
+    return chance_level(n_classes, data.y_train, data.y_test)
+
+
 def _reverdict(run, entries: list[dict], output=None, reference=None) -> None:
     from alignctl.report.verdict import judge_entries, thresholds
 
+    c = _n_classes(run, output) if entries else 2
     judge_entries(entries, t=thresholds(run.config.verdict), grokked=run.config.grokked,
-                  n_classes=_n_classes(run, output) if entries else 2,
-                  reference=reference)  # fmt: skip
+                  n_classes=c, reference=reference,
+                  chance=_chance(run, c) if entries else None,
+                  loss=(recorded_train(run.config) or {}).get("loss"))  # fmt: skip
 
 
 def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],
@@ -274,11 +285,13 @@ def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str
 
     report["verdict"] = entries[-1]["verdict"] if entries else None
     report["inferred"] = bool(entries and entries[-1]["inferred"])
+    c = _n_classes(run, output) if entries else None
     report["recommendation"] = recommend(
         entries,
         thresholds(run.config.verdict),
-        n_classes=_n_classes(run, output) if entries else None,
-        config_train=run.config.train,
+        n_classes=c,
+        config_train=recorded_train(run.config),
+        chance=_chance(run, c) if entries else None,
     )
     report["cache"] = stats  # this call's hits and misses (the measurements it made)
     report["notes"] = list(report.get("notes", [])) + notes

@@ -28,7 +28,9 @@ data: the geometry alone does not tell).
 
 One analysable checkpoint has a verdict but no trend: nothing is called flat or rising. Still
 fitting -> keep-training; fitted with the test accuracy at chance -> investigate; otherwise the
-verdict's action, its reason saying that later checkpoints would show the trend.
+verdict's action, its reason saying that later checkpoints would show the trend. The same holds
+with a test split when only the last checkpoint fits the training data (e.g. two checkpoints,
+step 0 and the end): the test accuracy rose with the fit, which is no trend since it.
 """
 
 from __future__ import annotations
@@ -46,11 +48,20 @@ def _third(values: list[float]) -> tuple[float, float]:
     return values[-1 - k], values[-1]
 
 
+def recorded_train(config) -> dict | None:
+    """``config.train`` when the run's config file had a train section, else None: defaults
+    are no record of how a run was trained (a Lightning run with weight decay has none)."""
+    return config.train if getattr(config, "train_recorded", True) else None
+
+
 def regularisation(config_train: dict | None) -> dict:
-    """{"grokalign": bool, "lambda": float or None, "weight_decay": float} from a run's
+    """{"grokalign": bool, "lambda": float or None, "weight_decay": float or None} from a run's
     validated ``train`` config (:mod:`alignctl.runs.config`); lambda None: GrokAlign without
-    a recorded lambda (a hand-written config: its default depends on the preset trained)."""
-    train = config_train or {}
+    a recorded lambda (a hand-written config: its default depends on the preset trained);
+    weight_decay None: no train section recorded (how the run was trained is unknown)."""
+    if config_train is None:
+        return {"grokalign": False, "lambda": None, "weight_decay": None}
+    train = config_train
     used, lam = False, None
     for reg in train.get("regularisers") or []:
         reg = {"name": reg} if isinstance(reg, str) else reg
@@ -71,17 +82,21 @@ def _change(reg: dict, why: str) -> dict:
             f"{why}; the run already uses {used}, too weak to induce alignment here: retrain "
             f"with {larger} (paper section 4).")}  # fmt: skip
     wd = reg["weight_decay"]
-    alt = "or add weight decay" if wd == 0 else f"or raise weight decay above {wd:g}"
+    alt = ("or use weight decay (the run config does not record how it was trained)"
+           if wd is None else "or add weight decay" if wd == 0 else
+           f"or raise weight decay above {wd:g}")  # fmt: skip
     return {"action": "try-grokalign", "reason": (
         f"{why}: retrain with GrokAlign, which controls the Jacobian norms that delay alignment "
         f"(paper sections 3.2, 4), {alt}.")}  # fmt: skip
 
 
 def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
-              config_train: dict | None = None) -> dict:  # fmt: skip
+              config_train: dict | None = None, chance: float | None = None) -> dict:  # fmt: skip
     """{"action", "reason"} for a run (see the module docstring); ``checkpoints`` are the
     report's entries (verdict, step, accuracies), ``t`` the verdict thresholds,
-    ``config_train`` the run config's ``train`` section (its regularisers)."""
+    ``config_train`` the run config's ``train`` section (its regularisers), ``chance`` the
+    test accuracy of a label-blind guess (:func:`alignctl.report.verdict.chance_level`;
+    default 1/C)."""
     if not checkpoints:
         return {"action": "investigate", "reason": "no checkpoint could be analysed."}
     last = checkpoints[-1]
@@ -99,10 +114,10 @@ def recommend(checkpoints: list[dict], t: dict, *, n_classes: int | None = None,
             "probe_y).")}  # fmt: skip
     reg = regularisation(config_train)
     if len(live) == 1:
-        return _single(live[0], t, reg, n_classes)
+        return _single(live[0], t, reg, _chance(n_classes, chance))
     tests = [c.get("test_accuracy") for c in live]
     if all(_finite(v) for v in tests):
-        return _with_test(live, tests, t, reg, n_classes)
+        return _with_test(live, tests, t, reg, _chance(n_classes, chance))
     return _without_test(live, t, reg)
 
 
@@ -119,15 +134,17 @@ def _fitting(live: list[dict], t: dict) -> dict:
         "learning rate, or check the labels.")}  # fmt: skip
 
 
-def _chance(n_classes: int | None) -> float:
+def _chance(n_classes: int | None, chance: float | None = None) -> float:
+    if chance is not None:
+        return chance
     return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
 
 
-def _single(c: dict, t: dict, reg: dict, n_classes: int | None) -> dict:
+def _single(c: dict, t: dict, reg: dict, chance: float, where: str | None = None) -> dict:
     """The recommendation from one checkpoint: its verdict, and no trend (one point is
-    neither flat nor rising)."""
-    where = f"step {c['step']}, the only checkpoint analysed (no trend yet)"
-    test, chance = c.get("test_accuracy"), _chance(n_classes)
+    neither flat nor rising); ``where`` says why this checkpoint stands alone."""
+    where = where or f"step {c['step']}, the only checkpoint analysed (no trend yet)"
+    test = c.get("test_accuracy")
     if c["verdict"] == "learning":
         also = f" (test accuracy {test:.3f})" if _finite(test) else ""
         return {"action": "keep-training", "reason": (
@@ -136,7 +153,9 @@ def _single(c: dict, t: dict, reg: dict, n_classes: int | None) -> dict:
             "will show whether it still improves.")}  # fmt: skip
     if _finite(test):
         seen = f"test accuracy {test:.3f} at {where}"
-        if (test - chance) / (1 - chance) <= t["chance_skill"] and test >= chance / 2:
+        if (chance >= 1 or (test - chance) / (1 - chance) <= t["chance_skill"]) and (
+            test >= chance / 2
+        ):
             return {"action": "investigate", "reason": (
                 f"train accuracy {c['train_accuracy']:.3f} but {seen} is at chance "
                 f"({chance:.3f}): labels that carry no signal or data that cannot generalise; "
@@ -155,10 +174,9 @@ def _single(c: dict, t: dict, reg: dict, n_classes: int | None) -> dict:
         f"{c['verdict']}): evaluate on held-out data.")}  # fmt: skip
 
 
-def _with_test(live, tests, t, reg, n_classes) -> dict:
+def _with_test(live, tests, t, reg, chance) -> dict:
     last = live[-1]
-    chance = _chance(n_classes)
-    skill = lambda acc: (acc - chance) / (1 - chance)  # noqa: E731
+    skill = lambda acc: (acc - chance) / (1 - chance) if chance < 1 else 0.0  # noqa: E731
     best_i = max(range(len(tests)), key=lambda i: (tests[i], -i))
     best, now = tests[best_i], tests[-1]
     if best - now >= t["decline"] and skill(best) > t["chance_skill"]:
@@ -172,13 +190,20 @@ def _with_test(live, tests, t, reg, n_classes) -> dict:
     # fast the network fitted says nothing about whether it still generalises more), and
     # still there in the second half of that window (not the tail of the fit)
     fitted = next(i for i, c in enumerate(live) if (c["train_accuracy"] or 0) >= t["fit"])
-    start = max(len(tests) - 1 - max(1, len(tests) // 3), min(fitted, len(tests) - 2))
+    if fitted == len(live) - 1:  # every change so far came with the fit: no trend since it
+        prev = live[-2]["train_accuracy"]
+        was = f"; train accuracy {prev:.3f} at step {live[-2]['step']}" if _finite(prev) else ""
+        return _single(last, t, reg, chance, where=(
+            f"step {last['step']} (the first checkpoint that fits the training data{was}: no "
+            "trend since the fit yet)"))  # fmt: skip
+    start = max(len(tests) - 1 - max(1, len(tests) // 3), fitted)
     mid = (start + len(tests) - 1) // 2
     before = tests[start]
     if now - before > t["plateau"] and now - tests[mid] > t["plateau"] / 2:
+        seen = [i for i in dict.fromkeys((start, mid)) if i != len(tests) - 1]
+        points = ", ".join(f"{tests[i]:.3f} at step {live[i]['step']}" for i in seen)
         return {"action": "keep-training", "reason": (
-            f"{last['verdict']}, and test accuracy is still rising ({before:.3f} at step "
-            f"{live[start]['step']}, {tests[mid]:.3f} at step {live[mid]['step']}, {now:.3f} "
+            f"{last['verdict']}, and test accuracy is still rising ({points}, {now:.3f} "
             f"at step {last['step']}).")}  # fmt: skip
     flat = f"test accuracy flat at {now:.3f} ({before:.3f} at step {live[start]['step']})"
     # at chance: the labels carry nothing the network can use (shuffled labels) -- unlike a

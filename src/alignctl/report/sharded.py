@@ -33,6 +33,7 @@ import functools
 from alignctl.report import analysis
 from alignctl.report.checkpoint_measure import _subset
 from alignctl.report.distributed import Group, active, round_robin
+from alignctl.report.recommend import recorded_train
 from alignctl.report.reference import needs_reference
 
 
@@ -111,7 +112,7 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
            output=None) -> None:  # fmt: skip
     """The report over all ``entries`` (in step order, with ``_notes``): notes as one process
     orders them (discovery, loading, measurement), verdicts, recommendation, step unit."""
-    from alignctl.report.cache import _n_classes, _reverdict
+    from alignctl.report.cache import _chance, _n_classes, _reverdict
     from alignctl.report.recommend import recommend
     from alignctl.report.steps import run_step_unit
     from alignctl.report.verdict import thresholds
@@ -124,9 +125,10 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
     report["step_unit"] = run_step_unit([e["step_unit"] for e in entries])
     report["verdict"] = entries[-1]["verdict"]
     report["inferred"] = bool(entries[-1]["inferred"])
-    report["recommendation"] = recommend(entries, thresholds(run.config.verdict),
-                                         n_classes=_n_classes(run, output),
-                                         config_train=run.config.train)  # fmt: skip
+    c = _n_classes(run, output)
+    report["recommendation"] = recommend(entries, thresholds(run.config.verdict), n_classes=c,
+                                         config_train=recorded_train(run.config),
+                                         chance=_chance(run, c))  # fmt: skip
 
 
 def _measure_over_samples(group: Group, light, refs, opts, model, xs, ys, **kwargs) -> dict:

@@ -9,8 +9,10 @@ ranks with ``learning``: it never passes a gate that asks for memorising or bett
 - learning: train accuracy below ``fit`` (default 0.98).
 - with a test split: generalising when the task's grokked criterion holds (built-in tasks,
   SETUPS.md), else when the test accuracy's skill over chance,
-  (test - 1/C) / (1 - 1/C), reaches ``skill`` (default 0.5), so a hard data set with honest
-  test accuracy is not called memorising; otherwise memorising.
+  (test - chance) / (1 - chance), reaches ``skill`` (default 0.5), so a hard data set with
+  honest test accuracy is not called memorising; otherwise memorising. Chance is what a
+  label-blind guess scores (:func:`chance_level`): 1/C for balanced classes, the majority
+  class's share when one class dominates (95% of one class: 0.95, not 0.5).
 - without a test split (inferred, marked so): from label-free signals that held on families
   of runs they were not tuned on (:mod:`alignctl.report.evidence`); where they are weak or
   disagree, ``uncertain``. No signal never means generalising.
@@ -82,7 +84,31 @@ def _item(signal, value, threshold, reads) -> dict:
     return {"signal": signal, "value": value, "threshold": threshold, "reads": reads}
 
 
-def _with_test(ck: dict, n_classes: int, grokked: dict | None, t: dict) -> tuple[bool, list]:
+def uniform_chance(n_classes: int | None) -> float:
+    """1/C, the accuracy of a uniform guess (0.5 for C <= 2: a scalar output is binary)."""
+    return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
+
+
+def chance_level(n_classes: int | None, y_train=None, y_test=None) -> float:
+    """The test accuracy of a label-blind guess: the better of a uniform guess (1/C) and always
+    answering the most frequent training label (its share of ``y_test``; ties: the smallest
+    label). On balanced classes it is 1/C up to sampling; on imbalanced ones it is the
+    majority's share, so a network that learned only the class prior has no skill. Labels:
+    1-D tensors (class indices, or {0, 1} / {-1, +1} for a scalar output); anything else or no
+    test labels: 1/C."""
+    import torch
+
+    uniform = uniform_chance(n_classes)
+    ok = all(isinstance(y, torch.Tensor) and y.dim() == 1 and len(y) for y in (y_train, y_test))
+    if not ok:
+        return uniform
+    values, counts = torch.unique(y_train, return_counts=True)
+    top = values[counts.argmax()]
+    return max(uniform, float((y_test == top).double().mean()))
+
+
+def _with_test(ck: dict, n_classes: int, grokked: dict | None, t: dict,
+               chance: float | None = None) -> tuple[bool, list]:  # fmt: skip
     test = ck["test_accuracy"]
     if grokked and any(grokked.get(k) is not None for k in ("test_acc", "noise_acc")):
         ok = test > (grokked.get("test_acc") or 0.0)
@@ -95,10 +121,15 @@ def _with_test(ck: dict, n_classes: int, grokked: dict | None, t: dict) -> tuple
                             "generalising" if ok_noise else "memorising"))  # fmt: skip
             ok = ok and ok_noise
         return ok, ev
-    chance = 0.5 if n_classes <= 2 else 1.0 / n_classes
-    skill = (test - chance) / (1 - chance)
+    uniform = uniform_chance(n_classes)
+    chance = uniform if chance is None else chance
+    skill = (test - chance) / (1 - chance) if chance < 1 else 0.0
     ok = skill >= t["skill"]
-    return ok, [_item("test_skill", skill, t["skill"], "generalising" if ok else "memorising")]
+    ev = [_item("test_skill", skill, t["skill"], "generalising" if ok else "memorising")]
+    if chance > uniform:  # the classes are imbalanced: say what the skill is measured from
+        ev.append(_item("chance", chance, uniform, "the test accuracy of always answering the "
+                        "most frequent training class (above a uniform guess)"))  # fmt: skip
+    return ok, ev
 
 
 def _robust(ck: dict, t: dict) -> tuple[bool, list]:
@@ -124,11 +155,14 @@ def _robust(ck: dict, t: dict) -> tuple[bool, list]:
 
 
 def judge(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
-          history: list[dict] | None = None, reference: dict | None = None) -> dict:  # fmt: skip
+          history: list[dict] | None = None, reference: dict | None = None,
+          chance: float | None = None, loss: str | None = None) -> dict:  # fmt: skip
     """{"verdict", "inferred", "evidence"} for one checkpoint entry of a report (metrics =
     means); ``history`` holds the earlier checkpoints' entries (the inferred verdict compares
     with the first when it is the initialisation, else with ``reference``, a fresh
-    initialisation's {"metrics"}: :mod:`alignctl.report.reference`)."""
+    initialisation's {"metrics"}: :mod:`alignctl.report.reference`); ``chance``: the data's
+    :func:`chance_level` (default 1/C); ``loss``: the run's recorded training loss (None:
+    unknown; see :func:`alignctl.report.evidence.infer`)."""
     if ck.get("diverged"):
         return {"verdict": "diverged", "inferred": False,
                 "evidence": [_item("finite", False, None, "diverged")]}  # fmt: skip
@@ -138,12 +172,12 @@ def judge(ck: dict, *, n_classes: int, grokked: dict | None, t: dict,
     if not _finite(train) or train < t["fit"]:
         return {"verdict": "learning", "inferred": False, "evidence": fit}
     if test is None:
-        verdict, ev = infer(ck, history or [], t, reference)
+        verdict, ev = infer(ck, history or [], t, reference, loss)
         general = verdict == "generalising"
         if not general:
             return {"verdict": verdict, "inferred": True, "evidence": fit + ev}
     else:
-        general, ev = _with_test(ck, n_classes, grokked, t)
+        general, ev = _with_test(ck, n_classes, grokked, t, chance)
         if not general:
             return {"verdict": "memorising", "inferred": False, "evidence": fit + ev}
     robust, rev = _robust(ck, t)
@@ -160,14 +194,16 @@ def checkpoint_verdict(ck: dict, *, n_classes: int, grokked: dict | None, t: dic
 
 def judge_entries(entries: list[dict], *, t: dict, grokked: dict | None, n_classes,
                   keep_judged: bool = False, evidence: bool = True,
-                  since: int = 0, reference: dict | None = None) -> None:  # fmt: skip
+                  since: int = 0, reference: dict | None = None,
+                  chance: float | None = None, loss: str | None = None) -> None:  # fmt: skip
     """The verdict pass over a report's entries (checkpoints in step order), in place: entry i
     gets :func:`judge`'s fields with ``entries[:i]`` as its history (the inferred verdict reads
     the entries before it). ``n_classes``: C, or a function of an entry giving its C;
     ``keep_judged``: entries that have a verdict keep it (a report growing one entry at a
     time); ``evidence=False`` sets only ``verdict`` and ``inferred``; ``since``: judge only
     ``entries[since:]`` (the others are judged already: a log growing by one entry costs one
-    judgement, not a pass over the whole run); ``reference``: see :func:`judge`.
+    judgement, not a pass over the whole run); ``reference``, ``chance``, ``loss``: see
+    :func:`judge`.
 
     The one pass of ``analyze`` (each checkpoint as it is measured), the cache (every entry
     again: thresholds or C may have changed) and the monitor's log."""
@@ -176,5 +212,6 @@ def judge_entries(entries: list[dict], *, t: dict, grokked: dict | None, n_class
         if keep_judged and "verdict" in e:
             continue
         c = n_classes(e) if callable(n_classes) else n_classes
-        j = judge(e, n_classes=c, grokked=grokked, t=t, history=entries[:i], reference=reference)
+        j = judge(e, n_classes=c, grokked=grokked, t=t, history=entries[:i],
+                  reference=reference, chance=chance, loss=loss)  # fmt: skip
         e.update(j if evidence else {"verdict": j["verdict"], "inferred": j["inferred"]})

@@ -1,10 +1,9 @@
 """``alignctl.yaml``: reading, validating and writing run configs (schema: docs/config.md).
 
-Top-level keys: ``model`` and ``data`` (checked against the architecture / task signatures by
-:func:`alignctl.models.build_model` and :func:`alignctl.tasks.load_data`), ``train`` and
-``grokked`` (validated and completed with their defaults here) and ``verdict`` (a free mapping,
-validated by the verdict rules). ``to_dict`` is fully resolved: every default is filled in and
-file paths are absolute, so a config copied into a run folder still finds its files.
+Top-level keys: ``model``, ``data`` (checked by :func:`alignctl.models.build_model` and
+:func:`alignctl.tasks.load_data`), ``train`` and ``grokked`` (validated, defaults filled in
+here), ``verdict`` (validated by the verdict rules). ``to_dict`` is fully resolved (defaults
+filled in, paths absolute), so a config copied into a run folder still finds its files.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ class Config:
     checkpoint: dict = field(default_factory=dict)  # {weights: raw|ema, state_key: KEY}
     path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
+    train_recorded: bool = True  # the file had a train section (else train = the defaults)
 
     def to_dict(self) -> dict:
         """The resolved config as plain YAML-serialisable data (paths made absolute)."""
@@ -274,8 +274,8 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
         grokked=_grokked(d.get("grokked"), f"{source}: grokked"),
         verdict=_verdict(d.get("verdict"), f"{source}: verdict"),
         checkpoint=_checkpoint(d.get("checkpoint"), f"{source}: checkpoint"),
-        path=None,
         base_dir=Path(base_dir),
+        train_recorded=d.get("train") is not None,
     )
 
 
