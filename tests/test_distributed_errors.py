@@ -59,7 +59,7 @@ def test_analyze_a_corrupt_checkpoint_only_rank_1_reads(tmp_path):
 def test_train_and_race_with_a_model_only_rank_1_cannot_build(tmp_path):
     (tmp_path / "net.py").write_text(RANK1_FAILS)
     cfg = {"model": {"factory": "net.py:make"}, "data": {"path": "data.npz"},
-           "train": {"epochs": 2}}  # fmt: skip
+           "train": {"epochs": 2}, "grokked": {"train_acc": 0.9}}  # fmt: skip
     make_run(tmp_path / "run", n_checkpoints=0)
     (tmp_path / "data.npz").write_bytes((tmp_path / "run" / "data.npz").read_bytes())
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
