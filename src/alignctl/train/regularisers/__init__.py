@@ -25,6 +25,7 @@ from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this 
     read_spec_values,
     tidy_spec,
 )
+from alignctl.runs.validate import is_finite_real, short
 
 REGULARISERS: Registry = Registry("regulariser")
 register_regulariser = REGULARISERS.register
@@ -86,8 +87,8 @@ def real(name: str, value, low: float, high: float = math.inf, *, open_low: bool
     (reported as one line by :func:`build_regulariser`) for anything else: a parameter
     outside its range makes the method something else (an EMA with alpha 2 explodes,
     a negative PGD step descends the loss), never a variant of it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, not {value!r}")
+    if not is_finite_real(value):  # a bool, a string, nan, inf or an int past float's range
+        raise ValueError(f"{name} must be a finite number, not {short(value)}")
     v = float(value)
     if not (low < v if open_low else low <= v) or not v <= high:
         left = "(" if open_low else "["
@@ -166,9 +167,9 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
             raise InputError(
                 f"regulariser {name}: {inverse.get(k, k)} must be a number or a name, not {v}"
             )
-        if isinstance(v, float) and not math.isfinite(v):
+        if isinstance(v, (int, float)) and not is_finite_real(v):  # nan, inf, 10**400
             raise InputError(
-                f"regulariser {name}: {inverse.get(k, k)} must be a finite number, not {v}"
+                f"regulariser {name}: {inverse.get(k, k)} must be a finite number, not {short(v)}"
             )
         if isinstance(v, int) and abs(v) > MAX_INT_PARAM:  # counts: steps, draws, a window
             raise InputError(
