@@ -6,6 +6,11 @@ number (``math.isfinite``, ``float()``, ``{n:.3g}``) raised OverflowError: `erro
 error` from ``train``/``race``/``analyze --baseline``/``compare`` and an OverflowError from the
 API. Past 4,300 digits even ``int()`` and ``repr`` raise ValueError. Such an integer is now
 refused where it is read (a config key named, a JSON file's line and column).
+
+The rest of the public API (``alignctl.__all__``) with arguments of every wrong kind
+(Hypothesis): ``Trainer.fit``, ``open_run``, ``build_config``, ``build_regulariser``,
+``device=``, switches (``robustness``, ``overwrite``, ...) and the ``register_*`` decorators
+raise one InputError naming the argument, before anything is written or registered.
 """
 
 import json
@@ -186,3 +191,169 @@ def test_helpers_on_integers_of_any_size():
     assert not is_finite_real(True) and not is_finite_real("1")
     assert count_text(BIG * BIG) == "~1e800" and count_text(2**30) == "1.07e+09"
     assert short(huge) == "<an integer of about 5000 digits>" and len(short([huge] * 3)) < 120
+
+
+# ---- the public API's other entry points with arguments of a wrong kind -----------------
+#
+# Before: TypeError / AttributeError / ValueError from inside (``Trainer.fit(1.5)``,
+# ``open_run(model=3)``, ``build_regulariser(["grokalign"])``, ``device=3``), or worse, a
+# wrong value read by its truth: ``Monitor(overwrite="no")`` replaced an earlier run,
+# ``build_config(regs="grokalign")`` trained nine regularisers 'g', 'r', 'o', ...,
+# ``register_task(None)`` broke every later "valid: ..." listing (sorting None with str).
+
+WRONG = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True),
+    st.text(max_size=5), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.just(object()), st.just(torch.tensor(1.5)), st.just(b"x"),
+)  # fmt: skip
+
+
+def _small_config():
+    cfg = {"model": {"arch": "mlp", "in_features": 6, "hidden": [4], "out_features": 2},
+           "data": {"task": "sparse-parity", "n": 16, "n_bits": 6, "k": 2}}  # fmt: skip
+    from alignctl.runs.config import config_from_dict
+
+    return config_from_dict(cfg, ".")
+
+
+FIT = {  # argument -> predicate of the values it accepts
+    "epochs": lambda v: type(v) is int and v >= 0,
+    "eval_every": lambda v: type(v) is int and v >= 1,
+    "save_every": lambda v: v is None or (type(v) is int and v >= 1),
+    "stop_when_grokked": lambda v: type(v) is bool,
+    "callback": lambda v: v is None or callable(v),
+    "should_stop": callable,
+    "on_nan": lambda v: v is None or v in ("stop", "continue"),
+}
+
+
+@FAST
+@given(arg=st.sampled_from(sorted(FIT)), value=WRONG)
+def test_trainer_fit_refuses_a_wrong_argument_before_the_run_starts(tmp_path_factory, arg, value):
+    if FIT[arg](value):
+        return
+    run_dir = tmp_path_factory.mktemp("fit") / "run"
+    trainer = alignctl.Trainer(run_dir, _small_config(), device="cpu")
+    kwargs = {"epochs": 1, arg: value}
+    with pytest.raises(InputError, match=arg):
+        trainer.fit(**kwargs)
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+
+
+def test_trainer_fit_reads_integers_of_numpy_and_torch_as_ints(tmp_path):
+    import numpy as np
+
+    trainer = alignctl.Trainer(tmp_path / "run", _small_config(), device="cpu")
+    summary = trainer.fit(torch.tensor(2), eval_every=np.int64(1), save_every=np.int32(1))
+    assert summary["epochs"] == 2 and type(summary["epochs"]) is int
+    json.dumps(summary)  # before: "Object of type Tensor is not JSON serializable"
+
+
+@FAST
+@given(which=st.sampled_from(["model", "data", "weights", "state_key"]), value=WRONG)
+def test_open_run_refuses_a_name_that_is_not_a_string(report, which, value):
+    root, _ = report
+    if value is None or isinstance(value, str):
+        return
+    with pytest.raises(InputError, match=which):
+        alignctl.open_run(root, **{which: value})
+
+
+@FAST
+@given(value=WRONG)
+def test_devices_are_names_or_torch_devices(value):
+    from alignctl.geometry.devices import resolve_device
+
+    if value is None or isinstance(value, str):
+        return
+    with pytest.raises(InputError, match="device"):
+        resolve_device(value)
+    with pytest.raises(InputError, match="device"):
+        alignctl.measure(torch.nn.Linear(3, 2), torch.randn(4, 3), device=value)
+
+
+@FAST
+@given(switch=st.sampled_from(["robustness", "keep_samples", "tensorboard", "save_checkpoints",
+                               "overwrite"]), value=WRONG)  # fmt: skip
+def test_switches_are_bools_not_truthy_values(report, tmp_path_factory, switch, value):
+    if isinstance(value, bool):
+        return
+    root, _ = report
+    out = tmp_path_factory.mktemp("mon") / "m"
+    with pytest.raises(InputError, match=switch):
+        if switch in ("robustness", "keep_samples"):
+            alignctl.analyze(alignctl.open_run(root), metrics="fast", **{switch: value})
+        else:
+            alignctl.Monitor(torch.nn.Linear(3, 2), torch.randn(4, 3), out=out, **{switch: value})
+    assert not out.exists()
+
+
+def test_overwrite_no_keeps_the_earlier_monitor_run(tmp_path):
+    model, x = torch.nn.Linear(3, 2), torch.randn(4, 3)
+    with alignctl.Monitor(model, x, out=tmp_path / "m", every=1) as mon:
+        mon.step(0)
+    before = (tmp_path / "m" / "alignment.jsonl").read_bytes()
+    with pytest.raises(InputError, match="overwrite"):
+        alignctl.Monitor(model, x, out=tmp_path / "m", overwrite="no")
+    assert (tmp_path / "m" / "alignment.jsonl").read_bytes() == before
+
+
+@FAST
+@given(task=WRONG, regs=WRONG, overrides=WRONG)
+def test_build_config_arguments_of_a_wrong_kind(task, regs, overrides):
+    ok = (isinstance(task, str) and isinstance(regs, list) and all(isinstance(r, str) for r in regs)
+          and (overrides is None or isinstance(overrides, dict)))  # fmt: skip
+    try:
+        alignctl.build_config(None, task, regs, 0, 1, overrides=overrides)
+    except InputError:
+        return
+    assert ok, (task, regs, overrides)
+
+
+def test_build_config_regs_as_one_string_is_refused():
+    with pytest.raises(InputError, match="regs must be a list"):
+        alignctl.build_config(None, "sparse-parity", "grokalign", 0, 1)
+
+
+@FAST
+@given(spec=WRONG, defaults=WRONG)
+def test_build_regulariser_arguments_of_a_wrong_kind(spec, defaults):
+    try:
+        alignctl.build_regulariser(spec, defaults)
+    except InputError:
+        return
+    assert isinstance(spec, str | dict) and (defaults is None or isinstance(defaults, dict))
+
+
+@FAST
+@given(
+    name=st.one_of(WRONG, st.sampled_from(["", " ", "a b", "x\n", "a,b", "a:b", "k=v", "é\x1b"]))
+)
+def test_registry_names_are_plain_strings(name):
+    """Nothing is registered: a refused name raises before the decorator runs."""
+    plain = isinstance(name, str) and name.isprintable() and name.strip() == name and name
+    for register in (alignctl.register_task, alignctl.register_model, alignctl.register_loss,
+                     alignctl.register_regulariser):  # fmt: skip
+        if plain and not any(c in ",:;= " for c in name):
+            continue
+        with pytest.raises(InputError, match="name"):
+            register(name)
+    sorted(alignctl.TASKS)  # the listings still sort
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"needs": "everything"}, {"needs": 3}, {"labels": "no"}, {"opt_in": 1},
+    {"bounds": (float("nan"), 1.0)}, {"bounds": (1, 0)}, {"bounds": "ab"}, {"bounds": (0,)},
+    {"bounds": ("0", 1)},
+])  # fmt: skip
+def test_register_metric_refuses_wrong_arguments_before_registering(kwargs):
+    before = len(alignctl.METRICS)
+    with pytest.raises(InputError):
+        alignctl.register_metric("heldout3_metric", **{"needs": "centroid", **kwargs})
+    assert len(alignctl.METRICS) == before and "heldout3_metric" not in alignctl.METRICS
+
+
+def test_registering_a_taken_name_is_an_input_error():
+    with pytest.raises(InputError, match="registered twice"):
+        alignctl.register_model("mlp")(lambda **kw: None)

@@ -8,6 +8,7 @@ included: the state records the position in the epoch's permutation).
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,35 @@ def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> se
     return {e for e in keep if 0 <= e <= epochs}
 
 
+def _check_fit(epochs, eval_every, save_every, save_schedule, stop_when_grokked, callback,
+               should_stop) -> tuple:  # fmt: skip
+    """:meth:`ScheduleMixin.fit`'s arguments, as ``alignctl.yaml``'s ``train:`` keys are
+    checked: one InputError naming the argument, before the run folder is touched (not a
+    TypeError after epoch 0 is saved, nor ``eval_every=0.5`` read as 1, ``save_every=0`` as
+    None or ``stop_when_grokked="no"`` as True). Returns the numbers as Python ints."""
+    from alignctl.geometry.arguments import count, flags
+
+    try:  # 0: only the initial weights (step 0) are evaluated and saved
+        total = None if isinstance(epochs, bool) else operator.index(epochs)
+    except TypeError:
+        total = None
+    if total is None or total < 0:
+        raise InputError(f"epochs must be an integer >= 0, not {type(epochs).__name__} "
+                         f"{epochs if total is not None else ''}".rstrip())  # fmt: skip
+    numbers = (total, count(eval_every, "eval_every", optional=False),
+               count(save_every, "save_every"))  # fmt: skip
+    if save_schedule is not None and not isinstance(save_schedule, str):
+        raise InputError(
+            f"save_schedule must be 'log:K' or None, not {type(save_schedule).__name__}"
+        )
+    (grokked,) = flags(stop_when_grokked=stop_when_grokked)
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback must be callable or None, not {type(callback).__name__}")
+    if not callable(should_stop):
+        raise InputError(f"should_stop must be callable, not {type(should_stop).__name__}")
+    return (*numbers, grokked)
+
+
 class ScheduleMixin:
     """Needs ``train_step``, ``_batches``, ``batches_per_epoch`` (:class:`StepMixin`),
     ``save``/``write_summary`` (:class:`RunDirMixin`), ``check_divergence``
@@ -54,8 +84,11 @@ class ScheduleMixin:
         (mid-epoch included) and its summary says ``status: interrupted``. ``on_nan``
         (default: the config's ``train.on_nan``): ``stop`` ends a diverged run at the next
         check point without saving non-finite weights; ``continue`` trains on."""
-        on_nan = on_nan or self.cfg.train.get("on_nan") or "stop"
-        if on_nan not in ON_NAN:
+        epochs, eval_every, save_every, stop_when_grokked = _check_fit(
+            epochs, eval_every, save_every, save_schedule, stop_when_grokked, callback, should_stop
+        )
+        on_nan = (self.cfg.train.get("on_nan") or "stop") if on_nan is None else on_nan
+        if not isinstance(on_nan, str) or on_nan not in ON_NAN:  # 0 or "" is no default
             raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
 
         def halted() -> bool:

@@ -133,12 +133,25 @@ def with_defaults(spec: dict, defaults: dict | None) -> dict:
     return {**other, **spec}
 
 
+def read_spec(spec, what: str = "a regulariser spec") -> dict:
+    """A spec as a new dict: ``NAME[:key=value,...]`` parsed, a mapping's string values read
+    as numbers where they are; anything else (a list, a number, non-string keys) is an
+    InputError, not a TypeError from ``dict()``."""
+    if isinstance(spec, str):
+        return parse_reg_spec(spec)
+    if isinstance(spec, dict) and all(isinstance(k, str) for k in spec):
+        return read_spec_values(dict(spec))
+    raise InputError(f"{what} is a string like 'grokalign:lambda=0.01' or a mapping with "
+                     f"string keys like {{'name': 'grokalign', 'lambda': 0.01}}, not "
+                     f"{type(spec).__name__} {short(spec)}")  # fmt: skip
+
+
 def setting(spec: dict | str) -> tuple:
     """What a spec trains, whatever its spelling: (name, parameters under their constructor
     names with the constructor's defaults filled in, sorted): ``grokalign:n_proj=2,lambda=0.1``,
     ``grokalign:lam=0.1,n_proj=2`` and ``grokalign:lambda=1e-1,n_proj=2,norm=fro`` are one
     setting (values compare as numbers: 2.0 == 2)."""
-    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
+    spec = read_spec(spec)
     name = str(spec.pop("name", None))
     params = canonical_params(spec, name)
     for k, p in inspect.signature(REGULARISERS.get(name)).parameters.items():
@@ -150,7 +163,11 @@ def setting(spec: dict | str) -> tuple:
 def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:
     """A regulariser from a spec; unknown names or parameters are InputErrors listing the
     valid, a parameter under both spellings (``lambda``, ``lam``) an InputError naming it."""
-    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
+    spec = read_spec(spec)
+    if defaults is not None and not (
+        isinstance(defaults, dict) and all(isinstance(k, str) for k in defaults)
+    ):
+        raise InputError("defaults must be a mapping of parameters, e.g. {'lambda': 0.01}")
     name = spec.pop("name", None)
     cls = REGULARISERS.get(str(name))
     canonical_params(spec, name)  # a parameter under both spellings, named as the user did
