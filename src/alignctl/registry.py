@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 from alignctl.errors import InputError
 
 T = TypeVar("T")
+NAME_SEPARATORS = ",:;="  # --metrics a,b; --reg NAME:k=v; race --regs a;b
 
 
 class Registry(Generic[T]):
@@ -18,9 +19,23 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator adding ``obj`` under ``name``: a non-empty printable string without
+        blanks or the characters that separate names on the command line (``,:;=``); else,
+        or when the name is taken, an InputError (a name of another kind broke every later
+        "valid: ..." listing, whose sort compares the names)."""
+        if (
+            not isinstance(name, str)
+            or not name
+            or not name.isprintable()
+            or any(c.isspace() or c in NAME_SEPARATORS for c in name)
+        ):
+            shown = repr(name) if isinstance(name, str) else type(name).__name__
+            raise InputError(f"a {self.kind} name is a string without blanks or any of "
+                             f"{NAME_SEPARATORS!r}, not {shown[:80]}")  # fmt: skip
+
         def deco(obj: T) -> T:
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise InputError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
             return obj
 

@@ -97,6 +97,22 @@ def count(value, name: str, *, optional: bool = True) -> int | None:
     return n
 
 
+def flags(**values) -> tuple[bool, ...]:
+    """Switches (``robustness=``, ``overwrite=``) as bools, in the order given: True/False or
+    a NumPy/0-d torch bool. A string is refused, not read by its truth: ``overwrite="no"``
+    would replace an earlier run."""
+    out = []
+    for name, value in values.items():
+        numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+        torch_bool = isinstance(value, torch.Tensor) and value.dtype == torch.bool
+        if numpy_bool or (torch_bool and value.dim() == 0):
+            value = bool(value)
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be True or False, not {type(value).__name__}")
+        out.append(value)
+    return tuple(out)
+
+
 def seed(value) -> int:
     """An integer seed (any sign; torch wraps it)."""
     try:

@@ -20,6 +20,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(device, torch.device):
         return device
+    if device is not None and not isinstance(device, str):  # [] is not "auto", 3 not a name
+        raise InputError(f"device must be a name ({', '.join(DEVICE_CHOICES)}) or a "
+                         f"torch.device, not {type(device).__name__}")  # fmt: skip
     name = (device or "auto").lower()
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())

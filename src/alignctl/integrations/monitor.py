@@ -36,6 +36,7 @@ import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
+from alignctl.geometry import arguments
 from alignctl.integrations.monitor_run import (
     check_model_config,
     prepare,
@@ -71,9 +72,8 @@ class Monitor:
         model_config: the config ``model:`` section that rebuilds ``model``, for analyze.
         overwrite: replace the monitor files of an earlier run in ``out`` (else InputError).
 
-    Raises InputError for a bad probe, metric set, ``stop_when`` or ``model_config``, or an
-    ``out`` that already holds a monitor log.
-    """
+    Raises InputError for a bad probe, metric set, ``stop_when`` or ``model_config``, a switch
+    that is not a bool, or an ``out`` that already holds a monitor log."""
 
     @keeps_rng
     def __init__(self, model: torch.nn.Module, probe_x, probe_y=None, *, every: int = 100,
@@ -81,8 +81,9 @@ class Monitor:
                  save_checkpoints: bool = False, stop_when: str | None = None, test=None,
                  model_config: dict | None = None, batch_size: int | None = None,
                  verdict: dict | None = None, overwrite: bool = False) -> None:  # fmt: skip
-        if not isinstance(model, torch.nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        arguments.model(model)  # an nn.Module, not meta, not complex; switches are bools:
+        switches = {"tensorboard": tensorboard, "save_checkpoints": save_checkpoints}
+        tensorboard, save_checkpoints, overwrite = arguments.flags(**switches, overwrite=overwrite)
         self.model, self._every = model, Every(every)
         self.probe = Probe(probe_x, probe_y, metrics=metrics, test=test, stop_when=stop_when,
                            batch_size=batch_size, verdict=verdict)  # fmt: skip

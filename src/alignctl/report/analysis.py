@@ -13,6 +13,7 @@ import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError, first_line
+from alignctl.geometry.arguments import flags
 from alignctl.geometry.metrics.sets import (  # noqa: F401 (the report's API, re-exported)
     CENTROID,
     METRIC_SETS,
@@ -77,6 +78,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     measuring part of a run (the cache, the ranks) says whether the whole run needs it.
     """
     _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint)
+    flags(robustness=robustness, keep_samples=keep_samples)
     # every option that changes a number must be in this dict (the cache's key)
     opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
                 metrics=metrics, robustness=robustness, eps=eps, alpha=alpha,

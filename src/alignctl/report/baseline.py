@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.limits import json_int
 from alignctl.runs.validate import short
 
 __all__ = ["ACCURACIES", "baseline_notes", "baseline_value", "last_checkpoint", "load_baseline"]
@@ -41,7 +42,7 @@ def load_baseline(path: Path) -> dict:
             data = fh.read(MAX_BASELINE_BYTES + 1)
         if len(data) > MAX_BASELINE_BYTES:
             raise ValueError
-        report = json.loads(data, parse_constant=_no_constant)  # UTF-8/16/32
+        report = json.loads(data, parse_constant=_no_constant, parse_int=json_int)  # UTF-8/16/32
         last = last_checkpoint(report)
         if not isinstance(last, dict) or not isinstance(last["metrics"], dict):
             raise TypeError

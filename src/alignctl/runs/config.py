@@ -9,7 +9,6 @@ filled in, paths absolute), so a config copied into a run folder still finds its
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 from alignctl.errors import InputError
 from alignctl.runs.atomic import atomic_write_text
 from alignctl.runs.limits import expand_user, read_text_capped
-from alignctl.runs.validate import short
+from alignctl.runs.validate import is_finite_real, refuse_huge_integers, short
 
 TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
 CHECKPOINT_KEYS = ("weights", "state_key")  # which weights analyze reads (docs/config.md)
@@ -91,7 +90,7 @@ def _number(v, where: str, *, lo: float | None = None, strict_lo: bool = False) 
             v = float(v)
         except ValueError:
             raise InputError(f"{where} must be a number, got {short(v)}") from None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if not is_finite_real(v):
         raise InputError(f"{where} must be a finite number, got {short(v)}")
     if lo is not None and (v <= lo if strict_lo else v < lo):
         raise InputError(f"{where} must be {'>' if strict_lo else '>='} {lo}, got {short(v)}")
@@ -267,6 +266,7 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
     if not isinstance(d, dict):
         raise InputError(f"{source}: the top level must be a mapping, got {type(d).__name__}")
     _known_keys(d, TOP_KEYS, source)
+    refuse_huge_integers(d, source)
     return Config(
         model=_section(d, "model", ("arch", "factory"), source),
         data=_section(d, "data", ("task", "path", "factory"), source),

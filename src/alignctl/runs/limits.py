@@ -136,15 +136,39 @@ def as_path(value, name: str) -> Path:
     raise InputError(f"{name} must be a path (str or pathlib.Path), not {type(value).__name__}")
 
 
+class HugeInteger(ValueError):
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+        super().__init__(f"a JSON integer of {self.digits} digits, beyond the float range")
+        self.text = text
+
+
+def json_int(text: str) -> int:
+    """A JSON integer that a float can hold (Python's ints are unbounded, and one beyond
+    ~1.8e308 raises OverflowError wherever it is compared or formatted as a number)."""
+    try:
+        value = int(text)
+        float(value)
+    except (OverflowError, ValueError):  # ValueError: past int()'s 4,300-digit limit
+        raise HugeInteger(text) from None
+    return value
+
+
 def loads_json(text: str | bytes, **kwargs):
-    """``json.loads`` for files alignctl did not write: nesting deeper than Python's recursion
-    limit (``[[[...]]]`` 100,000 deep) is a :class:`json.JSONDecodeError` (a ValueError), as
-    any other malformed JSON, not a RecursionError that no caller expects."""
+    """``json.loads`` for files alignctl did not write. Nesting deeper than Python's recursion
+    limit (``[[[...]]]`` 100,000 deep) and an integer beyond the float range are each a
+    :class:`json.JSONDecodeError` (a ValueError), as any other malformed JSON, not a
+    RecursionError or OverflowError that no caller expects."""
+    kwargs.setdefault("parse_int", json_int)
     try:
         return json.loads(text, **kwargs)
     except RecursionError:
         doc = text if isinstance(text, str) else ""
         raise json.JSONDecodeError("nested too deeply", doc, 0) from None
+    except HugeInteger as e:
+        doc = text if isinstance(text, str) else text.decode(json.detect_encoding(text), "replace")
+        at = max(doc.find(e.text), 0)
+        raise json.JSONDecodeError(str(e), doc, at) from None
 
 
 def check_zip(path: Path, what: str) -> None:

@@ -146,6 +146,12 @@ def open_run(
 
 
 def _open_run(path, config, model, data, weights, state_key) -> Run:
+    model, data = (os.fspath(v) if isinstance(v, os.PathLike) else v for v in (model, data))
+    for name, value in (("model", model), ("data", data), ("weights", weights),
+                        ("state_key", state_key)):  # fmt: skip
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{name} must be a string (a name or a file), not "
+                             f"{type(value).__name__}")  # fmt: skip
     if weights is not None and weights not in WEIGHTS:
         raise InputError(f"unknown --weights {weights!r}; valid: {', '.join(WEIGHTS)}")
     if state_key is not None and not state_key.strip(". "):

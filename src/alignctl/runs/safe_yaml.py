@@ -73,6 +73,20 @@ class LimitedLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        """An integer past ``int()``'s 4,300-digit limit is refused with its line (a ValueError,
+        not a YAMLError, otherwise); one past the float range is refused, with its key, by
+        :func:`alignctl.runs.validate.refuse_huge_integers`."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                problem="an integer of more than 4300 digits", problem_mark=node.start_mark
+            ) from None
+
+
+LimitedLoader.add_constructor("tag:yaml.org,2002:int", LimitedLoader.construct_yaml_int)
+
 
 def expanded_size(node: yaml.Node, memo: dict[int, int] | None = None) -> int:
     """Nodes in ``node``'s tree with every alias expanded (memoised: linear in the graph).

@@ -19,7 +19,17 @@ MAX_PARAMETERS = 2**30  # ~1.07e9 parameters: 4 GiB of float32 weights, 3x that 
 MAX_DATA_ELEMENTS = 2**30  # ~1.07e9 elements: 4 GiB of float32 inputs
 REPR_CHARS = 80
 
-_repr = reprlib.Repr()
+
+class _Repr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        """Past 4,300 digits ``repr`` raises ValueError (CPython's guard against quadratic
+        conversions): the size instead."""
+        if x.bit_length() > 10_000:
+            return f"<an integer of about {int(x.bit_length() * math.log10(2))} digits>"
+        return super().repr_int(x, level)
+
+
+_repr = _Repr()
 _repr.maxstring = _repr.maxother = REPR_CHARS
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
 _repr.maxlevel = 3
@@ -43,13 +53,51 @@ def not_found(what: str, path: object) -> InputError:
     return InputError(f"{what} {text} not found{hint}")
 
 
+def is_finite_real(value) -> bool:
+    """Whether ``value`` is a real number (int or float, not a bool) that a float holds
+    finitely. Python's integers are unbounded: ``math.isfinite(10**400)`` and ``float()`` raise
+    OverflowError, so an integer beyond ~1.8e308 is not finite here (it is no size, count or
+    threshold alignctl could use)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def refuse_huge_integers(value, source: str, path: str = "") -> None:
+    """InputError for an integer beyond the float range anywhere in a config mapping (the
+    YAML reader and the Python API give any size): every later check, estimate and message
+    converts numbers to float, which would raise OverflowError instead of naming the key."""
+    if isinstance(value, int) and not isinstance(value, bool) and not is_finite_real(value):
+        raise InputError(f"{source}: {path} is beyond the range of a float (~1.8e308), "
+                         f"got {short(value)}")  # fmt: skip
+    if path.count(".") + path.count("[") > 64:  # configs nest ~3 deep; YAML refuses > 64
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            refuse_huge_integers(v, source, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            refuse_huge_integers(v, source, f"{path}[{i}]")
+
+
+def count_text(n: int) -> str:
+    """``n`` for a message, ``1.07e+09`` style, also beyond the float range (``~1e400``)."""
+    try:
+        return f"{n:.3g}"
+    except OverflowError:
+        return f"~1e{int(n.bit_length() * math.log10(2))}"
+
+
 def finite(value, what: str, *, lo: float | None = None, strict: bool = False) -> float:
     """``value`` as a float: a real, finite number (not a bool, not a string), ``>= lo``
     (``> lo`` if ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"{what} must be a number, got {short(value)}")
-    if not math.isfinite(value):
-        raise InputError(f"{what} must be a finite number, got {value}")
+    if not is_finite_real(value):
+        raise InputError(f"{what} must be a finite number, got {short(value)}")
     if lo is not None and (value <= lo if strict else value < lo):
         raise InputError(f"{what} must be {'>' if strict else '>='} {lo:g}, got {value:g}")
     return float(value)
@@ -106,7 +154,7 @@ def check_model_size(fn, kwargs: dict, what: str) -> None:
     n = _estimate(fn, "n_parameters", kwargs, what)
     if n is not None and n > MAX_PARAMETERS:
         raise InputError(
-            f"{what}: {n:.3g} parameters, over the budget of {MAX_PARAMETERS:.3g} "
+            f"{what}: {count_text(n)} parameters, over the budget of {MAX_PARAMETERS:.3g} "
             "(docs/guarantees.md)"
         )
 
@@ -116,7 +164,7 @@ def check_data_size(fn, params: dict, what: str) -> None:
     n = _estimate(fn, "elements", params, what)
     if n is not None and n > MAX_DATA_ELEMENTS:
         raise InputError(
-            f"{what}: {n:.3g} data elements, over the budget of {MAX_DATA_ELEMENTS:.3g} "
+            f"{what}: {count_text(n)} data elements, over the budget of {MAX_DATA_ELEMENTS:.3g} "
             "(docs/guarantees.md)"
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.validate import short
 
 
 def build_config(config: Path | None, task: str | None, regs: list[str], seed: int | None,
@@ -20,6 +21,7 @@ def build_config(config: Path | None, task: str | None, regs: list[str], seed: i
 
     if (config is None) == (task is None):
         raise InputError("give exactly one of --task NAME or --config FILE")
+    _check_kinds(task, regs, overrides)
     if task is not None:
         from alignctl.train.presets import PRESETS, preset_reg_defaults
 
@@ -48,6 +50,19 @@ def build_config(config: Path | None, task: str | None, regs: list[str], seed: i
     for k, v in (overrides or {}).items():
         d["train"][k] = v
     return config_from_dict(d, cfg.base_dir, source="resolved config")
+
+
+def _check_kinds(task, regs, overrides) -> None:
+    """The Python API's arguments of the wrong kind as one InputError each: a string for
+    ``regs`` was read letter by letter (``"grokalign"``: nine regularisers 'g', 'r', ...)."""
+    if task is not None and not isinstance(task, str):
+        raise InputError(f"task must be a preset name, not {type(task).__name__}")
+    if not isinstance(regs, (list, tuple)) or not all(isinstance(r, str) for r in regs):
+        raise InputError(f"regs must be a list of specs like ['grokalign:lambda=0.01'], not "
+                         f"{type(regs).__name__} {short(regs)}")  # fmt: skip
+    if overrides is not None and not isinstance(overrides, dict):
+        raise InputError(f"overrides must be a mapping of train: keys, not "
+                         f"{type(overrides).__name__}")  # fmt: skip
 
 
 def _refuse_restated(configured: list, resolved: list, config) -> None:

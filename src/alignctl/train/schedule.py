@@ -8,6 +8,7 @@ included: the state records the position in the epoch's permutation).
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Callable
 
@@ -47,6 +48,36 @@ def check_criterion(cfg) -> None:
                          "grokked: section, e.g. test_acc: 0.95); this run has none")  # fmt: skip
 
 
+def _check_fit(epochs, eval_every, save_every, save_schedule, stop_when_grokked, callback,
+               should_stop) -> tuple:  # fmt: skip
+    """:meth:`ScheduleMixin.fit`'s arguments (None: the config's), checked as
+    ``alignctl.yaml``'s ``train:`` keys are: one InputError naming the argument, before the run
+    folder is touched (not a TypeError after epoch 0 is saved, nor ``eval_every=0.5`` read as
+    1, ``save_every=0`` as None or ``stop_when_grokked="no"`` as True). Returns the numbers as
+    Python ints."""
+    from alignctl.geometry.arguments import count, flags
+
+    try:  # 0: only the initial weights (step 0) are evaluated and saved
+        total = None if isinstance(epochs, bool) else operator.index(epochs)
+    except TypeError:
+        total = None
+    if total is None or total < 0:
+        raise InputError(f"epochs must be an integer >= 0, not {type(epochs).__name__} "
+                         f"{epochs if total is not None else ''}".rstrip())  # fmt: skip
+    numbers = (total, count(eval_every, "eval_every"),
+               count(save_every, "save_every"))  # fmt: skip
+    if save_schedule is not None and not isinstance(save_schedule, str):
+        raise InputError(
+            f"save_schedule must be 'log:K' or None, not {type(save_schedule).__name__}"
+        )
+    (grokked,) = flags(stop_when_grokked=stop_when_grokked)
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback must be callable or None, not {type(callback).__name__}")
+    if not callable(should_stop):
+        raise InputError(f"should_stop must be callable, not {type(should_stop).__name__}")
+    return (*numbers, grokked)
+
+
 class ScheduleMixin:
     """Needs ``train_step``, ``_batches``, ``batches_per_epoch`` (:class:`StepMixin`),
     ``save``/``write_summary`` (:class:`RunDirMixin`), ``check_divergence``
@@ -65,13 +96,16 @@ class ScheduleMixin:
         ``eval_every`` (default: the config's ``train.eval_every``); ``save_every`` and
         ``save_schedule``: either replaces the config's schedule, neither keeps it (the
         config's ``train.save_every`` / ``train.save_schedule``, else about 20 checkpoints)."""
+        epochs, eval_every, save_every, stop_when_grokked = _check_fit(
+            epochs, eval_every, save_every, save_schedule, stop_when_grokked, callback, should_stop
+        )
         t = self.cfg.train
-        on_nan = on_nan or t.get("on_nan") or "stop"
+        on_nan = (t.get("on_nan") or "stop") if on_nan is None else on_nan
         if eval_every is None:
             eval_every = t.get("eval_every") or 1
         if save_every is None and save_schedule is None:
             save_every, save_schedule = t.get("save_every"), t.get("save_schedule")
-        if on_nan not in ON_NAN:
+        if not isinstance(on_nan, str) or on_nan not in ON_NAN:  # 0 or "" is no default
             raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
         if stop_when_grokked:
             check_criterion(self.cfg)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alignctl.errors import InputError
+from alignctl.geometry.arguments import flags
 from alignctl.registry import Registry
 
 NEEDS = ("centroid", "label", "jacobian", "model")
@@ -56,8 +58,18 @@ def register_metric(
 ) -> Callable:  # fmt: skip
     """Decorator: ``@register_metric("centroid_alignment", needs="centroid",
     bounds=(-1, 1))``; ``bounds``: the closed range of its values (default: any real)."""
-    if needs not in NEEDS:
-        raise ValueError(f"needs must be one of {NEEDS}")
+    if not isinstance(needs, str) or needs not in NEEDS:
+        shown = repr(needs)[:80] if isinstance(needs, str) else type(needs).__name__
+        raise InputError(f"needs must be one of {', '.join(NEEDS)}, not {shown}")
+    flags(labels=labels, opt_in=opt_in)
+    pair = isinstance(bounds, tuple | list) and len(bounds) == 2
+    if not pair or not all(_real(b) for b in bounds) or not bounds[0] <= bounds[1]:
+        shown = (
+            bounds if pair and all(isinstance(b, float) for b in bounds) else type(bounds).__name__
+        )
+        raise InputError(f"bounds must be (low, high), numbers with low <= high (+-math.inf for "
+                         f"none), not {shown}")  # fmt: skip
+    METRICS.register(name)  # the name is checked before a function is decorated
 
     def deco(fn: Callable[[Quantities], torch.Tensor]) -> Callable:
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
@@ -65,6 +77,10 @@ def register_metric(
         return fn
 
     return deco
+
+
+def _real(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # not NaN
 
 
 def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

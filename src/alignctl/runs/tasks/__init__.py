@@ -10,7 +10,6 @@ the data is the same on every machine.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_finite, check_kwargs
 from alignctl.runs.limits import expand_user
-from alignctl.runs.validate import check_data_labels, check_data_size
+from alignctl.runs.validate import check_data_labels, check_data_size, is_finite_real
 
 TASKS: Registry = Registry("task")
 register_task = TASKS.register
@@ -130,9 +129,8 @@ def _user_extras(spec: dict, source: str) -> dict:
     if spec.get("input_range") is not None:
         r = spec["input_range"]
         ok = isinstance(r, (list, tuple)) and len(r) == 2
-        numbers = ok and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r
-        )  # a NaN bound passed `low < high` (every comparison with NaN is False)
+        # a NaN bound passed `low < high` (every comparison with NaN is False)
+        numbers = ok and all(is_finite_real(v) for v in r)
         if not numbers or r[0] >= r[1]:
             raise InputError(
                 f"{source}: input_range must be [low, high], finite numbers with low < high, "

@@ -26,6 +26,7 @@ from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this 
     read_spec_values,
     tidy_spec,
 )
+from alignctl.runs.validate import is_finite_real, short
 
 REGULARISERS: Registry = Registry("regulariser")
 register_regulariser = REGULARISERS.register
@@ -92,8 +93,8 @@ def real(name: str, value, low: float, high: float = math.inf, *, open_low: bool
     (reported as one line by :func:`build_regulariser`) for anything else: a parameter
     outside its range makes the method something else (an EMA with alpha 2 explodes,
     a negative PGD step descends the loss), never a variant of it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, not {value!r}")
+    if not is_finite_real(value):  # a bool, a string, nan, inf or an int past float's range
+        raise ValueError(f"{name} must be a finite number, not {short(value)}")
     v = float(value)
     if not (low < v if open_low else low <= v) or not v <= high:
         left = "(" if open_low else "["
@@ -138,12 +139,25 @@ def with_defaults(spec: dict, defaults: dict | None) -> dict:
     return {**other, **spec}
 
 
+def read_spec(spec, what: str = "a regulariser spec") -> dict:
+    """A spec as a new dict: ``NAME[:key=value,...]`` parsed, a mapping's string values read
+    as numbers where they are; anything else (a list, a number, non-string keys) is an
+    InputError, not a TypeError from ``dict()``."""
+    if isinstance(spec, str):
+        return parse_reg_spec(spec)
+    if isinstance(spec, dict) and all(isinstance(k, str) for k in spec):
+        return read_spec_values(dict(spec))
+    raise InputError(f"{what} is a string like 'grokalign:lambda=0.01' or a mapping with "
+                     f"string keys like {{'name': 'grokalign', 'lambda': 0.01}}, not "
+                     f"{type(spec).__name__} {short(spec)}")  # fmt: skip
+
+
 def setting(spec: dict | str) -> tuple:
     """What a spec trains, whatever its spelling: (name, parameters under their constructor
     names with the constructor's defaults filled in, sorted): ``grokalign:n_proj=2,lambda=0.1``,
     ``grokalign:lam=0.1,n_proj=2`` and ``grokalign:lambda=1e-1,n_proj=2,norm=fro`` are one
     setting (values compare as numbers: 2.0 == 2)."""
-    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
+    spec = read_spec(spec)
     name = str(spec.pop("name", None))
     params = canonical_params(spec, name)
     for k, p in inspect.signature(REGULARISERS.get(name)).parameters.items():
@@ -155,7 +169,11 @@ def setting(spec: dict | str) -> tuple:
 def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regulariser:
     """A regulariser from a spec; unknown names or parameters are InputErrors listing the
     valid, a parameter under both spellings (``lambda``, ``lam``) an InputError naming it."""
-    spec = parse_reg_spec(spec) if isinstance(spec, str) else read_spec_values(dict(spec))
+    spec = read_spec(spec)
+    if defaults is not None and not (
+        isinstance(defaults, dict) and all(isinstance(k, str) for k in defaults)
+    ):
+        raise InputError("defaults must be a mapping of parameters, e.g. {'lambda': 0.01}")
     name = spec.pop("name", None)
     cls = REGULARISERS.get(str(name))
     canonical_params(spec, name)  # a parameter under both spellings, named as the user did
@@ -172,9 +190,9 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
             raise InputError(
                 f"regulariser {name}: {inverse.get(k, k)} must be a number or a name, not {v}"
             )
-        if isinstance(v, float) and not math.isfinite(v):
+        if isinstance(v, (int, float)) and not is_finite_real(v):  # nan, inf, 10**400
             raise InputError(
-                f"regulariser {name}: {inverse.get(k, k)} must be a finite number, not {v}"
+                f"regulariser {name}: {inverse.get(k, k)} must be a finite number, not {short(v)}"
             )
         if isinstance(v, int) and abs(v) > MAX_INT_PARAM:  # counts: steps, draws, a window
             raise InputError(
