@@ -5,29 +5,14 @@ was ordered by the loss's digits and the run's verdict came from its first check
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from alignctl.runs.checkpoints import discover_checkpoints
+# the model and helpers of the folder tests: the same small MLP and discovery
+from test_checkpoints_folders import _found, _state
+
 from alignctl.runs.checkpoints.peek import number_in_name
-
-MODEL = {"arch": "mlp", "in_features": 4, "hidden": [8], "out_features": 3}
-
-
-def _state(seed: int) -> dict[str, torch.Tensor]:
-    from alignctl.runs.models import build_model
-
-    torch.manual_seed(seed)
-    return {k: v.contiguous() for k, v in build_model(MODEL, Path(".")).state_dict().items()}
-
-
-def _found(folder: Path) -> tuple[list[tuple[str, int | None]], list[str]]:
-    notes: list[str] = []
-    refs = discover_checkpoints(folder, notes)
-    return [(r.path.name, r.step) for r in refs], notes
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,27 @@ def make_net():
 """
 
 
+def _fit_and_save(tmp_path, loss, saves) -> None:
+    """MODEL's ``make_net`` (seed 0) trained full batch with Adam (lr 1e-2) on ``loss(net)``,
+    saved as ``{"model_state_dict", "step"}`` to ``checkpoints/ckpt-STEP.pt`` at ``saves``."""
+    import torch
+
+    (tmp_path / "models.py").write_text(MODEL)
+    (tmp_path / "checkpoints").mkdir()
+    torch.manual_seed(0)
+    ns: dict = {}
+    exec(MODEL, ns)
+    net = ns["make_net"]()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(max(saves) + 1):
+        if step in saves:
+            torch.save({"model_state_dict": net.state_dict(), "step": step},
+                       tmp_path / "checkpoints" / f"ckpt-{step}.pt")  # fmt: skip
+        opt.zero_grad()
+        loss(net).backward()
+        opt.step()
+
+
 def test_analyze_an_imbalanced_run_that_learned_only_the_prior(tmp_path):
     """A real run: 2 classes, 94% of one, inputs that carry no signal; the network memorises the
     minority of the training set and answers mostly the majority on the test set (test accuracy
@@ -110,23 +131,11 @@ def test_analyze_an_imbalanced_run_that_learned_only_the_prior(tmp_path):
     y = (rng.random(400) < 0.06).astype("int64")  # class 1 is rare and random
     np.savez(tmp_path / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:],
              y_test=y[200:])  # fmt: skip
-    (tmp_path / "models.py").write_text(MODEL)
     cfg = {"model": {"factory": "models.py:make_net"}, "data": {"path": "data.npz"}}
     (tmp_path / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
-    (tmp_path / "checkpoints").mkdir()
-    torch.manual_seed(0)
-    ns: dict = {}
-    exec(MODEL, ns)
-    net = ns["make_net"]()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     xt, yt = torch.as_tensor(x[:200]), torch.as_tensor(y[:200])
-    for step in range(401):
-        if step in (0, 100, 200, 400):
-            torch.save({"model_state_dict": net.state_dict(), "step": step},
-                       tmp_path / "checkpoints" / f"ckpt-{step}.pt")  # fmt: skip
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
+    _fit_and_save(tmp_path, lambda net: torch.nn.functional.cross_entropy(net(xt), yt),
+                  (0, 100, 200, 400))  # fmt: skip
     report = analyze(open_run(tmp_path), samples=64, device="cpu")
     # the cache judges its entries again (all hits the second time): the same chance
     for _ in range(2):
@@ -226,21 +235,9 @@ def test_analyze_reads_the_recorded_loss(tmp_path):
     y = rng.integers(0, 2, 120)
     x = (rng.normal(size=(120, 8)) + 2.0 * y[:, None]).astype("float32")
     np.savez(tmp_path / "data.npz", x_train=x, y_train=y.astype("int64"))
-    (tmp_path / "models.py").write_text(MODEL)
-    (tmp_path / "checkpoints").mkdir()
-    torch.manual_seed(0)
-    ns: dict = {}
-    exec(MODEL, ns)
-    net = ns["make_net"]()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     xt, target = torch.as_tensor(x), torch.nn.functional.one_hot(torch.as_tensor(y), 2).float()
-    for step in range(301):
-        if step in (0, 10, 100, 300):
-            torch.save({"model_state_dict": net.state_dict(), "step": step},
-                       tmp_path / "checkpoints" / f"ckpt-{step}.pt")  # fmt: skip
-        opt.zero_grad()
-        (net(xt) - target).pow(2).sum(1).mean().backward()
-        opt.step()
+    _fit_and_save(tmp_path, lambda net: (net(xt) - target).pow(2).sum(1).mean(),
+                  (0, 10, 100, 300))  # fmt: skip
     cfg = {"model": {"factory": "models.py:make_net"}, "data": {"path": "data.npz"}}
     verdicts = {}
     for name, train in (("unrecorded", None), ("mse", {"loss": "mse"})):
