@@ -357,3 +357,18 @@ def test_register_metric_refuses_wrong_arguments_before_registering(kwargs):
 def test_registering_a_taken_name_is_an_input_error():
     with pytest.raises(InputError, match="registered twice"):
         alignctl.register_model("mlp")(lambda **kw: None)
+
+
+@pytest.mark.parametrize("steps", [10_001, 10**400], ids=["10001", "1e400"])
+def test_pgd_steps_beyond_the_cap_are_refused_before_any_work(tmp_path, steps):
+    """`analyze(steps=10**400, robustness=True)` and a huge --pgd-steps ran without end."""
+    from pathlib import Path
+
+    from alignctl import analyze, open_run
+
+    example = Path(__file__).resolve().parents[1] / "examples/checkpoints/sparse-parity-grokalign"
+    with pytest.raises(InputError, match="at most 10,000"):
+        analyze(open_run(example), robustness=True, steps=steps)
+    r = CliRunner().invoke(app, ["analyze", str(example), "--robustness", "--pgd-steps",
+                                 str(steps)])  # fmt: skip
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "at most 10,000" in r.stderr

@@ -147,7 +147,7 @@ def analyze(
         from alignctl.report.figures import check_format
 
         check_format(plot)
-    check_pgd(eps, alpha)
+    check_pgd(eps, alpha, pgd_steps)
     if max_memory is not None:
         from alignctl.geometry.memory import parse_bytes
 

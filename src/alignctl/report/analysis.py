@@ -140,8 +140,7 @@ def _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint) -
                          f"{type(run).__name__}")  # fmt: skip
     count(samples, "samples")
     count(batch_size, "batch size")
-    count(steps, "PGD steps", optional=False)
-    check_pgd(eps, alpha)
+    check_pgd(eps, alpha, count(steps, "PGD steps", optional=False))
     if on_checkpoint is not None and not callable(on_checkpoint):
         raise InputError(f"on_checkpoint must be callable, not {type(on_checkpoint).__name__}")
 
