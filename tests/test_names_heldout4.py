@@ -88,3 +88,23 @@ def test_a_constant_number_in_every_name_is_not_the_step(tmp_path, pattern):
         torch.save({"model": _state(e)}, tmp_path / pattern.format(e=e))
     found, notes = _found(tmp_path)
     assert found == [(pattern.format(e=e), e) for e in (1, 2, 10)] and not notes
+
+
+def test_fairseq_epoch_and_update_checkpoints_by_their_stored_updates(tmp_path):
+    """fairseq saves ``checkpoint{epoch}.pt`` at each epoch's end and
+    ``checkpoint_{epoch}_{updates}.pt`` between: by the names' numbers checkpoint2.pt (update
+    2000, the last) sorted first and checkpoint_2_1500.pt was judged as the last, silently."""
+
+    def save(name, epoch, updates):
+        obj = {"model": _state(updates), "extra_state": {"epoch": epoch},
+               "optimizer_history": [{"criterion_name": "ce", "num_updates": updates}]}  # fmt: skip
+        torch.save(obj, tmp_path / name)
+
+    for name, e, u in [("checkpoint_1_500.pt", 1, 500), ("checkpoint1.pt", 1, 1000),
+                       ("checkpoint_2_1500.pt", 2, 1500), ("checkpoint2.pt", 2, 2000)]:  # fmt: skip
+        save(name, e, u)
+    save("checkpoint_last.pt", 2, 2000)
+    found, notes = _found(tmp_path)
+    assert found == [("checkpoint_1_500.pt", 500), ("checkpoint1.pt", 1000),
+                     ("checkpoint_2_1500.pt", 1500), ("checkpoint2.pt", 2000)]  # fmt: skip
+    assert notes == ["left out checkpoint_last.pt: a copy of checkpoint2.pt (same weights)"]

@@ -2,7 +2,8 @@
 torch file, ``trainer_state.json``): its step and whether it holds model weights at all.
 
 The step is read where training code puts it: ``step``, ``global_step`` (Lightning, Hugging
-Face), ``global_steps`` (DeepSpeed), ``iter_num`` (nanoGPT), ``iteration``, ``iter``; for a
+Face), ``global_steps`` (DeepSpeed), ``iter_num`` (nanoGPT), ``iteration``, ``iter``, fairseq's
+``optimizer_history[-1]["num_updates"]``; for a
 Hugging Face ``checkpoint-N`` folder, ``global_step`` of its ``trainer_state.json``; else the
 name's step (:func:`number_in_name`: never a metric's digits); else ``epoch``, labelled as
 such (an epoch is not a step: :mod:`.order` never mixes the two). A stored ``epoch`` is kept
@@ -36,7 +37,7 @@ from alignctl.runs.limits import UnreadableZip, check_zip, loads_json, read_text
 
 # timm's CheckpointSaver and PyTorch's ImageNet example write torch.save files as .pth.tar
 LONG_SUFFIXES = (".pth.tar",)
-STEP_KEYS = ("step", "global_step", "global_steps", "iter_num", "iteration", "iter")
+STEP_KEYS = ("step", "global_step", "global_steps", "iter_num", "iteration", "iter", "num_updates")
 EPOCH_KEY = "epoch"
 TRAINER_STATE = "trainer_state.json"
 
@@ -144,7 +145,19 @@ def _file_meta(path: Path) -> tuple[dict, str | None]:
         for k, v in obj.items()
         if isinstance(k, str) and (s := scalar_value(v) if nested else _plain(v)) is not None
     }
+    updates = _fairseq_updates(obj)
+    if updates is not None:
+        meta.setdefault("num_updates", updates)
     return meta, not_weights(obj)
+
+
+def _fairseq_updates(obj: dict) -> Any:
+    """fairseq's step: ``optimizer_history[-1]["num_updates"]`` (its names mix epochs,
+    ``checkpoint2.pt``, with updates, ``checkpoint_2_1500.pt``); None if absent."""
+    history = obj.get("optimizer_history")
+    if isinstance(history, list) and history and isinstance(history[-1], dict):
+        return scalar_value(history[-1].get("num_updates"))
+    return None
 
 
 def _plain(v: Any) -> Any:
