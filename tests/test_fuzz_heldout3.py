@@ -219,7 +219,7 @@ def _small_config():
 
 FIT = {  # argument -> predicate of the values it accepts
     "epochs": lambda v: type(v) is int and v >= 0,
-    "eval_every": lambda v: type(v) is int and v >= 1,
+    "eval_every": lambda v: v is None or (type(v) is int and v >= 1),  # None: the config's
     "save_every": lambda v: v is None or (type(v) is int and v >= 1),
     "stop_when_grokked": lambda v: type(v) is bool,
     "callback": lambda v: v is None or callable(v),
