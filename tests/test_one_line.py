@@ -112,9 +112,9 @@ def test_warnings_show_only_with_verbose(tmp_path, monkeypatch):
 
     real = validate.check_pgd
 
-    def noisy(eps, alpha):
+    def noisy(*args):
         warnings.warn("torch says\x1b[2J something\nlong", UserWarning, stacklevel=1)
-        real(eps, alpha)
+        real(*args)
 
     monkeypatch.setattr(validate, "check_pgd", noisy)
     missing = str(tmp_path / "nope")
