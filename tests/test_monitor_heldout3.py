@@ -116,3 +116,24 @@ def test_the_missing_config_warning_points_at_the_users_monitor_call(tmp_path):
                                save_checkpoints=True)  # fmt: skip
         mon.close()
     assert [w.filename for w in caught] == [__file__]
+
+
+def test_the_monitors_run_config_records_no_training_it_did_not_see(tmp_path):
+    """The Monitor's alignctl.yaml held `alignctl train`'s defaults (train: weight_decay 0.0,
+    loss cross_entropy, epochs 1000), which analyze reads as the record of how the user's loop
+    trained (a recommendation to add weight decay to a loop that used it)."""
+    import yaml
+
+    import alignctl
+    from alignctl.runs.config import load_config
+    from alignctl.runs.models import build_model
+
+    spec = {"arch": "mlp", "in_features": 4, "hidden": [8], "out_features": 3}
+    net = build_model(spec, tmp_path)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    with alignctl.Monitor(net, x, y, every=1, out=tmp_path / "r", save_checkpoints=True,
+                          model_config=spec) as mon:  # fmt: skip
+        mon.step(0)
+    saved = yaml.safe_load((tmp_path / "r" / "alignctl.yaml").read_text())
+    assert "train" not in saved and "grokked" not in saved and saved["model"]["arch"] == "mlp"
+    assert load_config(tmp_path / "r" / "alignctl.yaml").train_recorded is False

@@ -84,6 +84,11 @@ def write_run_config(out: Path, probe, model_config: dict | None) -> None:
     else:
         missing.append("labelled data (pass probe_y, or analyze with --data FILE)")
     resolved = config_from_dict(raw, out, source="Monitor").to_dict()
+    # the defaults of `alignctl train` are not how the user's loop trained: a `train:` section
+    # would read as its record (no weight decay: "add weight decay"; cross-entropy loss)
+    resolved.pop("train", None)
+    if not any(v is not None for v in resolved.get("grokked", {}).values()):
+        resolved.pop("grokked", None)
     if "data" in resolved:  # the probe is in the folder: it moves (a CI artifact) with it
         resolved["data"]["path"] = PROBE_FILE
     text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
