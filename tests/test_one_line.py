@@ -130,3 +130,28 @@ def test_warnings_show_only_with_verbose(tmp_path, monkeypatch):
         assert r.exit_code == 2 and len(lines) == 2, r.stderr
         assert lines[0] == "warning: UserWarning: torch says\\x1b[2J something long"
         assert lines[1].startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze", "{run}", "--json", ""],
+        ["analyze", "{run}", "--json="],
+        ["analyze", "{run}", "--cache", "  "],
+        ["analyze", ""],
+        ["compare", "{run}", ""],
+        ["train", "--task", "sparse-parity", "--out", ""],
+        ["race", "--task", "xor", "--regs", "", "--out", "{tmp}/r"],
+    ],
+)
+def test_an_empty_argument_is_one_line_and_exit_2(tmp_path, argv):
+    """An unset shell variable gives an empty argument: `--json "$OUT"` dropped the JSON and
+    exited 0 (a CI step after it found no report); `analyze ""` analysed the working
+    directory. Nothing is written."""
+    run = Path(__file__).resolve().parents[1] / "examples/checkpoints/sparse-parity-grokalign"
+    args = [a.format(run=run, tmp=tmp_path) for a in argv]
+    r = CliRunner().invoke(app, args)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and "empty" in lines[0]
+    assert not any(tmp_path.iterdir())

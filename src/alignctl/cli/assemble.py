@@ -47,6 +47,12 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = _verbose_first(sys.argv[1:] if args is None else list(args))
+        empty = _empty_argument(args)
+        if empty is not None:
+            error_line(empty)
+            if standalone_mode:
+                sys.exit(2)
+            return 2
         try:
             rv = super().main(
                 args=args,
@@ -79,6 +85,23 @@ def _verbose_first(args: list[str]) -> list[str]:
     if "--verbose" not in args[:end]:
         return args
     return ["--verbose"] + [a for i, a in enumerate(args) if i >= end or a != "--verbose"]
+
+
+def _empty_argument(args: list[str]) -> str | None:
+    """Why an empty or blank argument is refused, or None. No option or path of alignctl takes
+    one, and it is what an unset shell variable gives: ``--json "$OUT"`` dropped the output
+    and exited 0, ``analyze ""`` analysed the working directory."""
+    end = args.index("--") if "--" in args else len(args)
+    for i, arg in enumerate(args[:end]):
+        name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if eq and not value.strip():
+            what = f"{name} was given an empty value"
+        elif not name and not arg.strip():
+            what = "an empty argument" + (f" after {args[i - 1]}" if i else "")
+        else:
+            continue
+        return f"{what} (an unset shell variable?): give a value or leave it out"
+    return None
 
 
 # placeholders by parameter name, the same in every command; others get their NAME
