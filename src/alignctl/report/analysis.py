@@ -6,6 +6,7 @@ streamed: one state dict in memory at a time.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -210,6 +211,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
 
     if want:
         reference = stand_in()
+    train = recorded_train(run.config)
+    # C is known once a checkpoint is measured (else the data's, else 2): one count per C
+    chance = functools.cache(lambda c: chance_level(c, data.y_train, data.y_test))
     for i, ref in enumerate(run.checkpoints):
         t0 = time.perf_counter()
         # notes: keys ignored, EMA present... (the run's, and this checkpoint's for the cache)
@@ -246,11 +250,10 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         entries.append(entry)
         if i == 0 and want is None and needs_reference_after(entry, run.config.verdict):
             reference = stand_in()
-        chance = chance_level(data.num_classes or n_classes or 2, data.y_train, data.y_test)
         judge_entries(entries, t=t, grokked=run.config.grokked, keep_judged=True,
-                      n_classes=data.num_classes or n_classes or 2,
-                      reference=reference, chance=chance,
-                      loss=(recorded_train(run.config) or {}).get("loss"))  # fmt: skip
+                      n_classes=data.num_classes or n_classes or 2, reference=reference,
+                      chance=chance(data.num_classes or n_classes or 2),
+                      loss=(train or {}).get("loss"))  # fmt: skip
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         if on_checkpoint:
             on_checkpoint(entry, i + 1, len(run.checkpoints))
@@ -262,9 +265,8 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "checkpoints": entries, "verdict": entries[-1]["verdict"] if entries else None,
         "inferred": bool(entries and entries[-1]["inferred"]),
         "recommendation": recommend(entries, t, n_classes=data.num_classes or n_classes,
-                                    config_train=recorded_train(run.config),
-                                    chance=chance_level(data.num_classes or n_classes or 2,
-                                                        data.y_train, data.y_test)),
+                                    config_train=train,
+                                    chance=chance(data.num_classes or n_classes or 2)),
         "gates": [], "passed": True,
         "pgd": {k: opts["pgd"][k] for k in ("eps", "alpha", "steps")} if robustness else None,
         # run.notes grows while checkpoints load (keys ignored, objects replaced): read it now

@@ -228,12 +228,14 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         found + [t for n in by_ck for t in n["load"]] + [t for n in by_ck for t in n["measure"]]
     )
     report["notes"] = list(dict.fromkeys(ordered))
-    _reverdict(run, merged, options.get("output"), report.get("reference"))
+    rejudge(run, report, merged, options.get("output"))
     report["checkpoints"] = merged
     from alignctl.report.steps import run_step_unit
 
     report["step_unit"] = run_step_unit([e.get("step_unit") for e in merged])
-    return _finish(report, run, merged, cache.stats(since), cache.notes, options.get("output"))
+    report["cache"] = cache.stats(since)  # this call's hits and misses (its measurements)
+    report["notes"] = list(report.get("notes", [])) + cache.notes
+    return report
 
 
 def _unchanged(path, digest: str) -> bool:
@@ -268,31 +270,21 @@ def _chance(run, n_classes: int) -> float:
     return chance_level(n_classes, data.y_train, data.y_test)
 
 
-def _reverdict(run, entries: list[dict], output=None, reference=None) -> None:
+def rejudge(run, report: dict, entries: list[dict], output=None) -> None:
+    """The verdicts of ``entries`` (the whole run's, in step order, measured in parts: cached,
+    or dealt over ranks) judged again together, and the report's verdict and recommendation,
+    as one process gives them. C and the chance level are found once (C may need a forward
+    pass of a fresh model, :func:`_n_classes`)."""
+    from alignctl.report.recommend import recommend
     from alignctl.report.verdict import judge_entries, thresholds
 
-    c = _n_classes(run, output) if entries else 2
-    judge_entries(entries, t=thresholds(run.config.verdict), grokked=run.config.grokked,
-                  n_classes=c, reference=reference,
-                  chance=_chance(run, c) if entries else None,
-                  loss=(recorded_train(run.config) or {}).get("loss"))  # fmt: skip
-
-
-def _finish(report: dict, run, entries: list[dict], stats: dict, notes: list[str],
-            output=None) -> dict:  # fmt: skip
-    from alignctl.report.recommend import recommend
-    from alignctl.report.verdict import thresholds
-
+    t, train = thresholds(run.config.verdict), recorded_train(run.config)
+    c = _n_classes(run, output) if entries else None
+    chance = _chance(run, c) if entries else None
+    judge_entries(entries, t=t, grokked=run.config.grokked, n_classes=c or 2,
+                  reference=report.get("reference"), chance=chance,
+                  loss=(train or {}).get("loss"))  # fmt: skip
     report["verdict"] = entries[-1]["verdict"] if entries else None
     report["inferred"] = bool(entries and entries[-1]["inferred"])
-    c = _n_classes(run, output) if entries else None
-    report["recommendation"] = recommend(
-        entries,
-        thresholds(run.config.verdict),
-        n_classes=c,
-        config_train=recorded_train(run.config),
-        chance=_chance(run, c) if entries else None,
-    )
-    report["cache"] = stats  # this call's hits and misses (the measurements it made)
-    report["notes"] = list(report.get("notes", [])) + notes
-    return report
+    report["recommendation"] = recommend(entries, t, n_classes=c, config_train=train,
+                                         chance=chance)  # fmt: skip

@@ -135,9 +135,10 @@ def _fitting(live: list[dict], t: dict) -> dict:
 
 
 def _chance(n_classes: int | None, chance: float | None = None) -> float:
-    if chance is not None:
-        return chance
-    return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
+    """``chance`` when the caller knows it (the data's, ``verdict.chance_level``), else 1/C."""
+    from alignctl.report.verdict import uniform_chance  # verdict imports this module
+
+    return uniform_chance(n_classes) if chance is None else chance
 
 
 def _single(c: dict, t: dict, reg: dict, chance: float, where: str | None = None) -> dict:

@@ -33,7 +33,6 @@ import functools
 from alignctl.report import analysis
 from alignctl.report.checkpoint_measure import _subset
 from alignctl.report.distributed import Group, active, round_robin
-from alignctl.report.recommend import recorded_train
 from alignctl.report.reference import needs_reference
 
 
@@ -112,23 +111,15 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
            output=None) -> None:  # fmt: skip
     """The report over all ``entries`` (in step order, with ``_notes``): notes as one process
     orders them (discovery, loading, measurement), verdicts, recommendation, step unit."""
-    from alignctl.report.cache import _chance, _n_classes, _reverdict
-    from alignctl.report.recommend import recommend
+    from alignctl.report.cache import rejudge
     from alignctl.report.steps import run_step_unit
-    from alignctl.report.verdict import thresholds
 
     loads = [t for e in entries for t in e["_notes"]["load"]]
     measures = [t for e in entries for t in e["_notes"]["measure"]]
     report["notes"] = list(dict.fromkeys([*run.notes, *loads, *measures, *share_notes]))
-    _reverdict(run, entries, output, report.get("reference"))
+    rejudge(run, report, entries, output)
     report["checkpoints"] = entries
     report["step_unit"] = run_step_unit([e["step_unit"] for e in entries])
-    report["verdict"] = entries[-1]["verdict"]
-    report["inferred"] = bool(entries[-1]["inferred"])
-    c = _n_classes(run, output)
-    report["recommendation"] = recommend(entries, thresholds(run.config.verdict), n_classes=c,
-                                         config_train=recorded_train(run.config),
-                                         chance=_chance(run, c))  # fmt: skip
 
 
 def _measure_over_samples(group: Group, light, refs, opts, model, xs, ys, **kwargs) -> dict:
