@@ -50,10 +50,19 @@ def _is_hf_folder(folder: Path) -> bool:
 
 
 def _is_hf_subfolder(p: Path) -> bool:
-    try:
-        return p.is_dir() and p.name != STATE_FOLDER and _is_hf_folder(p)
-    except OSError:  # unreadable: named when the folder is listed
-        return False
+    """A sub-folder that is one Hugging Face checkpoint (``checkpoint-N/``); OSError when it
+    cannot be entered."""
+    return p.is_dir() and p.name != STATE_FOLDER and _is_hf_folder(p)
+
+
+def _has_hf_subfolder(entries: list[Path]) -> bool:
+    for p in entries:
+        try:
+            if _is_hf_subfolder(p):
+                return True
+        except OSError:  # unreadable: named when the folder is listed
+            continue
+    return False
 
 
 def _own_model(folder: Path, refs: list, notes: list[str]) -> set[Path]:
@@ -122,7 +131,7 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
     if path.is_file() and not is_checkpoint_name(path):
         raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
     entries = [] if path.is_file() else _entries(path)
-    if path.is_file() or _is_hf_folder(path) and not any(map(_is_hf_subfolder, entries)):
+    if path.is_file() or _is_hf_folder(path) and not _has_hf_subfolder(entries):
         ref, why = _ref(path)
         if why is not None:
             raise InputError(f"{path} is not a model checkpoint: it holds {why}")
@@ -136,7 +145,7 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
             continue
         if p.is_dir():
             try:
-                hf = p.name != STATE_FOLDER and _is_hf_folder(p)
+                hf = _is_hf_subfolder(p)
             except OSError as e:  # a sub-folder we may not enter: not ours to judge
                 skipped.append(f"{p.name}/ (unreadable: {e.strerror or e})")
                 continue
