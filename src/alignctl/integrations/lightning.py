@@ -39,12 +39,11 @@ log = logging.getLogger("alignctl")
 
 def _probe_digest(probe: Probe) -> str:
     """What a saved series was measured on: the probe's tensors and the metric names."""
+    from alignctl.report.cache_keys import tensor_digest
+
     h = hashlib.sha256(repr(probe.names).encode())
     for t in (probe.x, probe.y, *(probe.test or ())):
-        if t is not None:
-            t = t.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        tensor_digest(h, t)
     return h.hexdigest()[:16]
 
 

@@ -74,7 +74,8 @@ def content_digest(path: Path) -> str:
         raise InputError(f"cannot read checkpoint {p}: {e.strerror or e}") from None
 
 
-def _tensor_digest(h, t) -> None:
+def tensor_digest(h, t) -> None:
+    """Feed ``t``'s dtype, shape and bytes (or ``none``) to the hash ``h``."""
     if t is None:
         h.update(b"none")
         return
@@ -86,7 +87,7 @@ def _tensor_digest(h, t) -> None:
 def data_digest(data) -> str:
     h = hashlib.sha256()
     for t in (data.x_train, data.y_train, data.x_test, data.y_test):
-        _tensor_digest(h, t)
+        tensor_digest(h, t)
     h.update(key_text([data.num_classes, data.input_range, data.meta]).encode())
     return h.hexdigest()
 
