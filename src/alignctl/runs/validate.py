@@ -103,20 +103,21 @@ def finite(value, what: str, *, lo: float | None = None, strict: bool = False) -
     return float(value)
 
 
-# as the regularisers' integer parameters (train/regularisers MAX_INT_PARAM): a PGD of 10**400
-# steps is a run that never ends, not an attack
-MAX_PGD_STEPS = 10_000
+# Integer parameters count things done or kept per step or per attack (PGD steps,
+# projections, a gradient window): past this they only exhaust time or memory (a PGD of
+# 10**400 steps is a run that never ends, not an attack). analyze's PGD and the regularisers'.
+MAX_INT_PARAM = 10_000
 
 
 def check_pgd(eps: float | None, alpha: float | None, steps: int | None = None) -> None:
     """``--eps`` >= 0 and ``--alpha`` > 0, both finite (None: the defaults, computed later);
-    ``steps`` (an integer >= 1, checked by the caller) at most :data:`MAX_PGD_STEPS`."""
+    ``steps`` (an integer >= 1, checked by the caller) at most :data:`MAX_INT_PARAM`."""
     if eps is not None:
         finite(eps, "--eps", lo=0.0)
     if alpha is not None:
         finite(alpha, "--alpha", lo=0.0, strict=True)
-    if steps is not None and steps > MAX_PGD_STEPS:
-        raise InputError(f"--pgd-steps must be at most {MAX_PGD_STEPS:,}, got {short(steps)}")
+    if steps is not None and steps > MAX_INT_PARAM:
+        raise InputError(f"--pgd-steps must be at most {MAX_INT_PARAM:,}, got {short(steps)}")
 
 
 def size(name: str, value) -> int:

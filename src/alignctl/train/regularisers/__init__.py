@@ -26,13 +26,10 @@ from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this 
     read_spec_values,
     tidy_spec,
 )
-from alignctl.runs.validate import is_finite_real, short
+from alignctl.runs.validate import MAX_INT_PARAM, is_finite_real, short
 
 REGULARISERS: Registry = Registry("regulariser")
 register_regulariser = REGULARISERS.register
-# Integer parameters count things done or kept per step (PGD steps, projections, a gradient
-# window): past this they only exhaust time or memory.
-MAX_INT_PARAM = 10_000
 
 
 class Regulariser:
