@@ -134,6 +134,12 @@ def _fitting(live: list[dict], t: dict) -> dict:
         "learning rate, or check the labels.")}  # fmt: skip
 
 
+def _skill(acc: float, chance: float) -> float:
+    from alignctl.report.verdict import test_skill  # verdict imports this module
+
+    return test_skill(acc, chance)
+
+
 def _chance(n_classes: int | None, chance: float | None = None) -> float:
     """``chance`` when the caller knows it (the data's, ``verdict.chance_level``), else 1/C."""
     from alignctl.report.verdict import uniform_chance  # verdict imports this module
@@ -154,9 +160,7 @@ def _single(c: dict, t: dict, reg: dict, chance: float, where: str | None = None
             "will show whether it still improves.")}  # fmt: skip
     if _finite(test):
         seen = f"test accuracy {test:.3f} at {where}"
-        if (chance >= 1 or (test - chance) / (1 - chance) <= t["chance_skill"]) and (
-            test >= chance / 2
-        ):
+        if (chance >= 1 or _skill(test, chance) <= t["chance_skill"]) and test >= chance / 2:
             return {"action": "investigate", "reason": (
                 f"train accuracy {c['train_accuracy']:.3f} but {seen} is at chance "
                 f"({chance:.3f}): labels that carry no signal or data that cannot generalise; "
@@ -177,7 +181,7 @@ def _single(c: dict, t: dict, reg: dict, chance: float, where: str | None = None
 
 def _with_test(live, tests, t, reg, chance) -> dict:
     last = live[-1]
-    skill = lambda acc: (acc - chance) / (1 - chance) if chance < 1 else 0.0  # noqa: E731
+    skill = lambda acc: _skill(acc, chance)  # noqa: E731
     best_i = max(range(len(tests)), key=lambda i: (tests[i], -i))
     best, now = tests[best_i], tests[-1]
     if best - now >= t["decline"] and skill(best) > t["chance_skill"]:

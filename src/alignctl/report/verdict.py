@@ -89,6 +89,12 @@ def uniform_chance(n_classes: int | None) -> float:
     return 0.5 if (n_classes or 2) <= 2 else 1.0 / n_classes
 
 
+def test_skill(acc: float, chance: float) -> float:
+    """(acc - chance) / (1 - chance): 0 at chance, 1 when every test sample is right; 0 when
+    chance is 1 (a guess already gets everything, so no accuracy shows skill)."""
+    return (acc - chance) / (1 - chance) if chance < 1 else 0.0
+
+
 def chance_level(n_classes: int | None, y_train=None, y_test=None) -> float:
     """The test accuracy of a label-blind guess: the better of a uniform guess (1/C) and always
     answering the most frequent training label (its share of ``y_test``; ties: the smallest
@@ -123,7 +129,7 @@ def _with_test(ck: dict, n_classes: int, grokked: dict | None, t: dict,
         return ok, ev
     uniform = uniform_chance(n_classes)
     chance = uniform if chance is None else chance
-    skill = (test - chance) / (1 - chance) if chance < 1 else 0.0
+    skill = test_skill(test, chance)
     ok = skill >= t["skill"]
     ev = [_item("test_skill", skill, t["skill"], "generalising" if ok else "memorising")]
     if chance > uniform:  # the classes are imbalanced: say what the skill is measured from
