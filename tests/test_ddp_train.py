@@ -28,7 +28,7 @@ from test_distributed import alignctl, silent
 from typer.testing import CliRunner
 
 from alignctl.cli.assemble import app
-from alignctl.train.ddp import divergence_key, divergence_of
+from alignctl.train.divergence import divergence_key, divergence_of
 
 dist = pytest.importorskip("torch.distributed")
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="no torch.distributed")

@@ -50,11 +50,9 @@ import torch
 import torch.distributed as dist
 
 from alignctl.errors import InputError
+from alignctl.train.divergence import divergence_key, divergence_of
 from alignctl.train.state import tensors_to
 from alignctl.train.trainer import Trainer
-
-_NONE = 2**62  # "no divergence" in the all-reduced key
-_WORDS = ("nan", "inf", "-inf")
 
 
 class PeerFailed(Exception):
@@ -269,28 +267,6 @@ def _portable(error: Exception | None):
     if error is None or isinstance(error, InputError):
         return error
     return RuntimeError(f"{type(error).__name__}: {error}")
-
-
-def divergence_key(found: dict | None) -> int:
-    """A divergence (``{"step", "reason"}``, :class:`alignctl.train.divergence.DivergenceMixin`)
-    as an integer that sorts as one process decides: by step; at the same step a training loss
-    before a weight; a NaN loss before an infinite one (a batch holding both sums to NaN).
-    None: a key above every divergence."""
-    if found is None:
-        return _NONE
-    loss = found["reason"].startswith("the training loss")
-    word = next((i for i, w in enumerate(_WORDS) if found["reason"].endswith(f" is {w}")), 0)
-    return int(found["step"]) * 16 + (word if loss else 4)
-
-
-def divergence_of(key: int) -> dict | None:
-    """The divergence a key stands for (a weight's with a generic reason)."""
-    if key >= _NONE:
-        return None
-    step, rest = divmod(key, 16)
-    if rest < 4:
-        return {"step": step, "reason": f"the training loss of step {step} is {_WORDS[rest]}"}
-    return {"step": step, "reason": f"a weight holds NaN or inf at step {step}"}
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:

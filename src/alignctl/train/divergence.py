@@ -22,7 +22,7 @@ import torch
 from alignctl.runs.config import ON_NAN
 
 CHECK_EVERY = 256  # steps between device reads inside long epochs
-__all__ = ["CHECK_EVERY", "ON_NAN", "DivergenceMixin"]
+__all__ = ["CHECK_EVERY", "ON_NAN", "DivergenceMixin", "divergence_key", "divergence_of"]
 
 
 def _word(v: float) -> str:
@@ -80,3 +80,29 @@ class DivergenceMixin:
         """What every process of the run takes as the divergence: one process, its own
         (:class:`alignctl.train.ddp.DDPTrainer` makes the ranks agree)."""
         return found
+
+
+_NONE = 2**62  # "no divergence" in a key all-reduced over ranks (alignctl.train.ddp)
+_WORDS = ("nan", "inf", "-inf")
+
+
+def divergence_key(found: dict | None) -> int:
+    """A divergence (``{"step", "reason"}``, :class:`alignctl.train.divergence.DivergenceMixin`)
+    as an integer that sorts as one process decides: by step; at the same step a training loss
+    before a weight; a NaN loss before an infinite one (a batch holding both sums to NaN).
+    None: a key above every divergence."""
+    if found is None:
+        return _NONE
+    loss = found["reason"].startswith("the training loss")
+    word = next((i for i, w in enumerate(_WORDS) if found["reason"].endswith(f" is {w}")), 0)
+    return int(found["step"]) * 16 + (word if loss else 4)
+
+
+def divergence_of(key: int) -> dict | None:
+    """The divergence a key stands for (a weight's with a generic reason)."""
+    if key >= _NONE:
+        return None
+    step, rest = divmod(key, 16)
+    if rest < 4:
+        return {"step": step, "reason": f"the training loss of step {step} is {_WORDS[rest]}"}
+    return {"step": step, "reason": f"a weight holds NaN or inf at step {step}"}
