@@ -7,6 +7,7 @@ import math
 import torch
 
 import alignctl.geometry.sketch as sketch
+import alignctl.geometry.sketch_erank as sketch_erank
 from alignctl.geometry.metrics import Quantities, ratio, register_metric
 
 
@@ -49,9 +50,9 @@ def jacobian_erank(q: Quantities):
     effective rank), in [1, min(C, d)]. 0 for an all-zero Jacobian.
     Sketched: from the top K Ritz values and the Hutch++ tail energy, the midpoint of the two
     extreme completions of the tail; error: half their spread
-    (:func:`alignctl.geometry.sketch.erank`)."""
+    (:func:`alignctl.geometry.sketch_erank.erank`)."""
     if q.sketch is not None:
-        return q.estimate("jacobian_erank", sketch.erank(q.sketch))
+        return q.estimate("jacobian_erank", sketch_erank.erank(q.sketch))
     s = q.singular_values
     total = s.sum(-1, keepdim=True)
     p = s / torch.where(total > 0, total, torch.ones_like(total))
