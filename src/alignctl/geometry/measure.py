@@ -22,25 +22,21 @@ from collections.abc import Iterable
 import torch
 
 import alignctl.geometry.arguments as arguments
-import alignctl.geometry.verify as verify
 from alignctl.errors import InputError
-from alignctl.geometry.chunk import jacobian_parts, vjp_quantities
+from alignctl.geometry.chunk import measure_chunks, note
 from alignctl.geometry.devices import (
     eval_mode,
     exact_float32,
     is_device_mismatch,
     outside_inference,
-    twice_differentiable,
 )
 from alignctl.geometry.finite import blank_undefined
-from alignctl.geometry.metrics import METRICS, Quantities
+from alignctl.geometry.metrics import METRICS
 from alignctl.geometry.metrics.sets import resolve_metrics
 from alignctl.geometry.placement import copy_model, prepare
 from alignctl.geometry.plan import Plan
-from alignctl.geometry.sketched import CENTRED_SKETCHED, sketch_quantities
-from alignctl.geometry.underflow import splice, tiny_samples
+from alignctl.geometry.underflow import splice
 from alignctl.geometry.vjp import (
-    check_labels,
     full_jacobian,
 )
 
@@ -56,12 +52,6 @@ def _select(metrics: Iterable[str] | None, has_labels: bool) -> list[str]:
         if METRICS.get(name).needs_labels and not has_labels:
             raise InputError(f"metric {name} needs labels (y)")
     return names
-
-
-def _note(notes: list | None, text: str) -> None:
-    log.debug(text)
-    if notes is not None and text not in notes:
-        notes.append(text)
 
 
 def jacobian(model, x, *, batch_size=None, device="auto", dtype=None, output=None,
@@ -150,7 +140,9 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
     model, dev, dt = prepare(model, device, dtype)
     opts = {"sketch": sketch, "seed": seed, "errors": errors, "outputs": outputs, "tiny": []}
     try:
-        values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts)
+        values = measure_chunks(
+            model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts
+        )
     except RuntimeError as e:
         if dev.type == "cpu" or not is_device_mismatch(e):
             raise
@@ -160,25 +152,25 @@ def measure(model, x, y=None, *, metrics=None, batch_size=None, device="auto", d
                              "creates without device=, or a module held outside its "
                              "submodules?); measure it on the CPU") from None  # fmt: skip
         # auto means "the accelerator when it can": this model cannot, the CPU still can
-        _note(notes, f"the model does not run on {dev.type} ({why}): measured on the CPU")
+        note(notes, f"the model does not run on {dev.type} ({why}): measured on the CPU")
         for box in (errors, outputs):
             if box is not None:
                 box.clear()  # nothing of the failed attempt is kept
         model, dev, dt = prepare(given, "cpu", dtype)
         opts["tiny"] = []
-        values = _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
+        values = measure_chunks(model, x, y, names, dev, dt, output, batch_size, max_memory, notes,
                           opts)  # fmt: skip
     bad = [k for k, v in values.items() if not bool(torch.isfinite(v).all())]
     if bad and dt == torch.float32 and _finite_model(model, x):
-        _note(notes, f"{', '.join(bad)} overflowed float32 on a finite model: measured in float64")
+        note(notes, f"{', '.join(bad)} overflowed float32 on a finite model: measured in float64")
         model64 = copy_model(model).to(dtype=torch.float64)
         opts["outputs"] = None  # the float32 logits stay: the model's, not its copy's
-        values = _measure(model64, x, y, names, dev, torch.float64, output, batch_size,
+        values = measure_chunks(model64, x, y, names, dev, torch.float64, output, batch_size,
                           max_memory, notes, opts)  # fmt: skip
     elif dt == torch.float32 and opts["tiny"]:
         values = _underflowed(model, x, y, names, dev, output, batch_size, max_memory, notes,
                               values, torch.cat(opts["tiny"]))  # fmt: skip
-    return blank_undefined(x, values, errors, lambda text: _note(notes, text))
+    return blank_undefined(x, values, errors, lambda text: note(notes, text))
 
 
 def _underflowed(model, x, y, names, dev, output, batch_size, max_memory, notes, values, tiny):
@@ -190,100 +182,13 @@ def _underflowed(model, x, y, names, dev, output, batch_size, max_memory, notes,
     model64 = copy_model(model).to(dtype=torch.float64)
     sub_y = None if y is None else torch.as_tensor(y)[idx]
     opts = {"sketch": 0, "seed": 0, "errors": None, "outputs": None, "tiny": None}
-    again = _measure(model64, x[idx], sub_y, names, dev, torch.float64, output, batch_size,
+    again = measure_chunks(model64, x[idx], sub_y, names, dev, torch.float64, output, batch_size,
                      max_memory, notes, opts)  # fmt: skip
     changed = [
         k for k, v in again.items() if not torch.equal(v.to(values[k].dtype), values[k][idx])
     ]
     if not changed:  # J = 0 in float64 too (dead units): nothing underflowed
         return values
-    _note(notes, f"{len(idx)} sample(s) with a float32 Jacobian of 0 or below 2^-100 "
+    note(notes, f"{len(idx)} sample(s) with a float32 Jacobian of 0 or below 2^-100 "
                  "(underflow): measured again in float64")  # fmt: skip
     return splice(values, idx, again)
-
-
-def _measure(model, x, y, names, dev, dt, output, batch_size, max_memory, notes, opts):
-    needs = {METRICS.get(m).needs for m in names}
-    full = "jacobian" in needs
-    centred = bool(CENTRED_SKETCHED & set(names))  # the sketch's probes stop on |J_c|_F^2 too
-    results: dict[str, list[torch.Tensor]] = {m: [] for m in names}
-    errs: dict[str, list[torch.Tensor]] = {}
-    logits: list[torch.Tensor | None] = []
-    with torch.inference_mode(False), torch.enable_grad(), exact_float32(), eval_mode(model):
-        plan = Plan(model, x, dev, dt, output=output, batch_size=batch_size,
-                     max_memory=max_memory, full=full, sketch=opts["sketch"])  # fmt: skip
-        gen = torch.Generator(dev).manual_seed(int(opts["seed"])) if plan.k else None
-        first, exact_spectrum = True, False
-        for start, xb, f, inp in plan.chunks(x):
-            m = inp.shape[0]
-            flat = inp.reshape(m, -1)  # (m, d)
-            out = None
-            if plan.k:
-                yb = None
-                if y is not None:
-                    yb = check_labels(torch.as_tensor(y)[start : start + m], m, plan.n_classes)
-                    yb = yb.to(flat.device)
-                with twice_differentiable():  # its JVPs differentiate a backward pass
-                    q = sketch_quantities(plan, f, inp, yb, plan.k, gen, first,
-                                          lambda text: _note(notes, text), centred)  # fmt: skip
-            elif full:
-                seen: list[torch.Tensor] = []
-                parts = jacobian_parts(plan, xb, f, inp, first, lambda t: _note(notes, t), seen)
-                out = seen[0] if seen else None
-                yb = None
-                if y is not None:
-                    n_classes = next(iter(parts.values())).shape[1]
-                    yb = check_labels(torch.as_tensor(y)[start : start + m], m, n_classes)
-                    yb = yb.to(flat.device)
-                if first:
-                    sub = {
-                        k: v if k in ("w", "rw") else v[: verify.N_CHECK] for k, v in parts.items()
-                    }
-                    reason = verify.check_spectrum(Quantities(flat[: verify.N_CHECK], **sub))
-                    if reason:
-                        _note(notes, reason)
-                        exact_spectrum = True
-                q = Quantities(flat, y=yb, exact_spectrum=exact_spectrum, f=f, inp=inp,
-                               module=plan.front.model, **parts)  # fmt: skip
-            elif needs <= {"model"}:  # no derivative needed
-                q = Quantities(flat, f=f, inp=inp, module=plan.front.model)
-            else:
-                q, out = vjp_quantities(f, inp, flat, y, start, needs)
-                q.module = plan.front.model
-            logits.append(out)  # None: this chunk's path took no plain forward pass
-            if opts["tiny"] is not None:
-                opts["tiny"].append(tiny_samples(q))
-            for name in names:
-                results[name].append(_metric(name, q).detach().cpu())
-            for name, err in q.errors.items():
-                errs.setdefault(name, []).append(err.detach().cpu())
-            first = False
-    for text in (plan.front.output_note, plan.note):
-        if text:
-            _note(notes, text)
-    if opts["outputs"] is not None:
-        opts["outputs"].clear()
-        if logits and all(o is not None for o in logits):
-            opts["outputs"].append(torch.cat(logits).cpu())
-    if opts["errors"] is not None:
-        opts["errors"].clear()
-        opts["errors"].update({k: torch.cat(v) for k, v in errs.items()})
-    if errs:
-        _note(notes, f"{', '.join(errs)}: estimated from K={plan.k} random probes per sample "
-                     f"({plan.n_classes} classes; randomized SVD and Hutch++, "
-                     "alignctl.geometry.sketch), not exact: errors in metrics_error; "
-                     "sketch=0 (--sketch 0) for exact values")  # fmt: skip
-    return {name: torch.cat(vals) for name, vals in results.items()}
-
-
-def _metric(name: str, q: Quantities) -> torch.Tensor:
-    """One metric of a chunk; under a sketch, a metric that needs J itself is an InputError."""
-    try:
-        return METRICS.get(name).fn(q)
-    except AttributeError:
-        if q.sketch is None:
-            raise
-        raise InputError(
-            f"metric {name} needs the whole Jacobian and has no sketched "
-            "estimate; measure it with sketch=0 (--sketch 0)"
-        ) from None
