@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from alignctl._version import __version__
-from alignctl.errors import InputError, first_line
+from alignctl.errors import InputError, first_line, short
 from alignctl.geometry.arguments import flags
 from alignctl.geometry.metrics.sets import (  # noqa: F401 (the report's API, re-exported)
     CENTROID,
@@ -112,7 +112,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     check_threads(threads)
     spec = _output_spec(run, output)
     if split not in ("train", "test"):
-        raise InputError(f"unknown split {split!r}; valid: train, test")
+        raise InputError(f"unknown split {short(split)}; valid: train, test")
     data = run.load_data()
     if split == "test" and data.x_test is None:
         raise InputError("--split test: the data has no test split")
