@@ -23,7 +23,7 @@ from alignctl.runs.checkpoints.peek import number_in_name
         ("ckpt_2024-11-30_14-30-55", None),
         ("model_2024.11.30T14:30:55", None),
         ("run_20241130_step_100", 100),
-        ("run_20241130_1500", 1500),  # four digits after a date: a step, not a time
+        ("run_20241130_1500", None),  # 15:00 (a step when the folder says so: timestamps_heldout4)
         ("checkpoint_2024_1500", 1500),  # no month 15: not a date
         # version tags, seeds and ranks (were 2, 42, 42)
         ("model_100_v2", 100),
@@ -64,13 +64,15 @@ def test_numbers_that_are_not_steps(name, step):
 
 def test_timestamped_names_across_midnight_keep_the_training_order(tmp_path):
     """The last checkpoint was the one saved at 23:59 on the first day; now the names are
-    timestamps, not steps: the name order is used, with a note saying which is last."""
+    timestamps, not steps: their times order them, with a note saying which is last."""
     stamps = ["20241130_235900", "20241201_001500", "20241201_013000"]
     for i, t in enumerate(stamps):
         torch.save({"model": _state(i)}, tmp_path / f"run_{t}.pt")
     found, notes = _found(tmp_path)
     assert [n for n, _ in found] == [f"run_{t}.pt" for t in stamps]
-    assert any("ordered by name" in n and "run_20241201_013000.pt" in n for n in notes), notes
+    assert any(
+        "ordered by the dates and times" in n and "run_20241201_013000.pt" in n for n in notes
+    ), notes
 
 
 def test_timestamped_names_use_the_stored_step(tmp_path):

@@ -1,11 +1,48 @@
-"""Errors that the CLI turns into a one-line message and exit code 2."""
+"""Errors that the CLI turns into a one-line message and exit code 2, and :func:`short`, the
+form in which their messages show a user's value."""
+
+import math
+import re
+import reprlib
+
+REPR_CHARS = 80  # the most characters a value shown in a message takes
+_LONG_DIGITS = re.compile(r"\d{41,}")
 
 
 class InputError(Exception):
     """Bad user input: a missing file, a malformed checkpoint, an unknown name...
 
-    The message is shown to the user as is, on one line, without a traceback.
+    The message is shown to the user as is, on one line, without a traceback; a run of more
+    than 40 digits in it (a user's huge integer written out) is replaced by its length.
     """
+
+    def __init__(self, *args) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_LONG_DIGITS.sub(lambda m: f"<an integer of {len(m[0])} digits>", args[0]),)
+        super().__init__(*args)
+
+
+class _Repr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        """Past 4,300 digits ``repr`` raises ValueError (CPython's guard against quadratic
+        conversions): the size instead."""
+        if x.bit_length() > 10_000:
+            return f"<an integer of about {int(x.bit_length() * math.log10(2))} digits>"
+        return super().repr_int(x, level)
+
+
+_repr = _Repr()
+_repr.maxstring = _repr.maxother = REPR_CHARS
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+_repr.maxlevel = 3
+
+
+def short(value: object) -> str:
+    """``repr(value)`` of at most about :data:`REPR_CHARS` characters (nested values cut; an
+    integer past 4,300 digits, which ``repr`` refuses, by its size): how a message shows a
+    user's value, never ``{value!r}``, which writes out (or fails on) a huge one."""
+    text = _repr.repr(value)
+    return text if len(text) <= REPR_CHARS else text[: REPR_CHARS - 3] + "..."
 
 
 class GateFailed(Exception):

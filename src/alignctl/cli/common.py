@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from alignctl.errors import GateFailed, InputError
+from alignctl.errors import GateFailed, InputError, short
 
 
 class Terminated(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
@@ -239,7 +239,7 @@ def parse_ints(text: str | None, option: str) -> list[int] | None:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(
-            f"{option} takes whole numbers separated by commas, not {text!r}"
+            f"{option} takes whole numbers separated by commas, not {short(text)}"
         ) from None
     if not values:
         raise InputError(f"{option} needs at least one number")

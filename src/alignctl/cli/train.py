@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from alignctl.cli.common import check_output_folder, cli_errors, err_console
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 
 Opt = typer.Option
 EXIT_DIVERGED = 3
@@ -108,7 +108,7 @@ def train(
         check_threads(threads)
 
         if on_nan is not None and on_nan not in ON_NAN:
-            raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
+            raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {short(on_nan)}")
         group = _group()
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
                                      resume, on_nan, lock, group, stop_when_grokked)  # fmt: skip

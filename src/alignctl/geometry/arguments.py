@@ -14,7 +14,7 @@ import operator
 
 import torch
 
-from alignctl.errors import InputError, first_line
+from alignctl.errors import InputError, first_line, short
 
 # dtypes a measurement can run in: the CPU has no half-precision QR/SVD, and 3-4 significant
 # digits would make every metric an estimate (a half model is measured as a float32 copy)
@@ -93,7 +93,7 @@ def count(value, name: str, *, optional: bool = True) -> int | None:
     except TypeError:
         n = None
     if n is None or n < 1:
-        raise InputError(f"{name} must be a positive integer, not {value!r}")
+        raise InputError(f"{name} must be a positive integer, not {short(value)}")
     return n
 
 
@@ -120,7 +120,7 @@ def seed(value) -> int:
             return operator.index(value)
     except TypeError:
         pass
-    raise InputError(f"seed must be an integer, not {value!r}")
+    raise InputError(f"seed must be an integer, not {short(value)}")
 
 
 def dtype(value) -> torch.dtype | None:
@@ -134,7 +134,7 @@ def dtype(value) -> torch.dtype | None:
     if value in DTYPES.values():
         return value
     raise InputError(f"dtype must be torch.float32 or torch.float64 (None: the model's own), "
-                     f"not {value!r}")  # fmt: skip
+                     f"not {short(value)}")  # fmt: skip
 
 
 def model(value) -> torch.nn.Module:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -36,7 +36,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if kind == "mps" and not has_mps:
         raise InputError("--device mps was asked for, but MPS is not available on this machine")
     if kind not in DEVICE_CHOICES[1:]:
-        raise InputError(f"unknown device {device!r}; valid: {', '.join(DEVICE_CHOICES)}")
+        raise InputError(f"unknown device {short(device)}; valid: {', '.join(DEVICE_CHOICES)}")
     return torch.device(name)
 
 

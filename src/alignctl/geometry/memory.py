@@ -26,7 +26,7 @@ import re
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 
 DEFAULT_MAX_MEMORY = 512 * 2**20
 MAX_CHUNK = 1024
@@ -50,16 +50,16 @@ def budget(max_memory, device=None) -> int:
 def parse_bytes(value) -> int:
     """``512MiB``, ``2G``, ``1.5GB``, ``100k`` or a number of bytes -> bytes (binary units)."""
     if isinstance(value, bool):
-        raise InputError(f"memory budget must be a size such as 512MiB, not {value!r}")
+        raise InputError(f"memory budget must be a size such as 512MiB, not {short(value)}")
     if isinstance(value, (int, float)):
         n = value
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(value), re.IGNORECASE)
         if not m:
-            raise InputError(f"memory budget must be a size such as 512MiB, not {value!r}")
+            raise InputError(f"memory budget must be a size such as 512MiB, not {short(value)}")
         n = float(m.group(1)) * _UNITS[m.group(2).lower()]
     if not n == n or n < 2**20 or n > 2**50:  # NaN, or outside 1 MiB .. 1 PiB
-        raise InputError(f"memory budget must be between 1MiB and 1PiB, not {value!r}")
+        raise InputError(f"memory budget must be between 1MiB and 1PiB, not {short(value)}")
     return int(n)
 
 

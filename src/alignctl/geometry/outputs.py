@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 
 HOW = "choose one with --output KEY or `model: {output: KEY}` in alignctl.yaml"
 
@@ -31,12 +31,12 @@ def check_spec(spec) -> str | int | None:
         return None
     if isinstance(spec, int) and not isinstance(spec, bool):
         if spec < 0:
-            raise InputError(f"output index must be >= 0, not {spec}")
+            raise InputError(f"output index must be >= 0, not {short(spec)}")
         return spec
     if isinstance(spec, str) and spec.strip():
         s = spec.strip()
         return int(s) if s.isdigit() else s
-    raise InputError(f"output must be a key or an index, not {spec!r}")
+    raise InputError(f"output must be a key or an index, not {short(spec)}")
 
 
 def _describe(v) -> str:
@@ -74,7 +74,7 @@ def _by_spec(out, spec):
             value = getattr(out, spec, None)
             if value is not None and not callable(value):
                 return value
-    raise InputError(f"the model returned {describe(out)}: no output {spec!r}; {HOW}")
+    raise InputError(f"the model returned {describe(out)}: no output {short(spec)}; {HOW}")
 
 
 def _by_convention(out):
@@ -119,9 +119,9 @@ def select_output(out, spec=None) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         if spec is None or spec == "logits":
             return out
-        raise InputError(f"output {spec!r} was asked for, but the model returns one tensor")
+        raise InputError(f"output {short(spec)} was asked for, but the model returns one tensor")
     value = _by_convention(out) if spec is None else _by_spec(out, spec)
     if not isinstance(value, torch.Tensor):
-        name = "the logits" if spec is None else f"output {spec!r}"
+        name = "the logits" if spec is None else f"output {short(spec)}"
         raise InputError(f"{name} of the model is a {type(value).__name__}, not a tensor; {HOW}")
     return value

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import torch
 
+from alignctl.errors import short
 from alignctl.geometry.hutchpp import Estimate, probe_terms, rounding_rel, sum_squares
 from alignctl.geometry.krylov import Krylov
 from alignctl.geometry.products import Operator
@@ -68,7 +69,9 @@ def resolve(sketch: int | None, n_classes: int) -> int | None:
     if not whole:
         from alignctl.errors import InputError
 
-        raise InputError(f"sketch must be 0 (exact) or a number of probes K >= 1, not {sketch!r}")
+        raise InputError(
+            f"sketch must be 0 (exact) or a number of probes K >= 1, not {short(sketch)}"
+        )
     k = int(sketch)
     return k if 0 < k and n_classes > max(2 * k, MIN_ROUND) else None
 

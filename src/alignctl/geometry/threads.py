@@ -32,6 +32,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from alignctl.errors import short
+
 SMALL_WORK = 5e7
 TRAIN_SMALL_WORK = 1e9
 
@@ -115,5 +117,5 @@ def check_threads(n) -> int | None:
     if n is None:
         return None
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
-        raise InputError(f"threads must be an integer from 1 to {MAX_THREADS}, not {n!r}")
+        raise InputError(f"threads must be an integer from 1 to {MAX_THREADS}, not {short(n)}")
     return n

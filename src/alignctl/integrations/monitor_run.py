@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from alignctl._version import __version__
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.report.monitor_log import LOG_NAME
 from alignctl.runs.atomic import atomic_write, atomic_write_text
 from alignctl.runs.writer import WRITER_FILE
@@ -108,7 +108,7 @@ def check_model_config(model: torch.nn.Module, spec) -> None:
     from alignctl.runs.models import build_model
 
     if not isinstance(spec, dict):
-        raise InputError(f"model_config must be a config model section, not {spec!r}")
+        raise InputError(f"model_config must be a config model section, not {short(spec)}")
     fresh = build_model(spec, Path.cwd())
     try:
         load_weights(fresh, model.state_dict(), "the monitored model")

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-from alignctl.errors import InputError, first_line
+from alignctl.errors import InputError, first_line, short
 from alignctl.report import monitor_log
 
 STOP_WHEN = (None, "stop")
@@ -77,7 +77,7 @@ def preserved_state(model: torch.nn.Module) -> Iterator[None]:
 def positive_int(value, name: str) -> int:
     """``value`` if it is a positive int (not a bool), else InputError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, not {value!r}")
+        raise InputError(f"{name} must be a positive integer, not {short(value)}")
     return value
 
 
@@ -94,7 +94,7 @@ def as_step(value) -> int:
     except TypeError:
         step = None
     if step is None or not 0 <= step <= MAX_STEP:
-        raise InputError(f"step must be an integer in [0, 2**63 - 1], not {value!r}")
+        raise InputError(f"step must be an integer in [0, 2**63 - 1], not {short(value)}")
     return step
 
 
@@ -170,7 +170,7 @@ class Probe:
         from alignctl.report.verdict import thresholds
 
         if stop_when not in STOP_WHEN:
-            raise InputError(f"stop_when must be None or 'stop', not {stop_when!r}")
+            raise InputError(f"stop_when must be None or 'stop', not {short(stop_when)}")
         self.x = _as_tensor(probe_x, "probe_x")
         self.y = _as_tensor(probe_y, "probe_y")
         if self.y is not None and self.y.reshape(-1).shape[0] != self.x.shape[0]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from alignctl._version import __version__
-from alignctl.errors import InputError, first_line
+from alignctl.errors import InputError, first_line, short
 from alignctl.geometry.arguments import flags
 from alignctl.geometry.metrics.sets import (  # noqa: F401 (the report's API, re-exported)
     CENTROID,
@@ -69,7 +69,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     per metric, the mean over samples of the per-sample error, None for exact ones).
     ``keep_samples`` adds the per-sample values under ``samples`` (see :func:`_samples`; not
     cached: they would cover only the checkpoints measured in this call).
-    ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes``.
+    ``_checkpoint_notes`` (for the cache) keeps each entry's own notes under ``_notes`` and
+    its C (the width of its logits; None when not measured) under ``_classes``.
     ``_measure`` (report/sharded.py) measures the checkpoints instead of this process alone:
     called as this function would be, it returns the same report; ``_measure_samples``
     replaces :func:`alignctl.geometry.measure.measure` (same arguments and result).
@@ -111,13 +112,15 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     check_threads(threads)
     spec = _output_spec(run, output)
     if split not in ("train", "test"):
-        raise InputError(f"unknown split {split!r}; valid: train, test")
+        raise InputError(f"unknown split {short(split)}; valid: train, test")
     data = run.load_data()
     if split == "test" and data.x_test is None:
         raise InputError("--split test: the data has no test split")
-    model = run.build_model().to(dev)
-    tokens = _tokens(model, data.x_train, dev, spec)
-    if robustness and not _attackable(data, tokens):
+    model, tokens = None, False  # nothing to measure (a fully cached run): no model built
+    if run.checkpoints or _reference:
+        model = run.build_model().to(dev)
+        tokens = _tokens(model, data.x_train, dev, spec)
+    if robustness and model is not None and not _attackable(data, tokens):
         raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
     with _threads(threads, model, data.x_train, dev, tokens):
         report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
@@ -125,7 +128,8 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
                           keep_samples, sketch, _measure_samples, _reference)  # fmt: skip
     if not _checkpoint_notes:
         for entry in report["checkpoints"]:
-            entry.pop("_notes", None)
+            for private in ("_notes", "_classes"):
+                entry.pop(private, None)
     return report
 
 
@@ -162,7 +166,7 @@ def _tokens(model, x, dev, spec) -> bool:
 def _threads(threads, model, x, dev, tokens):
     from alignctl.geometry.threads import auto_threads, forward_work, num_threads
 
-    if threads is None and dev.type == "cpu":
+    if threads is None and dev.type == "cpu" and model is not None:
         xb = x[:1].to(dev) if tokens else x[:1].to(dev, torch.get_default_dtype())
         work = forward_work(model, xb) * 256  # a few hundred samples per batch
         threads = auto_threads(work, load_aware=True)
@@ -228,9 +232,11 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
                  "test_accuracy": None, "diverged": not finite,
                  "reason": None if finite else "the weights are not finite",
                  "step_unit": step_unit(meta, ref.step)}  # fmt: skip
+        entry["_classes"] = None
         if finite:
             try:
                 n_classes = _measure_checkpoint(entry, model, data, xs, ys, opts, ck_notes)
+                entry["_classes"] = int(n_classes)
                 measured = measured or not entry["diverged"]
             except InputError:
                 raise

@@ -50,7 +50,7 @@ from alignctl.report.recommend import recorded_train
 from alignctl.train.jsonio import loads_strict
 
 CACHE_DIR = ".alignctl-cache"
-FORMAT = 2  # 2: entries carry their checkpoint's notes (_notes)
+FORMAT = 3  # 2: entries carry their checkpoint's notes (_notes); 3: and its C (_classes)
 # An entry is one checkpoint's summary (per-sample values only with keep_samples: ~20 bytes a
 # value); a file far beyond that was not written here and is recomputed, not parsed.
 MAX_ENTRY_BYTES = 64 << 20
@@ -90,17 +90,21 @@ class Cache:
     def counts(self) -> tuple[int, int, int]:
         return self.hits, self.misses, self.invalid
 
-    def get(self, key: str, names: list[str]) -> dict | None:
+    def get(self, key: str, names: list[str], valid=None) -> dict | None:
+        """The entry under ``key`` (a copy), counted as a hit or miss; ``valid``: a check of
+        another kind of entry (the reference's), which is not counted."""
         entry = self._memory.get(key)
         if entry is None and self.folder is not None:
-            entry = self._read(key, names)
+            entry = self._read(key, names, valid or _valid)
+        if valid is not None:
+            return None if entry is None else json.loads(json.dumps(entry))
         if entry is None:
             self.misses += 1
             return None
         self.hits += 1
         return json.loads(json.dumps(entry))  # a copy: callers add verdicts
 
-    def _read(self, key: str, names: list[str]) -> dict | None:
+    def _read(self, key: str, names: list[str], valid) -> dict | None:
         path = self.folder / f"{key}.json"
         if not path.is_file():
             return None
@@ -111,7 +115,7 @@ class Cache:
             entry = doc["entry"]
             ok = (doc.get("format") == FORMAT and doc.get("key") == key
                   and doc.get("sha256") == sha(canonical(entry))
-                  and _valid(entry, names))  # fmt: skip
+                  and valid(entry, names))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             ok = False
         if not ok:
@@ -161,7 +165,21 @@ def _valid(e, names: list[str]) -> bool:
             and all(isinstance(v, list) and all(isinstance(t, str) for t in v)
                     for v in notes.values())):  # fmt: skip
         return False
+    c = e.get("_classes", "absent")
+    if not (c is None or (type(c) is int and c >= 1)):
+        return False
     return all(_number_or_none(a, 0.0, 1.0) for a in accs) and _number_or_none(e.get("seconds"))
+
+
+def _valid_reference(e, names: list[str]) -> bool:
+    """A kept stand-in (:mod:`alignctl.report.reference`): None, or finite metrics of
+    ``names``."""
+    ref = e.get("reference", "absent") if isinstance(e, dict) else "absent"
+    if ref is None:
+        return True
+    m = ref.get("metrics") if isinstance(ref, dict) else None
+    return (isinstance(m, dict) and set(m) <= set(names)
+            and all(_number_or_none(v) and v is not None for v in m.values()))  # fmt: skip
 
 
 def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=None) -> dict:
@@ -202,15 +220,24 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
             on_checkpoint(entry, done + i, total)
 
     sub = dataclasses.replace(run, checkpoints=[ref for ref, _, _ in missing])
-    from alignctl.report.reference import needs_reference, needs_reference_after
+    from alignctl.report.reference import SEED, needs_reference, needs_reference_after
 
     # the whole run's start decides, not the missing checkpoints'; a cached step 0 says
     # whether it is the start, a missing one is the sub-run's first and decides there
     want = needs_reference(run.checkpoints)
     if want is None and keyed[0] in entries and run.checkpoints[0].step == 0:
         want = needs_reference_after({**entries[keyed[0]], "step": 0}, run.config.verdict)
+    # the stand-in (seeded: the same numbers for the same model, data and options) is kept
+    # too, so that a fully cached run builds no model
+    ref_material = {**context, "reference": SEED}
+    ref_key = sha(key_text(ref_material))
+    known = cache.get(ref_key, names, valid=_valid_reference) if want else None
     report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True,
-                        _reference=want)  # fmt: skip
+                        _reference=False if known else want)  # fmt: skip
+    if known:
+        report["reference"] = known["reference"]
+    elif want or report.get("reference") is not None:
+        cache.put(ref_key, {"reference": report.get("reference")}, ref_material)
     for (ref, key, material), entry in zip(missing, report["checkpoints"], strict=True):
         # rewritten since it was keyed: the numbers may be the new bytes', not the key's
         if _unchanged(ref.path, material["checkpoint"]):
@@ -224,11 +251,12 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
         merged.append({**copy.deepcopy(entries[key]), "name": ref.name, "step": step})
     # the notes in the order an uncached run gives them: discovery, loading, measurement
     by_ck = [e.pop("_notes") for e in merged]
+    classes = [e.pop("_classes") for e in merged]
     ordered = (
         found + [t for n in by_ck for t in n["load"]] + [t for n in by_ck for t in n["measure"]]
     )
     report["notes"] = list(dict.fromkeys(ordered))
-    rejudge(run, report, merged, options.get("output"))
+    rejudge(run, report, merged, classes)
     report["checkpoints"] = merged
     from alignctl.report.steps import run_step_unit
 
@@ -247,40 +275,19 @@ def _unchanged(path, digest: str) -> bool:
         return False
 
 
-def _n_classes(run, output=None) -> int:
-    """C: the data's class count, else the width of the logits of a fresh model, picked from
-    tuple/dict outputs by ``output`` (or the config's) and with token inputs as analyze reads
-    them (:func:`alignctl.evaluation.accuracy.predict`)."""
-    data = run.load_data()
-    if data.num_classes:
-        return data.num_classes
-    from alignctl.evaluation.accuracy import predict
-    from alignctl.report.analysis import _output_spec
-
-    out = predict(run.build_model(), data.x_train[:2], torch.device("cpu"),
-                  output=_output_spec(run, output))  # fmt: skip
-    return 1 if out.dim() == 1 else int(out.shape[1])
-
-
-def _chance(run, n_classes: int) -> float:
-    """The data's chance level (:func:`alignctl.report.verdict.chance_level`)."""
-    from alignctl.report.verdict import chance_level
-
-    data = run.load_data()
-    return chance_level(n_classes, data.y_train, data.y_test)
-
-
-def rejudge(run, report: dict, entries: list[dict], output=None) -> None:
+def rejudge(run, report: dict, entries: list[dict], classes: list) -> None:
     """The verdicts of ``entries`` (the whole run's, in step order, measured in parts: cached,
     or dealt over ranks) judged again together, and the report's verdict and recommendation,
-    as one process gives them. C and the chance level are found once (C may need a forward
-    pass of a fresh model, :func:`_n_classes`)."""
+    as one process gives them. C: the data's, else the width of the logits the last measured
+    checkpoint gave (``classes``: each entry's, None where not measured), as
+    :func:`alignctl.report.analysis.analyze` finds it; no model is built."""
     from alignctl.report.recommend import recommend
-    from alignctl.report.verdict import judge_entries, thresholds
+    from alignctl.report.verdict import chance_level, judge_entries, thresholds
 
     t, train = thresholds(run.config.verdict), recorded_train(run.config)
-    c = _n_classes(run, output) if entries else None
-    chance = _chance(run, c) if entries else None
+    data = run.load_data()
+    c = data.num_classes or next((k for k in reversed(classes) if k is not None), None)
+    chance = chance_level(c or 2, data.y_train, data.y_test) if entries else None
     judge_entries(entries, t=t, grokked=run.config.grokked, n_classes=c or 2,
                   reference=report.get("reference"), chance=chance,
                   loss=(train or {}).get("loss"))  # fmt: skip

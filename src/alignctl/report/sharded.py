@@ -78,11 +78,11 @@ def _sharded(group: Group, run, *, on_checkpoint=None, keep_samples=False,
     report = reports[0]  # rank 0 always has checkpoint 0: the run-level fields are its own
     if keep_samples:
         report["samples"] = {**report["samples"], "metrics": per_sample}
-    _merge(run, report, entries, [t for rep in reports if rep for t in rep["notes"]],
-           opts.get("output"))  # fmt: skip
+    _merge(run, report, entries, [t for rep in reports if rep for t in rep["notes"]])
     if not _checkpoint_notes:
         for entry in entries:
-            entry.pop("_notes", None)
+            for private in ("_notes", "_classes"):
+                entry.pop(private, None)
     return report
 
 
@@ -107,8 +107,7 @@ def _measure_share(share, progress=None) -> dict | None:
         raise
 
 
-def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
-           output=None) -> None:  # fmt: skip
+def _merge(run, report: dict, entries: list[dict], share_notes: list[str]) -> None:
     """The report over all ``entries`` (in step order, with ``_notes``): notes as one process
     orders them (discovery, loading, measurement), verdicts, recommendation, step unit."""
     from alignctl.report.cache import rejudge
@@ -117,7 +116,7 @@ def _merge(run, report: dict, entries: list[dict], share_notes: list[str],
     loads = [t for e in entries for t in e["_notes"]["load"]]
     measures = [t for e in entries for t in e["_notes"]["measure"]]
     report["notes"] = list(dict.fromkeys([*run.notes, *loads, *measures, *share_notes]))
-    rejudge(run, report, entries, output)
+    rejudge(run, report, entries, [e["_classes"] for e in entries])
     report["checkpoints"] = entries
     report["step_unit"] = run_step_unit([e["step_unit"] for e in entries])
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.report.evidence import infer
 from alignctl.report.recommend import recommend  # noqa: F401  (its home before 0.2)
 
@@ -58,13 +58,13 @@ def thresholds(overrides: dict | None) -> dict:
                          f"{type(overrides).__name__}")  # fmt: skip
     for k, v in (overrides or {}).items():
         if k not in DEFAULTS:
-            raise InputError(f"unknown verdict threshold {k!r}; valid: {', '.join(DEFAULTS)}")
+            raise InputError(f"unknown verdict threshold {short(k)}; valid: {', '.join(DEFAULTS)}")
         try:
             t[k] = None if isinstance(v, bool | str) else float(v)
         except (TypeError, ValueError, OverflowError):
             t[k] = None
         if t[k] is None or not math.isfinite(t[k]):
-            raise InputError(f"verdict threshold {k} must be a finite number, not {v!r}")
+            raise InputError(f"verdict threshold {k} must be a finite number, not {short(v)}")
     return t
 
 

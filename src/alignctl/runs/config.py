@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.runs.atomic import atomic_write_text
 from alignctl.runs.limits import expand_user, read_text_capped
-from alignctl.runs.validate import is_finite_real, refuse_huge_integers, short
+from alignctl.runs.validate import is_finite_real, refuse_huge_integers
 
 TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
 CHECKPOINT_KEYS = ("weights", "state_key")  # which weights analyze reads (docs/config.md)
@@ -211,7 +211,7 @@ def _train(v, where: str) -> dict:
     t["freeze"] = f
     if t["on_nan"] not in ON_NAN:
         valid = ", ".join(ON_NAN)
-        raise InputError(f"{where}.on_nan: expected one of {valid}, got {t['on_nan']!r}")
+        raise InputError(f"{where}.on_nan: expected one of {valid}, got {short(t['on_nan'])}")
     return t
 
 
@@ -231,10 +231,10 @@ def _checkpoint(v, where: str) -> dict:
     d = _mapping(v, where)
     _known_keys(d, CHECKPOINT_KEYS, where)
     if d.get("weights") is not None and d["weights"] not in ("raw", "ema"):
-        raise InputError(f"{where}.weights must be raw or ema, got {d['weights']!r}")
+        raise InputError(f"{where}.weights must be raw or ema, got {short(d['weights'])}")
     key = d.get("state_key")
     if key is not None and (not isinstance(key, str) or not key.strip(". ")):
-        raise InputError(f"{where}.state_key must be a key name (e.g. model_ema), got {key!r}")
+        raise InputError(f"{where}.state_key must be a key name (e.g. model_ema), got {short(key)}")
     return {k: v for k, v in d.items() if v is not None}
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.runs.limits import expand_user
 from alignctl.runs.validate import not_found
 
@@ -89,7 +89,7 @@ def call_factory(spec: str, base_dir: Path, kwargs: dict | None, what: str) -> A
     """Call the factory named by ``spec`` with ``kwargs``; any failure is an InputError."""
     fn = load_callable(spec, base_dir)
     if kwargs is not None and not isinstance(kwargs, dict):
-        raise InputError(f"{what} factory {spec}: kwargs must be a mapping, got {kwargs!r}")
+        raise InputError(f"{what} factory {spec}: kwargs must be a mapping, got {short(kwargs)}")
     try:
         return fn(**(kwargs or {}))
     except Exception as e:
@@ -125,7 +125,7 @@ def check_finite(params: dict, what: str) -> None:
 
     def walk(v, name):
         if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"{what}: {name} must be a finite number, got {v!r}")
+            raise InputError(f"{what}: {name} must be a finite number, got {short(v)}")
         items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
         for k, sub in items:
             walk(sub, f"{name}[{k!r}]" if isinstance(v, dict) else f"{name}[{k}]")

@@ -21,7 +21,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 
 MAX_TEXT_BYTES = 16 * 2**20  # alignctl.yaml, *.index.json, trainer_state.json
 MAX_INFLATE_RATIO = 200  # savez_compressed of real data: ~1-20x; a deflate bomb: ~1000x
@@ -44,9 +44,11 @@ def read_budget() -> int:
         try:
             value = int(float(raw))
         except (ValueError, OverflowError):  # "abc", or 1e400 (inf) / nan
-            raise InputError(f"{READ_BUDGET_ENV} must be a number of bytes, got {raw!r}") from None
+            raise InputError(
+                f"{READ_BUDGET_ENV} must be a number of bytes, got {short(raw)}"
+            ) from None
         if value < 1:
-            raise InputError(f"{READ_BUDGET_ENV} must be positive, got {raw!r}")
+            raise InputError(f"{READ_BUDGET_ENV} must be positive, got {short(raw)}")
         return value
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.runs.checkpoints import (
     ACCEPTED,
     WEIGHTS,
@@ -153,7 +153,7 @@ def _open_run(path, config, model, data, weights, state_key) -> Run:
             raise InputError(f"{name} must be a string (a name or a file), not "
                              f"{type(value).__name__}")  # fmt: skip
     if weights is not None and weights not in WEIGHTS:
-        raise InputError(f"unknown --weights {weights!r}; valid: {', '.join(WEIGHTS)}")
+        raise InputError(f"unknown --weights {short(weights)}; valid: {', '.join(WEIGHTS)}")
     if state_key is not None and not state_key.strip(". "):
         raise InputError("--state-key must name a key, e.g. --state-key model_ema")
     if not path.exists():

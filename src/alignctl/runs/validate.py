@@ -11,34 +11,11 @@ messages are cut to :data:`REPR_CHARS` characters.
 from __future__ import annotations
 
 import math
-import reprlib
 
-from alignctl.errors import InputError, first_line
+from alignctl.errors import InputError, first_line, short
 
 MAX_PARAMETERS = 2**30  # ~1.07e9 parameters: 4 GiB of float32 weights, 3x that to train
 MAX_DATA_ELEMENTS = 2**30  # ~1.07e9 elements: 4 GiB of float32 inputs
-REPR_CHARS = 80
-
-
-class _Repr(reprlib.Repr):
-    def repr_int(self, x: int, level: int) -> str:
-        """Past 4,300 digits ``repr`` raises ValueError (CPython's guard against quadratic
-        conversions): the size instead."""
-        if x.bit_length() > 10_000:
-            return f"<an integer of about {int(x.bit_length() * math.log10(2))} digits>"
-        return super().repr_int(x, level)
-
-
-_repr = _Repr()
-_repr.maxstring = _repr.maxother = REPR_CHARS
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
-_repr.maxlevel = 3
-
-
-def short(value: object) -> str:
-    """``repr(value)`` of at most about :data:`REPR_CHARS` characters (nested values cut)."""
-    text = _repr.repr(value)
-    return text if len(text) <= REPR_CHARS else text[: REPR_CHARS - 3] + "..."
 
 
 def not_found(what: str, path: object) -> InputError:

@@ -12,7 +12,7 @@ import operator
 import time
 from collections.abc import Callable
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.train.divergence import CHECK_EVERY, ON_NAN
 
 
@@ -25,7 +25,9 @@ def save_epochs(epochs: int, save_every: int | None, schedule: str | None) -> se
     if schedule:
         kind, _, k = str(schedule).partition(":")
         if kind != "log" or not k.isdigit() or int(k) < 1:
-            raise InputError(f"invalid save schedule {schedule!r}; expected log:K, e.g. log:50")
+            raise InputError(
+                f"invalid save schedule {short(schedule)}; expected log:K, e.g. log:50"
+            )
         k = int(k)
         # the top gap, E (1 - E^(-1/(K-1))) <= E ln E / (K-1), is below one epoch: every epoch
         # is in; the same set, without K iterations for a huge K
@@ -106,7 +108,7 @@ class ScheduleMixin:
         if save_every is None and save_schedule is None:
             save_every, save_schedule = t.get("save_every"), t.get("save_schedule")
         if not isinstance(on_nan, str) or on_nan not in ON_NAN:  # 0 or "" is no default
-            raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {on_nan!r}")
+            raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {short(on_nan)}")
         if stop_when_grokked:
             check_criterion(self.cfg)
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from alignctl.errors import short
+
 CENTROID = ["centroid_alignment", "centroid_inner", "centroid_norm"]
 STANDARD = CENTROID + [
     "jacobian_alignment", "jacobian_alignment_full", "jacobian_norm", "jacobian_pc1",
@@ -31,7 +33,9 @@ def resolve_metrics(spec: str | list[str] | None) -> list[str]:
     else:  # an int is not iterable; a tensor or a dict would be read element by element
         from alignctl.errors import InputError
 
-        raise InputError(f"metrics must be a name, a set name or a list of names, not {spec!r}")
+        raise InputError(
+            f"metrics must be a name, a set name or a list of names, not {short(spec)}"
+        )
     names: list[str] = []
     for part in parts:
         for n in sets.get(part) or [part]:

@@ -14,7 +14,9 @@ verdicts and gates judge, is always the last one training wrote.
 - A checkpoint without a step, when others have one, is never placed by guesswork: it is left
   out of the trajectory with a note (which checkpoint it copies, when it is a copy of one of
   the last ones; else how to analyse it alone).
-- When no checkpoint records a step, the name order is used and a note says so.
+- When no checkpoint records a step, the times in the names (:mod:`.names`: a date and time,
+  a Unix time) order them, else the name order; a note says so. Four digits after a date are
+  a time of day, unless the folder's other names of the same form give steps there.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from pathlib import Path
 import torch
 
 from alignctl.runs.checkpoints.formats import natural_key, read_checkpoint
-from alignctl.runs.checkpoints.peek import EPOCH_KEY, number_in_name
+from alignctl.runs.checkpoints.names import (
+    clock_as_step,
+    name_form,
+    number_in_name,
+    timestamp_in_name,
+)
+from alignctl.runs.checkpoints.peek import EPOCH_KEY
 
 _COMPARE = 8  # newest numbered checkpoints an unplaced alias is compared with
 
@@ -41,15 +49,19 @@ class CheckpointRef:
 
 
 def _is_alias(ref: CheckpointRef) -> bool:
-    return number_in_name(ref.name) is None
+    return number_in_name(ref.name) is None and timestamp_in_name(ref.name) is None
 
 
 def sort_checkpoints(refs: list[CheckpointRef]) -> list[CheckpointRef]:
-    """By step (aliases first at a tie), then name; refs without a step after, by name."""
-    return sorted(
-        refs,
-        key=lambda r: (r.step is None, r.step or 0, not _is_alias(r), natural_key(r.name)),
-    )
+    """By step (aliases first at a tie), then name; refs without a step after, by the time
+    in their names (those without one last), then name."""
+
+    def key(r: CheckpointRef) -> tuple:
+        time = timestamp_in_name(r.name) if r.step is None else None
+        return (r.step is None, r.step or 0, time is None, time or (), not _is_alias(r),
+                natural_key(r.name))  # fmt: skip
+
+    return sorted(refs, key=key)
 
 
 def same_weights(a: CheckpointRef, b: CheckpointRef) -> bool:
@@ -67,7 +79,7 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
     """The trajectory: ``refs`` ordered, copies and unplaceable aliases left out (noted)."""
     if len(refs) <= 1:
         return list(refs)
-    refs = _names_against_epochs(refs, notes)
+    refs = _names_against_epochs(_clocks_as_steps(refs), notes)
     by_epoch = {r.path for r in refs if r.step_from == EPOCH_KEY}
     if by_epoch and any(r.step is not None and r.step_from != EPOCH_KEY for r in refs):
         refs = [dataclasses.replace(r, step=None) if r.path in by_epoch else r for r in refs]
@@ -81,9 +93,11 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
     if not numbered:
         kept = _drop_copies(stepless, notes, same, lambda a, b: True)
         if len(kept) > 1:
+            timed = all(timestamp_in_name(r.name) is not None for r in kept)
             notes.append(
-                f"no checkpoint records a step: ordered by name, so {kept[-1].path.name} is the "
-                "last one (judged by verdicts and gates)"
+                f"no checkpoint records a step: ordered by "
+                f"{'the dates and times in their names' if timed else 'name'}, so "
+                f"{kept[-1].path.name} is the last one (judged by verdicts and gates)"
             )
         return kept
     kept = _drop_copies(numbered, notes, same, lambda a, b: a.step == b.step)
@@ -99,6 +113,23 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
             f"(the last checkpoint is {last}); analyse it alone by passing its path"
         )
     return kept
+
+
+def _clocks_as_steps(refs: list[CheckpointRef]) -> list[CheckpointRef]:
+    """``refs`` with a step for each name whose four digits after a date were read as a time
+    of day while names of the same form give steps (``run_20241130_1500`` beside
+    ``run_20241130_100``: steps 1500 and 100, not 15:00 and step 100)."""
+    forms = {name_form(r.name) for r in refs if r.step_from == "name"}
+    if not forms:
+        return refs
+    out = []
+    for r in refs:
+        step = clock_as_step(r.name, forms) if r.step_from in (None, EPOCH_KEY) else None
+        if step is not None:
+            epoch = r.step if r.step_from == EPOCH_KEY else None
+            r = dataclasses.replace(r, step=step, step_from="name", epoch=epoch)
+        out.append(r)
+    return out
 
 
 def _names_against_epochs(refs: list[CheckpointRef], notes: list[str]) -> list[CheckpointRef]:

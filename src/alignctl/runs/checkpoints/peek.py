@@ -14,7 +14,6 @@ training order.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from alignctl.runs.checkpoints.formats import (
     parse_metadata,
     safetensors_header,
 )
+from alignctl.runs.checkpoints.names import number_in_name
 from alignctl.runs.checkpoints.safe_unpickle import torch_load
 from alignctl.runs.checkpoints.select import (
     candidates,
@@ -71,42 +71,6 @@ def _stored_step(meta: dict) -> tuple[int | None, str | None]:
         if step is not None:
             return step, key
     return None, None
-
-
-# A number a name labels as a step: Lightning's ``step=1500``, ``step_1500``, DeepSpeed's
-# ``global_step1500``, Megatron's ``iter_0001500``, ``iteration-3``, ``it_100``.
-_LABELLED = re.compile(
-    r"(?<![a-z])(?:global_?)?(?:steps?|iters?|iterations?|it)[=_\-]?(\d+)(?!\d)", re.I
-)
-# Numbers in a name that are not its place in training: decimals and exponents of metrics
-# (``val_loss=0.35``, ``loss8.1``, ``lr1e-3``), other ``key=value`` metrics of Lightning's
-# filename templates (``val_acc=95``; ``epoch=3`` stays), the ``-v1`` that Lightning appends to
-# a name already taken and other version tags (``model_100_v2``), seeds and ranks
-# (``seed42``, ``rank0``), and dates with their times (``20241130_143055``, ``2024-11-30``:
-# their last number would order a run across midnight by the time of day).
-_TIME = r"(?:[_\-.T]?(?:[01]\d|2[0-3])(?P<ts>[-:.]?)[0-5]\d(?P=ts)[0-5]\d)?"
-_DAY = r"(?:19|20)\d\d(?P<ds>[-_.]?)(?:0[1-9]|1[0-2])(?P=ds)(?:0[1-9]|[12]\d|3[01])"
-_DATE = rf"(?<!\d){_DAY}{_TIME}(?!\d)"
-_FLOAT = r"\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]\d+"
-_METRIC = r"(?<![a-z])(?!epoch=)[a-z][a-z_]*=-?(?:\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]\d+|\d+)"
-_TAGS = r"(?<![a-z])(?:v|version|seed|rank)[_\-]?\d+(?!\d)"
-_NOT_STEPS = re.compile(rf"{_DATE}|{_METRIC}|{_FLOAT}|{_TAGS}", re.I)
-# An epoch the name labels (``epoch_10``, ``ep3``, ``resnet50_e10``): preferred to a number the
-# name leaves unlabelled (``epoch_10_seed42``: 10; ``e10_resnet50``: 10, not the 50 of resnet50).
-_EPOCH = re.compile(r"(?<![a-z0-9])(?:epochs?|ep|e)[=_\-]?(\d+)(?![a-z0-9])", re.I)
-
-
-def number_in_name(name: str) -> int | None:
-    """The step a name gives: the last number labelled as a step (``epoch=3-step=1500``:
-    1500); else, of the numbers that are not a metric, version tag, seed, rank or date, the
-    last labelled as an epoch (``e10_resnet50``: 10), else the last one
-    (``model_step100_loss8.1`` -> 100; ``epoch=0-step=20-v1`` -> 20); else None."""
-    labelled = _LABELLED.findall(name)
-    if labelled:
-        return int(labelled[-1])
-    rest = _NOT_STEPS.sub(" ", name)
-    nums = _EPOCH.findall(rest) or re.findall(r"\d+", rest)
-    return int(nums[-1]) if nums else None
 
 
 def _trainer_state_step(folder: Path) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_finite, check_kwargs
 from alignctl.runs.validate import check_model_size
@@ -23,7 +23,7 @@ register_model = MODELS.register
 def build_model(spec: dict, base_dir: Path) -> torch.nn.Module:
     """Build the network described by a config ``model:`` section."""
     if not isinstance(spec, dict):
-        raise InputError(f"model section must be a mapping, got {spec!r}")
+        raise InputError(f"model section must be a mapping, got {short(spec)}")
     from alignctl.geometry.outputs import check_spec
 
     check_spec(spec.get("output"))  # which output is the logits: read where outputs are used

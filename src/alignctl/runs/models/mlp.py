@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alignctl.errors import short
 from alignctl.runs.models import register_model
 from alignctl.runs.validate import size, sizes
 
@@ -49,7 +50,7 @@ def _as_widths(hidden) -> list[int]:
         hidden = [hidden]
     widths = list(hidden)
     if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
-        raise ValueError(f"hidden must be a list of positive integers, got {hidden!r}")
+        raise ValueError(f"hidden must be a list of positive integers, got {short(hidden)}")
     return widths
 
 

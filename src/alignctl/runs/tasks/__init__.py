@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_finite, check_kwargs
@@ -124,7 +124,7 @@ def _user_extras(spec: dict, source: str) -> dict:
     if spec.get("num_classes") is not None:
         c = spec["num_classes"]
         if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-            raise InputError(f"{source}: num_classes must be a positive integer, got {c!r}")
+            raise InputError(f"{source}: num_classes must be a positive integer, got {short(c)}")
         out["num_classes"] = c
     if spec.get("input_range") is not None:
         r = spec["input_range"]
@@ -134,7 +134,7 @@ def _user_extras(spec: dict, source: str) -> dict:
         if not numbers or r[0] >= r[1]:
             raise InputError(
                 f"{source}: input_range must be [low, high], finite numbers with low < high, "
-                f"got {r!r}"
+                f"got {short(r)}"
             )
         out["input_range"] = (float(r[0]), float(r[1]))
     return out
@@ -152,7 +152,7 @@ def _check_types(fn, params: dict, what: str) -> None:
             continue
         want = (int, float) if type(d) is float else type(d)
         if not isinstance(v, want) or (isinstance(v, bool) and type(d) is not bool):
-            raise InputError(f"{what}: {name} must be {type(d).__name__}, got {v!r}")
+            raise InputError(f"{what}: {name} must be {type(d).__name__}, got {short(v)}")
 
 
 def load_data(spec: dict, base_dir: Path) -> Dataset:
@@ -161,7 +161,7 @@ def load_data(spec: dict, base_dir: Path) -> Dataset:
 
     base_dir = Path(base_dir)
     if not isinstance(spec, dict):
-        raise InputError(f"data section must be a mapping, got {spec!r}")
+        raise InputError(f"data section must be a mapping, got {short(spec)}")
     kinds = [k for k in ("task", "path", "factory") if k in spec]
     if len(kinds) != 1:
         raise InputError("data section needs exactly one of 'task', 'path' or 'factory'")

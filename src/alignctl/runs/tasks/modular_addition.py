@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from alignctl.errors import short
 from alignctl.runs.tasks import Dataset, register_task
 
 
@@ -18,7 +19,7 @@ def modular_addition(
 ) -> Dataset:
     """(a + b) mod p over all pairs; num_classes p."""
     if encoding not in ("onehot", "tokens"):
-        raise ValueError(f"encoding must be 'onehot' or 'tokens', got {encoding!r}")
+        raise ValueError(f"encoding must be 'onehot' or 'tokens', got {short(encoding)}")
     if p < 2:
         raise ValueError(f"p must be >= 2, got {p}")
     n_train = int(p * p * train_fraction)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 
-from alignctl.errors import InputError
+from alignctl.errors import InputError, short
 from alignctl.registry import Registry
 from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this API)
     ALIASES,
@@ -26,7 +26,7 @@ from alignctl.runs.regspec import (  # noqa: F401 (parse_reg_spec: part of this 
     read_spec_values,
     tidy_spec,
 )
-from alignctl.runs.validate import MAX_INT_PARAM, is_finite_real, short
+from alignctl.runs.validate import MAX_INT_PARAM, is_finite_real
 
 REGULARISERS: Registry = Registry("regulariser")
 register_regulariser = REGULARISERS.register
@@ -96,14 +96,14 @@ def real(name: str, value, low: float, high: float = math.inf, *, open_low: bool
     if not (low < v if open_low else low <= v) or not v <= high:
         left = "(" if open_low else "["
         right = "]" if math.isfinite(high) else ")"
-        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, not {value!r}")
+        raise ValueError(f"{name} must be in {left}{low:g}, {high:g}{right}, not {short(value)}")
     return v
 
 
 def count(name: str, value, low: int) -> int:
     """``value`` as an integer >= ``low`` (2.5 steps is an error, not 2)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, not {value!r}")
+        raise ValueError(f"{name} must be an integer >= {low}, not {short(value)}")
     return value
 
 

@@ -61,6 +61,7 @@ import math
 
 import torch
 
+from alignctl.errors import short
 from alignctl.train.regularisers import Regulariser, real, register_regulariser
 
 PATHS = ("auto", "autograd")
@@ -117,7 +118,7 @@ class GrokAlign(Regulariser):
         path: str = "auto",
     ):
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive integer, not {every!r}")
+            raise ValueError(f"every must be a positive integer, not {short(every)}")
         if (
             not isinstance(subsample, (int, float))
             or isinstance(subsample, bool)
@@ -125,14 +126,14 @@ class GrokAlign(Regulariser):
         ):
             raise ValueError(
                 f"subsample is the fraction of the batch the penalty is computed on, "
-                f"in (0, 1], not {subsample!r}"
+                f"in (0, 1], not {short(subsample)}"
             )
         if path not in PATHS:
-            raise ValueError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
+            raise ValueError(f"path must be one of {', '.join(PATHS)}, not {short(path)}")
         if norm not in ("fro", "fro2"):
-            raise ValueError(f"norm must be fro or fro2, not {norm!r}")
+            raise ValueError(f"norm must be fro or fro2, not {short(norm)}")
         if n_proj != "exact" and (not isinstance(n_proj, int) or n_proj < 1):
-            raise ValueError(f"n_proj must be a positive integer or 'exact', not {n_proj!r}")
+            raise ValueError(f"n_proj must be a positive integer or 'exact', not {short(n_proj)}")
         # lambda is the magnitude (grokunalign negates the penalty); eps > 0 keeps the square
         # root's gradient finite at J = 0, what it is for
         self.lam, self.n_proj, self.norm = real("lambda", lam, 0.0), n_proj, norm

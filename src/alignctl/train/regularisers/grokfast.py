@@ -17,6 +17,7 @@ from collections import deque
 
 import torch
 
+from alignctl.errors import short
 from alignctl.train.regularisers import Regulariser, count, real, register_regulariser
 
 
@@ -28,7 +29,7 @@ class Grokfast(Regulariser):
         self, alpha: float = 0.8, lamb: float = 0.1, filter: str = "ema", window: int = 100
     ):
         if filter not in ("ema", "ma"):
-            raise ValueError(f"filter must be ema or ma, not {filter!r}")
+            raise ValueError(f"filter must be ema or ma, not {short(filter)}")
         # alpha outside [0, 1] is no average (the filter grows geometrically)
         self.alpha, self.lamb = real("alpha", alpha, 0.0, 1.0), real("lamb", lamb, -math.inf)
         self.filter, self.window = filter, count("window", window, 1)
