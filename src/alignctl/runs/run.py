@@ -178,7 +178,9 @@ def _open_run(path, config, model, data, weights, state_key) -> Run:
             raise
         what = "a broken link" if not sub.exists() else kind_of(sub.stat().st_mode) or "a file"
         raise InputError(f"{sub} is {what}, not a folder of checkpoints ({e})") from None
-    found = _find_config(folder)
+    # A folder that is one checkpoint (checkpoint-500/, global_step100/) sits where a file would
+    one = path.is_dir() and [Path(r.path) for r in checkpoints] == [path]
+    found = _find_config(folder.parent if one else folder, also=folder if one else None)
     root = found.parent if found is not None else folder
     cfg = _resolve_config(config or found, folder, model, data)
     section = getattr(cfg, "checkpoint", None) or {}
@@ -189,8 +191,10 @@ def _open_run(path, config, model, data, weights, state_key) -> Run:
     )  # fmt: skip
 
 
-def _find_config(folder: Path) -> Path | None:
-    for candidate in (folder / CONFIG_NAME, folder.parent / CONFIG_NAME):
+def _find_config(folder: Path, also: Path | None = None) -> Path | None:
+    """``alignctl.yaml`` in ``also`` (a checkpoint folder's own), ``folder`` or its parent."""
+    places = [also] if also is not None else []
+    for candidate in (p / CONFIG_NAME for p in (*places, folder, folder.parent)):
         if candidate.exists():  # a FIFO or a folder of that name is refused when read
             return candidate
     return None

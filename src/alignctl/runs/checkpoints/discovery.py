@@ -10,9 +10,11 @@ device) are skipped with a note; hidden entries (our atomic temporaries) and the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.runs.checkpoints.engines import engine_folder, weights_subfolder
 from alignctl.runs.checkpoints.formats import HF_FILES, hf_main_file, shard_names
 from alignctl.runs.checkpoints.order import CheckpointRef, order_checkpoints, sort_checkpoints
 from alignctl.runs.checkpoints.peek import (
@@ -26,9 +28,13 @@ from alignctl.runs.limits import kind_of
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 ACCEPTED = (
-    f"accepted: {', '.join(CHECKPOINT_SUFFIXES + LONG_SUFFIXES)} files, or Hugging Face "
-    "style folders holding model.safetensors or pytorch_model.bin"
+    f"accepted: {', '.join(CHECKPOINT_SUFFIXES + LONG_SUFFIXES)} files, Hugging Face "
+    "style folders holding model.safetensors or pytorch_model.bin, torch.distributed.checkpoint "
+    "folders (.metadata + .distcp) or DeepSpeed folders (mp_rank_00_model_states.pt)"
 )
+# Sub-folders of one engine checkpoint that are not checkpoints of their own: HF FSDP's
+# optimizer_0/ beside pytorch_model_fsdp_0/.
+_PART = re.compile(r"optimizer_\d+")
 # The trainer's resume state (optimizer etc.) lives in checkpoints/state/: not weights to analyse.
 STATE_FOLDER = "state"
 _SHOW = 8
@@ -49,14 +55,23 @@ def _is_hf_folder(folder: Path) -> bool:
     return any((folder / f).is_file() for f in HF_FILES)
 
 
+def _is_one_checkpoint(folder: Path) -> bool:
+    """A Hugging Face style folder, or a training engine's checkpoint (:mod:`.engines`)."""
+    return _is_hf_folder(folder) or engine_folder(folder) is not None
+
+
 def _is_hf_subfolder(p: Path) -> bool:
-    """A sub-folder that is one Hugging Face checkpoint (``checkpoint-N/``); OSError when it
-    cannot be entered."""
-    return p.is_dir() and p.name != STATE_FOLDER and _is_hf_folder(p)
+    """A sub-folder that is one checkpoint (``checkpoint-N/``, ``global_step100/``, a DCP
+    ``step-100/``); OSError when it cannot be entered."""
+    return p.is_dir() and p.name != STATE_FOLDER and _is_one_checkpoint(p)
 
 
-def _has_hf_subfolder(entries: list[Path]) -> bool:
+def _has_hf_subfolder(entries: list[Path], own: Path | None = None) -> bool:
+    """Whether a sub-folder other than ``own`` (where the folder's own weights are) and its
+    parts (``optimizer_0/``) is a checkpoint: then the folder is a folder of checkpoints."""
     for p in entries:
+        if p == own or own is not None and _PART.fullmatch(p.name):
+            continue
         try:
             if _is_hf_subfolder(p):
                 return True
@@ -131,7 +146,8 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
     if path.is_file() and not is_checkpoint_name(path):
         raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
     entries = [] if path.is_file() else _entries(path)
-    if path.is_file() or _is_hf_folder(path) and not _has_hf_subfolder(entries):
+    own = None if path.is_file() else weights_subfolder(path)
+    if path.is_file() or _is_one_checkpoint(path) and not _has_hf_subfolder(entries, own):
         ref, why = _ref(path)
         if why is not None:
             raise InputError(f"{path} is not a model checkpoint: it holds {why}")
@@ -149,8 +165,11 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
             except OSError as e:  # a sub-folder we may not enter: not ours to judge
                 skipped.append(f"{p.name}/ (unreadable: {e.strerror or e})")
                 continue
-            if hf:
-                refs.append(_ref(p)[0])
+            ref, why = _ref(p) if hf else (None, None)
+            if ref is not None and why is None:
+                refs.append(ref)
+            elif ref is not None:
+                skipped.append(f"{p.name}/ ({why})")
             elif is_checkpoint_name(p):  # named like a checkpoint file: say why not
                 skipped.append(f"{p.name}/ (a folder, not a checkpoint file)")
             continue

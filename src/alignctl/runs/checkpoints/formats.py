@@ -68,7 +68,7 @@ def read_weights(ref, *, weights: str = "raw", state_key: str | None = None) -> 
     path = Path(ref.path)
     if not path.exists():
         raise InputError(f"checkpoint {path} does not exist")
-    reader = _read_hf_folder if path.is_dir() else _read_file
+    reader = _read_folder if path.is_dir() else _read_file
     ck = reader(path, weights, state_key)
     if not ck.state:
         raise InputError(f"checkpoint {path} holds no tensors")
@@ -119,7 +119,7 @@ def safetensors_header(path: Path, what: str = "checkpoint") -> dict:
     return header
 
 
-def _flat(ck: Checkpoint, weights: str, state_key: str | None) -> Checkpoint:
+def flat_checkpoint(ck: Checkpoint, weights: str, state_key: str | None) -> Checkpoint:
     """A file that is only a state dict (no keys around it): ``state_key`` is a prefix, and an
     EMA copy can only be a prefix too; :func:`load_weights` chooses."""
     if state_key is not None:
@@ -140,7 +140,7 @@ def _read_safetensors(path: Path, weights: str, state_key: str | None) -> Checkp
     aliases = {
         k: v for k, v in raw_meta.items() if isinstance(v, str) and v in state and k not in state
     }
-    return _flat(Checkpoint(state, parse_metadata(raw_meta), aliases), weights, state_key)
+    return flat_checkpoint(Checkpoint(state, parse_metadata(raw_meta), aliases), weights, state_key)
 
 
 def _read_torch(path: Path, weights: str, state_key: str | None) -> Checkpoint:
@@ -215,6 +215,21 @@ def shard_names(main: Path) -> list[str]:
     return _load_index(main)[1]
 
 
+def _read_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
+    """A Hugging Face style folder, else a training engine's (:mod:`.engines`)."""
+    from alignctl.runs.checkpoints import dcp, engines  # they read through this module
+
+    engine = (
+        None if any((folder / f).is_file() for f in HF_FILES) else engines.engine_folder(folder)
+    )
+    if engine is None:
+        return _read_hf_folder(folder, weights, state_key)
+    kind, where = engine
+    if kind == "dcp":
+        return dcp.read_dcp(where, weights, state_key)
+    return _read_file(where, weights, state_key)
+
+
 def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkpoint:
     main = hf_main_file(folder)
     if not main.name.endswith(".index.json"):
@@ -230,7 +245,7 @@ def _read_hf_folder(folder: Path, weights: str, state_key: str | None) -> Checkp
         out.aliases.update(part.aliases)
         out.meta = out.meta or part.meta
     out.meta = {**out.meta, **(index.get("metadata") or {})}
-    return _flat(out, weights, state_key)
+    return flat_checkpoint(out, weights, state_key)
 
 
 def _read_file(path: Path, weights: str, state_key: str | None) -> Checkpoint:

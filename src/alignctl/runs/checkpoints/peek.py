@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.errors import InputError
+from alignctl.runs.checkpoints.dcp import dcp_peek
+from alignctl.runs.checkpoints.engines import FSDP_MODEL, engine_folder
 from alignctl.runs.checkpoints.formats import (
     HF_FILES,
     hf_main_file,
@@ -131,7 +133,12 @@ def _plain(v: Any) -> Any:
 def peek(path: Path) -> Peek:
     """The step of one checkpoint file or Hugging Face folder, and whether it is weights."""
     meta, reason, folder = {}, None, None
-    if path.is_dir():
+    engine = _engine(path)
+    if engine is not None:  # DeepSpeed or DCP (its trainer_state.json: HF FSDP's checkpoint-N/)
+        kind, where = engine
+        folder = path.parent if FSDP_MODEL.fullmatch(path.name) else path
+        meta, reason = dcp_peek(where) if kind == "dcp" else _file_meta(where)
+    elif path.is_dir():
         folder, main = path, hf_main_file(path)
         if main.suffix == ".safetensors":
             meta, _ = _file_meta(main)
@@ -149,6 +156,13 @@ def peek(path: Path) -> Peek:
     if step is None:
         step, key = epoch, EPOCH_KEY
     return Peek(step, key if step is not None else None, reason, epoch if key == "name" else None)
+
+
+def _engine(path: Path):
+    """:func:`.engines.engine_folder` of a folder that is not a Hugging Face style one."""
+    if not path.is_dir() or any((path / f).is_file() for f in HF_FILES):
+        return None
+    return engine_folder(path)
 
 
 def checkpoint_stem(path: Path) -> str:

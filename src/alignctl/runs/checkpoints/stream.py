@@ -15,7 +15,8 @@ the file, 7x slower), and a memory map would keep every page it touched resident
 closed (the whole file again).
 
 :func:`stream_checkpoint` returns None (and the caller takes the general path) when the
-checkpoint is not one safetensors file (torch pickles, sharded folders), when its header
+checkpoint is not one safetensors file (torch pickles, sharded folders; a DCP folder is
+loaded by :func:`.dcp.stream_dcp`, into the model's tensors by torch's own reader), when its header
 names a dtype this module does not map or sizes that disagree with the shapes (the general
 path then names the problem), on a big-endian machine, when a module customises loading
 (state-dict hooks, its own ``_load_from_state_dict``, extra state) or when the choice needs
@@ -58,6 +59,17 @@ def _file(path: Path) -> Path | None:
     return path if path.suffix == ".safetensors" and path.is_file() else None
 
 
+def _dcp_folder(path: Path) -> Path | None:
+    """The DCP folder of a checkpoint folder that is (or holds) one, else None."""
+    from alignctl.runs.checkpoints.engines import engine_folder
+    from alignctl.runs.checkpoints.formats import HF_FILES
+
+    if not path.is_dir() or any((path / f).is_file() for f in HF_FILES):
+        return None
+    engine = engine_folder(path)
+    return engine[1] if engine is not None and engine[0] == "dcp" else None
+
+
 def _consistent(info) -> bool:
     if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
         return False
@@ -88,6 +100,14 @@ def stream_checkpoint(model, ref, *, weights="raw", state_key=None):
     """Load ``ref`` (a safetensors file or a folder with ``model.safetensors``) into ``model``
     in place; returns (metadata, notes), or None where the general path must be taken.
     InputError as :func:`.loading.load_weights` raises it (nothing fits, several copies...)."""
+    dcp_folder = _dcp_folder(Path(ref.path))
+    if dcp_folder is not None:  # DCP: tensor by tensor into the model, by torch's own reader
+        from alignctl.runs.checkpoints.dcp import stream_dcp
+
+        if not _plain_loading(model):
+            return None
+        return stream_dcp(model, dcp_folder, Path(ref.path).name, weights=weights,
+                          state_key=state_key)  # fmt: skip
     path = _file(Path(ref.path))
     if path is None or not _plain_loading(model):
         return None
@@ -109,7 +129,7 @@ def stream_checkpoint(model, ref, *, weights="raw", state_key=None):
         for k, v in raw_meta.items()
         if isinstance(v, str) and v in header and k not in header
     }
-    # As formats._flat: a plain state dict, so --state-key is a prefix and EMA one too.
+    # As formats.flat_checkpoint: a plain state dict, so --state-key is a prefix and EMA one too.
     mode = "prefix" if state_key is not None else "ema" if weights == "ema" else "raw"
     prefix = state_key.rstrip(".") + "." if state_key is not None else None
     try:
