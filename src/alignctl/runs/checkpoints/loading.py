@@ -201,7 +201,29 @@ def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefi
     chosen = _choose(ema if mode == "ema" else good if mode == "prefix" else raw, source)
     if chosen is None:
         raise _no_fit(fits, good, mode, prefix, source)
+    _check_ties(chosen, ties, target, source)
     return chosen, _notes(chosen, ema if mode == "raw" else [], mode)
+
+
+def _check_ties(fit: _Fit, ties: dict, target: dict, source: str) -> None:
+    """Keys the model ties (one shared tensor) that the checkpoint stores as different
+    values were saved from an untied model: loading both would keep whichever is copied last
+    (neither model), so it is an error."""
+    for name, others in ties.items():
+        for other in others:
+            a, b = fit.source.get(name), fit.source.get(other)
+            if name > other or a is None or b is None or a == b:
+                continue
+            x, y = fit.kept[name], fit.kept[other]
+            if x.is_meta or y.is_meta:
+                raise NeedValues
+            dtype = target[name].dtype
+            if not torch.equal(x.to(dtype), y.to(dtype)):
+                raise InputError(
+                    f"checkpoint {source} stores different values for {a} and {b}, which the "
+                    "model ties (one shared tensor): it was saved from an untied model; build "
+                    "the model untied (Hugging Face: tie_word_embeddings=False)"
+                )
 
 
 def _choose(fits: list[_Fit], source: str) -> _Fit | None:

@@ -1,0 +1,128 @@
+"""Held-out: checkpoints as popular libraries save them (Hugging Face ``save_pretrained``,
+torchvision's and timm's reference scripts, torch.export), analysed with a model built from
+a config. Each is read right (the metrics equal those of the same model loaded with
+``load_state_dict`` and measured with :func:`alignctl.measure`, exactly) or refused with one
+error line saying what to do."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+import yaml
+from test_outputs import one_error
+from typer.testing import CliRunner
+
+import alignctl
+from alignctl.cli.assemble import app
+
+pytest.importorskip("transformers")
+
+MODELS = """
+import torch
+from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import ViTConfig, ViTForImageClassification
+
+class Gpt(GPT2LMHeadModel):  # next-token logits of the last position
+    def forward(self, x):
+        return super().forward(input_ids=x).logits[:, -1]
+
+def gpt(tie=True):
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2,
+                     tie_word_embeddings=tie, bos_token_id=0, eos_token_id=0)
+    return Gpt(cfg)
+
+class Mlm(BertForMaskedLM):
+    def forward(self, x):
+        return super().forward(input_ids=x).logits[:, 0]
+
+def bert(tie=True):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=8, tie_word_embeddings=tie)
+    return Mlm(cfg)
+
+class Vit(ViTForImageClassification):
+    def forward(self, x):
+        return super().forward(pixel_values=x).logits
+
+def vit():
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=8,
+                    num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                    num_labels=3)
+    return Vit(cfg)
+"""
+
+
+def _factory(name):
+    ns: dict = {}
+    exec(MODELS, ns)
+    return ns[name]
+
+
+def _run(root, name, x, y):
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "models.py").write_text(MODELS)
+    np.savez(root / "d.npz", x_train=x, y_train=y)
+    cfg = {"model": {"factory": f"models.py:{name}"}, "data": {"path": "d.npz"}}
+    (root / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    return root / "checkpoints"
+
+
+def _trained(make, seed, **kw):
+    torch.manual_seed(seed)
+    m = make(**kw)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m
+
+
+def _analyze(path, *extra):
+    args = ["analyze", str(path), "--json", "-", "--metrics", "full", "--no-cache"]
+    return CliRunner().invoke(app, [*args, "--device", "cpu", *extra])
+
+
+def _same_metrics(r, model, x, y):
+    """The report's last checkpoint has exactly the metrics of ``model`` (float mean)."""
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)["checkpoints"][-1]["metrics"]
+    want = alignctl.measure(model, torch.as_tensor(x), torch.as_tensor(y), device="cpu")
+    for name, v in want.items():
+        assert got[name] == float(v.double().mean()), name
+
+
+def _tokens(n_classes=16):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 16, size=(6, 5)), np.arange(6) % n_classes
+
+
+# ---- ties: a checkpoint of an untied model into a model that ties ---------------------------
+
+
+@pytest.mark.parametrize("name", ["gpt", "bert"])
+def test_untied_save_into_a_tied_model_is_refused_not_half_loaded(tmp_path, name):
+    """Before: exit 0; the two stored tensors were copied into the one shared tensor, the last
+    copied winning (GPT-2: wte became the saved lm_head), metrics of neither model."""
+    x, y = _tokens()
+    ckpts = _run(tmp_path, name, x, y)
+    _trained(_factory(name), 5, tie=False).save_pretrained(ckpts / "checkpoint-10")
+    line = one_error(_analyze(tmp_path))
+    assert "different values for" in line and "tie_word_embeddings=False" in line, line
+
+
+@pytest.mark.parametrize("name", ["gpt", "bert"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_tied_save_pretrained_in_any_dtype_gives_the_rounded_weights_metrics(tmp_path, name, dtype):
+    x, y = _tokens()
+    ckpts = _run(tmp_path, name, x, y)
+    src = _trained(_factory(name), 5).to(dtype)
+    src.save_pretrained(ckpts / "checkpoint-10", max_shard_size="2KB")
+    model = _factory(name)()
+    model.load_state_dict(src.state_dict())  # bf16/fp16-rounded, in float32
+    _same_metrics(_analyze(tmp_path), model, x, y)
