@@ -126,3 +126,47 @@ def test_tied_save_pretrained_in_any_dtype_gives_the_rounded_weights_metrics(tmp
     model = _factory(name)()
     model.load_state_dict(src.state_dict())  # bf16/fp16-rounded, in float32
     _same_metrics(_analyze(tmp_path), model, x, y)
+
+
+# ---- transformers >= 5 saves legacy names (ViT: vit.encoder.layer.N.attention.attention.*) ----
+
+
+@pytest.mark.parametrize("shard", [None, "1KB"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_save_pretrained_legacy_names_load_into_the_renamed_modules(tmp_path, shard, dtype):
+    """Before: exit 2, "missing keys vit.layers.0.attention.q_proj.weight ...; unexpected keys
+    vit.encoder.layer.0.attention.output.dense.weight ...": the model's own save_pretrained
+    output did not load (transformers 5 reverts its module renames on save)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3, 8, 8)).astype(np.float32), np.arange(6) % 3
+    ckpts = _run(tmp_path, "vit", x, y)
+    src = _trained(_factory("vit"), 5).to(dtype)
+    kw = {"max_shard_size": shard} if shard else {}
+    src.save_pretrained(ckpts / "checkpoint-4", **kw)
+    files = json.dumps(sorted(p.name for p in (ckpts / "checkpoint-4").iterdir()))
+    assert ("index.json" in files) == bool(shard)
+    model = _factory("vit")()
+    model.load_state_dict(src.state_dict())
+    _same_metrics(_analyze(tmp_path), model, x, y)
+
+
+def test_legacy_names_under_a_training_prefix_with_a_wrong_shape_still_name_the_culprit(
+    tmp_path,
+):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3, 8, 8)).astype(np.float32), np.arange(6) % 3
+    ckpts = _run(tmp_path, "vit", x, y)
+    src = _trained(_factory("vit"), 5)
+    src.save_pretrained(tmp_path / "hf")
+    sd = safetensors.torch.load_file(tmp_path / "hf" / "model.safetensors")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 2},
+               ckpts / "epoch=2.ckpt")  # fmt: skip
+    model = _factory("vit")()
+    model.load_state_dict(src.state_dict())
+    _same_metrics(_analyze(tmp_path), model, x, y)
+    key = "model.vit.encoder.layer.0.output.dense.weight"
+    sd = {f"model.{k}": v for k, v in sd.items()}
+    sd[key] = sd[key][:, :-1].contiguous()
+    torch.save({"state_dict": sd, "epoch": 2}, ckpts / "epoch=2.ckpt")
+    line = one_error(_analyze(tmp_path))
+    assert "shape mismatch for model.vit.layers.0.mlp.fc2.weight" in line, line
