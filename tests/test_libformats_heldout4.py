@@ -170,3 +170,50 @@ def test_legacy_names_under_a_training_prefix_with_a_wrong_shape_still_name_the_
     torch.save({"state_dict": sd, "epoch": 2}, ckpts / "epoch=2.ckpt")
     line = one_error(_analyze(tmp_path))
     assert "shape mismatch for model.vit.layers.0.mlp.fc2.weight" in line, line
+
+
+# ---- PEFT adapters and torch.export archives: one error saying what to do ------------------
+
+
+def _adapter(folder):
+    folder.mkdir(parents=True)
+    lora = "base_model.model.transformer.h.0.attn.c_attn.lora_"
+    sd = {lora + "A.weight": torch.randn(4, 8), lora + "B.weight": torch.zeros(24, 4)}
+    safetensors.torch.save_file(sd, folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+
+
+def test_peft_adapter_checkpoints_are_named_and_never_analysed_as_the_model(tmp_path):
+    """Before: a folder of adapter-only checkpoint-N/ said "no checkpoint files ...: pass
+    checkpoint-10 as the path" (which then failed on missing keys), and beside a full
+    checkpoint the adapters vanished without a note."""
+    x, y = _tokens()
+    ckpts = _run(tmp_path, "gpt", x, y)
+    _adapter(ckpts / "checkpoint-10")
+    _adapter(ckpts / "checkpoint-20")
+    line = one_error(_analyze(tmp_path))
+    assert "checkpoint-10/ (a PEFT adapter" in line and "merge_and_unload" in line, line
+    cfg = ["--config", str(tmp_path / "alignctl.yaml")]
+    for path in (ckpts / "checkpoint-10", ckpts / "checkpoint-10" / "adapter_model.safetensors"):
+        line = one_error(_analyze(path, *cfg))
+        assert "a PEFT adapter" in line and "merge_and_unload" in line, line
+    src = _trained(_factory("gpt"), 5)
+    src.save_pretrained(ckpts / "checkpoint-30")
+    r = _analyze(tmp_path)
+    _same_metrics(r, src, x, y)
+    (note,) = [n for n in json.loads(r.stdout)["notes"] if "PEFT adapter" in n]
+    assert "checkpoint-10/" in note and "checkpoint-20/" in note
+
+
+@pytest.mark.parametrize("name", ["exported.pt2", "exported.pt"])
+def test_torch_export_archives_are_refused_as_programs(tmp_path, name):
+    """Before: .pt said "corrupt or truncated torch file (... data.pkl: file not found)";
+    .pt2 only listed the accepted suffixes."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3, 8, 8)).astype(np.float32), np.arange(6) % 3
+    ckpts = _run(tmp_path, "vit", x, y)
+    model = _factory("vit")().eval()
+    torch.export.save(torch.export.export(model, (torch.as_tensor(x[:2]),)), ckpts / name)
+    for path in (tmp_path, ckpts / name):
+        line = one_error(_analyze(path))
+        assert f"{name} is a torch.export archive" in line and "state_dict()" in line, line
