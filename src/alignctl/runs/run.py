@@ -20,6 +20,7 @@ import torch
 from alignctl.errors import InputError, short
 from alignctl.runs.checkpoints import (
     ACCEPTED,
+    EXPORTED,
     WEIGHTS,
     CheckpointRef,
     discover_checkpoints,
@@ -161,6 +162,8 @@ def _open_run(path, config, model, data, weights, state_key) -> Run:
     if not path.is_dir() and not path.is_file():
         kind = kind_of(path.stat().st_mode)
         raise InputError(f"{path} is {kind}: pass a run directory, a checkpoint folder or file")
+    if path.is_file() and path.suffix == ".pt2":
+        raise InputError(f"{path} {EXPORTED}")
     if path.is_file() and not is_checkpoint_name(path):
         raise InputError(
             f"{path} is not a checkpoint file ({ACCEPTED}); "

@@ -6,6 +6,7 @@ model (:mod:`.loading`)."""
 from alignctl.runs.checkpoints.discovery import (
     ACCEPTED,
     CHECKPOINT_SUFFIXES,
+    EXPORTED,
     STATE_FOLDER,
     STEP_KEYS,
     CheckpointRef,
@@ -30,6 +31,7 @@ from alignctl.runs.checkpoints.select import WEIGHTS
 __all__ = [
     "ACCEPTED",
     "CHECKPOINT_SUFFIXES",
+    "EXPORTED",
     "HF_FILES",
     "STATE_DICT_KEYS",
     "STATE_FOLDER",

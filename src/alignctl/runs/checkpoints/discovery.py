@@ -24,6 +24,7 @@ from alignctl.runs.checkpoints.peek import (
     peek,
     step_from_metadata,
 )
+from alignctl.runs.checkpoints.safe_unpickle import EXPORTED
 from alignctl.runs.limits import kind_of
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -40,7 +41,7 @@ STATE_FOLDER = "state"
 _SHOW = 8
 
 __all__ = [
-    "ACCEPTED", "CHECKPOINT_SUFFIXES", "STATE_FOLDER", "STEP_KEYS", "CheckpointRef",
+    "ACCEPTED", "CHECKPOINT_SUFFIXES", "EXPORTED", "STATE_FOLDER", "STEP_KEYS", "CheckpointRef",
     "checkpoint_stem", "discover_checkpoints", "is_checkpoint_name", "sort_checkpoints",
     "step_from_metadata",
 ]  # fmt: skip
@@ -49,6 +50,24 @@ __all__ = [
 def is_checkpoint_name(path: Path) -> bool:
     """Whether a file name is one of a checkpoint file (:data:`CHECKPOINT_SUFFIXES`, .pth.tar)."""
     return path.suffix in CHECKPOINT_SUFFIXES or path.name.endswith(LONG_SUFFIXES)
+
+
+# PEFT's save_pretrained of a LoRA (or other adapter) model: the adapter's weights only.
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER = "a PEFT adapter ({}: the adapter's weights only, not the model's)"
+MERGE = (
+    "merge an adapter into its base model (peft: model.merge_and_unload()"
+    ".save_pretrained(folder)) and analyse that"
+)
+
+
+def _adapter(path: Path) -> str | None:
+    """The adapter file of a PEFT adapter folder, or the file itself; None for anything else."""
+    if path.name in ADAPTER_FILES and not path.is_dir():
+        return path.name
+    if path.is_dir() and not _is_hf_folder(path):
+        return next((f for f in ADAPTER_FILES if (path / f).is_file()), None)
+    return None
 
 
 def _is_hf_folder(folder: Path) -> bool:
@@ -143,8 +162,12 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
         raise InputError(f"checkpoint path {path} does not exist")
     if kind is not None:
         raise InputError(f"checkpoint path {path} is {kind}, not a checkpoint file or folder")
+    if path.is_file() and path.suffix == ".pt2":
+        raise InputError(f"{path} {EXPORTED}")
     if path.is_file() and not is_checkpoint_name(path):
         raise InputError(f"{path} is not a checkpoint file ({ACCEPTED})")
+    if adapter := _adapter(path):
+        raise InputError(f"{path} holds {ADAPTER.format(adapter)}: {MERGE}")
     entries = [] if path.is_file() else _entries(path)
     own = None if path.is_file() else weights_subfolder(path)
     if path.is_file() or _is_one_checkpoint(path) and not _has_hf_subfolder(entries, own):
@@ -170,10 +193,15 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
                 refs.append(ref)
             elif ref is not None:
                 skipped.append(f"{p.name}/ ({why})")
+            elif adapter := _adapter(p):
+                skipped.append(f"{p.name}/ ({ADAPTER.format(adapter)})")
             elif is_checkpoint_name(p):  # named like a checkpoint file: say why not
                 skipped.append(f"{p.name}/ (a folder, not a checkpoint file)")
             continue
         if not is_checkpoint_name(p):
+            continue
+        if adapter := _adapter(p):
+            skipped.append(f"{p.name} ({ADAPTER.format(adapter)})")
             continue
         kind = _kind(p)
         if kind is not None:
@@ -187,12 +215,18 @@ def _discover(path: Path, notes: list[str]) -> list[CheckpointRef]:
     if skipped:
         more = f" and {len(skipped) - _SHOW} more" if len(skipped) > _SHOW else ""
         what = f"{', '.join(skipped[:_SHOW])}{more}"
+        what += f"; {MERGE}" if any("PEFT adapter" in e for e in skipped) else ""
         if not refs:
             raise InputError(f"no model checkpoints in {path}: skipped {what}")
         notes.append(f"skipped entries that are not model checkpoints: {what}")
     if not refs:
-        raise InputError(f"no checkpoint files in {path} ({ACCEPTED}){_in_subfolder(entries)}")
+        raise InputError(f"no checkpoint files in {path} ({ACCEPTED}){_hint(entries)}")
     return order_checkpoints(refs, notes)
+
+
+def _hint(entries: list[Path]) -> str:
+    pt2 = next((p for p in entries if p.suffix == ".pt2"), None)
+    return f"; {pt2.name} {EXPORTED}" if pt2 else _in_subfolder(entries)
 
 
 def _in_subfolder(entries: list[Path]) -> str:

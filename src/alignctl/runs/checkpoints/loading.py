@@ -11,8 +11,7 @@ except under the bare prefix ``""``, where only whole modules the model does not
 name not a model child, not a number: never a truncated ``Sequential``) may be ignored.
 Among fits: an EMA-named prefix only with ``weights="ema"``; the fewest ignored keys; identical
 copies are one fit; a genuine choice is an error asking for ``--state-key``. When nothing fits,
-the error names the culprit keys of the closest candidate.
-"""
+the error names the culprit keys of the closest candidate."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from alignctl.errors import InputError
+from alignctl.runs.checkpoints.hf_names import retry_renamed
 from alignctl.runs.checkpoints.select import is_ema_name
 
 _SHOW = 4  # keys named in a message
@@ -79,8 +79,7 @@ def optional_keys(model: torch.nn.Module) -> set[str]:
 
 
 def _fit(state, prefix, target, ties, aliases, optional=frozenset(), into="") -> _Fit:
-    """How ``state`` fits the model when its keys under ``prefix`` are the model's keys
-    under ``into`` (both usually "")."""
+    """How ``state``'s keys under ``prefix`` fit the model's under ``into`` (usually "")."""
     fit = _Fit(prefix, into)
     names = {k[len(into) :].split(".", 1)[0] for k in target if k.startswith(into)}
     for key in state:
@@ -170,8 +169,8 @@ def load_weights(
     """Load ``state_dict`` into ``model`` (cast to the model's dtypes); returns notes (keys
     ignored, EMA copy present). ``mode``: ``raw`` (not an EMA-named prefix), ``ema`` (an
     EMA-named prefix) or ``prefix`` (exactly ``prefix``). InputError when nothing fits."""
-    chosen, notes = choose_weights(model, state_dict, source, aliases=aliases, mode=mode,
-                                   prefix=prefix)  # fmt: skip
+    kw = dict(aliases=aliases, mode=mode, prefix=prefix)
+    chosen, notes = choose_weights(model, state_dict, source, **kw)
     target = model.state_dict()
     cast = {k: v.to(dtype=target[k].dtype) for k, v in chosen.kept.items()}
     model.load_state_dict(cast, strict=True)
@@ -181,7 +180,13 @@ def load_weights(
 def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefix=None):
     """(the chosen :class:`_Fit`, notes) as :func:`load_weights` chooses, without loading:
     shapes and names only, so ``state_dict`` may hold meta tensors (:mod:`.stream`), except
-    when identical-looking copies must be compared (:class:`NeedValues`)."""
+    when identical-looking copies must be compared (:class:`NeedValues`); then under the
+    names ``from_pretrained`` would give the keys (:mod:`.hf_names`) if none fit."""
+    kw = dict(aliases=aliases, mode=mode, prefix=prefix)
+    return retry_renamed(_choose_weights, model, state_dict, source, **kw)
+
+
+def _choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefix=None):
     target = model.state_dict()
     ties, aliases = tied_names(model), aliases or {}
     opt = optional_keys(model)
@@ -201,7 +206,27 @@ def choose_weights(model, state_dict, source, *, aliases=None, mode="raw", prefi
     chosen = _choose(ema if mode == "ema" else good if mode == "prefix" else raw, source)
     if chosen is None:
         raise _no_fit(fits, good, mode, prefix, source)
+    _check_ties(chosen, ties, target, source)
     return chosen, _notes(chosen, ema if mode == "raw" else [], mode)
+
+
+def _check_ties(fit: _Fit, ties: dict, target: dict, source: str) -> None:
+    """Tied keys stored with different values (an untied model's save) are an error: loading
+    both keeps whichever is copied last, neither model."""
+    for name, others in ties.items():
+        for other in others:
+            a, b = fit.source.get(name), fit.source.get(other)
+            if name > other or a is None or b is None or a == b:
+                continue
+            x, y, dtype = fit.kept[name], fit.kept[other], target[name].dtype
+            if x.is_meta or y.is_meta:
+                raise NeedValues
+            if not torch.equal(x.to(dtype), y.to(dtype)):
+                raise InputError(
+                    f"checkpoint {source} stores different values for {a} and {b}, which the "
+                    "model ties (one shared tensor): it was saved from an untied model; build "
+                    "the model untied (Hugging Face: tie_word_embeddings=False)"
+                )
 
 
 def _choose(fits: list[_Fit], source: str) -> _Fit | None:

@@ -111,12 +111,22 @@ def torch_load(path: Path, *, mmap: bool = False) -> tuple[Any, list[str]]:
     raise first
 
 
+EXPORTED = (
+    "is a torch.export archive (torch.export.save: a program, not a state dict); alignctl "
+    "reads weights: save them with torch.save(model.state_dict(), path)"
+)
+
+
 def _refuse_torchscript(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return
+    if any(n.endswith("/archive_format") for n in names) and not any(
+        n.endswith("data.pkl") for n in names
+    ):
+        raise InputError(f"{path} {EXPORTED}")
     if any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names):
         raise InputError(
             f"{path} is a TorchScript archive (torch.jit.save), not a state dict; alignctl "
