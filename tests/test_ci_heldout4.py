@@ -76,6 +76,56 @@ def test_a_cache_restored_at_another_path_after_a_fresh_clone_still_hits(tmp_pat
     assert numbers(b) == numbers(a) and b["recommendation"] == a["recommendation"]
 
 
+NETS = """import torch
+
+
+def make():
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+"""
+
+
+def _user_project(root: Path) -> Path:
+    """A user's repository: a factory file, .npz data, a run whose config names both."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    (root / "run" / "checkpoints").mkdir(parents=True)
+    (root / "qa4_ci_nets.py").write_text(NETS)
+    rng = np.random.default_rng(0)
+    np.savez(root / "data.npz", x_train=rng.normal(size=(40, 6)).astype("float32"),
+             y_train=rng.integers(0, 3, 40), x_test=rng.normal(size=(20, 6)).astype("float32"),
+             y_test=rng.integers(0, 3, 20))  # fmt: skip
+    for step in (0, 5, 10):
+        torch.manual_seed(step)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        save_file(net.state_dict(), root / "run" / "checkpoints" / f"step_{step:08d}.safetensors")
+    (root / "run" / "alignctl.yaml").write_text(
+        "model:\n  factory: ../qa4_ci_nets.py:make\ndata:\n  path: ../data.npz\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run"], ["run/checkpoints", "--model", "qa4_ci_nets.py:make", "--data", "data.npz"]],
+    ids=["config", "model-option"],
+)
+def test_a_user_factory_run_checked_out_elsewhere_still_hits(tmp_path, args):
+    first = _user_project(tmp_path / "runner-1" / "proj")
+    cli("analyze", *args, "--cache", "cache", "-q", "--json", "a.json", cwd=first)
+    second = tmp_path / "runner-2" / "checkout"
+    shutil.copytree(first, second, copy_function=shutil.copy)
+    cli("analyze", *args, "--cache", "cache", "-q", "--json", "b.json", cwd=second)
+    a, b = report(first / "a.json"), report(second / "b.json")
+    assert a["cache"]["misses"] == 3 and b["cache"]["hits"] == 3, b["cache"]
+    assert numbers(b) == numbers(a)
+    # the factory's code is still what the key reads: other code, other numbers
+    (second / "qa4_ci_nets.py").write_text(NETS.replace("ReLU", "Tanh"))
+    cli("analyze", *args, "--cache", "cache", "-q", "--json", "c.json", cwd=second)
+    assert report(second / "c.json")["cache"]["hits"] == 0
+
+
 def test_matrix_jobs_writing_one_cache_at_once_leave_only_whole_entries(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(EXAMPLE, run)
