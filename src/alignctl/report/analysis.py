@@ -133,6 +133,16 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     return report
 
 
+def measured_on(run, data, output) -> dict:
+    """The inputs a report's numbers depend on beyond its options: the SHA-256 of the data
+    (:func:`alignctl.report.cache_keys.data_digest`), which weights were read and which output
+    is the logits."""
+    from alignctl.report.cache_keys import data_digest
+
+    return {"data_sha256": data_digest(data), "weights": getattr(run, "weights", None),
+            "state_key": getattr(run, "state_key", None), "output": output}  # fmt: skip
+
+
 def _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint) -> None:
     """The options that no checkpoint changes, before any work: a bad one is one InputError,
     not every checkpoint ``diverged`` (a NaN batch size failed inside each measurement) nor a
@@ -279,5 +289,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
         "notes": list(dict.fromkeys([*getattr(run, "notes", []), *notes])),
         "regularisers": list((getattr(run.config, "train", None) or {}).get("regularisers") or []),
         "thresholds": t, "reference": reference,
+        # what else the numbers depend on, for a baseline compared later (report/baseline.py)
+        "measured_on": measured_on(run, data, spec),
         **({"samples": _samples(ys, kept, per_sample)} if opts["keep_samples"] else {}),
     }  # fmt: skip

@@ -6,8 +6,9 @@ checkpoint, or lacks a gated value (measured with another metric set, or without
 ``--robustness``) is an :class:`InputError` (exit 2), never a failed gate (exit 1), which
 would report a regression that nobody can act on. A value the baseline holds as ``null`` (its
 last checkpoint diverged, or had no test split) is data: that gate fails, saying so. Where
-the two reports were measured differently (another split, sample count or alignctl version),
-:func:`baseline_notes` says so; the comparison still runs.
+the two reports were measured differently (another split, sample count, data, weights,
+output, PGD attack or alignctl version), :func:`baseline_notes` says so; the comparison still
+runs.
 """
 
 from __future__ import annotations
@@ -95,16 +96,36 @@ def baseline_value(base: dict, name: str, path) -> float | None:
 
 def baseline_notes(report: dict, base: dict, path, names: list[str]) -> list[str]:
     """What differs between how ``report`` and the baseline ``base`` were measured, for the
-    gated ``names``: metric means depend on the split and the samples; every value on the
-    version that computed it."""
-    notes = []
+    gated ``names``: metric means depend on the split and the samples; adversarial accuracy on
+    the PGD attack; every value on the data, the weights read (raw or EMA, a state key), the
+    output taken as the logits and the version that computed it. A field either report lacks
+    (an older alignctl's) is not compared."""
     metrics = [n for n in names if n not in ACCURACIES]
-    fields = (("split", "split"), ("n_samples", "samples")) if metrics else ()
-    for key, label in (*fields, ("alignctl_version", "alignctl version")):
-        mine, theirs = report.get(key), base.get(key)
-        if theirs is not None and mine is not None and mine != theirs:
-            notes.append(
-                f"baseline {path} was measured with {label} {short(theirs)}, this report with "
-                f"{short(mine)}: --max-drop compares values measured differently"
-            )
+    fields = [(report, base, "split", "split"), (report, base, "n_samples", "samples")]
+    fields = fields if metrics else []
+    if "adversarial_accuracy" in names:
+        fields.append((report, base, "pgd", "PGD attack"))
+    mine_on, theirs_on = report.get("measured_on"), base.get("measured_on")
+    if isinstance(mine_on, dict) and isinstance(theirs_on, dict):
+        for key, label in (("data_sha256", "data"), ("weights", "weights"),
+                           ("state_key", "state key"), ("output", "output")):  # fmt: skip
+            fields.append((mine_on, theirs_on, key, label))
+    fields.append((report, base, "alignctl_version", "alignctl version"))
+    notes = []
+    for mine_in, theirs_in, key, label in fields:
+        mine, theirs = mine_in.get(key), theirs_in.get(key)
+        if key not in theirs_in or key not in mine_in or mine == theirs:
+            continue
+        if key == "data_sha256":  # a digest: its first digits tell the two apart
+            mine, theirs = _digits(mine), _digits(theirs)
+        if None in (mine, theirs) and key not in ("state_key", "output", "pgd"):
+            continue  # unknown on one side (a monitor's report), not different
+        notes.append(
+            f"baseline {path} was measured with {label} {short(theirs)}, this report with "
+            f"{short(mine)}: the baseline gates compare values measured differently"
+        )
     return notes
+
+
+def _digits(digest):
+    return digest[:12] if isinstance(digest, str) else digest

@@ -106,13 +106,20 @@ def model_material(run) -> dict:
     """The model section, with the SHA-256 of the factory's source (its file or module and
     every module it imported from beside it: ``from helpers import x``, the package's other
     modules) and the versions of the installed libraries those modules use (``transformers``),
-    so changed code never reads numbers the old code computed."""
+    so changed code never reads numbers the old code computed. A factory file is named without
+    its folder: the key is the same wherever the run is checked out."""
     spec = dict(run.config.model or {})
     factory = spec.get("factory")
     if isinstance(factory, str) and ":" in factory:
         spec["factory_sha256"], spec["factory_libraries"] = _factory_sources(
             factory, Path(run.config.base_dir)
         )
+        target, name = factory.rsplit(":", 1)
+        located = target.endswith(".py") or "/" in target or "\\" in target  # as config.py
+        if spec["factory_sha256"] is not None and located:
+            # its code is keyed by content: where the file lies (--model makes it absolute, and
+            # each CI runner checks out elsewhere) must not change the key
+            spec["factory"] = f"{os.path.basename(target.replace(chr(92), '/'))}:{name}"
     elif isinstance(spec.get("arch"), str):  # an architecture a user registered: its code
         from alignctl.runs.models import MODELS
 

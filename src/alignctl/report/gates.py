@@ -216,7 +216,8 @@ def _baseline_gates(report, baseline, max_drop, max_rise, known) -> list[dict]:
         v = value_of(last, name, known)
         b = baseline_value(base, name, baseline)
         exact_change = _change(v, b, sign) if _ok(v) and _ok(b) else None  # drop, or rise
-        change = None if exact_change is None else float(exact_change)
+        # + 0.0: an unchanged value is a change of 0, not -0 (Decimal keeps the sign of -1 * 0)
+        change = None if exact_change is None else float(exact_change) + 0.0
         word = "drop" if sign < 0 else "rise"
         thr = None if not _ok(b) else float(_decimal(b) + sign * _decimal(delta))
         gate = _gate(f"{name} {word} from baseline <= {exact(delta)}", v, thr,
