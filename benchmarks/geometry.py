@@ -126,15 +126,15 @@ def peak_memory(device, n=10_000, side=32, metrics=None) -> tuple[float, int]:
 
 def verification_cost(model, x, y, reps, device) -> float:
     """all metrics with the first-chunk checks / without them (checks patched out)."""
-    from alignctl.geometry import measure as m
+    import alignctl.geometry.verify as v  # chunk.py calls the checks through this module
 
     def unchecked():
-        saved = (m.verify.check_shortcut, m.verify.check_spectrum)
-        m.verify.check_shortcut = m.verify.check_spectrum = lambda *a: None
+        saved = (v.check_shortcut, v.check_spectrum)
+        v.check_shortcut = v.check_spectrum = lambda *a: None
         try:
             alignctl.measure(model, x, y, device=device)
         finally:
-            m.verify.check_shortcut, m.verify.check_spectrum = saved
+            v.check_shortcut, v.check_spectrum = saved
 
     t = interleaved(
         {"checked": lambda: alignctl.measure(model, x, y, device=device), "unchecked": unchecked},
