@@ -9,6 +9,9 @@ import torch
 from test_models_real import check
 from torch import nn
 
+import alignctl
+from alignctl.errors import InputError
+
 # ---- 1. the linear-input shortcut: a path that only later samples take -------------------
 
 
@@ -72,3 +75,45 @@ def test_a_path_only_later_samples_take_is_not_shortcut(model, batch_size):
     torch.manual_seed(0)
     x, y = _late_big()
     check(model(), x, y, batch_size=batch_size)
+
+
+# ---- 2. samples that interact where the independence check did not look --------------------
+
+
+class _Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def body(self, x):
+        return self.head(torch.tanh(self.fc(x)))
+
+
+class CentredWhenLarge(_Head):
+    """Batch statistics only for batches over 16 samples (an 'auto batch norm' for large
+    batches): the check ran 1, 4 and 8 samples, the measurement chunks of up to 1024."""
+
+    def forward(self, x):
+        if x.shape[0] > 16:
+            x = x - x.mean(0, keepdim=True)
+        return self.body(x)
+
+
+class GradientOnly(_Head):
+    """Samples interact through the gradient only: the batch mean enters with its value
+    cancelled (m - m.detach()), so every logit equals the sample's own, run alone or not."""
+
+    def forward(self, x):
+        m = x.mean(0, keepdim=True)
+        return self.body(x + (m - m.detach()))
+
+
+@pytest.mark.parametrize("make", [CentredWhenLarge, GradientOnly])
+@pytest.mark.parametrize("metrics", ["fast", "full"])
+def test_samples_that_interact_beyond_the_first_logits_are_refused(make, metrics):
+    """Before: measured silently, centroid_alignment off by up to 1.56 (CentredWhenLarge,
+    default chunk) and 0.35 (GradientOnly) from the per-sample values."""
+    torch.manual_seed(0)
+    model, x = make(), torch.randn(40, 6)
+    with pytest.raises(InputError, match="depend on the other samples of its batch"):
+        alignctl.measure(model, x, torch.arange(40) % 3, metrics=metrics, device="cpu")
