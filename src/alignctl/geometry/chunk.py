@@ -124,6 +124,8 @@ def measure_chunks(model, x, y, names, dev, dt, output, batch_size, max_memory, 
             else:
                 q, out = vjp_quantities(f, inp, flat, y, start, needs)
                 q.module = plan.front.model
+            if first:  # a branch or batch statistics at the chunk's size only
+                plan.check_chunk(xb, out)
             logits.append(out)  # None: this chunk's path took no plain forward pass
             if opts["tiny"] is not None:
                 opts["tiny"].append(tiny_samples(q))

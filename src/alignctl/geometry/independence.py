@@ -16,7 +16,18 @@ samples' logits run among the k, within :data:`alignctl.geometry.verify.TOL` of 
 differently; coupling moves logits by a large fraction of the largest). When they differ, the k
 samples are run again: a model whose outputs change between two identical calls (random
 draws in eval mode) is not batch-coupled; it gets a note instead, its metrics being those of
-one draw. Cost: two or three forward passes of at most 8 samples, without gradients.
+one draw. Two couplings that the first logits cannot show are checked too:
+
+- through the gradient only (the batch mean entering as ``m - m.detach()``, a custom
+  backward that mixes samples): :func:`check_gradients` makes the same comparison on one
+  vector-Jacobian product with a fixed random cotangent, 1 and k // 2 samples against the
+  k (k at most the chunk size: samples in chunks of one never meet);
+- at the chunk size only (statistics of batches over 16 samples): :func:`check_chunk`
+  compares the first chunk's logits, which the measurement computes anyway, with those of
+  its first k samples run among the k.
+
+Cost: two or three forward passes and three backward passes of at most 8 samples, once per
+model and sample shape, and one forward pass of 8 samples per measurement.
 """
 
 from __future__ import annotations
@@ -39,10 +50,91 @@ RANDOM = (
 
 def _error(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b|, in float64 (0 when both are 0)."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     scale = float(b.abs().max()) if b.numel() else 0.0
     diff = float((a - b).abs().max()) if b.numel() else 0.0
     return diff / scale if scale > 0 else diff
+
+
+def _tolerance(dt: torch.dtype) -> float:
+    # coupling moves logits by a large fraction of the largest (batch statistics, batch-size
+    # branches); kernels chosen by batch size round apart by far less (a 13-conv BatchNorm
+    # CNN and a 6-layer transformer encoder, 1 vs 8 samples: < 3e-7 of the largest logit).
+    # A refusal stops the user's run: in float32 it takes 1e-3, a wide margin over rounding
+    return TOL.get(dt, 1e-4) if dt == torch.float64 else max(TOL.get(dt, 1e-4), 1e-3)
+
+
+def _coupled(j: int, k: int, err: float, what: str = "logits") -> InputError:
+    return InputError(
+        f"the model's outputs for a sample depend on the other samples of its batch "
+        f"(the first {j} of {k} samples run alone change their {what} by {err:.2g} of "
+        "the largest): batch statistics in eval mode (F.batch_norm(training=True), "
+        "x - x.mean(0)) or a batch-size branch? Per-sample Jacobians are undefined for "
+        "such a model; make its eval-mode forward act on each sample alone"
+    )
+
+
+def check_chunk(logits, xb: torch.Tensor, out: torch.Tensor, dt: torch.dtype) -> None:
+    """InputError when the logits ``out`` of a chunk xb (more than k samples) differ from
+    those of its first k samples run among the k (a branch or statistics that only batches
+    of the chunk's size take); ``logits`` as for :func:`check_independent`."""
+    k = K
+    if xb.shape[0] <= k or out is None or not bool(torch.isfinite(out[:k]).all()):
+        return
+    with torch.no_grad():
+        few = logits(xb[:k])
+    if few.shape != out[:k].shape:
+        return
+    err = _error(few, out[:k])
+    if err > _tolerance(dt) and _error(logits(xb[:k]), few) <= _tolerance(dt):
+        raise _coupled(k, xb.shape[0], err)
+
+
+def _vjp_error(grads, x: torch.Tensor, k: int, whole: torch.Tensor, dt) -> tuple | None:
+    """(j, error) for the first j samples whose vector-Jacobian product run alone differs
+    from theirs among the k, else None; ``grads(xb, v)`` as for :func:`check_independent`."""
+    gen = torch.Generator().manual_seed(0)  # not the global RNG: measuring draws nothing
+    v = torch.randn(whole.shape, generator=gen, dtype=torch.float64)
+    try:
+        among = grads(x[:k], v)
+    except Exception:  # the measurement's own products name the problem
+        return None
+    for j in sorted({1, k // 2}):
+        try:
+            alone = grads(x[:j], v[:j])
+        except Exception:
+            continue
+        if alone is None or among is None or not bool(torch.isfinite(alone).all()):
+            continue
+        err = _error(alone, among[:j])
+        if err > _tolerance(dt) and _error(grads(x[:j], v[:j]), alone) <= _tolerance(dt):
+            return j, err
+    return None
+
+
+def check_gradients(model, logits, grads, x: torch.Tensor, dt: torch.dtype, size: int) -> None:
+    """InputError when the vector-Jacobian products of the first samples change with the
+    other samples of their batch, among k = min(n, 8, ``size``) (a chunk of ``size``
+    samples couples no more; one differentiated pass of k samples stays in the budget);
+    once per model, sample shape and k. ``logits`` as for :func:`check_independent`;
+    ``grads(xb, v)``: the (m, d) gradient of sum(v * logits) at the differentiated tensor
+    of xb (v: (m, C) float64), or None when there is none."""
+    k = min(x.shape[0], K, size)
+    key = (tuple(x.shape[1:]), x.dtype, dt, "gradients", k)
+    if k < 2 or key in _PASSED.get(model, set()):
+        return
+    with torch.no_grad():
+        try:
+            whole = logits(x[:k])
+        except Exception:  # the measurement's own first forward pass names the problem
+            return
+    if not bool(torch.isfinite(whole).all()):
+        return
+    found = _vjp_error(grads, x, k, whole, dt)
+    if found is not None:
+        j, err = found
+        raise _coupled(j, k, err, "gradients")
+    _PASSED.setdefault(model, set()).add(key)
 
 
 def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | None:
@@ -56,11 +148,7 @@ def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | 
     if n < 2 or key in _PASSED.get(model, set()):
         return None
     k = min(n, K)
-    # coupling moves logits by a large fraction of the largest (batch statistics, batch-size
-    # branches); kernels chosen by batch size round apart by far less (a 13-conv BatchNorm
-    # CNN and a 6-layer transformer encoder, 1 vs 8 samples: < 3e-7 of the largest logit).
-    # A refusal stops the user's run: in float32 it takes 1e-3, a wide margin over rounding
-    tol = TOL.get(dt, 1e-4) if dt == torch.float64 else max(TOL.get(dt, 1e-4), 1e-3)
+    tol = _tolerance(dt)
     with torch.no_grad():
         try:
             whole = logits(x[:k])
@@ -80,12 +168,6 @@ def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | 
                 continue
             if _error(logits(x[:k])[:j], whole[:j]) > tol:
                 return RANDOM
-            raise InputError(
-                f"the model's outputs for a sample depend on the other samples of its batch "
-                f"(the first {j} of {k} samples run alone change their logits by {err:.2g} of "
-                "the largest): batch statistics in eval mode (F.batch_norm(training=True), "
-                "x - x.mean(0)) or a batch-size branch? Per-sample Jacobians are undefined for "
-                "such a model; make its eval-mode forward act on each sample alone"
-            )
+            raise _coupled(j, k, err)
     _PASSED.setdefault(model, set()).add(key)
     return None

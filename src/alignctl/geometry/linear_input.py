@@ -23,8 +23,10 @@ The shortcut is taken only when it is provably exact (:func:`find_input_linear`)
   used once, and nothing else takes x (a skip connection, a norm of x, an in-place op);
   ``as_strided`` is not one of them (it can reorder or repeat elements).
 
-:mod:`alignctl.geometry.verify` then compares it with the generic path on the first batch of
-every measurement, so a case these rules miss falls back instead of giving wrong numbers.
+:func:`layer_forward` proves the rules again on every chunk (a forward's control flow may
+depend on the data: a skip or a rescaling that only later samples take), and
+:mod:`alignctl.geometry.verify` compares the shortcut with the generic path on the first batch
+of every measurement, so a case these rules miss falls back instead of giving wrong numbers.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from torch.nn.modules import module as _module
 _PASS = {"ViewBackward0", "ReshapeAliasBackward0", "UnsafeViewBackward0", "CloneBackward0"}
 _CALL = ("forward", "__call__", "_call_impl")
 NOT_TAKEN = (
-    "the linear-input layer was not called exactly once with the weights it holds: "
-    "generic path taken"
+    "the linear-input layer was not called exactly once, on x alone, with the weights it "
+    "holds (or x reached the output around it) in some chunk: generic path taken"
 )
 
 
@@ -145,25 +147,65 @@ def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | 
             return None
 
 
+def _reaches(root, target) -> bool:
+    """Whether the autograd graph below ``root`` holds the node ``target``."""
+    seen, stack = {root}, [root]
+    while stack:
+        for nxt, _ in stack.pop().next_functions:
+            if nxt is target:
+                return True
+            if nxt is not None and nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def _only_input(arg, acc, want: tuple) -> bool:
+    """Whether ``arg`` is all of x as one row per sample (``want``), reached from x's
+    accumulator ``acc`` through views and copies only."""
+    if not isinstance(arg, torch.Tensor) or tuple(arg.shape) != want or arg.grad_fn is None:
+        return False
+    node = arg.grad_fn
+    while node is not acc:
+        if type(node).__name__ not in _PASS or len(node.next_functions) != 1:
+            return False
+        node = node.next_functions[0][0]
+    return True
+
+
 def layer_forward(f, layer: nn.Linear, inp: torch.Tensor):
     """(f(inp) (m, C), h (m, k), W x (m, k)) with the graph starting at h = W x + b, a leaf
-    that requires grad; None when the layer was not called exactly once, or with other
-    weights than it holds (:func:`_own_params`)."""
-    held, params = [], []
+    that requires grad; None when the rules of the module docstring do not hold for this
+    chunk: the layer not plain or not called exactly once, with other weights than it holds
+    (:func:`_own_params`), on something other than x through views and copies, or x reaching
+    the output by another path. They are proven again on every chunk, because a forward's
+    control flow may depend on the data (a skip or a rescaling that only some samples take:
+    the first chunk's check never sees them)."""
+    held, params, args = [], [], []
+    if _global_hooks() or not _plain_linear(layer):
+        return None
 
-    def hook(mod, args, out):
+    def hook(mod, margs, out):
         leaf = out.detach().requires_grad_(True)  # the graph now starts at h
         held.append(leaf)
         params.append(_params(mod))
+        args.append(margs[0] if margs else None)
         return leaf
 
+    x = inp.detach().requires_grad_(True)  # to see every other path from x to the output
     handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            out = f(inp)
+            out = f(x)
     finally:
         handle.remove()
     if len(held) != 1 or not _own_params(layer, params[0]):
+        return None
+    acc = x.view_as(x).grad_fn.next_functions[0][0]  # x's gradient accumulator
+    want = (x.shape[0], x[0].numel())
+    if not _only_input(args[0], acc, want):
+        return None
+    if out.grad_fn is not None and _reaches(out.grad_fn, acc):  # a path around the layer
         return None
     (h,) = held
     flat = inp.reshape(inp.shape[0], -1)

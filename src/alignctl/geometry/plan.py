@@ -14,7 +14,7 @@ import alignctl.geometry.memory as memory
 from alignctl.errors import InputError, first_line
 from alignctl.geometry.arguments import NotApplicable
 from alignctl.geometry.devices import is_device_mismatch
-from alignctl.geometry.independence import check_independent
+from alignctl.geometry.independence import check_chunk, check_gradients, check_independent
 from alignctl.geometry.inputs import ModelFront
 from alignctl.geometry.linear_input import find_input_linear
 from alignctl.geometry.sketch import resolve as sketch_k
@@ -54,13 +54,14 @@ class Plan:
             raise InputError("no samples to measure")
         with applied(x):  # the first forward passes: a model that does not take x says so
             self._setup(model, x, output, batch_size, max_memory, full, sketch)
+            # samples that interact through their gradients only, within a chunk
+            check_gradients(self.front.model, self.logits, self.grads, x, dt, self.size)
 
     def _setup(self, model, x, output, batch_size, max_memory, full, sketch) -> None:
         dev, dt = self.dev, self.dt
         self.front = ModelFront(model, x[:2].to(dev), output)
         # samples that interact make every batched product wrong (geometry/independence.py)
-        self.note = check_independent(self.front.model, lambda xb: self.fn(xb)(self.lift(xb)),
-                                      x, dt)  # fmt: skip
+        self.note = check_independent(self.front.model, self.logits, x, dt)
         probe = self.lift(x[:1])
         with torch.no_grad():  # one sample through the model here, where `applied` names x
             first = self.fn(x[:1])(probe)
@@ -105,6 +106,26 @@ class Plan:
         if self.rw is None:
             self.rw = weight_factor(self.layer.weight.detach())
         return self.rw
+
+    def logits(self, xb):
+        """The (m, C) logits of raw inputs xb, as the chunks compute them."""
+        return self.fn(xb)(self.lift(xb))
+
+    def grads(self, xb, v):
+        """The (m, d) gradient of sum(v * logits) at the differentiated tensor of xb; None
+        when the logits do not depend on it."""
+        inp = self.lift(xb).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.fn(xb)(inp)
+        if not out.requires_grad:
+            return None
+        (g,) = torch.autograd.grad((out * v.to(out)).sum(), inp, allow_unused=True)
+        return None if g is None else g.reshape(g.shape[0], -1)
+
+    def check_chunk(self, xb, out) -> None:
+        """InputError when a chunk's logits ``out`` change with the chunk's size
+        (:func:`~alignctl.geometry.independence.check_chunk`)."""
+        check_chunk(self.logits, xb, out, self.dt)
 
     def lift(self, xb):
         return self.front.lift(xb, self.dev, self.dt)
