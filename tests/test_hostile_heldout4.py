@@ -176,3 +176,94 @@ def test_data_without_dense_data_is_refused_in_one_line(tmp_path, kind, key):
     (run / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
     err = analyze_fails([str(run)], words, run)
     assert repr(key) in err
+
+
+# ------------------------------------------------------- DCP .metadata built by an attacker
+
+MD = "torch.distributed.checkpoint.metadata"
+
+
+def _dcp_run(root: Path) -> tuple[Path, Path]:
+    import warnings
+
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    run = make_run(root)
+    _only_checkpoint(run)
+    folder = run / "checkpoints" / "step-5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save({"model": _state(), "step": 5}, checkpoint_id=str(folder), no_dist=True)
+    return run, folder
+
+
+def _metadata(keyops: bytes) -> bytes:
+    """NEWOBJ Metadata, BUILD {state_dict_metadata: {<keyops>: BytesStorageMetadata()},
+    storage_data: {}}: only allowed globals."""
+    entries = b"}" + keyops + G(MD, "BytesStorageMetadata") + b")\x81" + b"s"
+    state = b"}" + S("state_dict_metadata") + entries + b"s" + S("storage_data") + b"}s"
+    return P2 + G(MD, "Metadata") + b")\x81" + state + b"b."
+
+
+@pytest.mark.parametrize(
+    "size,words",
+    [((2**40, 2**40), "impossible size"), ((-1, 4), "impossible size"), ((2**62,), "impossible")],
+)
+def test_dcp_tensor_sizes_that_cannot_be_allocated(tmp_path, size, words):
+    """Before: "internal error: RuntimeError: Storage size calculation overflowed" (or
+    "negative dimension"): the reader allocated a tensor of the size the pickle declared."""
+    import pickle
+
+    run, folder = _dcp_run(tmp_path / "run")
+    meta = pickle.loads((folder / ".metadata").read_bytes())  # our own file: a real Metadata
+    first = next(k for k in meta.state_dict_metadata if k.startswith("model."))
+    meta.state_dict_metadata[first].size = torch.Size(size)
+    (folder / ".metadata").write_bytes(pickle.dumps(meta, protocol=2))
+    analyze_fails([str(run)], words, run)
+
+
+def test_dcp_weights_over_the_read_budget_are_not_allocated(tmp_path, monkeypatch):
+    import pickle
+
+    from alignctl.errors import InputError
+    from alignctl.runs.checkpoints import CheckpointRef, read_weights
+
+    _, folder = _dcp_run(tmp_path / "run")
+    meta = pickle.loads((folder / ".metadata").read_bytes())
+    first = next(k for k in meta.state_dict_metadata if k.startswith("model."))
+    meta.state_dict_metadata[first].size = torch.Size((2**16, 2**16))  # 16 GiB of float32
+    (folder / ".metadata").write_bytes(pickle.dumps(meta, protocol=2))
+    monkeypatch.setenv("ALIGNCTL_MAX_READ_BYTES", str(2**30))
+    with pytest.raises(InputError, match="16.0 GiB of weights, over the read budget of 1 GiB"):
+        read_weights(CheckpointRef(folder, "step-5", None))
+
+
+@pytest.mark.parametrize(
+    "keyops,shown",
+    [
+        (b")" + b"\x85" * 100_000, "(((((...),),),))"),  # a tuple nested 100,000 deep
+        (b"(" + b"K\x01" * 1_000_000 + b"t", "(1, 1, 1, 1, 1, 1, ...)"),  # a million long
+    ],
+    ids=["deep", "long"],
+)
+def test_dcp_metadata_keys_are_shown_shortly(tmp_path, keyops, shown):
+    """Before: "internal error: RecursionError ... repr" for the deep key, and a 3 MB error
+    line for the long one."""
+    run, folder = _dcp_run(tmp_path / "run")
+    (folder / ".metadata").write_bytes(_metadata(keyops))
+    err = analyze_fails([str(run)], "has a key that is not a string", run)
+    assert shown in err and len(err) < 500
+
+
+def test_dcp_metadata_instances_never_initialised(tmp_path):
+    """NEWOBJ without BUILD: a Metadata without fields (before: "internal error:
+    AttributeError: 'Metadata' object has no attribute 'state_dict_metadata'")."""
+    run, folder = _dcp_run(tmp_path / "run")
+    (folder / ".metadata").write_bytes(P2 + G(MD, "Metadata") + b")\x81.")
+    analyze_fails([str(run)], "does not hold DCP metadata", run)
+    index = G(MD, "MetadataIndex") + b")\x81}" + S("fqn") + S("x") + b"s" + S("offset") + b"Ns"
+    index += S("index") + b"Nsb"
+    storage = b"}" + index + G(MD[:-8] + "filesystem", "_StorageInfo") + b")\x81s"
+    entries = b"}" + S("x") + G(MD, "BytesStorageMetadata") + b")\x81s"
+    state = b"}" + S("state_dict_metadata") + entries + b"s" + S("storage_data") + storage + b"s"
+    (folder / ".metadata").write_bytes(P2 + G(MD, "Metadata") + b")\x81" + state + b"b.")
+    analyze_fails([str(run)], "outside its folder", run)  # no relative_path
