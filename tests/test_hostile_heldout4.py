@@ -267,3 +267,44 @@ def test_dcp_metadata_instances_never_initialised(tmp_path):
     state = b"}" + S("state_dict_metadata") + entries + b"s" + S("storage_data") + storage + b"s"
     (folder / ".metadata").write_bytes(P2 + G(MD, "Metadata") + b")\x81" + state + b"b.")
     analyze_fails([str(run)], "outside its folder", run)  # no relative_path
+
+
+# ------------------------------------------------------- safetensors headers the library refuses
+
+
+def _safetensors_with(path: Path, change) -> None:
+    import json
+
+    header, offset, data = {}, 0, b""
+    for k, v in _state().items():
+        raw = v.numpy().tobytes()
+        header[k] = {
+            "dtype": "F32",
+            "shape": list(v.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        offset, data = offset + len(raw), data + raw
+    text = change(json.dumps({"__metadata__": {"step": "1"}, **header}).encode())
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        (lambda h: h.replace(b'"step": "1"', b'"step": [1, 2]'), "__metadata__ is not a mapping"),
+        (lambda h: h.replace(b'"step": "1"', b'"step": {"a": 1}'), "__metadata__ is not a mapping"),
+        (lambda h: b"\xef\xbb\xbf" + h, "BOM"),
+    ],
+    ids=["list", "dict", "bom"],
+)
+def test_safetensors_headers_the_library_refuses_are_refused(tmp_path, change, words):
+    """Before: analysed (exit 0) through alignctl's own header reader (streaming, steps),
+    though ``safetensors.torch.load`` refuses the same file ("invalid JSON in header")."""
+    from safetensors.torch import load
+
+    run = make_run(tmp_path / "run")
+    path = _only_checkpoint(run).with_suffix(".safetensors")
+    _safetensors_with(path, change)
+    with pytest.raises(Exception, match="invalid JSON in header"):
+        load(path.read_bytes())
+    analyze_fails([str(run)], words, run)
