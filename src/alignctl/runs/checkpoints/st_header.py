@@ -1,8 +1,8 @@
 """The safetensors header's tensor entries checked as the format's own reader checks them.
 
 A header maps names to ``{"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin,
-end]}`` (plus an optional ``"__metadata__"`` of strings, which the library refuses to be
-anything else; it also refuses a header that starts with a UTF-8 byte-order mark). The ``safetensors`` library refuses
+end]}`` (plus an optional ``"__metadata__"`` of strings: the library refuses other values,
+and a header that starts with a UTF-8 byte-order mark). The ``safetensors`` library refuses
 a header whose shapes or offsets are not unsigned integers, or whose tensors, taken in the
 order of their offsets, do not tile the data section exactly (from 0, each beginning where
 the previous ended, each ``end - begin`` = its element count x item size; the format's
