@@ -31,7 +31,12 @@ from pathlib import Path
 import torch
 
 from alignctl.errors import InputError
-from alignctl.runs.checkpoints.dcp_metadata import METADATA, read_dcp_metadata, storage_entries
+from alignctl.runs.checkpoints.dcp_metadata import (
+    METADATA,
+    check_allocation,
+    read_dcp_metadata,
+    storage_entries,
+)
 from alignctl.runs.checkpoints.formats import Checkpoint, flat_checkpoint, wrapper_strip
 from alignctl.runs.checkpoints.loading import NeedValues, choose_weights
 from alignctl.runs.checkpoints.safe_unpickle import torch_load
@@ -135,9 +140,10 @@ def read_dcp(folder: Path, weights: str = "raw", state_key: str | None = None) -
     """Every tensor of the DCP checkpoint at ``folder`` but the optimizer's, as one state dict
     (fqn keys), with its step metadata; ``state_key`` a prefix, as for a flat state dict."""
     meta = read_dcp_metadata(folder)
+    items = _tensor_items(meta)
+    check_allocation(folder, meta, items)
     state = {
-        fqn: torch.empty(entry.size, dtype=entry.properties.dtype)
-        for fqn, entry in _tensor_items(meta).items()
+        fqn: torch.empty(entry.size, dtype=entry.properties.dtype) for fqn, entry in items.items()
     }
     if not state:
         raise InputError(f"DCP checkpoint {folder} holds no tensors outside an optimizer state")

@@ -15,19 +15,25 @@ dataclass, a ``Size``, a path or an enum member.
 :func:`read_dcp_metadata` then checks the result's shape (a ``Metadata`` with string keys,
 tensor or bytes entries, shard entries naming plain file names inside the folder) and that
 every shard it names exists and holds the bytes it places there: a missing or truncated
-``__1_0.distcp`` is one InputError before anything is read.
+``__1_0.distcp`` is one InputError before anything is read. The instances come from an
+untrusted pickle (built by ``NEWOBJ`` without ``__init__``, their fields set by ``BUILD``), so
+each field is checked for its type before use, a tensor's size must be counts whose product
+fits 64 bits and whose bytes fit the read budget (its tensor is allocated from the size), and
+messages show a key by :func:`alignctl.errors.short` (a key may be a tuple nested 100,000
+deep or two million long).
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
-from alignctl.errors import InputError
-from alignctl.runs.limits import check_budget, regular_size
+from alignctl.errors import InputError, short
+from alignctl.runs.limits import READ_BUDGET_ENV, check_budget, human, read_budget, regular_size
 
 METADATA = ".metadata"
 _CKPT = "torch.distributed.checkpoint."
@@ -110,32 +116,31 @@ def read_dcp_metadata(folder: Path):
     except ImportError:
         raise _refuse(folder, "this torch build has no torch.distributed") from None
     meta = _unpickle(folder)
-    if not isinstance(meta, md.Metadata) or not isinstance(meta.state_dict_metadata, dict):
+    entries = getattr(meta, "state_dict_metadata", None)
+    if not isinstance(meta, md.Metadata) or not isinstance(entries, dict):
         raise _refuse(folder, f"{METADATA} does not hold DCP metadata")
     storage = getattr(meta, "storage_data", None)
     if not isinstance(storage, dict):
         raise _refuse(folder, f"{METADATA} records no storage (not written by a FileSystemWriter)")
-    for fqn, entry in meta.state_dict_metadata.items():
+    for fqn, entry in entries.items():
         if not isinstance(fqn, str):
-            raise _refuse(folder, f"{METADATA} has a key that is not a string ({fqn!r})")
+            raise _refuse(folder, f"{METADATA} has a key that is not a string ({short(fqn)})")
         if isinstance(entry, md.TensorStorageMetadata):
-            props = getattr(entry, "properties", None)
-            if not isinstance(getattr(props, "dtype", None), torch.dtype) or not isinstance(
-                entry.size, torch.Size
-            ):
-                raise _refuse(folder, f"{METADATA} entry {fqn!r} has no dtype or size")
+            _tensor_bytes(folder, fqn, entry)
         elif not isinstance(entry, md.BytesStorageMetadata):
-            raise _refuse(folder, f"{METADATA} entry {fqn!r} is a {type(entry).__name__}")
+            raise _refuse(folder, f"{METADATA} entry {short(fqn)} is a {type(entry).__name__}")
     ends: dict[str, int] = {}
     for index, info in storage.items():
         if not isinstance(index, md.MetadataIndex) or not isinstance(info, _StorageInfo):
             raise _refuse(folder, f"{METADATA} has a malformed storage entry")
-        name = info.relative_path
+        if not isinstance(getattr(index, "fqn", None), str):
+            raise _refuse(folder, f"{METADATA} has a storage entry without a key")
+        name = getattr(info, "relative_path", None)
         if not _plain_name(name):
             raise _refuse(
-                folder, f"{METADATA} places data in {name!r}, outside its folder: refused"
+                folder, f"{METADATA} places data in {short(name)}, outside its folder: refused"
             )
-        offset, length = info.offset, info.length
+        offset, length = getattr(info, "offset", None), getattr(info, "length", None)
         if not all(isinstance(v, int) and v >= 0 for v in (offset, length)):
             raise _refuse(folder, f"{METADATA} has a negative or non-integer offset")
         ends[name] = max(ends.get(name, 0), offset + length)
@@ -153,9 +158,38 @@ def read_dcp_metadata(folder: Path):
     return meta
 
 
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _tensor_bytes(folder: Path, fqn: str, entry) -> int:
+    """Bytes of the tensor ``entry`` declares (its dtype and a size of counts that fits 64
+    bits); InputError else: the tensor is allocated from these before any data is read."""
+    dtype = getattr(getattr(entry, "properties", None), "dtype", None)
+    size = getattr(entry, "size", None)
+    if not isinstance(dtype, torch.dtype) or not isinstance(size, torch.Size):
+        raise _refuse(folder, f"{METADATA} entry {short(fqn)} has no dtype or size")
+    if not all(map(_count, size)) or math.prod(size) >= 2**63 // 16:
+        raise _refuse(folder, f"{METADATA} entry {short(fqn)} has an impossible size {short(size)}")
+    return math.prod(size) * dtype.itemsize
+
+
+def check_allocation(folder: Path, meta, fqns) -> None:
+    """InputError when the tensors ``fqns`` of ``meta`` (checked by :func:`read_dcp_metadata`)
+    need more bytes than the read budget: what :func:`.dcp.read_dcp` allocates."""
+    declared = sum(_tensor_bytes(folder, f, meta.state_dict_metadata[f]) for f in fqns)
+    budget = read_budget()
+    if declared > budget:
+        raise _refuse(
+            folder,
+            f"{METADATA} declares {human(declared)} of weights, over the read budget of "
+            f"{human(budget)} (set {READ_BUDGET_ENV} to raise it)",
+        )
+
+
 def storage_entries(meta, fqn: str) -> list:
     """The ``_StorageInfo`` entries holding item ``fqn`` (one per saved chunk)."""
     return [info for index, info in meta.storage_data.items() if index.fqn == fqn]
 
 
-__all__ = ["METADATA", "read_dcp_metadata", "storage_entries"]
+__all__ = ["METADATA", "check_allocation", "read_dcp_metadata", "storage_entries"]

@@ -104,7 +104,7 @@ def safetensors_header(path: Path, what: str = "checkpoint") -> dict:
             n = int.from_bytes(head, "little") if len(head) == 8 else -1
             if n < 2 or n > min(_MAX_HEADER, size - 8):
                 raise ValueError("header length out of range")
-            header = loads_json(fh.read(n))
+            header = loads_json(fh.read(n).decode("utf-8"))  # no BOM, as the library
         problem = tensor_problem(header) if isinstance(header, dict) else "not a JSON object"
         if problem:
             raise ValueError(problem)

@@ -14,7 +14,12 @@ and imports nothing) mapped to an inert placeholder class of our own:
   payload calling ``os.system`` is refused, and any other payload (``eval``, ``subprocess``)
   becomes an inert object: nothing runs either way;
 - the caller keeps only plain tensors from the result (see :mod:`.select`) and names every
-  replaced object and where it sat (:func:`find_inert`).
+  replaced object and where it sat (:func:`find_inert`);
+- torch's own rebuild functions let a pickle give a tensor attributes (``_rebuild_parameter_
+  with_state``, ``_rebuild_from_type_v2``): one named ``item`` or ``to`` shadows the method
+  for whoever reads the tensor, and backward hooks ride along. :func:`strip_tensors` drops
+  them from every tensor of the result; :func:`tensor_kind` names tensors that hold no dense
+  CPU data (meta, sparse, quantized), which a reader refuses instead of crashing on them.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ def torch_load(path: Path, *, mmap: bool = False) -> tuple[Any, list[str]]:
     for a TorchScript archive (a program, not a state dict)."""
     _refuse_torchscript(path)
     try:
-        return _plain_load(path, mmap), []
+        return strip_tensors(_plain_load(path, mmap)), []
     except Exception as e:
         if not _refused_globals(e):
             raise
@@ -102,7 +107,7 @@ def torch_load(path: Path, *, mmap: bool = False) -> tuple[Any, list[str]]:
             )
         try:
             with ts.safe_globals([(_inert_class(n), n) for n in sorted(names)]):
-                return _plain_load(path, mmap), sorted(names)
+                return strip_tensors(_plain_load(path, mmap)), sorted(names)
         except Exception as e:
             found = _UNSUPPORTED.search(str(e))
             if not found or found.group(1) in names:
@@ -115,6 +120,41 @@ EXPORTED = (
     "is a torch.export archive (torch.export.save: a program, not a state dict); alignctl "
     "reads weights: save them with torch.save(model.state_dict(), path)"
 )
+
+
+def strip_tensors(obj: Any) -> Any:
+    """``obj`` with every tensor in its dicts, lists and tuples stripped of what the pickle
+    attached to it: instance attributes (which shadow methods: ``t.item``) and backward hooks.
+    Each object is visited once (a pickle's memo can share one list a billion ways)."""
+    todo, seen = [obj], set()
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, torch.Tensor):
+            vars(x).clear()  # now no attribute shadows a method
+            if x._backward_hooks is not None:  # a data descriptor: never shadowed
+                x._backward_hooks = None
+        elif isinstance(x, dict):
+            todo += x.values()
+        elif isinstance(x, (list, tuple)):
+            todo += x
+    return obj
+
+
+def tensor_kind(t: torch.Tensor) -> str | None:
+    """Why ``t`` holds no dense CPU data a model can load (``"a meta tensor (no data)"``);
+    None for a plain tensor."""
+    if t.is_meta:
+        return "a meta tensor (no data)"
+    if t.layout != torch.strided:
+        return f"a {str(t.layout).removeprefix('torch.')} tensor (re-save it with .to_dense())"
+    if t.is_quantized:
+        return "a quantized tensor (re-save it with .dequantize())"
+    if t.is_nested or t.device.type != "cpu":
+        return f"a {'nested' if t.is_nested else t.device.type} tensor"
+    return None
 
 
 def _refuse_torchscript(path: Path) -> None:

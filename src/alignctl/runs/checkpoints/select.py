@@ -29,6 +29,7 @@ from alignctl.runs.checkpoints.safe_unpickle import (
     numpy_array,
     numpy_scalar,
     pickled_module,
+    tensor_kind,
 )
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
@@ -225,6 +226,9 @@ def select_state(obj: Any, path: Path, *, weights: str = "raw", state_key: str |
 def _check_tensors(state: dict, path: Path) -> None:
     for key, value in state.items():
         if isinstance(value, torch.Tensor):
+            kind = tensor_kind(value)
+            if kind is not None:
+                raise InputError(f"{path}: state dict entry {key!r} is {kind}")
             continue
         if isinstance(value, Inert):
             raise InputError(

@@ -1,7 +1,8 @@
 """The safetensors header's tensor entries checked as the format's own reader checks them.
 
 A header maps names to ``{"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin,
-end]}`` (plus an optional ``"__metadata__"`` of strings). The ``safetensors`` library refuses
+end]}`` (plus an optional ``"__metadata__"`` of strings: the library refuses other values,
+and a header that starts with a UTF-8 byte-order mark). The ``safetensors`` library refuses
 a header whose shapes or offsets are not unsigned integers, or whose tensors, taken in the
 order of their offsets, do not tile the data section exactly (from 0, each beginning where
 the previous ended, each ``end - begin`` = its element count x item size; the format's
@@ -29,6 +30,11 @@ def _count(value) -> bool:
 def tensor_problem(header: dict) -> str | None:
     """Why the tensor entries of ``header`` (``__metadata__`` left out) are not a valid
     safetensors layout, in a few words; None when they are. Data length: the largest end."""
+    meta = header.get("__metadata__")
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+    ):
+        return "__metadata__ is not a mapping of strings to strings"
     entries = []
     for name, info in header.items():
         if name == "__metadata__":

@@ -41,8 +41,10 @@ def _read_npz(path: Path) -> dict:
 
 
 def _read_pt(path: Path) -> dict:
+    from alignctl.runs.checkpoints.safe_unpickle import strip_tensors, tensor_kind
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = strip_tensors(torch.load(path, map_location="cpu", weights_only=True))
     except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
         if found is None:
@@ -57,6 +59,9 @@ def _read_pt(path: Path) -> dict:
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
             raise InputError(f"{path}: entry {k!r} is {type(v).__name__}, not a tensor")
+        kind = tensor_kind(v)
+        if kind is not None:
+            raise InputError(f"{path}: entry {k!r} is {kind}")
     return obj
 
 
