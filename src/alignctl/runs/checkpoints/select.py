@@ -31,6 +31,7 @@ from alignctl.runs.checkpoints.safe_unpickle import (
     pickled_module,
     tensor_kind,
 )
+from alignctl.runs.checkpoints.swa import averaged_weights, raw_note, swa_state
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
 EMA_WORDS = ("ema", "swa", "averaged", "shadow", "polyak")
@@ -180,7 +181,12 @@ def select_state(obj: Any, path: Path, *, weights: str = "raw", state_key: str |
     raw, ema = candidates(obj)
     notes: list[str] = []
     mode, prefix = "raw", None
-    if state_key is not None and state_key in obj:
+    # Lightning's SWA keeps its averaged copy in the callback state (.swa)
+    swa = weights == "ema" and not ema and state_key is None and swa_state(obj) is not None
+    averaged, notes = averaged_weights(obj, path) if swa else (None, notes)
+    if averaged is not None:
+        chosen, state = None, averaged
+    elif state_key is not None and state_key in obj:
         state = _unwrap(obj[state_key], strict=False)
         if state is None:
             raise InputError(f"{path}: key {state_key!r} holds no tensors")
@@ -200,13 +206,15 @@ def select_state(obj: Any, path: Path, *, weights: str = "raw", state_key: str |
             )
         if state_key is not None:
             mode, prefix = "prefix", state_key.rstrip(".") + "."
-        elif weights == "ema":
+        elif weights == "ema" and not swa:
             mode = "ema"  # the EMA copy, if any, lives under a prefix of this state dict
         elif ema:
             notes.append(
                 f"checkpoints also hold EMA weights under {ema[0]!r} (not used); analyse them "
                 "with --weights ema"
             )
+        elif weights == "raw":
+            notes += raw_note(obj)
         if state_key is None and len(raw) > 1 and chosen not in STATE_DICT_KEYS:
             raise InputError(
                 f"{path} holds several state dicts ({', '.join(map(repr, raw))}); choose one "

@@ -10,18 +10,17 @@ the data is the same on every machine.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from alignctl.errors import InputError, short
-from alignctl.geometry.finite import all_finite
 from alignctl.registry import Registry
 from alignctl.runs.factories import call_factory, check_finite, check_kwargs
 from alignctl.runs.limits import expand_user
-from alignctl.runs.validate import check_data_labels, check_data_size, is_finite_real
+from alignctl.runs.tasks.checks import check_dataset, check_input_range, check_num_classes
+from alignctl.runs.validate import check_data_size
 
 TASKS: Registry = Registry("task")
 register_task = TASKS.register
@@ -29,6 +28,11 @@ register_task = TASKS.register
 
 @dataclass
 class Dataset:
+    """Training (and test) data with what is known about it. Checked when made
+    (:func:`alignctl.runs.tasks.checks.check_dataset`, the same rules as a data file's): a
+    mistake is one InputError ``SOURCE: FIELD ...``; arrays, NumPy arrays and nested lists
+    become tensors (inputs float32, or int64 token ids; labels int64)."""
+
     x_train: torch.Tensor  # (n, *input_shape) float32; int64 tokens for token models
     y_train: torch.Tensor  # (n,) int64. Scalar-output binary tasks: labels in {-1,+1}
     x_test: torch.Tensor | None = None
@@ -37,6 +41,10 @@ class Dataset:
     input_range: tuple[float, float] | None = None  # valid input range (PGD clamps to it)
     name: str = "data"
     meta: dict = field(default_factory=dict)  # task facts (e.g. the XOR noise criterion)
+    source: InitVar[str] = "Dataset"  # what error messages name (a data file, a factory)
+
+    def __post_init__(self, source: str) -> None:
+        check_dataset(self, source if isinstance(source, str) else "Dataset")
 
 
 def sample_indices(total: int, n: int | None, gen: torch.Generator, what: str) -> torch.Tensor:
@@ -48,95 +56,18 @@ def sample_indices(total: int, n: int | None, gen: torch.Generator, what: str) -
     return torch.randperm(total, generator=gen)[:n]
 
 
-def _as_tensor(a, what: str) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu()
-    arr = np.asarray(a)
-    if arr.dtype == object:
-        raise InputError(f"{what} has dtype object; use plain numeric arrays")
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{what} has non-numeric dtype {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def _check_x(x, source: str, key: str) -> torch.Tensor:
-    x = _as_tensor(x, f"{source}: {key}")
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise InputError(f"{source}: {key} has no samples (shape {tuple(x.shape)})")
-    if x.is_floating_point():
-        if not all_finite(x):
-            raise InputError(f"{source}: {key} contains NaN or infinite values")
-        x32 = x.float()  # float64 beyond float32's range would become inf here: check again
-        if not all_finite(x32):
-            raise InputError(f"{source}: {key} holds values beyond float32's range (3.4e38)")
-        return x32
-    if x.is_complex():
-        raise InputError(f"{source}: {key} is complex; inputs must be real")
-    # integer inputs are tokens for token models; bool becomes 0/1 floats
-    return x.float() if x.dtype == torch.bool else x.long()
-
-
-def _check_y(y, n: int, source: str, key: str) -> torch.Tensor:
-    y = _as_tensor(y, f"{source}: {key}")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]  # (n, 1) -> (n,)
-    if y.ndim != 1:
-        raise InputError(f"{source}: {key} must have shape (n,), got {tuple(y.shape)}")
-    if y.shape[0] != n:
-        key_x = key.replace("y_", "x_")
-        raise InputError(f"{source}: {key_x} has {n} samples but {key} has {y.shape[0]}")
-    if y.is_floating_point():
-        if not torch.isfinite(y).all() or not torch.equal(y, torch.round(y)):
-            raise InputError(f"{source}: {key} must be integer class labels, got fractional values")
-    elif y.dtype == torch.bool or y.is_complex():
-        raise InputError(f"{source}: {key} must be integer class labels, got {y.dtype}")
-    if y.numel() and y.double().abs().max() >= 2.0**62:  # .long() would wrap it (uint64, 1e20)
-        big = y[y.double().abs().argmax()].item()
-        raise InputError(f"{source}: {key}: label {big:.6g} is far beyond any number of classes")
-    return y.long()
-
-
 def make_dataset(x_train, y_train, x_test=None, y_test=None, *, source: str, **extra) -> Dataset:
-    """Validate arrays/tensors and make a :class:`Dataset` (InputErrors name ``source``)."""
-    if x_train is None or y_train is None:
-        raise InputError(f"{source}: needs both x_train and y_train (labels are required)")
-    if (x_test is None) != (y_test is None):
-        raise InputError(f"{source}: give both x_test and y_test, or neither")
-    xt = _check_x(x_train, source, "x_train")
-    ds = Dataset(xt, _check_y(y_train, xt.shape[0], source, "y_train"), **extra)
-    if x_test is not None:
-        ds.x_test = _check_x(x_test, source, "x_test")
-        ds.y_test = _check_y(y_test, ds.x_test.shape[0], source, "y_test")
-        if ds.x_test.shape[1:] != xt.shape[1:]:
-            raise InputError(
-                f"{source}: x_test samples have shape {tuple(ds.x_test.shape[1:])}, "
-                f"x_train samples {tuple(xt.shape[1:])}"
-            )
-    if ds.num_classes:
-        check_data_labels(ds.y_train, ds.num_classes, f"{source}: y_train")
-        check_data_labels(ds.y_test, ds.num_classes, f"{source}: y_test")
-    return ds
+    """A checked :class:`Dataset` of arrays/tensors (InputErrors name ``source``)."""
+    return Dataset(x_train, y_train, x_test, y_test, **extra, source=source)
 
 
 def _user_extras(spec: dict, source: str) -> dict:
     """Optional facts a user may add to a path/factory data section."""
     out: dict = {}
     if spec.get("num_classes") is not None:
-        c = spec["num_classes"]
-        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-            raise InputError(f"{source}: num_classes must be a positive integer, got {short(c)}")
-        out["num_classes"] = c
+        out["num_classes"] = check_num_classes(spec["num_classes"], source)
     if spec.get("input_range") is not None:
-        r = spec["input_range"]
-        ok = isinstance(r, (list, tuple)) and len(r) == 2
-        # a NaN bound passed `low < high` (every comparison with NaN is False)
-        numbers = ok and all(is_finite_real(v) for v in r)
-        if not numbers or r[0] >= r[1]:
-            raise InputError(
-                f"{source}: input_range must be [low, high], finite numbers with low < high, "
-                f"got {short(r)}"
-            )
-        out["input_range"] = (float(r[0]), float(r[1]))
+        out["input_range"] = check_input_range(spec["input_range"], source)
     return out
 
 
