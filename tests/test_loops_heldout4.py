@@ -1,0 +1,83 @@
+"""Held-out checks of the monitor and the callbacks in the training loops people write: models
+in bfloat16, image data kept as ``uint8``, resumed Hugging Face trainings. Each measurement
+must be the one ``alignctl analyze`` makes of the same weights, and the series a stop decision
+reads must be the uninterrupted run's."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import alignctl
+from alignctl.cli.assemble import app
+
+runner = CliRunner()
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+
+
+def _images(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
+    return x, (x[:, 0, 0, 0] % 3).long()
+
+
+def test_a_uint8_held_out_split_is_fed_as_the_probe_is():
+    """MNIST-style uint8 tensors for the probe and the test split: the test accuracy is the
+    float model's on the images as floats (before: the raw uint8 batch went into the model,
+    'Input type (unsigned char) and bias type (float) should be the same', reported as a
+    probe the model cannot take)."""
+    model = _cnn()
+    x, y = _images()
+    mon = alignctl.Monitor(model, x[:32], y[:32], out=None, test=(x[32:], y[32:]))
+    entry = mon.measure(0)
+    with torch.no_grad():
+        want = (model(x[32:].float()).argmax(1) == y[32:]).double().mean().item()
+    assert entry["test_accuracy"] == pytest.approx(want)
+
+
+def _bf16_factory(tmp_path):
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Linear(6, 16), "
+        "nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))\n"
+    )
+    return {"factory": f"{tmp_path / 'nets.py'}:make"}
+
+
+def test_a_bfloat16_model_with_a_test_split_measures_as_analyze_does(tmp_path):
+    """A model converted to bfloat16 entirely, float32 data: the monitor measures a float32 copy
+    (as analyze measures the saved weights), and the test accuracy is taken on that copy too
+    (before: the bf16 model ran on the float32 test inputs, 'mat1 and mat2 must have the same
+    dtype', an InputError on the first step)."""
+    cfg = _bf16_factory(tmp_path)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2),
+                          nn.Linear(16, 3)).bfloat16()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(160, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    out = tmp_path / "m"
+    with alignctl.Monitor(model, x[:96], y[:96], every=5, out=out, save_checkpoints=True,
+                          model_config=cfg, test=(x[96:], y[96:])) as mon:  # fmt: skip
+        for step in range(11):
+            loss = nn.functional.cross_entropy(model(x[:96].bfloat16()).float(), y[:96])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.step(step)
+    r = runner.invoke(app, ["analyze", str(out), "--metrics", "fast", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert [c["step"] for c in report["checkpoints"]] == [0, 5, 10]
+    for got, want in zip(report["checkpoints"], mon.entries, strict=True):
+        assert got["train_accuracy"] == want["train_accuracy"]
+        assert got["test_accuracy"] == want["test_accuracy"]
+        for k, v in want["metrics"].items():
+            assert got["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+    assert report["recommendation"] == mon.recommendation()
