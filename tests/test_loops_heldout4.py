@@ -14,6 +14,7 @@ import alignctl
 from alignctl.cli.assemble import app
 
 runner = CliRunner()
+KEY = "alignment/centroid_alignment"
 
 
 def _cnn():
@@ -81,3 +82,64 @@ def test_a_bfloat16_model_with_a_test_split_measures_as_analyze_does(tmp_path):
         for k, v in want["metrics"].items():
             assert got["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
     assert report["recommendation"] == mon.recommendation()
+
+
+# ---------------------------------------------------------------- a resumed Hugging Face run
+def _hf(out, rows, callbacks, max_steps, **kw):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from test_integrations import tiny_gpt2
+
+    args = transformers.TrainingArguments(
+        str(out), max_steps=max_steps, per_device_train_batch_size=8, logging_steps=5,
+        report_to=[], use_cpu=True, save_strategy="steps", save_steps=4, disable_tqdm=True,
+        seed=0, learning_rate=1e-2, lr_scheduler_type="constant", **kw,
+    )  # fmt: skip
+    return transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=rows,
+                                callbacks=callbacks)  # fmt: skip
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_hf_resumed_in_a_new_process_judges_the_whole_series(tmp_path, restore):
+    """A training resumed from its checkpoint by a new process (a new callback, as after a
+    crash or a preempted job): the series the verdicts and ``stop_when`` read is the
+    uninterrupted run's, as Lightning's ``fit(ckpt_path=...)`` keeps it (before: the callback
+    started empty at the checkpoint's step, so a stop decision that reads the trend over the
+    run, or the best step, saw only the resumed part). ``restore_callback_states_from_checkpoint``
+    (which rebuilds the Trainer's stateful callbacks) changes nothing."""
+    pytest.importorskip("transformers")
+    from test_integrations import token_rows
+
+    from alignctl.integrations.transformers import AlignmentCallback
+
+    ids, labels, rows = token_rows()
+    kw = {"every_n_steps": 2, "test": (ids[16:32], labels[16:32])}
+    whole = AlignmentCallback(ids[:16], labels[:16], **kw)
+    _hf(tmp_path / "whole", rows, [whole], max_steps=8).train()
+    first = AlignmentCallback(ids[:16], labels[:16], **kw)
+    _hf(tmp_path / "r", rows, [first], max_steps=4).train()
+    resumed = AlignmentCallback(ids[:16], labels[:16], **kw)  # a new process
+    opts = {"restore_callback_states_from_checkpoint": restore}
+    trainer = _hf(tmp_path / "r", rows, [resumed], max_steps=8, **opts)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "r" / "checkpoint-4"))
+    assert [e["step"] for e in resumed.probe.entries] == [0, 2, 4, 6, 8]
+    for got, want in zip(resumed.probe.entries, whole.probe.entries, strict=True):
+        assert got["metrics"] == pytest.approx(want["metrics"], rel=1e-5)
+        assert got["verdict"] == want["verdict"]
+    assert resumed.probe.recommendation() == whole.probe.recommendation()
+    history = trainer.state.log_history
+    assert [h["step"] for h in history if KEY in h] == [0, 2, 4, 6, 8]
+
+
+def test_hf_resumed_with_another_probe_measures_afresh(tmp_path):
+    """The saved series is another probe's: not read as this one's."""
+    pytest.importorskip("transformers")
+    from test_integrations import token_rows
+
+    from alignctl.integrations.transformers import AlignmentCallback
+
+    ids, labels, rows = token_rows()
+    _hf(tmp_path, rows, [AlignmentCallback(ids[:16], labels[:16], every_n_steps=2)], 4).train()
+    other = AlignmentCallback(ids[16:32], labels[16:32], every_n_steps=2)
+    _hf(tmp_path, rows, [other], max_steps=8).train(resume_from_checkpoint=True)
+    assert [e["step"] for e in other.probe.entries] == [4, 6, 8]
