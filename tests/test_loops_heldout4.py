@@ -143,3 +143,43 @@ def test_hf_resumed_with_another_probe_measures_afresh(tmp_path):
     other = AlignmentCallback(ids[16:32], labels[16:32], every_n_steps=2)
     _hf(tmp_path, rows, [other], max_steps=8).train(resume_from_checkpoint=True)
     assert [e["step"] for e in other.probe.entries] == [4, 6, 8]
+
+
+def test_lightning_bf16_true_precision_with_a_test_split(tmp_path):
+    """``precision="bf16-true"`` converts the module to bfloat16; the probe and the test split
+    are float32, as the data of such a run usually is (before: the test accuracy's forward
+    pass failed with 'mat1 and mat2 must have the same dtype' at the start of training)."""
+    L = pytest.importorskip("lightning")
+    from lightning.pytorch.loggers import CSVLogger
+
+    from alignctl.integrations.lightning import AlignmentCallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            return nn.functional.cross_entropy(self(batch[0]).float(), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    cb = AlignmentCallback(x[:32], y[:32], every_n_steps=2, test=(x[32:], y[32:]))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(
+        max_steps=4, precision="bf16-true", logger=CSVLogger(tmp_path), callbacks=[cb],
+        accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(Module(), loader)
+    assert [e["step"] for e in cb.probe.entries] == [0, 2, 4]
+    assert all(e["test_accuracy"] is not None for e in cb.probe.entries)
+    assert "alignment/test_accuracy" in trainer.callback_metrics
