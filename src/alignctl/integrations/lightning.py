@@ -18,8 +18,6 @@ continues it, without measuring and logging the checkpoint's own step a second t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 import torch
@@ -32,19 +30,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
+from alignctl.integrations import series
 from alignctl.integrations.probe import Every, Probe, keeps_rng
 
 log = logging.getLogger("alignctl")
-
-
-def _probe_digest(probe: Probe) -> str:
-    """What a saved series was measured on: the probe's tensors and the metric names."""
-    from alignctl.report.cache_keys import tensor_digest
-
-    h = hashlib.sha256(repr(probe.names).encode())
-    for t in (probe.x, probe.y, *(probe.test or ())):
-        tensor_digest(h, t)
-    return h.hexdigest()[:16]
 
 
 class AlignmentCallback(L.Callback):
@@ -65,7 +54,7 @@ class AlignmentCallback(L.Callback):
         self.probe = Probe(probe_x, probe_y, metrics=metrics, stop_when=stop_when, **probe_options)
         self.stop_reason: str | None = None
         self._restored: list[dict] | None = None
-        self._digest = _probe_digest(self.probe)
+        self._digest = series.probe_digest(self.probe)
 
     @property
     def state_key(self) -> str:  # two callbacks (other probes or periods) keep their own state
@@ -75,17 +64,10 @@ class AlignmentCallback(L.Callback):
         """The series so far (JSON text: a checkpoint loads with ``weights_only``), saved in
         Lightning checkpoints: a training resumed from one (``fit(ckpt_path=...)``) judges
         the whole series and does not measure and log the checkpoint's own step again."""
-        return {"probe": self._digest, "entries": json.dumps(self.probe.entries)}
+        return series.saved(self.probe.entries, self._digest)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._restored = None
-        try:
-            if state_dict.get("probe") == self._digest:  # else another probe's series
-                entries = json.loads(state_dict["entries"])
-                if all(isinstance(e, dict) and isinstance(e.get("step"), int) for e in entries):
-                    self._restored = entries
-        except (AttributeError, KeyError, TypeError, ValueError):
-            pass  # a state this callback did not write: measured afresh
+        self._restored = series.restored(state_dict, self._digest)  # None: measured afresh
 
     def on_train_start(self, trainer, pl_module) -> None:
         if type(pl_module).forward is L.LightningModule.forward:

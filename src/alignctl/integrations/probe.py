@@ -121,11 +121,14 @@ def _as_tensor(x, what: str) -> torch.Tensor | None:
     return None if x is None else as_inputs(x, what)
 
 
-def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's logits on x (a tensor output, or the logits in a dict/tuple output)."""
-    from alignctl.geometry.outputs import select_output
+def _logits(model: torch.nn.Module, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """The model's logits on x, fed as ``alignctl analyze`` feeds a checkpoint's model
+    (:func:`alignctl.evaluation.accuracy.predict`): a copy of each chunk (a forward may write
+    its input, x /= 255), integer data no embedding reads (``uint8`` images) as floats in the
+    model's dtype, the logits picked from a dict/tuple output."""
+    from alignctl.evaluation.accuracy import predict
 
-    return select_output(model(x.clone()))  # a forward may write its input (x /= 255)
+    return predict(model, x, dev)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -234,21 +237,24 @@ class Probe:
         """(per-sample metric values, [probe accuracy, held-out accuracy], C)."""
         from alignctl.evaluation.losses import accuracy
         from alignctl.geometry.measure import measure
+        from alignctl.geometry.placement import prepare
         from alignctl.geometry.vjp import check_labels
         from alignctl.geometry.wrappers import unwrap
 
         # the wrapped module: DDP's own forward broadcasts buffers, a collective that a
         # probe measured on one rank would wait in forever (geometry/wrappers.py)
         model = unwrap(model)
-        dev = _device_of(model)
         seen: list[torch.Tensor] = []
-        with preserved_state(model), _no_autocast(dev):
+        with preserved_state(model), _no_autocast(_device_of(model)):
             model.eval()
+            # the model measure() runs (a float32 copy of a bfloat16/float16 model, as analyze
+            # measures its checkpoints): the accuracies come from the same function
+            model, dev, _ = prepare(model, _device_of(model), None)
             values = measure(model, self.x, self.y, metrics=self.names,
                              batch_size=self.batch_size, device=dev, outputs=seen)  # fmt: skip
             with torch.no_grad():
                 # the logits of measure's own forward passes: the accuracy costs no extra pass
-                out = seen[0] if seen else _logits(model, self.x.to(dev))
+                out = seen[0] if seen else _logits(model, self.x, dev)
                 accs = [None, None]
                 n_classes = 1 if out.dim() == 1 else out.shape[-1]
                 if self.y is not None:
@@ -257,7 +263,7 @@ class Probe:
                     y = check_labels(self.y, len(self.x), n_classes)
                     accs[0] = accuracy(out, y.to(out.device))
                 if self.test is not None:
-                    tout = _logits(model, self.test[0].to(dev))
+                    tout = _logits(model, self.test[0], dev)
                     ty = check_labels(self.test[1], len(self.test[0]), n_classes)
                     accs[1] = accuracy(tout, ty.to(tout.device))
         return values, accs, n_classes

@@ -22,7 +22,10 @@ the ``report_to`` integrations: pass ``trainer=`` when the callback is added aft
 is built, or let the callback find the Trainer that calls ``on_train_begin`` (the calling
 frames are searched for it once). With ``stop_when="stop"`` a ``stop`` recommendation sets
 ``control.should_training_stop`` (broadcast from the main process under torch.distributed),
-and the reason is logged.
+and the reason is logged. The series is kept in ``state.stateful_callbacks``, so every
+checkpoint's ``trainer_state.json`` holds it (:mod:`alignctl.integrations.series`): a training
+resumed from one (``resume_from_checkpoint``, in a new process too) judges the whole series,
+and the checkpoint's own step, measured again, is not logged a second time.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from alignctl.errors import InputError
+from alignctl.integrations import series
 from alignctl.integrations.probe import PREFIX, Every, Probe, keeps_rng, preserved_state
 
 log = logging.getLogger("alignctl")
@@ -128,6 +132,11 @@ class AlignmentCallback(transformers.TrainerCallback):
         self.trainer, self._given = trainer, trainer is not None
         self._checked = None  # the model whose embedding path was checked (_check_embedded)
         self.stop_reason: str | None = None
+        digest = series.probe_digest(self.probe)
+        # the series' key in TrainerState.stateful_callbacks (saved in trainer_state.json): no
+        # callback class has this name, so the Trainer never rebuilds a callback from it
+        self.state_key = f"alignctl:{self.every}:{digest}"
+        self._digest = digest
 
     def _view(self, model) -> torch.nn.Module:
         if self.probe.x.is_floating_point():
@@ -173,6 +182,11 @@ class AlignmentCallback(transformers.TrainerCallback):
         # a new training (the callback reused), or a resume: measurements at its first step
         # or later are another run's
         step = int(state.global_step)
+        saved = self._saved(state)
+        if step > 0 and saved is not None:  # resumed: the series up to the checkpoint
+            entries = series.restored(saved.get(self.state_key), self._digest)
+            if entries is not None:
+                self.probe.entries = entries
         self._every.last, self.stop_reason = self.probe.rewind(step), None
         # resume_from_checkpoint restores state.log_history, which holds the measurement made
         # at the checkpoint's step when it was saved: measure (the verdicts need the entry)
@@ -181,7 +195,21 @@ class AlignmentCallback(transformers.TrainerCallback):
             h.get("step") == step and any(str(k).startswith(PREFIX) for k in h)
             for h in state.log_history
         )
-        return self._maybe_measure(state, control, model, report=not logged)
+        control = self._maybe_measure(state, control, model, report=not logged)
+        self._save(state)  # the series so far, rewound or not, is what a checkpoint holds
+        return control
+
+    @staticmethod
+    def _saved(state) -> dict | None:
+        saved = getattr(state, "stateful_callbacks", None)
+        return saved if isinstance(saved, dict) else None
+
+    def _save(self, state) -> None:
+        """The series in ``state`` (saved with every checkpoint's ``trainer_state.json``), so a
+        training resumed from a checkpoint in a new process judges the whole series."""
+        saved = self._saved(state)
+        if saved is not None and state.is_world_process_zero:
+            saved[self.state_key] = series.saved(self.probe.entries, self._digest)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         return self._maybe_measure(state, control, model)
@@ -195,6 +223,7 @@ class AlignmentCallback(transformers.TrainerCallback):
         stop = False
         if state.is_world_process_zero:
             entry = self.probe.measure(self._view(model), step)
+            self._save(state)
             # Trainer.log ends in on_log, which clears should_log: keep the Trainer's own
             # decision to log the loss at this step.
             if report:
