@@ -10,13 +10,17 @@ over the last third of the checkpoints, and only since the network fitted the tr
 
 1. diverged at the last checkpoint -> investigate;
 2. test accuracy peaked above chance (skill > ``chance_skill``) and has since fallen by
-   >= ``decline`` (0.03) -> stop, naming the best step and its accuracy;
+   >= ``decline`` (0.03) -> stop, naming the best step and its accuracy; but investigate
+   when train accuracy fell by >= ``decline`` with it (not overfitting: unstable training or
+   a model that cannot fit), and not this rule when the test accuracy since the fit is at
+   chance (rule 5: a bump before the fit, e.g. the untrained network's, is no model to keep);
 3. still fitting (train < ``fit``): train accuracy rising by > ``plateau`` (0.02) ->
    keep-training, else investigate (an underfit);
 4. test accuracy rising by > ``plateau`` (0.02), and by > half of it over the second half of
    that window -> keep-training;
 5. fitted, the test skill (test - chance) / (1 - chance) never above ``chance_skill``
-   (0.05) at any checkpoint, and the test accuracy at chance (not below half of it) ->
+   (0.05) at any checkpoint since the fit, and the test accuracy at chance (not below half of
+   it) ->
    investigate: labels that carry no signal leave no regulariser anything to find;
 6. memorising with flat test accuracy -> try-grokalign / increase-lambda (never
    keep-training);
@@ -184,7 +188,19 @@ def _with_test(live, tests, t, reg, chance) -> dict:
     skill = lambda acc: _skill(acc, chance)  # noqa: E731
     best_i = max(range(len(tests)), key=lambda i: (tests[i], -i))
     best, now = tests[best_i], tests[-1]
-    if best - now >= t["decline"] and skill(best) > t["chance_skill"]:
+    fitted = next((i for i, c in enumerate(live) if (c["train_accuracy"] or 0) >= t["fit"]), None)
+    # the best test accuracy since the network fitted: a pre-fit bump (an untrained network's
+    # lucky guess, a transient while random labels are fitted) is not a model to keep
+    best_fit = None if fitted is None else max(tests[fitted:])
+    at_chance = best_fit is not None and skill(best_fit) <= t["chance_skill"] and now >= chance / 2
+    if best - now >= t["decline"] and skill(best) > t["chance_skill"] and not at_chance:
+        was, train_now = live[best_i]["train_accuracy"], last["train_accuracy"]
+        if _finite(was) and was - train_now >= t["decline"]:  # both fell: not overfitting
+            return {"action": "investigate", "reason": (
+                f"test accuracy fell from {best:.3f} at step {live[best_i]['step']} to "
+                f"{now:.3f} at step {last['step']}, and train accuracy fell with it ({was:.3f} "
+                f"-> {train_now:.3f}): not overfitting but unstable training or a model that "
+                "cannot fit; lower the learning rate or check the model and data.")}  # fmt: skip
         return {"action": "stop", "reason": (
             f"test accuracy peaked at {best:.3f} at step {live[best_i]['step']} and has fallen "
             f"to {now:.3f} at step {last['step']}: keep the step-{live[best_i]['step']} "
@@ -194,7 +210,6 @@ def _with_test(live, tests, t, reg, chance) -> dict:
     # the trend since a third of the run before the end, but never from before the fit (how
     # fast the network fitted says nothing about whether it still generalises more), and
     # still there in the second half of that window (not the tail of the fit)
-    fitted = next(i for i, c in enumerate(live) if (c["train_accuracy"] or 0) >= t["fit"])
     if fitted == len(live) - 1:  # every change so far came with the fit: no trend since it
         prev = live[-2]["train_accuracy"]
         was = f"; train accuracy {prev:.3f} at step {live[-2]['step']}" if _finite(prev) else ""
@@ -214,12 +229,18 @@ def _with_test(live, tests, t, reg, chance) -> dict:
     # at chance: the labels carry nothing the network can use (shuffled labels) -- unlike a
     # test accuracy far BELOW chance (modular addition memorised: 0.000 of 1/p), which says the
     # held-out labels are structured and the network systematically gets them wrong
-    if skill(best) <= t["chance_skill"] and now >= chance / 2:
-        return {"action": "investigate", "reason": (
-            f"train accuracy {last['train_accuracy']:.3f} but test accuracy never left chance "
-            f"({chance:.3f}; best {best:.3f}, skill {skill(best):.2f}): labels that carry no "
-            "signal (shuffled, mismatched) or data that cannot generalise; check them before "
-            "regularising.")}  # fmt: skip
+    if at_chance:
+        early = (f"; its {best:.3f} at step {live[best_i]['step']}, before the fit, did not last"
+                 if best_i < fitted and skill(best) > t["chance_skill"] else "")  # fmt: skip
+        return {
+            "action": "investigate",
+            "reason": (
+                f"train accuracy {last['train_accuracy']:.3f} but test accuracy never left chance "
+                f"since the fit at step {live[fitted]['step']} ({chance:.3f}; best {best_fit:.3f}, "
+                f"skill {skill(best_fit):.2f}{early}): labels that carry no signal (shuffled, "
+                "mismatched) or data that cannot generalise; check them before regularising."
+            ),
+        }
     if last["verdict"] == "memorising":
         return _change(reg, f"memorising with {flat}")
     return {"action": "stop", "reason": (
