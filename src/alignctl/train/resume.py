@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from alignctl.errors import InputError, first_line
+from alignctl.runs.pickle_scan import check_allocations
 from alignctl.train.state import STATE_DIR
 
 STATE_KEYS = ("optimizer", "regularisers", "rng", "step", "epoch", "batch_index", "perm",
@@ -103,6 +104,7 @@ def _read_weights(path: Path, model: torch.nn.Module) -> dict:
 
 def _read_state(path: Path, step: int) -> dict:
     try:
+        check_allocations(path, f"state {path.name}")  # bytearray(2**34) is on torch's allowlist
         st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip raises RuntimeError, an empty file EOFError
         raise _Unreadable(f"state {path.name}: {_first_line(e)}") from None

@@ -41,6 +41,7 @@ from alignctl.runs.checkpoints.formats import Checkpoint, flat_checkpoint, wrapp
 from alignctl.runs.checkpoints.loading import NeedValues, choose_weights
 from alignctl.runs.checkpoints.safe_unpickle import torch_load
 from alignctl.runs.checkpoints.select import scalar_value
+from alignctl.runs.pickle_scan import check_allocations
 
 LIGHTNING_META = "meta.pt"  # Lightning's FSDP strategy: the trainer's state beside the shards
 _SMALL = 2**20  # bytes of a step item read at most
@@ -194,6 +195,7 @@ def _small_item(folder: Path, meta, fqn: str):
         with open(folder / info.relative_path, "rb") as fh:
             fh.seek(info.offset)
             data = fh.read(info.length)
+        check_allocations(data, str(folder / info.relative_path))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -34,6 +34,7 @@ import torch
 import torch.serialization as ts
 
 from alignctl.errors import InputError
+from alignctl.runs.pickle_scan import check_allocations
 
 _BLOCKED = ("os.", "posix.", "nt.", "sys.")
 _UNSUPPORTED = re.compile(r"GLOBAL (\S+) was not an allowed global")
@@ -72,6 +73,7 @@ def _inert_class(name: str) -> type:
 
 
 def _plain_load(path: Path, mmap: bool) -> Any:
+    check_allocations(path, str(path))  # bytearray(2**34) is on torch's allowlist
     with warnings.catch_warnings():
         # torch warns about pickle protocols it merely tolerates; the library never prints.
         warnings.simplefilter("ignore")

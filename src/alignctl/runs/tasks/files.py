@@ -42,7 +42,9 @@ def _read_npz(path: Path) -> dict:
 
 def _read_pt(path: Path) -> dict:
     from alignctl.runs.checkpoints.safe_unpickle import strip_tensors, tensor_kind
+    from alignctl.runs.pickle_scan import check_allocations
 
+    check_allocations(path, str(path))  # bytearray(2**34) is on torch's allowlist
     try:
         obj = strip_tensors(torch.load(path, map_location="cpu", weights_only=True))
     except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
