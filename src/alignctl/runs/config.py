@@ -16,8 +16,9 @@ import yaml
 
 from alignctl.errors import InputError, short
 from alignctl.runs.atomic import atomic_write_text
+from alignctl.runs.config_fields import integer, known_keys, mapping, number
 from alignctl.runs.limits import expand_user, read_text_capped
-from alignctl.runs.validate import is_finite_real, refuse_huge_integers
+from alignctl.runs.validate import refuse_huge_integers
 
 TOP_KEYS = ("model", "data", "train", "grokked", "verdict", "checkpoint")
 CHECKPOINT_KEYS = ("weights", "state_key")  # which weights analyze reads (docs/config.md)
@@ -83,74 +84,22 @@ def _absolute_paths(section: dict, base_dir: Path) -> dict:
 # ---- value checkers: each returns the normalised value or raises InputError ----
 
 
-def _number(v, where: str, *, lo: float | None = None, strict_lo: bool = False) -> float:
-    # YAML 1.1 reads "1e-3" (no dot) as a string: accept numeric strings
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            raise InputError(f"{where} must be a number, got {short(v)}") from None
-    if not is_finite_real(v):
-        raise InputError(f"{where} must be a finite number, got {short(v)}")
-    if lo is not None and (v <= lo if strict_lo else v < lo):
-        raise InputError(f"{where} must be {'>' if strict_lo else '>='} {lo}, got {short(v)}")
-    return float(v)
-
-
-def _int(v, where: str, lo: int | None = None, optional: bool = False,
-         hi: int | None = None) -> int | None:  # fmt: skip
-    if v is None and optional:
-        return None
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            raise InputError(f"{where} must be an integer, got {short(v)}") from None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise InputError(
-            f"{where} must be an integer{' or null' if optional else ''}, got {short(v)}"
-        )
-    if lo is not None and v < lo:
-        raise InputError(f"{where} must be >= {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise InputError(f"{where} must be <= {hi}, got {short(v)}")
-    return v
-
-
-def _mapping(v, where: str) -> dict:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise InputError(f"{where} must be a mapping, got {type(v).__name__}")
-    return v
-
-
-def _known_keys(d: dict, valid, where: str) -> None:
-    unknown = [short(k) if not isinstance(k, str) else short(k)[1:-1] for k in d if k not in valid]
-    if unknown:
-        raise InputError(
-            f"unknown key(s) in {where}: {', '.join(unknown)}; valid: {', '.join(valid)}"
-        )
-
-
 def _optimizer(v, where: str) -> dict:
     if isinstance(v, str):
         v = {"name": v}
-    d = _mapping(v, where)
-    _known_keys(d, OPTIMIZER_DEFAULTS, where)
+    d = mapping(v, where)
+    known_keys(d, OPTIMIZER_DEFAULTS, where)
     o = {**copy.deepcopy(OPTIMIZER_DEFAULTS), **d}
     o["name"] = str(o["name"]).lower()
     if o["name"] not in OPTIMIZERS:
         raise InputError(f"{where}.name: unknown optimizer {short(o['name'])}; valid: adamw, sgd")
-    o["lr"] = _number(o["lr"], f"{where}.lr", lo=0.0, strict_lo=True)
-    o["weight_decay"] = _number(o["weight_decay"], f"{where}.weight_decay", lo=0.0)
-    o["momentum"] = _number(o["momentum"], f"{where}.momentum", lo=0.0)
+    o["lr"] = number(o["lr"], f"{where}.lr", lo=0.0, strict_lo=True)
+    o["weight_decay"] = number(o["weight_decay"], f"{where}.weight_decay", lo=0.0)
+    o["momentum"] = number(o["momentum"], f"{where}.momentum", lo=0.0)
     b = o["betas"]
     if not isinstance(b, (list, tuple)) or len(b) != 2:
         raise InputError(f"{where}.betas must be a list of two numbers, got {short(b)}")
-    o["betas"] = [_number(x, f"{where}.betas", lo=0.0) for x in b]
+    o["betas"] = [number(x, f"{where}.betas", lo=0.0) for x in b]
     if max(o["betas"]) >= 1.0:
         raise InputError(f"{where}.betas must be in [0, 1), got {short(b)}")
     return o
@@ -176,20 +125,20 @@ def _regularisers(v, where: str) -> list[dict]:
         # recommendation cites it): a number >= 0 here; the rest is the regulariser's own
         for key in ("lambda", "lam"):
             if key in r:
-                r[key] = _number(r[key], f"{where}[{i}]: {short(r['name'])[1:-1]}: {key}", lo=0.0)
+                r[key] = number(r[key], f"{where}[{i}]: {short(r['name'])[1:-1]}: {key}", lo=0.0)
         out.append(r)
     return out
 
 
 def _train(v, where: str) -> dict:
-    d = _mapping(v, where)
-    _known_keys(d, TRAIN_DEFAULTS, where)
+    d = mapping(v, where)
+    known_keys(d, TRAIN_DEFAULTS, where)
     t = {**copy.deepcopy(TRAIN_DEFAULTS), **d}
-    t["epochs"] = _int(t["epochs"], f"{where}.epochs", lo=1)
-    t["batch_size"] = _int(t["batch_size"], f"{where}.batch_size", lo=1, optional=True)
-    t["seed"] = _int(t["seed"], f"{where}.seed", lo=SEED_MIN, hi=SEED_MAX)
-    t["eval_every"] = _int(t["eval_every"], f"{where}.eval_every", lo=1)
-    t["save_every"] = _int(t["save_every"], f"{where}.save_every", lo=1, optional=True)
+    t["epochs"] = integer(t["epochs"], f"{where}.epochs", lo=1)
+    t["batch_size"] = integer(t["batch_size"], f"{where}.batch_size", lo=1, optional=True)
+    t["seed"] = integer(t["seed"], f"{where}.seed", lo=SEED_MIN, hi=SEED_MAX)
+    t["eval_every"] = integer(t["eval_every"], f"{where}.eval_every", lo=1)
+    t["save_every"] = integer(t["save_every"], f"{where}.save_every", lo=1, optional=True)
     if t["loss"] not in LOSSES:
         raise InputError(
             f"{where}.loss: unknown loss {short(t['loss'])}; valid: {', '.join(LOSSES)}"
@@ -216,20 +165,20 @@ def _train(v, where: str) -> dict:
 
 
 def _grokked(v, where: str) -> dict:
-    d = _mapping(v, where)
-    _known_keys(d, GROKKED_DEFAULTS, where)
+    d = mapping(v, where)
+    known_keys(d, GROKKED_DEFAULTS, where)
     g = {**GROKKED_DEFAULTS, **d}
     for k, x in g.items():
         if x is not None:
-            g[k] = _number(x, f"{where}.{k}", lo=0.0)
+            g[k] = number(x, f"{where}.{k}", lo=0.0)
             if g[k] > 1.0:
                 raise InputError(f"{where}.{k} is a fraction in [0, 1], got {short(x)}")
     return g
 
 
 def _checkpoint(v, where: str) -> dict:
-    d = _mapping(v, where)
-    _known_keys(d, CHECKPOINT_KEYS, where)
+    d = mapping(v, where)
+    known_keys(d, CHECKPOINT_KEYS, where)
     if d.get("weights") is not None and d["weights"] not in ("raw", "ema"):
         raise InputError(f"{where}.weights must be raw or ema, got {short(d['weights'])}")
     key = d.get("state_key")
@@ -241,10 +190,10 @@ def _checkpoint(v, where: str) -> dict:
 def _verdict(v, where: str) -> dict:
     """Threshold overrides: names (checked by the verdict rules) -> finite numbers."""
     out = {}
-    for k, x in _mapping(v, where).items():
+    for k, x in mapping(v, where).items():
         if not isinstance(k, str):
             raise InputError(f"{where}: keys must be threshold names, got {short(k)}")
-        out[k] = _number(x, f"{where}.{k}")
+        out[k] = number(x, f"{where}.{k}")
     return out
 
 
@@ -265,7 +214,7 @@ def config_from_dict(d: dict, base_dir: Path, source: str = "config") -> Config:
         d = {}
     if not isinstance(d, dict):
         raise InputError(f"{source}: the top level must be a mapping, got {type(d).__name__}")
-    _known_keys(d, TOP_KEYS, source)
+    known_keys(d, TOP_KEYS, source)
     refuse_huge_integers(d, source)
     return Config(
         model=_section(d, "model", ("arch", "factory"), source),
