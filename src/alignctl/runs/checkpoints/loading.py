@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import torch
 
 from alignctl.errors import InputError
+from alignctl.runs.checkpoints.fit_messages import SHOW as _SHOW
+from alignctl.runs.checkpoints.fit_messages import few as _few
+from alignctl.runs.checkpoints.fit_messages import fit_notes, no_fit
 from alignctl.runs.checkpoints.hf_names import retry_renamed
 from alignctl.runs.checkpoints.select import is_ema_name
-
-_SHOW = 4  # keys named in a message
 
 
 @dataclass
@@ -205,9 +206,9 @@ def _choose_weights(model, state_dict, source, *, aliases=None, mode="raw", pref
     raw = [f for f in good if f not in ema]
     chosen = _choose(ema if mode == "ema" else good if mode == "prefix" else raw, source)
     if chosen is None:
-        raise _no_fit(fits, good, mode, prefix, source)
+        raise no_fit(fits, good, mode, prefix, source)
     _check_ties(chosen, ties, target, source)
-    return chosen, _notes(chosen, ema if mode == "raw" else [], mode)
+    return chosen, fit_notes(chosen, ema if mode == "raw" else [], mode)
 
 
 def _check_ties(fit: _Fit, ties: dict, target: dict, source: str) -> None:
@@ -242,59 +243,3 @@ def _choose(fits: list[_Fit], source: str) -> _Fit | None:
             f"(under {names}); choose one with --state-key KEY"
         )
     return best[0]
-
-
-def _notes(fit: _Fit, ema: list[_Fit], mode: str) -> list[str]:
-    notes = []
-    ignored = sorted(k for k in fit.ignored if k != "n_averaged")  # not the file's hash order
-    if "n_averaged" in fit.ignored:
-        notes.append("weights of an averaged model (AveragedModel: n_averaged ignored)")
-    if ignored:
-        kept = f"the model's keys under {fit.prefix!r}" if fit.prefix else "the model's keys"
-        groups = sorted({k.split(".", 1)[0] + ("." if "." in k else "") for k in ignored})
-        notes.append(
-            f"loaded {kept}; ignored {len(ignored)} other key(s) of {', '.join(groups[:_SHOW])}"
-            f"{' ...' if len(groups) > _SHOW else ''} ({_few(ignored)})"
-        )
-    if fit.into:
-        notes.append(f"the checkpoint holds the weights of the model's submodule "
-                     f"{fit.into.rstrip('.')!r}: loaded there")  # fmt: skip
-    if mode == "ema":
-        notes.append(f"analysed the EMA weights under {fit.prefix!r}")
-    elif ema:
-        notes.append(
-            f"checkpoints also hold EMA weights under {ema[0].prefix!r} (not used); analyse "
-            "them with --weights ema"
-        )
-    return notes
-
-
-def _no_fit(fits, good, mode, prefix, source) -> InputError:
-    head = f"checkpoint {source} does not fit the model"
-    if mode == "ema" and good:
-        return InputError(
-            f"{head} as EMA weights: no EMA copy found (looked for keys and prefixes named ema, "
-            "swa, averaged, shadow, polyak); the raw weights fit: drop --weights ema, or name "
-            "the copy with --state-key KEY"
-        )
-    if mode == "raw" and good:
-        return InputError(
-            f"{head}: only an EMA copy (under {good[0].prefix!r}) fits; analyse it with "
-            "--weights ema"
-        )
-    if mode == "prefix":
-        fit = fits[0]
-        return InputError(f"{head} under --state-key {prefix.rstrip('.')!r}: {fit.problem()}")
-    # The closest candidate: most model keys found, then fewest problems.
-    fit = max(fits, key=lambda f: (f.hits, -len(f.missing) - len(f.unexpected) - len(f.shapes)))
-    extra = ""
-    if not fit.prefix:  # nothing fits: keys of other modules are not ignorable, name them
-        fit.unexpected += fit.ignored
-    elif fit.ignored:
-        extra = f"; keys outside {fit.prefix!r} would be ignored ({_few(fit.ignored)})"
-    return InputError(f"{head}: {fit.problem()}{extra}")
-
-
-def _few(keys: list[str]) -> str:
-    more = f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-    return ", ".join(keys[:_SHOW]) + more
