@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from alignctl.cli.assemble import METAVARS, app
+from alignctl.cli.argv import METAVARS
+from alignctl.cli.assemble import app
 from alignctl.cli.examples import EXAMPLES
 
 GROUP = typer.main.get_command(app)
