@@ -160,20 +160,21 @@ def main() -> None:
     x = torch.randn(n, 784, device=device)
     y = torch.randint(0, 10, (n,), device=device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    n_loop = size["loop"]  # the per-sample loop is slow: time a slice and scale to n samples
     t = interleaved(
         {
             "jacobian": lambda: alignctl.jacobian(model, x, device=device),
             "all": lambda: alignctl.measure(model, x, y, device=device),
             "centroid": lambda: alignctl.measure(model, x, metrics=CENTROID, device=device),
             "fwd_bwd": lambda: forward_backward(model, x),
+            # in the same rounds as the rest: timed apart, the machine's load moved the
+            # speed-up between 7x and 28x on one day
+            "loop": lambda: per_sample_loop(model, x[:n_loop], y[:n_loop]),
         },
         args.reps,
         device,
     )
-    n_loop = size["loop"]  # the per-sample loop is slow: time a slice and scale to n samples
-    loop = statistics.median(
-        timed(lambda: per_sample_loop(model, x[:n_loop], y[:n_loop]), device) for _ in range(3)
-    ) * (n / n_loop)
+    loop = t.pop("loop") * (n / n_loop)
     for k, v in t.items():
         print(f"  {k:<9} {v * 1e3:8.2f} ms")
     print(f"  per-sample loop (reference code) {loop * 1e3:8.1f} ms (from {n_loop} samples)")
