@@ -54,7 +54,8 @@ def note_line(message: object, prefix: str = "note") -> None:
 def err_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    # no markup: what is printed holds paths, and "runs/x[/bold]" was a MarkupError
+    return Console(stderr=True, markup=False)
 
 
 def out_console():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from alignctl.cli.common import (
     figure_link,
     out_console,
     parse_ints,
+    printable,
 )
 from alignctl.errors import InputError
 
@@ -76,7 +76,7 @@ def compare(
     reports, console = [], err_console()
     for path in runs:
         if not quiet and console.is_terminal:
-            console.print(f"reading {path}", highlight=False)
+            console.print(f"reading {printable(path)}", highlight=False)
         reports.append(cmp.load_report(path, **kwargs))
     series = cmp.series(reports)
     result = cmp.comparison(series)
@@ -92,7 +92,7 @@ def compare(
     if not (quiet or "-" in (json_out, markdown)):
         _print_table(result)
     link = figure_link(plot, markdown) if plot is not None and markdown else None
-    outputs.write("--json", lambda: json.dumps(result, indent=2, allow_nan=False) + "\n")
+    outputs.write("--json", lambda: cmp.to_json(result))
     outputs.write("--markdown", lambda: cmp.to_markdown(result, link))
     outputs.finish()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from alignctl.cli.common import err_console, out_console
+from alignctl.cli.common import err_console, out_console, printable
 from alignctl.errors import InputError
 
 
@@ -47,7 +47,7 @@ def follow(path, opened, options, cache_at, no_cache, quiet, check_log):
     if not quiet and not Path(path).exists():
         from alignctl.report.follow import APPEAR
 
-        err_console().print(f"note: waiting for {path} to appear (up to {APPEAR:g} s)",
+        err_console().print(f"note: waiting for {printable(path)} to appear (up to {APPEAR:g} s)",
                             highlight=False)  # fmt: skip
     if live is not None:
         live.start()

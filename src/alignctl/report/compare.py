@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from alignctl.errors import InputError
-from alignctl.report.cells import metric_names
+from alignctl.report.cells import field, metric_names
 from alignctl.report.figures import COLORS
 from alignctl.report.figures.trajectories import Series
 from alignctl.runs.limits import loads_json, read_text_capped
@@ -29,10 +29,11 @@ MAX_REPORT_BYTES = 64 << 20  # as a --baseline report (report/baseline.py)
 
 
 def _is_entry(c) -> bool:
-    """A report's checkpoint entry as analyze writes it: an integer (or null) step, metrics a
-    mapping (or null); a step of "x" reached the step arithmetic as a TypeError."""
+    """A report's checkpoint entry as analyze writes it: an integer step (checkpoints are
+    matched by step: a step of "x", or null, reached the step arithmetic as a TypeError),
+    metrics a mapping (or null)."""
     step, metrics = (c.get("step", ""), c.get("metrics", "")) if isinstance(c, dict) else ("", "")
-    step_ok = step is None or (isinstance(step, int) and not isinstance(step, bool))
+    step_ok = isinstance(step, int) and not isinstance(step, bool)
     return step_ok and (metrics is None or isinstance(metrics, dict))
 
 
@@ -53,6 +54,8 @@ def load_report(spec, **analyze_kwargs) -> dict:
         if not isinstance(cks, list) or not all(_is_entry(c) for c in cks):
             raise InputError(f"{path}: not an alignctl analyze report (a checkpoints list "
                              "whose entries have an integer step and metrics)")  # fmt: skip
+        # everything else is read as text or as a number where it is one (field by field):
+        # a report from another version or edited by hand is compared, not refused
         return report
     from alignctl.report.analysis import analyze
     from alignctl.runs.run import open_run
@@ -61,18 +64,22 @@ def load_report(spec, **analyze_kwargs) -> dict:
 
 
 def regulariser_label(regs: list[dict]) -> str:
-    """'baseline' without regularisers, else e.g. 'grokalign λ=0.1 + grokfast'."""
+    """'baseline' without regularisers, else e.g. 'grokalign λ=0.1 + grokfast' (an entry
+    that is not a mapping, or a name that is not text, is shown as its text)."""
     if not regs:
         return "baseline"
     parts = []
     for r in regs:
-        lam = r.get("lambda", r.get("lam"))
-        parts.append(r.get("name", "?") + (f" λ={lam:g}" if isinstance(lam, (int, float)) else ""))
+        if not isinstance(r, dict):
+            parts.append(str(r))
+            continue
+        lam = _number(r.get("lambda", r.get("lam")))
+        parts.append(str(r.get("name", "?")) + (f" λ={lam:g}" if lam is not None else ""))
     return " + ".join(parts)
 
 
 def run_label(report: dict) -> str:
-    if "regularisers" in report:
+    if isinstance(report.get("regularisers"), list):
         return regulariser_label(report["regularisers"])
     config = Path(str(report.get("path", ""))) / "alignctl.yaml"
     if config.is_file():
@@ -118,9 +125,20 @@ def series(reports: list[dict]) -> list[Series]:
             for i, (rep, label) in enumerate(zip(reports, labels, strict=True))]  # fmt: skip
 
 
+def _number(v) -> float | None:
+    """``v`` as a finite float, else None (null, NaN, text, booleans, an integer beyond
+    float's range)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        v = float(v)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
+
+
 def _value(ck: dict, key: str):
-    v = ck.get(key) if key in ACCURACIES else (ck.get("metrics") or {}).get(key)
-    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return _number(ck.get(key) if key in ACCURACIES else (ck.get("metrics") or {}).get(key))
 
 
 def _keys(reports: list[dict]) -> list[str]:
@@ -136,7 +154,8 @@ def _row(cks: list[dict], keys: list[str], step) -> dict:
     vals = {k: [_value(c, k) for c in cks] for k in keys}
     diff = {}
     for k, (v0, *others) in vals.items():
-        diff[k] = [None] + [None if v is None or v0 is None else v - v0 for v in others]
+        # two finite values can differ by more than a float holds (1e308 - -1e308): null
+        diff[k] = [None] + [None if v is None or v0 is None else _number(v - v0) for v in others]
     steps = [c["step"] for c in cks]
     return {"step": step, "steps": steps, "exact": len(set(steps)) == 1,
             "verdicts": [c.get("verdict") for c in cks], "values": vals, "diff": diff}  # fmt: skip
@@ -158,11 +177,19 @@ def comparison(runs: list[Series]) -> dict:
         "runs": [{"path": r.get("path"), "label": s.label, "verdict": r.get("verdict"),
                   "step_unit": r.get("step_unit", "step"),
                   "last_step": r["checkpoints"][-1]["step"],
-                  "recommendation": (r.get("recommendation") or {}).get("action")}
+                  "recommendation": field(r.get("recommendation"), "action")}
                  for s, r in zip(runs, reports, strict=True)],
         "reference": runs[0].label, "quantities": keys, "rows": rows,
         "last": _row([r["checkpoints"][-1] for r in reports], keys, None),
     }  # fmt: skip
+
+
+def to_json(cmp: dict) -> str:
+    """The comparison as strict JSON (``--json``): what a report file held as NaN or
+    Infinity (another tool's report, read leniently) is null, as in ``analyze --json``."""
+    from alignctl.report.render import to_json as strict
+
+    return strict(cmp)
 
 
 def _cell(row: dict, key: str, i: int) -> str:
@@ -179,14 +206,18 @@ def _cell(row: dict, key: str, i: int) -> str:
 def table_rows(cmp: dict) -> tuple[list[str], list[list[str]]]:
     """(header, rows): per matched step, the reference's values, then each other run's
     values with its difference from the reference in parentheses."""
+    from alignctl.report.cells import clean, num
+
     keys = [k for k in cmp["quantities"] if k in SHOWN]
     header = ["step", "run", "verdict"] + [SHOWN[k] for k in keys]
     out = []
     for row in [*cmp["rows"], cmp["last"]]:
         for i, run in enumerate(cmp["runs"]):
             step = str(row["steps"][i]) if row["step"] is not None else f"last {row['steps'][i]}"
+            # labels and verdicts come from folder names and report files: one line of
+            # visible text (an escape sequence in a folder name reached the terminal)
             out.append([step if i == 0 or row["steps"][i] != row["steps"][0] or row["step"] is None
-                        else "", run["label"], row["verdicts"][i] or "-"]
+                        else "", clean(run["label"]), num(row["verdicts"][i])]
                        + [_cell(row, k, i) for k in keys])  # fmt: skip
     return header, out
 

@@ -51,17 +51,25 @@ def to_rows(report: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+# a text cell a spreadsheet would run as a formula (OWASP's CSV injection list), or one that
+# already starts with the quote that defuses them (so reading back is unambiguous)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
 def _csv_value(v) -> str:
+    """A cell's text: numbers exactly (``repr``), text as is but defused: a text cell starting
+    with ``= + - @``, a tab, a carriage return or ``'`` gets one ``'`` in front (a checkpoint
+    named ``=HYPERLINK(...)`` was a live formula in a spreadsheet); numbers are never
+    prefixed."""
     if v is None:
         return ""
     if isinstance(v, (bool, numbers.Integral)):
         text = str(v)
     elif is_real(v):
         text = repr(float(v))
-    elif isinstance(v, str):
-        text = v
     else:
-        text = json.dumps(_jsonable(v), ensure_ascii=False)
+        text = v if isinstance(v, str) else json.dumps(_jsonable(v), ensure_ascii=False)
+        text = "'" + text if text.startswith(_FORMULA) else text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
 
 

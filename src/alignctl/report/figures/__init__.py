@@ -64,7 +64,23 @@ def save(fig, path, dpi: int = DPI) -> None:
 
 
 def finite(v) -> float:
-    """A plottable float: None and non-finite values become NaN (a gap in the line)."""
+    """A plottable float: None, non-finite values and anything not a number (a hand-edited
+    report's "x", true) become NaN (a gap in the line)."""
     import math
+    import numbers
 
-    return float(v) if v is not None and math.isfinite(v) else float("nan")
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return float("nan")
+    try:
+        v = float(v)
+    except OverflowError:  # an integer beyond float's range
+        return float("nan")
+    return v if math.isfinite(v) else float("nan")
+
+
+def literal(text) -> str:
+    """``text`` as matplotlib draws it verbatim: every ``$`` escaped, so a pair of them is not
+    TeX math (a run folder named ``lr$\\frac$`` stopped ``--plot`` with a mathtext parse
+    error; ``$1e-3$`` was drawn in italics). matplotlib turns ``\\$`` back into ``$`` outside
+    math, so the drawn text is exactly ``text``."""
+    return str(text).replace("$", r"\$")

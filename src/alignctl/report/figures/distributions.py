@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from alignctl.errors import InputError
+from alignctl.report.figures import literal
 from alignctl.report.figures.trajectories import PANELS, Series
 
 _DASHES = ("-", "--", ":", "-.")
@@ -99,7 +100,7 @@ def draw_distribution(ax_violin, ax_class, runs: list[Series], metric: str, at: 
 
     keys = [Line2D([], [], color="0.3", ls=_DASHES[j % 4], marker="o", ms=3, label=text)
             for j, text in enumerate(ticklabels) if drawn[j]]  # fmt: skip
-    title = PANELS.get(metric, (metric,))[0]
+    title = PANELS.get(metric, (literal(metric),))[0]
     ax_violin.set_xticks(ticks, ticklabels)
     ax_violin.grid(axis="x", visible=False)
     ax_violin.set_title(f"{title}: per-sample distribution", loc="left")

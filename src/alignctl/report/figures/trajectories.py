@@ -11,7 +11,7 @@ import textwrap
 from dataclasses import dataclass
 
 from alignctl.errors import InputError
-from alignctl.report.figures import COLORS, finite, pyplot
+from alignctl.report.figures import COLORS, finite, literal, pyplot
 
 # panel key -> (title, threshold key in the verdict thresholds, or None)
 PANELS = {
@@ -85,18 +85,23 @@ def step_label(runs: list[Series]) -> str:
     if unit is None:
         label = "step"
     else:
-        label = names.get(unit, f"step ({'mixed units' if unit == 'mixed' else unit})")
+        label = names.get(unit, f"step ({'mixed units' if unit == 'mixed' else literal(unit)})")
     return f"{label} (checkpoints marked)"
 
 
 def _metric(ax, s: Series, key: str, one_run: bool) -> None:
     cks = s.report["checkpoints"]
-    mean = [finite(c["metrics"].get(key)) for c in cks]
-    std = [finite((c.get("metrics_std") or {}).get(key)) for c in cks]
+    mean = [finite(_held(c.get("metrics"), key)) for c in cks]
+    std = [finite(_held(c.get("metrics_std"), key)) for c in cks]
     ax.plot(s.steps, mean, "-o", color=s.color, ms=2.5, lw=1.2, label=None if one_run else s.label)
     lo = [m - d for m, d in zip(mean, std, strict=True)]
     hi = [m + d for m, d in zip(mean, std, strict=True)]
     ax.fill_between(s.steps, lo, hi, color=s.color, alpha=0.15, lw=0)
+
+
+def _held(values, key: str):
+    """``values[key]`` when ``values`` is a mapping (a report's null metrics: None)."""
+    return values.get(key) if isinstance(values, dict) else None
 
 
 def _accuracy(ax, s: Series, one_run: bool) -> None:
@@ -111,11 +116,12 @@ def _accuracy(ax, s: Series, one_run: bool) -> None:
 
 
 def verdict_changes(report: dict) -> list[tuple[int, str]]:
-    """(step, new verdict) wherever the verdict differs from the previous checkpoint's."""
+    """(step, new verdict) wherever the verdict differs from the previous checkpoint's (a
+    report without verdicts, or with odd ones, shows them as text)."""
     cks, out = report["checkpoints"], []
     for prev, ck in zip(cks, cks[1:], strict=False):
-        if ck["verdict"] != prev["verdict"]:
-            out.append((ck["step"], ck["verdict"]))
+        if ck.get("verdict") != prev.get("verdict"):
+            out.append((ck["step"], "-" if ck.get("verdict") is None else str(ck["verdict"])))
     return out
 
 
@@ -191,10 +197,10 @@ def draw_panels(axes, runs: list[Series], panels: list[str]) -> None:
             for step, verdict in verdict_changes(s.report):
                 ax.axvline(step, color=s.color, ls=":", lw=0.8, alpha=0.7)
                 if key == panels[0]:
-                    ax.annotate(verdict, (step, 0.03), xycoords=("data", "axes fraction"),
+                    ax.annotate(literal(verdict), (step, 0.03), xycoords=("data", "axes fraction"),
                                 rotation=90, va="bottom", ha="right", fontsize=6,
                                 color=s.color)  # fmt: skip
-        title, tkey = PANELS.get(key, (key, None))
+        title, tkey = PANELS.get(key, (literal(key), None))  # a user's metric: its name
         ax.set_title(title, loc="left")
         if log_spaced([st for s in runs for st in s.steps]):
             ax.set_xscale("symlog", linthresh=1)
@@ -235,6 +241,7 @@ def finish_layout(fig, title: str) -> None:
     fig.suptitle("")  # laid out without the old title
     fig.tight_layout()
     handles, labels = fig.axes[0].get_legend_handles_labels()
+    labels = [literal(x) for x in labels]  # run labels: folder names, regularisers
     renderer, width_px = fig.canvas.get_renderer(), fig.bbox.width
     top = max(ax.get_tightbbox(renderer).y1 for ax in fig.axes) / fig.bbox.height
     for ncol in range(min(4, len(labels)), 0, -1):
@@ -246,4 +253,5 @@ def finish_layout(fig, title: str) -> None:
         legend.remove()
     chars = int(fig.get_figwidth() * 72 // (0.6 * 10))  # 10 pt characters per line, about
     title = textwrap.fill(title, max(20, chars), break_long_words=False, break_on_hyphens=False)
+    title = literal(title)  # run names and verdicts (and --title) are drawn as written
     fig.suptitle(title, y=top + 0.05 / fig.get_figheight(), va="bottom", fontsize=10)
