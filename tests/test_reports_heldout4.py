@@ -214,3 +214,16 @@ def test_compare_table_of_a_folder_with_an_escape_sequence():
     header, rows = cmp.table_rows(cmp.comparison(cmp.series([a, b])))
     assert all("\x1b" not in c for r in rows for c in r)
     assert any("\\x1b[2Jwipe" in c for r in rows for c in r)
+
+
+@pytest.mark.parametrize("ch", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200f", "\u200e"])
+def test_bidirectional_controls_in_names_are_escaped(ch):
+    """A folder name holding a right-to-left override reordered the rest of the title or table
+    row it was printed on (the CLI's printable() escaped it; the report cells did not)."""
+    from alignctl.report.cells import clean
+
+    out = clean(f"run{ch}gnp.exe")
+    assert ch not in out and f"\\u{ord(ch):04x}" in out
+    assert clean("\u05e9\u05dc\u05d5\u05dd \U0001f468\u200d\U0001f469") == (
+        "\u05e9\u05dc\u05d5\u05dd \U0001f468\u200d\U0001f469"
+    )  # right-to-left letters and a zero-width joiner in an emoji stay as they are

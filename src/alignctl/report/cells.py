@@ -29,6 +29,9 @@ ACCURACIES = {  # key -> header; adversarial and noise accuracy only when measur
     "noise_accuracy": "noise acc",
 }
 _INVISIBLE = {"Cc", "Cs", "Zl", "Zp"}  # control chars, lone surrogates, line/paragraph breaks
+# bidirectional embeddings, overrides, isolates and marks: a run name holding one reorders the
+# rest of the line it is printed on (a title, a table row), as the CLI's printable() escapes
+_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
 
 
 def field(d, key, default=None):
@@ -56,11 +59,12 @@ def metric(ck: dict, name: str):
 
 
 def clean(text) -> str:
-    """One line of visible text: control characters, lone surrogates and line breaks become
+    """One line of visible text: control characters, lone surrogates, line breaks and
+    bidirectional controls (U+200E/F, U+202A-E, U+2066-9) become
     ``\\xNN`` / ``\\uNNNN`` escapes; runs of whitespace become one space, none at the ends."""
     out = []
     for ch in str(text):
-        if unicodedata.category(ch) in _INVISIBLE:
+        if unicodedata.category(ch) in _INVISIBLE or ord(ch) in _BIDI:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
