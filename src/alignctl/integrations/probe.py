@@ -193,6 +193,7 @@ class Probe:
         self.t = thresholds(verdict)
         self.entries: list[dict] = []
         self.stop_reason: str | None = None
+        self.offset: float | str | None = "unknown"  # report/evidence.input_offset, once
 
     def measure(self, model: torch.nn.Module, step: int) -> dict:
         """Measure ``model`` (mapping probe inputs to (n, C) or (n,)) at ``step``; returns the
@@ -217,7 +218,7 @@ class Probe:
         stds = {k: float(v.double().std(unbiased=False)) for k, v in values.items()}
         entry = monitor_log.make_entry(
             step, means, stds, train_accuracy=accs[0], test_accuracy=accs[1],
-            n_samples=len(self.x), n_classes=n_classes,
+            n_samples=len(self.x), n_classes=n_classes, input_offset=self.offset,
             time=time.time(), seconds=time.perf_counter() - t0,
         )  # fmt: skip
         self.entries.append(entry)
@@ -236,10 +237,12 @@ class Probe:
     def _measure(self, model: torch.nn.Module):
         """(per-sample metric values, [probe accuracy, held-out accuracy], C)."""
         from alignctl.evaluation.losses import accuracy
+        from alignctl.geometry.inputs import ModelFront
         from alignctl.geometry.measure import measure
         from alignctl.geometry.placement import prepare
         from alignctl.geometry.vjp import check_labels
         from alignctl.geometry.wrappers import unwrap
+        from alignctl.report.evidence import input_offset
 
         # the wrapped module: DDP's own forward broadcasts buffers, a collective that a
         # probe measured on one rank would wait in forever (geometry/wrappers.py)
@@ -252,6 +255,9 @@ class Probe:
             model, dev, _ = prepare(model, _device_of(model), None)
             values = measure(model, self.x, self.y, metrics=self.names,
                              batch_size=self.batch_size, device=dev, outputs=seen)  # fmt: skip
+            if self.offset == "unknown":  # token ids: the Jacobian is the embedding's, no offset
+                tokens = ModelFront(model, self.x[:2].to(dev), None).tokens
+                self.offset = None if tokens else input_offset(self.x)
             with torch.no_grad():
                 # the logits of measure's own forward passes: the accuracy costs no extra pass
                 out = seen[0] if seen else _logits(model, self.x, dev)

@@ -187,6 +187,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
              steps, on_checkpoint, spec, max_memory, tokens,
              keep_samples=False, sketch=None, measure_samples=None,
              want_reference=None) -> dict:  # fmt: skip
+    from alignctl.report.evidence import input_offset
     from alignctl.report.recommend import recommend
     from alignctl.report.reference import (
         measure_reference,
@@ -226,6 +227,9 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
     if want:
         reference = stand_in()
     train = recorded_train(run.config)
+    # what a common offset of the inputs takes from the alignment (report/evidence.py); the
+    # embeddings' offset is not the data's: tokens get none
+    offset = None if tokens else input_offset(xs)
     # C is known once a checkpoint is measured (else the data's, else 2): one count per C
     chance = functools.cache(lambda c: chance_level(c, data.y_train, data.y_test))
     for i, ref in enumerate(run.checkpoints):
@@ -241,7 +245,7 @@ def _analyze(run, data, model, names, dev, split, samples, batch_size, robustnes
                  "metrics": {}, "metrics_std": {}, "train_accuracy": None,
                  "test_accuracy": None, "diverged": not finite,
                  "reason": None if finite else "the weights are not finite",
-                 "step_unit": step_unit(meta, ref.step)}  # fmt: skip
+                 "step_unit": step_unit(meta, ref.step), "input_offset": offset}  # fmt: skip
         entry["_classes"] = None
         if finite:
             try:

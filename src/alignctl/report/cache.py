@@ -50,7 +50,7 @@ from alignctl.report.recommend import recorded_train
 from alignctl.train.jsonio import loads_strict
 
 CACHE_DIR = ".alignctl-cache"
-FORMAT = 3  # 2: entries carry their checkpoint's notes (_notes); 3: and its C (_classes)
+FORMAT = 4  # entries carry: 2, their notes (_notes); 3, C (_classes); 4, input_offset
 # An entry is one checkpoint's summary (per-sample values only with keep_samples: ~20 bytes a
 # value); a file far beyond that was not written here and is recomputed, not parsed.
 MAX_ENTRY_BYTES = 64 << 20
@@ -167,6 +167,8 @@ def _valid(e, names: list[str]) -> bool:
         return False
     c = e.get("_classes", "absent")
     if not (c is None or (type(c) is int and c >= 1)):
+        return False
+    if "input_offset" not in e or not _number_or_none(e["input_offset"]):
         return False
     return all(_number_or_none(a, 0.0, 1.0) for a in accs) and _number_or_none(e.get("seconds"))
 

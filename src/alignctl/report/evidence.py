@@ -16,10 +16,18 @@ across input dimensions, architectures and losses:
   (squared error, weight decay, LayerNorm, easy data) generalised. Growth at most ``growth``
   reads ``generalising``. Large growth reads nothing: cross-entropy keeps raising the logits
   (and slopes) of generalising networks too.
-- ``alignment_gain``: log(a_t / a_0), a = ``centred_alignment_full`` = |J_c x_hat|^2 / |J_c|_F^2,
-  the share of the visible Jacobian's energy along the input; at initialisation it sits near a
-  random direction's. A fall to at most ``no_gain`` (the Jacobian turned away from the inputs,
-  far below random) reads ``memorising``.
+- ``alignment_gain``: log(a_t / a_0) - min(0, o), a = ``centred_alignment_full`` =
+  |J_c x_hat|^2 / |J_c|_F^2, the share of the visible Jacobian's energy along the input; at
+  initialisation it sits near a random direction's. A fall to at most ``no_gain`` (the
+  Jacobian turned away from the inputs, far below random) reads ``memorising``. o is the
+  entry's ``input_offset`` (:func:`input_offset`), what a common offset of the inputs alone
+  takes from a: write x_i = xbar + z_i (xbar the samples' mean); a network with a first-layer
+  bias ignores xbar for free (and must, for its units to see the data's variation at all),
+  and then J_c xbar = 0, so a_i = |J_c z_i|^2 / (|x_i|^2 |J_c|^2) = a'_i r_i, with a'_i the
+  alignment with the centred input z_i and r_i = |z_i|^2 / |x_i|^2: the mean a_t is a'_t times
+  a weighted mean of the r_i, whatever the network learned (inputs at +5 or +30 in every
+  coordinate: log mean r = -1.8, -5.2; generalising networks' gains -2.0, -5.5). The start
+  is not corrected: a random Jacobian does not single out xbar.
 
 Both are read only once the network has stayed fitted for a while: at a step at least
 ``settle`` times the first step with train accuracy >= ``fit``. Right after fitting, networks
@@ -90,12 +98,38 @@ def signals(ck: dict, history: list[dict], reference: dict | None = None,
     if m0 is None:
         return {s: None for s in SIGNALS}
     m = ck.get("metrics") or {}
+    gain = _log_ratio(m.get("centred_alignment_full"), m0.get("centred_alignment_full"))
     return {
-        "alignment_gain": _log_ratio(
-            m.get("centred_alignment_full"), m0.get("centred_alignment_full")
-        ),
+        "alignment_gain": None if gain is None else gain - offset_correction(ck),
         "norm_growth": _log_ratio(m.get("centred_norm"), m0.get("centred_norm")),
     }
+
+
+def input_offset(x) -> float | None:
+    """log(mean_i |x_i - xbar|^2 / |x_i|^2) over the samples (rows of ``x``, flattened; float64),
+    xbar their mean: the log of the mean share of a sample's squared norm that is not the
+    samples' common offset, <= 0 up to sampling (0: centred data; -5.2: every coordinate
+    +30 on unit-scale clusters). Samples with x_i = 0 (alignment 0 whatever J is) are left out.
+    None for fewer than 2 samples, integer inputs that are token ids (the caller says: pass
+    None), or samples that are all alike (no variation to be aligned with)."""
+    if x is None or len(x) < 2:
+        return None
+    x = x.reshape(len(x), -1).double()
+    x2 = x.pow(2).sum(-1)
+    z2 = (x - x.mean(0)).pow(2).sum(-1)
+    keep = x2 > 0
+    if not bool(keep.any()):
+        return None
+    share = float((z2[keep] / x2[keep]).mean())
+    return math.log(share) if share > 0 and math.isfinite(share) else None
+
+
+def offset_correction(ck: dict) -> float:
+    """min(0, the entry's ``input_offset``): what :func:`signals` subtracts from the alignment
+    gain; 0 without one (an entry measured before it was recorded, token inputs). Never
+    positive: the correction can only take memorising reads away, never add one."""
+    o = ck.get("input_offset")
+    return min(0.0, o) if _finite(o) else 0.0
 
 
 def _item(signal, value, threshold, reads) -> dict:
@@ -150,6 +184,10 @@ def infer(ck: dict, history: list[dict], t: dict, reference: dict | None = None,
         _item("norm_growth", growth, t["growth"], g_reads),
         _item("alignment_gain", gain, t["no_gain"], a_reads),
     ]
+    if offset_correction(ck) < 0:
+        evidence.append(_item("input_offset", ck["input_offset"], None, "subtracted from "
+                              "alignment_gain: log mean |x - x_mean|^2/|x|^2 over the samples, "
+                              "the alignment a common input offset alone takes away"))  # fmt: skip
     if fresh:
         evidence.append(_item("reference", None, None, "a fresh initialisation of the model: "
                               "the run has no step-0 checkpoint of its start"))  # fmt: skip

@@ -6,7 +6,8 @@ verdict, plus when it was taken::
 
     {"name": "step_00000100", "step": 100, "time": 1717171717.1, "seconds": 0.012,
      "n_samples": 512, "n_classes": 10, "metrics": {"centroid_alignment": 0.41, ...},
-     "metrics_std": {...}, "train_accuracy": 0.97, "test_accuracy": null, "diverged": false}
+     "metrics_std": {...}, "train_accuracy": 0.97, "test_accuracy": null, "diverged": false,
+     "input_offset": -0.02}
 
 ``time`` is seconds since the epoch, ``seconds`` what the measurement cost; accuracies are on
 the probe set (``train_accuracy``) and the optional held-out set (``test_accuracy``). Non-finite
@@ -39,8 +40,11 @@ def finite_or_none(v):
 
 
 def make_entry(step: int, means: dict, stds: dict, *, train_accuracy=None, test_accuracy=None,
-               n_samples: int, n_classes: int, time: float, seconds: float) -> dict:  # fmt: skip
-    """One log line's dict; ``diverged`` when a metric or accuracy is not finite."""
+               n_samples: int, n_classes: int, time: float, seconds: float,
+               input_offset: float | None = None) -> dict:  # fmt: skip
+    """One log line's dict; ``diverged`` when a metric or accuracy is not finite;
+    ``input_offset``: the probe's (:func:`alignctl.report.evidence.input_offset`), which the
+    inferred verdict subtracts from the alignment gain."""
     m = {k: finite_or_none(v) for k, v in means.items()}
     raw = [*means.values(), *(a for a in (train_accuracy, test_accuracy) if a is not None)]
     diverged = any(v is None or not math.isfinite(float(v)) for v in raw)
@@ -50,6 +54,7 @@ def make_entry(step: int, means: dict, stds: dict, *, train_accuracy=None, test_
         "metrics": m, "metrics_std": {k: finite_or_none(v) for k, v in stds.items()},
         "train_accuracy": finite_or_none(train_accuracy),
         "test_accuracy": finite_or_none(test_accuracy), "diverged": diverged,
+        "input_offset": None if input_offset is None else finite_or_none(input_offset),
     }  # fmt: skip
 
 
@@ -113,7 +118,7 @@ def _is_measurement(e) -> bool:
         if not all(k.isprintable() and k.strip() for k in m):  # names reach every output
             return False
     optional = {"train_accuracy": (0, 1), "test_accuracy": (0, 1), "seconds": (0, math.inf),
-                "time": (-math.inf, math.inf)}  # fmt: skip
+                "time": (-math.inf, math.inf), "input_offset": (-math.inf, math.inf)}  # fmt: skip
     return (
         "metrics" in e
         and isinstance(e.get("diverged", False), bool)
