@@ -11,7 +11,7 @@ from test_integrations import hf_trainer, tiny_gpt2, token_rows, toy
 
 import alignctl
 from alignctl.errors import InputError
-from alignctl.integrations.probe import MAX_STEP, Every, as_step
+from alignctl.integrations.loop import MAX_STEP, Every, as_step
 
 KEY = "alignment/centroid_alignment"
 

@@ -31,7 +31,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from alignctl.errors import InputError
 from alignctl.integrations import series
-from alignctl.integrations.probe import Every, Probe, keeps_rng
+from alignctl.integrations.loop import Every, keeps_rng
+from alignctl.integrations.probe import Probe
 
 log = logging.getLogger("alignctl")
 

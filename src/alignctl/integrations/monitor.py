@@ -37,13 +37,14 @@ import torch
 from alignctl._version import __version__
 from alignctl.errors import InputError
 from alignctl.geometry import arguments
+from alignctl.integrations.loop import Every, as_step, keeps_rng
 from alignctl.integrations.monitor_run import (
     check_model_config,
     prepare,
     save_weights,
     write_run_config,
 )
-from alignctl.integrations.probe import Every, Probe, as_step, keeps_rng
+from alignctl.integrations.probe import Probe
 from alignctl.report.monitor_log import LOG_NAME, to_line
 from alignctl.runs.atomic import atomic_write_text
 from alignctl.runs.limits import as_path

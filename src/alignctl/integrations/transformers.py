@@ -45,7 +45,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from alignctl.errors import InputError
 from alignctl.integrations import series
-from alignctl.integrations.probe import PREFIX, Every, Probe, keeps_rng, preserved_state
+from alignctl.integrations.loop import Every, keeps_rng, preserved_state
+from alignctl.integrations.probe import PREFIX, Probe
 
 log = logging.getLogger("alignctl")
 
