@@ -29,13 +29,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import torch
 
 from alignctl._version import __version__
 from alignctl.errors import InputError
+from alignctl.report.cache_entries import valid_entry, valid_reference
 from alignctl.report.cache_keys import (
     canonical,
     code_fingerprint,
@@ -95,7 +95,7 @@ class Cache:
         another kind of entry (the reference's), which is not counted."""
         entry = self._memory.get(key)
         if entry is None and self.folder is not None:
-            entry = self._read(key, names, valid or _valid)
+            entry = self._read(key, names, valid or valid_entry)
         if valid is not None:
             return None if entry is None else json.loads(json.dumps(entry))
         if entry is None:
@@ -140,48 +140,6 @@ class Cache:
             if not self.quiet:
                 self.notes.append(f"cache off: cannot write {self.folder} ({e.strerror or e})")
             self.folder = None
-
-
-def _number_or_none(v, lo=-math.inf, hi=math.inf) -> bool:
-    if v is None:
-        return True
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
-
-
-def _valid(e, names: list[str]) -> bool:
-    """The report's checkpoint-entry shape, with exactly the requested metrics."""
-    if not isinstance(e, dict) or not isinstance(e.get("diverged"), bool):
-        return False
-    for key in ("metrics", "metrics_std"):
-        m = e.get(key)
-        if not isinstance(m, dict) or sorted(m) != sorted(names):
-            return False
-        if not all(_number_or_none(v) for v in m.values()):
-            return False
-    accs = [e.get(k) for k in ("train_accuracy", "test_accuracy", "adversarial_accuracy",
-                               "noise_accuracy")]  # fmt: skip
-    notes = e.get("_notes")
-    if not (isinstance(notes, dict) and sorted(notes) == ["load", "measure"]
-            and all(isinstance(v, list) and all(isinstance(t, str) for t in v)
-                    for v in notes.values())):  # fmt: skip
-        return False
-    c = e.get("_classes", "absent")
-    if not (c is None or (type(c) is int and c >= 1)):
-        return False
-    if "input_offset" not in e or not _number_or_none(e["input_offset"]):
-        return False
-    return all(_number_or_none(a, 0.0, 1.0) for a in accs) and _number_or_none(e.get("seconds"))
-
-
-def _valid_reference(e, names: list[str]) -> bool:
-    """A kept stand-in (:mod:`alignctl.report.reference`): None, or finite metrics of
-    ``names``."""
-    ref = e.get("reference", "absent") if isinstance(e, dict) else "absent"
-    if ref is None:
-        return True
-    m = ref.get("metrics") if isinstance(ref, dict) else None
-    return (isinstance(m, dict) and set(m) <= set(names)
-            and all(_number_or_none(v) and v is not None for v in m.values()))  # fmt: skip
 
 
 def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=None) -> dict:
@@ -233,7 +191,7 @@ def cached_analyze(run, cache: Cache, analyze_fn, options: dict, on_checkpoint=N
     # too, so that a fully cached run builds no model
     ref_material = {**context, "reference": SEED}
     ref_key = sha(key_text(ref_material))
-    known = cache.get(ref_key, names, valid=_valid_reference) if want else None
+    known = cache.get(ref_key, names, valid=valid_reference) if want else None
     report = analyze_fn(sub, **options, on_checkpoint=progress, _checkpoint_notes=True,
                         _reference=False if known else want)  # fmt: skip
     if known:
