@@ -10,8 +10,6 @@ import functools
 import time
 from collections.abc import Callable
 
-import torch
-
 from alignctl._version import __version__
 from alignctl.errors import InputError, first_line, short
 from alignctl.geometry.arguments import flags
@@ -21,6 +19,14 @@ from alignctl.geometry.metrics.sets import (  # noqa: F401 (the report's API, re
     STANDARD,
     resolve_metrics,
 )
+from alignctl.report.analysis_inputs import (
+    analysis_threads,
+    attackable,
+    check_options,
+    measured_on,
+    output_spec,
+    token_inputs,
+)
 from alignctl.report.checkpoint_measure import (
     _measure_checkpoint,
     _model_error,
@@ -29,20 +35,6 @@ from alignctl.report.checkpoint_measure import (
     _subset,
 )
 from alignctl.report.recommend import recorded_train
-
-
-def _attackable(data, tokens: bool) -> bool:
-    """PGD needs a continuous test input (not tokens)."""
-    return data.x_test is not None and len(data.x_test) > 0 and not tokens
-
-
-def _output_spec(run, output):
-    """--output / output= first, else the config's ``model: {output: ...}``."""
-    from alignctl.geometry.outputs import check_spec
-
-    if output is not None:
-        return check_spec(output)
-    return check_spec((getattr(run.config, "model", None) or {}).get("output"))
 
 
 def analyze(run, *, split: str = "train", samples: int | None = None, batch_size=None,
@@ -79,7 +71,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     already fits the training data); a caller
     measuring part of a run (the cache, the ranks) says whether the whole run needs it.
     """
-    _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint)
+    check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint)
     flags(robustness=robustness, keep_samples=keep_samples)
     # every option that changes a number must be in this dict (the cache's key)
     opts = dict(split=split, samples=samples, batch_size=batch_size, device=device,
@@ -110,7 +102,7 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     if max_memory is not None:
         memory.parse_bytes(max_memory)
     check_threads(threads)
-    spec = _output_spec(run, output)
+    spec = output_spec(run, output)
     if split not in ("train", "test"):
         raise InputError(f"unknown split {short(split)}; valid: train, test")
     data = run.load_data()
@@ -119,10 +111,10 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
     model, tokens = None, False  # nothing to measure (a fully cached run): no model built
     if run.checkpoints or _reference:
         model = run.build_model().to(dev)
-        tokens = _tokens(model, data.x_train, dev, spec)
-    if robustness and model is not None and not _attackable(data, tokens):
+        tokens = token_inputs(model, data.x_train, dev, spec)
+    if robustness and model is not None and not attackable(data, tokens):
         raise InputError("--robustness needs a test split of continuous inputs (PGD perturbs x)")
-    with _threads(threads, model, data.x_train, dev, tokens):
+    with analysis_threads(threads, model, data.x_train, dev, tokens):
         report = _analyze(run, data, model, names, dev, split, samples, batch_size, robustness,
                           eps, alpha, steps, on_checkpoint, spec, max_memory, tokens,
                           keep_samples, sketch, _measure_samples, _reference)  # fmt: skip
@@ -131,56 +123,6 @@ def analyze(run, *, split: str = "train", samples: int | None = None, batch_size
             for private in ("_notes", "_classes"):
                 entry.pop(private, None)
     return report
-
-
-def measured_on(run, data, output) -> dict:
-    """The inputs a report's numbers depend on beyond its options: the SHA-256 of the data
-    (:func:`alignctl.report.cache_keys.data_digest`), which weights were read and which output
-    is the logits."""
-    from alignctl.report.cache_keys import data_digest
-
-    return {"data_sha256": data_digest(data), "weights": getattr(run, "weights", None),
-            "state_key": getattr(run, "state_key", None), "output": output}  # fmt: skip
-
-
-def _check_options(run, samples, batch_size, steps, eps, alpha, on_checkpoint) -> None:
-    """The options that no checkpoint changes, before any work: a bad one is one InputError,
-    not every checkpoint ``diverged`` (a NaN batch size failed inside each measurement) nor a
-    silent subset (``samples=-1`` measured all but one sample)."""
-    from alignctl.geometry.arguments import count
-    from alignctl.runs.validate import check_pgd
-
-    if not all(hasattr(run, a) for a in ("config", "load_data", "build_model")):  # a Run
-        raise InputError(f"analyze takes a run from alignctl.open_run(path), not "
-                         f"{type(run).__name__}")  # fmt: skip
-    count(samples, "samples")
-    count(batch_size, "batch size")
-    check_pgd(eps, alpha, count(steps, "PGD steps", optional=False))
-    if on_checkpoint is not None and not callable(on_checkpoint):
-        raise InputError(f"on_checkpoint must be callable, not {type(on_checkpoint).__name__}")
-
-
-def _tokens(model, x, dev, spec) -> bool:
-    from alignctl.geometry.devices import eval_mode
-    from alignctl.geometry.inputs import ModelFront
-
-    try:
-        with eval_mode(model):
-            return ModelFront(model, x[:2].to(dev), spec).tokens
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 (any failure of the user's model is reported)
-        raise _model_error(e) from None
-
-
-def _threads(threads, model, x, dev, tokens):
-    from alignctl.geometry.threads import auto_threads, forward_work, num_threads
-
-    if threads is None and dev.type == "cpu" and model is not None:
-        xb = x[:1].to(dev) if tokens else x[:1].to(dev, torch.get_default_dtype())
-        work = forward_work(model, xb) * 256  # a few hundred samples per batch
-        threads = auto_threads(work, load_aware=True)
-    return num_threads(threads)
 
 
 def _analyze(run, data, model, names, dev, split, samples, batch_size, robustness, eps, alpha,
