@@ -1,0 +1,199 @@
+"""Held-out checks of `alignctl train` as users run it: runs interrupted at moments the other
+tests never chose (after the last checkpoint, before run.json), resumed with other options
+(`--epochs` shorter or longer, no schedule flags), and finished runs resumed again.
+
+A kill -9 is reproduced exactly by what it leaves on disk: the checkpoints up to some step (a
+later one never landed) and no run.json (a run removes its summary as it starts training)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from alignctl.cli.assemble import app
+
+TINY = {
+    "model": {"arch": "mlp", "in_features": 10, "hidden": [16, 16], "out_features": 2},
+    "data": {"task": "sparse-parity", "n": 120, "n_bits": 10, "k": 3, "seed": 0},
+    "train": {
+        "epochs": 8, "batch_size": 32, "loss": "cross_entropy", "seed": 0,
+        "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
+    },
+    "grokked": {"test_acc": 0.9},
+}  # fmt: skip
+
+
+def _cli(*args) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _config(tmp_path: Path, **train) -> Path:
+    d = json.loads(json.dumps(TINY))
+    d["train"].update(train)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def _train(tmp_path: Path, out: str, *args) -> Path:
+    r = _cli("train", "--config", _config(tmp_path), "--out", tmp_path / out, "-q", *args)
+    assert r.exit_code == 0, r.stderr
+    return tmp_path / out
+
+
+def _killed_copy(run: Path, dest: Path, after_step: int) -> Path:
+    """``run`` as a kill -9 would have left it with ``after_step`` its last checkpoint."""
+    shutil.copytree(run, dest)
+    for f in (dest / "checkpoints").rglob("step_*"):
+        if int(f.name.split("_")[1].split(".")[0]) > after_step:
+            f.unlink()
+    (dest / "run.json").unlink()
+    return dest
+
+
+def _log(run: Path) -> list[dict]:
+    lines = (run / "train_log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "train_seconds"} for x in lines]
+
+
+def _ckpts(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").glob("step_*.safetensors"))
+
+
+def _summary(run: Path) -> dict:
+    s = json.loads((run / "run.json").read_text())
+    s.pop("train_seconds")
+    return s
+
+
+def _same_run(a: Path, b: Path) -> None:
+    assert _ckpts(a) == _ckpts(b)
+    assert _log(a) == _log(b)
+    assert _summary(a) == _summary(b)
+    wa, wb = (
+        load_file(str(a / "checkpoints" / _ckpts(a)[-1])),
+        load_file(str(b / "checkpoints" / _ckpts(b)[-1])),
+    )
+    assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
+
+
+def test_a_kill_between_the_last_checkpoint_and_run_json_resumes_to_the_same_summary(tmp_path):
+    """Before: the resumed run trained nothing, so it had evaluated nothing, and run.json got
+    ``train_accuracy``/``test_accuracy`` null (the finished run's accuracies lost)."""
+    ref = _train(tmp_path, "ref")
+    run = _killed_copy(ref, tmp_path / "run", after_step=10**9)
+    r = _cli("train", "--resume", run, "-q")
+    assert r.exit_code == 0, r.stderr
+    _same_run(ref, run)
+
+
+def test_a_kill_after_the_step_0_checkpoint_logs_epoch_0_once(tmp_path):
+    """Before: a run resumed from its step-0 checkpoint was taken for a new one: epoch 0 was
+    evaluated again (two epoch-0 lines in train_log.jsonl) and step 0 saved again."""
+    ref = _train(tmp_path, "ref", "--save-every", 4)
+    run = _killed_copy(ref, tmp_path / "run", after_step=0)
+    r = _cli("train", "--resume", run, "-q")
+    assert r.exit_code == 0, r.stderr
+    _same_run(ref, run)
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path):
+    run = _train(tmp_path, "run")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = _cli("train", "--resume", run)
+    assert r.exit_code == 0, r.stderr
+    assert "nothing to train" in r.stderr
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    summary = json.loads(before[run / "run.json"])
+    assert json.loads(after[run / "run.json"]) == summary
+    assert summary["train_accuracy"] is not None
+
+
+@pytest.mark.parametrize("epochs", [4, 7])
+def test_resume_with_fewer_epochs_than_trained_is_one_line_exit_2_nothing_changed(tmp_path, epochs):
+    """Before: exit 0, run.json rewritten with ``epochs`` 4 below ``epochs_completed`` 8 and
+    null accuracies."""
+    run = _train(tmp_path, "run")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = _cli("train", "--resume", run, "--epochs", epochs)
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "8 epochs" in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_with_more_epochs_is_recorded_for_the_next_resume(tmp_path):
+    """Before: alignctl.yaml kept ``epochs: 8``; a later plain ``--resume`` wrote run.json
+    ``epochs`` 8 beside ``epochs_completed`` 12."""
+    ref = _train(tmp_path, "ref", "--epochs", 12)
+    run = _train(tmp_path, "run")
+    r = _cli("train", "--resume", run, "--epochs", 12, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert yaml.safe_load((run / "alignctl.yaml").read_text())["train"]["epochs"] == 12
+    r = _cli("train", "--resume", run, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert _summary(run) == _summary(ref)
+    w_ref = load_file(str(ref / "checkpoints" / _ckpts(ref)[-1]))
+    w_run = load_file(str(run / "checkpoints" / _ckpts(run)[-1]))
+    assert all(w_ref[k].equal(w_run[k]) for k in w_ref)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--eval-every", 3, "--save-every", 3],
+        ["--save-schedule", "log:3", "--eval-every", 2],
+        ["--save-every", 5, "--reg", "grokfast"],
+    ],
+)
+def test_schedule_options_are_recorded_and_a_plain_resume_keeps_them(tmp_path, options):
+    """Before: ``--eval-every``/``--save-every``/``--save-schedule`` were not in alignctl.yaml,
+    so ``--resume`` fell back to every-epoch evaluation and the default checkpoints (another
+    log, other checkpoint files, and with --stop-when-grokked another grokked epoch)."""
+    ref = _train(tmp_path, "ref", *options)
+    saved = yaml.safe_load((ref / "alignctl.yaml").read_text())["train"]
+    given = dict(zip(options[::2], options[1::2], strict=True))
+    for flag, key in (("--eval-every", "eval_every"), ("--save-every", "save_every"),
+                      ("--save-schedule", "save_schedule")):  # fmt: skip
+        if flag in given:
+            assert saved[key] == given[flag]
+    run = _killed_copy(ref, tmp_path / "run", after_step=4)
+    r = _cli("train", "--resume", run, "-q")
+    assert r.exit_code == 0, r.stderr
+    _same_run(ref, run)
+
+
+def _grokking_config(tmp_path: Path) -> Path:
+    d = json.loads(json.dumps(TINY))
+    d["grokked"] = {"train_acc": 0.7}  # reached after a few epochs at lr 0.01
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def test_stop_when_grokked_is_recorded_and_a_killed_run_stops_where_it_would_have(tmp_path):
+    """Before: a run started with --stop-when-grokked, killed before grokking and resumed
+    with plain ``--resume``, trained on to its last epoch."""
+    cfg = _grokking_config(tmp_path)
+    args = ["--config", cfg, "--epochs", 60, "--save-every", 1, "--stop-when-grokked", "-q"]
+    r = _cli("train", *args, "--out", tmp_path / "ref")
+    assert r.exit_code == 0, r.stderr
+    ref = tmp_path / "ref"
+    grokked = json.loads((ref / "run.json").read_text())["grokked_epoch"]
+    assert grokked is not None and 1 < grokked < 60
+    run = _killed_copy(ref, tmp_path / "run", after_step=2)
+    r = _cli("train", "--resume", run, "-q")
+    assert r.exit_code == 0, r.stderr
+    _same_run(ref, run)
+    # a grokked run that stopped trains on only when asked to, and says so otherwise
+    r = _cli("train", "--resume", run, "--epochs", 60)
+    assert r.exit_code == 0 and "grokked" in r.stderr
+    assert _ckpts(run) == _ckpts(ref)
+    r = _cli("train", "--resume", run, "--no-stop-when-grokked", "--epochs", grokked + 2, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((run / "run.json").read_text())["epochs_completed"] == grokked + 2
