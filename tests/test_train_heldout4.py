@@ -197,3 +197,25 @@ def test_stop_when_grokked_is_recorded_and_a_killed_run_stops_where_it_would_hav
     r = _cli("train", "--resume", run, "--no-stop-when-grokked", "--epochs", grokked + 2, "-q")
     assert r.exit_code == 0, r.stderr
     assert json.loads((run / "run.json").read_text())["epochs_completed"] == grokked + 2
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "grokfast:lamb=1e39",
+        "grokfast:filter=ma,window=2,lamb=-1e39",
+        "grokalign:eps=1e39",
+        "grokalign:lambda=1e300",
+        "grokunalign:eps=3.5e38",
+    ],
+)
+def test_a_parameter_past_the_weights_float_range_is_one_line_before_training(tmp_path, spec):
+    """Before: an internal error in the first step ('value cannot be converted to type float
+    without overflow'), after the run folder and its step-0 checkpoint were written (or, for
+    lambda, a run that diverged at step 1)."""
+    r = _cli("train", "--config", _config(tmp_path), "--out", tmp_path / "o", "--reg", spec)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "float32" in err and spec.split("=")[-1] in err.replace("e+", "e"), err
+    assert not (tmp_path / "o").exists()

@@ -68,6 +68,11 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.opt = build_optimizer(params, t["optimizer"])
         self.loss_fn = get_loss(t["loss"])
         self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
+        from alignctl.train.regularisers import check_magnitudes
+
+        for dtype in {p.dtype for p in params}:
+            for spec in t.get("regularisers") or []:
+                check_magnitudes(dict(spec), dtype)
         from alignctl.geometry.inputs import ModelFront
         from alignctl.train.relu_chain import ReluChain
 
