@@ -219,3 +219,25 @@ def test_a_parameter_past_the_weights_float_range_is_one_line_before_training(tm
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert "float32" in err and spec.split("=")[-1] in err.replace("e+", "e"), err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "freeze, frozen",
+    [
+        (["1"], {"1.weight", "1.bias"}),  # module 1 only: not 11. and 13.
+        (["1."], {"1.weight", "1.bias"}),
+        (["1.weight", "13"], {"1.weight", "13.weight", "13.bias"}),
+        (["1.w"], {"1.weight"}),  # not a whole name: the start of names, as documented
+    ],
+)
+def test_a_freeze_prefix_naming_a_module_freezes_that_module_only(tmp_path, freeze, frozen):
+    """Before: ``freeze: ['1']`` on an nn.Sequential of 15 modules froze layers 11 and 13
+    too (the names were matched by their first characters)."""
+    from alignctl import Trainer
+    from alignctl.runs.config import config_from_dict
+
+    d = json.loads(json.dumps(TINY))
+    d["model"]["hidden"] = [8] * 6  # Linear layers at 1, 3, ..., 13
+    d["train"]["freeze"] = freeze
+    tr = Trainer(tmp_path / "r", config_from_dict(d, tmp_path), "cpu")
+    assert {n for n, p in tr.model.named_parameters() if not p.requires_grad} == frozen
