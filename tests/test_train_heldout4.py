@@ -5,6 +5,7 @@ tests never chose (after the last checkpoint, before run.json), resumed with oth
 A kill -9 is reproduced exactly by what it leaves on disk: the checkpoints up to some step (a
 later one never landed) and no run.json (a run removes its summary as it starts training)."""
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -241,3 +242,78 @@ def test_a_freeze_prefix_naming_a_module_freezes_that_module_only(tmp_path, free
     d["train"]["freeze"] = freeze
     tr = Trainer(tmp_path / "r", config_from_dict(d, tmp_path), "cpu")
     assert {n for n, p in tr.model.named_parameters() if not p.requires_grad} == frozen
+
+
+CRASHING_NET = """import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self, seed):
+        super().__init__()
+        self.lin = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 2))
+        self.seed, self.calls = seed, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.seed == 1 and self.calls > 12:
+            raise RuntimeError("boom in the user's forward")
+        return self.lin(x)
+
+
+def make():
+    return Net(torch.initial_seed())
+"""
+
+
+def _crashing_config(tmp_path: Path) -> Path:
+    (tmp_path / "crashnet.py").write_text(CRASHING_NET)
+    d = json.loads(json.dumps(TINY))
+    d["model"] = {"factory": "crashnet.py:make"}
+    d["train"]["epochs"] = 6
+    d["grokked"] = {"test_acc": 0.999}  # never: every pair trains all its epochs
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def test_a_user_model_that_raises_mid_run_is_one_line_naming_its_line(tmp_path):
+    """Before: 'internal error: RuntimeError: boom ...; this is a bug in alignctl'."""
+    cfg = _crashing_config(tmp_path)
+    r = _cli("train", "--config", cfg, "--seed", 1, "--out", tmp_path / "o", "-q")
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "crashnet.py:14" in err and "boom" in err and "bug in alignctl" not in err, err
+    assert "intact" in err
+
+
+def test_a_race_pair_whose_model_raises_is_one_line_naming_the_pair_and_keeps_the_others(
+    tmp_path,
+):
+    cfg = _crashing_config(tmp_path)
+    out = tmp_path / "race"
+    r = _cli("race", "--config", cfg, "--regs", "none,grokfast", "--seeds", 2, "--out", out, "-q")
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "pair none seed 1" in err and "crashnet.py:14" in err, err
+    for reg in ("none", "grokfast"):  # seed 0 trained first (seed-major) and is kept
+        assert json.loads((out / reg / "seed_0" / "run.json").read_text())["status"] == "finished"
+
+
+def test_an_exception_in_alignctls_own_code_stays_an_internal_error(tmp_path, monkeypatch):
+    from alignctl import Trainer
+    from alignctl.runs.config import config_from_dict
+    from alignctl.train.regularisers import real
+    from alignctl.train.regularisers.orthograd import OrthoGrad
+
+    # raised inside alignctl's own code (real() compares the model with a number): no frame
+    # of the user's is involved, so it is reported as the bug it is
+    broken = staticmethod(functools.partial(real, "alpha", 5.0))
+    monkeypatch.setattr(OrthoGrad, "after_backward", broken)
+    d = json.loads(json.dumps(TINY))
+    d["train"]["regularisers"] = [{"name": "orthograd"}]
+    tr = Trainer(tmp_path / "r", config_from_dict(d, tmp_path), "cpu")
+    with pytest.raises(TypeError):
+        tr.fit(2)

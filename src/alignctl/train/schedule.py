@@ -12,7 +12,7 @@ import operator
 import time
 from collections.abc import Callable
 
-from alignctl.errors import InputError, short
+from alignctl.errors import InputError, first_line, short
 from alignctl.train.divergence import CHECK_EVERY, ON_NAN
 
 
@@ -150,6 +150,26 @@ class ScheduleMixin:
             self._evaluate()
             if not halted():
                 self.save()
+        try:
+            return self._loop(epochs, eval_every, saves, stop_when_grokked, callback,
+                              should_stop, halted)  # fmt: skip
+        except InputError:
+            raise
+        except Exception as e:
+            from alignctl.train.blame import user_frame
+
+            where = user_frame(e)
+            if where is None:
+                raise  # alignctl's or a library's own: an internal error, with its traceback
+            kept = ("no checkpoint was saved" if self.last_saved_step is None
+                    else f"checkpoints up to step {self.last_saved_step} are intact")  # fmt: skip
+            raise InputError(f"{type(e).__name__} raised in your code at {where} in step "
+                             f"{self.step + 1} (epoch {self.epoch + 1}): {first_line(e)}; "
+                             f"{kept}") from e  # fmt: skip
+
+    def _loop(self, epochs, eval_every, saves, stop_when_grokked, callback, should_stop,
+              halted) -> dict:  # fmt: skip
+        """:meth:`fit`'s epochs, after its checks and the step-0 evaluation."""
         interrupted = False
         while self.epoch < epochs and not interrupted and not halted():
             if stop_when_grokked and self.grokked_epoch is not None:
