@@ -317,3 +317,50 @@ def test_an_exception_in_alignctls_own_code_stays_an_internal_error(tmp_path, mo
     tr = Trainer(tmp_path / "r", config_from_dict(d, tmp_path), "cpu")
     with pytest.raises(TypeError):
         tr.fit(2)
+
+
+RESULT = {
+    "task": "c.yaml", "seeds": 2, "seed_offset": 0, "max_epochs": 30,
+    "rows": [
+        {"reg": "none", "mean_epochs": 13, "std_epochs": 0.5, "speedup": 1.0, "p_value": None,
+         "test": None, "mean_seconds": 0.07, "wall_speedup": 1.0, "grokked": 2, "runs": 2,
+         "diverged": 0, "censored": False, "bound": None},
+        {"reg": "grokalign", "mean_epochs": 7.5, "std_epochs": 0.5, "speedup": 1.73,
+         "p_value": 0.04, "test": "paired t-test", "mean_seconds": 0.08, "wall_speedup": 0.9,
+         "grokked": 2, "runs": 2, "diverged": 0, "censored": False, "bound": None},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("p_value", -1), ("p_value", 1.5), ("mean_epochs", "abc"), ("mean_epochs", True),
+        ("std_epochs", -3), ("grokked", 5), ("diverged", -1), ("runs", 0),
+        ("bound", "sideways"), ("test", "chi-square"), ("speedup", "fast"), ("reg", 3),
+    ],
+)  # fmt: skip
+def test_render_refuses_a_result_edited_into_impossible_numbers(tmp_path, field, value):
+    """Before: rendered as a table (p -1, 5/2 grokked, 'yes ± 0.0' epochs), exit 0."""
+    d = json.loads(json.dumps(RESULT))
+    d["rows"][1][field] = value
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(d))
+    r = _cli("race", "--render", path, "--markdown", "-")
+    assert r.exit_code == 2 and r.stdout == ""
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and field in err, err
+
+
+@pytest.mark.parametrize("dropped", [(), ("test", "bound", "diverged", "censored")])
+def test_render_takes_a_valid_result_and_one_of_an_older_version(tmp_path, dropped):
+    d = json.loads(json.dumps(RESULT))
+    for row in d["rows"]:
+        for key in dropped:
+            row.pop(key)
+    d["rows"][1]["added_later"] = "ignored"
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(d))
+    r = _cli("race", "--render", path, "--markdown", "-")
+    assert r.exit_code == 0, r.stderr
+    assert "| grokalign | 7.5 ± 0.5 | 1.73x | 0.04 |" in r.stdout

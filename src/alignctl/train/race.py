@@ -60,6 +60,9 @@ def load_result(path) -> dict:
         raise InputError(f"{path}: not a race result (invalid JSON: {e})") from None
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise InputError(f"{path}: not a race result (no 'rows' list)")
+    from alignctl.train.race_result import check_result
+
+    check_result(result, path)
     return result
 
 
