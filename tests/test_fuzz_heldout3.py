@@ -221,7 +221,7 @@ FIT = {  # argument -> predicate of the values it accepts
     "epochs": lambda v: type(v) is int and v >= 0,
     "eval_every": lambda v: v is None or (type(v) is int and v >= 1),  # None: the config's
     "save_every": lambda v: v is None or (type(v) is int and v >= 1),
-    "stop_when_grokked": lambda v: type(v) is bool,
+    "stop_when_grokked": lambda v: v is None or type(v) is bool,  # None: the config's
     "callback": lambda v: v is None or callable(v),
     "should_stop": callable,
     "on_nan": lambda v: v is None or v in ("stop", "continue"),

@@ -69,7 +69,14 @@ def train(
             help="Evaluate every N epochs (default: the config's train.eval_every, else 1).", min=1
         ),
     ] = None,  # fmt: skip
-    stop_when_grokked: Annotated[bool, Opt(help="Stop at the grokked criterion.")] = False,
+    stop_when_grokked: Annotated[
+        bool | None,
+        Opt(
+            "--stop-when-grokked/--no-stop-when-grokked",
+            help="Stop at the grokked criterion (default: the run's train.stop_when_grokked; "
+            "a resumed run keeps what it was started with).",
+        ),
+    ] = None,  # fmt: skip
     on_nan: Annotated[
         str | None,
         Opt(
@@ -110,8 +117,12 @@ def train(
         if on_nan is not None and on_nan not in ON_NAN:
             raise InputError(f"--on-nan must be one of {', '.join(ON_NAN)}, got {short(on_nan)}")
         group = _group()
+        options = {k: v for k, v in (("eval_every", eval_every), ("on_nan", on_nan),
+                   ("stop_when_grokked", stop_when_grokked)) if v is not None}  # fmt: skip
+        if save_every is not None or save_schedule is not None:  # either replaces the schedule
+            options.update(save_every=save_every, save_schedule=save_schedule)
         trainer, cfg = _open_trainer(out, config, task, reg, seed, epochs, device, force,
-                                     resume, on_nan, lock, group, stop_when_grokked)  # fmt: skip
+                                     resume, options, lock, group)  # fmt: skip
         from alignctl.train.trainer import set_threads
 
         n = set_threads(trainer, threads, limit=group and max(1, _cores() // group.local_size))
@@ -124,9 +135,7 @@ def train(
             from alignctl.train.ddp import fit_distributed
 
             fit = functools.partial(fit_distributed, group, trainer, threads=n)
-        summary = _fit(fit, trainer.epoch, total, quiet, on_nan, eval_every=eval_every,
-                       save_every=save_every, save_schedule=save_schedule,
-                       stop_when_grokked=stop_when_grokked)  # fmt: skip
+        summary = _fit(fit, trainer.epoch, total, quiet)  # the schedule: the run's config
     finally:
         if lock is not None:
             lock.release()
@@ -171,11 +180,13 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, on_nan, lock,
-                  group=None, stop_when_grokked=False):  # fmt: skip
+def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, options, lock,
+                  group=None):  # fmt: skip
     """(Trainer, config) for a new run in ``out`` or the run in ``resume``; takes ``lock``
     before anything in the folder changes. Under torchrun (``group``), rank 0's
-    :class:`alignctl.train.ddp.DDPTrainer`."""
+    :class:`alignctl.train.ddp.DDPTrainer`. ``options``: the ``train:`` keys given on the
+    command line (schedule, on_nan, stop_when_grokked), recorded in alignctl.yaml, so that a
+    plain ``--resume`` continues the run as it was started."""
     from alignctl.runs.config import load_config, save_config
     from alignctl.train.schedule import check_criterion
     from alignctl.train.trainer import Trainer, prepare_run_dir
@@ -196,20 +207,29 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
         # started with the resume sees a writer at once, not the old run.json this removes
         lock.acquire()
         cfg = load_config(resume / "alignctl.yaml")
-        if stop_when_grokked:
+        given = {**options, **({"epochs": epochs} if epochs is not None else {})}
+        changed = {k: v for k, v in given.items() if cfg.train.get(k) != v}
+        cfg.train.update(changed)
+        if cfg.train.get("stop_when_grokked"):
             check_criterion(cfg)
         trainer = make(resume, cfg, device)
         trainer.restore()
+        trainer.check_epochs(int(cfg.train["epochs"]))  # before anything is rewritten
+        _note_nothing_to_train(trainer, cfg)
+        if changed:  # the next plain --resume continues with them
+            try:
+                save_config(cfg, resume / "alignctl.yaml")
+            except OSError as e:
+                raise InputError(f"cannot write {resume / 'alignctl.yaml'}: "
+                                 f"{e.strerror or e}") from None  # fmt: skip
         return trainer, cfg
     if out is None:
         raise InputError("--out DIR is required (or --resume DIR)")
     check_output_folder(out, "--out")
     from alignctl.train.build import build_config
 
-    cfg = build_config(config, task, reg or [], seed, epochs)
-    if on_nan is not None:
-        cfg.train["on_nan"] = on_nan
-    if stop_when_grokked:
+    cfg = build_config(config, task, reg or [], seed, epochs, overrides=options)
+    if cfg.train.get("stop_when_grokked"):
         check_criterion(cfg)
     trainer = make(out, cfg, device)  # validates everything before touching files
     lock.acquire()  # creates out; a second process into the same out stops here
@@ -221,7 +241,21 @@ def _open_trainer(out, config, task, reg, seed, epochs, device, force, resume, o
     return trainer, cfg
 
 
-def _fit(fit, done: int, total: int, quiet: bool, on_nan, **schedule) -> dict:
+def _note_nothing_to_train(trainer, cfg) -> None:
+    """A note when the resumed run will train no step: it has reached its last epoch, or it
+    stops when grokked and has grokked (the option that trains on is named)."""
+    done, into = trainer.trained_epochs()
+    total = int(cfg.train["epochs"])
+    if done >= total and not into:
+        trainer.notes.append(f"this run has trained all its {total} epochs; nothing to train "
+                             "(--epochs N trains on to epoch N)")  # fmt: skip
+    elif cfg.train.get("stop_when_grokked") and trainer.grokked_epoch is not None:
+        trainer.notes.append(f"this run stops when grokked and grokked at epoch "
+                             f"{trainer.grokked_epoch}; nothing to train "
+                             "(--no-stop-when-grokked trains on)")  # fmt: skip
+
+
+def _fit(fit, done: int, total: int, quiet: bool) -> dict:
     """``fit`` (a Trainer's, from epoch ``done``) with a progress bar on a terminal; the first
     Ctrl-C stops it cleanly."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -240,8 +274,7 @@ def _fit(fit, done: int, total: int, quiet: bool, on_nan, **schedule) -> dict:
                     f"{label} {ev[key]:{fmt}}" for label, key, fmt in _SHOWN
                     if isinstance(ev.get(key), float)))  # fmt: skip
 
-            return fit(total, callback=show, should_stop=lambda: stop.hit, on_nan=on_nan,
-                       **schedule)  # fmt: skip
+            return fit(total, callback=show, should_stop=lambda: stop.hit)
     finally:
         signal.signal(signal.SIGINT, previous)
 

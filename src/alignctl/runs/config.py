@@ -30,7 +30,7 @@ OPTIMIZER_DEFAULTS = {
 TRAIN_DEFAULTS = {
     "epochs": 1000, "batch_size": None, "loss": "cross_entropy", "optimizer": OPTIMIZER_DEFAULTS,
     "regularisers": [], "seed": 0, "eval_every": 1, "save_every": None, "save_schedule": None,
-    "freeze": [], "on_nan": "stop",
+    "freeze": [], "on_nan": "stop", "stop_when_grokked": False,
 }  # fmt: skip
 # what torch.manual_seed and torch.Generator.manual_seed accept (outside: an OverflowError)
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -158,6 +158,9 @@ def _train(v, where: str) -> dict:
             f"{where}.freeze must be a list of parameter-name prefixes, got {short(f)}"
         )
     t["freeze"] = f
+    if not isinstance(t["stop_when_grokked"], bool):
+        raise InputError(f"{where}.stop_when_grokked: expected true or false, got "
+                         f"{short(t['stop_when_grokked'])}")  # fmt: skip
     if t["on_nan"] not in ON_NAN:
         valid = ", ".join(ON_NAN)
         raise InputError(f"{where}.on_nan: expected one of {valid}, got {short(t['on_nan'])}")

@@ -102,9 +102,14 @@ def same_config(folder: Path, cfg, ignore=("epochs",)) -> bool:
         saved = load_file(folder / "alignctl.yaml")
     except InputError:
         return False
+    from alignctl.runs.config import TRAIN_DEFAULTS
+
     mine = yaml.safe_load(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     for d in (saved, mine):
         if isinstance(d, dict) and isinstance(d.get("train"), dict):
             for k in ignore:
                 d["train"].pop(k, None)
+            for k, v in TRAIN_DEFAULTS.items():  # a key added since the folder was written
+                if k not in ignore:
+                    d["train"].setdefault(k, v)
     return saved == mine

@@ -60,6 +60,9 @@ def load_result(path) -> dict:
         raise InputError(f"{path}: not a race result (invalid JSON: {e})") from None
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise InputError(f"{path}: not a race result (no 'rows' list)")
+    from alignctl.train.race_result import check_result
+
+    check_result(result, path)
     return result
 
 
@@ -90,7 +93,10 @@ def train_pair(job: dict) -> dict:
         except OSError as e:
             raise InputError(f"cannot write the run in {run}: {e.strerror or e}") from None
         epochs = int(cfg.train["epochs"])
-        summary = trainer.fit(epochs, eval_every=1, save_every=epochs, stop_when_grokked=True)
+        try:
+            summary = trainer.fit(epochs, eval_every=1, save_every=epochs, stop_when_grokked=True)
+        except InputError as e:  # one line, naming the pair (the others' results are kept)
+            raise InputError(f"pair {job['reg']} seed {job['seed']} ({run}): {e}") from None
         summary["race_done"] = True
         try:
             atomic_write_text(run / "run.json", dumps_strict(summary, indent=2) + "\n")

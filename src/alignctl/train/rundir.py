@@ -162,11 +162,13 @@ class RunDirMixin:
         point = find_resume_point(self.ckpt_dir, self.model)
         self.notes += point.notes
         try:
-            truncate_log(self.dir / "train_log.jsonl", point.step if point.state else -1)
+            last = truncate_log(self.dir / "train_log.jsonl", point.step if point.state else -1)
         except OSError as e:
             raise self._write_failed(self.dir / "train_log.jsonl", e) from None
         if point.state is None:
             return  # the initial state of this Trainer is the run's step 0
+        self.last_eval = last
+        self.restored = True  # from step 0 too: epoch 0 is evaluated and saved already
         try:  # a readable state that does not fit (alignctl.yaml edited since): one line
             self.model.load_state_dict(point.weights, strict=True)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:

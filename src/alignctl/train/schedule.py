@@ -12,7 +12,7 @@ import operator
 import time
 from collections.abc import Callable
 
-from alignctl.errors import InputError, short
+from alignctl.errors import InputError, first_line, short
 from alignctl.train.divergence import CHECK_EVERY, ON_NAN
 
 
@@ -72,7 +72,9 @@ def _check_fit(epochs, eval_every, save_every, save_schedule, stop_when_grokked,
         raise InputError(
             f"save_schedule must be 'log:K' or None, not {type(save_schedule).__name__}"
         )
-    (grokked,) = flags(stop_when_grokked=stop_when_grokked)
+    (grokked,) = (
+        (None,) if stop_when_grokked is None else flags(stop_when_grokked=stop_when_grokked)
+    )
     if callback is not None and not callable(callback):
         raise InputError(f"callback must be callable or None, not {type(callback).__name__}")
     if not callable(should_stop):
@@ -85,8 +87,25 @@ class ScheduleMixin:
     ``save``/``write_summary`` (:class:`RunDirMixin`), ``check_divergence``
     (:class:`DivergenceMixin`) and ``_evaluate`` (:class:`Trainer`)."""
 
+    def trained_epochs(self) -> tuple[int, int]:
+        """(epochs completed, batches into the next): where a restored run stands."""
+        return self.epoch, self.batch_index if self.perm is not None else 0
+
+    def check_epochs(self, epochs: int) -> None:
+        """InputError when a run that has trained ``self.epoch`` epochs (and some batches of
+        the next) is asked to end at ``epochs`` before that: the weights are past it, and a
+        summary saying ``epochs`` 4 beside ``epochs_completed`` 8 describes no run."""
+        done, into = self.trained_epochs()
+        if epochs < done + (1 if into else 0):
+            part = (
+                f" and {into} batch{'es' if into > 1 else ''} of epoch {done + 1}" if into else ""
+            )
+            least = done + (1 if into else 0)
+            raise InputError(f"cannot end this run at epoch {epochs}: it has trained {done} "
+                             f"epochs{part} already; give {least} epochs or more")  # fmt: skip
+
     def fit(self, epochs: int, *, eval_every=None, save_every=None, save_schedule=None,
-            stop_when_grokked=False, callback: Callable[[dict], None] | None = None,
+            stop_when_grokked=None, callback: Callable[[dict], None] | None = None,
             should_stop: Callable[[], bool] = lambda: False,
             on_nan: str | None = None) -> dict:  # fmt: skip
         """Train up to ``epochs`` (the run's total); returns the run summary (run.json).
@@ -95,7 +114,9 @@ class ScheduleMixin:
         (mid-epoch included) and its summary says ``status: interrupted``. ``on_nan``
         (default: the config's ``train.on_nan``): ``stop`` ends a diverged run at the next
         check point without saving non-finite weights; ``continue`` trains on.
-        ``eval_every`` (default: the config's ``train.eval_every``); ``save_every`` and
+        ``eval_every`` and ``stop_when_grokked`` (default: the config's ``train.eval_every``,
+        ``train.stop_when_grokked``); ``epochs`` below what a restored run has trained is an
+        InputError (nothing is written); ``save_every`` and
         ``save_schedule``: either replaces the config's schedule, neither keeps it (the
         config's ``train.save_every`` / ``train.save_schedule``, else about 20 checkpoints)."""
         epochs, eval_every, save_every, stop_when_grokked = _check_fit(
@@ -109,14 +130,19 @@ class ScheduleMixin:
             save_every, save_schedule = t.get("save_every"), t.get("save_schedule")
         if not isinstance(on_nan, str) or on_nan not in ON_NAN:  # 0 or "" is no default
             raise InputError(f"on_nan must be one of {', '.join(ON_NAN)}, got {short(on_nan)}")
+        if stop_when_grokked is None:  # the run's own setting (alignctl.yaml)
+            stop_when_grokked = bool(t.get("stop_when_grokked"))
         if stop_when_grokked:
             check_criterion(self.cfg)
+        restored = getattr(self, "restored", False)
+        fresh = self.step == 0 and self.batch_index == 0 and self.epoch == 0 and not restored
+        if not fresh:
+            self.check_epochs(epochs)
 
         def halted() -> bool:
             return self.diverged is not None and on_nan == "stop"
 
         saves = save_epochs(epochs, save_every, save_schedule)
-        fresh = self.step == 0 and self.batch_index == 0 and self.epoch == 0
         if fresh:
             self.start_new_run()  # before clear_summary: a finished run's run.json is its mark
         self.clear_summary()
@@ -124,6 +150,26 @@ class ScheduleMixin:
             self._evaluate()
             if not halted():
                 self.save()
+        try:
+            return self._loop(epochs, eval_every, saves, stop_when_grokked, callback,
+                              should_stop, halted)  # fmt: skip
+        except InputError:
+            raise
+        except Exception as e:
+            from alignctl.train.blame import user_frame
+
+            where = user_frame(e)
+            if where is None:
+                raise  # alignctl's or a library's own: an internal error, with its traceback
+            kept = ("no checkpoint was saved" if self.last_saved_step is None
+                    else f"checkpoints up to step {self.last_saved_step} are intact")  # fmt: skip
+            raise InputError(f"{type(e).__name__} raised in your code at {where} in step "
+                             f"{self.step + 1} (epoch {self.epoch + 1}): {first_line(e)}; "
+                             f"{kept}") from e  # fmt: skip
+
+    def _loop(self, epochs, eval_every, saves, stop_when_grokked, callback, should_stop,
+              halted) -> dict:  # fmt: skip
+        """:meth:`fit`'s epochs, after its checks and the step-0 evaluation."""
         interrupted = False
         while self.epoch < epochs and not interrupted and not halted():
             if stop_when_grokked and self.grokked_epoch is not None:

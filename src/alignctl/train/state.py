@@ -39,18 +39,24 @@ def save_state(ckpt_dir: Path, step: int, state: dict) -> None:
     atomic_torch_save(state, ckpt_dir / STATE_DIR / f"{step_name(step)}.pt")
 
 
-def truncate_log(path: Path, last_step: int) -> None:
-    """Drop log lines written after ``last_step`` (by a run that was killed and resumed)."""
+def truncate_log(path: Path, last_step: int) -> dict:
+    """Drop log lines written after ``last_step`` (by a run that was killed and resumed).
+    Returns the last evaluation kept ({} if none): what the run knew at ``last_step``, for
+    run.json's accuracies when a resumed run evaluates nothing more (a kill between its last
+    checkpoint and run.json)."""
     if not path.exists():
-        return
-    keep = []
+        return {}
+    keep, last = [], {}
     for ln in path.read_text().splitlines():
         try:
-            if json.loads(ln)["step"] <= last_step:
+            ev = json.loads(ln)
+            if ev["step"] <= last_step:
                 keep.append(ln)
+                last = ev
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short by kill -9
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    return last if isinstance(last, dict) else {}
 
 
 def tensors_to(obj, device):

@@ -57,10 +57,11 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         torch.manual_seed(int(t["seed"]))  # the initialisation depends on the seed alone
         self.model = build_model(cfg.model, cfg.base_dir).to(self.device)
         frozen = tuple(t.get("freeze") or ())
+        names = [name for name, _ in self.model.named_parameters()]
         params = []
         for name, p in self.model.named_parameters():
             # a factory's requires_grad=False is frozen too (PyTorch's meaning), never thawed
-            p.requires_grad_(p.requires_grad and not (frozen and name.startswith(frozen)))
+            p.requires_grad_(p.requires_grad and not _frozen(name, frozen, names))
             if p.requires_grad:
                 params.append(p)
         _check_freeze(frozen, [name for name, _ in self.model.named_parameters()], params)
@@ -68,6 +69,11 @@ class Trainer(StepMixin, ScheduleMixin, RunDirMixin, DivergenceMixin):
         self.opt = build_optimizer(params, t["optimizer"])
         self.loss_fn = get_loss(t["loss"])
         self.regs = [build_regulariser(dict(r)) for r in t.get("regularisers") or []]
+        from alignctl.train.regularisers import check_magnitudes
+
+        for dtype in {p.dtype for p in params}:
+            for spec in t.get("regularisers") or []:
+                check_magnitudes(dict(spec), dtype)
         from alignctl.geometry.inputs import ModelFront
         from alignctl.train.relu_chain import ReluChain
 
@@ -217,6 +223,19 @@ def set_threads(trainer: Trainer, threads: int | None, *, limit: int | None = No
     n = min(n, limit) if limit else n
     torch.set_num_threads(n)
     return n
+
+
+def _frozen(name: str, prefixes: tuple[str, ...], names: list[str]) -> bool:
+    """Whether ``train.freeze`` freezes the parameter ``name``. A prefix that names a module
+    or parameter of the model (``1``, ``encoder.layer.1``) freezes it and what it holds, at
+    the dots: ``1`` is not also the start of ``11.weight`` and ``13.bias`` (an nn.Sequential's
+    layers 11 and 13 frozen with layer 1); any other prefix is the start of the names
+    (``layer`` freezes ``layer1.`` and ``layer2.``)."""
+    for f in prefixes:
+        whole = any(n == f or n.startswith(f + ".") for n in names) and not f.endswith(".")
+        if (name == f or name.startswith(f + ".")) if whole else name.startswith(f):
+            return True
+    return False
 
 
 def _check_freeze(frozen: tuple[str, ...], names: list[str], trainable: list) -> None:

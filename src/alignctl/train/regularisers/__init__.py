@@ -209,4 +209,22 @@ def build_regulariser(spec: dict | str, defaults: dict | None = None) -> Regular
         raise InputError(f"regulariser {name}: {e}") from None
 
 
+def check_magnitudes(spec: dict, dtype) -> None:
+    """InputError for a number in ``spec`` (a resolved regulariser spec) past the largest
+    finite value of ``dtype``, the weights' (float32: 3.4e38; float16: 65504): the step scales
+    gradients or clamps norms of that dtype by it, which torch refuses mid-run ("value cannot
+    be converted to type float without overflow") after the run folder is written."""
+    import torch
+
+    if not dtype.is_floating_point:
+        return
+    top = torch.finfo(dtype).max
+    inverse = {v: k for k, v in ALIASES.items()}
+    for k, v in spec.items():
+        if is_finite_real(v) and abs(float(v)) > top:
+            raise InputError(f"regulariser {spec.get('name')}: {inverse.get(k, k)}={v:.3g} is "
+                             f"past the largest {str(dtype).removeprefix('torch.')} value "
+                             f"({top:.3g}) of this model's weights")  # fmt: skip
+
+
 from alignctl.train.regularisers import adversarial, grokalign, grokfast, grokunalign, orthograd  # noqa: E402, F401
