@@ -30,35 +30,46 @@ from alignctl.geometry.metrics import Quantities, ratio, register_metric
 def _centred(q: Quantities) -> dict[str, torch.Tensor]:
     """In units of the per-sample power-of-two scales of J and x (exact; see
     :func:`alignctl.geometry.metrics.quantities.pow2_scale`), so that no product overflows or
-    underflows: the centred label row J_c,y (n, d), J_c x (n, C), |J_c|_F^2 (n,), and the
-    scale of J (n,). Formed from the centred rows (never as |J|^2 - |mu|^2 / C, which cancels
-    catastrophically in float32 exactly when the logit sum dominates); cached on ``q``."""
+    underflows: J_c x (n, C), |J_c|_F^2 (n,), the centred label row's inner product with x and
+    its norm (n,), and the scale of J (n,). Formed from the centred rows (never as
+    |J|^2 - |mu|^2 / C, which cancels catastrophically in float32 exactly when the logit sum
+    dominates); cached on ``q``.
+
+    For J = J_h W the centring acts on the output side, (I - 11^T/C) J_h W, and every quantity
+    comes from the factor M = J_h R_w^T (W^T = Q_w R_w) that the spectrum metrics use too:
+    |J_c|_F = |(I - 11^T/C) M|_F and |J_c,y| = |M_c,y| (Q_w has orthonormal columns), and
+    <x, J_c,y> = <J_hc,y, W x>, so neither W W^T nor a d-dimensional row is ever formed."""
     cached = q.__dict__.get("_centred_cache")
     if cached is not None:
         return cached
     rows = torch.arange(q.x.shape[0], device=q.x.device)
     if q.sketch is not None:  # many classes: the centred label row is one exact VJP
         ones = torch.ones(q.x.shape[0], dtype=torch.float64, device=q.x.device)
-        return {"row": q.sketch.jcy, "scale": ones}
+        row = q.sketch.jcy
+        return {"row_x": (q.xs * row).sum(-1), "row_norm": row.norm(dim=-1), "scale": ones}
+    one = q.n_classes == 1
     if q.jac is not None:
         js = q.js
-        jc = js if q.n_classes == 1 else js - js.mean(dim=1, keepdim=True)  # (n, C, d)
+        jc = js if one else js - js.mean(dim=1, keepdim=True)  # (n, C, d)
         fro2 = jc.pow(2).sum(dim=(1, 2))
         jcx = torch.bmm(jc, q.xs.unsqueeze(-1)).squeeze(-1)
-        row_of = lambda y: jc[rows, y]  # noqa: E731
-    else:  # J = J_h W: centre J_h (the centring acts on the output side)
-        jhs = q.jhs
-        jh = jhs if q.n_classes == 1 else jhs - jhs.mean(dim=1, keepdim=True)  # (n, C, k)
-        a = jh @ (q.ws @ q.ws.T)
-        fro2 = (a * jh).sum(dim=(1, 2))
+        row_norm = lambda y: jc[rows, y].norm(dim=-1)  # noqa: E731
+    else:
+        jhs, m = q.jhs, q.jh_factor  # (n, C, k), (n, C, min(k, d))
+        jh = jhs if one else jhs - jhs.mean(dim=1, keepdim=True)
+        mc = m if one else m - m.mean(dim=1, keepdim=True)
+        fro2 = mc.pow(2).sum(dim=(1, 2))
         jcx = torch.bmm(jh, q.wxs.unsqueeze(-1)).squeeze(-1)
-        row_of = lambda y: jh[rows, y] @ q.ws  # noqa: E731
+        row_norm = lambda y: mc[rows, y].norm(dim=-1)  # noqa: E731
     out = {"jcx": jcx, "fro2": fro2.clamp_min(0), "scale": q.j_scale}
+    rows_x = jcx  # <x, J_c,k> for every class k
     if q.y is not None:
-        if q.n_classes == 1:
-            out["row"] = q._label_sign().unsqueeze(-1) * row_of(torch.zeros_like(q.y))
+        if one:  # the label row of a scalar output is +-J
+            sign = q._label_sign()
+            out["row_x"], out["row_norm"] = sign * rows_x[:, 0], row_norm(torch.zeros_like(q.y))
         else:
-            out["row"] = row_of(q.y)
+            out["row_x"] = rows_x.gather(1, q.y.unsqueeze(1)).squeeze(1)
+            out["row_norm"] = row_norm(q.y)
     q.__dict__["_centred_cache"] = out
     return out
 
@@ -69,14 +80,14 @@ def centred_label_alignment(q: Quantities):
     (= cos(x, J_y - mean_{k != y} J_k), the mean-margin gradient); 0 when a norm is 0.
     Invariant to adding any g(x) to every logit. Scalar outputs: cos(x, +-J)."""
     c = _centred(q)  # a cosine: the scales cancel
-    return ratio((q.xs * c["row"]).sum(-1), q._xs_norm * c["row"].norm(dim=-1))
+    return ratio(c["row_x"], q._xs_norm * c["row_norm"])
 
 
 @register_metric("centred_label_norm", needs="jacobian", labels=True, bounds=(0, math.inf))
 def centred_label_norm(q: Quantities):
     """|J_c,y|_2 = |J_y - mu / C|, (C - 1) / C times the mean-margin gradient's norm."""
     c = _centred(q)
-    return q._real(c["row"].norm(dim=-1), c["scale"])
+    return q._real(c["row_norm"], c["scale"])
 
 
 @register_metric("centred_alignment_full", needs="jacobian", bounds=(0, 1))
