@@ -1,9 +1,14 @@
 """A new user's workflows, as README.md tells them: a plain PyTorch loop with the monitor,
 their own factory model and .npz data, the CLI on checkpoints saved their way."""
 
+import pytest
 import torch
 
+# the model and helpers of the folder tests: the same small MLP and discovery
+from test_checkpoints_folders import _found, _state
+
 import alignctl
+from alignctl.runs.checkpoints.names import number_in_name
 
 
 def _separable(n=64, seed=0):
@@ -35,3 +40,40 @@ def test_monitor_does_not_stop_on_the_first_measurement_that_fits():
     assert not stopped and not mon.should_stop
     assert mon.step(20)  # flat since the fit: now a trend, and the stop is taken
     assert "stopping at step 20" in mon.stop_reason
+
+
+# ---- numbers in checkpoint names that are not steps: precisions and model names -------------
+
+
+@pytest.mark.parametrize(
+    "name, step",
+    [
+        ("ckpt_100_fp16", 100),  # was 16
+        ("model_bf16", None),  # was 16
+        ("bf16", None),
+        ("llama_int8_step_50", 50),
+        ("run_8bit_300", 300),
+        ("weights_fp32_e7", 7),
+        ("ckpt_2000_float16", 2000),
+        ("ckpt_2000_bfloat16", 2000),
+        ("q4_model_12", 12),
+        ("ckpt_fp8_w8a8_40", 40),
+    ],
+)
+def test_a_precision_in_a_name_is_not_its_step(name, step):
+    assert number_in_name(name) == step
+
+
+@pytest.mark.parametrize("pattern", ["ckpt_{s}_fp16.pt", "ckpt_{s}_gpt2.pt", "run_{s}_llama3.pt",
+                                     "{s}_resnet50.pt"])  # fmt: skip
+def test_a_number_every_name_shares_is_not_the_step(tmp_path, pattern):
+    # a user's loop names its checkpoints after the step and the model or precision: the
+    # number every name shares was every checkpoint's step, so all three were "step 16" (or
+    # 2, 3, 50), ordered by name, with notes that they "record" the same step
+    for i, s in enumerate((100, 200, 1000)):
+        torch.save({"model": _state(i)}, tmp_path / pattern.format(s=s))
+    found, notes = _found(tmp_path)
+    assert found == [(pattern.format(s=s), s) for s in (100, 200, 1000)]
+    # a precision is never a step (no note); a shared model name is found by the folder (noted)
+    shared = any("changes from name to name" in n for n in notes)
+    assert notes == [] if "fp16" in pattern else shared, notes
