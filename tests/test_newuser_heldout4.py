@@ -77,3 +77,38 @@ def test_a_number_every_name_shares_is_not_the_step(tmp_path, pattern):
     # a precision is never a step (no note); a shared model name is found by the folder (noted)
     shared = any("changes from name to name" in n for n in notes)
     assert notes == [] if "fp16" in pattern else shared, notes
+
+
+# ---- a checkpoint of the user's model at another size: the error says how to build that size --
+
+FACTORY = """
+import torch
+
+
+def make_net(d=20, width=64, classes=3):
+    return torch.nn.Sequential(torch.nn.Linear(d, width), torch.nn.ReLU(),
+                               torch.nn.Linear(width, classes))
+"""
+
+
+def test_a_checkpoint_of_another_size_says_where_the_factory_arguments_go(tmp_path):
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from alignctl.cli.assemble import app
+
+    (tmp_path / "models.py").write_text(FACTORY)
+    g = np.random.default_rng(0)
+    x = g.normal(size=(40, 20)).astype("float32")
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=(x[:, 0] > 0).astype("int64"))
+    net = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    torch.save({"epoch": 3, "model": net.state_dict()}, tmp_path / "ep003.pt")
+    r = CliRunner().invoke(app, ["analyze", str(tmp_path / "ep003.pt"), "--model",
+                                 f"{tmp_path}/models.py:make_net", "--data",
+                                 str(tmp_path / "data.npz"), "--no-cache"])  # fmt: skip
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "shape mismatch for 0.weight: checkpoint (32, 20) vs model (64, 20)" in lines[0]
+    # what to do next: the factory's arguments, which --model cannot carry
+    assert "kwargs" in lines[0] and "alignctl.yaml" in lines[0], lines[0]
