@@ -197,6 +197,13 @@ class Probe:
         # "flat" would end a run that starts generalised (fine-tuning) before it trained
         if self.stop_when is None or self.stop_reason is not None or len(self.entries) < 2:
             return
+        # nor on the first measurement that fits the probe: the recommendation then has no
+        # trend since the fit ("confirm on later checkpoints"), which only training on gives
+        live = [e for e in self.entries if e.get("verdict") != "diverged"]
+        fit = self.t["fit"]
+        first = next((i for i, e in enumerate(live) if (e.get("train_accuracy") or 0) >= fit), None)
+        if first is not None and first == len(live) - 1:
+            return
         rec = self.recommendation()
         if rec["action"] == self.stop_when:
             step = self.entries[-1]["step"]

@@ -61,6 +61,12 @@ def no_fit(fits, good, mode, prefix, source) -> InputError:
         fit.unexpected += fit.ignored
     elif fit.ignored:
         extra = f"; keys outside {fit.prefix!r} would be ignored ({few(fit.ignored)})"
+    if fit.shapes and not fit.missing and not fit.unexpected:  # every key, other sizes
+        extra += (
+            "; the checkpoint is this model at other sizes: build it with the sizes it was "
+            "trained with (a factory's arguments: model: {factory: FILE.py:FN, kwargs: {...}} "
+            "in alignctl.yaml or a --config file; an arch's parameters likewise)"
+        )
     return InputError(f"{head}: {fit.problem()}{extra}")
 
 

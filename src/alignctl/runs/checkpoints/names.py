@@ -1,6 +1,6 @@
 """What a checkpoint's name says about its place in training: a step (:func:`number_in_name`)
-or a time it was saved (:func:`timestamp_in_name`), never a metric's, version's, seed's, rank's
-or date's digits.
+or a time it was saved (:func:`timestamp_in_name`), never a metric's, version's, seed's, rank's,
+precision's or date's digits.
 
 A name's time is a date ``YYYYMMDD`` or ``YYYY-MM-DD`` (any one of ``-_.`` between, or none),
 optionally followed by a time of day ``HHMM`` / ``HHMMSS`` (or ``HH-MM`` / ``HH:MM:SS``: one
@@ -50,7 +50,13 @@ _LABELLED = re.compile(
 _FLOAT = r"\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]\d+"
 _METRIC = r"(?<![a-z])(?!epoch=)[a-z][a-z_]*=-?(?:\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]\d+|\d+)"
 _TAGS = r"(?<![a-z])(?:v|version|seed|rank)[_\-]?\d+(?!\d)"
-_OTHERS = rf"{_METRIC}|{_FLOAT}|{_TAGS}"
+# numeric precisions and quantisations (``fp16``, ``bf16``, ``float32``, ``int8``, ``q4``,
+# ``w8a8``, ``8bit``): ``ckpt_100_fp16`` is step 100, not 16
+_PRECISIONS = (
+    r"(?<![a-z])(?:b?float|u?int|fp|bf|tf|f|q)(?:4|8|16|32|64)(?!\d)"
+    r"|(?<![a-z])w\d+a\d+(?!\d)|(?<![a-z0-9])(?:4|8|16|32)[_\-]?bits?(?![a-z])"
+)
+_OTHERS = rf"{_METRIC}|{_FLOAT}|{_TAGS}|{_PRECISIONS}"
 _STAMP = re.compile(_stamp(True), re.I)
 _NOT_STEPS = {clock: re.compile(rf"{_stamp(clock)}|{_OTHERS}", re.I) for clock in (True, False)}
 # An epoch the name labels (``epoch_10``, ``ep3``, ``resnet50_e10``): preferred to a number the
@@ -70,6 +76,12 @@ def number_in_name(name: str, *, clock: bool = True) -> int | None:
     rest = _NOT_STEPS[clock].sub(" ", name)
     nums = _EPOCH.findall(rest) or re.findall(r"\d+", rest)
     return int(nums[-1]) if nums else None
+
+
+def plain_numbers(name: str) -> list[int]:
+    """The numbers of a name that may be its step: those left once metrics, version tags,
+    seeds, ranks, precisions and times are taken out (``ckpt_100_gpt2``: [100, 2])."""
+    return [int(n) for n in re.findall(r"\d+", _NOT_STEPS[True].sub(" ", name))]
 
 
 def timestamp_in_name(name: str) -> tuple[int, ...] | None:

@@ -32,6 +32,7 @@ from alignctl.runs.checkpoints.names import (
     clock_as_step,
     name_form,
     number_in_name,
+    plain_numbers,
     timestamp_in_name,
 )
 from alignctl.runs.checkpoints.peek import EPOCH_KEY
@@ -79,7 +80,7 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
     """The trajectory: ``refs`` ordered, copies and unplaceable aliases left out (noted)."""
     if len(refs) <= 1:
         return list(refs)
-    refs = _names_against_epochs(_clocks_as_steps(refs), notes)
+    refs = _names_against_epochs(_clocks_as_steps(_shared_numbers(refs, notes)), notes)
     by_epoch = {r.path for r in refs if r.step_from == EPOCH_KEY}
     if by_epoch and any(r.step is not None and r.step_from != EPOCH_KEY for r in refs):
         refs = [dataclasses.replace(r, step=None) if r.path in by_epoch else r for r in refs]
@@ -113,6 +114,31 @@ def order_checkpoints(refs: list[CheckpointRef], notes: list[str], same=same_wei
             f"(the last checkpoint is {last}); analyse it alone by passing its path"
         )
     return kept
+
+
+def _shared_numbers(refs: list[CheckpointRef], notes: list[str]) -> list[CheckpointRef]:
+    """``refs`` with the step re-read where every name of one form gives the same number while
+    another of their numbers differs from name to name: the shared one is part of the name
+    (``ckpt_100_gpt2`` ... ``ckpt_1000_gpt2``, ``100_resnet50``: a model), the one that
+    changes is the step (the last such, as for one name); noted."""
+    groups: dict[str, list[CheckpointRef]] = {}
+    for r in refs:
+        if r.step_from == "name":
+            groups.setdefault(name_form(r.name), []).append(r)
+    steps: dict[Path, int] = {}
+    for group in groups.values():
+        numbers = [plain_numbers(r.name) for r in group]
+        if len(group) < 2 or len({r.step for r in group}) > 1 or len(set(map(len, numbers))) > 1:
+            continue
+        changing = [i for i in range(len(numbers[0])) if len({n[i] for n in numbers}) > 1]
+        if changing:
+            steps.update({r.path: n[changing[-1]] for r, n in zip(group, numbers, strict=True)})
+            notes.append(
+                f"every checkpoint name like {group[0].path.name} has the number "
+                f"{group[0].step}: the steps of these {len(group)} are the number that changes "
+                "from name to name, not it"
+            )
+    return [dataclasses.replace(r, step=steps[r.path]) if r.path in steps else r for r in refs]
 
 
 def _clocks_as_steps(refs: list[CheckpointRef]) -> list[CheckpointRef]:
@@ -155,6 +181,10 @@ def _names_against_epochs(refs: list[CheckpointRef], notes: list[str]) -> list[C
     ]
 
 
+def _gives(step: int, step_from: str | None) -> str:
+    return f"give step {step} in their names" if step_from == "name" else f"record step {step}"
+
+
 def _drop_copies(refs: list, notes: list[str], same, comparable) -> list:
     """Leave out each ref holding the same tensors as a comparable kept one (aliases go)."""
     kept: list[CheckpointRef] = []
@@ -166,8 +196,8 @@ def _drop_copies(refs: list, notes: list[str], same, comparable) -> list:
             continue
         if peers and ref.step is not None:
             notes.append(
-                f"{ref.path.name} and {peers[0].path.name} both record step {ref.step} but hold "
-                "different weights; both are analysed"
+                f"{ref.path.name} and {peers[0].path.name} both {_gives(ref.step, ref.step_from)} "
+                "but hold different weights; both are analysed"
             )
         kept.append(ref)
     return sort_checkpoints(kept)
