@@ -91,11 +91,14 @@ class AlignmentCallback(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._maybe_measure(trainer, pl_module)
 
-    @keeps_rng  # the loggers and report_to integrations it feeds too
     def _maybe_measure(self, trainer, pl_module) -> None:
         step = int(trainer.global_step)
         if not self._every.due(step):  # accumulation: several batches share a global step
-            return
+            return  # every batch: nothing else here (no RNG saved and restored)
+        self._measure(trainer, pl_module, step)
+
+    @keeps_rng  # the loggers and report_to integrations it feeds too
+    def _measure(self, trainer, pl_module, step: int) -> None:
         self._every.last = step
         stop = False
         if trainer.is_global_zero:

@@ -215,11 +215,14 @@ class AlignmentCallback(transformers.TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         return self._maybe_measure(state, control, model)
 
-    @keeps_rng  # the loggers and report_to integrations it feeds too
     def _maybe_measure(self, state, control, model, report: bool = True):
         step = int(state.global_step)
-        if not self._every.due(step):
+        if not self._every.due(step):  # every step: nothing else here (no RNG saved)
             return control
+        return self._measure(state, control, model, report, step)
+
+    @keeps_rng  # the loggers and report_to integrations it feeds too
+    def _measure(self, state, control, model, report: bool, step: int):
         self._every.last = step
         stop = False
         if state.is_world_process_zero:
