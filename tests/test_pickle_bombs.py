@@ -127,3 +127,16 @@ def test_a_bomb_in_resume_state_is_refused(tmp_path):
     path.write_bytes(torch_bytes(one_call(2**40)))
     with pytest.raises(Exception, match="bytearray"):
         _read_state(path, 0)
+
+
+def test_messages_name_the_pickled_global_not_our_placeholder(tmp_path):
+    """A dict mixing tensors with a pickled object named the placeholder class
+    ("'args' is a Inert_argparse_Namespace"), an internal name, in its error."""
+    import argparse
+
+    run = make_run(tmp_path / "run", n_ckpts=1)
+    bad = {"w": torch.zeros(2), "args": argparse.Namespace(lr=0.1)}
+    (run / "checkpoints" / "step_0.safetensors").unlink()
+    torch.save(bad, run / "checkpoints" / "step_9.pt")
+    err = analyze_fails([str(run)], "args", run)
+    assert "Inert" not in err and "argparse.Namespace" in err

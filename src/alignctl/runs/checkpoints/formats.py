@@ -165,7 +165,8 @@ def _read_torch(path: Path, weights: str, state_key: str | None) -> Checkpoint:
         more = f" and {len(spots) - _SHOW} more" if len(spots) > _SHOW else ""
         sel.notes.append(
             "objects torch does not load by default were replaced by inert placeholders "
-            f"(never imported or called; only tensors are used): {', '.join(spots[:_SHOW])}{more}"
+            f"(never imported or called; only tensors and plain numbers are read): "
+            f"{', '.join(spots[:_SHOW])}{more}"
         )
     return Checkpoint(sel.state, sel.meta, {}, sel.notes, sel.mode, sel.prefix)
 

@@ -142,7 +142,7 @@ def not_weights(obj: Any) -> str | None:
             )
         other = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
         if len(obj) > 1 and any(isinstance(v, torch.Tensor) for v in obj.values()):
-            kind = type(obj[other]).__name__
+            kind = describe(obj[other]).removeprefix("a ")  # an Inert: the global it stands for
             return f"a dict mixing tensors with other values ({other!r} is a {kind})"
         shown = ", ".join(sorted(map(str, keys))[:5]) or "none"
         return f"a dict without tensors (keys: {shown})"
