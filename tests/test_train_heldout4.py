@@ -364,3 +364,13 @@ def test_render_takes_a_valid_result_and_one_of_an_older_version(tmp_path, dropp
     r = _cli("race", "--render", path, "--markdown", "-")
     assert r.exit_code == 0, r.stderr
     assert "| grokalign | 7.5 ± 0.5 | 1.73x | 0.04 |" in r.stdout
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "3", '"done"', "null"])
+def test_a_pair_run_json_that_is_not_a_mapping_is_no_finished_pair(tmp_path, text):
+    """race.finished() called .get on whatever a pair's run.json held: a list was an
+    AttributeError (an internal error) instead of a pair to run again."""
+    from alignctl.train.race import finished
+
+    (tmp_path / "run.json").write_text(text)
+    assert finished(tmp_path) is None

@@ -43,7 +43,8 @@ def finished(path: Path) -> dict | None:
         summary = loads_json((path / "run.json").read_text())
     except (OSError, ValueError):
         return None
-    return summary if summary.get("race_done") else None
+    # a run.json edited into a list (or any non-mapping) is no finished pair: it is run again
+    return summary if isinstance(summary, dict) and summary.get("race_done") else None
 
 
 def load_result(path) -> dict:
