@@ -32,9 +32,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("mps" if has_mps else "cpu")
     kind = name.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but CUDA is not available on this machine")
+        raise InputError(
+            'device cuda was asked for (--device cuda, device="cuda"), but CUDA '
+            "is not available on this machine"
+        )
     if kind == "mps" and not has_mps:
-        raise InputError("--device mps was asked for, but MPS is not available on this machine")
+        raise InputError(
+            'device mps was asked for (--device mps, device="mps"), but MPS '
+            "is not available on this machine"
+        )
     if kind not in DEVICE_CHOICES[1:]:
         raise InputError(f"unknown device {short(device)}; valid: {', '.join(DEVICE_CHOICES)}")
     return torch.device(name)
