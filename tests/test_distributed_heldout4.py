@@ -20,8 +20,6 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="no torch.distri
 
 def _run(root: Path, names: list[str]) -> Path:
     """Safetensors checkpoints without metadata under ``names``; inputs offset by +5."""
-    from alignctl.runs.models import build_model
-
     (root / "checkpoints").mkdir(parents=True)
     g = np.random.default_rng(1)
     x = (g.normal(size=(40, 5)) + 5).astype(np.float32)
@@ -31,10 +29,15 @@ def _run(root: Path, names: list[str]) -> Path:
         yaml.safe_dump({"model": MODEL, "data": {"path": "data.npz"}})
     )
     for seed, name in enumerate(names):
-        torch.manual_seed(seed)
-        state = {k: v.clone() for k, v in build_model(MODEL, root).state_dict().items()}
-        save_file(state, str(root / "checkpoints" / f"{name}.safetensors"))
+        save_file(_state(seed), str(root / "checkpoints" / f"{name}.safetensors"))
     return root
+
+
+def _state(seed: int) -> dict[str, torch.Tensor]:
+    from alignctl.runs.models import build_model
+
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in build_model(MODEL, Path(".")).state_dict().items()}
 
 
 @pytest.mark.parametrize(
@@ -55,3 +58,42 @@ def test_stepless_checkpoints_keep_their_place_in_the_run(tmp_path, names, nproc
     assert [c["step"] for c in b["checkpoints"]] == [c["step"] for c in a["checkpoints"]]
     assert without_timing(b) == without_timing(a)
     assert many.stderr == one.stderr  # the notes, in the same order
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_engine_folders_and_pickles_over_two_ranks_are_one_process_report(tmp_path):
+    """5 checkpoints of 4 kinds (a DCP folder written by the real ``dcp.save``, a DeepSpeed
+    tag folder, a legacy and a zip torch pickle holding a bytearray, safetensors) on offset
+    inputs over 2 ranks: the single process's report (input_offset, measured_on, notes in
+    order); the cache the ranks write serves one process the same report."""
+    import torch.distributed.checkpoint as dcp
+
+    from alignctl.runs.checkpoints import write_checkpoint
+
+    run = _run(tmp_path / "run", [])
+    states = [_state(seed) for seed in range(5)]
+    cks = run / "checkpoints"
+    dcp.save({"model": states[0], "train_state": {"step": torch.tensor(0)}},
+             checkpoint_id=str(cks / "ckpt-0"), no_dist=True)  # fmt: skip
+    (cks / "global_step100").mkdir()
+    torch.save({"module": states[1], "global_steps": 100},
+               cks / "global_step100" / "mp_rank_00_model_states.pt")  # fmt: skip
+    for step, zipped in ((200, False), (300, True)):
+        torch.save({"model_state_dict": states[step // 100], "step": step, "blob": bytearray(8)},
+                   cks / f"ckpt-{step}.pt", _use_new_zipfile_serialization=zipped)  # fmt: skip
+    write_checkpoint(cks / "step_400.safetensors", states[4], {"step": 400})
+    args = ["analyze", run, "--json", "-", "--threads", "1"]
+    one = alignctl([*args, "--no-cache"], 1, tmp_path)
+    two = alignctl([*args, "--no-cache"], 2, tmp_path)
+    assert one.returncode == two.returncode == 0 and silent(two), (one.stderr, two.stderr)
+    a = json.loads(one.stdout)
+    assert [c["step"] for c in a["checkpoints"]] == [0, 100, 200, 300, 400]
+    assert a["checkpoints"][0]["input_offset"] < -1 and a["measured_on"]["data_sha256"]
+    assert without_timing(json.loads(two.stdout)) == without_timing(a)
+    assert two.stderr == one.stderr
+    on, cache = {"ALIGNCTL_CACHE": "on"}, ["--cache", tmp_path / "cache"]
+    written = alignctl([*args, *cache], 2, tmp_path, on)
+    read = alignctl([*args, *cache], 1, tmp_path, on)
+    assert written.returncode == read.returncode == 0, (written.stderr, read.stderr)
+    assert json.loads(read.stdout)["cache"]["hits"] == 5
+    assert without_timing(json.loads(read.stdout)) == without_timing(a)
