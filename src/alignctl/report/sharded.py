@@ -96,6 +96,8 @@ def _measure_share(share, progress=None) -> dict | None:
 
     def tick(entry, i, n):
         done[0] = i
+        if refs[i - 1].step is None:  # numbered by its place in the run, not in this share
+            entry["step"] = idx[i - 1]
         if progress:
             progress(entry, i, n)
 
