@@ -24,10 +24,13 @@ one draw. Two couplings that the first logits cannot show are checked too:
   k (k at most the chunk size: samples in chunks of one never meet);
 - at the chunk size only (statistics of batches over 16 samples): :func:`check_chunk`
   compares the first chunk's logits, which the measurement computes anyway, with those of
-  its first k samples run among the k.
+  its first k samples run among the k, in a forward pass that records a graph as the chunk's
+  does (without gradients, a frozen ``nn.TransformerEncoder`` takes a fast path that gives
+  padded positions 0: other logits at every batch size, not coupling).
 
 Cost: two or three forward passes and three backward passes of at most 8 samples, once per
-model and sample shape, and one forward pass of 8 samples per measurement.
+model and sample shape, and one forward pass of 8 samples (with its graph) per
+measurement.
 """
 
 from __future__ import annotations
@@ -77,12 +80,14 @@ def _coupled(j: int, k: int, err: float, what: str = "logits") -> InputError:
 def check_chunk(logits, xb: torch.Tensor, out: torch.Tensor, dt: torch.dtype) -> None:
     """InputError when the logits ``out`` of a chunk xb (more than k samples) differ from
     those of its first k samples run among the k (a branch or statistics that only batches
-    of the chunk's size take); ``logits`` as for :func:`check_independent`."""
+    of the chunk's size take). ``logits(xb)``: the (m, C) logits of raw inputs xb from a
+    forward pass like the chunk's, one that records a graph: PyTorch's eval-mode fast paths
+    without gradients (nested tensors in ``nn.TransformerEncoder``, which give padded
+    positions 0) answer a frozen model differently at every batch size."""
     k = K
     if xb.shape[0] <= k or out is None or not bool(torch.isfinite(out[:k]).all()):
         return
-    with torch.no_grad():
-        few = logits(xb[:k])
+    few = logits(xb[:k])
     if few.shape != out[:k].shape:
         return
     err = _error(few, out[:k])
