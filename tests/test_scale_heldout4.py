@@ -11,6 +11,7 @@ from test_geometry import REFERENCE
 from torch import nn
 
 import alignctl
+from alignctl.errors import InputError
 
 
 def tokens(n, length=10, seed=0):
@@ -82,3 +83,94 @@ def test_a_frozen_padded_transformer_encoder_is_measured_not_refused(frozen, poo
     for name, values in got.items():
         np.testing.assert_allclose(values[:4].numpy(), ref[name], rtol=2e-4, atol=2e-5,
                                    err_msg=name)  # fmt: skip
+
+
+class CentredHidden(nn.Module):
+    """Batch centring of the hidden layer in eval mode (through the values, or through the
+    gradient only); the head zero, as torchvision's ViT initialises its head."""
+
+    def __init__(self, grad_only: bool):
+        super().__init__()
+        self.fc, self.head = nn.Linear(12, 16), nn.Linear(16, 4)
+        nn.init.zeros_(self.head.weight)
+        self.grad_only = grad_only
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        m = h.mean(0, keepdim=True)
+        return self.head(h - (m - m.detach()) if self.grad_only else h - m)
+
+
+@pytest.mark.parametrize("grad_only", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_zero_head_checkpoint_does_not_clear_a_coupled_model_for_later_ones(grad_only, bias):
+    """analyze measures every checkpoint with one model object. Before: the step-0 checkpoint
+    (logits all 0, or all the head's bias; input gradients 0) passed the once-per-model
+    independence checks vacuously, and the later checkpoints of a batch-centring model were
+    measured silently (centroid_alignment 0.174, -0.331, ... for chunks of 6, other values
+    per chunk size). After: a check that could not see coupling is made again on the next
+    measurement, which refuses the model."""
+    torch.manual_seed(0)
+    model = CentredHidden(grad_only).eval()
+    if bias:
+        nn.init.normal_(model.head.bias)
+    x = torch.randn(6, 12)
+    alignctl.measure(model, x, metrics="centroid_alignment")  # nothing to see at step 0
+    with torch.no_grad():
+        model.head.weight.normal_()  # the next checkpoint, loaded into the same object
+    with pytest.raises(InputError, match="depend on the other samples of its batch"):
+        alignctl.measure(model, x, metrics="centroid_alignment", batch_size=6)
+
+
+MODELS_PY = """
+import torch
+from torch import nn
+
+
+class CentredHidden(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(12, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        return self.head(h - h.mean(0, keepdim=True))
+
+
+def make():
+    return CentredHidden()
+"""
+
+
+def test_analyze_refuses_a_coupled_model_whose_first_checkpoint_has_a_zero_head(tmp_path):
+    """Before: exit 0, step 1 reported centroid_norm 3.7e-08 (the batch-centred sum, not any
+    sample's); after: one error line, exit 2, no report written."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from alignctl.cli.assemble import app
+    from alignctl.runs.checkpoints import write_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "models.py").write_text(MODELS_PY)
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 12), torch.randint(0, 4, (6,))
+    np.savez(run / "data.npz", x_train=x.numpy(), y_train=y.numpy(),
+             x_test=x.numpy(), y_test=y.numpy())  # fmt: skip
+    cfg = {"model": {"factory": "models.py:make"}, "data": {"path": "data.npz"}}
+    (run / "alignctl.yaml").write_text(yaml.safe_dump(cfg))
+    net = nn.Sequential()
+    net.fc, net.head = nn.Linear(12, 16), nn.Linear(16, 4)
+    state = net.state_dict()
+    zero = {**state, "head.weight": torch.zeros_like(state["head.weight"])}
+    write_checkpoint(run / "checkpoints/step_0.safetensors", zero, {"step": 0})
+    write_checkpoint(run / "checkpoints/step_1.safetensors", state, {"step": 1})
+    out = tmp_path / "report.json"
+    r = CliRunner().invoke(app, ["analyze", str(run), "--device", "cpu", "--no-cache",
+                                 "--metrics", "fast", "--json", str(out)])  # fmt: skip
+    assert r.exit_code == 2, r.stdout
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "depend on the other samples of its batch" in err
+    assert not out.exists()

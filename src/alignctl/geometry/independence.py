@@ -9,7 +9,10 @@ size (on a batch-centred MLP, centroid_alignment of one sample was 0.379, -0.116
 chunks of 20, 4 or 10 samples). Per-sample Jacobians are not defined for such a model, so it
 is refused rather than measured.
 
-The check, once per model object and sample shape (:data:`_PASSED`): the logits of the first
+The check, once per model object and sample shape (:data:`_PASSED`; again on later
+measurements while the compared logits or gradients are the same for every sample: a zero
+head at initialisation hides any coupling, and analyze loads every checkpoint into one
+model object): the logits of the first
 sample and of the first k // 2 of k = min(n, 8) samples, each run alone, against the same
 samples' logits run among the k, within :data:`alignctl.geometry.verify.TOL` of the largest
 |logit| in float64 and 1e-3 in float32 (the kernels of two batch sizes may round
@@ -59,6 +62,16 @@ def _error(a: torch.Tensor, b: torch.Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
+def _varies(t: torch.Tensor | None) -> bool:
+    """Whether the rows of t (one per sample) differ: a model whose logits (or input
+    gradients) are the same for every sample at these weights (a zero head, as torchvision's
+    ViT is initialised, with or without a bias) shows no coupling, whatever it does."""
+    if t is None or t.shape[0] < 2:
+        return False
+    t = t.detach().double()
+    return bool((t - t[:1]).abs().max() > 0)
+
+
 def _tolerance(dt: torch.dtype) -> float:
     # coupling moves logits by a large fraction of the largest (batch statistics, batch-size
     # branches); kernels chosen by batch size round apart by far less (a 13-conv BatchNorm
@@ -97,13 +110,14 @@ def check_chunk(logits, xb: torch.Tensor, out: torch.Tensor, dt: torch.dtype) ->
 
 def _vjp_error(grads, x: torch.Tensor, k: int, whole: torch.Tensor, dt) -> tuple | None:
     """(j, error) for the first j samples whose vector-Jacobian product run alone differs
-    from theirs among the k, else None; ``grads(xb, v)`` as for :func:`check_independent`."""
+    from theirs among the k, else None, and whether the products could show it (not all
+    alike: :func:`_varies`); ``grads(xb, v)`` as for :func:`check_gradients`."""
     gen = torch.Generator().manual_seed(0)  # not the global RNG: measuring draws nothing
     v = torch.randn(whole.shape, generator=gen, dtype=torch.float64)
     try:
         among = grads(x[:k], v)
     except Exception:  # the measurement's own products name the problem
-        return None
+        return None, False
     for j in sorted({1, k // 2}):
         try:
             alone = grads(x[:j], v[:j])
@@ -113,8 +127,8 @@ def _vjp_error(grads, x: torch.Tensor, k: int, whole: torch.Tensor, dt) -> tuple
             continue
         err = _error(alone, among[:j])
         if err > _tolerance(dt) and _error(grads(x[:j], v[:j]), alone) <= _tolerance(dt):
-            return j, err
-    return None
+            return (j, err), True
+    return None, _varies(among) and bool(torch.isfinite(among).all())
 
 
 def check_gradients(model, logits, grads, x: torch.Tensor, dt: torch.dtype, size: int) -> None:
@@ -135,11 +149,12 @@ def check_gradients(model, logits, grads, x: torch.Tensor, dt: torch.dtype, size
             return
     if not bool(torch.isfinite(whole).all()):
         return
-    found = _vjp_error(grads, x, k, whole, dt)
+    found, seen = _vjp_error(grads, x, k, whole, dt)
     if found is not None:
         j, err = found
         raise _coupled(j, k, err, "gradients")
-    _PASSED.setdefault(model, set()).add(key)
+    if seen:  # else nothing could show at these weights: checked again next measurement
+        _PASSED.setdefault(model, set()).add(key)
 
 
 def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | None:
@@ -174,5 +189,6 @@ def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | 
             if _error(logits(x[:k])[:j], whole[:j]) > tol:
                 return RANDOM
             raise _coupled(j, k, err)
-    _PASSED.setdefault(model, set()).add(key)
+    if _varies(whole):  # else nothing could show at these weights: checked again next time
+        _PASSED.setdefault(model, set()).add(key)
     return None
