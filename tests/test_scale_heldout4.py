@@ -174,3 +174,34 @@ def test_analyze_refuses_a_coupled_model_whose_first_checkpoint_has_a_zero_head(
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert "depend on the other samples of its batch" in err
     assert not out.exists()
+
+
+def test_a_zero_head_checkpoint_does_not_prove_measure_logits_equal_predicts(tmp_path, monkeypatch):
+    """analyze takes the train accuracy from measure()'s logits once they were bit-identical
+    to predict()'s; a model whose two paths differ (forward is not
+    forward_embedded(embed(x))) must be predicted on every checkpoint. Before: a step-0
+    checkpoint with a zero head (every logit 0 on both paths) granted the reuse, and the
+    later checkpoints were never predicted (1 train prediction instead of 3)."""
+    from test_analyze_pipeline import PROTOCOL, _count_predictions, _report
+
+    from alignctl.runs.checkpoints import write_checkpoint
+
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "net.py").write_text(PROTOCOL)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 7, (50, 3), generator=g)
+    y = x.sum(1) % 3
+    np.savez(root / "data.npz", x_train=x[:30].numpy(), y_train=y[:30].numpy(),
+             x_test=x[30:].numpy(), y_test=y[30:].numpy())  # fmt: skip
+    (root / "alignctl.yaml").write_text("model: {factory: 'net.py:make'}\ndata: {path: data.npz}\n")
+    for step in range(3):
+        torch.manual_seed(step)
+        state = {"emb.weight": torch.randn(7, 5), "head.weight": torch.randn(3, 15),
+                 "head.bias": torch.randn(3)}  # fmt: skip
+        if step == 0:
+            state["head.weight"].zero_()  # logits = the bias for every sample, on both paths
+        write_checkpoint(root / "checkpoints" / f"step_{step}.safetensors", state, {"step": step})
+    rows = _count_predictions(monkeypatch)
+    _report(root)
+    assert rows.count(30) == 3
