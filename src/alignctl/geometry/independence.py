@@ -9,7 +9,10 @@ size (on a batch-centred MLP, centroid_alignment of one sample was 0.379, -0.116
 chunks of 20, 4 or 10 samples). Per-sample Jacobians are not defined for such a model, so it
 is refused rather than measured.
 
-The check, once per model object and sample shape (:data:`_PASSED`): the logits of the first
+The check, once per model object and sample shape (:data:`_PASSED`; again on later
+measurements while the compared logits or gradients are the same for every sample: a zero
+head at initialisation hides any coupling, and analyze loads every checkpoint into one
+model object): the logits of the first
 sample and of the first k // 2 of k = min(n, 8) samples, each run alone, against the same
 samples' logits run among the k, within :data:`alignctl.geometry.verify.TOL` of the largest
 |logit| in float64 and 1e-3 in float32 (the kernels of two batch sizes may round
@@ -24,10 +27,13 @@ one draw. Two couplings that the first logits cannot show are checked too:
   k (k at most the chunk size: samples in chunks of one never meet);
 - at the chunk size only (statistics of batches over 16 samples): :func:`check_chunk`
   compares the first chunk's logits, which the measurement computes anyway, with those of
-  its first k samples run among the k.
+  its first k samples run among the k, in a forward pass that records a graph as the chunk's
+  does (without gradients, a frozen ``nn.TransformerEncoder`` takes a fast path that gives
+  padded positions 0: other logits at every batch size, not coupling).
 
 Cost: two or three forward passes and three backward passes of at most 8 samples, once per
-model and sample shape, and one forward pass of 8 samples per measurement.
+model and sample shape, and one forward pass of 8 samples (with its graph) per
+measurement.
 """
 
 from __future__ import annotations
@@ -56,6 +62,16 @@ def _error(a: torch.Tensor, b: torch.Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
+def _varies(t: torch.Tensor | None) -> bool:
+    """Whether the rows of t (one per sample) differ: a model whose logits (or input
+    gradients) are the same for every sample at these weights (a zero head, as torchvision's
+    ViT is initialised, with or without a bias) shows no coupling, whatever it does."""
+    if t is None or t.shape[0] < 2:
+        return False
+    t = t.detach().double()
+    return bool((t - t[:1]).abs().max() > 0)
+
+
 def _tolerance(dt: torch.dtype) -> float:
     # coupling moves logits by a large fraction of the largest (batch statistics, batch-size
     # branches); kernels chosen by batch size round apart by far less (a 13-conv BatchNorm
@@ -77,12 +93,14 @@ def _coupled(j: int, k: int, err: float, what: str = "logits") -> InputError:
 def check_chunk(logits, xb: torch.Tensor, out: torch.Tensor, dt: torch.dtype) -> None:
     """InputError when the logits ``out`` of a chunk xb (more than k samples) differ from
     those of its first k samples run among the k (a branch or statistics that only batches
-    of the chunk's size take); ``logits`` as for :func:`check_independent`."""
+    of the chunk's size take). ``logits(xb)``: the (m, C) logits of raw inputs xb from a
+    forward pass like the chunk's, one that records a graph: PyTorch's eval-mode fast paths
+    without gradients (nested tensors in ``nn.TransformerEncoder``, which give padded
+    positions 0) answer a frozen model differently at every batch size."""
     k = K
     if xb.shape[0] <= k or out is None or not bool(torch.isfinite(out[:k]).all()):
         return
-    with torch.no_grad():
-        few = logits(xb[:k])
+    few = logits(xb[:k])
     if few.shape != out[:k].shape:
         return
     err = _error(few, out[:k])
@@ -92,13 +110,14 @@ def check_chunk(logits, xb: torch.Tensor, out: torch.Tensor, dt: torch.dtype) ->
 
 def _vjp_error(grads, x: torch.Tensor, k: int, whole: torch.Tensor, dt) -> tuple | None:
     """(j, error) for the first j samples whose vector-Jacobian product run alone differs
-    from theirs among the k, else None; ``grads(xb, v)`` as for :func:`check_independent`."""
+    from theirs among the k, else None, and whether the products could show it (not all
+    alike: :func:`_varies`); ``grads(xb, v)`` as for :func:`check_gradients`."""
     gen = torch.Generator().manual_seed(0)  # not the global RNG: measuring draws nothing
     v = torch.randn(whole.shape, generator=gen, dtype=torch.float64)
     try:
         among = grads(x[:k], v)
     except Exception:  # the measurement's own products name the problem
-        return None
+        return None, False
     for j in sorted({1, k // 2}):
         try:
             alone = grads(x[:j], v[:j])
@@ -108,8 +127,8 @@ def _vjp_error(grads, x: torch.Tensor, k: int, whole: torch.Tensor, dt) -> tuple
             continue
         err = _error(alone, among[:j])
         if err > _tolerance(dt) and _error(grads(x[:j], v[:j]), alone) <= _tolerance(dt):
-            return j, err
-    return None
+            return (j, err), True
+    return None, _varies(among) and bool(torch.isfinite(among).all())
 
 
 def check_gradients(model, logits, grads, x: torch.Tensor, dt: torch.dtype, size: int) -> None:
@@ -130,11 +149,12 @@ def check_gradients(model, logits, grads, x: torch.Tensor, dt: torch.dtype, size
             return
     if not bool(torch.isfinite(whole).all()):
         return
-    found = _vjp_error(grads, x, k, whole, dt)
+    found, seen = _vjp_error(grads, x, k, whole, dt)
     if found is not None:
         j, err = found
         raise _coupled(j, k, err, "gradients")
-    _PASSED.setdefault(model, set()).add(key)
+    if seen:  # else nothing could show at these weights: checked again next measurement
+        _PASSED.setdefault(model, set()).add(key)
 
 
 def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | None:
@@ -169,5 +189,6 @@ def check_independent(model, logits, x: torch.Tensor, dt: torch.dtype) -> str | 
             if _error(logits(x[:k])[:j], whole[:j]) > tol:
                 return RANDOM
             raise _coupled(j, k, err)
-    _PASSED.setdefault(model, set()).add(key)
+    if _varies(whole):  # else nothing could show at these weights: checked again next time
+        _PASSED.setdefault(model, set()).add(key)
     return None

@@ -125,7 +125,14 @@ class Plan:
     def check_chunk(self, xb, out) -> None:
         """InputError when a chunk's logits ``out`` change with the chunk's size
         (:func:`~alignctl.geometry.independence.check_chunk`)."""
-        check_chunk(self.logits, xb, out, self.dt)
+        check_chunk(self.tracked_logits, xb, out, self.dt)
+
+    def tracked_logits(self, xb):
+        """The (m, C) logits of raw inputs xb, detached, from a forward pass that records a
+        graph as the chunks' do (the differentiated tensor requires a gradient)."""
+        inp = self.lift(xb).detach().requires_grad_(True)
+        with torch.enable_grad():
+            return self.fn(xb)(inp).detach()
 
     def lift(self, xb):
         return self.front.lift(xb, self.dev, self.dt)

@@ -49,8 +49,9 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
 
     When the measured samples are the whole training split (``opts["reuse"]``), the train
     accuracy comes from the logits of measure()'s own forward passes instead of a second
-    forward pass, once they were found bit-identical to predict()'s on a checkpoint; on the
-    ones before, both are computed and compared (a model whose logits differ between the two,
+    forward pass, once they were found bit-identical to predict()'s on a checkpoint whose
+    logits are not the same for every sample (a zero head proves nothing); on the ones
+    before, both are computed and compared (a model whose logits differ between the two,
     e.g. embed + forward_embedded against forward, is predicted on every checkpoint). The
     order of the checks is kept: outputs that are not finite make the checkpoint diverged
     whatever the measurement did (its notes are then dropped)."""
@@ -91,7 +92,10 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
             kwargs["outputs"] = seen
         values = measure(model, xs, ys, notes=notes, **kwargs)
         if reuse and seen:  # checked once: the same model, shapes and kernels afterwards
-            reuse["ok"] = torch.equal(seen[0], out.to(seen[0].device))
+            same = torch.equal(seen[0], out.to(seen[0].device))
+            # logits alike for every sample (a zero head at step 0) agree on any two paths:
+            # no proof for later weights, so the next checkpoint compares again
+            reuse["ok"] = same if not same or _differ(out) else None
     entry["train_accuracy"] = accuracy(out, data.y_train.to(out.device))
     if data.x_test is not None and len(data.x_test):
         test_out = predict(model, data.x_test, dev, output=spec, max_memory=mm)
@@ -116,6 +120,11 @@ def _measure_checkpoint(entry, model, data, xs, ys, opts, notes) -> int:
             generator=torch.Generator(dev).manual_seed(0),
         )  # fmt: skip
     return n_classes
+
+
+def _differ(out: torch.Tensor) -> bool:
+    """Whether some samples' logits differ from the first's."""
+    return out.shape[0] > 1 and not bool((out == out[:1]).all())
 
 
 def _samples(ys: torch.Tensor, kept: torch.Tensor, per_sample: list) -> dict:
