@@ -106,6 +106,12 @@ def _consumers(root) -> dict:
     return users
 
 
+def _accumulator(x: torch.Tensor):
+    """The autograd node of leaf ``x`` (its gradient accumulator), where every path from x
+    starts."""
+    return x.view_as(x).grad_fn.next_functions[0][0]
+
+
 def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | None:
     """The plain ``nn.Linear`` of ``module`` through which, and only through which, ``probe``
     reaches the output of ``f`` (module docstring); None when there is none."""
@@ -130,7 +136,7 @@ def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | 
             h.remove()
     if out.grad_fn is None:
         return None
-    acc = x.view_as(x).grad_fn.next_functions[0][0]  # x's gradient accumulator
+    acc = _accumulator(x)
     users = _consumers(out.grad_fn)
     node = acc
     while True:  # follow x through views and copies, each used exactly once, to a layer
@@ -145,19 +151,6 @@ def find_input_linear(module: nn.Module, f, probe: torch.Tensor) -> nn.Linear | 
                 return layer if ok and _own_params(layer, seen[0][2]) else None
         if type(node).__name__ not in _PASS:
             return None
-
-
-def _reaches(root, target) -> bool:
-    """Whether the autograd graph below ``root`` holds the node ``target``."""
-    seen, stack = {root}, [root]
-    while stack:
-        for nxt, _ in stack.pop().next_functions:
-            if nxt is target:
-                return True
-            if nxt is not None and nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return False
 
 
 def _only_input(arg, acc, want: tuple) -> bool:
@@ -201,11 +194,11 @@ def layer_forward(f, layer: nn.Linear, inp: torch.Tensor):
         handle.remove()
     if len(held) != 1 or not _own_params(layer, params[0]):
         return None
-    acc = x.view_as(x).grad_fn.next_functions[0][0]  # x's gradient accumulator
+    acc = _accumulator(x)
     want = (x.shape[0], x[0].numel())
     if not _only_input(args[0], acc, want):
         return None
-    if out.grad_fn is not None and _reaches(out.grad_fn, acc):  # a path around the layer
+    if out.grad_fn is not None and acc in _consumers(out.grad_fn):  # a path around the layer
         return None
     (h,) = held
     flat = inp.reshape(inp.shape[0], -1)

@@ -111,12 +111,17 @@ class Plan:
         """The (m, C) logits of raw inputs xb, as the chunks compute them."""
         return self.fn(xb)(self.lift(xb))
 
+    def _tracked(self, xb):
+        """(the differentiated tensor of raw inputs xb, requiring a gradient, and the (m, C)
+        logits from a forward pass that records a graph as the chunks' do)."""
+        inp = self.lift(xb).detach().requires_grad_(True)
+        with torch.enable_grad():
+            return inp, self.fn(xb)(inp)
+
     def grads(self, xb, v):
         """The (m, d) gradient of sum(v * logits) at the differentiated tensor of xb; None
         when the logits do not depend on it."""
-        inp = self.lift(xb).detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.fn(xb)(inp)
+        inp, out = self._tracked(xb)
         if not out.requires_grad:
             return None
         (g,) = torch.autograd.grad((out * v.to(out)).sum(), inp, allow_unused=True)
@@ -130,9 +135,7 @@ class Plan:
     def tracked_logits(self, xb):
         """The (m, C) logits of raw inputs xb, detached, from a forward pass that records a
         graph as the chunks' do (the differentiated tensor requires a gradient)."""
-        inp = self.lift(xb).detach().requires_grad_(True)
-        with torch.enable_grad():
-            return self.fn(xb)(inp).detach()
+        return self._tracked(xb)[1].detach()
 
     def lift(self, xb):
         return self.front.lift(xb, self.dev, self.dt)

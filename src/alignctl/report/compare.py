@@ -10,7 +10,6 @@ differences other - reference are taken; each run's last checkpoint is matched t
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from alignctl.errors import InputError
@@ -18,6 +17,7 @@ from alignctl.report.cells import field, metric_names
 from alignctl.report.figures import COLORS
 from alignctl.report.figures.trajectories import Series
 from alignctl.runs.limits import loads_json, read_text_capped
+from alignctl.runs.validate import is_finite_real
 
 ACCURACIES = ("train_accuracy", "test_accuracy", "adversarial_accuracy", "noise_accuracy")
 SHOWN = {"train_accuracy": "train acc", "test_accuracy": "test acc",
@@ -127,14 +127,8 @@ def series(reports: list[dict]) -> list[Series]:
 
 def _number(v) -> float | None:
     """``v`` as a finite float, else None (null, NaN, text, booleans, an integer beyond
-    float's range)."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return None
-    try:
-        v = float(v)
-    except OverflowError:
-        return None
-    return v if math.isfinite(v) else None
+    float's range: :func:`alignctl.runs.validate.is_finite_real`)."""
+    return float(v) if is_finite_real(v) else None
 
 
 def _value(ck: dict, key: str):
